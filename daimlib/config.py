@@ -1,0 +1,360 @@
+"""Configuration of DAIM Kit: dataclasses for every knob, named presets, JSON round trip.
+
+Every constant of the DAIM reference code (``shared/docs/daim_spec.md``) is a field here, so
+that a preset *is* the method: ``daim_f30k`` / ``daim_coco`` reproduce the reference code,
+``hat_*`` its parent HAT (no FDM, fixed margin, image-to-text SCAN), and ``demo`` / ``demo_hat``
+are tiny from-scratch encoders that train on the generated demo dataset on a laptop CPU.
+
+    >>> cfg = load_preset("demo", **{"train.epochs": 3, "loss.adaptive": False})
+    >>> cfg.train.epochs, cfg.loss.adaptive
+    (3, False)
+    >>> DAIMConfig.from_json(cfg.to_json()) == cfg
+    True
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+LEVELS = ("low", "mid", "high")
+
+
+@dataclass
+class ImageEncoderConfig:
+    """Image stream: a timm backbone whose per-stage outputs become the three levels."""
+
+    name: str = "swin_base_patch4_window7_224.ms_in22k"  # timm model name (hub id when pretrained)
+    weights: str | None = None  # local .safetensors/.pth file or folder, used instead of the hub
+    img_size: int = 224
+    timm_kwargs: dict = field(default_factory=dict)  # e.g. embed_dim/depths/num_heads for tiny models
+    stages: tuple[int, ...] = (1, 2, 3)  # 0-based stage indices used as low / mid / high
+    drop_path_rate: float = 0.1  # the reference passes only drop_path to Swin
+    stage_norm: bool = True  # LayerNorm on each used stage output (new LNs + the final pretrained norm)
+
+
+@dataclass
+class TextEncoderConfig:
+    """Text stream: a transformers encoder whose hidden states become the three levels."""
+
+    name: str = "bert-base-uncased"  # hub id of model and tokenizer
+    weights: str | None = None  # local folder (save_pretrained layout) used instead of the hub
+    tokenizer: str | None = None  # hub id or folder; None = same as weights/name; "demo" = <data_root>/tokenizer
+    model_kwargs: dict | None = None  # BertConfig fields: build a randomly initialised encoder from them
+    hidden_states: tuple[int, ...] = (4, 10, 12)  # HF hidden_states indices (0 = embeddings)
+    max_len: int = 32  # [CLS] + 30 tokens + [SEP], padded
+
+
+@dataclass
+class FDMConfig:
+    """Feature discriminability module: parameter-free ContraNorm (spec section 3)."""
+
+    image_blocks: bool = True  # inside every Swin block, after the attention residual
+    image_stage_out: bool = True  # on each *used* stage output, before its LayerNorm
+    text_layers: tuple[int, ...] = ()  # 1-based BERT layers followed by ContraNorm (paper figure)
+    scale: float = 0.1
+    tau: float = 1.0
+
+
+@dataclass
+class SimilarityConfig:
+    """Cross-attention similarity (SCAN, spec section 2)."""
+
+    direction: str = "t2i"  # "t2i" | "i2t" | "both" (HAT*: 0.5 t2i + 0.5 i2t)
+    lambda_softmax: float = 9.0
+    level_weights: tuple[float, ...] = (1.0, 1.0, 1.0)  # low, mid, high
+    embed_dim: int = 768  # output size of the six projections
+
+
+@dataclass
+class LossConfig:
+    """Triplet ranking loss and the margin optimisation module (spec sections 4-5)."""
+
+    hardest: bool = True  # VSE++ hardest negative; False = sum over all negatives
+    reduction: str = "sum"
+    warmup_steps: int = 0  # steps of the sum-over-negatives hinge before hardest negatives
+    margin: float = 0.2  # initial (MOM) or fixed margin
+    adaptive: bool = True  # the MOM; False = fixed margin (HAT)
+    alpha: float = 0.3  # prior ratio belt_alpha
+    activation_fraction: float = 45 / 58  # MOM acts when more than this fraction of rows rank right
+    ema: float = 0.1  # m <- (1 - ema) m + ema * lambda
+    lam_max: float = 1.0  # lambda above this ...
+    lam_reset: float = 0.2  # ... is replaced by this
+    neg_stat: str = "reference"  # "reference" | "mean_offdiag" | "hardest"
+    mask_same_image: bool = False  # drop same-image off-diagonal pairs from the negatives
+
+
+@dataclass
+class DataConfig:
+    """Dataset layout and transforms."""
+
+    dataset: str = "f30k"  # "f30k" | "coco" | "flickr8k" | "demo"
+    json_name: str = "dataset_flickr30k.json"  # Karpathy JSON inside the data root
+    image_dir: str = "images"  # image folder inside the data root
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str = "test"
+    use_restval: bool = False  # COCO: fold the restval images into train
+    img_size: int = 224  # crop size
+    resize: int = 256  # eval: Resize(resize) then CenterCrop(img_size)
+    crop_scale: tuple[float, float] = (0.08, 1.0)  # train RandomResizedCrop scale
+    hflip: bool = True  # off for the demo, whose captions say left/right
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    num_workers: int = 4
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation schedule (spec section 6)."""
+
+    epochs: int = 30
+    batch_size: int = 58
+    optimizer: str = "adam"  # "adam" | "adamw"
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    lr_step: int = 10  # StepLR step size, in epochs
+    lr_gamma: float = 0.1
+    freeze_epochs: int = 11  # backbones frozen for epochs 0..freeze_epochs-1
+    frozen_train_mode: bool = True  # frozen backbones stay in train mode (dropout on), as the reference
+    amp: str = "auto"  # "auto" (bf16 on CUDA if supported, else fp16) | "bf16" | "fp16" | "off"
+    grad_clip: float | None = None
+    seed: int = 0
+    select_on: str = "r1_sum"  # model selection on val: "r1_sum" (i2t R@1 + t2i R@1) | "rsum"
+    max_steps: int | None = None  # stop after this many steps (budgeted runs)
+    max_minutes: float | None = None  # stop after this much wall-clock time
+    eval_every: int = 1  # epochs between validations
+    eval_batch_size: int = 128
+    log_every: int = 10
+
+
+@dataclass
+class DAIMConfig:
+    """Everything that defines one model and one training run."""
+
+    name: str = "daim_f30k"
+    image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
+    text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    fdm: FDMConfig = field(default_factory=FDMConfig)
+    similarity: SimilarityConfig = field(default_factory=SimilarityConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    notes: str = ""
+
+    # --- (de)serialisation -------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=False)
+        if path is not None:
+            Path(path).write_text(text + "\n")
+        return text
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DAIMConfig:
+        return _from_dict(cls, d, "config")
+
+    @classmethod
+    def from_json(cls, text_or_path: str | Path) -> DAIMConfig:
+        s = str(text_or_path)
+        if not s.lstrip().startswith("{"):
+            s = Path(s).read_text()
+        return cls.from_dict(json.loads(s))
+
+    def replace(self, **overrides: Any) -> DAIMConfig:
+        """A copy with dotted-key overrides, e.g. ``cfg.replace(**{"train.lr": 1e-5})``."""
+        new = copy.deepcopy(self)
+        for key, value in overrides.items():
+            set_by_path(new, key, value)
+        return new
+
+    def diff(self, other: DAIMConfig) -> dict[str, tuple[Any, Any]]:
+        """Dotted keys whose values differ: {key: (self value, other value)}."""
+        a, b = _flatten(self.to_dict()), _flatten(other.to_dict())
+        return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k not in ("timm_kwargs", "model_kwargs"):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _coerce(value: Any, current: Any, key: str) -> Any:
+    """Turn JSON lists back into tuples, and strings from the command line into field types."""
+    if isinstance(current, tuple) and isinstance(value, list):
+        return tuple(value)
+    if isinstance(value, str) and not isinstance(current, str):
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            if value.lower() in ("none", "null"):
+                return None
+            if current is None:  # optional string fields (paths, ids)
+                return value
+            raise ValueError(f"config key {key!r}: cannot parse {value!r} (current value {current!r})")
+        return _coerce(parsed, current, key)
+    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def _from_dict(cls, d: dict, where: str):
+    if not isinstance(d, dict):
+        raise ValueError(f"{where}: expected a JSON object, got {type(d).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - set(fields))
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown}; known keys are {sorted(fields)}")
+    kwargs = {}
+    defaults = cls()
+    for name, value in d.items():
+        current = getattr(defaults, name)
+        if dataclasses.is_dataclass(current):
+            kwargs[name] = _from_dict(type(current), value, f"{where}.{name}")
+        else:
+            kwargs[name] = _coerce(value, current, f"{where}.{name}")
+    return cls(**kwargs)
+
+
+def set_by_path(cfg: DAIMConfig, key: str, value: Any) -> None:
+    """Set a dotted key (``"loss.margin"``) in place, coercing strings like the command line gives."""
+    parts = key.split(".")
+    obj = cfg
+    for p in parts[:-1]:
+        if not hasattr(obj, p) or not dataclasses.is_dataclass(getattr(obj, p)):
+            raise ValueError(f"unknown config section {p!r} in key {key!r}; sections: {_sections()}")
+        obj = getattr(obj, p)
+    name = parts[-1]
+    if not dataclasses.is_dataclass(obj) or name not in {f.name for f in dataclasses.fields(obj)}:
+        known = sorted(f.name for f in dataclasses.fields(obj))
+        raise ValueError(f"unknown config key {key!r}; keys here are {known}")
+    current = getattr(obj, name)
+    setattr(obj, name, _coerce(value, current, key))
+
+
+def _sections() -> list[str]:
+    return [f.name for f in dataclasses.fields(DAIMConfig) if f.name not in ("name", "notes")]
+
+
+# --- presets -----------------------------------------------------------------------------
+
+def _daim(dataset: str) -> DAIMConfig:
+    """DAIM as its reference code implements it (spec sections 1-6)."""
+    data = DataConfig(dataset=dataset)
+    if dataset == "coco":
+        data.json_name = "dataset_coco.json"
+    return DAIMConfig(
+        name=f"daim_{dataset}",
+        data=data,
+        notes="DAIM reference code: Swin-B 22k stages 2/3/4 + BERT-base layers 4/10/12, ContraNorm 0.1 in "
+        "every Swin block and at used stage outputs, SCAN t2i lambda 9, MOM margin, hardest-negative "
+        "triplet summed, Adam 1e-4, StepLR(10, 0.1), backbones frozen for 11 epochs, batch 58, AMP.",
+    )
+
+
+def _hat(dataset: str) -> DAIMConfig:
+    """HAT, the code DAIM was copied from: no FDM, fixed margin 0.2, image-to-text SCAN."""
+    cfg = _daim(dataset)
+    cfg.name = f"hat_{dataset}"
+    cfg.fdm = FDMConfig(image_blocks=False, image_stage_out=False, text_layers=())
+    cfg.loss.adaptive = False
+    cfg.similarity.direction = "i2t"
+    cfg.notes = "HAT baseline: DAIM without ContraNorm, fixed margin 0.2, SCAN i2t."
+    return cfg
+
+
+def _demo() -> DAIMConfig:
+    """Tiny from-scratch DAIM for the generated demo dataset on a CPU.
+
+    Deviations from the paper presets, each forced by training from random weights on a CPU:
+    - encoders: a 64 px Swin (patch 4, window 4, embed 32, depths 1-1-2-1: 64/16/4 tokens at
+      stages 2/3/4) and a 3-layer BERT of width 128 (hidden states 1/2/3), D = 128;
+    - no frozen epochs (nothing pretrained to protect), AdamW 5e-4;
+    - ``loss.warmup_steps = 150``: hardest negatives from random weights collapse (the loss pins
+      at 2*B*m and recall stays at chance), so the first steps use the sum-over-negatives hinge;
+    - ``loss.activation_fraction`` lowered from 45/58 (0.78) so that the MOM acts: a small model
+      ranks only about half of the batch rows right, so the paper's trigger never fires;
+    - no horizontal flip (the captions say "left of" / "right of").
+    """
+    cfg = DAIMConfig(name="demo")
+    cfg.image = ImageEncoderConfig(
+        name="swin_tiny_patch4_window7_224",
+        img_size=64,
+        timm_kwargs=dict(embed_dim=32, depths=[1, 1, 2, 1], num_heads=[1, 2, 4, 8], window_size=4),
+        drop_path_rate=0.0,
+    )
+    cfg.text = TextEncoderConfig(
+        name="bert-base-uncased",
+        tokenizer="demo",
+        model_kwargs=dict(
+            vocab_size=512, hidden_size=128, num_hidden_layers=3, num_attention_heads=4,
+            intermediate_size=256, max_position_embeddings=64,
+        ),
+        hidden_states=(1, 2, 3),
+        max_len=32,
+    )
+    cfg.similarity.embed_dim = 128
+    cfg.loss.warmup_steps = 150
+    cfg.loss.activation_fraction = 0.4
+    cfg.data = DataConfig(
+        dataset="demo", json_name="dataset_demo.json", img_size=64, resize=64, crop_scale=(0.8, 1.0),
+        hflip=False, num_workers=0,
+    )
+    cfg.train = TrainConfig(
+        epochs=10, batch_size=64, optimizer="adamw", lr=5e-4, lr_step=1000, freeze_epochs=0,
+        amp="off", eval_batch_size=250,
+    )
+    cfg.notes = _demo.__doc__.split("\n\n", 1)[1].strip()
+    return cfg
+
+
+def _demo_hat() -> DAIMConfig:
+    cfg = _demo()
+    cfg.name = "demo_hat"
+    cfg.fdm = FDMConfig(image_blocks=False, image_stage_out=False, text_layers=())
+    cfg.loss.adaptive = False
+    cfg.similarity.direction = "i2t"
+    cfg.notes = "HAT-style baseline of the demo preset: no ContraNorm, fixed margin, SCAN i2t.\n" + cfg.notes
+    return cfg
+
+
+PRESETS: dict[str, Callable[[], DAIMConfig]] = {
+    "daim_f30k": lambda: _daim("f30k"),
+    "daim_coco": lambda: _daim("coco"),
+    "hat_f30k": lambda: _hat("f30k"),
+    "hat_coco": lambda: _hat("coco"),
+    "demo": _demo,
+    "demo_hat": _demo_hat,
+}
+
+
+def load_preset(name: str, **overrides: Any) -> DAIMConfig:
+    """A named preset with dotted-key overrides (``load_preset("demo", **{"train.lr": 1e-3})``)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; presets are {sorted(PRESETS)}")
+    cfg = PRESETS[name]()
+    for key, value in overrides.items():
+        set_by_path(cfg, key, value)
+    return cfg
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """``["train.lr=1e-5", "fdm.scale=0.2"]`` -> ``{"train.lr": "1e-5", ...}`` (coerced on set)."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not of the form key=value (e.g. train.lr=1e-5)")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
