@@ -17,9 +17,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 LEVELS = ("low", "mid", "high")
 
@@ -43,7 +44,9 @@ class TextEncoderConfig:
 
     name: str = "bert-base-uncased"  # hub id of model and tokenizer
     weights: str | None = None  # local folder (save_pretrained layout) used instead of the hub
-    tokenizer: str | None = None  # hub id or folder; None = same as weights/name; "demo" = <data_root>/tokenizer
+    tokenizer: str | None = (
+        None  # hub id or folder; None = same as weights/name; "demo" = <data_root>/tokenizer
+    )
     model_kwargs: dict | None = None  # BertConfig fields: build a randomly initialised encoder from them
     hidden_states: tuple[int, ...] = (4, 10, 12)  # HF hidden_states indices (0 = embeddings)
     max_len: int = 32  # [CLS] + 30 tokens + [SEP], padded
@@ -202,7 +205,9 @@ def _coerce(value: Any, current: Any, key: str) -> Any:
                 return None
             if current is None:  # optional string fields (paths, ids)
                 return value
-            raise ValueError(f"config key {key!r}: cannot parse {value!r} (current value {current!r})")
+            raise ValueError(
+                f"config key {key!r}: cannot parse {value!r} (current value {current!r})"
+            ) from None
         return _coerce(parsed, current, key)
     if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -248,6 +253,7 @@ def _sections() -> list[str]:
 
 
 # --- presets -----------------------------------------------------------------------------
+
 
 def _daim(dataset: str) -> DAIMConfig:
     """DAIM as its reference code implements it (spec sections 1-6)."""
@@ -298,8 +304,12 @@ def _demo() -> DAIMConfig:
         name="bert-base-uncased",
         tokenizer="demo",
         model_kwargs=dict(
-            vocab_size=512, hidden_size=128, num_hidden_layers=3, num_attention_heads=4,
-            intermediate_size=256, max_position_embeddings=64,
+            vocab_size=512,
+            hidden_size=128,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            intermediate_size=256,
+            max_position_embeddings=64,
         ),
         hidden_states=(1, 2, 3),
         max_len=32,
@@ -308,12 +318,23 @@ def _demo() -> DAIMConfig:
     cfg.loss.warmup_steps = 150
     cfg.loss.activation_fraction = 0.4
     cfg.data = DataConfig(
-        dataset="demo", json_name="dataset_demo.json", img_size=64, resize=64, crop_scale=(0.8, 1.0),
-        hflip=False, num_workers=0,
+        dataset="demo",
+        json_name="dataset_demo.json",
+        img_size=64,
+        resize=64,
+        crop_scale=(0.8, 1.0),
+        hflip=False,
+        num_workers=0,
     )
     cfg.train = TrainConfig(
-        epochs=10, batch_size=64, optimizer="adamw", lr=5e-4, lr_step=1000, freeze_epochs=0,
-        amp="off", eval_batch_size=250,
+        epochs=10,
+        batch_size=64,
+        optimizer="adamw",
+        lr=5e-4,
+        lr_step=1000,
+        freeze_epochs=0,
+        amp="off",
+        eval_batch_size=250,
     )
     cfg.notes = _demo.__doc__.split("\n\n", 1)[1].strip()
     return cfg
