@@ -1,0 +1,198 @@
+"""Notebook support: the one setup cell, repo-relative paths, and the demo data on demand.
+
+Every notebook starts with::
+
+    from daimlib import nb
+    env = nb.setup(seed=0, device=DEVICE)      # seeds, device, plot defaults, repo-relative paths
+    data_root = nb.data_root(DATA)             # "demo" -> data/demo (generated when missing)
+
+Paths printed by these helpers are relative to the repository root, so executed notebooks carry
+no machine paths.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+_MARKERS = ("pyproject.toml", "daimlib")
+
+
+def _is_root(p: Path) -> bool:
+    return all((p / m).exists() for m in _MARKERS)
+
+
+def repo_root() -> Path:
+    """The repository root: the first folder at or above the working directory that holds both
+    ``pyproject.toml`` and ``daimlib/``; otherwise the folder above this package (editable install).
+    """
+    cwd = Path.cwd().resolve()
+    for p in (cwd, *cwd.parents):
+        if _is_root(p):
+            return p
+    here = Path(__file__).resolve().parents[1]
+    if _is_root(here):
+        return here
+    raise FileNotFoundError(
+        "could not find the DAIM Kit repository root (a folder with pyproject.toml and daimlib/) at or "
+        f"above the working directory {cwd.name!r}; start Jupyter from inside the repository"
+    )
+
+
+def rel(path: str | os.PathLike) -> str:
+    """``path`` relative to the repository root as a POSIX string (``"data/demo"``).
+
+    A path outside the repository is shown as ``<outside>/<last two parts>`` so that no machine
+    path ends up in an executed notebook.
+    """
+    p = Path(path)
+    root = repo_root()
+    p = (p if p.is_absolute() else Path.cwd() / p).resolve()
+    try:
+        out = p.relative_to(root).as_posix()
+        return out if out else "."
+    except ValueError:
+        return "<outside>/" + "/".join(p.parts[-2:])
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``"auto"`` -> ``"cuda"`` if available, else ``"mps"`` if available, else ``"cpu"``.
+
+    An explicit device that is not available raises with what was found.
+    """
+    import torch  # noqa: PLC0415
+
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    kind = str(device).split(":")[0]
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"DEVICE={device!r} was asked for but this torch build sees no CUDA GPU; use 'auto' or 'cpu'"
+        )
+    if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise RuntimeError(f"DEVICE={device!r} was asked for but MPS is not available; use 'auto' or 'cpu'")
+    if kind not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"unknown device {device!r}; expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+    return str(device)
+
+
+def seed_everything(seed: int = 0) -> None:
+    """Seed Python's ``random``, numpy and torch (CPU and all GPUs)."""
+    import torch  # noqa: PLC0415
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def plot_defaults() -> None:
+    """Small, consistent figures: 100 dpi, light grid, no top/right spines, PNG inline output."""
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    plt.rcParams.update(
+        {
+            "figure.dpi": 100,
+            "savefig.dpi": 100,
+            "figure.figsize": (6.0, 3.5),
+            "axes.grid": True,
+            "grid.alpha": 0.3,
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "font.size": 9,
+            "axes.titlesize": 10,
+        }
+    )
+
+
+def setup(seed: int = 0, device: str = "auto", verbose: bool = True) -> SimpleNamespace:
+    """The setup cell of every notebook: seed everything, pick the device, set plot defaults.
+
+    Returns a namespace with ``root`` (absolute ``Path``; print it with :func:`rel`), ``data``
+    (``root/data``), ``figures`` (``root/figures``), ``runs`` (``root/runs``), ``device`` and
+    ``seed``. Prints one line with repo-relative paths only.
+    """
+    import torch  # noqa: PLC0415
+
+    root = repo_root()
+    dev = resolve_device(device)
+    seed_everything(seed)
+    plot_defaults()
+    env = SimpleNamespace(
+        root=root, data=root / "data", figures=root / "figures", runs=root / "runs", device=dev, seed=seed
+    )
+    if verbose:
+        print(
+            f"repo root: . | data: {rel(env.data)} | device: {dev} | seed: {seed} | torch {torch.__version__}"
+        )
+    return env
+
+
+def ensure_demo_data(root: str | os.PathLike = "data/demo", size: str = "default", seed: int = 0) -> Path:
+    """Generate the demo dataset at ``root`` (repo-relative) unless its Karpathy JSON is already there.
+
+    Prints what it did (found / generated, with the image count). Returns the absolute folder.
+    """
+    from daimlib.data import make_demo_dataset  # noqa: PLC0415
+
+    folder = Path(root)
+    if not folder.is_absolute():
+        folder = repo_root() / folder
+    json_path = folder / "dataset_demo.json"
+    if json_path.exists():
+        import json  # noqa: PLC0415
+
+        n = len(json.loads(json_path.read_text())["images"])
+        print(f"demo data found: {rel(folder)} ({n} images)")
+        return folder
+    make_demo_dataset(folder, seed=seed, size=size)
+    import json  # noqa: PLC0415
+
+    n = len(json.loads(json_path.read_text())["images"])
+    print(f"demo data generated: {rel(folder)} ({n} images, size={size!r}, seed={seed})")
+    return folder
+
+
+def data_root(data: str = "demo", size: str = "default") -> Path:
+    """The notebooks' ``DATA`` parameter -> a dataset folder.
+
+    ``"demo"`` -> ``data/demo`` (generated when missing); anything else is a folder (absolute or
+    relative to the repository root) that must exist.
+    """
+    if data == "demo":
+        return ensure_demo_data("data/demo", size=size)
+    folder = Path(data)
+    if not folder.is_absolute():
+        folder = repo_root() / folder
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"DATA={data!r}: expected a dataset folder (Karpathy JSON + images/, see data/README.md) "
+            f"but {rel(folder)} does not exist; use DATA='demo' for the generated demo dataset"
+        )
+    return folder
+
+
+def config_table(cfg, keys=None):
+    """A two-column pandas table (``key``, ``value``) of a config's dotted keys, for display.
+
+    ``keys``: dotted keys or section prefixes to keep (``["image", "loss.margin"]``); all when None.
+    """
+    import pandas as pd  # noqa: PLC0415
+
+    from daimlib.config import _flatten  # noqa: PLC0415
+
+    flat = _flatten(cfg.to_dict())
+    if keys is not None:
+        keys = list(keys)
+        flat = {k: v for k, v in flat.items() if any(k == p or k.startswith(p + ".") for p in keys)}
+    return pd.DataFrame({"key": list(flat), "value": [str(v) for v in flat.values()]}).set_index("key")
+
+
+# load_or_train(...) (checkpoint else train) is added here with daimlib.train / daimlib.checkpoint.

@@ -1,0 +1,554 @@
+"""Plots the notebooks share: margin evolution, score distributions, projections, retrieval grids.
+
+Every ``plot_*`` function returns the matplotlib ``Figure`` (so a notebook can save it with
+:func:`save_figure` and a test can inspect it) and draws into ``ax`` when one is given. Inputs
+may be numpy arrays, torch tensors or lists. Nothing here calls ``plt.show()``: Jupyter shows the
+returned figure, scripts save it.
+
+Paper links: :func:`plot_margin_evolution` and :func:`plot_score_distributions` draw the margin
+optimisation module (MOM, spec section 4: two fitted Gaussians, the boundary lambda, the EMA
+margin); :func:`plot_cosine_histograms` the feature discriminability module (ContraNorm, spec
+section 3); :func:`plot_attention_on_image` the SCAN text-to-image attention (spec section 2.1);
+:func:`plot_retrieval_grid` the retrieval protocol (spec section 7).
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+
+LEVEL_COLORS = {"low": "#4C72B0", "mid": "#DD8452", "high": "#55A868"}
+POS_COLOR, NEG_COLOR, BOUNDARY_COLOR = "#2A9D8F", "#E76F51", "#264653"
+
+# Column names of a training history (one row per step) and the aliases accepted for each.
+HISTORY_COLUMNS = {
+    "step": ("step", "global_step", "iteration"),
+    "margin": ("margin", "m"),
+    "lam": ("lam", "lambda", "boundary", "lambda_"),
+    "mu_pos": ("mu_pos", "pos_mean", "mu_p"),
+    "sigma_pos": ("sigma_pos", "pos_std", "sigma_p"),
+    "mu_neg": ("mu_neg", "neg_mean", "mu_n"),
+    "sigma_neg": ("sigma_neg", "neg_std", "sigma_n"),
+    "active": ("active", "activated", "updated", "mom_active"),
+    "n_correct": ("n_correct", "correct", "num_correct", "n_right"),
+    "batch_size": ("batch_size", "batch", "b"),
+}
+
+
+# --- small numeric helpers (tested against naive computations) ------------------------------
+
+
+def to_numpy(x) -> np.ndarray:
+    """A float64 numpy copy of an array, tensor or list (tensors are detached and moved to CPU)."""
+    if hasattr(x, "detach"):
+        x = x.detach().double().cpu().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def gaussian_pdf(x, mu: float, sigma: float) -> np.ndarray:
+    """Normal density N(x; mu, sigma) (the densities the MOM fits, spec section 4 step 3)."""
+    x = np.asarray(x, dtype=np.float64)
+    sigma = max(float(sigma), 1e-12)
+    return np.exp(-0.5 * ((x - mu) / sigma) ** 2) / (sigma * math.sqrt(2.0 * math.pi))
+
+
+def pairwise_cosines(x) -> np.ndarray:
+    """Cosine similarities of all distinct token pairs of ``x`` [N, C] (or [B, N, C], pooled over B).
+
+    Returns the strict upper triangle (N(N-1)/2 values per set), the quantity ContraNorm pushes
+    down (spec section 3). Zero rows count as cosine 0.
+    """
+    x = to_numpy(x)
+    if x.ndim == 2:
+        x = x[None]
+    if x.ndim != 3:
+        raise ValueError(f"pairwise_cosines expects [N, C] or [B, N, C] tokens, got shape {x.shape}")
+    n = x.shape[1]
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    xn = x / np.maximum(norms, 1e-12)
+    cos = xn @ xn.transpose(0, 2, 1)  # [B, N, N]
+    iu = np.triu_indices(n, k=1)
+    return cos[:, iu[0], iu[1]].reshape(-1)
+
+
+def project_2d(feats, method: str = "umap", seed: int = 0) -> tuple[np.ndarray, str]:
+    """Project ``feats`` [N, D] to 2-D; returns ``(xy [N, 2], method actually used)``.
+
+    ``method="pca"`` centres the features and projects them on the top two right singular
+    vectors (signs fixed so the largest coordinate of each axis is positive). ``"umap"`` uses
+    umap-learn (cosine metric) and falls back to PCA when umap-learn is missing or N < 16.
+    """
+    x = to_numpy(feats)
+    if x.ndim != 2:
+        raise ValueError(f"project_2d expects features [N, D], got shape {x.shape}; flatten levels first")
+    if method not in ("umap", "pca"):
+        raise ValueError(f"method must be 'umap' or 'pca', got {method!r}")
+    if method == "umap" and x.shape[0] >= 16:
+        try:
+            import umap  # noqa: PLC0415 - slow import (numba), only when asked for
+        except ImportError:
+            pass
+        else:
+            n_neighbors = min(15, x.shape[0] - 1)
+            reducer = umap.UMAP(n_components=2, n_neighbors=n_neighbors, metric="cosine", random_state=seed)
+            return np.asarray(reducer.fit_transform(x), dtype=np.float64), "umap"
+    xc = x - x.mean(axis=0, keepdims=True)
+    _, _, vt = np.linalg.svd(xc, full_matrices=False)
+    comps = vt[:2]  # [2, D]
+    xy = xc @ comps.T  # [N, 2]
+    signs = np.sign(xy[np.abs(xy).argmax(axis=0), range(xy.shape[1])])
+    xy = xy * np.where(signs == 0, 1.0, signs)
+    if xy.shape[1] < 2:  # a single feature dimension
+        xy = np.concatenate([xy, np.zeros((xy.shape[0], 2 - xy.shape[1]))], axis=1)
+    return xy, "pca"
+
+
+def _find_column(df, key: str, required: bool = False):
+    for name in HISTORY_COLUMNS.get(key, (key,)):
+        if name in df.columns:
+            return name
+    if required:
+        raise ValueError(
+            f"history has no {key!r} column (accepted names {HISTORY_COLUMNS.get(key, (key,))}); "
+            f"its columns are {list(df.columns)}. Pass the history written by daimlib.train."
+        )
+    return None
+
+
+def _new_axes(ax, n: int, figsize):
+    """Use the given axes (one or a sequence of n) or make a 1 x n figure."""
+    if ax is None:
+        fig, axes = plt.subplots(1, n, figsize=figsize, squeeze=False)
+        return fig, list(axes[0])
+    axes = list(np.atleast_1d(ax).ravel())
+    if len(axes) != n:
+        raise ValueError(f"this plot needs {n} axes, got {len(axes)}; pass ax=None to make a new figure")
+    return axes[0].figure, axes
+
+
+# --- margin optimisation module ------------------------------------------------------------
+
+
+def plot_margin_evolution(history_df, trigger=None, ax=None, smooth: int = 1) -> Figure:
+    """The MOM over training (spec section 4): three panels against the training step.
+
+    1. margin m and the boundary lambda of the steps where the MOM acted;
+    2. mean +/- std of the positive scores p_i and of the negative statistic n_i;
+    3. rows ranked right per batch (``n_correct``) beside the trigger line, and the running
+       activation rate (right axis).
+
+    ``history_df``: a pandas DataFrame with one row per step and columns ``step, margin`` and,
+    when present, ``lam, mu_pos, sigma_pos, mu_neg, sigma_neg, active, n_correct`` (aliases in
+    ``HISTORY_COLUMNS``). ``trigger``: the count of correct rows the MOM needs (e.g. 45 for the
+    paper, ``activation_fraction * batch_size`` in general); drawn as a dashed line.
+    ``smooth``: rolling-mean window (in rows) for the noisy per-step curves.
+    ``ax``: None or a sequence of three axes.
+    """
+    df = history_df.reset_index(drop=True)
+    step_col = _find_column(df, "step")
+    x = df[step_col].to_numpy() if step_col else np.arange(len(df))
+    margin_col = _find_column(df, "margin", required=True)
+    fig, (a0, a1, a2) = _new_axes(ax, 3, (13, 3.4))
+
+    def sm(series):
+        return series.rolling(max(1, smooth), min_periods=1).mean().to_numpy()
+
+    a0.plot(x, df[margin_col].to_numpy(), color=BOUNDARY_COLOR, lw=2, label="margin m")
+    lam_col, act_col = _find_column(df, "lam"), _find_column(df, "active")
+    if lam_col is not None:
+        lam = df[lam_col].to_numpy(dtype=float)
+        keep = np.isfinite(lam)
+        if act_col is not None:
+            keep &= df[act_col].to_numpy().astype(bool)
+        a0.scatter(x[keep], lam[keep], s=8, color=NEG_COLOR, alpha=0.6, label=r"boundary $\lambda$ (acted)")
+    a0.set(xlabel="step", ylabel="value", title="margin and boundary")
+    a0.legend(fontsize=8)
+
+    for key, color, name in (("pos", POS_COLOR, "positives $p_i$"), ("neg", NEG_COLOR, "negatives $n_i$")):
+        mu_col, sd_col = _find_column(df, f"mu_{key}"), _find_column(df, f"sigma_{key}")
+        if mu_col is None:
+            continue
+        mu = sm(df[mu_col].astype(float))
+        a1.plot(x, mu, color=color, label=name)
+        if sd_col is not None:
+            sd = sm(df[sd_col].astype(float))
+            a1.fill_between(x, mu - sd, mu + sd, color=color, alpha=0.2)
+    a1.set(xlabel="step", ylabel="score", title=r"$\mu \pm \sigma$ of the fitted Gaussians")
+    if a1.lines:
+        a1.legend(fontsize=8)
+
+    corr_col = _find_column(df, "n_correct")
+    if corr_col is not None:
+        a2.plot(x, sm(df[corr_col].astype(float)), color="#6A4C93", label="rows ranked right")
+    if trigger is not None:
+        a2.axhline(float(trigger), color="k", ls="--", lw=1, label=f"trigger > {float(trigger):.4g}")
+    a2.set(xlabel="step", ylabel="rows per batch", title="MOM activation")
+    if act_col is not None:
+        rate = df[act_col].astype(float).expanding().mean().to_numpy()
+        a2r = a2.twinx()
+        a2r.plot(x, rate, color="#8AB17D", lw=1.5, label="activation rate (running)")
+        a2r.set_ylim(-0.02, 1.02)
+        a2r.set_ylabel("fraction of steps")
+        a2r.grid(False)
+        a2r.legend(fontsize=8, loc="lower right")
+    if a2.lines:
+        a2.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def plot_score_distributions(
+    pos,
+    neg,
+    boundary: float | None = None,
+    margin: float | None = None,
+    ax=None,
+    bins: int = 40,
+    labels: tuple[str, str] = ("positive pairs", "negative pairs"),
+    title: str | None = None,
+) -> Figure:
+    """Histograms of positive and negative scores with their fitted Gaussians (spec section 4).
+
+    The Gaussians use the sample mean and the unbiased standard deviation, as the MOM does.
+    ``boundary`` (e.g. the MOM's lambda, where alpha N_p = N_n) is drawn as a solid vertical
+    line and ``margin`` as a dashed one. The overlap of the two densities is shaded: it is the
+    area the paper's figure labels "Minimize S".
+    """
+    p, n = to_numpy(pos).ravel(), to_numpy(neg).ravel()
+    if p.size < 2 or n.size < 2:
+        raise ValueError(f"need at least 2 positive and 2 negative scores, got {p.size} and {n.size}")
+    fig, (a,) = _new_axes(ax, 1, (6, 3.4))
+    lo, hi = min(p.min(), n.min()), max(p.max(), n.max())
+    pad = 0.05 * (hi - lo + 1e-12)
+    edges = np.linspace(lo - pad, hi + pad, bins + 1)
+    grid = np.linspace(edges[0], edges[-1], 400)
+    dens = []
+    for vals, color, name in ((p, POS_COLOR, labels[0]), (n, NEG_COLOR, labels[1])):
+        mu, sd = float(vals.mean()), float(vals.std(ddof=1))
+        a.hist(vals, bins=edges, density=True, color=color, alpha=0.35, label=f"{name} (n={vals.size})")
+        d = gaussian_pdf(grid, mu, sd)
+        dens.append(d)
+        a.plot(grid, d, color=color, lw=2, label=rf"$\mathcal{{N}}$({mu:.3g}, {sd:.2g})")
+    a.fill_between(grid, np.minimum(*dens), color="grey", alpha=0.35, label="overlap")
+    if boundary is not None:
+        a.axvline(
+            float(boundary), color=BOUNDARY_COLOR, lw=2, label=rf"boundary $\lambda$={float(boundary):.3g}"
+        )
+    if margin is not None:
+        a.axvline(float(margin), color=BOUNDARY_COLOR, lw=1.5, ls="--", label=f"margin m={float(margin):.3g}")
+    a.set(xlabel="score", ylabel="density", title=title or "score distributions")
+    a.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+# --- feature discriminability ---------------------------------------------------------------
+
+
+def plot_cosine_histograms(
+    before,
+    after,
+    labels: tuple[str, str] = ("before", "after"),
+    ax=None,
+    bins: int = 50,
+    title: str | None = None,
+) -> Figure:
+    """Histograms of pairwise token cosines before and after ContraNorm (spec section 3).
+
+    ``before``: tokens [N, C] or [B, N, C]. ``after``: the same shape, or a dict
+    ``{label: tokens}`` to compare several settings (e.g. one per ContraNorm scale). The mean
+    cosine of each set is printed in its legend entry.
+    """
+    sets = {labels[0]: before}
+    if isinstance(after, Mapping):
+        sets.update(after)
+    else:
+        sets[labels[1]] = after
+    cos = {k: pairwise_cosines(v) for k, v in sets.items()}
+    fig, (a,) = _new_axes(ax, 1, (6, 3.4))
+    edges = np.linspace(min(c.min() for c in cos.values()), max(c.max() for c in cos.values()), bins + 1)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (k, c) in enumerate(cos.items()):
+        a.hist(
+            c,
+            bins=edges,
+            histtype="stepfilled",
+            alpha=0.35 if i == 0 else 0.25,
+            color=colors[i % len(colors)],
+        )
+        a.hist(
+            c,
+            bins=edges,
+            histtype="step",
+            lw=1.5,
+            color=colors[i % len(colors)],
+            label=f"{k} (mean {c.mean():.3f})",
+        )
+    a.set(xlabel="cosine similarity of token pairs", ylabel="pairs", title=title or "pairwise cosines")
+    a.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_embedding_projection(
+    feats,
+    labels,
+    method: str = "umap",
+    ax=None,
+    pairs=None,
+    title: str | None = None,
+    seed: int = 0,
+    max_pairs: int = 60,
+) -> Figure:
+    """2-D projection (UMAP, or PCA as the fast fallback) of embeddings coloured by label.
+
+    ``feats`` [N, D] (e.g. mean-pooled image and caption tokens of one level, stacked);
+    ``labels`` [N] (strings or ints: modality, class, ...). ``pairs``: optional list of
+    (i, j) index pairs joined by thin lines (an image and its caption), at most ``max_pairs``.
+    The title says which method was actually used.
+    """
+    labels = np.asarray(labels)
+    x = to_numpy(feats)
+    if labels.shape[0] != x.shape[0]:
+        raise ValueError(
+            f"labels has {labels.shape[0]} entries but feats has {x.shape[0]} rows; give one label per row"
+        )
+    xy, used = project_2d(x, method=method, seed=seed)
+    fig, (a,) = _new_axes(ax, 1, (4.8, 4.2))
+    if pairs is not None:
+        for i, j in list(pairs)[:max_pairs]:
+            a.plot(xy[[i, j], 0], xy[[i, j], 1], color="grey", lw=0.5, alpha=0.5, zorder=1)
+    uniq = list(dict.fromkeys(labels.tolist()))
+    cmap = plt.get_cmap("tab10" if len(uniq) <= 10 else "tab20")
+    for k, lab in enumerate(uniq):
+        sel = labels == lab
+        a.scatter(xy[sel, 0], xy[sel, 1], s=10, color=cmap(k % cmap.N), label=str(lab), alpha=0.8, zorder=2)
+    a.set(xticks=[], yticks=[], title=f"{title + ': ' if title else ''}{used.upper()}")
+    if len(uniq) <= 12:
+        a.legend(fontsize=7, markerscale=1.5)
+    fig.tight_layout()
+    return fig
+
+
+# --- images, attention and retrieval --------------------------------------------------------
+
+
+def _as_image(img) -> np.ndarray:
+    """PIL image, HWC array or CHW tensor -> HWC array in [0, 1] (or uint8)."""
+    if hasattr(img, "convert"):  # PIL
+        return np.asarray(img.convert("RGB"))
+    arr = to_numpy(img) if hasattr(img, "detach") else np.asarray(img)
+    if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3):
+        arr = arr.transpose(1, 2, 0)
+    if arr.dtype != np.uint8:
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) / (hi - lo) if hi > 1.0 or lo < 0.0 else arr  # undo normalisation for display
+    return arr.squeeze()
+
+
+def show_image_grid(images, titles=None, ncols: int = 5, size: float = 2.0, wrap: int = 28) -> Figure:
+    """Images (PIL, HWC arrays or CHW tensors) in a grid, each with an optional wrapped title."""
+    images = list(images)
+    if not images:
+        raise ValueError("show_image_grid got no images")
+    ncols = max(1, min(ncols, len(images)))
+    nrows = math.ceil(len(images) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, (size + 0.35) * nrows), squeeze=False)
+    for k, a in enumerate(axes.ravel()):
+        a.axis("off")
+        if k < len(images):
+            a.imshow(_as_image(images[k]))
+            if titles is not None:
+                a.set_title(textwrap.fill(str(titles[k]), wrap), fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def attention_to_pixels(attn, grid_hw: tuple[int, int], image_hw: tuple[int, int]) -> np.ndarray:
+    """Token weights [R] (R = h*w, row-major, as Swin flattens its grid) -> a [H, W] map.
+
+    Each token's weight fills its own block of pixels (nearest-neighbour upsampling), so the
+    map shows exactly which patch the weight belongs to.
+    """
+    a = to_numpy(attn).ravel()
+    h, w = grid_hw
+    if a.size != h * w:
+        raise ValueError(f"attention has {a.size} weights but the grid {h}x{w} has {h * w} tokens")
+    H, W = image_hw
+    rows = np.minimum((np.arange(H) * h) // H, h - 1)
+    cols = np.minimum((np.arange(W) * w) // W, w - 1)
+    return a.reshape(h, w)[rows[:, None], cols[None, :]]
+
+
+def plot_attention_on_image(
+    image, attn, grid_hw: tuple[int, int], words=None, ncols: int = 4, alpha: float = 0.55, size: float = 2.2
+) -> Figure:
+    """SCAN text-to-image attention drawn on the image (spec section 2.1).
+
+    ``attn``: [R] weights of one word over the R = h*w image tokens, or [n_words, R] for several
+    words (one panel each, titled by ``words``). Each panel shows the image with the weights of
+    its tokens as a heat map on top; the colour scale runs from 0 to the panel's largest weight.
+    """
+    img = _as_image(image)
+    att = to_numpy(attn)
+    if att.ndim == 1:
+        att = att[None]
+    if att.ndim != 2:
+        raise ValueError(f"attn must be [R] or [n_words, R], got shape {att.shape}")
+    if words is not None and len(words) != att.shape[0]:
+        raise ValueError(f"{len(words)} words given for {att.shape[0]} attention rows")
+    n = att.shape[0]
+    ncols = max(1, min(ncols, n))
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, (size + 0.3) * nrows), squeeze=False)
+    hw = img.shape[:2]
+    for k, a in enumerate(axes.ravel()):
+        a.axis("off")
+        if k >= n:
+            continue
+        heat = attention_to_pixels(att[k], grid_hw, hw)
+        a.imshow(img)
+        a.imshow(heat, cmap="inferno", alpha=alpha, vmin=0.0, vmax=max(float(heat.max()), 1e-12))
+        a.set_title(str(words[k]) if words is not None else f"row {k}", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_retrieval_grid(
+    images,
+    captions: Sequence[str],
+    scores,
+    queries: Sequence[int] = (0,),
+    k: int = 5,
+    gt=None,
+    direction: str = "t2i",
+    size: float = 1.8,
+) -> Figure:
+    """Top-k retrieval results (spec section 7's layout: ``scores[i, j] = S(image i, caption j)``).
+
+    ``direction="t2i"``: each query is a caption index; its row shows the k best images, with
+    their scores, framed green when ``gt[caption] == image`` (``gt`` = image index of every
+    caption, ``img_of_caption``). ``direction="i2t"``: each query is an image index; its row
+    shows the image and its k best captions, ticked when ``gt[caption] == image``.
+    """
+    s = to_numpy(scores)
+    n_img, n_cap = s.shape
+    if len(images) != n_img or len(captions) != n_cap:
+        raise ValueError(
+            f"scores is {n_img} images x {n_cap} captions but got {len(images)} images and {len(captions)} captions"
+        )
+    if direction not in ("t2i", "i2t"):
+        raise ValueError(f"direction must be 't2i' or 'i2t', got {direction!r}")
+    gt = None if gt is None else np.asarray(gt)
+    queries = list(queries)
+    if direction == "t2i":
+        k = min(k, n_img)
+        fig, axes = plt.subplots(
+            len(queries), k, figsize=(size * k, (size + 0.6) * len(queries)), squeeze=False
+        )
+        for r, q in enumerate(queries):
+            top = np.argsort(-s[:, q], kind="stable")[:k]
+            for c, i in enumerate(top):
+                a = axes[r, c]
+                a.imshow(_as_image(images[i]))
+                a.set_xticks([])
+                a.set_yticks([])
+                hit = gt is not None and gt[q] == i
+                for sp in a.spines.values():
+                    sp.set_visible(True)
+                    sp.set_color("#2A9D8F" if hit else "#BBBBBB")
+                    sp.set_linewidth(4 if hit else 1)
+                a.set_title(f"#{c + 1}  {s[i, q]:.3f}", fontsize=8)
+            axes[r, 0].set_ylabel(
+                textwrap.fill(captions[q], 22), fontsize=7, rotation=0, ha="right", va="center"
+            )
+    else:
+        k = min(k, n_cap)
+        fig, axes = plt.subplots(
+            len(queries),
+            2,
+            figsize=(size + 5.5, (size + 0.3) * len(queries)),
+            squeeze=False,
+            gridspec_kw={"width_ratios": [1, 3]},
+        )
+        for r, q in enumerate(queries):
+            axes[r, 0].imshow(_as_image(images[q]))
+            axes[r, 0].axis("off")
+            top = np.argsort(-s[q], kind="stable")[:k]
+            lines = []
+            for c, j in enumerate(top):
+                mark = "[x]" if gt is not None and gt[j] == q else "[ ]"
+                lines.append(f"{mark} #{c + 1} {s[q, j]:.3f}  {textwrap.shorten(captions[j], 60)}")
+            axes[r, 1].axis("off")
+            axes[r, 1].text(0, 0.5, "\n".join(lines), va="center", fontsize=8, family="monospace")
+    fig.tight_layout()
+    return fig
+
+
+# --- training ----------------------------------------------------------------------------------
+
+
+def plot_training_curves(
+    histories: Mapping[str, object],
+    columns: Sequence[str] = ("loss", "margin"),
+    x: str = "step",
+    smooth: int = 1,
+) -> Figure:
+    """One panel per history column, one line per run: ``histories = {"DAIM": df, "HAT": df}``.
+
+    Columns a run lacks are skipped for that run; a column no run has raises with the list of
+    available columns. ``smooth`` is a rolling-mean window in rows.
+    """
+    if not histories:
+        raise ValueError("plot_training_curves got no histories; pass {run name: history DataFrame}")
+    available = set().union(*(set(df.columns) for df in histories.values()))
+    missing = [c for c in columns if c not in available]
+    if missing:
+        raise ValueError(f"no history has the columns {missing}; available columns: {sorted(available)}")
+    fig, axes = _new_axes(None, len(columns), (4.3 * len(columns), 3.2))
+    for a, col in zip(axes, columns):
+        for name, df in histories.items():
+            if col not in df.columns:
+                continue
+            xs = df[x].to_numpy() if x in df.columns else np.arange(len(df))
+            ys = df[col].astype(float).rolling(max(1, smooth), min_periods=1).mean().to_numpy()
+            a.plot(xs, ys, label=name, lw=1.5)
+        a.set(xlabel=x, ylabel=col, title=col)
+        a.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# --- saving ------------------------------------------------------------------------------------
+
+
+def save_figure(fig: Figure, name: str, dpi: int = 100, root: str | Path | None = None) -> str:
+    """Write ``fig`` to ``figures/<name>.png`` under the repository root; return that path relative
+    to the root (e.g. ``"figures/margin_evolution.png"``), never an absolute path.
+
+    ``root`` defaults to :func:`daimlib.nb.repo_root`.
+    """
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        raise ValueError(f"figure name must be a plain file stem like 'margin_evolution', got {name!r}")
+    if root is None:
+        from daimlib.nb import repo_root  # noqa: PLC0415 - avoid an import cycle at module load
+
+        root = repo_root()
+    root = Path(root)
+    stem = name[:-4] if name.endswith(".png") else name
+    out = root / "figures" / f"{stem}.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=dpi, bbox_inches="tight")
+    return out.relative_to(root).as_posix()
+
+
+def use_agg() -> None:
+    """Switch matplotlib to the non-interactive Agg backend (tests, scripts, CI)."""
+    matplotlib.use("Agg", force=True)

@@ -1,0 +1,260 @@
+"""daimlib.viz: plots return figures that show exactly the data given, checked against numpy."""
+
+import math
+
+import matplotlib
+
+matplotlib.use("Agg", force=True)
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from daimlib import viz  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def _bar_heights(ax):
+    return np.array([p.get_height() for p in ax.patches if isinstance(p, matplotlib.patches.Rectangle)])
+
+
+def test_pairwise_cosines_match_naive_double_loop():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 5, 3))
+    naive = []
+    for b in range(2):
+        for i in range(5):
+            for j in range(i + 1, 5):
+                u, v = x[b, i], x[b, j]
+                naive.append(u @ v / (math.sqrt(u @ u) * math.sqrt(v @ v)))
+    np.testing.assert_allclose(viz.pairwise_cosines(torch.tensor(x)), naive, rtol=1e-12)
+    assert viz.pairwise_cosines(x[0]).shape == (10,)
+
+
+def test_pairwise_cosines_of_identical_tokens_are_one():
+    x = np.tile([[1.0, 2.0, -1.0]], (4, 1))
+    np.testing.assert_allclose(viz.pairwise_cosines(x), np.ones(6))
+
+
+def test_gaussian_pdf_integrates_to_one_and_peaks_at_mean():
+    grid = np.linspace(-10, 14, 20001)
+    d = viz.gaussian_pdf(grid, 2.0, 1.5)
+    assert abs(np.trapezoid(d, grid) - 1.0) < 1e-6
+    assert abs(grid[d.argmax()] - 2.0) < 1e-2
+    assert abs(d.max() - 1 / (1.5 * math.sqrt(2 * math.pi))) < 1e-6
+
+
+def test_pca_projection_recovers_dominant_direction_and_variance():
+    rng = np.random.default_rng(1)
+    direction = np.array([3.0, 4.0, 0.0, 0.0]) / 5.0
+    t = rng.normal(size=200) * 10
+    x = t[:, None] * direction + rng.normal(size=(200, 4)) * 0.01
+    xy, used = viz.project_2d(x, method="pca")
+    assert used == "pca" and xy.shape == (200, 2)
+    # first coordinate is the (centred) position along the dominant direction, up to sign
+    c = np.corrcoef(xy[:, 0], t)[0, 1]
+    assert abs(c) > 0.9999
+    # variance of the projection equals the top eigenvalue of the covariance
+    top_eig = np.linalg.eigvalsh(np.cov(x.T, bias=True))[-1]
+    assert abs(xy[:, 0].var() - top_eig) / top_eig < 1e-9
+
+
+def test_umap_request_falls_back_to_pca_for_tiny_inputs():
+    x = np.random.default_rng(0).normal(size=(8, 5))
+    xy, used = viz.project_2d(x, method="umap")
+    assert used == "pca" and xy.shape == (8, 2)
+
+
+def test_project_2d_rejects_bad_method_and_shape():
+    with pytest.raises(ValueError, match="umap' or 'pca"):
+        viz.project_2d(np.zeros((4, 3)), method="tsne")
+    with pytest.raises(ValueError, match=r"\[N, D\]"):
+        viz.project_2d(np.zeros((2, 4, 3)), method="pca")
+
+
+def test_score_distributions_draw_histograms_gaussians_and_boundary():
+    rng = np.random.default_rng(0)
+    pos, neg = rng.normal(1.5, 0.3, 300), rng.normal(0.2, 0.1, 900)
+    fig = viz.plot_score_distributions(pos, neg, boundary=0.7, margin=0.2, bins=30)
+    assert isinstance(fig, Figure)
+    ax = fig.axes[0]
+    heights = _bar_heights(ax)
+    assert heights.size == 60  # two histograms of 30 bins
+    lo, hi = min(pos.min(), neg.min()), max(pos.max(), neg.max())
+    pad = 0.05 * (hi - lo)
+    edges = np.linspace(lo - pad, hi + pad, 31)
+    np.testing.assert_allclose(heights[:30], np.histogram(pos, edges, density=True)[0], rtol=1e-9)
+    np.testing.assert_allclose(heights[30:], np.histogram(neg, edges, density=True)[0], rtol=1e-9)
+    # fitted Gaussian curves use the sample mean and the unbiased std
+    curves = [ln for ln in ax.lines if len(ln.get_xdata()) == 400]
+    assert len(curves) == 2
+    gx, gy = curves[0].get_xdata(), curves[0].get_ydata()
+    np.testing.assert_allclose(gy, viz.gaussian_pdf(gx, pos.mean(), pos.std(ddof=1)), rtol=1e-12)
+    vlines = sorted(ln.get_xdata()[0] for ln in ax.lines if len(ln.get_xdata()) == 2)
+    assert vlines == pytest.approx([0.2, 0.7])
+
+
+def test_score_distributions_need_two_samples_each():
+    with pytest.raises(ValueError, match="at least 2"):
+        viz.plot_score_distributions([1.0], [0.1, 0.2])
+
+
+def _history(n=50):
+    rng = np.random.default_rng(0)
+    active = (np.arange(n) % 3 == 0).astype(int)
+    return pd.DataFrame(
+        {
+            "step": np.arange(n),
+            "margin": 0.2 + 0.001 * np.arange(n),
+            "lam": np.where(active == 1, 0.3, np.nan),
+            "mu_pos": 1.5 + rng.normal(0, 0.05, n),
+            "sigma_pos": np.full(n, 0.3),
+            "mu_neg": np.full(n, 0.19),
+            "sigma_neg": np.full(n, 0.01),
+            "active": active,
+            "n_correct": np.arange(n) % 40,
+        }
+    )
+
+
+def test_margin_evolution_plots_margin_lambda_trigger_and_running_rate():
+    h = _history()
+    fig = viz.plot_margin_evolution(h, trigger=25)
+    assert isinstance(fig, Figure) and len(fig.axes) == 4  # three panels + twin axis for the rate
+    a0, a1, a2, a2r = fig.axes
+    np.testing.assert_allclose(a0.lines[0].get_ydata(), h["margin"])
+    lam_points = a0.collections[0].get_offsets()
+    assert len(lam_points) == int(h["active"].sum())  # only the steps where the MOM acted
+    np.testing.assert_allclose(np.asarray(lam_points)[:, 1], 0.3)
+    trig = [ln for ln in a2.lines if np.allclose(ln.get_ydata(), 25)]
+    assert trig, "trigger line missing"
+    rate = a2r.lines[0].get_ydata()
+    np.testing.assert_allclose(rate, np.cumsum(h["active"]) / np.arange(1, len(h) + 1))
+    np.testing.assert_allclose(a1.lines[0].get_ydata(), h["mu_pos"])
+
+
+def test_margin_evolution_accepts_aliases_and_needs_a_margin_column():
+    h = _history().rename(columns={"lam": "lambda", "active": "activated"})
+    fig = viz.plot_margin_evolution(h, smooth=5)
+    assert len(fig.axes[0].collections[0].get_offsets()) == int(h["activated"].sum())
+    with pytest.raises(ValueError, match="margin"):
+        viz.plot_margin_evolution(h.drop(columns=["margin"]))
+
+
+def test_margin_evolution_draws_into_given_axes():
+    fig, axes = plt.subplots(1, 3)
+    out = viz.plot_margin_evolution(_history(), ax=axes)
+    assert out is fig
+    with pytest.raises(ValueError, match="needs 3 axes"):
+        viz.plot_margin_evolution(_history(), ax=axes[:2])
+
+
+def test_cosine_histograms_count_every_pair_per_setting():
+    rng = np.random.default_rng(0)
+    before = rng.normal(size=(12, 6))
+    after = {"s=0.1": before * 1.1, "s=0.5": before - before.mean(0)}
+    fig = viz.plot_cosine_histograms(before, after, bins=20)
+    ax = fig.axes[0]
+    step_patches = [p for p in ax.patches if not p.get_fill()]
+    assert len(step_patches) == 3
+    assert [t.get_text().split(" (")[0] for t in ax.get_legend().get_texts()] == ["before", "s=0.1", "s=0.5"]
+    mean_before = viz.pairwise_cosines(before).mean()
+    assert f"{mean_before:.3f}" in ax.get_legend().get_texts()[0].get_text()
+
+
+def test_embedding_projection_colours_each_label_and_checks_lengths():
+    rng = np.random.default_rng(0)
+    feats = np.concatenate([rng.normal(0, 1, (10, 8)), rng.normal(5, 1, (10, 8))])
+    labels = ["image"] * 10 + ["caption"] * 10
+    fig = viz.plot_embedding_projection(feats, labels, method="pca", pairs=[(i, i + 10) for i in range(10)])
+    ax = fig.axes[0]
+    assert [len(c.get_offsets()) for c in ax.collections] == [10, 10]
+    assert len(ax.lines) == 10
+    assert ax.get_title().endswith("PCA")
+    with pytest.raises(ValueError, match="one label per row"):
+        viz.plot_embedding_projection(feats, labels[:5], method="pca")
+
+
+def test_attention_to_pixels_gives_each_token_its_own_block():
+    attn = np.arange(6, dtype=float)  # grid 2 x 3, row-major
+    px = viz.attention_to_pixels(attn, (2, 3), (4, 6))
+    expected = np.kron(attn.reshape(2, 3), np.ones((2, 2)))
+    np.testing.assert_array_equal(px, expected)
+    with pytest.raises(ValueError, match="6 weights"):
+        viz.attention_to_pixels(attn, (4, 4), (8, 8))
+
+
+def test_attention_on_image_one_panel_per_word():
+    img = Image.new("RGB", (32, 32), (200, 10, 10))
+    attn = torch.softmax(torch.randn(3, 16), dim=-1)
+    fig = viz.plot_attention_on_image(img, attn, (4, 4), words=["a", "red", "circle"], ncols=2)
+    titled = [a for a in fig.axes if a.get_title()]
+    assert [a.get_title() for a in titled] == ["a", "red", "circle"]
+    heat = titled[1].images[1].get_array()
+    np.testing.assert_allclose(heat, viz.attention_to_pixels(attn[1], (4, 4), (32, 32)), rtol=1e-6)
+    with pytest.raises(ValueError, match="2 words"):
+        viz.plot_attention_on_image(img, attn, (4, 4), words=["a", "b"])
+
+
+def test_retrieval_grid_t2i_shows_images_in_score_order_and_frames_hits():
+    imgs = [np.full((8, 8, 3), i * 20, dtype=np.uint8) for i in range(6)]
+    caps = [f"caption {j}" for j in range(4)]
+    scores = np.random.default_rng(0).normal(size=(6, 4))
+    gt = np.array([0, 1, 2, 3])
+    fig = viz.plot_retrieval_grid(imgs, caps, scores, queries=[2], k=3, gt=gt)
+    axes = fig.axes
+    order = np.argsort(-scores[:, 2])[:3]
+    assert [a.get_title() for a in axes] == [f"#{r + 1}  {scores[i, 2]:.3f}" for r, i in enumerate(order)]
+    for a, i in zip(axes, order):
+        assert a.images[0].get_array()[0, 0, 0] == i * 20
+        assert (a.spines["left"].get_linewidth() == 4) == (i == 2)
+
+
+def test_retrieval_grid_i2t_lists_top_captions_and_ticks_ground_truth():
+    imgs = [np.zeros((4, 4, 3), dtype=np.uint8)] * 2
+    caps = ["a", "b", "c", "d"]
+    scores = np.array([[0.1, 0.9, 0.5, 0.0], [0.3, 0.2, 0.1, 0.8]])
+    fig = viz.plot_retrieval_grid(imgs, caps, scores, queries=[0], k=2, gt=[0, 0, 1, 1], direction="i2t")
+    text = fig.axes[1].texts[0].get_text().splitlines()
+    assert text == ["[x] #1 0.900  b", "[ ] #2 0.500  c"]
+    with pytest.raises(ValueError, match="2 images x 4 captions"):
+        viz.plot_retrieval_grid(imgs[:1], caps, scores)
+
+
+def test_show_image_grid_accepts_pil_arrays_and_tensors():
+    items = [Image.new("RGB", (10, 10)), np.zeros((10, 10, 3)), torch.rand(3, 10, 10)]
+    fig = viz.show_image_grid(items, titles=["x", "y", "z"], ncols=2)
+    shown = [a for a in fig.axes if a.images]
+    assert len(shown) == 3 and shown[2].images[0].get_array().shape == (10, 10, 3)
+
+
+def test_training_curves_one_line_per_run_and_clear_error_for_unknown_column():
+    h1 = pd.DataFrame({"step": range(5), "loss": [5, 4, 3, 2, 1], "margin": [0.2] * 5})
+    h2 = pd.DataFrame({"step": range(5), "loss": [6, 5, 4, 3, 2]})
+    fig = viz.plot_training_curves({"DAIM": h1, "HAT": h2}, columns=("loss", "margin"))
+    loss_ax, margin_ax = fig.axes
+    assert len(loss_ax.lines) == 2 and len(margin_ax.lines) == 1
+    np.testing.assert_allclose(loss_ax.lines[1].get_ydata(), h2["loss"])
+    smooth = viz.plot_training_curves({"DAIM": h1}, columns=("loss",), smooth=2)
+    np.testing.assert_allclose(smooth.axes[0].lines[0].get_ydata(), [5, 4.5, 3.5, 2.5, 1.5])
+    with pytest.raises(ValueError, match="available columns"):
+        viz.plot_training_curves({"DAIM": h1}, columns=("rsum",))
+
+
+def test_save_figure_writes_small_png_and_returns_repo_relative_path(tmp_path):
+    fig = viz.plot_score_distributions([1.0, 1.2, 1.1], [0.1, 0.3, 0.2])
+    path = viz.save_figure(fig, "scores", root=tmp_path)
+    assert path == "figures/scores.png"
+    data = (tmp_path / path).read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) < 200_000
+    with pytest.raises(ValueError, match="plain file stem"):
+        viz.save_figure(fig, "../escape", root=tmp_path)
