@@ -388,13 +388,21 @@ def attention_to_pixels(attn, grid_hw: tuple[int, int], image_hw: tuple[int, int
 
 
 def plot_attention_on_image(
-    image, attn, grid_hw: tuple[int, int], words=None, ncols: int = 4, alpha: float = 0.55, size: float = 2.2
+    image,
+    attn,
+    grid_hw: tuple[int, int],
+    words=None,
+    ncols: int = 4,
+    alpha: float = 0.55,
+    size: float = 2.2,
+    ax=None,
 ) -> Figure:
     """SCAN text-to-image attention drawn on the image (spec section 2.1).
 
     ``attn``: [R] weights of one word over the R = h*w image tokens, or [n_words, R] for several
     words (one panel each, titled by ``words``). Each panel shows the image with the weights of
     its tokens as a heat map on top; the colour scale runs from 0 to the panel's largest weight.
+    ``ax``: draw a single row of weights into this axes (e.g. one panel per level of a figure).
     """
     img = _as_image(image)
     att = to_numpy(attn)
@@ -405,9 +413,14 @@ def plot_attention_on_image(
     if words is not None and len(words) != att.shape[0]:
         raise ValueError(f"{len(words)} words given for {att.shape[0]} attention rows")
     n = att.shape[0]
-    ncols = max(1, min(ncols, n))
-    nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, (size + 0.3) * nrows), squeeze=False)
+    if ax is not None:
+        if n != 1:
+            raise ValueError(f"ax= takes one row of attention weights, got {n}; pass ax=None for a grid")
+        fig, axes = ax.figure, np.array([[ax]])
+    else:
+        ncols = max(1, min(ncols, n))
+        nrows = math.ceil(n / ncols)
+        fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, (size + 0.3) * nrows), squeeze=False)
     hw = img.shape[:2]
     for k, a in enumerate(axes.ravel()):
         a.axis("off")
@@ -417,7 +430,8 @@ def plot_attention_on_image(
         a.imshow(img)
         a.imshow(heat, cmap="inferno", alpha=alpha, vmin=0.0, vmax=max(float(heat.max()), 1e-12))
         a.set_title(str(words[k]) if words is not None else f"row {k}", fontsize=8)
-    fig.tight_layout()
+    if ax is None:
+        fig.tight_layout()
     return fig
 
 

@@ -205,6 +205,18 @@ def test_attention_on_image_one_panel_per_word():
         viz.plot_attention_on_image(img, attn, (4, 4), words=["a", "b"])
 
 
+def test_attention_on_image_draws_one_row_into_a_given_axes():
+    img = np.zeros((16, 16, 3), dtype=np.uint8)
+    fig, axes = plt.subplots(1, 2)
+    out = viz.plot_attention_on_image(img, np.arange(4.0), (2, 2), words=["low"], ax=axes[1])
+    assert out is fig and axes[1].get_title() == "low" and not axes[0].images
+    np.testing.assert_array_equal(
+        axes[1].images[1].get_array(), np.kron(np.arange(4.0).reshape(2, 2), np.ones((8, 8)))
+    )
+    with pytest.raises(ValueError, match="one row"):
+        viz.plot_attention_on_image(img, np.ones((2, 4)), (2, 2), ax=axes[0])
+
+
 def test_retrieval_grid_t2i_shows_images_in_score_order_and_frames_hits():
     imgs = [np.full((8, 8, 3), i * 20, dtype=np.uint8) for i in range(6)]
     caps = [f"caption {j}" for j in range(4)]
