@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import random
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -112,8 +113,22 @@ def plot_defaults() -> None:
     )
 
 
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """Warnings as ``Category: message`` only: no source file path in notebook outputs."""
+    return f"{category.__name__}: {message}\n"
+
+
+def quiet_warnings() -> None:
+    """Show warnings without their file paths, and drop tqdm's 'IProgress not found' notice
+    (without ipywidgets, tqdm falls back to its text bar, which is fine in a notebook)."""
+    warnings.formatwarning = _format_warning
+    warnings.filterwarnings("ignore", message="IProgress not found")
+
+
 def setup(seed: int = 0, device: str = "auto", verbose: bool = True) -> SimpleNamespace:
     """The setup cell of every notebook: seed everything, pick the device, set plot defaults.
+
+    Also makes warnings print without source paths (:func:`quiet_warnings`).
 
     Returns a namespace with ``root`` (absolute ``Path``; print it with :func:`rel`), ``data``
     (``root/data``), ``figures`` (``root/figures``), ``runs`` (``root/runs``), ``device`` and
@@ -125,6 +140,7 @@ def setup(seed: int = 0, device: str = "auto", verbose: bool = True) -> SimpleNa
     dev = resolve_device(device)
     seed_everything(seed)
     plot_defaults()
+    quiet_warnings()
     env = SimpleNamespace(
         root=root, data=root / "data", figures=root / "figures", runs=root / "runs", device=dev, seed=seed
     )

@@ -93,3 +93,11 @@ def test_config_table_lists_the_selected_dotted_keys_with_their_values():
     assert t.loc["image.img_size", "value"] == "64"
     assert all(k == "loss.margin" or k.startswith("image.") for k in t.index)
     assert len(nb.config_table(cfg)) > len(t)
+
+
+def test_setup_makes_warnings_print_without_file_paths(capsys):
+    import warnings
+
+    nb.setup(verbose=False)
+    text = warnings.formatwarning("careful", UserWarning, str(REPO / "daimlib" / "x.py"), 3)
+    assert text == "UserWarning: careful\n" and str(REPO) not in text
