@@ -1,0 +1,239 @@
+"""Ranking loss and the margin optimisation module (MOM) of DAIM, spec sections 4-5.
+
+- :func:`triplet_loss`: the bidirectional hinge triplet loss of VSE++ (Faghri et al. 2018) on a
+  score matrix whose rows are images, columns captions and diagonal the positives; hardest
+  negative (DAIM, HAT) or sum over all negatives.
+- :class:`AdaptiveMargin`: the MOM exactly as the reference ``compute_SCAN`` implements it: on
+  each training step's detached score matrix, fit Gaussians to the positive scores p_i and the
+  negative statistics n_i of the rows that rank their own caption first, find the Bayes boundary
+  λ with α·N(λ; μ_p, σ_p) = N(λ; μ_n, σ_n) (:func:`gaussian_boundary`) and move the margin toward
+  it by an EMA. The margin is a registered buffer, so it is saved in ``state_dict``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+NEG_STATS = ("reference", "mean_offdiag", "hardest")
+
+
+def triplet_loss(
+    scores: torch.Tensor,
+    margin: float | torch.Tensor,
+    hardest: bool = True,
+    reduction: str = "sum",
+    neg_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Bidirectional hinge triplet loss (spec section 4, step 5).
+
+    ``L = Σ_i agg_{j≠i} [m + S_ij − S_ii]_+  +  Σ_j agg_{i≠j} [m + S_ij − S_jj]_+`` with agg = max
+    (``hardest=True``, VSE++) or sum. ``scores [B, B]``: rows images, columns captions, diagonal
+    positives. ``neg_mask [B, B]`` bool marks pairs that must not count as negatives (e.g. two
+    captions of the same image). ``reduction``: "sum" (the reference) or "mean" (divided by B).
+    """
+    if scores.dim() != 2 or scores.shape[0] != scores.shape[1]:
+        raise ValueError(f"triplet_loss expects square scores [B, B]; got shape {tuple(scores.shape)}")
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"reduction must be 'sum' or 'mean'; got {reduction!r}")
+    B = scores.shape[0]
+    pos = scores.diagonal()  # [B]
+    cost_cap = (margin + scores - pos[:, None]).clamp_min(0)  # [B, B]: image i vs caption j
+    cost_img = (margin + scores - pos[None, :]).clamp_min(0)  # [B, B]: caption j vs image i
+    drop = torch.eye(B, dtype=torch.bool, device=scores.device)
+    if neg_mask is not None:
+        if neg_mask.shape != scores.shape:
+            raise ValueError(f"neg_mask must be [B, B] = {tuple(scores.shape)}; got {tuple(neg_mask.shape)}")
+        drop = drop | neg_mask.to(device=scores.device, dtype=torch.bool)
+    cost_cap = cost_cap.masked_fill(drop, 0)
+    cost_img = cost_img.masked_fill(drop, 0)
+    if hardest:
+        loss = cost_cap.max(1).values.sum() + cost_img.max(0).values.sum()
+    else:
+        loss = cost_cap.sum() + cost_img.sum()
+    return loss / B if reduction == "mean" else loss
+
+
+def gaussian_boundary(
+    mu_p: float, sigma_p: float, mu_n: float, sigma_n: float, alpha: float
+) -> tuple[float, float]:
+    """The "+" root λ of α·N(λ; μ_p, σ_p) = N(λ; μ_n, σ_n) as the reference computes it (spec 4.3).
+
+    ``A = σp² − σn²``, ``B = 2(μp σn² − μn σp²)``,
+    ``C = (μn σp)² − (μp σn)² + 2 σp² σn² ln(α σn/σp + 1e-8)``, ``E = B² − 4AC``,
+    ``λ = (−B + √E) / (2A + 1e-10)``. Returns ``(λ, E)``; λ is nan when E ≤ 0.
+    """
+    a = sigma_p**2 - sigma_n**2
+    b = 2.0 * (mu_p * sigma_n**2 - mu_n * sigma_p**2)
+    c = (
+        (mu_n * sigma_p) ** 2
+        - (mu_p * sigma_n) ** 2
+        + 2.0 * sigma_p**2 * sigma_n**2 * math.log(alpha * sigma_n / sigma_p + 1e-8)
+    )
+    e = b * b - 4.0 * a * c
+    if e <= 0:
+        return float("nan"), e
+    return (-b + math.sqrt(e)) / (2.0 * a + 1e-10), e
+
+
+def _dist_world() -> int:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return 1
+
+
+def _gather_variable(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate 1-D tensors of different lengths from all ranks (padded all_gather)."""
+    import torch.distributed as dist
+
+    world = dist.get_world_size()
+    n = torch.tensor([x.numel()], device=x.device)
+    counts = [torch.zeros_like(n) for _ in range(world)]
+    dist.all_gather(counts, n)
+    counts = [int(c) for c in counts]
+    size = max(counts) if counts else 0
+    padded = torch.zeros(size, dtype=x.dtype, device=x.device)
+    padded[: x.numel()] = x
+    parts = [torch.zeros_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded)
+    return torch.cat([p[:c] for p, c in zip(parts, counts)])
+
+
+class AdaptiveMargin(nn.Module):
+    """The margin optimisation module (MOM), spec section 4, with every constant a parameter.
+
+    Args:
+        init: initial margin m₀ (0.2).
+        alpha: prior ratio ``belt_alpha`` (0.3).
+        activation_fraction: the update runs when more than ``activation_fraction·B`` rows rank
+            their own caption first (45/58: more than 45 rows at B = 58).
+        ema: m ← (1 − ema)·m + ema·λ (0.1).
+        lam_max, lam_reset: λ > lam_max is replaced by lam_reset (1.0 -> 0.2).
+        neg_stat: the negative statistic n_i of row i: "reference" = m + mean_j(S_ij − S_ii)/(B−1)
+            (the reference's double normalisation), "mean_offdiag" = mean_{j≠i} S_ij,
+            "hardest" = max_{j≠i} S_ij.
+        enabled: False keeps the margin fixed (HAT); the statistics are still computed.
+
+    Under an initialised ``torch.distributed`` group, p_i and n_i are gathered from all ranks, so
+    every rank computes the same margin from the global batch.
+    """
+
+    def __init__(
+        self,
+        init: float = 0.2,
+        alpha: float = 0.3,
+        activation_fraction: float = 45 / 58,
+        ema: float = 0.1,
+        lam_max: float = 1.0,
+        lam_reset: float = 0.2,
+        neg_stat: str = "reference",
+        enabled: bool = True,
+    ):
+        super().__init__()
+        if neg_stat not in NEG_STATS:
+            raise ValueError(f"neg_stat must be one of {NEG_STATS}; got {neg_stat!r}")
+        if alpha <= 0:
+            raise ValueError(f"alpha must be > 0; got {alpha}")
+        self.alpha = float(alpha)
+        self.activation_fraction = float(activation_fraction)
+        self.ema = float(ema)
+        self.lam_max = float(lam_max)
+        self.lam_reset = float(lam_reset)
+        self.neg_stat = neg_stat
+        self.enabled = bool(enabled)
+        self.register_buffer("margin", torch.tensor(float(init), dtype=torch.float32))
+
+    @classmethod
+    def from_config(cls, loss_cfg) -> AdaptiveMargin:
+        """Build from :class:`daimlib.config.LossConfig`."""
+        return cls(
+            init=loss_cfg.margin,
+            alpha=loss_cfg.alpha,
+            activation_fraction=loss_cfg.activation_fraction,
+            ema=loss_cfg.ema,
+            lam_max=loss_cfg.lam_max,
+            lam_reset=loss_cfg.lam_reset,
+            neg_stat=loss_cfg.neg_stat,
+            enabled=loss_cfg.adaptive,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"margin={float(self.margin):.4f}, alpha={self.alpha}, activation_fraction={self.activation_fraction:.4f}, "
+            f"ema={self.ema}, neg_stat={self.neg_stat!r}, enabled={self.enabled}"
+        )
+
+    def samples(self, scores: torch.Tensor, margin: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(p, n) of the rows whose positive is the row maximum (spec 4.1), float64 on CPU."""
+        if scores.dim() != 2 or scores.shape[0] != scores.shape[1]:
+            raise ValueError(f"AdaptiveMargin expects square scores [B, B]; got shape {tuple(scores.shape)}")
+        m = float(self.margin) if margin is None else float(margin)
+        S = scores.detach().to(torch.float64)
+        B = S.shape[0]
+        pos = S.diagonal()  # [B]
+        correct = pos >= S.max(1).values  # [B]: S_ii equals the row maximum
+        if self.neg_stat == "reference":
+            neg = m + (S - pos[:, None]).mean(1) / (B - 1)
+        elif self.neg_stat == "mean_offdiag":
+            neg = (S.sum(1) - pos) / (B - 1)
+        else:
+            neg = S.masked_fill(torch.eye(B, dtype=torch.bool, device=S.device), float("-inf")).max(1).values
+        return pos[correct], neg[correct]
+
+    @torch.no_grad()
+    def update(self, scores: torch.Tensor) -> dict:
+        """One MOM step on the detached ``[B, B]`` score matrix; returns that step's statistics.
+
+        Keys: ``activated`` (bool), ``n_correct``, ``n_rows``, ``mu_pos``, ``sigma_pos``,
+        ``mu_neg``, ``sigma_neg``, ``lam`` (nan when not computed), ``margin`` (after the update),
+        ``branch`` ("inactive" | "no_root" | "negative" | "reset" | "ema" | "disabled").
+        """
+        m = float(self.margin)
+        p, n = self.samples(scores, m)
+        n_rows = scores.shape[0]
+        if _dist_world() > 1:
+            dev = self.margin.device
+            p = _gather_variable(p.to(dev)).cpu()
+            n = _gather_variable(n.to(dev)).cpu()
+            n_rows = n_rows * _dist_world()
+        k = int(p.numel())
+        nan = float("nan")
+        mu_p = float(p.mean()) if k else nan
+        mu_n = float(n.mean()) if k else nan
+        sd_p = float(p.std(unbiased=True)) if k > 1 else nan
+        sd_n = float(n.std(unbiased=True)) if k > 1 else nan
+        threshold = round(self.activation_fraction * n_rows, 9)
+        activated = k > threshold and k > 1
+        lam = nan
+        branch = "inactive"
+        if activated:
+            lam, e = gaussian_boundary(mu_p, sd_p, mu_n, sd_n, self.alpha)
+            if e <= 0 or not math.isfinite(lam):
+                branch = "no_root"
+            elif lam < 0:
+                branch = "negative"
+            elif lam > self.lam_max:
+                branch = "reset"
+                m = (1 - self.ema) * m + self.ema * self.lam_reset
+            else:
+                branch = "ema"
+                m = (1 - self.ema) * m + self.ema * lam
+            if not self.enabled:
+                branch, m = "disabled", float(self.margin)
+            self.margin.fill_(m)
+        return dict(
+            activated=bool(activated),
+            n_correct=k,
+            n_rows=int(n_rows),
+            mu_pos=mu_p,
+            sigma_pos=sd_p,
+            mu_neg=mu_n,
+            sigma_neg=sd_n,
+            lam=float(lam),
+            margin=float(self.margin),
+            branch=branch,
+        )

@@ -1,0 +1,193 @@
+"""Triplet loss (hand-worked example) and the adaptive margin (MOM, spec section 4)."""
+
+import math
+
+import pytest
+import torch
+
+from daimlib.losses import AdaptiveMargin, gaussian_boundary, triplet_loss
+
+# rows images, cols captions; diagonal positives
+S3 = torch.tensor([[0.9, 0.5, 0.1], [0.8, 0.7, 0.2], [0.3, 0.4, 0.6]])
+
+
+def test_triplet_loss_hand_worked_3x3_sum_of_hinges():
+    # m = 0.2. image rows: [m + S_ij - S_ii]_+
+    # row0: 0.2+0.5-0.9=-0.2->0, 0.2+0.1-0.9->0                  = 0
+    # row1: 0.2+0.8-0.7=0.3, 0.2+0.2-0.7->0                       = 0.3
+    # row2: 0.2+0.3-0.6=-0.1->0, 0.2+0.4-0.6=0.0                 = 0
+    # caption cols: [m + S_ij - S_jj]_+
+    # col0: 0.2+0.8-0.9=0.1, 0.2+0.3-0.9->0                       = 0.1
+    # col1: 0.2+0.5-0.7=0.0, 0.2+0.4-0.7->0                       = 0
+    # col2: 0.2+0.1-0.6->0, 0.2+0.2-0.6=-0.2->0                  = 0
+    loss = triplet_loss(S3, 0.2, hardest=False)
+    assert loss.item() == pytest.approx(0.4, abs=1e-6)
+    assert triplet_loss(S3, 0.2, hardest=False, reduction="mean").item() == pytest.approx(0.4 / 3, abs=1e-6)
+
+
+def test_triplet_loss_hand_worked_3x3_hardest_negative():
+    # m = 0.5: rows: row0 max(0.1, 0)=0.1; row1 max(0.6, 0)=0.6; row2 max(0.2, 0.3)=0.3 -> 1.0
+    # cols: col0 max(0.4, 0)=0.4; col1 max(0.3, 0.2)=0.3; col2 max(0, 0.1)=0.1 -> 0.8
+    loss = triplet_loss(S3, torch.tensor(0.5), hardest=True)
+    assert loss.item() == pytest.approx(1.8, abs=1e-6)
+    all_neg = triplet_loss(S3, 0.5, hardest=False)
+    # sum: rows 0.1+0 + 0.6+0 + 0.2+0.3 = 1.2 ; cols 0.4+0 + 0.3+0.2 + 0+0.1 = 1.0
+    assert all_neg.item() == pytest.approx(2.2, abs=1e-6)
+
+
+def test_hardest_mode_gives_gradient_only_to_hardest_negatives_and_positives():
+    S = S3.clone().requires_grad_(True)
+    triplet_loss(S, 0.5, hardest=True).backward()
+    # hardest per row: (0,1), (1,0), (2,1); per column: (1,0), (0,1), (1,2)
+    hard = {(0, 1), (1, 0), (2, 1), (1, 2)}
+    for i in range(3):
+        for j in range(3):
+            if i != j:
+                assert (S.grad[i, j] != 0) == ((i, j) in hard), (i, j)
+    assert S.grad[(0, 2)] == 0 and S.grad[(2, 0)] == 0
+    assert S.grad[(1, 0)] == 2  # hardest for row 1 and for column 0
+
+
+def test_neg_mask_removes_pairs_from_the_negatives():
+    mask = torch.zeros(3, 3, dtype=torch.bool)
+    mask[1, 0] = True  # e.g. caption 0 also describes image 1
+    # m=0.2 sum mode: the 0.3 (row1) and 0.1 (col0) terms both come from (1,0)
+    assert triplet_loss(S3, 0.2, hardest=False, neg_mask=mask).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def _normal_pdf(x, mu, sd):
+    return math.exp(-0.5 * ((x - mu) / sd) ** 2) / (sd * math.sqrt(2 * math.pi))
+
+
+@pytest.mark.parametrize(
+    "mu_p, sd_p, mu_n, sd_n, alpha",
+    [(2.0, 0.3, 0.17, 0.008, 0.3), (0.8, 0.1, 0.3, 0.15, 0.3), (1.5, 0.5, 0.2, 0.05, 0.5)],
+)
+def test_gaussian_boundary_satisfies_weighted_density_equality(mu_p, sd_p, mu_n, sd_n, alpha):
+    lam, e = gaussian_boundary(mu_p, sd_p, mu_n, sd_n, alpha)
+    assert e > 0
+    lhs = math.log(alpha) + math.log(_normal_pdf(lam, mu_p, sd_p))
+    rhs = math.log(_normal_pdf(lam, mu_n, sd_n))
+    assert lhs == pytest.approx(rhs, abs=1e-4)
+
+
+def test_gaussian_boundary_negative_discriminant_gives_nan():
+    # equal variances, A = 0: E = B^2 > 0, so use A<0 with C making E negative
+    lam, e = gaussian_boundary(0.0, 0.1, 0.0, 1.0, 1e-6)
+    assert e <= 0 and math.isnan(lam)
+
+
+def _scores_with_correct_rows(B, n_correct, pos=1.0, neg=0.2, jitter=0.05, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    S = neg + jitter * torch.randn(B, B, generator=g)
+    S.diagonal().copy_(pos + 0.3 * torch.randn(B, generator=g))
+    for i in range(n_correct, B):  # make these rows wrong: an off-diagonal above the positive
+        S[i, (i + 1) % B] = S[i, i] + 0.5
+    return S
+
+
+def test_no_update_at_or_below_the_activation_count():
+    mom = AdaptiveMargin()  # more than 45 of 58 rows needed
+    st = mom.update(_scores_with_correct_rows(58, 45))
+    assert st["n_correct"] == 45 and not st["activated"] and st["margin"] == pytest.approx(0.2)
+    assert math.isnan(st["lam"]) and st["n_rows"] == 58
+    st = mom.update(_scores_with_correct_rows(58, 46))
+    assert st["n_correct"] == 46 and st["activated"]
+
+
+def _expected_update(S, m, alpha=0.3, ema=0.1, neg_stat="reference"):
+    B = S.shape[0]
+    p, n = [], []
+    for i in range(B):
+        row = S[i].double()
+        if row[i] >= row.max():
+            p.append(float(row[i]))
+            if neg_stat == "reference":
+                n.append(m + float((row - row[i]).mean()) / (B - 1))
+            elif neg_stat == "mean_offdiag":
+                n.append((float(row.sum()) - float(row[i])) / (B - 1))
+            else:
+                n.append(max(float(row[j]) for j in range(B) if j != i))
+    p, n = torch.tensor(p, dtype=torch.float64), torch.tensor(n, dtype=torch.float64)
+    lam, e = gaussian_boundary(float(p.mean()), float(p.std()), float(n.mean()), float(n.std()), alpha)
+    return lam, e, p, n
+
+
+@pytest.mark.parametrize("neg_stat", ["reference", "mean_offdiag", "hardest"])
+def test_update_statistics_match_a_loop_over_rows(neg_stat):
+    S = _scores_with_correct_rows(20, 18)
+    mom = AdaptiveMargin(activation_fraction=0.5, neg_stat=neg_stat)
+    lam, e, p, n = _expected_update(S, 0.2, neg_stat=neg_stat)
+    st = mom.update(S)
+    assert st["n_correct"] == 18
+    assert st["mu_pos"] == pytest.approx(float(p.mean())) and st["sigma_pos"] == pytest.approx(float(p.std()))
+    assert st["mu_neg"] == pytest.approx(float(n.mean())) and st["sigma_neg"] == pytest.approx(float(n.std()))
+    if math.isfinite(lam):
+        assert st["lam"] == pytest.approx(lam)
+
+
+def _mom_with_stats(mu_p, sd_p, mu_n, sd_n, init=0.2):
+    """A MOM whose samples are fixed to two hand-set 2-point samples with the given mean/std."""
+    mom = AdaptiveMargin(init=init, activation_fraction=0.0)
+    d_p, d_n = sd_p / math.sqrt(2), sd_n / math.sqrt(2)  # unbiased std of {mu-d, mu+d} = d*sqrt(2)
+    mom.samples = lambda scores, margin=None: (
+        torch.tensor([mu_p - d_p, mu_p + d_p], dtype=torch.float64),
+        torch.tensor([mu_n - d_n, mu_n + d_n], dtype=torch.float64),
+    )
+    return mom
+
+
+def test_ema_branch_moves_margin_toward_lambda():
+    mom = _mom_with_stats(0.8, 0.1, 0.3, 0.15)
+    lam, _ = gaussian_boundary(0.8, 0.1, 0.3, 0.15, 0.3)
+    assert 0 <= lam <= 1
+    st = mom.update(torch.zeros(2, 2))
+    assert st["branch"] == "ema" and st["margin"] == pytest.approx(0.9 * 0.2 + 0.1 * lam, abs=1e-6)
+
+
+def test_lambda_above_one_resets_toward_0_2():
+    mom = _mom_with_stats(3.0, 0.3, 1.5, 0.05, init=0.5)
+    lam, _ = gaussian_boundary(3.0, 0.3, 1.5, 0.05, 0.3)
+    assert lam > 1
+    st = mom.update(torch.zeros(2, 2))
+    assert st["branch"] == "reset" and st["margin"] == pytest.approx(0.9 * 0.5 + 0.1 * 0.2, abs=1e-6)
+
+
+def test_negative_lambda_leaves_margin_unchanged():
+    mom = _mom_with_stats(-1.0, 0.3, -2.0, 0.05, init=0.3)
+    lam, _ = gaussian_boundary(-1.0, 0.3, -2.0, 0.05, 0.3)
+    assert lam < 0
+    st = mom.update(torch.zeros(2, 2))
+    assert st["branch"] == "negative" and st["margin"] == pytest.approx(0.3)
+
+
+def test_non_positive_discriminant_leaves_margin_unchanged():
+    mom = _mom_with_stats(0.0, 0.1, 0.0, 1.0, init=0.3)
+    mom.alpha = 1e-6
+    st = mom.update(torch.zeros(2, 2))
+    assert st["branch"] == "no_root" and st["margin"] == pytest.approx(0.3) and math.isnan(st["lam"])
+
+
+def test_disabled_module_reports_statistics_but_keeps_the_margin():
+    S = _scores_with_correct_rows(20, 18)
+    mom = AdaptiveMargin(activation_fraction=0.5, enabled=False)
+    st = mom.update(S)
+    assert st["activated"] and math.isfinite(st["mu_pos"]) and st["margin"] == pytest.approx(0.2)
+
+
+def test_margin_buffer_survives_a_state_dict_round_trip():
+    mom = _mom_with_stats(0.8, 0.1, 0.3, 0.15)
+    mom.update(torch.zeros(2, 2))
+    state = mom.state_dict()
+    assert "margin" in state
+    fresh = AdaptiveMargin()
+    assert float(fresh.margin) == pytest.approx(0.2)
+    fresh.load_state_dict(state)
+    assert float(fresh.margin) == float(mom.margin) != pytest.approx(0.2)
+
+
+def test_non_square_scores_raise():
+    with pytest.raises(ValueError, match=r"\[B, B\]"):
+        triplet_loss(torch.zeros(3, 4), 0.2)
+    with pytest.raises(ValueError, match=r"\(3, 4\)"):
+        AdaptiveMargin().update(torch.zeros(3, 4))
