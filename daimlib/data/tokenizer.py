@@ -1,0 +1,115 @@
+"""Tokenizers: a transformers tokenizer by hub id or local folder, and the demo's WordPiece.
+
+Reference text pipeline (spec section 6): lower-cased BERT WordPiece, ``[CLS]`` + up to 30 tokens
++ ``[SEP]``, padded to 32.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def build_wordpiece_tokenizer(captions: list[str], folder: str | Path, vocab_size: int = 512):
+    """Train a lower-cased BERT WordPiece vocabulary on ``captions`` and save it to ``folder``.
+
+    Built with the ``tokenizers`` library and saved with ``save_pretrained`` (``tokenizer.json`` +
+    ``vocab.txt``), so ``BertTokenizerFast.from_pretrained(folder)`` loads it in transformers 4
+    and 5 (transformers 5 silently ignores ``BertTokenizer(vocab_file=...)``).
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertTokenizerFast
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, min_frequency=1)
+    tok.train_from_iterator(captions, trainer)
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    wrapped = BertTokenizerFast(tokenizer_object=tok, do_lower_case=True, unk_token="[UNK]", pad_token="[PAD]",
+                                cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")  # fmt: skip
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    wrapped.save_pretrained(str(folder))
+    vocab = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
+    (folder / "vocab.txt").write_text("".join(f"{t}\n" for t, _ in vocab), encoding="utf-8")
+    return BertTokenizerFast.from_pretrained(str(folder))
+
+
+def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    """Can the model hub be reached? (Avoids a minute of retries on an offline machine.)"""
+    import os
+    import socket
+
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def load_tokenizer(text_cfg, data_root: str | Path | None = None, local_files_only: bool = False):
+    """The tokenizer of a :class:`~daimlib.config.TextEncoderConfig`.
+
+    ``text_cfg.tokenizer == "demo"``: ``<data_root>/tokenizer`` (written by ``make_demo_dataset``);
+    an existing folder: loaded from it; otherwise a hub id (``tokenizer``, else ``weights``, else
+    ``name``). Offline, a hub id that is not cached raises an error saying how to use local files.
+    """
+    from transformers import AutoTokenizer
+
+    spec = text_cfg.tokenizer
+    if spec == "demo":
+        if data_root is None:
+            raise ValueError(
+                "text.tokenizer is 'demo' but no data_root was given; pass the demo data folder "
+                "(the one holding dataset_demo.json and tokenizer/)"
+            )
+        folder = Path(data_root) / "tokenizer"
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"demo tokenizer folder not found: {folder.name}/ in {Path(data_root).name}/; "
+                "run daimlib.data.make_demo_dataset(data_root) (or python -m daimlib make-demo) first"
+            )
+        return AutoTokenizer.from_pretrained(str(folder))
+    source = spec or text_cfg.weights or text_cfg.name
+    if Path(str(source)).is_dir():
+        return AutoTokenizer.from_pretrained(str(source))
+    local_files_only = local_files_only or not hub_reachable()  # offline: the local cache only
+    try:
+        return AutoTokenizer.from_pretrained(str(source), local_files_only=local_files_only)
+    except (OSError, ValueError) as e:
+        raise OSError(
+            f"cannot load the tokenizer {source!r} from the Hugging Face hub or its cache "
+            f"({'offline: cache only' if local_files_only else type(e).__name__}). "
+            f"Without internet, download it elsewhere (AutoTokenizer.from_pretrained({source!r})"
+            ".save_pretrained(folder)), copy the folder here and set text.tokenizer (or text.weights) to it"
+        ) from e
+
+
+def tokenize(tokenizer, captions: list[str], max_len: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[CLS]`` + up to ``max_len - 2`` tokens + ``[SEP]``, padded to ``max_len``.
+
+    Returns ``(input_ids [N, max_len], attention_mask [N, max_len])``, both int64.
+    """
+    if isinstance(captions, str):
+        captions = [captions]
+    if len(captions) == 0:
+        raise ValueError("tokenize() got no captions")
+    empty = [i for i, c in enumerate(captions) if not c or not c.strip()]
+    if empty:
+        raise ValueError(f"empty caption at positions {empty[:5]}; every caption needs some text")
+    enc = tokenizer(
+        list(captions), max_length=max_len, truncation=True, padding="max_length", return_tensors="pt"
+    )
+    return enc["input_ids"].long(), enc["attention_mask"].long()

@@ -1,0 +1,190 @@
+"""Ranking protocol against a brute-force VSE++ evalrank, and the blocked evaluation pipeline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from daimlib.evaluate import (
+    METRIC_KEYS,
+    EncodedSplit,
+    coco_fold5,
+    fold_metrics,
+    i2t_t2i_ranks,
+    protocol_metrics,
+    recall_metrics,
+    results_table,
+    similarity_matrix,
+)
+
+
+def evalrank_bruteforce(sims: np.ndarray, img_of_caption: np.ndarray) -> dict[str, float]:
+    """VSE++ i2t/t2i written the slow way: one argsort per query."""
+    n_img, n_cap = sims.shape
+    i2t = np.zeros(n_img)
+    for i in range(n_img):
+        order = np.argsort(sims[i])[::-1]
+        i2t[i] = min(np.where(order == j)[0][0] for j in np.where(img_of_caption == i)[0])
+    t2i = np.zeros(n_cap)
+    for j in range(n_cap):
+        order = np.argsort(sims[:, j])[::-1]
+        t2i[j] = np.where(order == img_of_caption[j])[0][0]
+    out = {}
+    for name, r in (("i2t", i2t), ("t2i", t2i)):
+        for k in (1, 5, 10):
+            out[f"{name}_r{k}"] = 100.0 * len(np.where(r < k)[0]) / len(r)
+        out[f"{name}_medr"] = np.floor(np.median(r)) + 1
+        out[f"{name}_meanr"] = r.mean() + 1
+    out["rsum"] = sum(out[f"{d}_r{k}"] for d in ("i2t", "t2i") for k in (1, 5, 10))
+    return out
+
+
+def random_problem(n_img: int, cpi: int, seed: int, signal: float = 1.5):
+    rng = np.random.default_rng(seed)
+    img_of_caption = np.repeat(np.arange(n_img), cpi)
+    sims = rng.standard_normal((n_img, n_img * cpi))
+    sims[img_of_caption, np.arange(n_img * cpi)] += signal  # some retrieval signal, scores distinct
+    return sims.astype(np.float64), img_of_caption
+
+
+@pytest.mark.parametrize(
+    "n_img,cpi,seed,chunk", [(7, 5, 0, 3), (40, 5, 1, 16), (123, 5, 2, 256), (30, 3, 3, 7)]
+)
+def test_recall_metrics_equal_bruteforce_evalrank(n_img, cpi, seed, chunk):
+    sims, idx = random_problem(n_img, cpi, seed)
+    got = recall_metrics(sims, idx, chunk=chunk)
+    want = evalrank_bruteforce(sims, idx)
+    assert list(got) == list(METRIC_KEYS)
+    for k in METRIC_KEYS:
+        assert got[k] == pytest.approx(want[k], abs=1e-9), k
+
+
+def test_float32_tensor_input_gives_the_same_metrics_as_numpy():
+    sims, idx = random_problem(50, 5, 4)
+    sims = sims.astype(np.float32)
+    assert recall_metrics(torch.from_numpy(sims), torch.from_numpy(idx)) == recall_metrics(sims, idx)
+
+
+def test_hand_worked_two_image_example():
+    # image 0 owns captions 0,1; image 1 owns captions 2,3
+    sims = np.array([[0.9, 0.1, 0.5, 0.2],
+                     [0.3, 0.8, 0.4, 0.7]])  # fmt: skip
+    idx = np.array([0, 0, 1, 1])
+    i2t, t2i = i2t_t2i_ranks(sims, idx)
+    # image 0: caption 0 (0.9) is first -> rank 0; image 1: best own caption 3 (0.7) is behind caption 1 (0.8)
+    assert i2t.tolist() == [0, 1]
+    # caption 0: 0.9 > 0.3 -> 0; caption 1: 0.1 < 0.8 -> 1; caption 2: 0.4 < 0.5 -> 1; caption 3: 0.7 > 0.2 -> 0
+    assert t2i.tolist() == [0, 1, 1, 0]
+    m = recall_metrics(sims, idx)
+    assert m["i2t_r1"] == 50.0 and m["i2t_r5"] == 100.0
+    assert m["t2i_r1"] == 50.0 and m["t2i_r10"] == 100.0
+    assert m["i2t_medr"] == 1.0  # floor(median([0, 1]) = 0.5) + 1
+    assert m["t2i_meanr"] == 1.5
+    assert m["rsum"] == 50 + 100 + 100 + 50 + 100 + 100
+
+
+def test_ties_optimistic_ranks_positive_first_pessimistic_last():
+    sims = np.array([[1.0, 1.0], [1.0, 1.0]])  # every score tied
+    idx = np.array([0, 1])
+    assert [r.tolist() for r in i2t_t2i_ranks(sims, idx)] == [[0, 0], [0, 0]]
+    i2t, t2i = i2t_t2i_ranks(sims, idx, ties="pessimistic")
+    assert i2t.tolist() == [1, 1] and t2i.tolist() == [1, 1]
+
+
+def test_coco_fold5_is_mean_of_sequential_folds_each_equal_to_bruteforce():
+    sims, idx = random_problem(50, 5, 5)
+    folds = fold_metrics(sims, idx)
+    assert len(folds) == 5
+    for f, m in enumerate(folds):
+        rows = slice(10 * f, 10 * (f + 1))
+        cols = slice(50 * f, 50 * (f + 1))
+        want = evalrank_bruteforce(sims[rows, cols], idx[cols] - 10 * f)
+        for k in METRIC_KEYS:
+            assert m[k] == pytest.approx(want[k]), (f, k)
+    mean = coco_fold5(sims, idx)
+    for k in METRIC_KEYS:
+        assert mean[k] == pytest.approx(np.mean([m[k] for m in folds]))
+    # a fold sees only 1/5 of the distractors, so the 1K protocol reads higher than the full one
+    assert mean["rsum"] > recall_metrics(sims, idx)["rsum"]
+    assert protocol_metrics(sims, idx, "coco1k") == mean
+    assert protocol_metrics(sims, idx, "coco5k") == recall_metrics(sims, idx)
+
+
+def test_fold5_uses_caption_index_not_position_when_captions_are_shuffled():
+    sims, idx = random_problem(20, 5, 6)
+    perm = np.random.default_rng(0).permutation(sims.shape[1])
+    a = coco_fold5(sims, idx)
+    b = coco_fold5(sims[:, perm], idx[perm])
+    for k in METRIC_KEYS:
+        assert a[k] == pytest.approx(b[k])
+
+
+@pytest.mark.parametrize(
+    "sims,idx,match",
+    [
+        (np.zeros((2, 3)), np.array([0, 1]), "3 caption columns"),
+        (np.zeros((2, 2)), np.array([0, 2]), r"\[0, 2\)"),
+        (np.zeros((3, 2)), np.array([0, 1]), "have none"),
+        (np.full((2, 2), np.nan), np.array([0, 1]), "NaN"),
+        (np.zeros(4), np.array([0, 1]), "2-D"),
+    ],
+)
+def test_bad_inputs_raise_clear_errors(sims, idx, match):
+    with pytest.raises(ValueError, match=match):
+        recall_metrics(sims, idx)
+
+
+def test_fold5_needs_a_multiple_of_five_images():
+    sims, idx = random_problem(12, 5, 0)
+    with pytest.raises(ValueError, match="multiple of 5"):
+        coco_fold5(sims, idx)
+    with pytest.raises(ValueError, match="unknown protocol"):
+        protocol_metrics(sims, idx, "coco2k")
+
+
+def test_results_table_has_paper_column_order():
+    sims, idx = random_problem(10, 5, 0)
+    df = results_table({"a": recall_metrics(sims, idx), "b": coco_fold5(sims, idx)})
+    assert list(df.columns) == ["i2t R@1", "i2t R@5", "i2t R@10", "t2i R@1", "t2i R@5", "t2i R@10", "RSUM"]
+    assert list(df.index) == ["a", "b"]
+    with pytest.raises(ValueError, match="lacks metrics"):
+        results_table({"x": {"rsum": 1.0}})
+
+
+# --- blocked similarity against a direct per-pair computation ------------------------------
+
+
+class TinyScorer(nn.Module):
+    """A model with DAIM's evaluation API whose score depends on the caption length mask."""
+
+    def similarity(self, img_levels, txt_levels, txt_lens):
+        total = 0
+        for v, t in zip(img_levels, txt_levels):  # v [ni, R, D], t [nc, L, D]
+            mask = (torch.arange(t.shape[1])[None, :] < txt_lens[:, None]).float()  # [nc, L]
+            s = torch.einsum("ird,cld->icrl", v, t).amax(2)  # [ni, nc, L]
+            total = total + (s * mask).sum(-1) / txt_lens.float()
+        return total
+
+
+def test_similarity_matrix_blocks_equal_per_pair_scores():
+    g = torch.Generator().manual_seed(0)
+    lens = torch.tensor([3, 5, 2, 4, 5, 1, 2])
+    feats = EncodedSplit(
+        img_levels=[torch.randn(9, r, 4, generator=g) for r in (6, 3, 2)],
+        txt_levels=[torch.randn(7, 5, 4, generator=g) for _ in range(3)],
+        txt_lens=lens,
+        img_of_caption=torch.tensor([0, 0, 1, 2, 3, 4, 5]),
+    )
+    model = TinyScorer()
+    blocked = similarity_matrix(model, feats, img_block=4, cap_block=3, progress=False)
+    assert blocked.shape == (9, 7) and blocked.dtype == np.float32
+    for i in range(9):
+        for j in range(7):
+            one = model.similarity(
+                [lv[i : i + 1] for lv in feats.img_levels],
+                [lv[j : j + 1, : lens[j]] for lv in feats.txt_levels],
+                lens[j : j + 1],
+            )
+            assert blocked[i, j] == pytest.approx(float(one), abs=1e-5)
