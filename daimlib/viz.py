@@ -38,7 +38,7 @@ HISTORY_COLUMNS = {
     "sigma_neg": ("sigma_neg", "neg_std", "sigma_n"),
     "active": ("active", "activated", "updated", "mom_active"),
     "n_correct": ("n_correct", "correct", "num_correct", "n_right"),
-    "batch_size": ("batch_size", "batch", "b"),
+    "n_rows": ("n_rows", "batch_size", "batch"),
 }
 
 
@@ -145,7 +145,7 @@ def plot_margin_evolution(history_df, trigger=None, ax=None, smooth: int = 1) ->
        activation rate (right axis).
 
     ``history_df``: a pandas DataFrame with one row per step and columns ``step, margin`` and,
-    when present, ``lam, mu_pos, sigma_pos, mu_neg, sigma_neg, active, n_correct`` (aliases in
+    when present, ``lam, mu_pos, sigma_pos, mu_neg, sigma_neg, active, n_correct, n_rows`` (aliases in
     ``HISTORY_COLUMNS``). ``trigger``: the count of correct rows the MOM needs (e.g. 45 for the
     paper, ``activation_fraction * batch_size`` in general); drawn as a dashed line.
     ``smooth``: rolling-mean window (in rows) for the noisy per-step curves.
@@ -190,6 +190,11 @@ def plot_margin_evolution(history_df, trigger=None, ax=None, smooth: int = 1) ->
     if trigger is not None:
         a2.axhline(float(trigger), color="k", ls="--", lw=1, label=f"trigger > {float(trigger):.4g}")
     a2.set(xlabel="step", ylabel="rows per batch", title="MOM activation")
+    rows_col = _find_column(df, "n_rows")
+    if rows_col is not None:
+        a2.set_ylim(0, 1.05 * float(df[rows_col].max()))
+    elif a2.lines:
+        a2.set_ylim(bottom=0)
     if act_col is not None:
         rate = df[act_col].astype(float).expanding().mean().to_numpy()
         a2r = a2.twinx()
@@ -199,7 +204,7 @@ def plot_margin_evolution(history_df, trigger=None, ax=None, smooth: int = 1) ->
         a2r.grid(False)
         a2r.legend(fontsize=8, loc="lower right")
     if a2.lines:
-        a2.legend(fontsize=8, loc="upper left")
+        a2.legend(fontsize=8, loc="lower left")
     fig.tight_layout()
     return fig
 

@@ -140,6 +140,13 @@ def test_margin_evolution_plots_margin_lambda_trigger_and_running_rate():
     rate = a2r.lines[0].get_ydata()
     np.testing.assert_allclose(rate, np.cumsum(h["active"]) / np.arange(1, len(h) + 1))
     np.testing.assert_allclose(a1.lines[0].get_ydata(), h["mu_pos"])
+    assert a2.get_ylim()[0] == 0  # counts are read against zero
+
+
+def test_margin_evolution_scales_the_count_panel_to_the_batch_size():
+    h = _history().assign(n_rows=64)
+    a2 = viz.plot_margin_evolution(h).axes[2]
+    assert a2.get_ylim() == pytest.approx((0, 64 * 1.05))
 
 
 def test_margin_evolution_accepts_aliases_and_needs_a_margin_column():
