@@ -1,0 +1,151 @@
+"""Image and text streams (spec section 1): levels, hidden-state indices, local weights, offline errors."""
+
+import time
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from daimlib.config import FDMConfig
+from daimlib.encoders import ImageEncoder, TextEncoder
+
+
+def test_demo_image_levels_have_stage_token_counts_and_dims(tiny_cfg):
+    enc = ImageEncoder(tiny_cfg.image, tiny_cfg.fdm)
+    levels = enc(torch.randn(2, 3, 64, 64))
+    assert [tuple(x.shape) for x in levels] == [(2, 64, 64), (2, 16, 128), (2, 4, 256)]
+    assert enc.out_dims == [64, 128, 256] and enc.num_tokens() == [64, 16, 4]
+    assert enc.num_tokens(128) == [256, 64, 16]
+
+
+def test_stage_levels_equal_timm_intermediates_when_fdm_is_off(tiny_cfg):
+    fdm = FDMConfig(image_blocks=False, image_stage_out=False)
+    enc = ImageEncoder(tiny_cfg.image, fdm).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        levels = enc(x)
+        feats = enc.backbone.forward_intermediates(x, indices=[1, 2, 3], intermediates_only=True, norm=False)
+    for lvl, (s, f) in enumerate(zip((1, 2, 3), feats)):
+        tok = f.flatten(2).transpose(1, 2)  # NCHW -> [B, HW, C]
+        norm = enc.backbone.norm if s == 3 else enc.stage_norms[str(s)]
+        torch.testing.assert_close(levels[lvl], norm(tok), atol=1e-5, rtol=1e-5)
+
+
+def test_stage_output_contranorm_runs_only_for_used_stages(tiny_cfg):
+    enc = ImageEncoder(tiny_cfg.image, tiny_cfg.fdm)
+    seen = []
+    enc.stage_contranorm.register_forward_hook(lambda m, i, o: seen.append(o.shape[1]))
+    enc(torch.randn(1, 3, 64, 64))
+    assert seen == [64, 16, 4]  # stage 0 (256 tokens) gets no stage-output ContraNorm
+    assert "0" not in enc.stage_norms
+
+
+def test_fdm_off_leaves_blocks_plain(tiny_cfg):
+    enc = ImageEncoder(tiny_cfg.image, FDMConfig(image_blocks=False, image_stage_out=False))
+    assert not any(hasattr(m, "contranorm") for m in enc.backbone.modules())
+    assert enc.stage_contranorm is None
+    enc_on = ImageEncoder(tiny_cfg.image, tiny_cfg.fdm)
+    assert sum(hasattr(m, "contranorm") for m in enc_on.backbone.modules()) == 5  # depths 1+1+2+1
+
+
+def test_hidden_state_index_k_is_the_output_of_layer_k(tiny_cfg):
+    enc = TextEncoder(tiny_cfg.text, tiny_cfg.fdm).eval()
+    outs = {}
+    for k, layer in enumerate(enc.bert.encoder.layer, start=1):
+        layer.register_forward_hook(
+            lambda m, i, o, k=k: outs.__setitem__(k, o[0] if isinstance(o, tuple) else o)
+        )
+    emb = {}
+    enc.bert.embeddings.register_forward_hook(lambda m, i, o: emb.__setitem__(0, o))
+    ids = torch.randint(0, 512, (3, 9))
+    mask = torch.ones(3, 9, dtype=torch.long)
+    mask[1, 5:] = 0
+    with torch.no_grad():
+        levels, lengths = enc(ids, mask)
+    assert lengths.tolist() == [9, 5, 9]
+    for lvl, k in zip(levels, tiny_cfg.text.hidden_states):
+        torch.testing.assert_close(lvl, outs[k])
+    # index 0 would be the embeddings (so the reference's 1-based layers 4/10/12 are hidden_states[4, 10, 12])
+    enc0 = TextEncoder(
+        tiny_cfg.text.__class__(**{**tiny_cfg.text.__dict__, "hidden_states": (0, 1, 3)}), tiny_cfg.fdm
+    )
+    enc0.load_state_dict(enc.state_dict())
+    enc0.eval()
+    with torch.no_grad():
+        lv0, _ = enc0(ids, mask)
+    torch.testing.assert_close(lv0[0], emb[0])
+    torch.testing.assert_close(lv0[2], outs[3])
+
+
+def test_text_contranorm_changes_only_layers_from_the_chosen_one(tiny_cfg):
+    plain = TextEncoder(tiny_cfg.text, tiny_cfg.fdm).eval()
+    fdm = TextEncoder(tiny_cfg.text, FDMConfig(text_layers=(2,))).eval()
+    fdm.load_state_dict(plain.state_dict())
+    ids = torch.randint(0, 512, (2, 8))
+    mask = torch.ones(2, 8, dtype=torch.long)
+    mask[0, 4:] = 0
+    with torch.no_grad():
+        a, _ = plain(ids, mask)
+        b, _ = fdm(ids, mask)
+    torch.testing.assert_close(a[0], b[0])  # hidden_states[1]: before layer 2
+    assert (a[1] - b[1]).abs().max() > 1e-3  # hidden_states[2]: ContraNorm output of layer 2
+
+
+def test_image_weights_in_a_local_folder_load_through_the_pretrained_path(tiny_cfg, tmp_path):
+    src = ImageEncoder(tiny_cfg.image, tiny_cfg.fdm)
+    state = {k: v.contiguous() for k, v in src.backbone.state_dict().items()}
+    save_file(state, str(tmp_path / "model.safetensors"))
+    cfg = tiny_cfg.image.__class__(**{**tiny_cfg.image.__dict__, "weights": str(tmp_path)})
+    got = ImageEncoder(cfg, tiny_cfg.fdm, pretrained=True)
+    for k, v in src.backbone.state_dict().items():
+        assert torch.equal(got.backbone.state_dict()[k], v), k
+    fresh = ImageEncoder(tiny_cfg.image, tiny_cfg.fdm)  # random init differs
+    assert not torch.equal(fresh.backbone.patch_embed.proj.weight, src.backbone.patch_embed.proj.weight)
+    torch.save(state, tmp_path / "w.pth")  # a .pth file path works too (weights_only load)
+    cfg2 = tiny_cfg.image.__class__(**{**tiny_cfg.image.__dict__, "weights": str(tmp_path / "w.pth")})
+    got2 = ImageEncoder(cfg2, tiny_cfg.fdm, pretrained=True)
+    assert torch.equal(got2.backbone.patch_embed.proj.weight, src.backbone.patch_embed.proj.weight)
+
+
+def test_text_weights_in_a_local_folder_load_through_from_pretrained(tiny_cfg, tmp_path):
+    src = TextEncoder(tiny_cfg.text, tiny_cfg.fdm).eval()
+    src.bert.save_pretrained(tmp_path)
+    cfg = tiny_cfg.text.__class__(**{**tiny_cfg.text.__dict__, "weights": str(tmp_path)})
+    got = TextEncoder(cfg, tiny_cfg.fdm, pretrained=True).eval()
+    ids = torch.randint(0, 512, (2, 7))
+    mask = torch.ones(2, 7, dtype=torch.long)
+    with torch.no_grad():
+        for a, b in zip(src(ids, mask)[0], got(ids, mask)[0]):
+            torch.testing.assert_close(a, b)
+    assert got.bert.pooler is None
+
+
+def test_missing_hub_model_offline_fails_fast_naming_id_and_field(tiny_cfg, monkeypatch, tmp_path):
+    import huggingface_hub.constants as hc
+
+    import daimlib.encoders as encoders
+
+    monkeypatch.setattr(encoders, "hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path))  # an empty cache
+    t0 = time.time()
+    with pytest.raises(RuntimeError, match=r"swin_tiny_patch4_window7_224.*image\.weights"):
+        ImageEncoder(tiny_cfg.image, tiny_cfg.fdm, pretrained=True)
+    cfg = tiny_cfg.text.__class__(**{**tiny_cfg.text.__dict__, "name": "daim-kit-tests/no-such-bert"})
+    with pytest.raises(RuntimeError, match=r"no-such-bert.*text\.weights"):
+        TextEncoder(cfg, tiny_cfg.fdm, pretrained=True)
+    assert time.time() - t0 < 10
+
+
+def test_bad_inputs_raise_value_errors_naming_shapes(tiny_cfg):
+    enc = ImageEncoder(tiny_cfg.image, tiny_cfg.fdm)
+    with pytest.raises(ValueError, match=r"\[B, 3, H, W\].*\(2, 64, 64\)"):
+        enc(torch.randn(2, 64, 64))
+    txt = TextEncoder(tiny_cfg.text, tiny_cfg.fdm)
+    with pytest.raises(ValueError, match=r"\(2, 5\) and \(2, 6\)"):
+        txt(torch.zeros(2, 5, dtype=torch.long), torch.ones(2, 6, dtype=torch.long))
+    bad = tiny_cfg.text.__class__(**{**tiny_cfg.text.__dict__, "hidden_states": (1, 2, 7)})
+    with pytest.raises(ValueError, match=r"0\.\.3.*\(1, 2, 7\)"):
+        TextEncoder(bad, tiny_cfg.fdm)
+    bad_img = tiny_cfg.image.__class__(**{**tiny_cfg.image.__dict__, "stages": (1, 5)})
+    with pytest.raises(ValueError, match=r"0\.\.3.*\(1, 5\)"):
+        ImageEncoder(bad_img, tiny_cfg.fdm)
