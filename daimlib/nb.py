@@ -151,32 +151,34 @@ def setup(seed: int = 0, device: str = "auto", verbose: bool = True) -> SimpleNa
     return env
 
 
-def ensure_demo_data(root: str | os.PathLike = "data/demo", size: str = "default", seed: int = 0) -> Path:
-    """Generate the demo dataset at ``root`` (repo-relative) unless its Karpathy JSON is already there.
+def ensure_demo_data(
+    root: str | os.PathLike = "data/demo", size: str | tuple[int, int, int] = "default", seed: int = 0
+) -> Path:
+    """Generate the demo dataset at ``root`` (repo-relative) unless it is already there.
 
-    Prints what it did (found / generated, with the image count). Returns the absolute folder.
+    :func:`daimlib.data.make_demo_dataset` reuses a dataset made with the same size and seed
+    whose images are all present, and (re)generates it otherwise. Prints which of the two
+    happened, with the image count. Returns the absolute folder.
     """
+    import json  # noqa: PLC0415
+
     from daimlib.data import make_demo_dataset  # noqa: PLC0415
 
     folder = Path(root)
     if not folder.is_absolute():
         folder = repo_root() / folder
     json_path = folder / "dataset_demo.json"
-    if json_path.exists():
-        import json  # noqa: PLC0415
-
-        n = len(json.loads(json_path.read_text())["images"])
-        print(f"demo data found: {rel(folder)} ({n} images)")
-        return folder
+    before = json_path.stat().st_mtime_ns if json_path.exists() else None
     make_demo_dataset(folder, seed=seed, size=size)
-    import json  # noqa: PLC0415
-
     n = len(json.loads(json_path.read_text())["images"])
-    print(f"demo data generated: {rel(folder)} ({n} images, size={size!r}, seed={seed})")
+    if before is not None and json_path.stat().st_mtime_ns == before:
+        print(f"demo data found: {rel(folder)} ({n} images)")
+    else:
+        print(f"demo data generated: {rel(folder)} ({n} images, size={size!r}, seed={seed})")
     return folder
 
 
-def data_root(data: str = "demo", size: str = "default") -> Path:
+def data_root(data: str = "demo", size: str | tuple[int, int, int] = "default") -> Path:
     """The notebooks' ``DATA`` parameter -> a dataset folder.
 
     ``"demo"`` -> ``data/demo`` (generated when missing); anything else is a folder (absolute or

@@ -101,3 +101,22 @@ def test_setup_makes_warnings_print_without_file_paths(capsys):
     nb.setup(verbose=False)
     text = warnings.formatwarning("careful", UserWarning, str(REPO / "daimlib" / "x.py"), 3)
     assert text == "UserWarning: careful\n" and str(REPO) not in text
+
+
+def test_ensure_demo_data_generates_once_then_reuses_and_regenerates_for_another_seed(tmp_path, capsys):
+    import json
+
+    folder = nb.ensure_demo_data(tmp_path / "demo", size=(10, 5, 5), seed=0)
+    first = capsys.readouterr().out
+    assert first.startswith("demo data generated: <outside>/") and "(20 images" in first
+    data = json.loads((folder / "dataset_demo.json").read_text())
+    assert len(data["images"]) == 20 and (folder / "images" / data["images"][0]["filename"]).is_file()
+    mtime = (folder / "dataset_demo.json").stat().st_mtime_ns
+
+    nb.ensure_demo_data(folder, size=(10, 5, 5), seed=0)
+    assert capsys.readouterr().out.startswith("demo data found:")
+    assert (folder / "dataset_demo.json").stat().st_mtime_ns == mtime
+
+    nb.ensure_demo_data(folder, size=(10, 5, 5), seed=1)
+    assert capsys.readouterr().out.startswith("demo data generated:")
+    assert json.loads((folder / "dataset_demo.json").read_text())["images"] != data["images"]
