@@ -8,7 +8,7 @@ The protocol is VSE++'s ``evalrank`` (``shared/docs/field_notes.md`` section 1, 
   meanr = mean rank + 1; RSUM = the six recalls summed (max 600).
 
 Ranks are *exact* and obtained by counting the scores strictly above the positive, row chunk by
-row chunk, never by a full argsort (5,000 x 25,000 in about a second and ~100 MB instead of ~15 s
+row chunk, never by a full argsort (5,000 x 25,000: ~1 s and ~130 MB extra instead of ~22 s
 and ~2 GB). **Ties**: by default (``ties="optimistic"``) a candidate scored exactly equal to the
 positive does not count against it, i.e. the positive is ranked first among equals; with
 ``ties="pessimistic"`` it is ranked last. With distinct scores both equal argsort ranking.
@@ -76,7 +76,7 @@ def _as_tensors(sims, img_of_caption) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def i2t_t2i_ranks(
-    sims, img_of_caption, chunk: int = 256, ties: str = "optimistic"
+    sims, img_of_caption, chunk: int = 128, ties: str = "optimistic"
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact 0-based ranks of VSE++ evalrank: ``(i2t_ranks [n_img], t2i_ranks [n_cap])``.
 
@@ -89,22 +89,24 @@ def i2t_t2i_ranks(
         raise ValueError(f"ties must be 'optimistic' or 'pessimistic', got {ties!r}")
     s, idx = _as_tensors(sims, img_of_caption)
     n_img, n_cap = s.shape
-    cols = torch.arange(n_cap)
-    pos_t2i = s[idx, cols]  # [n_cap] score of each caption with its own image
+    pos_t2i = s[idx, torch.arange(n_cap)]  # [n_cap] score of each caption with its own image
     pos_i2t = torch.full((n_img,), -math.inf, dtype=s.dtype).scatter_reduce(
         0, idx, pos_t2i, reduce="amax"
     )  # [n_img] best score among each image's captions
-    i2t = torch.zeros(n_img, dtype=torch.long)
-    t2i = torch.zeros(n_cap, dtype=torch.long)
-    above = torch.gt if ties == "optimistic" else torch.ge
+    # numpy's bool counting is ~20x faster than torch's here (2 cores, measured)
+    s, pos_t2i, pos_i2t = s.numpy(), pos_t2i.numpy(), pos_i2t.numpy()
+    above = np.greater if ties == "optimistic" else np.greater_equal
+    count_dtype = np.uint8 if chunk <= 255 else np.int32  # per-chunk column counts fit in a byte
+    i2t = np.zeros(n_img, dtype=np.int64)
+    t2i = np.zeros(n_cap, dtype=np.int64)
     for a in range(0, n_img, chunk):
         block = s[a : a + chunk]  # [c, n_cap]
-        i2t[a : a + chunk] = above(block, pos_i2t[a : a + chunk, None]).sum(1)
-        t2i += above(block, pos_t2i[None, :]).sum(0)
+        i2t[a : a + chunk] = np.count_nonzero(above(block, pos_i2t[a : a + chunk, None]), axis=1)
+        t2i += above(block, pos_t2i[None, :]).sum(0, dtype=count_dtype)
     if ties == "pessimistic":  # ">=" counted the positive itself
         i2t -= 1
         t2i -= 1
-    return i2t.numpy(), t2i.numpy()
+    return i2t, t2i
 
 
 def _recalls(ranks: np.ndarray, prefix: str) -> dict[str, float]:
@@ -114,7 +116,7 @@ def _recalls(ranks: np.ndarray, prefix: str) -> dict[str, float]:
     return out
 
 
-def recall_metrics(sims, img_of_caption, chunk: int = 256, ties: str = "optimistic") -> dict[str, float]:
+def recall_metrics(sims, img_of_caption, chunk: int = 128, ties: str = "optimistic") -> dict[str, float]:
     """R@1/5/10, medr, meanr in both directions and RSUM (VSE++ evalrank, exact ranks).
 
     Keys: ``i2t_r1, i2t_r5, i2t_r10, i2t_medr, i2t_meanr, t2i_r1, ..., t2i_meanr, rsum``.
