@@ -1,0 +1,141 @@
+"""``DAIM``: the dual-stream model with its two modules and its loss (spec sections 1-5).
+
+One training step (``DAIM.forward``)::
+
+    images   -> ImageEncoder (Swin stages, ContraNorm inside) -> 3 token sets -> img_proj[ℓ]
+    captions -> TextEncoder (BERT hidden states)               -> 3 token sets -> txt_proj[ℓ]
+    S = Σ_ℓ w_ℓ SCAN_ℓ (fp32)   -> AdaptiveMargin.update(S.detach())  (training mode only)
+        -> triplet_loss(S, m)   (hardest negatives after ``loss.warmup_steps``)
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .encoders import ImageEncoder, TextEncoder, freeze, unfreeze
+from .losses import AdaptiveMargin, triplet_loss
+from .similarity import DEFAULT_BLOCK_BYTES, multilevel_similarity
+
+
+class DAIM(nn.Module):
+    """DAIM (and HAT, with FDM off and a fixed margin): encoders, six projections, SCAN, MOM.
+
+    Attributes: ``image_encoder``, ``text_encoder``, ``img_proj`` / ``txt_proj`` (3 ``Linear`` to
+    ``similarity.embed_dim`` each, init N(0, 0.02), bias 0), ``margin_module`` and ``cfg``.
+    """
+
+    def __init__(self, cfg, pretrained: bool = False):
+        super().__init__()
+        self.cfg = cfg
+        self.image_encoder = ImageEncoder(cfg.image, cfg.fdm, pretrained=pretrained)
+        self.text_encoder = TextEncoder(cfg.text, cfg.fdm, pretrained=pretrained)
+        n_img, n_txt, n_w = (
+            len(cfg.image.stages),
+            len(cfg.text.hidden_states),
+            len(cfg.similarity.level_weights),
+        )
+        if not n_img == n_txt == n_w:
+            raise ValueError(
+                f"level counts differ: image.stages has {n_img}, text.hidden_states {n_txt}, "
+                f"similarity.level_weights {n_w}; all three must list the same levels (low, mid, high)"
+            )
+        D = cfg.similarity.embed_dim
+        self.img_proj = nn.ModuleList(nn.Linear(c, D) for c in self.image_encoder.out_dims)
+        self.txt_proj = nn.ModuleList(nn.Linear(self.text_encoder.hidden_size, D) for _ in range(n_txt))
+        for lin in [*self.img_proj, *self.txt_proj]:
+            nn.init.normal_(lin.weight, std=0.02)
+            nn.init.zeros_(lin.bias)
+        self.margin_module = AdaptiveMargin.from_config(cfg.loss)
+
+    @classmethod
+    def from_config(cls, cfg, pretrained: bool = False) -> DAIM:
+        """Build the model of a :class:`daimlib.config.DAIMConfig` (random or pretrained encoders)."""
+        return cls(cfg, pretrained=pretrained)
+
+    # --- the three doors ---------------------------------------------------------------------
+
+    def encode_image(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """``images [B, 3, H, W]`` -> levels low, mid, high, each ``[B, R_ℓ, D]``."""
+        return [proj(x) for proj, x in zip(self.img_proj, self.image_encoder(images))]
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        """``input_ids, attention_mask [B, L]`` -> (levels, each ``[B, L, D]``; lengths ``[B]``)."""
+        levels, lengths = self.text_encoder(input_ids, attention_mask)
+        return [proj(x) for proj, x in zip(self.txt_proj, levels)], lengths
+
+    def similarity(
+        self,
+        img_levels: list[torch.Tensor],
+        txt_levels: list[torch.Tensor],
+        txt_lens: torch.Tensor,
+        max_block_bytes: int = DEFAULT_BLOCK_BYTES,
+    ) -> torch.Tensor:
+        """S(I, T) ``[n_img, n_cap]`` in fp32 with the configured direction, λ and level weights."""
+        sc = self.cfg.similarity
+        with torch.autocast(device_type=img_levels[0].device.type, enabled=False):
+            return multilevel_similarity(
+                img_levels,
+                txt_levels,
+                txt_lens,
+                weights=tuple(sc.level_weights),
+                direction=sc.direction,
+                lambda_softmax=sc.lambda_softmax,
+                max_block_bytes=max_block_bytes,
+            )
+
+    def uses_hardest(self, step: int | None = None) -> bool:
+        """Hardest negatives when ``loss.hardest`` and past ``loss.warmup_steps`` (sum before)."""
+        lc = self.cfg.loss
+        return bool(lc.hardest) and (step is None or step >= lc.warmup_steps)
+
+    def forward(self, batch: dict, step: int | None = None) -> dict:
+        """One training/validation step on a batch of matching pairs (spec section 5).
+
+        ``batch``: "images" ``[B, 3, H, W]``, "input_ids" / "attention_mask" ``[B, L]``, optional
+        "img_index" ``[B]`` (same-image pairs leave the negatives when ``loss.mask_same_image``).
+        Returns "loss", "margin" (float, the one used), "stats" (MOM statistics + "hardest"),
+        "scores" (detached ``[B, B]``).
+        """
+        images, ids, mask = batch["images"], batch["input_ids"], batch["attention_mask"]
+        if images.shape[0] != ids.shape[0]:
+            raise ValueError(
+                f"batch holds {images.shape[0]} images but {ids.shape[0]} captions; expected matching pairs"
+            )
+        img_levels = self.encode_image(images)
+        txt_levels, lengths = self.encode_text(ids, mask)
+        scores = self.similarity(img_levels, txt_levels, lengths)  # [B, B]
+        if self.training:
+            stats = self.margin_module.update(scores.detach())
+        else:
+            stats = dict(activated=False, margin=float(self.margin_module.margin))
+        neg_mask = None
+        if self.cfg.loss.mask_same_image and batch.get("img_index") is not None:
+            idx = batch["img_index"].to(scores.device)
+            neg_mask = idx[:, None] == idx[None, :]  # [B, B]; the diagonal is dropped anyway
+        hardest = self.uses_hardest(step)
+        margin = self.margin_module.margin.detach().clone()
+        loss = triplet_loss(
+            scores, margin, hardest=hardest, reduction=self.cfg.loss.reduction, neg_mask=neg_mask
+        )
+        stats["hardest"] = hardest
+        return {"loss": loss, "margin": float(margin), "stats": stats, "scores": scores.detach()}
+
+    # --- freezing (spec 1.5) -------------------------------------------------------------------
+
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        """Parameters of both encoders (Swin with its stage LNs, BERT)."""
+        return [*self.image_encoder.parameters(), *self.text_encoder.parameters()]
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the six projections (always trained)."""
+        return [*self.img_proj.parameters(), *self.txt_proj.parameters()]
+
+    def set_backbones_trainable(self, flag: bool) -> None:
+        """Freeze (False) or unfreeze (True) both encoders; train/eval modes are not touched.
+
+        BERT is built without a pooler, so nothing of it stays frozen when unfrozen.
+        """
+        fn = unfreeze if flag else freeze
+        fn(self.image_encoder)
+        fn(self.text_encoder)
