@@ -365,13 +365,16 @@ def show_image_grid(images, titles=None, ncols: int = 5, size: float = 2.0, wrap
         raise ValueError("show_image_grid got no images")
     ncols = max(1, min(ncols, len(images)))
     nrows = math.ceil(len(images) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, (size + 0.35) * nrows), squeeze=False)
+    wrapped = [textwrap.fill(str(t), wrap) for t in titles] if titles is not None else None
+    lines = max((w.count("\n") + 1 for w in wrapped), default=0) if wrapped else 0
+    row_h = size + 0.13 * lines + 0.1  # room for the wrapped titles (7 pt lines)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, row_h * nrows), squeeze=False)
     for k, a in enumerate(axes.ravel()):
         a.axis("off")
         if k < len(images):
             a.imshow(_as_image(images[k]))
-            if titles is not None:
-                a.set_title(textwrap.fill(str(titles[k]), wrap), fontsize=7)
+            if wrapped is not None:
+                a.set_title(wrapped[k], fontsize=7)
     fig.tight_layout()
     return fig
 
