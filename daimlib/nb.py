@@ -213,4 +213,43 @@ def config_table(cfg, keys=None):
     return pd.DataFrame({"key": list(flat), "value": [str(v) for v in flat.values()]}).set_index("key")
 
 
+def model_for(cfg, checkpoint: str | os.PathLike | None = "auto", device: str = "cpu", verbose: bool = True):
+    """The model a teaching notebook looks at: trained weights when a checkpoint exists, else random.
+
+    ``checkpoint``: ``"auto"`` uses ``runs/<cfg.name>/best`` when that folder exists (notebook 05
+    writes it) and random initial weights otherwise; ``None`` always builds random weights; any
+    other value is a checkpoint folder (absolute or repo-relative) that must exist. Returns
+    ``(model in eval mode on device, description)`` and prints the description.
+    """
+    from daimlib.model import DAIM  # noqa: PLC0415 - heavy import, only when a model is needed
+
+    folder = None
+    if checkpoint == "auto":
+        candidate = repo_root() / "runs" / cfg.name / "best"
+        folder = candidate if candidate.is_dir() else None
+        missing_note = f" (no checkpoint at {rel(candidate)}; notebook 05 trains one)"
+    elif checkpoint is not None:
+        folder = Path(checkpoint)
+        if not folder.is_absolute():
+            folder = repo_root() / folder
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"checkpoint folder {rel(folder)} not found; expected a folder written by "
+                "`python -m daimlib train` (e.g. runs/demo/best), or use checkpoint='auto' or None"
+            )
+    if folder is not None:
+        from daimlib.checkpoint import load_model  # noqa: PLC0415
+
+        model = load_model(folder, device=device)
+        desc = f"model: trained weights from {rel(folder)}"
+    else:
+        model = DAIM.from_config(cfg, pretrained=False).to(device).eval()
+        desc = f"model: {cfg.name} with random initial weights" + (
+            missing_note if checkpoint == "auto" else ""
+        )
+    if verbose:
+        print(desc)
+    return model, desc
+
+
 # load_or_train(...) (checkpoint else train) is added here with daimlib.train / daimlib.checkpoint.

@@ -120,3 +120,32 @@ def test_ensure_demo_data_generates_once_then_reuses_and_regenerates_for_another
     nb.ensure_demo_data(folder, size=(10, 5, 5), seed=1)
     assert capsys.readouterr().out.startswith("demo data generated:")
     assert json.loads((folder / "dataset_demo.json").read_text())["images"] != data["images"]
+
+
+def test_model_for_loads_a_checkpoint_folder_or_builds_random_weights(tmp_path, capsys):
+    from daimlib.checkpoint import save_checkpoint
+    from daimlib.model import DAIM
+
+    cfg = load_preset("demo")
+    torch.manual_seed(0)
+    trained = DAIM.from_config(cfg)
+    save_checkpoint(tmp_path / "best", trained, cfg)
+    loaded, desc = nb.model_for(cfg, checkpoint=tmp_path / "best")
+    assert desc.startswith("model: trained weights from <outside>/") and not loaded.training
+    for (k, a), (k2, b) in zip(trained.state_dict().items(), loaded.state_dict().items()):
+        assert k == k2 and torch.equal(a, b), k
+
+    torch.manual_seed(1)
+    fresh, desc = nb.model_for(cfg, checkpoint=None)
+    assert desc == "model: demo with random initial weights"
+    w = "img_proj.0.weight"
+    assert not torch.equal(fresh.state_dict()[w], trained.state_dict()[w])
+    with pytest.raises(FileNotFoundError, match="checkpoint folder .* not found"):
+        nb.model_for(cfg, checkpoint=tmp_path / "nothing")
+
+
+def test_model_for_auto_without_a_run_says_where_it_looked():
+    cfg = load_preset("demo")
+    cfg.name = "no_such_run_for_tests"
+    _, desc = nb.model_for(cfg, checkpoint="auto", verbose=False)
+    assert desc.endswith("(no checkpoint at runs/no_such_run_for_tests/best; notebook 05 trains one)")
