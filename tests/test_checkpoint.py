@@ -27,7 +27,10 @@ def _train_state() -> dict:
         "epoch": 3,
         "step": 42,
         "best_score": float("-inf"),
-        "optimizer": {"state": {0: {"exp_avg": torch.randn(3, 3, generator=g)}}, "param_groups": [{"lr": 1e-4}]},
+        "optimizer": {
+            "state": {0: {"exp_avg": torch.randn(3, 3, generator=g)}},
+            "param_groups": [{"lr": 1e-4}],
+        },
         "rng": [{"torch": torch.get_rng_state(), "python": [1, 2, 3], "python_gauss": None}],
     }
 
@@ -162,7 +165,9 @@ def test_pickle_that_would_run_code_is_refused_without_running_it(tmp_path):
     marker = tmp_path / "pwned"
     evil = tmp_path / "ck" / "train_state.pt"
     torch.save({"epoch": 1, "payload": _Payload(marker)}, evil)
-    meta_path = tmp_path / "ck" / "meta.json"  # a consistent (malicious) meta.json, so only the pickle is at stake
+    meta_path = (
+        tmp_path / "ck" / "meta.json"
+    )  # a consistent (malicious) meta.json, so only the pickle is at stake
     meta = json.loads(meta_path.read_text())
     meta["files"]["train_state.pt"] = {"bytes": evil.stat().st_size, "sha256": ck._sha256(evil)}
     meta_path.write_text(json.dumps(meta))

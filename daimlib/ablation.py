@@ -1,0 +1,183 @@
+"""Ablations: DAIM's two modules switched on one at a time, as named config overrides.
+
+Every variant is a set of dotted-key overrides applied to a preset. The baseline keeps the
+preset's similarity direction (t2i for ``daim_*`` and ``demo``), so that each variant differs from
+the baseline in exactly one thing; HAT itself (``hat_*`` / ``demo_hat``) also changes the direction
+to i2t, and is a preset, not a variant.
+
+============  =================================================================================
+variant       what changes, relative to the preset
+============  =================================================================================
+baseline      no FDM anywhere, fixed margin (``loss.adaptive=False``)
+fdm           + FDM as the reference code places it (every Swin block and the used stage outputs)
+mom           + MOM (adaptive margin), no FDM
+daim          + FDM + MOM: the method as the reference implements it
+fdm_text      FDM on the text side only, after every BERT layer up to the highest used hidden
+              state (the paper figure's placement, spec section 10 B1); fixed margin, so that it
+              compares with ``fdm``
+high_only     ``daim`` scored on the high level only (``similarity.level_weights=(0, 0, 1)``)
+============  =================================================================================
+
+:func:`ablate` trains and evaluates each variant for each seed, one run after another (two runs
+at once on a small machine ruin each other's wall-clock budget, field notes section 7), and
+writes ``runs.csv`` (one row per run) and ``summary.csv`` / ``summary.json`` (mean and std per
+variant). A run whose ``result.json`` exists is read back instead of being trained again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .config import DAIMConfig, load_preset
+
+log = logging.getLogger("daimlib.ablation")
+
+_FDM_OFF = {"fdm.image_blocks": False, "fdm.image_stage_out": False, "fdm.text_layers": ()}
+_FDM_IMAGE = {"fdm.image_blocks": True, "fdm.image_stage_out": True, "fdm.text_layers": ()}
+
+VARIANTS: dict[str, str] = {
+    "baseline": "no FDM, fixed margin (the preset's similarity direction kept)",
+    "fdm": "+ FDM in the image encoder (reference placement), fixed margin",
+    "mom": "+ MOM adaptive margin, no FDM",
+    "daim": "+ FDM + MOM (the reference method)",
+    "fdm_text": "FDM after every text layer instead of the image encoder, fixed margin",
+    "high_only": "DAIM scored on the high level only (level weights 0, 0, 1)",
+}
+
+SUMMARY_METRICS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum")
+
+
+def variant_overrides(variant: str, cfg: DAIMConfig) -> dict[str, Any]:
+    """The dotted-key overrides that turn ``cfg`` (a preset) into ``variant`` (see the module table)."""
+    if variant == "baseline":
+        return {**_FDM_OFF, "loss.adaptive": False}
+    if variant == "fdm":
+        return {**_FDM_IMAGE, "loss.adaptive": False}
+    if variant == "mom":
+        return {**_FDM_OFF, "loss.adaptive": True}
+    if variant == "daim":
+        return {**_FDM_IMAGE, "loss.adaptive": True}
+    if variant == "fdm_text":
+        n_layers = max(cfg.text.hidden_states)  # layers above the highest used state cannot change the levels
+        return {**_FDM_OFF, "fdm.text_layers": tuple(range(1, n_layers + 1)), "loss.adaptive": False}
+    if variant == "high_only":
+        return {**_FDM_IMAGE, "loss.adaptive": True, "similarity.level_weights": (0.0, 0.0, 1.0)}
+    raise ValueError(f"unknown ablation variant {variant!r}; variants are {list(VARIANTS)}")
+
+
+def variant_config(preset: str, variant: str, seed: int = 0, **overrides: Any) -> DAIMConfig:
+    """``preset`` with ``overrides`` (e.g. short budgets), then the variant's switches and the seed."""
+    cfg = load_preset(preset, **overrides)
+    cfg = cfg.replace(**variant_overrides(variant, cfg), **{"train.seed": int(seed)})
+    cfg.name = f"{cfg.name}-{variant}-seed{seed}"
+    return cfg
+
+
+def summarize(runs: pd.DataFrame, metrics: tuple[str, ...] = SUMMARY_METRICS) -> pd.DataFrame:
+    """Mean and sample std (ddof=1; NaN for a single seed) of each metric per variant, in run order.
+
+    Columns ``<metric>_mean``, ``<metric>_std``, ``n_seeds`` and ``<metric>`` as a "mean ± std" string.
+    """
+    order = list(dict.fromkeys(runs["variant"]))
+    present = [m for m in metrics if m in runs.columns]
+    grouped = runs.groupby("variant", sort=False)[present]
+    mean, std = grouped.mean(), grouped.std(ddof=1)
+    out = pd.DataFrame(index=pd.Index(order, name="variant"))
+    out["n_seeds"] = runs.groupby("variant", sort=False).size().reindex(order)
+    for m in present:
+        out[f"{m}_mean"] = mean[m].reindex(order)
+        out[f"{m}_std"] = std[m].reindex(order)
+    for m in present:
+        out[m] = [
+            f"{a:.1f}" + ("" if np.isnan(s) else f" ± {s:.1f}")
+            for a, s in zip(out[f"{m}_mean"], out[f"{m}_std"])
+        ]
+    return out
+
+
+def ablate(
+    preset: str,
+    variants: list[str] | tuple[str, ...] = ("baseline", "fdm", "mom", "daim"),
+    seeds: int | list[int] = 1,
+    data_root: str | os.PathLike = "data/demo",
+    out_dir: str | os.PathLike = "runs/ablation",
+    eval_split: str = "test",
+    progress: bool = True,
+    **overrides: Any,
+) -> pd.DataFrame:
+    """Train and evaluate every variant for every seed, one run after another.
+
+    ``seeds``: a count (seeds 0..n-1) or a list. ``overrides``: dotted keys applied to the preset
+    before the variant (``**{"train.max_minutes": 1.0}``). Each run trains with validation on the
+    val split, and its best checkpoint is evaluated on ``eval_split`` under the dataset's first
+    paper protocol (demo: whole split; F30K 1K; COCO 1K 5-fold). Returns one row per run (variant,
+    seed, test metrics, best val score, final margin, minutes); the mean ± std table is
+    ``df.attrs["summary"]`` (:func:`summarize`). Writes runs.csv, summary.csv, summary.json.
+    """
+    from .checkpoint import display_path, load_model
+    from .data import load_split, load_tokenizer
+    from .evaluate import default_protocols, evaluate
+    from .train import train
+
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown ablation variants {unknown}; variants are {list(VARIANTS)}")
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+    if not seed_list:
+        raise ValueError("seeds must be a positive count or a non-empty list of seeds")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for variant in variants:
+        for seed in seed_list:
+            cfg = variant_config(preset, variant, seed, **overrides)
+            run_dir = out_dir / f"{variant}_seed{seed}"
+            result_file = run_dir / "result.json"
+            if result_file.exists():
+                saved = json.loads(result_file.read_text())
+                if DAIMConfig.from_dict(saved["config"]).diff(cfg):
+                    raise ValueError(
+                        f"{display_path(result_file)} was produced with a different config than requested; "
+                        "delete that run folder or choose another out_dir"
+                    )
+                log.info("%s seed %d: reusing %s", variant, seed, display_path(result_file))
+                rows.append(saved["row"])
+                continue
+            log.info("%s seed %d: training into %s", variant, seed, display_path(run_dir))
+            t0 = time.time()
+            res = train(cfg, data_root, run_dir, progress=progress, overwrite=True)
+            minutes = (time.time() - t0) / 60
+            model = load_model(res.best_dir) if (res.best_dir / "meta.json").exists() else res.model
+            split = load_split(cfg.data, data_root, eval_split)
+            tokenizer = load_tokenizer(cfg.text, data_root)
+            protocol = default_protocols(cfg.data.dataset)[0]
+            metrics, _ = evaluate(model, split, tokenizer, cfg, protocol=protocol, progress=progress)
+            margin = float(res.steps["margin"].iloc[-1]) if len(res.steps) else float(cfg.loss.margin)
+            row = dict(
+                variant=variant, seed=seed, split=eval_split, protocol=protocol,
+                **{k: float(v) for k, v in metrics.items()},
+                best_epoch=res.best_epoch, best_val_select=res.epochs["select"].max() if "select" in res.epochs else None,
+                final_margin=margin, steps=res.global_step, minutes=minutes, stopped=res.stopped,
+            )  # fmt: skip
+            result_file.write_text(
+                json.dumps({"row": row, "config": cfg.to_dict()}, indent=2, default=float) + "\n"
+            )
+            rows.append(row)
+    runs = pd.DataFrame(rows)
+    summary = summarize(runs)
+    runs.to_csv(out_dir / "runs.csv", index=False)
+    summary.to_csv(out_dir / "summary.csv")
+    (out_dir / "summary.json").write_text(
+        json.dumps({"preset": preset, "seeds": seed_list, "overrides": {k: str(v) for k, v in overrides.items()},
+                    "summary": summary.reset_index().to_dict(orient="records")}, indent=2, default=float) + "\n"
+    )  # fmt: skip
+    runs.attrs["summary"] = summary
+    return runs

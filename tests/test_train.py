@@ -1,0 +1,264 @@
+"""The training loop: exact resume, budget stops, Ctrl-C, the freeze schedule, histories, ablation configs.
+
+Runs train the demo preset on the *val* split of a tiny demo dataset (5 images, 25 captions: 3
+steps of 8 per epoch) and validate on its test split (5 images), so that each run takes seconds.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from daimlib import train as train_mod
+from daimlib.ablation import VARIANTS, summarize, variant_config
+from daimlib.checkpoint import load_checkpoint, load_train_state, read_meta
+from daimlib.config import load_preset
+from daimlib.train import selection_score, train, wants_pretrained
+
+STEPS_PER_EPOCH = 25 // 8
+TINY = (24, 5, 5)  # train, val, test images of the demo dataset used here
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory):
+    """A tiny demo dataset, generated once per session (test files asking for the same one reuse it)."""
+    from daimlib.data import make_demo_dataset
+
+    root = tmp_path_factory.getbasetemp() / "demo_tiny"
+    make_demo_dataset(root, seed=0, size=TINY, progress=False)
+    return root
+
+
+def _cfg(**over):
+    base = {
+        "train.batch_size": 8, "train.epochs": 2, "data.train_split": "val", "data.val_split": "test",
+        "loss.warmup_steps": 4, "loss.activation_fraction": 0.0, "train.eval_batch_size": 64,
+    }  # fmt: skip
+    base.update(over)
+    return load_preset("demo", **base)
+
+
+def _run(cfg, root, out, **kw):
+    return train(cfg, root, out, progress=False, eval_split="test", **kw)
+
+
+def _assert_same_weights(a, b, atol=1e-6):
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    worst = max(float((sa[k].float() - sb[k].float()).abs().max()) for k in sa if sa[k].numel())
+    assert worst <= atol, worst
+
+
+TIME_COLUMNS = ["step_s", "epoch_s", "elapsed_min"]
+
+
+def _steps(df):
+    return df.drop(columns=[c for c in TIME_COLUMNS if c in df], errors="ignore").reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def straight_run(demo_root, tmp_path_factory):
+    """Two epochs without interruption: the reference the resumed runs must reproduce."""
+    return _run(_cfg(), demo_root, tmp_path_factory.mktemp("straight"))
+
+
+def test_straight_run_writes_histories_and_checkpoints(straight_run):
+    res = straight_run
+    steps, epochs = res.steps, res.epochs
+    assert list(steps["step"]) == list(range(2 * STEPS_PER_EPOCH))
+    assert list(steps["epoch"]) == [0] * STEPS_PER_EPOCH + [1] * STEPS_PER_EPOCH
+    for col in ("lr", "loss", "margin", "hardest", "activated", "n_correct", "mu_pos", "sigma_pos", "mu_neg",
+                "sigma_neg", "lam"):  # fmt: skip
+        assert col in steps.columns, col
+    assert steps["loss"].map(math.isfinite).all()
+    # the loss warm-up (sum-over-negatives hinge) ends at step 4, in epoch 1: the model gets the global step
+    assert list(steps["hardest"].astype(bool)) == [False] * 4 + [True] * (2 * STEPS_PER_EPOCH - 4)
+    for col in ("epoch", "i2t_r1", "t2i_r1", "rsum", "select", "best", "lr", "loss", "margin"):
+        assert col in epochs.columns, col
+    assert list(epochs["epoch"]) == [0, 1] and epochs["complete"].all()
+    # selection: best = the epoch with the highest val R@1 sum, and its checkpoint records it
+    assert list(epochs["select"]) == [selection_score(r, "r1_sum") for r in epochs.to_dict("records")]
+    best_epoch = int(epochs["select"].idxmax())
+    assert res.best_epoch == best_epoch
+    assert read_meta(res.best_dir)["epoch"] == best_epoch
+    assert read_meta(res.last_dir)["step"] == 2 * STEPS_PER_EPOCH
+    assert load_train_state(res.best_dir) is None  # best holds weights only
+    # the margin column is the model's MOM buffer, which moved once the MOM had statistics
+    assert steps["margin"].iloc[-1] == pytest.approx(float(res.model.margin_module.margin))
+
+
+def test_resume_after_one_epoch_equals_the_uninterrupted_run(straight_run, demo_root, tmp_path):
+    out = tmp_path / "run"
+    first = _run(_cfg(**{"train.epochs": 1}), demo_root, out)
+    assert first.global_step == STEPS_PER_EPOCH
+    resumed = _run(_cfg(), demo_root, out, resume=True)
+    assert resumed.global_step == 2 * STEPS_PER_EPOCH
+    _assert_same_weights(resumed.model, straight_run.model)
+    pd.testing.assert_frame_equal(_steps(resumed.steps), _steps(straight_run.steps))
+    pd.testing.assert_frame_equal(_steps(resumed.epochs), _steps(straight_run.epochs))
+
+
+def test_budget_stop_mid_epoch_saves_evaluates_and_resumes_exactly(straight_run, demo_root, tmp_path):
+    out = tmp_path / "run"
+    stop_at = STEPS_PER_EPOCH + 1
+    stopped = _run(_cfg(**{"train.max_steps": stop_at}), demo_root, out)
+    assert stopped.stopped == "max_steps" and stopped.global_step == stop_at
+    assert list(stopped.epochs["complete"]) == [True, False]  # evaluated at the stop
+    assert not math.isnan(stopped.epochs["rsum"].iloc[-1])
+    state = load_train_state(out / "last")
+    assert (state["epoch"], state["batch_in_epoch"], state["global_step"]) == (1, 1, stop_at)
+    resumed = _run(_cfg(), demo_root, out, resume=True)
+    _assert_same_weights(resumed.model, straight_run.model)
+    pd.testing.assert_frame_equal(_steps(resumed.steps), _steps(straight_run.steps))
+    # the epoch history gains the stop's partial row, then the finished epoch equals the straight run's
+    full = _steps(resumed.epochs)
+    pd.testing.assert_frame_equal(full[full["complete"]].reset_index(drop=True), _steps(straight_run.epochs))
+
+
+def test_ctrl_c_writes_last_and_the_run_can_resume(demo_root, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = train_mod._to_device
+
+    def interrupt_on_third(batch, device):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(batch, device)
+
+    monkeypatch.setattr(train_mod, "_to_device", interrupt_on_third)
+    out = tmp_path / "run"
+    res = _run(_cfg(**{"train.epochs": 1}), demo_root, out)
+    assert res.stopped == "interrupted" and res.global_step == 2
+    assert len(pd.read_csv(out / "history_steps.csv")) == 2
+    assert load_train_state(out / "last")["global_step"] == 2
+    monkeypatch.setattr(train_mod, "_to_device", real)
+    done = _run(_cfg(**{"train.epochs": 1}), demo_root, out, resume=True)
+    assert done.stopped == "completed" and done.global_step == STEPS_PER_EPOCH
+    assert list(done.steps["step"]) == list(range(STEPS_PER_EPOCH))
+
+
+def test_frozen_epochs_leave_backbones_untouched_and_unfreezing_trains_them(demo_root, tmp_path):
+    from daimlib.model import DAIM
+
+    cfg = _cfg(**{"train.epochs": 1, "train.freeze_epochs": 1})
+    train_mod.seed_everything(cfg.train.seed)
+    init = DAIM.from_config(cfg, pretrained=False)  # the run's initial weights: seed, then the model
+    res = _run(cfg, demo_root, tmp_path / "run")
+    backbone = {id(p) for p in res.model.backbone_parameters()}
+    names_bb = [n for n, p in res.model.named_parameters() if id(p) in backbone]
+    names_head = [n for n, p in res.model.named_parameters() if id(p) not in backbone]
+    after, before = res.model.state_dict(), init.state_dict()
+    assert names_bb and names_head
+    assert all(torch.equal(after[n], before[n]) for n in names_bb)
+    assert any(not torch.equal(after[n], before[n]) for n in names_head)
+    # epoch 1 (unfrozen): the optimizer built over all parameters now moves the backbones too
+    res2 = _run(
+        _cfg(**{"train.epochs": 2, "train.freeze_epochs": 1}), demo_root, tmp_path / "run", resume=True
+    )
+    changed = [n for n in names_bb if not torch.equal(res2.model.state_dict()[n], before[n])]
+    assert len(changed) > len(names_bb) // 2
+
+
+def test_frozen_backbones_stay_in_train_mode_unless_told(demo_root):
+    from daimlib.model import DAIM
+
+    model = DAIM.from_config(load_preset("demo"), pretrained=False)
+    backbone = {id(p) for p in model.backbone_parameters()}
+    modules_with_bb = [
+        m for m in model.modules() if any(id(p) in backbone for p in m.parameters(recurse=False))
+    ]
+    train_mod._set_frozen(model, frozen=True, train_mode=True)
+    assert not any(p.requires_grad for p in model.backbone_parameters())
+    assert all(m.training for m in modules_with_bb)  # reference: dropout/DropPath stay active
+    train_mod._set_frozen(model, frozen=True, train_mode=False)
+    assert not any(m.training for m in modules_with_bb)
+    assert all(p.requires_grad for p in model.head_parameters())
+    train_mod._set_frozen(model, frozen=False, train_mode=False)
+    assert all(p.requires_grad for p in model.backbone_parameters()) and all(
+        m.training for m in modules_with_bb
+    )
+
+
+def test_existing_run_is_not_overwritten_and_resume_needs_a_checkpoint(demo_root, tmp_path):
+    with pytest.raises(Exception, match="holds no checkpoint"):
+        _run(_cfg(), demo_root, tmp_path / "empty", resume=True)
+    out = tmp_path / "run"
+    _run(_cfg(**{"train.epochs": 1, "train.max_steps": 1}), demo_root, out)
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        _run(_cfg(), demo_root, out)
+    # a model-defining change is refused on resume, with the differing key named
+    with pytest.raises(Exception, match="fdm.scale"):
+        _run(_cfg(**{"fdm.scale": 0.3}), demo_root, out, resume=True)
+
+
+def test_same_seed_reproduces_the_history_and_another_seed_does_not(straight_run, demo_root, tmp_path):
+    again = _run(_cfg(**{"train.max_steps": 2}), demo_root, tmp_path / "a")
+    other = _run(_cfg(**{"train.max_steps": 2, "train.seed": 1}), demo_root, tmp_path / "b")
+    first4 = _steps(straight_run.steps).iloc[:2].reset_index(drop=True)
+    pd.testing.assert_frame_equal(_steps(again.steps), first4)
+    assert not _steps(other.steps)["loss"].equals(first4["loss"])
+
+
+def test_amp_is_off_on_cpu_and_picks_a_scaler_only_for_fp16():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    for mode in ("auto", "bf16", "fp16", "off"):
+        assert train_mod._amp(load_preset("demo", **{"train.amp": mode}), cpu) == (None, False)
+    assert train_mod._amp(load_preset("demo", **{"train.amp": "fp16"}), cuda) == (torch.float16, True)
+    assert train_mod._amp(load_preset("demo", **{"train.amp": "bf16"}), cuda) == (torch.bfloat16, False)
+    with pytest.raises(ValueError, match="auto\\|bf16\\|fp16\\|off"):
+        train_mod._amp(load_preset("demo", **{"train.amp": "fp8"}), cpu)
+
+
+def test_paper_presets_want_pretrained_weights_and_the_demo_does_not():
+    assert wants_pretrained(load_preset("daim_coco")) and wants_pretrained(load_preset("hat_f30k"))
+    assert not wants_pretrained(load_preset("demo"))
+    assert wants_pretrained(load_preset("demo", **{"text.weights": "some/folder"}))
+
+
+# --- ablation variants (configs only: the runs themselves are the notebooks' job) -----------------
+
+
+def test_each_ablation_variant_differs_from_the_baseline_in_its_module_only():
+    base = variant_config("daim_f30k", "baseline")
+    assert base.similarity.direction == load_preset("daim_f30k").similarity.direction == "t2i"
+
+    def diff(v):
+        return set(variant_config("daim_f30k", v).diff(base)) - {"name"}
+
+    fdm_keys = {"fdm.image_blocks", "fdm.image_stage_out"}
+    assert diff("baseline") == set()
+    assert diff("fdm") == fdm_keys
+    assert diff("mom") == {"loss.adaptive"}
+    assert diff("daim") == fdm_keys | {"loss.adaptive"}
+    assert diff("fdm_text") == {"fdm.text_layers"}
+    assert variant_config("daim_f30k", "fdm_text").fdm.text_layers == tuple(range(1, 13))
+    assert variant_config("demo", "fdm_text").fdm.text_layers == (1, 2, 3)
+    assert diff("high_only") == fdm_keys | {"loss.adaptive", "similarity.level_weights"}
+    assert variant_config("demo", "high_only").similarity.level_weights == (0.0, 0.0, 1.0)
+    assert variant_config("demo", "daim", seed=3).train.seed == 3
+    assert set(VARIANTS) == {"baseline", "fdm", "mom", "daim", "fdm_text", "high_only"}
+    with pytest.raises(ValueError, match="unknown ablation variant"):
+        variant_config("demo", "nope")
+
+
+def test_ablation_summary_is_mean_and_sample_std_per_variant():
+    runs = pd.DataFrame(
+        {"variant": ["b", "b", "b", "a"], "seed": [0, 1, 2, 0], "rsum": [10.0, 20.0, 60.0, 5.0]}
+    )
+    s = summarize(runs, metrics=("rsum",))
+    assert list(s.index) == ["b", "a"]
+    assert s.loc["b", "rsum_mean"] == pytest.approx(30.0)
+    assert s.loc["b", "rsum_std"] == pytest.approx(
+        math.sqrt(((10 - 30) ** 2 + (20 - 30) ** 2 + (60 - 30) ** 2) / 2)
+    )
+    assert s.loc["b", "rsum"] == "30.0 ± 26.5" and s.loc["a", "rsum"] == "5.0"
+    assert list(s["n_seeds"]) == [3, 1]
+
+
+def test_loaded_last_checkpoint_matches_the_returned_model(straight_run):
+    model, cfg, state = load_checkpoint(straight_run.last_dir)
+    _assert_same_weights(model, straight_run.model, atol=0)
+    assert cfg == straight_run.cfg and state["global_step"] == 2 * STEPS_PER_EPOCH
