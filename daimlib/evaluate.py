@@ -338,8 +338,8 @@ def evaluate(
     column order, plus the ``[n_img, n_cap]`` matrix when ``return_sims``.
     """
     protocols = default_protocols(cfg.data.dataset) if protocol is None else protocol
-    single = isinstance(protocols, str)
-    protocols = (protocols,) if single else tuple(protocols)
+    protocols = (protocols,) if isinstance(protocols, str) else tuple(protocols)
+    single = len(protocols) == 1
     for p in protocols:
         if p not in PROTOCOLS:
             raise ValueError(f"unknown protocol {p!r}; protocols are {list(PROTOCOLS)}")

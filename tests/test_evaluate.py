@@ -188,3 +188,42 @@ def test_similarity_matrix_blocks_equal_per_pair_scores():
                 lens[j : j + 1],
             )
             assert blocked[i, j] == pytest.approx(float(one), abs=1e-5)
+
+
+# --- the real model on the small demo split ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def demo_small(tmp_path_factory):
+    from daimlib.data import make_demo_dataset
+
+    root = tmp_path_factory.mktemp("demo_eval")
+    make_demo_dataset(root, seed=0, size="small", progress=False)
+    return root
+
+
+def test_evaluate_tiny_daim_matrix_equals_per_pair_similarity(demo_small):
+    model_mod = pytest.importorskip("daimlib.model")
+    from daimlib.config import load_preset
+    from daimlib.data import build_transforms, load_image, load_split, load_tokenizer, tokenize
+    from daimlib.evaluate import evaluate
+
+    cfg = load_preset("demo")
+    torch.manual_seed(0)
+    model = model_mod.DAIM.from_config(cfg).eval()
+    split = load_split(cfg.data, demo_small, "test")
+    tok = load_tokenizer(cfg.text, demo_small)
+    metrics, df, sims = evaluate(model, split, tok, cfg, batch_size=50, img_block=25, cap_block=125,
+                                 progress=False, return_sims=True)  # fmt: skip
+    assert sims.shape == (50, 250)
+    assert metrics == recall_metrics(sims, split.img_of_caption)
+    assert list(df.index) == ["demo"] and df.loc["demo", "RSUM"] == pytest.approx(metrics["rsum"], abs=0.05)
+    tf = build_transforms(cfg.data, train=False)
+    rng = np.random.default_rng(0)
+    with torch.no_grad():
+        for i, j in zip(rng.integers(0, 50, 8), rng.integers(0, 250, 8)):
+            img = model.encode_image(tf(load_image(split.image_paths[i]))[None])
+            ids, mask = tokenize(tok, [split.captions[j]], cfg.text.max_len)
+            n = int(mask.sum())  # this caption alone, unpadded
+            txt, lens = model.encode_text(ids[:, :n], mask[:, :n])
+            assert sims[i, j] == pytest.approx(float(model.similarity(img, txt, lens)), abs=1e-4)
