@@ -79,7 +79,7 @@ def read_karpathy_json(json_path: str | Path) -> dict:
         raise FileNotFoundError(
             f"Karpathy split file not found: expected {json_path.name} in {json_path.parent}. "
             f"Flickr30K needs dataset_flickr30k.json, COCO dataset_coco.json, the demo dataset_demo.json "
-            f"(python -m daimlib make-demo); {DATA_HELP}"
+            f"(python -m daimlib make-demo-data); {DATA_HELP}"
         )
     try:
         data = json.loads(json_path.read_text(encoding="utf-8"))

@@ -81,7 +81,7 @@ def load_tokenizer(text_cfg, data_root: str | Path | None = None, local_files_on
         if not folder.is_dir():
             raise FileNotFoundError(
                 f"demo tokenizer folder not found: {folder.name}/ in {Path(data_root).name}/; "
-                "run daimlib.data.make_demo_dataset(data_root) (or python -m daimlib make-demo) first"
+                "run daimlib.data.make_demo_dataset(data_root) (or python -m daimlib make-demo-data --root DATA_ROOT) first"
             )
         return AutoTokenizer.from_pretrained(str(folder))
     source = spec or text_cfg.weights or text_cfg.name
