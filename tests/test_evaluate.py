@@ -227,3 +227,40 @@ def test_evaluate_tiny_daim_matrix_equals_per_pair_similarity(demo_small):
             n = int(mask.sum())  # this caption alone, unpadded
             txt, lens = model.encode_text(ids[:, :n], mask[:, :n])
             assert sims[i, j] == pytest.approx(float(model.similarity(img, txt, lens)), abs=1e-4)
+
+
+def _dist_worker(rank: int, world: int, port: int, feats: EncodedSplit, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        from daimlib.evaluate import _rank_slice
+
+        assert _rank_slice(7) == ((0, 4, 4) if rank == 0 else (4, 7, 4))  # this rank scores only its slice
+        sims = similarity_matrix(TinyScorer(), feats, img_block=2, cap_block=4, progress=False)
+        np.save(f"{out_dir}/rank{rank}.npy", sims)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_distributed_ranks_score_slices_and_gather_the_full_matrix(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    g = torch.Generator().manual_seed(1)
+    feats = EncodedSplit(
+        img_levels=[torch.randn(7, r, 4, generator=g) for r in (5, 3, 2)],  # 7 images: uneven slices 4 + 3
+        txt_levels=[torch.randn(6, 4, 4, generator=g) for _ in range(3)],
+        txt_lens=torch.tensor([4, 2, 3, 1, 4, 2]),
+        img_of_caption=torch.tensor([0, 1, 2, 3, 4, 5]),
+    )
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(
+        _dist_worker, args=(2, port, feats, str(tmp_path)), nprocs=2, join=True, start_method="fork"
+    )
+    single = similarity_matrix(TinyScorer(), feats, img_block=3, cap_block=5, progress=False)
+    for rank in range(2):
+        np.testing.assert_allclose(np.load(tmp_path / f"rank{rank}.npy"), single, atol=1e-6)
