@@ -1,0 +1,99 @@
+"""``python -m daimlib``: help for every command, a make-demo-data -> train -> evaluate smoke, errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from daimlib.__main__ import COMMANDS, build_parser, main
+
+
+def _cli(args, cwd, timeout=150):
+    return subprocess.run(
+        [sys.executable, "-m", "daimlib", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_help_names_and_explains_every_command(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    top = capsys.readouterr().out
+    for name in COMMANDS:
+        assert name in top
+    expected_flags = {
+        "make-demo-data": ["--root", "--size", "--seed"],
+        "train": ["--preset", "--data-root", "--out", "--set", "--resume"],
+        "evaluate": ["--checkpoint", "--data-root", "--protocol", "coco1k", "coco5k", "RSUM"],
+        "ablate": ["--preset", "--variants", "--seeds", "--data-root", "--out", "mean ± std"],
+        "bench": ["--full"],
+    }
+    for name, flags in expected_flags.items():
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+        for flag in flags:
+            assert flag in text, (name, flag)
+    assert set(build_parser()._subparsers._group_actions[0].choices) == set(COMMANDS)
+
+
+def test_make_demo_data_train_evaluate_smoke(tmp_path):
+    """The three commands chained, as a user types them (relative paths, fresh processes)."""
+    r = _cli(["make-demo-data", "--root", "data", "--size", "small", "-q"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "data" / "dataset_demo.json").exists()
+
+    r = _cli(["train", "--preset", "demo", "--data-root", "data", "--out", "run", "-q", "--no-val",
+              "--set", "train.batch_size=8", "train.max_steps=3"], tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "max_steps: 3 steps" in r.stdout
+    steps = (tmp_path / "run" / "history_steps.csv").read_text().splitlines()
+    assert len(steps) == 1 + 3
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["max_steps"] == 3
+
+    r = _cli(
+        ["evaluate", "--checkpoint", "run/last", "--data-root", "data", "--protocol", "demo", "-q"], tmp_path
+    )
+    assert r.returncode == 0, r.stderr
+    assert "RSUM" in r.stdout and "i2t R@1" in r.stdout
+    assert str(tmp_path) not in r.stdout + r.stderr  # paths are printed relative to the working directory
+    saved = json.loads((tmp_path / "run" / "last" / "eval_test_demo.json").read_text())
+    assert (tmp_path / "run" / "last" / "eval_test_demo.csv").exists()
+
+    # the written metrics are those of the checkpoint, evaluated independently in this process
+    from daimlib.checkpoint import load_checkpoint
+    from daimlib.data import load_split, load_tokenizer
+    from daimlib.evaluate import evaluate
+
+    model, cfg, _ = load_checkpoint(tmp_path / "run" / "last")
+    metrics, _ = evaluate(model.eval(), load_split(cfg.data, tmp_path / "data", "test"),
+                          load_tokenizer(cfg.text, tmp_path / "data"), cfg, protocol="demo", progress=False)  # fmt: skip
+    assert saved["metrics"] == pytest.approx(metrics)
+    rsum = sum(metrics[k] for k in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10"))
+    assert saved["metrics"]["rsum"] == pytest.approx(rsum)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--preset", "nope", "--data-root", "d", "--out", "o"], "unknown preset 'nope'"),
+        (
+            ["train", "--preset", "demo", "--data-root", "d", "--out", "o", "--set", "train.nope=1"],
+            "unknown config key",
+        ),
+        (["train", "--preset", "demo", "--data-root", "d", "--out", "o", "--set", "lr"], "key=value"),
+        (
+            ["evaluate", "--checkpoint", "missing", "--data-root", "d", "--protocol", "demo"],
+            "no checkpoint folder",
+        ),
+        (["train", "--preset", "demo", "--data-root", "d", "--out", "o", "--resume"], "holds no checkpoint"),
+    ],
+)
+def test_user_errors_exit_2_with_a_message_and_no_traceback(argv, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv + ["-q"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
