@@ -69,7 +69,7 @@ class DAIM(nn.Module):
         img_levels: list[torch.Tensor],
         txt_levels: list[torch.Tensor],
         txt_lens: torch.Tensor,
-        max_block_bytes: int = DEFAULT_BLOCK_BYTES,
+        max_block_bytes: int | None = DEFAULT_BLOCK_BYTES,
     ) -> torch.Tensor:
         """S(I, T) ``[n_img, n_cap]`` in fp32 with the configured direction, λ and level weights."""
         sc = self.cfg.similarity

@@ -19,7 +19,9 @@ Computation, all image × caption pairs of a block at once (no Python loop per c
 - |a_w|² = α_wᵀ (V Vᵀ) α_w with the per-image Gram matrix V Vᵀ when R ≤ D (the text Gram matrix
   T Tᵀ for i2t); otherwise a_w is formed;
 - blocks are sized so that the big [images, R, captions, words] intermediates stay below
-  ``max_block_bytes``; everything is computed in fp32.
+  ``max_block_bytes`` (default: 8 MiB on CPU, where cache-sized blocks run about twice as fast as
+  large ones; 512 MiB on GPUs and under autograd); without autograd the block math runs in place;
+- everything is computed in fp32.
 """
 
 from __future__ import annotations
@@ -31,8 +33,11 @@ import torch.nn.functional as F
 
 _EPS_L2 = 1e-8  # clipped_l2norm epsilon
 _EPS_COS = 1e-8  # cosine similarity epsilon on the norm product
-_LIVE = 6  # big block-sized fp32 tensors alive at once (block sizing)
-DEFAULT_BLOCK_BYTES = 256 * 2**20
+_SAFE_EXP = 80.0  # exp(80) is finite in fp32
+_LIVE = 4  # big block-sized fp32 tensors alive at once (block sizing)
+DEFAULT_BLOCK_BYTES = None  # auto: CPU_BLOCK_BYTES on CPU, GPU_BLOCK_BYTES on accelerators
+CPU_BLOCK_BYTES = 8 * 2**20  # cache-sized blocks: 2x faster on CPU than 256 MiB blocks (bench_scan)
+GPU_BLOCK_BYTES = 512 * 2**20
 DIRECTIONS = ("t2i", "i2t", "both")
 
 
@@ -69,22 +74,30 @@ def _block_plan(n_img: int, per_pair_bytes: int, n_cap: int, max_block_bytes: in
     return bi, bc
 
 
-def _t2i_block(v, vnorm_gram, t, tnorm, mask, lens, lam):
+def _t2i_block(v, gram, t, tnorm, mask, lens, lam):
     """t2i scores of a block. v [bi, R, D], t [bc, Lb, D] (padding zeroed), mask [bc, Lb]."""
     bi, R, D = v.shape
     bc, Lb, _ = t.shape
     s = (v.reshape(bi * R, D) @ t.reshape(bc * Lb, D).T).view(bi, R, bc, Lb)  # [bi, R, bc, Lb]
+    inplace = not (torch.is_grad_enabled() and (v.requires_grad or t.requires_grad))
     e = F.leaky_relu(s, 0.1)
-    inv = lam / (e.square().sum(-1, keepdim=True).sqrt() + _EPS_L2)  # [bi, R, bc, 1]: L2 over words
-    alpha = torch.softmax(e * inv, dim=1)  # [bi, R, bc, Lb]: softmax over regions
-    del e, inv
-    num = (alpha * s).sum(1)  # [bi, bc, Lb]: t_w·a_w = Σ_r α s_rw
-    del s
-    if vnorm_gram is not None:  # |a_w|² = αᵀ (V Vᵀ) α
-        a2 = (alpha * torch.bmm(vnorm_gram, alpha.view(bi, R, bc * Lb)).view(bi, R, bc, Lb)).sum(1)
+    scale = lam / (
+        torch.linalg.vector_norm(e, dim=-1, keepdim=True) + _EPS_L2
+    )  # [bi, R, bc, 1]: L2 over words
+    if inplace and abs(lam) <= _SAFE_EXP:  # |λ ŝ| ≤ |λ|: exp cannot overflow, no max-shift needed
+        alpha = e.mul_(scale).exp_()
+        alpha.div_(alpha.sum(1, keepdim=True))  # [bi, R, bc, Lb]: softmax over regions
+        num = s.mul_(alpha).sum(1)  # [bi, bc, Lb]: t_w·a_w = Σ_r α s_rw
+    else:
+        alpha = torch.softmax(e * scale, dim=1)  # [bi, R, bc, Lb]: softmax over regions
+        num = (alpha * s).sum(1)  # [bi, bc, Lb]: t_w·a_w = Σ_r α s_rw
+    del s, e, scale
+    if gram is not None:  # |a_w|² = αᵀ (V Vᵀ) α
+        ga = torch.bmm(gram, alpha.view(bi, R, bc * Lb)).view(bi, R, bc, Lb)
+        a2 = (ga.mul_(alpha) if inplace else ga * alpha).sum(1)  # [bi, bc, Lb]
     else:
         a = torch.bmm(alpha.view(bi, R, bc * Lb).transpose(1, 2), v)  # [bi, bc*Lb, D]
-        a2 = a.square().sum(-1).view(bi, bc, Lb)
+        a2 = torch.linalg.vector_norm(a, dim=-1).square().view(bi, bc, Lb)
     cos = num / (tnorm[None] * a2.clamp_min(0).sqrt()).clamp_min(_EPS_COS)  # [bi, bc, Lb]
     return (cos * mask[None]).sum(-1) / lens[None]  # [bi, bc]
 
@@ -110,6 +123,9 @@ def _i2t_block(v, vnorm, t, tgram, mask, lam):
 
 def _scan(img, txt, txt_lens, direction, lambda_softmax, max_block_bytes, use_gram):
     txt_lens = _check_inputs(img, txt, txt_lens)
+    if max_block_bytes is None:  # autograd keeps every block alive anyway: fewer, larger blocks
+        grad = torch.is_grad_enabled() and (img.requires_grad or txt.requires_grad)
+        max_block_bytes = CPU_BLOCK_BYTES if img.device.type == "cpu" and not grad else GPU_BLOCK_BYTES
     n_img, R, D = img.shape
     n_cap, L, _ = txt.shape
     out = torch.zeros(n_img, n_cap, dtype=torch.float32, device=img.device)  # [n_img, n_cap]
@@ -160,7 +176,7 @@ def scan_t2i(
     txt: torch.Tensor,
     txt_lens: torch.Tensor,
     lambda_softmax: float = 9.0,
-    max_block_bytes: int = DEFAULT_BLOCK_BYTES,
+    max_block_bytes: int | None = DEFAULT_BLOCK_BYTES,
     use_gram: bool | None = None,
 ) -> torch.Tensor:
     """SCAN text-to-image scores (spec 2.1, ``xattn_score_t2i``): ``img [n_img, R, D]``,
@@ -176,7 +192,7 @@ def scan_i2t(
     txt: torch.Tensor,
     txt_lens: torch.Tensor,
     lambda_softmax: float = 9.0,
-    max_block_bytes: int = DEFAULT_BLOCK_BYTES,
+    max_block_bytes: int | None = DEFAULT_BLOCK_BYTES,
 ) -> torch.Tensor:
     """SCAN image-to-text scores (spec 2.1, ``xattn_score_i2t``): regions attend to the caption's
     words; mean over the R regions. Shapes as :func:`scan_t2i`."""
@@ -189,7 +205,7 @@ def scan(
     txt_lens: torch.Tensor,
     direction: str = "t2i",
     lambda_softmax: float = 9.0,
-    max_block_bytes: int = DEFAULT_BLOCK_BYTES,
+    max_block_bytes: int | None = DEFAULT_BLOCK_BYTES,
 ) -> torch.Tensor:
     """One level's SCAN scores ``[n_img, n_cap]``: ``direction`` "t2i", "i2t" or "both"
     (HAT*: 0.5·t2i + 0.5·i2t, spec 2.1)."""
@@ -211,7 +227,7 @@ def multilevel_similarity(
     weights: tuple[float, ...] = (1.0, 1.0, 1.0),
     direction: str = "t2i",
     lambda_softmax: float = 9.0,
-    max_block_bytes: int = DEFAULT_BLOCK_BYTES,
+    max_block_bytes: int | None = DEFAULT_BLOCK_BYTES,
 ) -> torch.Tensor:
     """S(I, T) = Σ_ℓ w_ℓ S^ℓ(I, T) over the levels low, mid, high (spec 2.2) -> ``[n_img, n_cap]``."""
     if len(img_levels) != len(txt_levels) or len(img_levels) != len(weights):

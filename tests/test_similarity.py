@@ -105,8 +105,11 @@ def test_half_precision_inputs_are_scored_in_fp32():
 
 def test_gradients_match_the_naive_loop():
     img, txt, lens = _inputs(3, 4, 5, 6, 8)
+    no_grad_scores = scan_t2i(img, txt, lens)  # the in-place inference path
     img.requires_grad_(True)
-    scan_t2i(img, txt, lens).sum().backward()
+    with_grad = scan_t2i(img, txt, lens)  # the autograd path
+    torch.testing.assert_close(with_grad.detach(), no_grad_scores, atol=1e-6, rtol=0)
+    with_grad.sum().backward()
     g_fast = img.grad.clone()
     img.grad = None
     naive_t2i(img, txt, lens, 9.0).sum().backward()
