@@ -231,14 +231,13 @@ def main(argv: list[str] | None = None) -> int:
     quiet = args.quiet or int(os.environ.get("RANK", "0")) > 0  # under torchrun, rank 0 speaks
     args.quiet = quiet
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(name)s: %(message)s")
+    from .checkpoint import CheckpointError
+    from .train import PretrainedWeightsError
+
     try:
         return COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError, CheckpointError, PretrainedWeightsError) as e:
         # errors a user can cause carry a message saying what to do: show it without a traceback
-        from .checkpoint import CheckpointError
-
-        if isinstance(e, RuntimeError) and not isinstance(e, CheckpointError):
-            raise
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -153,7 +153,9 @@ def ablate(
                 continue
             log.info("%s seed %d: training into %s", variant, seed, display_path(run_dir))
             t0 = time.time()
-            res = train(cfg, data_root, run_dir, progress=progress, overwrite=True)
+            res = train(
+                cfg, data_root, run_dir, progress=progress, eval_split=cfg.data.val_split, overwrite=True
+            )
             minutes = (time.time() - t0) / 60
             model = load_model(res.best_dir) if (res.best_dir / "meta.json").exists() else res.model
             split = load_split(cfg.data, data_root, eval_split)

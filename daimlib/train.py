@@ -63,6 +63,10 @@ STEPS_CSV = "history_steps.csv"
 EPOCHS_CSV = "history_epochs.csv"
 
 
+class PretrainedWeightsError(RuntimeError):
+    """The pretrained encoder weights a config asks for are not available (offline, no local copy)."""
+
+
 @dataclass
 class TrainResult:
     """What :func:`train` returns: the final model, its histories and where the checkpoints are."""
@@ -405,8 +409,13 @@ def train(
     seed_everything(tc.seed)
     from .model import DAIM
 
-    use_pretrained = wants_pretrained(cfg) if pretrained is None else pretrained
-    model = DAIM.from_config(cfg, pretrained=use_pretrained and not resume).to(device)
+    use_pretrained = (wants_pretrained(cfg) if pretrained is None else pretrained) and not resume
+    try:
+        model = DAIM.from_config(cfg, pretrained=use_pretrained).to(device)
+    except (RuntimeError, OSError) as e:
+        if not use_pretrained:
+            raise
+        raise PretrainedWeightsError(str(e)) from e  # the encoders' message names the model and the field
 
     # 3. data
     dataset, sampler, tokenizer, collate = _train_loader(cfg, data_root, dd, device)

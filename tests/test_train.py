@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from daimlib import train as train_mod
-from daimlib.ablation import VARIANTS, summarize, variant_config
+from daimlib.ablation import VARIANTS, ablate, summarize, variant_config
 from daimlib.checkpoint import load_checkpoint, load_train_state, read_meta
 from daimlib.config import load_preset
 from daimlib.train import selection_score, train, wants_pretrained
@@ -262,3 +262,37 @@ def test_loaded_last_checkpoint_matches_the_returned_model(straight_run):
     model, cfg, state = load_checkpoint(straight_run.last_dir)
     _assert_same_weights(model, straight_run.model, atol=0)
     assert cfg == straight_run.cfg and state["global_step"] == 2 * STEPS_PER_EPOCH
+
+
+def test_ablate_trains_each_variant_writes_tables_and_reuses_finished_runs(demo_root, tmp_path, monkeypatch):
+    over = {
+        "train.batch_size": 8,
+        "train.max_steps": 2,
+        "data.train_split": "val",
+        "train.eval_batch_size": 64,
+    }
+    runs = ablate(
+        "demo", ["baseline", "daim"], seeds=1, data_root=demo_root, out_dir=tmp_path, progress=False, **over
+    )
+    assert list(runs["variant"]) == ["baseline", "daim"] and list(runs["seed"]) == [0, 0]
+    assert list(runs["steps"]) == [2, 2] and set(runs["stopped"]) == {"max_steps"}
+    six = ["i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10"]
+    assert runs["rsum"].tolist() == pytest.approx(runs[six].sum(axis=1).tolist())
+    saved_cfg = load_checkpoint(tmp_path / "daim_seed0" / "last")[1]
+    assert saved_cfg.fdm.image_blocks and saved_cfg.loss.adaptive and saved_cfg.train.max_steps == 2
+    assert not load_checkpoint(tmp_path / "baseline_seed0" / "last")[1].fdm.image_blocks
+    for name in ("runs.csv", "summary.csv", "summary.json"):
+        assert (tmp_path / name).exists()
+    assert list(runs.attrs["summary"].index) == ["baseline", "daim"]
+
+    def no_training(*a, **k):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr("daimlib.train.train", no_training)
+    again = ablate(
+        "demo", ["baseline", "daim"], seeds=1, data_root=demo_root, out_dir=tmp_path, progress=False, **over
+    )
+    pd.testing.assert_frame_equal(again, runs)
+    with pytest.raises(ValueError, match="different config"):
+        ablate("demo", ["baseline"], seeds=1, data_root=demo_root, out_dir=tmp_path, progress=False,
+               **{**over, "train.lr": 1.0})  # fmt: skip
