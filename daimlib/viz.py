@@ -202,9 +202,9 @@ def plot_margin_evolution(history_df, trigger=None, ax=None, smooth: int = 1) ->
         a2r.set_ylim(-0.02, 1.02)
         a2r.set_ylabel("fraction of steps")
         a2r.grid(False)
-        a2r.legend(fontsize=8, loc="lower right")
+        a2r.legend(fontsize=8, loc="upper right")
     if a2.lines:
-        a2.legend(fontsize=8, loc="lower left")
+        a2.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     return fig
 
