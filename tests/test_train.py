@@ -296,3 +296,23 @@ def test_ablate_trains_each_variant_writes_tables_and_reuses_finished_runs(demo_
     with pytest.raises(ValueError, match="different config"):
         ablate("demo", ["baseline"], seeds=1, data_root=demo_root, out_dir=tmp_path, progress=False,
                **{**over, "train.lr": 1.0})  # fmt: skip
+
+
+def test_time_budget_stops_after_the_first_step_and_clipping_bounds_the_gradient_norm(
+    demo_root, tmp_path, monkeypatch
+):
+    norms = []
+    clip = torch.nn.utils.clip_grad_norm_
+
+    def recording_clip(params, max_norm, *a, **k):
+        params = list(params)
+        out = clip(params, max_norm, *a, **k)
+        norms.append((float(torch.norm(torch.stack([p.grad.norm() for p in params]))), max_norm))
+        return out
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", recording_clip)
+    res = _run(_cfg(**{"train.max_minutes": 1e-6, "train.grad_clip": 0.05}), demo_root, tmp_path / "run")
+    assert res.stopped == "max_minutes" and res.global_step == 1
+    assert load_train_state(tmp_path / "run" / "last")["stopped"] == "max_minutes"
+    assert len(norms) == 1 and norms[0][1] == 0.05
+    assert norms[0][0] <= 0.05 * (1 + 1e-5)
