@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 
 LEVEL_COLORS = {"low": "#4C72B0", "mid": "#DD8452", "high": "#55A868"}
 POS_COLOR, NEG_COLOR, BOUNDARY_COLOR = "#2A9D8F", "#E76F51", "#264653"
+HEADROOM = 1.35  # count panel of plot_margin_evolution: y range above the batch size, for the legends
 
 # Column names of a training history (one row per step) and the aliases accepted for each.
 HISTORY_COLUMNS = {
@@ -192,14 +193,15 @@ def plot_margin_evolution(history_df, trigger=None, ax=None, smooth: int = 1) ->
     a2.set(xlabel="step", ylabel="rows per batch", title="MOM activation")
     rows_col = _find_column(df, "n_rows")
     if rows_col is not None:
-        a2.set_ylim(0, 1.05 * float(df[rows_col].max()))
+        a2.set_ylim(0, HEADROOM * float(df[rows_col].max()))  # room above for the legends
     elif a2.lines:
         a2.set_ylim(bottom=0)
     if act_col is not None:
         rate = df[act_col].astype(float).expanding().mean().to_numpy()
         a2r = a2.twinx()
         a2r.plot(x, rate, color="#8AB17D", lw=1.5, label="activation rate (running)")
-        a2r.set_ylim(-0.02, 1.02)
+        a2r.set_ylim(-0.02, HEADROOM)
+        a2r.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
         a2r.set_ylabel("fraction of steps")
         a2r.grid(False)
         a2r.legend(fontsize=8, loc="upper right")

@@ -146,7 +146,7 @@ def test_margin_evolution_plots_margin_lambda_trigger_and_running_rate():
 def test_margin_evolution_scales_the_count_panel_to_the_batch_size():
     h = _history().assign(n_rows=64)
     a2 = viz.plot_margin_evolution(h).axes[2]
-    assert a2.get_ylim() == pytest.approx((0, 64 * 1.05))
+    assert a2.get_ylim() == pytest.approx((0, 64 * viz.HEADROOM))
 
 
 def test_margin_evolution_accepts_aliases_and_needs_a_margin_column():
