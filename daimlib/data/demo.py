@@ -344,7 +344,7 @@ def caption_match_counts(split) -> np.ndarray:
 
 
 def caption_uniqueness(split) -> float:
-    """Fraction of the split's captions true of exactly one of its images (percent-free, 0..1)."""
+    """Fraction (0..1) of the split's captions that are true of exactly one of its images."""
     return float(np.mean(caption_match_counts(split) == 1))
 
 
