@@ -191,3 +191,44 @@ def test_non_square_scores_raise():
         triplet_loss(torch.zeros(3, 4), 0.2)
     with pytest.raises(ValueError, match=r"\(3, 4\)"):
         AdaptiveMargin().update(torch.zeros(3, 4))
+
+
+def _ddp_worker(rank, world, init_file, scores, out_q):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        mom = AdaptiveMargin(activation_fraction=0.5)
+        st = mom.update(scores[rank])
+        out_q.put((rank, st["margin"], st["n_correct"], st["n_rows"], st["lam"]))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow  # spawns two gloo processes: ~10-30 s
+def test_distributed_update_uses_the_global_batch_on_every_rank(tmp_path):
+    import torch.multiprocessing as tmp
+
+    scores = [_scores_with_correct_rows(12, 10, seed=1), _scores_with_correct_rows(12, 7, seed=2)]
+    ctx = tmp.get_context("spawn")
+    q = ctx.Queue()
+    procs = [
+        ctx.Process(target=_ddp_worker, args=(r, 2, str(tmp_path / "init"), scores, q)) for r in range(2)
+    ]
+    for p in procs:
+        p.start()
+    results = sorted(q.get(timeout=60) for _ in procs)
+    for p in procs:
+        p.join(timeout=30)
+    # independent: pool the two ranks' samples by hand
+    ps, ns = zip(*(AdaptiveMargin().samples(s) for s in scores))
+    p_all, n_all = torch.cat(ps), torch.cat(ns)
+    assert p_all.numel() == 17
+    lam, _ = gaussian_boundary(
+        float(p_all.mean()), float(p_all.std()), float(n_all.mean()), float(n_all.std()), 0.3
+    )
+    want = 0.2 if not math.isfinite(lam) or lam < 0 else 0.9 * 0.2 + 0.1 * (0.2 if lam > 1 else lam)
+    for _, margin, n_correct, n_rows, _ in results:
+        assert n_correct == 17 and n_rows == 24  # 17 > 0.5 * 24: activated on the global batch
+        assert margin == pytest.approx(want, abs=1e-6)
+    assert results[0][1] == results[1][1]
