@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import textwrap
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -99,7 +100,11 @@ def project_2d(feats, method: str = "umap", seed: int = 0) -> tuple[np.ndarray, 
         else:
             n_neighbors = min(15, x.shape[0] - 1)
             reducer = umap.UMAP(n_components=2, n_neighbors=n_neighbors, metric="cosine", random_state=seed)
-            return np.asarray(reducer.fit_transform(x), dtype=np.float64), "umap"
+            with (
+                warnings.catch_warnings()
+            ):  # "n_jobs overridden by setting random_state": intended (reproducible)
+                warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
+                return np.asarray(reducer.fit_transform(x), dtype=np.float64), "umap"
     xc = x - x.mean(axis=0, keepdims=True)
     _, _, vt = np.linalg.svd(xc, full_matrices=False)
     comps = vt[:2]  # [2, D]
@@ -576,3 +581,102 @@ def save_figure(fig: Figure, name: str, dpi: int = 100, root: str | Path | None 
 def use_agg() -> None:
     """Switch matplotlib to the non-interactive Agg backend (tests, scripts, CI)."""
     matplotlib.use("Agg", force=True)
+
+
+# --- feature separation and ablations (notebooks 08, 09) ----------------------------------------
+
+
+def positive_and_hardest_negative(
+    sims, img_of_caption, direction: str = "t2i"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per query, the positive score and the hardest negative score of an ``[n_img, n_cap]`` matrix.
+
+    ``direction="t2i"``: one pair per caption j: ``S[img(j), j]`` and ``max_{i != img(j)} S[i, j]``.
+    ``direction="i2t"``: one pair per image i: the best of its own captions and the best other
+    caption. These are the two numbers the hardest-negative triplet loss compares (spec section 4,
+    step 5); the positive wins exactly when the query is ranked first (R@1, evaluation protocol).
+    """
+    s = to_numpy(sims)
+    idx = np.asarray(img_of_caption).reshape(-1).astype(np.int64)
+    if s.ndim != 2 or idx.size != s.shape[1]:
+        raise ValueError(
+            f"expected sims [n_img, n_cap] and one image index per caption; got sims {s.shape} and "
+            f"{idx.size} indices"
+        )
+    own = np.zeros_like(s, dtype=bool)
+    own[idx, np.arange(idx.size)] = True  # [n_img, n_cap]: caption j belongs to image i
+    if direction == "t2i":
+        return s[idx, np.arange(idx.size)], np.where(own, -np.inf, s).max(axis=0)
+    if direction == "i2t":
+        return np.where(own, s, -np.inf).max(axis=1), np.where(own, -np.inf, s).max(axis=1)
+    raise ValueError(f"direction must be 't2i' or 'i2t', got {direction!r}")
+
+
+def separation_auc(pos, neg) -> float:
+    """P(a random positive scores above a random negative), ties counted 1/2 (ROC AUC, Mann-Whitney U).
+
+    0.5 = no separation, 1.0 = every positive above every negative. Computed from ranks in
+    O((P + N) log(P + N)).
+    """
+    p, n = to_numpy(pos).ravel(), to_numpy(neg).ravel()
+    if p.size == 0 or n.size == 0:
+        raise ValueError(f"need positives and negatives, got {p.size} and {n.size}")
+    both = np.concatenate([p, n])
+    order = np.argsort(both, kind="mergesort")
+    ranks = np.empty(both.size, dtype=np.float64)
+    sorted_vals = both[order]
+    # average ranks (1-based) over ties
+    _, first, counts = np.unique(sorted_vals, return_index=True, return_counts=True)
+    avg = first + (counts + 1) / 2.0
+    ranks[order] = np.repeat(avg, counts)
+    u = ranks[: p.size].sum() - p.size * (p.size + 1) / 2.0
+    return float(u / (p.size * n.size))
+
+
+def plot_ablation(summary, metric: str = "rsum", runs=None, ax=None, title: str | None = None) -> Figure:
+    """Bars of an ablation metric per variant: mean with a ± std error bar, seeds as dots.
+
+    ``summary``: :func:`daimlib.ablation.summarize` output (index = variant, columns
+    ``<metric>_mean``, ``<metric>_std``, ``n_seeds``). ``runs``: optional per-run table (columns
+    ``variant``, ``metric``) whose values are drawn as dots over the bars.
+    """
+    mean_col, std_col = f"{metric}_mean", f"{metric}_std"
+    if mean_col not in summary.columns:
+        raise ValueError(
+            f"summary has no column {mean_col!r}; pass daimlib.ablation.summarize() output "
+            f"(columns: {list(summary.columns)})"
+        )
+    variants = [str(v) for v in summary.index]
+    means = summary[mean_col].to_numpy(dtype=float)
+    stds = summary[std_col].to_numpy(dtype=float) if std_col in summary.columns else np.zeros_like(means)
+    fig, (a,) = _new_axes(ax, 1, (1.1 * len(variants) + 2, 3.4))
+    xs = np.arange(len(variants))
+    a.bar(
+        xs,
+        means,
+        yerr=np.nan_to_num(stds),
+        capsize=4,
+        color="#A8C5DA",
+        edgecolor="#4C72B0",
+        label="mean ± std",
+    )
+    if runs is not None:
+        for x, v in zip(xs, variants):
+            vals = runs.loc[runs["variant"].astype(str) == v, metric].to_numpy(dtype=float)
+            a.scatter(np.full(vals.size, x), vals, s=14, color="#264653", zorder=3)
+    a.set_xticks(xs, variants, rotation=20)
+    n = summary["n_seeds"].to_numpy() if "n_seeds" in summary.columns else None
+    seeds = (
+        f" (n = {int(n.min())}-{int(n.max())} seeds)"
+        if n is not None and n.min() != n.max()
+        else (f" ({int(n[0])} seeds)" if n is not None and len(n) else "")
+    )
+    a.set(ylabel=metric, title=(title or f"ablation: {metric}") + seeds)
+    lo = np.nanmin(means - np.nan_to_num(stds))
+    hi = np.nanmax(means + np.nan_to_num(stds))
+    if runs is not None and len(runs):
+        lo, hi = min(lo, float(runs[metric].min())), max(hi, float(runs[metric].max()))
+    pad = 0.15 * (hi - lo + 1e-9)
+    a.set_ylim(max(0.0, lo - pad) if lo >= 0 else lo - pad, hi + pad)
+    fig.tight_layout()
+    return fig
