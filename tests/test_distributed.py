@@ -24,10 +24,11 @@ TINY = (24, 5, 5)  # train, val, test images (the same tiny demo dataset as test
 
 
 def _cfg():
-    # train on the 25 val captions: 12 per rank, 3 steps of 4 per rank (global batch 8)
+    # train on the 25 val captions: 12 per rank, 3 steps of 4 per rank (global batch 8) per epoch;
+    # backbones frozen in epoch 0 and trained in epoch 1 (DDP must be rebuilt to sync them)
     return load_preset(
         "demo",
-        **{"train.batch_size": PER_RANK_BATCH, "train.epochs": 1, "data.train_split": "val",
+        **{"train.batch_size": PER_RANK_BATCH, "train.epochs": 2, "train.freeze_epochs": 1, "data.train_split": "val",
            "loss.warmup_steps": 1, "loss.activation_fraction": 0.0, "train.eval_batch_size": 64},
     )  # fmt: skip
 
@@ -97,7 +98,7 @@ def ddp_run(tmp_path_factory):
 
 def test_two_process_run_trains_and_rank0_alone_writes_the_history(ddp_run):
     _, out, ranks = ddp_run
-    steps_per_rank = (25 // WORLD) // PER_RANK_BATCH
+    steps_per_rank = 2 * ((25 // WORLD) // PER_RANK_BATCH)  # 2 epochs
     assert [r["steps"] for r in ranks] == [steps_per_rank] * WORLD
     hist = pd.read_csv(out / "history_steps.csv")
     assert list(hist["step"]) == list(range(steps_per_rank))  # one row per step, not one per rank
@@ -109,7 +110,7 @@ def test_margins_agree_across_ranks_and_come_from_the_global_batch(ddp_run):
     _, _, ranks = ddp_run
     assert ranks[0]["seen"] == ranks[1]["seen"]
     assert all(n_rows == WORLD * PER_RANK_BATCH for _, n_rows in ranks[0]["seen"])
-    for k in ranks[0]["state"]:  # DDP keeps the replicas identical
+    for k in ranks[0]["state"]:  # DDP keeps the replicas identical, backbones included after unfreezing
         assert torch.equal(ranks[0]["state"][k], ranks[1]["state"][k]), k
 
 
