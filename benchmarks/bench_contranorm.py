@@ -93,8 +93,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="N = 784 instead of 3136")
     ap.add_argument("--full", action="store_true", help="the default sizes (accepted for run_all)")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=None, help="timed runs (default 3, --quick 1)")
     args = ap.parse_args(argv)
+    if args.repeats is None:
+        args.repeats = 1 if args.quick else 3
     shape = (4, 784, 128) if args.quick else (4, 3136, 128)
     # correctness first (small, in this process)
     x = torch.randn(2, 200, 32, dtype=torch.float64)

@@ -59,9 +59,11 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="32 images x 160 captions")
     ap.add_argument("--full", action="store_true", help="the default sizes (accepted for run_all)")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=None, help="timed runs (default 3, --quick 1)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = ap.parse_args(argv)
+    if args.repeats is None:
+        args.repeats = 1 if args.quick else 3
     if args.threads:
         torch.set_num_threads(args.threads)
     n_img, n_cap = (32, 160) if args.quick else (128, 640)
