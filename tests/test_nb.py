@@ -149,3 +149,178 @@ def test_model_for_auto_without_a_run_says_where_it_looked():
     cfg.name = "no_such_run_for_tests"
     _, desc = nb.model_for(cfg, checkpoint="auto", verbose=False)
     assert desc.endswith("(no checkpoint at runs/no_such_run_for_tests/best; notebook 05 trains one)")
+
+
+# --- load_or_train / load_or_score / search_images (notebooks 05-09) ------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_demo(tmp_path_factory):
+    """A tiny demo dataset (24/5/5 images); runs train on its val split (25 captions, 3 steps of 8)."""
+    from daimlib.data import make_demo_dataset
+
+    root = tmp_path_factory.mktemp("nb_demo")
+    make_demo_dataset(root, seed=0, size=(24, 5, 5), progress=False)
+    return root
+
+
+TINY_RUN = {
+    "train.batch_size": 8, "train.epochs": 1, "train.max_steps": 2, "data.train_split": "val",
+    "data.val_split": "test", "loss.warmup_steps": 1, "train.eval_batch_size": 64,
+}  # fmt: skip
+
+
+def _same_state(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_demo, tmp_path_factory):
+    """One real 2-step run trained by load_or_train (nothing there yet)."""
+    run = tmp_path_factory.mktemp("nb_runs") / "run"
+    model, res = nb.load_or_train("demo", run, tiny_demo, progress=False, verbose=False, **TINY_RUN)
+    return run, model, res
+
+
+class _Retrained(Exception):
+    pass
+
+
+def _forbid_training(monkeypatch):
+    import daimlib.train as train_mod
+
+    def fake_train(*a, **k):
+        raise _Retrained
+
+    monkeypatch.setattr(train_mod, "train", fake_train)
+
+
+def test_load_or_train_trains_once_then_reloads_the_same_best_model_and_history(
+    tiny_demo, tiny_run, monkeypatch
+):
+    from pandas.testing import assert_frame_equal
+
+    run, model, res = tiny_run
+    assert res.global_step == 2 and res.stopped == "max_steps" and len(res.steps) == 2
+    assert (run / "best" / "meta.json").is_file() and (run / "data.json").is_file()
+    assert not model.training
+    _forbid_training(monkeypatch)
+    model2, res2 = nb.load_or_train("demo", run, tiny_demo, progress=False, verbose=False, **TINY_RUN)
+    assert _same_state(model, model2)
+    assert_frame_equal(res.steps, res2.steps)
+    assert res2.best_metrics == pytest.approx(res.best_metrics) and res2.global_step == 2
+
+
+def test_load_or_train_trains_again_when_the_config_or_the_data_changed(
+    tiny_demo, tiny_run, tmp_path, monkeypatch, capsys
+):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run[0], run)
+    data = tmp_path / "data"
+    shutil.copytree(tiny_demo, data)
+    _forbid_training(monkeypatch)
+    nb.load_or_train("demo", run, data, progress=False, verbose=False, **TINY_RUN)  # copied run: reused
+    with pytest.raises(_Retrained):
+        nb.load_or_train("demo", run, data, progress=False, **{**TINY_RUN, "train.max_steps": 3})
+    assert "another config (train.max_steps: 2 -> 3)" in capsys.readouterr().out
+    json_path = data / "dataset_demo.json"
+    json_path.write_text(json_path.read_text() + "\n")  # same JSON content, other bytes: other data
+    with pytest.raises(_Retrained):
+        nb.load_or_train("demo", run, data, progress=False, **TINY_RUN)
+    assert "trained on other data" in capsys.readouterr().out
+    with pytest.raises(_Retrained):
+        nb.load_or_train("demo", run, tiny_demo, progress=False, retrain=True, **TINY_RUN)
+
+
+def test_load_or_score_equals_the_evaluation_matrix_and_is_read_back_from_the_cache(
+    tiny_demo, tiny_run, monkeypatch
+):
+    import daimlib.evaluate as ev
+    from daimlib.data import load_split, load_tokenizer
+
+    run, model, res = tiny_run
+    cfg = res.cfg
+    split, tok = load_split(cfg.data, tiny_demo, "test"), load_tokenizer(cfg.text, tiny_demo)
+    sims = nb.load_or_score(run, model, split, tok, cfg, "test")
+    feats = ev.encode_split(model, split, tok, cfg.data, max_len=cfg.text.max_len, progress=False)
+    direct = ev.similarity_matrix(model, feats, progress=False)
+    assert sims.shape == (5, 25) and np.allclose(sims, direct, atol=1e-6)
+    assert (run / "sims_test.npy").is_file()
+    monkeypatch.setattr(ev, "similarity_matrix", lambda *a, **k: pytest.fail("recomputed a cached matrix"))
+    assert np.array_equal(nb.load_or_score(run, model, split, tok, cfg, "test"), sims)
+
+
+def test_search_images_ranks_images_like_the_full_similarity_column(tiny_demo, tiny_cfg):
+    from daimlib.data import load_split, load_tokenizer
+    from daimlib.evaluate import encode_split, similarity_matrix
+    from daimlib.model import DAIM
+
+    model = DAIM.from_config(tiny_cfg).eval()
+    split, tok = load_split(tiny_cfg.data, tiny_demo, "test"), load_tokenizer(tiny_cfg.text, tiny_demo)
+    feats = encode_split(model, split, tok, tiny_cfg.data, max_len=tiny_cfg.text.max_len, progress=False)
+    column = similarity_matrix(model, feats, progress=False)[:, 7]  # caption 7 against every image
+    idx, scores = nb.search_images(split.captions[7], model, tok, tiny_cfg, feats.img_levels, k=3)
+    assert list(idx) == list(np.argsort(-column, kind="stable")[:3])
+    assert np.allclose(scores, column[idx], atol=1e-5)
+    with pytest.raises(ValueError, match="non-empty caption"):
+        nb.search_images("  ", model, tok, tiny_cfg, feats.img_levels)
+
+
+# --- the notebook sequence's rules (issue 5), checked on the committed notebooks -------------
+
+NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def _cells(path):
+    import json
+
+    return json.loads(path.read_text(encoding="utf-8"))["cells"]
+
+
+def _text(cell) -> str:
+    src = cell.get("source", "")
+    return "".join(src) if isinstance(src, list) else src
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_has_parameters_setup_figure_exercise_and_summary(path):
+    import re
+
+    cells = _cells(path)
+    params = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(params) == 1, "exactly one code cell tagged 'parameters' (papermill)"
+    for name in ("DATA", "PRESET", "DEVICE"):
+        assert f"\n{name} =" in "\n" + _text(params[0]), f"parameters cell lacks {name}"
+    code = [_text(c) for c in cells if c["cell_type"] == "code"]
+    assert sum("nb.setup(" in src for src in code) == 1, "one setup cell calling nb.setup(...)"
+    markdown = [_text(c) for c in cells if c["cell_type"] == "markdown"]
+    assert markdown[0].lstrip().startswith("# ") and "Learning goals" in markdown[0]
+    assert any("<details>" in m for m in markdown), "an exercise with its solution folded in <details>"
+    assert any(re.search(r"^## Summary", m, re.M) for m in markdown), "a '## Summary' section"
+    figures = [
+        o
+        for c in cells
+        if c["cell_type"] == "code"
+        for o in c.get("outputs", [])
+        if "image/png" in o.get("data", {})
+    ]
+    assert figures, "at least one figure in the committed outputs"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_small_and_its_outputs_hold_no_machine_paths(path):
+    import json
+    import re
+
+    assert path.stat().st_size < 2_000_000
+    outputs = json.dumps([c.get("outputs", []) for c in _cells(path) if c["cell_type"] == "code"])
+    outputs = re.sub(r'"image/png": "[^"]*"', "", outputs)  # base64 images can contain any letters
+    assert str(REPO) not in outputs
+    assert not re.search(r"(/home/|/Users/|/root/|/tmp/|[A-Z]:\\\\\\\\Users)", outputs), (
+        "machine path in outputs"
+    )
+    errors = [o for c in _cells(path) for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors, f"committed with an error output: {errors[:1]}"
