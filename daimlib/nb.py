@@ -252,4 +252,235 @@ def model_for(cfg, checkpoint: str | os.PathLike | None = "auto", device: str = 
     return model, desc
 
 
-# load_or_train(...) (checkpoint else train) is added here with daimlib.train / daimlib.checkpoint.
+# --- load-else-train, cached test scores, text search (notebooks 05-09) -----------------------
+
+
+def _repo_path(path: str | os.PathLike) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() else repo_root() / p
+
+
+def data_fingerprint(cfg, data_root: str | os.PathLike) -> dict:
+    """What a trained run depends on besides its config: the dataset's Karpathy JSON (sha256; the
+    folder is recorded for information, a copy of the same data elsewhere counts as the same)."""
+    import hashlib  # noqa: PLC0415
+
+    json_path = _repo_path(data_root) / cfg.data.json_name
+    if not json_path.is_file():
+        raise FileNotFoundError(
+            f"expected the dataset file {rel(json_path)} (data.json_name of preset {cfg.name!r}) but it does not "
+            "exist; generate the demo data with nb.data_root('demo') or see data/README.md"
+        )
+    digest = hashlib.sha256(json_path.read_bytes()).hexdigest()
+    return {"data_root": rel(json_path.parent), "json": cfg.data.json_name, "json_sha256": digest}
+
+
+def _reuse_problem(run: Path, cfg, fingerprint: dict, eval_split) -> str | None:
+    """Why the run folder cannot be reused for ``cfg`` (None when it can)."""
+    import json  # noqa: PLC0415
+
+    from daimlib.config import DAIMConfig  # noqa: PLC0415
+
+    if not (run / "last" / "meta.json").is_file():
+        return f"no finished run in {rel(run)}"
+    try:
+        saved = DAIMConfig.from_json(run / "config.json")
+    except (OSError, ValueError) as e:
+        return f"{rel(run / 'config.json')} is unreadable ({type(e).__name__})"
+    diff = saved.diff(cfg)
+    if diff:
+        shown = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(diff.items())[:4])
+        return f"{rel(run)} was trained with another config ({shown})"
+    meta = json.loads((run / "last" / "meta.json").read_text())
+    if meta.get("stopped") == "interrupted":
+        return f"the run in {rel(run)} was interrupted"
+    if eval_split is not None and not (run / "best" / "meta.json").is_file():
+        return f"{rel(run)} has no best/ checkpoint"
+    marker = run / "data.json"
+    if (
+        not marker.is_file()
+        or json.loads(marker.read_text()).get("json_sha256") != fingerprint["json_sha256"]
+    ):
+        return f"{rel(run)} was trained on other data (or its data.json is missing)"
+    return None
+
+
+def load_run(run_dir: str | os.PathLike, device: str = "cpu"):
+    """A finished run folder written by :func:`daimlib.train.train` -> ``TrainResult``.
+
+    ``model`` is the ``best`` checkpoint (``last`` when the run had no validation) in eval mode;
+    ``steps`` / ``epochs`` are the history CSVs; ``best_metrics``, ``global_step`` and ``stopped``
+    come from the checkpoints' meta.json.
+    """
+    import json  # noqa: PLC0415
+
+    import pandas as pd  # noqa: PLC0415
+
+    from daimlib.checkpoint import load_model  # noqa: PLC0415
+    from daimlib.config import DAIMConfig  # noqa: PLC0415
+    from daimlib.train import EPOCHS_CSV, STEPS_CSV, TrainResult  # noqa: PLC0415
+
+    run = _repo_path(run_dir)
+    last_meta = run / "last" / "meta.json"
+    if not last_meta.is_file():
+        raise FileNotFoundError(
+            f"{rel(run)} holds no finished run (expected {rel(last_meta)}); train one with nb.load_or_train "
+            "or `python -m daimlib train`"
+        )
+    last = json.loads(last_meta.read_text())
+    best_dir = run / "best"
+    best = json.loads((best_dir / "meta.json").read_text()) if (best_dir / "meta.json").is_file() else None
+    model = load_model(best_dir if best else run / "last", device=device)
+
+    def read(name):
+        path = run / name
+        return pd.read_csv(path) if path.is_file() and path.stat().st_size else pd.DataFrame()
+
+    return TrainResult(
+        model=model,
+        cfg=DAIMConfig.from_json(run / "config.json"),
+        out_dir=run,
+        steps=read(STEPS_CSV),
+        epochs=read(EPOCHS_CSV),
+        best_metrics=dict(best.get("metrics", {})) if best else {},
+        best_epoch=best.get("epoch") if best else None,
+        global_step=int(last.get("step", 0)),
+        stopped=str(last.get("stopped", "completed")),
+    )
+
+
+def load_or_train(
+    preset,
+    run_dir: str | os.PathLike | None = None,
+    data_root: str | os.PathLike = "data/demo",
+    device: str = "cpu",
+    progress: bool = True,
+    eval_split: str | None = "val",
+    retrain: bool = False,
+    verbose: bool = True,
+    **overrides,
+):
+    """Load a finished run when it was trained with the same config and data, else train it.
+
+    The "load the checkpoint if it exists, else train" cell of the notebooks (UvA style).
+    ``preset``: a preset name or a :class:`~daimlib.config.DAIMConfig`; ``overrides``: dotted keys
+    (``**{"train.max_steps": 300}``). ``run_dir`` defaults to ``runs/<cfg.name>`` (where
+    :func:`model_for` looks). The run is reused when its ``config.json`` equals the requested
+    config exactly, its ``data.json`` matches the dataset's JSON hash, it was not interrupted and
+    (with validation) has a ``best`` checkpoint; otherwise it is trained again from scratch
+    (``overwrite=True``), and the reason is printed. Returns ``(model, TrainResult)`` where the
+    model is the ``best`` checkpoint in eval mode, so a reloaded run gives the same model as a
+    fresh one.
+    """
+    import json  # noqa: PLC0415
+
+    from daimlib.config import DAIMConfig, load_preset  # noqa: PLC0415
+
+    if isinstance(preset, DAIMConfig):
+        cfg = preset.replace(**overrides)
+    else:
+        cfg = load_preset(preset, **overrides)
+    run = _repo_path(run_dir if run_dir is not None else Path("runs") / cfg.name)
+    data = _repo_path(data_root)
+    fingerprint = data_fingerprint(cfg, data)
+    problem = "retrain=True" if retrain else _reuse_problem(run, cfg, fingerprint, eval_split)
+    if problem is None:
+        result = load_run(run, device=device)
+        if verbose:
+            print(
+                f"{cfg.name}: loaded {rel(run)} ({result.global_step} steps, stopped by {result.stopped}; "
+                "same config and data)"
+            )
+        return result.model, result
+    from daimlib.train import train  # noqa: PLC0415 - heavy import, only when training
+
+    if verbose:
+        print(f"{cfg.name}: training into {rel(run)} ({problem})")
+    (run / "data.json").unlink(missing_ok=True)
+    result = train(cfg, data, run, device=device, progress=progress, eval_split=eval_split, overwrite=True)
+    (run / "data.json").write_text(json.dumps(fingerprint, indent=2) + "\n")
+    result = load_run(run, device=device)
+    if verbose:
+        minutes = (
+            float(result.epochs["elapsed_min"].iloc[-1]) if "elapsed_min" in result.epochs else float("nan")
+        )
+        print(f"{cfg.name}: {result.global_step} steps in {minutes:.1f} min (stopped by {result.stopped})")
+    return result.model, result
+
+
+def load_or_score(
+    run_dir: str | os.PathLike,
+    model,
+    split,
+    tokenizer,
+    cfg,
+    split_name: str = "test",
+    device: str = "cpu",
+    progress: bool = False,
+    recompute: bool = False,
+):
+    """The ``[n_img, n_cap]`` score matrix of ``model`` on ``split``, cached in the run folder.
+
+    Stored as ``<run_dir>/sims_<split_name>.npy`` with a JSON key (the checkpoint's weight hash and
+    the split's size); reused while the key matches, else recomputed with
+    :func:`daimlib.evaluate.encode_split` + :func:`daimlib.evaluate.similarity_matrix` (the
+    evaluation protocol's matrix, spec section 7). Returns a float32 numpy array.
+    """
+    import json  # noqa: PLC0415
+
+    from daimlib.evaluate import encode_split, similarity_matrix  # noqa: PLC0415
+
+    run = _repo_path(run_dir)
+    meta_path = next(
+        (p for p in (run / "best" / "meta.json", run / "last" / "meta.json") if p.is_file()), None
+    )
+    weights = json.loads(meta_path.read_text())["files"]["model.safetensors"]["sha256"] if meta_path else None
+    key = {
+        "weights_sha256": weights,
+        "split": split_name,
+        "n_images": split.n_images,
+        "n_captions": split.n_captions,
+    }
+    npy, key_file = run / f"sims_{split_name}.npy", run / f"sims_{split_name}.json"
+    if (
+        not recompute
+        and weights is not None
+        and npy.is_file()
+        and key_file.is_file()
+        and json.loads(key_file.read_text()) == key
+    ):
+        return np.load(npy)
+    feats = encode_split(
+        model, split, tokenizer, cfg.data, max_len=cfg.text.max_len, device=device,
+        batch_size=cfg.train.eval_batch_size, amp=cfg.train.amp, progress=progress,
+    )  # fmt: skip
+    sims = similarity_matrix(model, feats, progress=progress)  # [n_img, n_cap]
+    if weights is not None:
+        run.mkdir(parents=True, exist_ok=True)
+        np.save(npy, sims)
+        key_file.write_text(json.dumps(key) + "\n")
+    return sims
+
+
+def search_images(query: str, model, tokenizer, cfg, img_levels, k: int = 5):
+    """Text-to-image search: score one typed caption against encoded images with the model's
+    similarity (SCAN over the three levels, spec section 2) and return the ``k`` best.
+
+    ``img_levels``: the images' level features, e.g. ``encode_split(...).img_levels`` (3 x
+    ``[n_img, R, D]``). Returns ``(indices [k], scores [k])`` as numpy arrays, best first.
+    """
+    import torch  # noqa: PLC0415
+
+    from daimlib.data import tokenize  # noqa: PLC0415
+
+    if not isinstance(query, str) or not query.strip():
+        raise ValueError(f"query must be a non-empty caption, got {query!r}")
+    device = img_levels[0].device
+    ids, mask = tokenize(tokenizer, [query], cfg.text.max_len)  # [1, L]
+    with torch.no_grad():
+        txt_levels, lengths = model.encode_text(ids.to(device), mask.to(device))
+        txt = [lv.float()[:, : int(lengths.max())] for lv in txt_levels]  # 3 x [1, L, D]
+        scores = model.similarity([lv.float() for lv in img_levels], txt, lengths)[:, 0]  # [n_img]
+    k = min(int(k), scores.numel())
+    top = torch.topk(scores, k)
+    return top.indices.cpu().numpy(), top.values.cpu().numpy()
