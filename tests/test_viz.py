@@ -277,3 +277,61 @@ def test_save_figure_writes_small_png_and_returns_repo_relative_path(tmp_path):
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) < 200_000
     with pytest.raises(ValueError, match="plain file stem"):
         viz.save_figure(fig, "../escape", root=tmp_path)
+
+
+# --- feature separation and ablation plots ---------------------------------------------------------
+
+
+def test_positive_and_hardest_negative_match_a_naive_loop_both_ways():
+    rng = np.random.default_rng(0)
+    img_of_caption = np.repeat(np.arange(4), 3)  # 4 images x 3 captions
+    sims = rng.normal(size=(4, 12))
+    pos, hard = viz.positive_and_hardest_negative(sims, img_of_caption, "t2i")
+    for j in range(12):
+        g = img_of_caption[j]
+        assert pos[j] == sims[g, j]
+        assert hard[j] == max(sims[i, j] for i in range(4) if i != g)
+    pos, hard = viz.positive_and_hardest_negative(sims, img_of_caption, "i2t")
+    for i in range(4):
+        assert pos[i] == max(sims[i, j] for j in range(12) if img_of_caption[j] == i)
+        assert hard[i] == max(sims[i, j] for j in range(12) if img_of_caption[j] != i)
+    with pytest.raises(ValueError, match="direction"):
+        viz.positive_and_hardest_negative(sims, img_of_caption, "both")
+
+
+def test_separation_auc_equals_the_pairwise_win_rate_with_half_ties():
+    rng = np.random.default_rng(1)
+    pos = np.round(rng.normal(1.0, 1.0, 40), 1)  # rounded: plenty of ties
+    neg = np.round(rng.normal(0.0, 1.0, 55), 1)
+    naive = np.mean([[1.0 if p > n else 0.5 if p == n else 0.0 for n in neg] for p in pos])
+    assert viz.separation_auc(pos, neg) == pytest.approx(naive, abs=1e-12)
+    assert viz.separation_auc([2, 3], [0, 1]) == 1.0
+    assert viz.separation_auc([0, 1], [2, 3]) == 0.0
+    assert viz.separation_auc([1, 1], [1, 1, 1]) == 0.5
+
+
+def test_plot_ablation_draws_the_means_the_stds_and_one_dot_per_run():
+    import pandas as pd
+
+    runs = pd.DataFrame(
+        {"variant": ["a", "a", "a", "b", "b", "b"], "rsum": [10.0, 12.0, 14.0, 20.0, 21.0, 25.0]}
+    )
+    summary = pd.DataFrame(
+        {"n_seeds": [3, 3], "rsum_mean": [12.0, 22.0], "rsum_std": [2.0, np.std([20, 21, 25], ddof=1)]},
+        index=pd.Index(["a", "b"], name="variant"),
+    )
+    fig = viz.plot_ablation(summary, "rsum", runs=runs)
+    ax = fig.axes[0]
+    assert [round(p.get_height(), 6) for p in ax.patches] == [12.0, 22.0]
+    from matplotlib.collections import LineCollection, PathCollection
+
+    dots = np.concatenate([c.get_offsets()[:, 1] for c in ax.collections if isinstance(c, PathCollection)])
+    assert sorted(dots.tolist()) == sorted(runs["rsum"].tolist())
+    (bars,) = [c for c in ax.collections if isinstance(c, LineCollection)]
+    spans = [(seg[:, 1].min(), seg[:, 1].max()) for seg in bars.get_segments()]
+    assert np.allclose(
+        spans, [(10.0, 14.0), (22.0 - summary.rsum_std.iloc[1], 22.0 + summary.rsum_std.iloc[1])]
+    )
+    assert "3 seeds" in ax.get_title()
+    with pytest.raises(ValueError, match="no column 'r1_mean'"):
+        viz.plot_ablation(summary, "r1")
