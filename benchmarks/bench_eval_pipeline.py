@@ -140,6 +140,7 @@ def main(argv=None) -> None:
     t0 = time.perf_counter()
     metrics = recall_metrics(sims, split.img_of_caption)
     kit["ranking"] = time.perf_counter() - t0
+    print("daimlib stages (s): " + ", ".join(f"{k} {v:.2f}" for k, v in kit.items()), flush=True)
 
     n_loop = None if args.quick else args.ref_captions
     ref, ref_sims, ref_metrics, ref_mb = reference_style(

@@ -202,6 +202,7 @@ def demo_small(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow  # 15-50 s on 2 busy cores: a demo model encodes and scores 50 x 250 pairs
 def test_evaluate_tiny_daim_matrix_equals_per_pair_similarity(demo_small):
     model_mod = pytest.importorskip("daimlib.model")
     from daimlib.config import load_preset
