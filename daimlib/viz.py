@@ -680,3 +680,22 @@ def plot_ablation(summary, metric: str = "rsum", runs=None, ax=None, title: str 
     a.set_ylim(max(0.0, lo - pad) if lo >= 0 else lo - pad, hi + pad)
     fig.tight_layout()
     return fig
+
+
+def mean_pool_tokens(tokens, lengths=None) -> np.ndarray:
+    """Mean over the tokens of each item: ``[N, L, D]`` -> ``[N, D]`` (the pooling of the reference's
+    t-SNE plots, spec section 1.4). With ``lengths`` [N], only the first ``lengths[i]`` tokens of
+    item i count (captions: [CLS] ... [SEP], padding excluded).
+    """
+    x = to_numpy(tokens)
+    if x.ndim != 3:
+        raise ValueError(f"mean_pool_tokens expects tokens [N, L, D], got shape {x.shape}")
+    if lengths is None:
+        return x.mean(axis=1)
+    n = to_numpy(lengths).astype(np.int64).ravel()
+    if n.size != x.shape[0] or n.min(initial=1) < 1 or n.max(initial=1) > x.shape[1]:
+        raise ValueError(
+            f"lengths must give 1..{x.shape[1]} valid tokens for each of the {x.shape[0]} items; got {n.tolist()[:8]}"
+        )
+    valid = np.arange(x.shape[1])[None, :] < n[:, None]  # [N, L]
+    return (x * valid[..., None]).sum(axis=1) / n[:, None]

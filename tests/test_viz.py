@@ -335,3 +335,12 @@ def test_plot_ablation_draws_the_means_the_stds_and_one_dot_per_run():
     assert "3 seeds" in ax.get_title()
     with pytest.raises(ValueError, match="no column 'r1_mean'"):
         viz.plot_ablation(summary, "r1")
+
+
+def test_mean_pool_tokens_averages_only_the_valid_tokens_of_each_item():
+    x = torch.arange(2 * 4 * 3, dtype=torch.float32).reshape(2, 4, 3)
+    pooled = viz.mean_pool_tokens(x, torch.tensor([2, 4]))
+    assert np.allclose(pooled[0], x[0, :2].mean(0).numpy()) and np.allclose(pooled[1], x[1].mean(0).numpy())
+    assert np.allclose(viz.mean_pool_tokens(x), x.mean(1).numpy())
+    with pytest.raises(ValueError, match="valid tokens"):
+        viz.mean_pool_tokens(x, [0, 3])
