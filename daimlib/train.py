@@ -35,6 +35,7 @@ import logging
 import math
 import os
 import random
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -472,9 +473,11 @@ def train(
         if resume:
             _truncate_csv(out_dir / STEPS_CSV, st["steps_rows"])
             _truncate_csv(out_dir / EPOCHS_CSV, st["epochs_rows"])
-        else:
+        else:  # a fresh run (overwrite=True): nothing of an earlier run may survive, a stale best least of all
             for name in (STEPS_CSV, EPOCHS_CSV):
                 (out_dir / name).unlink(missing_ok=True)
+            for folder in (last_dir, best_dir, *out_dir.glob(".last.old-*"), *out_dir.glob(".best.old-*")):
+                shutil.rmtree(folder, ignore_errors=True)
     steps_log = _CsvLog(out_dir / STEPS_CSV, dd.main, flush_every=tc.log_every)
     epochs_log = _CsvLog(out_dir / EPOCHS_CSV, dd.main)
     steps_log.rows, epochs_log.rows = st["steps_rows"], st["epochs_rows"]
