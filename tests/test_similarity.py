@@ -157,3 +157,14 @@ def test_unknown_direction_raises():
     img, txt, lens = _inputs()
     with pytest.raises(ValueError, match="direction"):
         scan(img, txt, lens, "sideways")
+
+
+@pytest.mark.parametrize("fn", [scan_i2t, scan_t2i], ids=["i2t", "t2i"])
+def test_scan_gradients_stay_finite_with_padded_captions(fn):
+    """Padded word slots are zero vectors; their L2 norm must not send NaN back (i2t diverged at step 1)."""
+    gen = torch.Generator().manual_seed(0)
+    img = torch.randn(3, 5, 8, generator=gen, requires_grad=True)
+    txt = torch.randn(4, 6, 8, generator=gen, requires_grad=True)
+    fn(img, txt, torch.tensor([6, 3, 4, 2])).sum().backward()
+    assert torch.isfinite(img.grad).all() and torch.isfinite(txt.grad).all()
+    assert img.grad.abs().sum() > 0 and txt.grad.abs().sum() > 0
