@@ -1,6 +1,6 @@
 """Configuration of DAIM Kit: dataclasses for every knob, named presets, JSON round trip.
 
-Every constant of the DAIM reference code (``shared/docs/daim_spec.md``) is a field here, so
+Every constant of the DAIM reference code (``docs/daim_spec.md``) is a field here, so
 that a preset *is* the method: ``daim_f30k`` / ``daim_coco`` reproduce the reference code,
 ``hat_*`` its parent HAT (no FDM, fixed margin, image-to-text SCAN), and ``demo`` / ``demo_hat``
 are tiny from-scratch encoders that train on the generated demo dataset on a laptop CPU.

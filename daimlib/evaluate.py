@@ -1,6 +1,6 @@
 """Image-text retrieval evaluation: encode once, blocked similarity, exact ranks by counting.
 
-The protocol is VSE++'s ``evalrank`` (``shared/docs/field_notes.md`` section 1, spec section 7):
+The protocol is VSE++'s ``evalrank`` (``docs/field_notes.md`` section 1, spec section 7):
 
 - i2t (text retrieval): for image i, the 0-based rank of the best-ranked of its captions;
 - t2i (image retrieval): for caption j, the 0-based rank of its image;

@@ -1,6 +1,6 @@
 """Published retrieval numbers that were actually verified, with their sources.
 
-Copied from ``shared/docs/field_notes.md`` section 3 (R@1 i2t / R@1 t2i / RSUM on F30K 1K,
+Copied from ``docs/field_notes.md`` section 3 (R@1 i2t / R@1 t2i / RSUM on F30K 1K,
 COCO 1K 5-fold and COCO 5K). Nothing here is invented: a value no source gave is NaN ("n/s").
 The DAIM paper's own tables are not publicly available, so the DAIM and HAT rows carry only
 their abstracts' relative claims, as text.

@@ -6,7 +6,7 @@ captions are read) and the spatial relations between them ("a small red circle t
 big blue square"); single objects get their location ("in the top left corner"). Captions of
 different images share their words and differ in one attribute or relation: a fraction of the
 scenes (``distractor_fraction``) are one-edit variants of an earlier scene of the same split, the
-fine-grained confusion DAIM's modules target (``shared/docs/design.md``).
+fine-grained confusion DAIM's modules target (``docs/design.md``).
 
 Every caption stores its meaning as ``claims`` in the JSON, and every image its ``scene``;
 :func:`caption_is_true` decides whether a caption is true of a scene, and

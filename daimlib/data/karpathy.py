@@ -1,7 +1,7 @@
 """Karpathy-format splits (``dataset_flickr30k.json``, ``dataset_coco.json``, ``dataset_flickr8k.json``,
 the demo's ``dataset_demo.json``) and a tolerant image loader.
 
-Protocol (``shared/docs/field_notes.md`` sections 1-2): val/test use exactly 5 captions per image
+Protocol (``docs/field_notes.md`` sections 1-2): val/test use exactly 5 captions per image
 (the first 5 where COCO has 6 or 7); training keeps all (``captions_per_image=None``). Captions
 of one image are consecutive and ``img_of_caption`` names each caption's image explicitly (the
 reference's ``[::5]`` assumption, spec section 10 A6, is never needed).
