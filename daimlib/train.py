@@ -412,11 +412,12 @@ def train(
 
     use_pretrained = (wants_pretrained(cfg) if pretrained is None else pretrained) and not resume
     try:
-        model = DAIM.from_config(cfg, pretrained=use_pretrained).to(device)
+        model = DAIM.from_config(cfg, pretrained=use_pretrained)
     except (RuntimeError, OSError) as e:
         if not use_pretrained:
             raise
         raise PretrainedWeightsError(str(e)) from e  # the encoders' message names the model and the field
+    model.to(device)
 
     # 3. data
     dataset, sampler, tokenizer, collate = _train_loader(cfg, data_root, dd, device)
