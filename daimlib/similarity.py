@@ -108,9 +108,9 @@ def _i2t_block(v, vnorm, t, tgram, mask, lam):
     bc, Lb, _ = t.shape
     s = (v.reshape(bi * R, D) @ t.reshape(bc * Lb, D).T).view(bi, R, bc, Lb)  # [bi, R, bc, Lb]
     e = F.leaky_relu(s, 0.1)
-    # vector_norm, not sqrt(sum of squares): its gradient at a zero vector (padded words) is 0, not NaN
+    # clamp before sqrt: padded words give a zero sum, whose sqrt gradient would be inf (NaN after * 0)
     inv = lam / (
-        torch.linalg.vector_norm(e, dim=1, keepdim=True) + _EPS_L2
+        e.square().sum(1, keepdim=True).clamp_min(1e-30).sqrt() + _EPS_L2
     )  # [bi, 1, bc, Lb]: L2 over regions
     logits = (e * inv).masked_fill(~mask[None, None], float("-inf"))
     alpha = torch.softmax(logits, dim=-1)  # [bi, R, bc, Lb]: softmax over the caption's words
