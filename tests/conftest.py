@@ -8,7 +8,7 @@ from daimlib.config import load_preset
 
 @pytest.fixture
 def tiny_cfg():
-    """The ``demo`` preset: 64 px Swin (64/16/4 tokens) + 3-layer BERT of width 128, D = 128."""
+    """The ``demo`` preset: 64 px Swin with patch 8 (16/4/1 tokens) + 3-layer BERT of width 128, D = 128."""
     return load_preset("demo")
 
 

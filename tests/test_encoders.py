@@ -13,9 +13,9 @@ from daimlib.encoders import ImageEncoder, TextEncoder
 def test_demo_image_levels_have_stage_token_counts_and_dims(tiny_cfg):
     enc = ImageEncoder(tiny_cfg.image, tiny_cfg.fdm)
     levels = enc(torch.randn(2, 3, 64, 64))
-    assert [tuple(x.shape) for x in levels] == [(2, 64, 64), (2, 16, 128), (2, 4, 256)]
-    assert enc.out_dims == [64, 128, 256] and enc.num_tokens() == [64, 16, 4]
-    assert enc.num_tokens(128) == [256, 64, 16]
+    assert [tuple(x.shape) for x in levels] == [(2, 16, 64), (2, 4, 128), (2, 1, 256)]
+    assert enc.out_dims == [64, 128, 256] and enc.num_tokens() == [16, 4, 1]
+    assert enc.num_tokens(128) == [64, 16, 4]
 
 
 def test_stage_levels_equal_timm_intermediates_when_fdm_is_off(tiny_cfg):
@@ -36,7 +36,7 @@ def test_stage_output_contranorm_runs_only_for_used_stages(tiny_cfg):
     seen = []
     enc.stage_contranorm.register_forward_hook(lambda m, i, o: seen.append(o.shape[1]))
     enc(torch.randn(1, 3, 64, 64))
-    assert seen == [64, 16, 4]  # stage 0 (256 tokens) gets no stage-output ContraNorm
+    assert seen == [16, 4, 1]  # stage 0 (64 tokens) gets no stage-output ContraNorm
     assert "0" not in enc.stage_norms
 
 
