@@ -223,6 +223,11 @@ def load_split(
     ``split_name``: ``"train"``, ``"val"`` or ``"test"`` (mapped through ``data_cfg.*_split``) or a
     literal split name. Training keeps every caption and folds COCO's ``restval`` in when
     ``data_cfg.use_restval``; val/test keep exactly 5 captions per image.
+
+    COCO in the VSE++ id layout (``annotations/coco_*_ids.npy`` + ``captions_*2014.json``, spec
+    section 8) is read by :class:`~daimlib.data.coco_ids.CocoIdSplit` (needs pycocotools) when
+    ``data_cfg.json_name == "coco_ids"``, or when the named Karpathy JSON is absent and the root
+    holds that layout.
     """
     root = Path(data_root)
     mapped = {"train": data_cfg.train_split, "val": data_cfg.val_split, "test": data_cfg.test_split}
@@ -231,6 +236,14 @@ def load_split(
     splits: tuple[str, ...] = (split,)
     if is_train and data_cfg.use_restval:
         splits = (split, "restval")
+    from daimlib.data.coco_ids import COCO_IDS, CocoIdSplit, has_coco_id_layout
+
+    json_path = root / data_cfg.json_name
+    if data_cfg.json_name == COCO_IDS or (not json_path.is_file() and has_coco_id_layout(root)):
+        return CocoIdSplit(
+            root, splits, image_dir=data_cfg.image_dir,
+            captions_per_image=None if is_train else 5, check_files=check_files,
+        )  # fmt: skip
     return KarpathySplit(
         root / data_cfg.json_name, root / data_cfg.image_dir, splits,
         captions_per_image=None if is_train else 5, check_files=check_files,
