@@ -125,7 +125,7 @@ def ablate(
     from .checkpoint import display_path, load_model
     from .data import load_split, load_tokenizer
     from .evaluate import default_protocols, evaluate
-    from .train import train
+    from .train import _val_protocol, train
 
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
@@ -157,11 +157,14 @@ def ablate(
                 cfg, data_root, run_dir, progress=progress, eval_split=cfg.data.val_split, overwrite=True
             )
             minutes = (time.time() - t0) / 60
-            model = load_model(res.best_dir) if (res.best_dir / "meta.json").exists() else res.model
-            split = load_split(cfg.data, data_root, eval_split)
-            tokenizer = load_tokenizer(cfg.text, data_root)
             protocol = default_protocols(cfg.data.dataset)[0]
-            metrics, _ = evaluate(model, split, tokenizer, cfg, protocol=protocol, progress=progress)
+            if eval_split == cfg.data.val_split and protocol == _val_protocol(cfg) and res.best_metrics:
+                metrics = res.best_metrics  # the best checkpoint was already scored on this split
+            else:
+                model = load_model(res.best_dir) if (res.best_dir / "meta.json").exists() else res.model
+                split = load_split(cfg.data, data_root, eval_split)
+                tokenizer = load_tokenizer(cfg.text, data_root)
+                metrics, _ = evaluate(model, split, tokenizer, cfg, protocol=protocol, progress=progress)
             margin = float(res.steps["margin"].iloc[-1]) if len(res.steps) else float(cfg.loss.margin)
             row = dict(
                 variant=variant, seed=seed, split=eval_split, protocol=protocol,

@@ -329,3 +329,25 @@ def test_time_budget_stops_after_the_first_step_and_clipping_bounds_the_gradient
     assert load_train_state(tmp_path / "run" / "last")["stopped"] == "max_minutes"
     assert len(norms) == 1 and norms[0][1] == 0.05
     assert norms[0][0] <= 0.05 * (1 + 1e-5)
+
+
+def test_ablate_on_the_val_split_reports_the_best_checkpoints_val_evaluation(demo_root, tmp_path):
+    """Evaluated on val, ablate reuses training's score of ``best`` instead of a second pass; the
+    numbers must equal an independent evaluation of the saved best checkpoint."""
+    from daimlib.data import load_split, load_tokenizer
+    from daimlib.evaluate import evaluate
+
+    over = {
+        "train.batch_size": 8,
+        "train.max_steps": 2,
+        "data.train_split": "val",
+        "train.eval_batch_size": 64,
+    }
+    runs = ablate("demo", ["daim"], seeds=1, data_root=demo_root, out_dir=tmp_path, eval_split="val",
+                  progress=False, **over)  # fmt: skip
+    cfg = load_checkpoint(tmp_path / "daim_seed0" / "best")[1]
+    model = load_checkpoint(tmp_path / "daim_seed0" / "best")[0]
+    metrics, _ = evaluate(model, load_split(cfg.data, demo_root, "val"), load_tokenizer(cfg.text, demo_root), cfg,
+                          protocol="demo", progress=False)  # fmt: skip
+    for key in ("i2t_r1", "i2t_r10", "t2i_r5", "rsum"):
+        assert runs[key].iloc[0] == pytest.approx(metrics[key])
