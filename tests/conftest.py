@@ -15,3 +15,15 @@ def tiny_cfg():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from a second thread, and when other processes keep the cores busy,
+    OpenMP threads waiting on each other make a step ~10x slower (measured: a 6-step run took 45 s
+    with 2 threads and 4 s with 1 at load 8 on 2 cores). Use with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

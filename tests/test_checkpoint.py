@@ -13,16 +13,7 @@ from daimlib import checkpoint as ck
 from daimlib.checkpoint import CheckpointError, load_checkpoint, load_model, load_train_state, save_checkpoint
 from daimlib.config import load_preset
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models gain nothing from a second thread, and when other processes keep the cores busy,
-    OpenMP threads waiting on each other make a step ~10x slower (measured: a 6-step run took 45 s
-    with 2 threads and 4 s with 1 at load 8 on 2 cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class Tiny(nn.Module):

@@ -8,24 +8,14 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from daimlib.__main__ import COMMANDS, build_parser, main
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models gain nothing from a second thread, and when other processes keep the cores busy,
-    OpenMP threads waiting on each other make a step ~10x slower (measured: a 6-step run took 45 s
-    with 2 threads and 4 s with 1 at load 8 on 2 cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _cli(args, cwd, timeout=150):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # see _one_torch_thread
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # see the one_torch_thread fixture (conftest.py)
     return subprocess.run(
         [sys.executable, "-m", "daimlib", *args],
         cwd=cwd,

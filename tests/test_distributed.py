@@ -23,15 +23,7 @@ PER_RANK_BATCH = 4
 TINY = (24, 5, 5)  # train, val, test images (the same tiny demo dataset as test_train.py)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models gain nothing from a second thread, and when other processes keep the cores busy,
-    OpenMP threads waiting on each other make a step ~10x slower (measured: a 6-step run took 45 s
-    with 2 threads and 4 s with 1 at load 8 on 2 cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _cfg():
