@@ -44,6 +44,12 @@ def repo_root() -> Path:
     )
 
 
+def _repo_path(path: str | os.PathLike) -> Path:
+    """``path`` as given if absolute, else relative to the repository root."""
+    p = Path(path)
+    return p if p.is_absolute() else repo_root() / p
+
+
 def rel(path: str | os.PathLike) -> str:
     """``path`` relative to the repository root as a POSIX string (``"data/demo"``).
 
@@ -164,9 +170,7 @@ def ensure_demo_data(
 
     from daimlib.data import make_demo_dataset  # noqa: PLC0415
 
-    folder = Path(root)
-    if not folder.is_absolute():
-        folder = repo_root() / folder
+    folder = _repo_path(root)
     json_path = folder / "dataset_demo.json"
     before = json_path.stat().st_mtime_ns if json_path.exists() else None
     make_demo_dataset(folder, seed=seed, size=size)
@@ -186,9 +190,7 @@ def data_root(data: str = "demo", size: str | tuple[int, int, int] = "default") 
     """
     if data == "demo":
         return ensure_demo_data("data/demo", size=size)
-    folder = Path(data)
-    if not folder.is_absolute():
-        folder = repo_root() / folder
+    folder = _repo_path(data)
     if not folder.is_dir():
         raise FileNotFoundError(
             f"DATA={data!r}: expected a dataset folder (Karpathy JSON + images/, see data/README.md) "
@@ -229,9 +231,7 @@ def model_for(cfg, checkpoint: str | os.PathLike | None = "auto", device: str = 
         folder = candidate if candidate.is_dir() else None
         missing_note = f" (no checkpoint at {rel(candidate)}; notebook 05 trains one)"
     elif checkpoint is not None:
-        folder = Path(checkpoint)
-        if not folder.is_absolute():
-            folder = repo_root() / folder
+        folder = _repo_path(checkpoint)
         if not folder.is_dir():
             raise FileNotFoundError(
                 f"checkpoint folder {rel(folder)} not found; expected a folder written by "
@@ -253,11 +253,6 @@ def model_for(cfg, checkpoint: str | os.PathLike | None = "auto", device: str = 
 
 
 # --- load-else-train, cached test scores, text search (notebooks 05-09) -----------------------
-
-
-def _repo_path(path: str | os.PathLike) -> Path:
-    p = Path(path)
-    return p if p.is_absolute() else repo_root() / p
 
 
 def data_fingerprint(cfg, data_root: str | os.PathLike) -> dict:
