@@ -12,98 +12,35 @@ no machine paths.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
-import random
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
+import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
+import torch
 
-_MARKERS = ("pyproject.toml", "daimlib")
+from daimlib.checkpoint import load_model
+from daimlib.config import DAIMConfig, _flatten, load_preset
+from daimlib.data import make_demo_dataset, tokenize
+from daimlib.evaluate import encode_split, similarity_matrix
+from daimlib.model import DAIM
+from daimlib.paths import display_path, figures_dir, output_root, repo_path, repo_root
+from daimlib.runtime import resolve_device, seed_everything
+from daimlib.tables import read_csv
+from daimlib.train import EPOCHS_CSV, STEPS_CSV, TrainResult, train
 
-
-def _is_root(p: Path) -> bool:
-    return all((p / m).exists() for m in _MARKERS)
-
-
-def repo_root() -> Path:
-    """The repository root: the first folder at or above the working directory that holds both
-    ``pyproject.toml`` and ``daimlib/``; otherwise the folder above this package (editable install).
-    """
-    cwd = Path.cwd().resolve()
-    for p in (cwd, *cwd.parents):
-        if _is_root(p):
-            return p
-    here = Path(__file__).resolve().parents[1]
-    if _is_root(here):
-        return here
-    raise FileNotFoundError(
-        "could not find the DAIM Kit repository root (a folder with pyproject.toml and daimlib/) at or "
-        f"above the working directory {cwd.name!r}; start Jupyter from inside the repository"
-    )
-
-
-def _repo_path(path: str | os.PathLike) -> Path:
-    """``path`` as given if absolute, else relative to the repository root."""
-    p = Path(path)
-    return p if p.is_absolute() else repo_root() / p
-
-
-def rel(path: str | os.PathLike) -> str:
-    """``path`` relative to the repository root as a POSIX string (``"data/demo"``).
-
-    A path outside the repository is shown as ``<outside>/<last two parts>`` so that no machine
-    path ends up in an executed notebook.
-    """
-    p = Path(path)
-    root = repo_root()
-    p = (p if p.is_absolute() else Path.cwd() / p).resolve()
-    try:
-        out = p.relative_to(root).as_posix()
-        return out if out else "."
-    except ValueError:
-        return "<outside>/" + "/".join(p.parts[-2:])
-
-
-def resolve_device(device: str = "auto") -> str:
-    """``"auto"`` -> ``"cuda"`` if available, else ``"mps"`` if available, else ``"cpu"``.
-
-    An explicit device that is not available raises with what was found.
-    """
-    import torch  # noqa: PLC0415
-
-    if device == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return "mps"
-        return "cpu"
-    kind = str(device).split(":")[0]
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(
-            f"DEVICE={device!r} was asked for but this torch build sees no CUDA GPU; use 'auto' or 'cpu'"
-        )
-    if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise RuntimeError(f"DEVICE={device!r} was asked for but MPS is not available; use 'auto' or 'cpu'")
-    if kind not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"unknown device {device!r}; expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
-    return str(device)
-
-
-def seed_everything(seed: int = 0) -> None:
-    """Seed Python's ``random``, numpy and torch (CPU and all GPUs)."""
-    import torch  # noqa: PLC0415
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+# the notebooks' names for the leaf helpers (one copy each, in daimlib.paths / daimlib.runtime)
+rel = display_path
+_repo_path = repo_path
 
 
 def plot_defaults() -> None:
     """Small, consistent figures: 100 dpi, light grid, no top/right spines, PNG inline output."""
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
     plt.rcParams.update(
         {
             "figure.dpi": 100,
@@ -137,19 +74,19 @@ def setup(seed: int = 0, device: str = "auto", verbose: bool = True) -> SimpleNa
     Also makes warnings print without source paths (:func:`quiet_warnings`).
 
     Returns a namespace with ``root`` (absolute ``Path``; print it with :func:`rel`), ``data``
-    (``root/data``), ``figures`` (``root/figures``), ``runs`` (``root/runs``), ``device`` and
-    ``seed``. Prints one line with repo-relative paths only.
+    (``root/data``), ``figures`` (the demo data's figure folder, :func:`figures_dir`: ``root/figures``,
+    or under ``$DAIM_OUTPUT_DIR`` when set), ``output`` (``$DAIM_OUTPUT_DIR`` or ``root``), ``runs``
+    (``root/runs``), ``device`` and ``seed``. Prints one line with repo-relative paths only.
     """
-    import torch  # noqa: PLC0415
-
     root = repo_root()
     dev = resolve_device(device)
     seed_everything(seed)
     plot_defaults()
     quiet_warnings()
     env = SimpleNamespace(
-        root=root, data=root / "data", figures=root / "figures", runs=root / "runs", device=dev, seed=seed
-    )
+        root=root, data=root / "data", figures=figures_dir(), output=output_root(), runs=root / "runs",
+        device=dev, seed=seed,
+    )  # fmt: skip
     if verbose:
         print(
             f"repo root: . | data: {rel(env.data)} | device: {dev} | seed: {seed} | torch {torch.__version__}"
@@ -166,10 +103,6 @@ def ensure_demo_data(
     whose images are all present, and (re)generates it otherwise. Prints which of the two
     happened, with the image count. Returns the absolute folder.
     """
-    import json  # noqa: PLC0415
-
-    from daimlib.data import make_demo_dataset  # noqa: PLC0415
-
     folder = _repo_path(root)
     json_path = folder / "dataset_demo.json"
     before = json_path.stat().st_mtime_ns if json_path.exists() else None
@@ -199,15 +132,25 @@ def data_root(data: str = "demo", size: str | tuple[int, int, int] = "default") 
     return folder
 
 
+def figure_path(name: str, data: str | os.PathLike | None = "demo") -> Path:
+    """Where the figure ``name`` of a notebook run on ``data`` goes (the PNG; a PDF sits beside it).
+
+    The demo data: the tracked ``figures/<name>.png``; any other dataset folder:
+    ``runs/<folder name>/figures/<name>.png``, so user data never overwrites the tracked figures;
+    both under ``$DAIM_OUTPUT_DIR`` when set (:func:`daimlib.paths.figures_dir`). Save with
+    ``viz.save_figure(fig, name, data=DATA)``, which uses the same rule.
+    """
+    stem = name[:-4] if name.endswith((".png", ".pdf")) else name
+    if not stem or "/" in stem or "\\" in stem or stem.startswith("."):
+        raise ValueError(f"figure name must be a plain file stem like 'margin_evolution', got {name!r}")
+    return figures_dir(data) / f"{stem}.png"
+
+
 def config_table(cfg, keys=None):
     """A two-column pandas table (``key``, ``value``) of a config's dotted keys, for display.
 
     ``keys``: dotted keys or section prefixes to keep (``["image", "loss.margin"]``); all when None.
     """
-    import pandas as pd  # noqa: PLC0415
-
-    from daimlib.config import _flatten  # noqa: PLC0415
-
     flat = _flatten(cfg.to_dict())
     if keys is not None:
         keys = list(keys)
@@ -223,8 +166,6 @@ def model_for(cfg, checkpoint: str | os.PathLike | None = "auto", device: str = 
     other value is a checkpoint folder (absolute or repo-relative) that must exist. Returns
     ``(model in eval mode on device, description)`` and prints the description.
     """
-    from daimlib.model import DAIM  # noqa: PLC0415 - heavy import, only when a model is needed
-
     folder = None
     if checkpoint == "auto":
         candidate = repo_root() / "runs" / cfg.name / "best"
@@ -238,8 +179,6 @@ def model_for(cfg, checkpoint: str | os.PathLike | None = "auto", device: str = 
                 "`python -m daimlib train` (e.g. runs/demo/best), or use checkpoint='auto' or None"
             )
     if folder is not None:
-        from daimlib.checkpoint import load_model  # noqa: PLC0415
-
         model = load_model(folder, device=device)
         desc = f"model: trained weights from {rel(folder)}"
     else:
@@ -258,8 +197,6 @@ def model_for(cfg, checkpoint: str | os.PathLike | None = "auto", device: str = 
 def data_fingerprint(cfg, data_root: str | os.PathLike) -> dict:
     """What a trained run depends on besides its config: the dataset's Karpathy JSON (sha256; the
     folder is recorded for information, a copy of the same data elsewhere counts as the same)."""
-    import hashlib  # noqa: PLC0415
-
     json_path = _repo_path(data_root) / cfg.data.json_name
     if not json_path.is_file():
         raise FileNotFoundError(
@@ -272,10 +209,6 @@ def data_fingerprint(cfg, data_root: str | os.PathLike) -> dict:
 
 def _reuse_problem(run: Path, cfg, fingerprint: dict, eval_split) -> str | None:
     """Why the run folder cannot be reused for ``cfg`` (None when it can)."""
-    import json  # noqa: PLC0415
-
-    from daimlib.config import DAIMConfig  # noqa: PLC0415
-
     if not (run / "last" / "meta.json").is_file():
         return f"no finished run in {rel(run)}"
     try:
@@ -307,14 +240,6 @@ def load_run(run_dir: str | os.PathLike, device: str = "cpu"):
     ``steps`` / ``epochs`` are the history CSVs; ``best_metrics``, ``global_step`` and ``stopped``
     come from the checkpoints' meta.json.
     """
-    import json  # noqa: PLC0415
-
-    import pandas as pd  # noqa: PLC0415
-
-    from daimlib.checkpoint import load_model  # noqa: PLC0415
-    from daimlib.config import DAIMConfig  # noqa: PLC0415
-    from daimlib.train import EPOCHS_CSV, STEPS_CSV, TrainResult  # noqa: PLC0415
-
     run = _repo_path(run_dir)
     last_meta = run / "last" / "meta.json"
     if not last_meta.is_file():
@@ -326,17 +251,12 @@ def load_run(run_dir: str | os.PathLike, device: str = "cpu"):
     best_dir = run / "best"
     best = json.loads((best_dir / "meta.json").read_text()) if (best_dir / "meta.json").is_file() else None
     model = load_model(best_dir if best else run / "last", device=device)
-
-    def read(name):
-        path = run / name
-        return pd.read_csv(path) if path.is_file() and path.stat().st_size else pd.DataFrame()
-
     return TrainResult(
         model=model,
         cfg=DAIMConfig.from_json(run / "config.json"),
         out_dir=run,
-        steps=read(STEPS_CSV),
-        epochs=read(EPOCHS_CSV),
+        steps=read_csv(run / STEPS_CSV),
+        epochs=read_csv(run / EPOCHS_CSV),
         best_metrics=dict(best.get("metrics", {})) if best else {},
         best_epoch=best.get("epoch") if best else None,
         global_step=int(last.get("step", 0)),
@@ -367,10 +287,6 @@ def load_or_train(
     model is the ``best`` checkpoint in eval mode, so a reloaded run gives the same model as a
     fresh one.
     """
-    import json  # noqa: PLC0415
-
-    from daimlib.config import DAIMConfig, load_preset  # noqa: PLC0415
-
     if isinstance(preset, DAIMConfig):
         cfg = preset.replace(**overrides)
     else:
@@ -387,8 +303,6 @@ def load_or_train(
                 "same config and data)"
             )
         return result.model, result
-    from daimlib.train import train  # noqa: PLC0415 - heavy import, only when training
-
     if verbose:
         print(f"{cfg.name}: training into {rel(run)} ({problem})")
     (run / "data.json").unlink(missing_ok=True)
@@ -421,10 +335,6 @@ def load_or_score(
     :func:`daimlib.evaluate.encode_split` + :func:`daimlib.evaluate.similarity_matrix` (the
     evaluation protocol's matrix, spec section 7). Returns a float32 numpy array.
     """
-    import json  # noqa: PLC0415
-
-    from daimlib.evaluate import encode_split, similarity_matrix  # noqa: PLC0415
-
     run = _repo_path(run_dir)
     meta_path = next(
         (p for p in (run / "best" / "meta.json", run / "last" / "meta.json") if p.is_file()), None
@@ -459,22 +369,18 @@ def load_or_score(
 
 def search_images(query: str, model, tokenizer, cfg, img_levels, k: int = 5):
     """Text-to-image search: score one typed caption against encoded images with the model's
-    similarity (SCAN over the three levels, spec section 2) and return the ``k`` best.
+    similarity (SCAN over every level, spec section 2) and return the ``k`` best.
 
-    ``img_levels``: the images' level features, e.g. ``encode_split(...).img_levels`` (3 x
+    ``img_levels``: the images' level features, e.g. ``encode_split(...).img_levels`` (n_levels x
     ``[n_img, R, D]``). Returns ``(indices [k], scores [k])`` as numpy arrays, best first.
     """
-    import torch  # noqa: PLC0415
-
-    from daimlib.data import tokenize  # noqa: PLC0415
-
     if not isinstance(query, str) or not query.strip():
         raise ValueError(f"query must be a non-empty caption, got {query!r}")
     device = img_levels[0].device
     ids, mask = tokenize(tokenizer, [query], cfg.text.max_len)  # [1, L]
     with torch.no_grad():
         txt_levels, lengths = model.encode_text(ids.to(device), mask.to(device))
-        txt = [lv.float()[:, : int(lengths.max())] for lv in txt_levels]  # 3 x [1, L, D]
+        txt = [lv.float()[:, : int(lengths.max())] for lv in txt_levels]  # n_levels x [1, L, D]
         scores = model.similarity([lv.float() for lv in img_levels], txt, lengths)[:, 0]  # [n_img]
     k = min(int(k), scores.numel())
     top = torch.topk(scores, k)

@@ -56,6 +56,9 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import DAIMConfig
+from .runtime import amp_for as _amp
+from .runtime import seed_everything, torch_device
+from .tables import read_csv as _read_csv
 
 log = logging.getLogger("daimlib.train")
 
@@ -111,8 +114,7 @@ def _setup_distributed(device: torch.device | None) -> tuple[_Dist, torch.device
     """Join the process group that ``torchrun`` describes in the environment (WORLD_SIZE > 1)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1 and not (dist.is_available() and dist.is_initialized()):
-        dev = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return _Dist(), torch.device(dev)
+        return _Dist(), torch_device(device)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = torch.cuda.is_available() and (device is None or torch.device(device).type == "cuda")
     owns = False
@@ -125,13 +127,6 @@ def _setup_distributed(device: torch.device | None) -> tuple[_Dist, torch.device
     else:
         dev = torch.device("cpu")
     return _Dist(True, dist.get_rank(), dist.get_world_size(), local_rank, owns), dev
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch (CPU and every CUDA device)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def _rng_state() -> dict:
@@ -248,18 +243,6 @@ def wants_pretrained(cfg: DAIMConfig) -> bool:
     return not (image_from_scratch and text_from_scratch)
 
 
-def _amp(cfg: DAIMConfig, device: torch.device) -> tuple[torch.dtype | None, bool]:
-    """(autocast dtype or None, use a GradScaler). AMP only on CUDA: off on a CPU whatever the config."""
-    mode = cfg.train.amp
-    if mode not in ("auto", "bf16", "fp16", "off"):
-        raise ValueError(f"train.amp must be one of auto|bf16|fp16|off, got {mode!r}")
-    if device.type != "cuda" or mode == "off":
-        return None, False
-    if mode == "auto":
-        mode = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return (torch.bfloat16, False) if mode == "bf16" else (torch.float16, True)
-
-
 def _optimizer(cfg: DAIMConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     """Adam (reference: lr 1e-4, no weight decay) or AdamW over every parameter (see module doc)."""
     params = list(model.parameters())
@@ -342,10 +325,6 @@ class _CsvLog:
             self._f.flush()
             self._f.close()
             self._f = self._w = None
-
-
-def _read_csv(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path) if path.exists() and path.stat().st_size > 0 else pd.DataFrame()
 
 
 def selection_score(metrics: dict, select_on: str) -> float:

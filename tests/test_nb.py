@@ -194,6 +194,7 @@ def _forbid_training(monkeypatch):
         raise _Retrained
 
     monkeypatch.setattr(train_mod, "train", fake_train)
+    monkeypatch.setattr(nb, "train", fake_train)  # nb imports train at the top
 
 
 def test_load_or_train_trains_once_then_reloads_the_same_best_model_and_history(
