@@ -29,7 +29,7 @@ from daimlib.config import DAIMConfig, _flatten, load_preset
 from daimlib.data import make_demo_dataset, tokenize
 from daimlib.evaluate import encode_split, similarity_matrix
 from daimlib.model import DAIM
-from daimlib.paths import display_path, figures_dir, output_root, repo_path, repo_root
+from daimlib.paths import display_path, figures_dir, output_root, repo_path, repo_root, run_root
 from daimlib.runtime import resolve_device, seed_everything
 from daimlib.tables import read_csv
 from daimlib.train import EPOCHS_CSV, STEPS_CSV, TrainResult, train
@@ -132,18 +132,26 @@ def data_root(data: str = "demo", size: str | tuple[int, int, int] = "default") 
     return folder
 
 
-def figure_path(name: str, data: str | os.PathLike | None = "demo") -> Path:
+def figure_path(name: str, data: str | os.PathLike | None = "demo", smoke: bool = False) -> Path:
     """Where the figure ``name`` of a notebook run on ``data`` goes (the PNG; a PDF sits beside it).
 
-    The demo data: the tracked ``figures/<name>.png``; any other dataset folder:
-    ``runs/<folder name>/figures/<name>.png``, so user data never overwrites the tracked figures;
-    both under ``$DAIM_OUTPUT_DIR`` when set (:func:`daimlib.paths.figures_dir`). Save with
-    ``viz.save_figure(fig, name, data=DATA)``, which uses the same rule.
+    The full demo run: the tracked ``figures/<name>.png``; a smoke run or any other dataset
+    folder: ``runs/[smoke/][<folder name>/]figures/<name>.png`` (:func:`output_dir`), so they never
+    overwrite the tracked figures; all under ``$DAIM_OUTPUT_DIR`` when set
+    (:func:`daimlib.paths.figures_dir`). Save with ``viz.save_figure(fig, name, data=DATA,
+    smoke=SMOKE)``, which uses the same rule.
     """
     stem = name[:-4] if name.endswith((".png", ".pdf")) else name
     if not stem or "/" in stem or "\\" in stem or stem.startswith("."):
         raise ValueError(f"figure name must be a plain file stem like 'margin_evolution', got {name!r}")
-    return figures_dir(data) / f"{stem}.png"
+    return figures_dir(data, smoke) / f"{stem}.png"
+
+
+def output_dir(data: str | os.PathLike | None = "demo", smoke: bool = False) -> Path:
+    """Where a notebook run on ``data`` keeps its runs and caches: ``runs`` for the full demo run,
+    else ``runs/[smoke/][<folder name>]`` (:func:`daimlib.paths.run_root`; under
+    ``$DAIM_OUTPUT_DIR`` when set)."""
+    return run_root(data, smoke)
 
 
 def config_table(cfg, keys=None):

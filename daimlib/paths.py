@@ -99,16 +99,30 @@ def is_demo_data(data: str | os.PathLike | None) -> bool:
     return repo_path(data).resolve() == (root / DEMO_DATA).resolve()
 
 
-def figures_dir(data: str | os.PathLike | None = None) -> Path:
-    """The folder for the figures of a notebook run on ``data`` (issue 14: user data never
-    overwrites the tracked figures).
+def run_root(data: str | os.PathLike | None = None, smoke: bool = False) -> Path:
+    """The folder a notebook run on ``data`` writes its runs, caches and (off the demo) figures to.
 
-    - the demo data (``None``, ``"demo"`` or ``data/demo``): ``<output root>/figures``, i.e. the
-      tracked ``figures/`` unless ``DAIM_OUTPUT_DIR`` is set;
-    - any other dataset folder: ``<output root>/runs/<folder name>/figures``.
+    The full demo run: ``<output root>/runs`` (runs at ``runs/<preset>``); a smoke run adds
+    ``smoke/``; any other dataset folder adds its folder name: ``runs/[smoke/]<folder name>``, so
+    nothing made on other data is reused or overwritten (issue 14). ``<output root>`` is the
+    repository root, or ``$DAIM_OUTPUT_DIR`` when set.
     """
-    out = output_root()
-    if is_demo_data(data):
-        return out / "figures"
-    name = repo_path(data).resolve().name or "data"
-    return out / "runs" / name / "figures"
+    out = output_root() / "runs"
+    if smoke:
+        out = out / "smoke"
+    if not is_demo_data(data):
+        out = out / (repo_path(data).resolve().name or "data")
+    return out
+
+
+def figures_dir(data: str | os.PathLike | None = None, smoke: bool = False) -> Path:
+    """The folder for the figures of a notebook run on ``data`` (issue 14: only the full demo run
+    writes the tracked figures).
+
+    - the demo data (``None``, ``"demo"`` or ``data/demo``), not a smoke run: ``<output root>/figures``,
+      i.e. the tracked ``figures/`` unless ``DAIM_OUTPUT_DIR`` is set;
+    - otherwise ``<run root>/figures`` (:func:`run_root`): ``runs/[smoke/][<folder name>/]figures``.
+    """
+    if is_demo_data(data) and not smoke:
+        return output_root() / "figures"
+    return run_root(data, smoke) / "figures"

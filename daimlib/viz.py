@@ -562,6 +562,7 @@ def save_figure(
     pdf: bool = False,
     data: str | Path | None = None,
     folder: str | Path | None = None,
+    smoke: bool = False,
 ) -> str:
     """Write ``fig`` as ``<folder>/<name>.png`` (and ``.pdf`` with ``pdf=True``, for a paper); return
     the PNG's path as the kit prints it (repo-relative, e.g. ``"figures/margin_evolution.png"``).
@@ -570,9 +571,9 @@ def save_figure(
 
     - ``folder`` (absolute or relative to the repository root);
     - ``root``: ``<root>/figures``;
-    - :func:`daimlib.paths.figures_dir` of ``data``: the tracked ``figures/`` for the demo data
-      (``data=None`` or ``"demo"``), ``runs/<data folder>/figures/`` for any other dataset, both
-      under ``$DAIM_OUTPUT_DIR`` when that variable is set.
+    - :func:`daimlib.paths.figures_dir` of ``data`` and ``smoke``: the tracked ``figures/`` for the
+      full demo run (``data=None`` or ``"demo"``), ``runs/[smoke/][<data folder>/]figures/``
+      otherwise, all under ``$DAIM_OUTPUT_DIR`` when that variable is set.
 
     The PDF carries no creation date, so re-running a notebook rewrites the same bytes.
     """
@@ -583,7 +584,7 @@ def save_figure(
     elif root is not None:
         out_dir = Path(root) / "figures"
     else:
-        out_dir = figures_dir(data)
+        out_dir = figures_dir(data, smoke)
     stem = name[:-4] if name.endswith((".png", ".pdf")) else name
     out = out_dir / f"{stem}.png"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -143,6 +143,13 @@ def test_an_images_own_tied_captions_do_not_count_against_it():
     assert i2t_t2i_ranks(sims, idx)[0].tolist() == [0, 0]
 
 
+def test_ranking_has_one_home_in_metrics():
+    from daimlib import evaluate, metrics
+
+    assert evaluate.recall_metrics is metrics.recall_metrics and evaluate.coco_fold5 is metrics.coco_fold5
+    assert evaluate.i2t_t2i_ranks is metrics.i2t_t2i_ranks
+
+
 def test_unknown_tie_rule_is_refused():
     with pytest.raises(ValueError, match="ties must be one of"):
         i2t_t2i_ranks(np.eye(2), np.array([0, 1]), ties="random")

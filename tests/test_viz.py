@@ -300,6 +300,8 @@ def test_user_data_figures_go_to_the_run_folder_never_the_tracked_figures(monkey
     assert figures_dir() == figures_dir("demo") == figures_dir("data/demo") == root / "figures"
     assert figures_dir(tmp_path / "my_f30k") == root / "runs" / "my_f30k" / "figures"
     assert figures_dir("data/f30k") == root / "runs" / "f30k" / "figures"
+    assert figures_dir("demo", smoke=True) == root / "runs" / "smoke" / "figures"
+    assert figures_dir(tmp_path / "my_f30k", smoke=True) == root / "runs" / "smoke" / "my_f30k" / "figures"
 
 
 def test_daim_output_dir_redirects_every_figure(monkeypatch, tmp_path):
@@ -316,6 +318,14 @@ def test_daim_output_dir_redirects_every_figure(monkeypatch, tmp_path):
     assert nb.figure_path("scores", "demo") == out / "figures" / "scores.png"
     assert nb.figure_path("x", tmp_path / "flickr") == out / "runs" / "flickr" / "figures" / "x.png"
     assert nb.setup(verbose=False).figures == out / "figures"
+    assert (
+        nb.output_dir("demo") == out / "runs"
+        and nb.output_dir(tmp_path / "f", smoke=True) == out / "runs" / "smoke" / "f"
+    )
+    viz.save_figure(fig, "s", smoke=True)
+    assert (out / "runs" / "smoke" / "figures" / "s.png").is_file() and not (
+        out / "figures" / "s.png"
+    ).exists()
     with pytest.raises(ValueError, match="plain file stem"):
         nb.figure_path("../x", "demo")
 
