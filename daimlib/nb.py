@@ -76,7 +76,7 @@ def setup(seed: int = 0, device: str = "auto", verbose: bool = True) -> SimpleNa
     Returns a namespace with ``root`` (absolute ``Path``; print it with :func:`rel`), ``data``
     (``root/data``), ``figures`` (the demo data's figure folder, :func:`figures_dir`: ``root/figures``,
     or under ``$DAIM_OUTPUT_DIR`` when set), ``output`` (``$DAIM_OUTPUT_DIR`` or ``root``), ``runs``
-    (``root/runs``), ``device`` and ``seed``. Prints one line with repo-relative paths only.
+    (``<output>/runs``), ``device`` and ``seed``. Prints one line with repo-relative paths only.
     """
     root = repo_root()
     dev = resolve_device(device)
@@ -84,7 +84,7 @@ def setup(seed: int = 0, device: str = "auto", verbose: bool = True) -> SimpleNa
     plot_defaults()
     quiet_warnings()
     env = SimpleNamespace(
-        root=root, data=root / "data", figures=figures_dir(), output=output_root(), runs=root / "runs",
+        root=root, data=root / "data", figures=figures_dir(), output=output_root(), runs=run_root(),
         device=dev, seed=seed,
     )  # fmt: skip
     if verbose:
@@ -169,14 +169,14 @@ def config_table(cfg, keys=None):
 def model_for(cfg, checkpoint: str | os.PathLike | None = "auto", device: str = "cpu", verbose: bool = True):
     """The model a teaching notebook looks at: trained weights when a checkpoint exists, else random.
 
-    ``checkpoint``: ``"auto"`` uses ``runs/<cfg.name>/best`` when that folder exists (notebook 05
-    writes it) and random initial weights otherwise; ``None`` always builds random weights; any
+    ``checkpoint``: ``"auto"`` uses ``runs/<cfg.name>/best`` (under ``$DAIM_OUTPUT_DIR`` when set)
+    when that folder exists (notebook 05 writes it) and random initial weights otherwise; ``None`` always builds random weights; any
     other value is a checkpoint folder (absolute or repo-relative) that must exist. Returns
     ``(model in eval mode on device, description)`` and prints the description.
     """
     folder = None
     if checkpoint == "auto":
-        candidate = repo_root() / "runs" / cfg.name / "best"
+        candidate = run_root() / cfg.name / "best"
         folder = candidate if candidate.is_dir() else None
         missing_note = f" (no checkpoint at {rel(candidate)}; notebook 05 trains one)"
     elif checkpoint is not None:
@@ -288,7 +288,7 @@ def load_or_train(
     The "load the checkpoint if it exists, else train" cell of the notebooks (UvA style).
     ``preset``: a preset name or a :class:`~daimlib.config.DAIMConfig`; ``overrides``: dotted keys
     (``**{"train.max_steps": 300}``). ``run_dir`` defaults to ``runs/<cfg.name>`` (where
-    :func:`model_for` looks). The run is reused when its ``config.json`` equals the requested
+    :func:`model_for` looks; under ``$DAIM_OUTPUT_DIR`` when set). The run is reused when its ``config.json`` equals the requested
     config exactly, its ``data.json`` matches the dataset's JSON hash, it was not interrupted and
     (with validation) has a ``best`` checkpoint; otherwise it is trained again from scratch
     (``overwrite=True``), and the reason is printed. Returns ``(model, TrainResult)`` where the
@@ -299,7 +299,7 @@ def load_or_train(
         cfg = preset.replace(**overrides)
     else:
         cfg = load_preset(preset, **overrides)
-    run = _repo_path(run_dir if run_dir is not None else Path("runs") / cfg.name)
+    run = _repo_path(run_dir) if run_dir is not None else run_root() / cfg.name
     data = _repo_path(data_root)
     fingerprint = data_fingerprint(cfg, data)
     problem = "retrain=True" if retrain else _reuse_problem(run, cfg, fingerprint, eval_split)

@@ -317,7 +317,8 @@ def test_daim_output_dir_redirects_every_figure(monkeypatch, tmp_path):
     assert (out / "runs" / "flickr" / "figures" / "scores.png").is_file()
     assert nb.figure_path("scores", "demo") == out / "figures" / "scores.png"
     assert nb.figure_path("x", tmp_path / "flickr") == out / "runs" / "flickr" / "figures" / "x.png"
-    assert nb.setup(verbose=False).figures == out / "figures"
+    env = nb.setup(verbose=False)
+    assert env.figures == out / "figures" and env.runs == out / "runs" and env.output == out
     assert (
         nb.output_dir("demo") == out / "runs"
         and nb.output_dir(tmp_path / "f", smoke=True) == out / "runs" / "smoke" / "f"
