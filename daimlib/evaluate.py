@@ -186,7 +186,9 @@ def encode_split(
 
     Features are cached in bf16/fp16 on a GPU and fp32 on a CPU (``features="auto"``), or fp32
     everywhere (``features="fp32"``): :func:`feature_dtype`. The reference encodes each image 5
-    times and keeps float64 copies (spec section 10, A4).
+    times and keeps float64 copies (spec section 10, A4). Draws nothing from the global random
+    generators (the loaders have their own), so validating inside training leaves the training
+    stream where it was.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     amp_dtype, _ = amp_settings(amp, device)
@@ -194,7 +196,10 @@ def encode_split(
     was_training = model.training
     model.eval()
     workers = getattr(data_cfg, "num_workers", 0)
-    loader_kw = dict(batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=workers)
+    # a generator of its own: a DataLoader draws its workers' base seed from the global torch RNG
+    # otherwise, and validation inside training would shift the training stream (issue 13 item 3)
+    loader_kw = dict(batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=workers,
+                     generator=torch.Generator().manual_seed(0))  # fmt: skip
     img_loader = torch.utils.data.DataLoader(
         ImageDataset(split, build_transforms(data_cfg, train=False)), **loader_kw
     )

@@ -27,7 +27,7 @@ import torch
 from daimlib.checkpoint import load_model
 from daimlib.config import DAIMConfig, _flatten, load_preset
 from daimlib.data import make_demo_dataset, tokenize
-from daimlib.evaluate import encode_split, similarity_matrix
+from daimlib.evaluate import data_identity, encode_split, similarity_matrix
 from daimlib.model import DAIM
 from daimlib.paths import display_path, figures_dir, output_root, repo_path, repo_root, run_root
 from daimlib.runtime import resolve_device, seed_everything
@@ -338,8 +338,8 @@ def load_or_score(
 ):
     """The ``[n_img, n_cap]`` score matrix of ``model`` on ``split``, cached in the run folder.
 
-    Stored as ``<run_dir>/sims_<split_name>.npy`` with a JSON key (the checkpoint's weight hash and
-    the split's size); reused while the key matches, else recomputed with
+    Stored as ``<run_dir>/sims_<split_name>.npy`` with a JSON key (the checkpoint's weight hash, the
+    split's size and its annotation file's sha256); reused while the key matches, else recomputed with
     :func:`daimlib.evaluate.encode_split` + :func:`daimlib.evaluate.similarity_matrix` (the
     evaluation protocol's matrix, spec section 7). Returns a float32 numpy array.
     """
@@ -348,11 +348,13 @@ def load_or_score(
         (p for p in (run / "best" / "meta.json", run / "last" / "meta.json") if p.is_file()), None
     )
     weights = json.loads(meta_path.read_text())["files"]["model.safetensors"]["sha256"] if meta_path else None
+    ident = data_identity(split)
     key = {
         "weights_sha256": weights,
         "split": split_name,
         "n_images": split.n_images,
         "n_captions": split.n_captions,
+        "annotations_sha256": ident.get("annotations_sha256"),  # the same sizes on other data: recomputed
     }
     npy, key_file = run / f"sims_{split_name}.npy", run / f"sims_{split_name}.json"
     if (

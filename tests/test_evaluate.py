@@ -376,6 +376,22 @@ def test_evaluate_handles_any_number_of_levels(demo_small, n_levels):
     assert metrics == recall_metrics(sims, split.img_of_caption)
 
 
+def test_encoding_leaves_the_global_random_generators_untouched(demo_small):
+    import random
+
+    from daimlib.config import load_preset
+    from daimlib.data import load_split, load_tokenizer
+    from daimlib.evaluate import encode_split
+
+    cfg = load_preset("demo")
+    split, tok = load_split(cfg.data, demo_small, "test"), load_tokenizer(cfg.text, demo_small)
+    model = LevelsModel(2).eval()  # its initialisation draws from the global generator: before the snapshot
+    before = (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
+    encode_split(model, split, tok, cfg.data, max_len=cfg.text.max_len, progress=False)
+    assert torch.equal(before[0], torch.get_rng_state())  # validation never shifts the training stream
+    assert np.array_equal(before[1], np.random.get_state()[1]) and before[2] == random.getstate()
+
+
 def test_feature_precision_is_fp32_on_a_cpu_and_switchable_on_a_gpu():
     from daimlib.evaluate import feature_dtype
 

@@ -250,8 +250,35 @@ def test_load_or_score_equals_the_evaluation_matrix_and_is_read_back_from_the_ca
     direct = ev.similarity_matrix(model, feats, progress=False)
     assert sims.shape == (5, 25) and np.allclose(sims, direct, atol=1e-6)
     assert (run / "sims_test.npy").is_file()
-    monkeypatch.setattr(ev, "similarity_matrix", lambda *a, **k: pytest.fail("recomputed a cached matrix"))
+    monkeypatch.setattr(nb, "similarity_matrix", lambda *a, **k: pytest.fail("recomputed a cached matrix"))
     assert np.array_equal(nb.load_or_score(run, model, split, tok, cfg, "test"), sims)
+
+
+def test_load_or_score_recomputes_for_other_data_of_the_same_size(tiny_demo, tiny_run, tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    from daimlib.data import load_split, load_tokenizer
+
+    run, model, res = tiny_run
+    cfg = res.cfg
+    nb.load_or_score(
+        run, model, load_split(cfg.data, tiny_demo, "test"), load_tokenizer(cfg.text, tiny_demo), cfg
+    )
+    other = tmp_path / "other"
+    shutil.copytree(tiny_demo, other)
+    js = other / "dataset_demo.json"
+    data = json.loads(js.read_text())
+    test_recs = [r for r in data["images"] if r["split"] == "test"]
+    test_recs[0]["sentences"][0]["raw"] = test_recs[0]["sentences"][0]["raw"] + " today"  # same sizes
+    test_recs[0]["sentences"][0]["tokens"] = test_recs[0]["sentences"][0]["tokens"] + ["today"]
+    js.write_text(json.dumps(data))
+    calls = []
+    real = nb.similarity_matrix
+    monkeypatch.setattr(nb, "similarity_matrix", lambda *a, **k: calls.append(1) or real(*a, **k))
+    split = load_split(cfg.data, other, "test")
+    nb.load_or_score(run, model, split, load_tokenizer(cfg.text, other), cfg)
+    assert calls == [1]  # another annotation file: not the cached matrix
 
 
 def test_search_images_ranks_images_like_the_full_similarity_column(tiny_demo, tiny_cfg):
