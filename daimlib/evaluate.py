@@ -107,11 +107,12 @@ def split_sizes(split) -> dict[str, int]:
 
 
 def data_identity(split) -> dict:
-    """What identifies the data a result was measured on: the folder (as displayed), the annotation
-    file's name and sha256, the split's name(s) and sizes. A copy of the same data elsewhere has the
-    same hash."""
-    json_path = getattr(split, "json_path", None)
-    ident: dict = {"splits": list(getattr(split, "splits", ()) or ()), **split_sizes(split)}
+    """What identifies the data a result was measured on: the layout, the folder (as displayed), the
+    annotation file's name and sha256 (a Karpathy JSON; the COCO id layout's folder is named, not
+    hashed), the split's name(s) and sizes. A copy of the same data elsewhere has the same hash."""
+    json_path = getattr(split, "source", None) or getattr(split, "json_path", None)
+    ident: dict = {"layout": getattr(split, "layout", None), "splits": list(getattr(split, "splits", ()) or ()),
+                   **split_sizes(split)}  # fmt: skip
     if json_path is not None and Path(json_path).is_file():
         h = hashlib.sha256(Path(json_path).read_bytes()).hexdigest()
         ident.update(data_root=display_path(Path(json_path).parent), annotations=Path(json_path).name,

@@ -27,6 +27,7 @@ import torch
 from daimlib.checkpoint import load_model
 from daimlib.config import DAIMConfig, _flatten, load_preset
 from daimlib.data import make_demo_dataset, tokenize
+from daimlib.data.layout import resolve_layout
 from daimlib.evaluate import data_identity, encode_split, similarity_matrix
 from daimlib.model import DAIM
 from daimlib.paths import display_path, figures_dir, output_root, repo_path, repo_root, run_root
@@ -205,14 +206,14 @@ def model_for(cfg, checkpoint: str | os.PathLike | None = "auto", device: str = 
 def data_fingerprint(cfg, data_root: str | os.PathLike) -> dict:
     """What a trained run depends on besides its config: the dataset's Karpathy JSON (sha256; the
     folder is recorded for information, a copy of the same data elsewhere counts as the same)."""
-    json_path = _repo_path(data_root) / cfg.data.json_name
+    json_path = resolve_layout(_repo_path(data_root), cfg.data).source  # the detected layout's file
     if not json_path.is_file():
         raise FileNotFoundError(
             f"expected the dataset file {rel(json_path)} (data.json_name of preset {cfg.name!r}) but it does not "
             "exist; generate the demo data with nb.data_root('demo') or see data/README.md"
         )
     digest = hashlib.sha256(json_path.read_bytes()).hexdigest()
-    return {"data_root": rel(json_path.parent), "json": cfg.data.json_name, "json_sha256": digest}
+    return {"data_root": rel(json_path.parent), "json": json_path.name, "json_sha256": digest}
 
 
 def _reuse_problem(run: Path, cfg, fingerprint: dict, eval_split) -> str | None:
