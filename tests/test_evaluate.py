@@ -436,3 +436,25 @@ def test_evaluate_labels_a_small_split_and_strict_refuses_it(demo_small):
     assert df.attrs["paper_protocol"] == {"f30k": False, "coco1k": False} and df.attrs["n_captions"] == 250
     with pytest.raises(ValueError, match="defined on 1,000 test images but this split has 50"):
         evaluate(LevelsModel(2).eval(), split, tok, cfg, protocol="f30k", progress=False, strict=True)
+
+
+def test_a_collapsed_model_scores_rsum_0_through_the_pipeline_and_for_model_selection(demo_small):
+    from daimlib.config import load_preset
+    from daimlib.data import load_split, load_tokenizer
+    from daimlib.evaluate import evaluate
+    from daimlib.train import selection_score
+
+    cfg = load_preset("demo")
+    split, tok = load_split(cfg.data, demo_small, "test"), load_tokenizer(cfg.text, demo_small)
+    model = LevelsModel(2).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()  # every feature 0: every score equal
+    metrics, _, sims = evaluate(model, split, tok, cfg, protocol="demo", progress=False, return_sims=True)
+    assert np.unique(sims).size == 1
+    assert (
+        metrics["rsum"] == 0.0 and selection_score(metrics, "rsum") == 0.0
+    )  # training's best uses this default
+    assert selection_score(metrics, "r1_sum") == 0.0
+    optimistic, _ = evaluate(model, split, tok, cfg, protocol="demo", progress=False, ties="optimistic")
+    assert optimistic["rsum"] == 600.0
