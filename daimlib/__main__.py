@@ -104,9 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
         "folds of the 5K test), coco5k (MSCOCO 5K; both need 5,000 test images). On a split of another "
         "size the table is labelled with its real sizes (--strict refuses). Ties never help: a negative "
         "scored exactly like the positive ranks above it (--ties optimistic for the opposite). Prints "
-        "R@1/5/10 in both directions and RSUM, and writes OUT/eval_<checkpoint>_<split>_<protocol> "
-        ".csv/.md/.tex/.json beside the checkpoint folder (not inside it), the .json with the data's "
-        "identity (annotation file sha256) and the split sizes.",
+        "R@1/5/10 in both directions and RSUM, and writes eval_<checkpoint>_<split>_<protocol>.csv/.md/.tex/"
+        ".json beside the checkpoint folder (OUT/eval_best_test_f30k.* for OUT/best; nothing inside it), "
+        "the .json with the data's identity (layout, annotation file sha256) and the split sizes.",
     )
     p.add_argument("--checkpoint", required=True, help="checkpoint folder (e.g. runs/demo/best)")
     p.add_argument("--data-root", required=True, help="dataset folder")

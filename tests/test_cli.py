@@ -88,6 +88,14 @@ def test_make_demo_data_train_evaluate_smoke(tmp_path, monkeypatch, capsys):
     assert saved["ties"] == "pessimistic" and saved["paper_protocol"] is False
     assert saved["data"]["annotations"] == "dataset_demo.json" and saved["data"]["data_root"] == "data"
     assert saved["data"]["n_images"] == len(load_split(load_preset("demo").data, tmp_path / "data", "test"))
+    # a paper protocol on a split of another size: labelled with the real sizes, or refused with --strict
+    args = ["evaluate", "--checkpoint", "run/last", "--data-root", "data", "--protocol", "f30k", "-q"]
+    assert main(args) == 0
+    assert "f30k rule on" in capsys.readouterr().out
+    assert json.loads((tmp_path / "run" / "eval_last_test_f30k.json").read_text())["paper_protocol"] is False
+    assert main([*args, "--strict"]) == 2
+    err = capsys.readouterr().err
+    assert "defined on 1,000 test images" in err and "--strict refuses it" in err and "Traceback" not in err
 
     # the written metrics are those of the checkpoint, evaluated independently in this process
     from daimlib.checkpoint import load_checkpoint
