@@ -95,8 +95,8 @@ def test_straight_run_writes_histories_and_checkpoints(straight_run):
     assert read_meta(res.best_dir)["epoch"] == best_epoch
     assert read_meta(res.last_dir)["step"] == 2 * STEPS_PER_EPOCH
     assert load_train_state(res.best_dir) is None  # best holds weights only
-    # the margin column is the model's MOM buffer, which moved once the MOM had statistics
-    assert steps["margin"].iloc[-1] == pytest.approx(float(res.model.margin_module.margin))
+    # the margin column is the loss's MOM buffer, which moved once the MOM had statistics
+    assert steps["margin"].iloc[-1] == pytest.approx(float(res.loss.margin))
 
 
 def test_resume_after_one_epoch_equals_the_uninterrupted_run(straight_run, first_epoch_run, demo_root):
