@@ -813,7 +813,6 @@ def train(
     """
     out_dir = Path(out_dir)
     dd, device = _setup_distributed(torch.device(device) if device is not None else None)
-    data_id = runs.data_identity(data_root, cfg)
     plan = _prepare_out_dir(out_dir, cfg, data_root, eval_split, resume, overwrite, dd.main)
     if dd.enabled:
         dist.barrier()
@@ -823,6 +822,7 @@ def train(
         out_dir.mkdir(parents=True, exist_ok=True)
     use_pretrained = (wants_pretrained(cfg) if pretrained is None else pretrained) and not resume
     ctx = _build(cfg, data_root, out_dir, device, dd, eval_split, use_pretrained, progress)
+    data_id = runs.data_identity(data_root, cfg)
     st, rows = TrainState(), None
     if resume:
         st, rows = _restore(ctx, out_dir / "last")

@@ -256,3 +256,13 @@ def test_a_two_level_config_trains_saves_loads_and_resumes(demo_root, tmp_path):
     assert math.isfinite(float(load_loss(out / "last").margin))
     more = _run(demo_root, out, _cfg(**two, **{"train.max_steps": 4, "train.epochs": 2}), eval_split=None, resume=True)
     assert more.global_step == 4 and read_meta(out / "last")["step"] == 4
+
+
+def test_cli_refuses_resume_with_overwrite_with_exit_2(tmp_path, monkeypatch, capsys):
+    from daimlib.__main__ import main
+
+    monkeypatch.chdir(tmp_path)
+    argv = ["train", "--preset", "demo", "--data-root", "d", "--out", "o", "--resume", "--overwrite", "-q"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "exclude each other" in err and "Traceback" not in err
