@@ -229,8 +229,7 @@ def test_a_non_finite_gradient_stops_before_the_update_and_blames_the_lr(demo_ro
 
 @pytest.mark.slow  # ~6 s
 def test_tensorboard_gets_the_same_scalars_as_the_csv(demo_root, tmp_path):
-    pytest.importorskip("tensorboard", reason="tensorboard is an optional dependency")
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # in the dev extra
 
     out = tmp_path / "run"
     _run(demo_root, out, _cfg(**{"train.max_steps": 3, "train.tensorboard": True}))
@@ -266,3 +265,13 @@ def test_cli_refuses_resume_with_overwrite_with_exit_2(tmp_path, monkeypatch, ca
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "exclude each other" in err and "Traceback" not in err
+
+
+def test_tensorboard_without_the_package_is_a_clear_error(tmp_path, monkeypatch):
+    import sys
+
+    from daimlib.history import HistoryLogger
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if tensorboard were not installed
+    with pytest.raises(ValueError, match="pip install tensorboard, or set train.tensorboard=false"):
+        HistoryLogger(tmp_path, enabled=True, tensorboard=True)
