@@ -1,4 +1,4 @@
-"""The run record and the one rule for reusing a finished run (a leaf: imports only config).
+"""The run record and the one rule for reusing a finished run (a leaf: imports config and data.layout).
 
 :func:`daimlib.train.train` writes ``<out>/run.json`` when a run starts and again when it stops:
 the config (and its sha256), the budget, the identity of the data it trained on, the evaluation
@@ -22,6 +22,7 @@ import subprocess
 from pathlib import Path
 
 from .config import DAIMConfig
+from .data.layout import resolve_layout
 
 RUN_RECORD = "run.json"
 FORMAT = "daimlib-run"
@@ -55,27 +56,33 @@ def _split_sizes(data: dict) -> dict[str, int]:
     return dict(sorted(sizes.items()))
 
 
+def _source_digest(source: Path) -> str:
+    """sha256 of a Karpathy JSON, or of the id layout's annotation files (names, then contents)."""
+    if source.is_file():
+        return _sha256_file(source)
+    h = hashlib.sha256()
+    for f in sorted(p for p in source.iterdir() if p.is_file()):
+        h.update(f.name.encode() + b"\0" + _sha256_file(f).encode())
+    return h.hexdigest()
+
+
 def data_identity(data_root: str | os.PathLike, cfg: DAIMConfig) -> dict:
-    """What a run depends on besides its config: the dataset's layout, the sha256 of its JSON, its
-    number of images and split sizes. The folder itself is not part of it: a copy of the same data
-    elsewhere is the same data."""
-    root = Path(data_root)
-    json_path = root / cfg.data.json_name
-    if not json_path.is_file():
-        raise FileNotFoundError(
-            f"expected the dataset file {cfg.data.json_name} (data.json_name of config {cfg.name!r}) in the data "
-            f"root {root.name or root}, but it does not exist; generate the demo data with "
-            "`python -m daimlib make-demo-data --root data/demo` or see data/README.md"
-        )
-    try:
-        sizes = _split_sizes(json.loads(json_path.read_text()))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        sizes = {}  # the loader reports the format error with its own message
+    """What a run depends on besides its config: the dataset's layout (:func:`daimlib.data.resolve_layout`),
+    the sha256 of its Karpathy JSON (or of the id layout's annotation files), its number of images
+    and split sizes. The folder itself is not part of it: a copy of the same data elsewhere is the
+    same data. Raises the loader's FileNotFoundError when the folder holds no dataset."""
+    res = resolve_layout(Path(data_root), cfg.data)
+    sizes: dict[str, int] = {}
+    if res.source.is_file():
+        try:
+            sizes = _split_sizes(json.loads(res.source.read_text()))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            sizes = {}  # the loader reports the format error with its own message
     return {
-        "layout": "karpathy",
-        "json": cfg.data.json_name,
-        "json_sha256": _sha256_file(json_path),
-        "n_images": sum(sizes.values()),
+        "layout": res.name,
+        "json": res.source.name,
+        "json_sha256": _source_digest(res.source),
+        "n_images": sum(sizes.values()) if sizes else None,
         "splits": sizes,
     }
 

@@ -76,7 +76,7 @@ def test_data_identity_ignores_the_folder_but_not_the_content(demo_root, tmp_pat
     (copy / "dataset_demo.json").write_text(json.dumps(data))
     other = runs.data_identity(copy, cfg)
     assert other["json_sha256"] != runs.data_identity(demo_root, cfg)["json_sha256"] and other["n_images"] == 33
-    with pytest.raises(FileNotFoundError, match="dataset_demo.json"):
+    with pytest.raises(FileNotFoundError, match="dataset folder not found"):
         runs.data_identity(tmp_path / "nowhere", cfg)
 
 
