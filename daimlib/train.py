@@ -744,11 +744,14 @@ def _prepare_out_dir(out_dir: Path, cfg, data_root, eval_split, resume: bool, ov
         raise ValueError("resume=True (--resume) and overwrite=True (--overwrite) exclude each other: resume "
                          "continues the run in the folder, overwrite replaces it; pass one of them")  # fmt: skip
     if resume:
-        if not (last_dir / "meta.json").is_file() and not (main and _restore_backup(last_dir)):
+        backups = [p for p in out_dir.glob(".last.old-*") if (p / "meta.json").is_file()]
+        if not (last_dir / "meta.json").is_file() and not backups:
             raise CheckpointError(
                 f"resume=True but {display_path(last_dir)} holds no checkpoint (nor a backup .last.old-*); "
                 "point --out at the run folder that has last/, or start a new run in an empty --out"
             )
+        if main and not (last_dir / "meta.json").is_file():
+            _restore_backup(last_dir)
         return "resume"
     if not out_dir.exists() or not any(out_dir.iterdir()):
         return "fresh"
