@@ -39,6 +39,7 @@ import random
 import signal
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -683,7 +684,9 @@ def _epochs(ctx: _Loop, st: TrainState) -> str:
         t0, epoch = time.time(), st.epoch
         stop = train_one_epoch(ctx, st)
         if st.batch_in_epoch >= ctx.steps_per_epoch:  # end of epoch: schedule, validation, checkpoints
-            ctx.scheduler.step()
+            with warnings.catch_warnings():  # a run resumed exactly at an epoch end steps no optimizer first
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+                ctx.scheduler.step()
             st.epoch, st.batch_in_epoch = epoch + 1, 0
             st.val_pending = dict(epoch=epoch, complete=True, epoch_s=time.time() - t0)
         elif stop in ("max_steps", "max_minutes"):  # budget stop mid-epoch: evaluate what we have
