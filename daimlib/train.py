@@ -831,6 +831,12 @@ def train(
     data_id = runs.data_identity(data_root, cfg)
     st, rows = TrainState(), None
     if resume:
+        trained_on = ((runs.read_record(out_dir) or {}).get("data") or {}).get("json_sha256")
+        if trained_on is not None and trained_on != data_id["json_sha256"]:
+            raise ValueError(
+                f"cannot resume {display_path(out_dir)} on {display_path(data_root)}: the run was trained on other "
+                "data (its run.json records another dataset sha256); resume with the run's own data root"
+            )
         st, rows = _restore(ctx, out_dir / "last")
     else:
         seed_everything(cfg.train.seed + dd.rank)  # dropout/augmentation streams differ across ranks
