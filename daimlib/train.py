@@ -621,10 +621,10 @@ def train_one_epoch(ctx: _Loop, st: TrainState) -> str | None:
             if batch is None:
                 break
             ctx.pending = None
-            train_step(ctx, st, batch)
+            row = train_step(ctx, st, batch)
             _finish_step(ctx, st)
             bar.update(1)
-            bar.set_postfix(loss=f"{st.loss_sum / max(st.loss_n, 1):.3f}", margin=f"{float(ctx.loss_fn.margin):.4f}")
+            bar.set_postfix(loss=f"{row['loss']:.3f}", margin=f"{row['margin']:.4f}")
             stop = _stop_reason(ctx, st)
     finally:
         bar.close()
