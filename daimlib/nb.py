@@ -12,7 +12,6 @@ no machine paths.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import warnings
@@ -24,10 +23,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from daimlib.checkpoint import load_model
+from daimlib import runs
+from daimlib.checkpoint import load_loss, load_model
 from daimlib.config import DAIMConfig, _flatten, load_preset
 from daimlib.data import make_demo_dataset, tokenize
-from daimlib.data.layout import resolve_layout
 from daimlib.evaluate import data_identity, encode_split, similarity_matrix
 from daimlib.model import DAIM
 from daimlib.paths import display_path, figures_dir, output_root, repo_path, repo_root, run_root
@@ -204,50 +203,26 @@ def model_for(cfg, checkpoint: str | os.PathLike | None = "auto", device: str = 
 
 
 def data_fingerprint(cfg, data_root: str | os.PathLike) -> dict:
-    """What a trained run depends on besides its config: the dataset's Karpathy JSON (sha256; the
-    folder is recorded for information, a copy of the same data elsewhere counts as the same)."""
-    json_path = resolve_layout(_repo_path(data_root), cfg.data).source  # the detected layout's file
-    if not json_path.is_file():
-        raise FileNotFoundError(
-            f"expected the dataset file {rel(json_path)} (data.json_name of preset {cfg.name!r}) but it does not "
-            "exist; generate the demo data with nb.data_root('demo') or see data/README.md"
-        )
-    digest = hashlib.sha256(json_path.read_bytes()).hexdigest()
-    return {"data_root": rel(json_path.parent), "json": json_path.name, "json_sha256": digest}
+    """What a trained run depends on besides its config: the data's identity (layout, the sha256 of
+    its annotation file, image count and split sizes; :func:`daimlib.runs.data_identity`, the one
+    the training loop records in ``run.json``). A copy of the same data elsewhere is the same data."""
+    return runs.data_identity(_repo_path(data_root), cfg)
 
 
-def _reuse_problem(run: Path, cfg, fingerprint: dict, eval_split) -> str | None:
-    """Why the run folder cannot be reused for ``cfg`` (None when it can)."""
-    if not (run / "last" / "meta.json").is_file():
-        return f"no finished run in {rel(run)}"
-    try:
-        saved = DAIMConfig.from_json(run / "config.json")
-    except (OSError, ValueError) as e:
-        return f"{rel(run / 'config.json')} is unreadable ({type(e).__name__})"
-    diff = saved.diff(cfg)
-    if diff:
-        shown = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(diff.items())[:4])
-        return f"{rel(run)} was trained with another config ({shown})"
-    meta = json.loads((run / "last" / "meta.json").read_text())
-    if meta.get("stopped") == "interrupted":
-        return f"the run in {rel(run)} was interrupted"
-    if eval_split is not None and not (run / "best" / "meta.json").is_file():
-        return f"{rel(run)} has no best/ checkpoint"
-    marker = run / "data.json"
-    if (
-        not marker.is_file()
-        or json.loads(marker.read_text()).get("json_sha256") != fingerprint["json_sha256"]
-    ):
-        return f"{rel(run)} was trained on other data (or its data.json is missing)"
-    return None
+def _reuse_problem(run: Path, cfg, data_root: str | os.PathLike, eval_split) -> str | None:
+    """Why the run folder cannot be reused for ``cfg`` on ``data_root`` (None when it can): the one
+    rule of :func:`daimlib.runs.reuse_problem`, which the CLI and ``train()`` itself also apply."""
+    problem = runs.reuse_problem(run, cfg, _repo_path(data_root), eval_split)
+    return None if problem is None else f"{rel(run)}: {problem}"
 
 
 def load_run(run_dir: str | os.PathLike, device: str = "cpu"):
     """A finished run folder written by :func:`daimlib.train.train` -> ``TrainResult``.
 
     ``model`` is the ``best`` checkpoint (``last`` when the run had no validation) in eval mode;
-    ``steps`` / ``epochs`` are the history CSVs; ``best_metrics``, ``global_step`` and ``stopped``
-    come from the checkpoints' meta.json.
+    ``loss`` its :class:`~daimlib.losses.MatchingLoss` with the trained margin; ``steps`` /
+    ``epochs`` are the history CSVs; ``best_metrics``, ``global_step`` and ``stopped`` come from
+    the checkpoints' meta.json.
     """
     run = _repo_path(run_dir)
     last_meta = run / "last" / "meta.json"
@@ -259,7 +234,8 @@ def load_run(run_dir: str | os.PathLike, device: str = "cpu"):
     last = json.loads(last_meta.read_text())
     best_dir = run / "best"
     best = json.loads((best_dir / "meta.json").read_text()) if (best_dir / "meta.json").is_file() else None
-    model = load_model(best_dir if best else run / "last", device=device)
+    ckpt = best_dir if best else run / "last"
+    model = load_model(ckpt, device=device)
     return TrainResult(
         model=model,
         cfg=DAIMConfig.from_json(run / "config.json"),
@@ -270,6 +246,7 @@ def load_run(run_dir: str | os.PathLike, device: str = "cpu"):
         best_epoch=best.get("epoch") if best else None,
         global_step=int(last.get("step", 0)),
         stopped=str(last.get("stopped", "completed")),
+        loss=load_loss(ckpt, device=device),  # the MatchingLoss with the checkpoint's trained margin
     )
 
 
@@ -289,11 +266,13 @@ def load_or_train(
     The "load the checkpoint if it exists, else train" cell of the notebooks (UvA style).
     ``preset``: a preset name or a :class:`~daimlib.config.DAIMConfig`; ``overrides``: dotted keys
     (``**{"train.max_steps": 300}``). ``run_dir`` defaults to ``runs/<cfg.name>`` (where
-    :func:`model_for` looks; under ``$DAIM_OUTPUT_DIR`` when set). The run is reused when its ``config.json`` equals the requested
-    config exactly, its ``data.json`` matches the dataset's JSON hash, it was not interrupted and
-    (with validation) has a ``best`` checkpoint; otherwise it is trained again from scratch
-    (``overwrite=True``), and the reason is printed. Returns ``(model, TrainResult)`` where the
-    model is the ``best`` checkpoint in eval mode, so a reloaded run gives the same model as a
+    :func:`model_for` looks; under ``$DAIM_OUTPUT_DIR`` when set). The run is reused when it was
+    trained with exactly this config on the same data, finished, and (with validation) has a
+    ``best`` checkpoint: the one rule :func:`daimlib.runs.reuse_problem`, read from the
+    ``run.json`` that ``train()`` writes and applied by the CLI too, so a run trained by the CLI
+    is reused here. Otherwise it is trained again from scratch (``overwrite=True``, which removes
+    only the kit's own files), and the reason is printed. Returns ``(model, TrainResult)`` where
+    the model is the ``best`` checkpoint in eval mode, so a reloaded run gives the same model as a
     fresh one.
     """
     if isinstance(preset, DAIMConfig):
@@ -302,8 +281,7 @@ def load_or_train(
         cfg = load_preset(preset, **overrides)
     run = _repo_path(run_dir) if run_dir is not None else run_root() / cfg.name
     data = _repo_path(data_root)
-    fingerprint = data_fingerprint(cfg, data)
-    problem = "retrain=True" if retrain else _reuse_problem(run, cfg, fingerprint, eval_split)
+    problem = "retrain=True" if retrain else _reuse_problem(run, cfg, data, eval_split)
     if problem is None:
         result = load_run(run, device=device)
         if verbose:
@@ -314,9 +292,9 @@ def load_or_train(
         return result.model, result
     if verbose:
         print(f"{cfg.name}: training into {rel(run)} ({problem})")
-    (run / "data.json").unlink(missing_ok=True)
-    result = train(cfg, data, run, device=device, progress=progress, eval_split=eval_split, overwrite=True)
-    (run / "data.json").write_text(json.dumps(fingerprint, indent=2) + "\n")
+    # overwrite=True replaces only what the kit wrote (daimlib.runs.clear_run); a folder that is not a
+    # kit run is refused by train() itself
+    train(cfg, data, run, device=device, progress=progress, eval_split=eval_split, overwrite=True)
     result = load_run(run, device=device)
     if verbose:
         minutes = (

@@ -204,7 +204,7 @@ def test_load_or_train_trains_once_then_reloads_the_same_best_model_and_history(
 
     run, model, res = tiny_run
     assert res.global_step == 2 and res.stopped == "max_steps" and len(res.steps) == 2
-    assert (run / "best" / "meta.json").is_file() and (run / "data.json").is_file()
+    assert (run / "best" / "meta.json").is_file() and (run / "run.json").is_file()
     assert not model.training
     _forbid_training(monkeypatch)
     model2, res2 = nb.load_or_train("demo", run, tiny_demo, progress=False, verbose=False, **TINY_RUN)
@@ -234,6 +234,23 @@ def test_load_or_train_trains_again_when_the_config_or_the_data_changed(
     assert "trained on other data" in capsys.readouterr().out
     with pytest.raises(_Retrained):
         nb.load_or_train("demo", run, tiny_demo, progress=False, retrain=True, **TINY_RUN)
+
+
+def test_a_run_trained_by_train_itself_is_reused_by_the_notebooks(tiny_demo, tmp_path, monkeypatch, capsys):
+    from daimlib.config import load_preset
+    from daimlib.train import train
+
+    run = tmp_path / "cli_run"
+    trained = train(
+        load_preset("demo", **TINY_RUN), tiny_demo, run, progress=False, eval_split="val"
+    )  # as the CLI
+    _forbid_training(monkeypatch)
+    model, res = nb.load_or_train("demo", run, tiny_demo, progress=False, **TINY_RUN)
+    assert res.global_step == 2 and "loaded" in capsys.readouterr().out
+    # best = the state at the budget stop here: the same weights and the same trained margin come back
+    assert _same_state(model, trained.model) and float(res.loss.margin) == float(trained.loss.margin)
+    with pytest.raises(_Retrained):  # validated on another split: not this run
+        nb.load_or_train("demo", run, tiny_demo, progress=False, eval_split=None, **TINY_RUN)
 
 
 def test_load_or_score_equals_the_evaluation_matrix_and_is_read_back_from_the_cache(
