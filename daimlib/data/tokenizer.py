@@ -69,6 +69,7 @@ DATA_TOKENIZER = (
     "data"  # TextEncoderConfig.tokenizer value: a WordPiece built from the data's training captions
 )
 CACHE_ENV = "DAIM_CACHE_DIR"
+BERT_BASE_VOCAB = 30522
 
 
 def default_cache_dir() -> Path:
@@ -149,7 +150,10 @@ def load_tokenizer(
                 "text.tokenizer is 'data' (built from the training captions) but no data_root was given; "
                 "pass the dataset folder"
             )
-        vocab = (text_cfg.model_kwargs or {}).get("vocab_size")
+        # the embeddings the vocabulary must fit: model_kwargs, else BERT-base's (random init of the full size)
+        vocab = (text_cfg.model_kwargs or {}).get(
+            "vocab_size", BERT_BASE_VOCAB if text_cfg.model_kwargs is None else None
+        )
         if not isinstance(vocab, int):
             raise ValueError(
                 "text.tokenizer is 'data' but text.model_kwargs has no integer vocab_size: a vocabulary built "
