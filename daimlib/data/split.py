@@ -140,15 +140,16 @@ class Split:
 
 
 def clean_caption(text: str) -> str:
-    """A caption without invisible characters: control characters become spaces, format characters
-    (zero-width space and joiners, BOM, bidi marks; Unicode category Cf) are removed, runs of
+    """A caption without invisible characters: control characters and the zero-width space become
+    spaces, other format characters (joiners, BOM, bidi marks; Unicode category Cf) are removed, runs of
     whitespace collapse to one space, and the ends are stripped. ``""`` means nothing visible is left."""
     out = []
     for ch in text:
         cat = unicodedata.category(ch)
-        if cat == "Cf":
-            continue
-        out.append(" " if cat in ("Cc", "Zl", "Zp") else ch)
+        if ch == "\u200b":  # zero-width space: a word break
+            out.append(" ")
+        elif cat != "Cf":
+            out.append(" " if cat in ("Cc", "Zl", "Zp") else ch)
     return " ".join("".join(out).split())
 
 
