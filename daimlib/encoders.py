@@ -203,21 +203,23 @@ class ImageEncoder(nn.Module):
         return [(size // red[s]) ** 2 for s in self.stages]
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """``images [B, 3, H, W]`` -> the used stages' tokens ``[B, R_i, C_i]``, each after ContraNorm
+        (``fdm.image_stage_out``) and its LayerNorm.
+
+        The stage outputs come from timm's public ``forward_intermediates`` (each stage's output
+        before the next stage's patch merging; ContraNorm inside the blocks, when attached, runs
+        within it); ``tests/test_encoders.py`` proves them equal to running the stages by hand.
+        """
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"ImageEncoder expects images [B, 3, H, W]; got shape {tuple(images.shape)}")
         bb = self.backbone
-        x = bb.patch_embed(images)  # [B, H/4, W/4, C0] (NHWC)
-        if getattr(bb, "absolute_pos_embed", None) is not None:
-            x = x + bb.absolute_pos_embed
-        x = bb.pos_drop(x) if hasattr(bb, "pos_drop") else x
+        feats = bb.forward_intermediates(
+            images, indices=list(self.stages), norm=False, stop_early=True, intermediates_only=True
+        )  # each [B, C_i, H_i, W_i]
         last = len(bb.layers) - 1
         out = []
-        for i, layer in enumerate(bb.layers[: self.stages[-1] + 1]):
-            x = layer(x)  # [B, H_i, W_i, C_i]: stage output before the next stage's merging
-            if i not in self.stages:
-                continue
-            B, H, W, C = x.shape
-            tok = x.reshape(B, H * W, C)  # [B, R_i, C_i]
+        for i, f in zip(self.stages, feats):
+            tok = f.flatten(2).transpose(1, 2)  # [B, R_i, C_i]
             if self.stage_contranorm is not None:
                 tok = self.stage_contranorm(tok)
             if self.cfg.stage_norm:

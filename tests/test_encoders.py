@@ -1,6 +1,7 @@
 """Image and text streams (spec section 1): levels, hidden-state indices, local weights, offline errors."""
 
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,17 +19,25 @@ def test_demo_image_levels_have_stage_token_counts_and_dims(tiny_cfg):
     assert enc.num_tokens(128) == [64, 16, 4]
 
 
-def test_stage_levels_equal_timm_intermediates_when_fdm_is_off(tiny_cfg):
-    fdm = FDMConfig(image_blocks=False, image_stage_out=False)
+@pytest.mark.parametrize("blocks", [False, True])
+def test_levels_from_forward_intermediates_equal_running_the_stages_by_hand(tiny_cfg, blocks):
+    """The encoder reads timm's forward_intermediates; by hand = patch_embed, then each stage (with the
+    ContraNorm patch inside its blocks when attached), then ContraNorm and the LayerNorm per used stage."""
+    fdm = FDMConfig(image_blocks=blocks, image_stage_out=True)
     enc = ImageEncoder(tiny_cfg.image, fdm).eval()
+    bb = enc.backbone
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         levels = enc(x)
-        feats = enc.backbone.forward_intermediates(x, indices=[1, 2, 3], intermediates_only=True, norm=False)
-    for lvl, (s, f) in enumerate(zip((1, 2, 3), feats)):
-        tok = f.flatten(2).transpose(1, 2)  # NCHW -> [B, HW, C]
-        norm = enc.backbone.norm if s == 3 else enc.stage_norms[str(s)]
-        torch.testing.assert_close(levels[lvl], norm(tok), atol=1e-5, rtol=1e-5)
+        h, want = bb.patch_embed(x), []  # NHWC
+        for i, layer in enumerate(bb.layers):
+            h = layer(h)
+            if i in (1, 2, 3):
+                tok = enc.stage_contranorm(h.reshape(2, -1, h.shape[-1]))
+                want.append(bb.norm(tok) if i == 3 else enc.stage_norms[str(i)](tok))
+    assert [tuple(t.shape) for t in levels] == [(2, 16, 64), (2, 4, 128), (2, 1, 256)]
+    for got, ref in zip(levels, want):
+        torch.testing.assert_close(got, ref, atol=1e-6, rtol=1e-6)
 
 
 def test_stage_output_contranorm_runs_only_for_used_stages(tiny_cfg):
@@ -234,3 +243,22 @@ def test_random_and_local_weights_together_are_refused():
 
     with pytest.raises(ConfigError, match=r"image\.weights is set but image\.init is 'random'"):
         load_preset("daim_f30k", **{"image.init": "random", "image.weights": "w.safetensors"})
+
+
+def test_timm_and_transformers_stay_inside_the_tested_ranges_of_pyproject():
+    """pyproject.toml bounds timm and transformers above by what the tests ran against; the environment
+    running them must lie inside (a newer major release needs a test run before the bound moves)."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        tomllib = pytest.importorskip("tomli")
+    import timm
+    import transformers
+    from packaging.requirements import Requirement
+
+    deps = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    reqs = {Requirement(r).name: Requirement(r) for r in deps["dependencies"]}
+    for name, module in (("timm", timm), ("transformers", transformers)):
+        spec = reqs[name].specifier
+        assert any(s.operator == "<" for s in spec), f"{name}: no upper bound in pyproject.toml ({spec})"
+        assert spec.contains(module.__version__), f"{name} {module.__version__} is outside {spec}"
