@@ -40,6 +40,39 @@ def _override(item: str) -> tuple:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def check_device(spec: str) -> str:
+    """A ``--device`` value torch knows and this machine has: ``cpu``, ``cuda``, ``cuda:N``, ``mps``.
+
+    Raises ``ValueError`` for an unknown name, CUDA asked for without a visible GPU, or a GPU index
+    beyond those visible, so the run stops before any data or model is touched.
+    """
+    import torch
+
+    try:
+        dev = torch.device(spec)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"unknown device {spec!r} ({e}); use cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise ValueError(f"--device {spec} asks for CUDA but this machine shows no GPU "
+                             "(torch.cuda.is_available() is False); use --device cpu")  # fmt: skip
+        if dev.index is not None and dev.index >= n:
+            raise ValueError(f"--device {spec}: only {n} GPU(s) are visible (cuda:0..cuda:{n - 1})")
+    elif dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ValueError(f"--device {spec} asks for Apple's MPS, which is not available here; use --device cpu")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"--device {spec}: the kit runs on cpu, cuda or mps, not {dev.type}")
+    return spec
+
+
+def _device(spec: str) -> str:
+    try:
+        return check_device(spec)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _add_set(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", type=_override,
@@ -150,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set(p)
     p.add_argument("--resume", action="store_true", help="continue the run in --out from OUT/last")
     p.add_argument("--overwrite", action="store_true", help="start over even if --out already holds a run")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--device", default=None, type=_device, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--no-val", action="store_true", help="skip validation (no best checkpoint)")
 
     p = sub.add_parser(
@@ -166,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", required=True, help="dataset folder")
     p.add_argument("--protocol", choices=["demo", "f30k", "coco1k", "coco5k"], required=True)
     p.add_argument("--split", default="test", help="split to evaluate (default test)")
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    p.add_argument("--device", default=None, type=_device, help="cpu, cuda, ... (default: cuda if available)")
     p.add_argument(
         "--batch-size", type=int, default=None, help="encoding batch size (default train.eval_batch_size)"
     )

@@ -90,3 +90,31 @@ def test_config_file_alone_or_on_a_preset_then_set_on_top(tmp_path, capsys):
         main(["train", "--config", str(tmp_path / "none.json"), "--data-root", "d", "--out", "o", "-q"]) == 2
     )
     assert "config file not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "device,message",
+    [("gpu", "unknown device 'gpu'"), ("tpu", "unknown device 'tpu'"), ("cuda:x", "unknown device 'cuda:x'"),
+     ("xla", "the kit runs on cpu, cuda or mps, not xla")],
+)  # fmt: skip
+def test_unknown_devices_exit_2_when_parsed(device, message, capsys):
+    assert main(["train", "--preset", "demo", "--data-root", "d", "--out", "o", "--device", device]) == 2
+    err = capsys.readouterr().err
+    assert "argument --device" in err and message in err
+
+
+def test_cuda_without_a_gpu_and_a_missing_gpu_index_are_refused(monkeypatch, capsys):
+    import torch
+
+    from daimlib.__main__ import check_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="asks for CUDA but this machine shows no GPU"):
+        check_device("cuda")
+    assert main(["evaluate", "--checkpoint", "c", "--data-root", "d", "--protocol", "demo", "--device", "cuda:0"]) == 2
+    assert "shows no GPU" in capsys.readouterr().err
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert check_device("cuda:1") == "cuda:1" and check_device("cpu") == "cpu"
+    with pytest.raises(ValueError, match=r"only 2 GPU\(s\) are visible \(cuda:0\.\.cuda:1\)"):
+        check_device("cuda:2")
