@@ -211,3 +211,19 @@ def test_tiny_model_runs_on_the_f30k_folder(f30k, tmp_path):
         txt, lens = model.encode_text(batch["input_ids"], batch["attention_mask"])
         sims = model.similarity(img, txt, lens)
     assert sims.shape == (8, 8) and torch.isfinite(sims).all()
+
+
+def test_tiny_preset_trains_and_evaluates_on_a_f30k_layout_folder_from_the_cli(tmp_path, monkeypatch, capsys):
+    """Issue 14's researcher path on CPU: a Flickr30K-layout folder, preset tiny, no file name given."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DAIM_CACHE_DIR", str(tmp_path / "cache"))
+    assert main(["make-f30k-like", "--root", "f30k", "--train", "24", "--val", "5", "--test", "5", "-q"]) == 0
+    before = _listing(tmp_path / "f30k")
+    argv = ["train", "--preset", "tiny", "--data-root", "f30k", "--out", "run", "-q", "--device", "cpu",
+            "--set", "train.max_steps=2", "train.batch_size=8", "train.eval_batch_size=10"]  # fmt: skip
+    assert main(argv) == 0
+    assert main(["evaluate", "--checkpoint", "run/best", "--data-root", "f30k", "--protocol", "demo", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "tiny test (demo)" in out and "RSUM" in out
+    assert _listing(tmp_path / "f30k") == before  # the data folder is read, never written
+    assert [p.name.split("-")[0] for p in (tmp_path / "cache").iterdir()] == ["wordpiece2048"]
