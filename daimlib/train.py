@@ -56,6 +56,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import DAIMConfig
+from .encoders import image_pretrained, text_pretrained
 
 log = logging.getLogger("daimlib.train")
 
@@ -243,9 +244,7 @@ def _to_device(batch: dict, device: torch.device) -> dict:
 
 def wants_pretrained(cfg: DAIMConfig) -> bool:
     """Whether ``cfg`` asks for pretrained encoders: paper presets do, the demo builds them from kwargs."""
-    image_from_scratch = bool(cfg.image.timm_kwargs) and cfg.image.weights is None
-    text_from_scratch = cfg.text.model_kwargs is not None and cfg.text.weights is None
-    return not (image_from_scratch and text_from_scratch)
+    return image_pretrained(cfg.image) or text_pretrained(cfg.text)  # each stream decides (image/text.init)
 
 
 def _amp(cfg: DAIMConfig, device: torch.device) -> tuple[torch.dtype | None, bool]:
