@@ -222,8 +222,33 @@ def test_tiny_preset_trains_and_evaluates_on_a_f30k_layout_folder_from_the_cli(t
     argv = ["train", "--preset", "tiny", "--data-root", "f30k", "--out", "run", "-q", "--device", "cpu",
             "--set", "train.max_steps=2", "train.batch_size=8", "train.eval_batch_size=10"]  # fmt: skip
     assert main(argv) == 0
-    assert main(["evaluate", "--checkpoint", "run/best", "--data-root", "f30k", "--protocol", "demo", "-q"]) == 0
+    assert (
+        main(["evaluate", "--checkpoint", "run/best", "--data-root", "f30k", "--protocol", "demo", "-q"]) == 0
+    )
     out = capsys.readouterr().out
     assert "tiny test (demo)" in out and "RSUM" in out
     assert _listing(tmp_path / "f30k") == before  # the data folder is read, never written
     assert [p.name.split("-")[0] for p in (tmp_path / "cache").iterdir()] == ["wordpiece2048"]
+
+
+def test_data_identity_names_layout_hash_and_split_sizes(f30k, tmp_path):
+    import hashlib
+    import shutil
+
+    from daimlib.data import data_identity, describe_data
+
+    ident = data_identity(f30k)
+    raw = (f30k / "dataset_flickr30k.json").read_bytes()
+    want = hashlib.sha256(b"dataset_flickr30k.json\0" + raw + b"\0").hexdigest()
+    assert ident == {"layout": "f30k", "files": ["dataset_flickr30k.json"], "sha256": want,
+                     "images": {"train": 40, "val": 10, "test": 10}, "n_images": 60}  # fmt: skip
+    assert (
+        describe_data(f30k)
+        == f"f30k layout (dataset_flickr30k.json, sha256 {want[:12]}): train 40 / val 10 / test 10 images"
+    )
+    copy = tmp_path / "copy"
+    shutil.copytree(f30k, copy)
+    assert data_identity(copy) == ident  # the same data elsewhere is the same data
+    demo = tmp_path / "demo"
+    make_demo_dataset(demo, size=(20, 10, 10), progress=False)
+    assert data_identity(demo)["layout"] == "demo" and data_identity(demo)["sha256"] != ident["sha256"]
