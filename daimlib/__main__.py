@@ -126,6 +126,36 @@ def config_from_args(args):
     return load_preset(args.preset, **_overrides(args))
 
 
+def _add_make_f30k_like(sub, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "make-f30k-like",
+        parents=[common],
+        help="generate a small folder in the Flickr30K layout from the demo scenes (for CI and trials)",
+        description="Write dataset_flickr30k.json (every Karpathy field, no demo-only fields) and JPEGs of "
+        "Flickr sizes with numeric file names, drawn from the demo's scenes: what a Flickr30K folder looks "
+        "like, in seconds. Refuses a non-empty folder it did not write.",
+    )
+    p.add_argument("--root", required=True, help="folder to write (created if missing)")
+    p.add_argument("--train", type=int, default=1000, help="training images (default 1000)")
+    p.add_argument("--val", type=int, default=100, help="validation images (default 100)")
+    p.add_argument("--test", type=int, default=100, help="test images (default 100)")
+    p.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
+    p.add_argument("--image-dir", choices=["images", "flickr30k-images"], default="images",
+                   help="image folder name (default images)")  # fmt: skip
+
+
+def _add_presets(sub, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "presets",
+        parents=[common],
+        help="list the presets, one line each; with a name, its notes and its settings",
+        description="List the named presets (the paper's DAIM and HAT for Flickr30K and MSCOCO, the demo's, and "
+        "tiny for any folder on a CPU) with one line each. `presets NAME` prints that preset's notes and its "
+        "config as JSON (the form --config reads).",
+    )
+    p.add_argument("name", nargs="?", default=None, help="a preset to show in full")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m daimlib",
@@ -151,21 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'small' for tests and smoke runs (seconds), 'default' for the notebooks")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
 
-    p = sub.add_parser(
-        "make-f30k-like",
-        parents=[common],
-        help="generate a small folder in the Flickr30K layout from the demo scenes (for CI and trials)",
-        description="Write dataset_flickr30k.json (every Karpathy field, no demo-only fields) and JPEGs of "
-        "Flickr sizes with numeric file names, drawn from the demo's scenes: what a Flickr30K folder looks "
-        "like, in seconds. Refuses a non-empty folder it did not write.",
-    )
-    p.add_argument("--root", required=True, help="folder to write (created if missing)")
-    p.add_argument("--train", type=int, default=1000, help="training images (default 1000)")
-    p.add_argument("--val", type=int, default=100, help="validation images (default 100)")
-    p.add_argument("--test", type=int, default=100, help="test images (default 100)")
-    p.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
-    p.add_argument("--image-dir", choices=["images", "flickr30k-images"], default="images",
-                   help="image folder name (default images)")  # fmt: skip
+    _add_make_f30k_like(sub, common)
 
     p = sub.add_parser(
         "train",
@@ -220,15 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", help="split the best checkpoints are evaluated on")
     _add_set(p)
 
-    p = sub.add_parser(
-        "presets",
-        parents=[common],
-        help="list the presets, one line each; with a name, its notes and its settings",
-        description="List the named presets (the paper's DAIM and HAT for Flickr30K and MSCOCO, the demo's, and "
-        "tiny for any folder on a CPU) with one line each. `presets NAME` prints that preset's notes and its "
-        "config as JSON (the form --config reads).",
-    )
-    p.add_argument("name", nargs="?", default=None, help="a preset to show in full")
+    _add_presets(sub, common)
 
     p = sub.add_parser(
         "bench",
