@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from daimlib.data.layout import load_split
+from daimlib.data.split import clean_caption
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -168,6 +169,12 @@ def load_tokenizer(
             )
         folder = Path(data_root) / "tokenizer"
         if not folder.is_dir():
+            if Path(data_root).is_dir() and any(Path(data_root).iterdir()):  # a user's dataset, not demo data
+                raise FileNotFoundError(
+                    f"text.tokenizer is 'demo' (the tokenizer shipped with the demo data) but {Path(data_root).name}/ "
+                    "is not demo data; for your own dataset use the preset 'tiny' (or --set text.tokenizer=data), "
+                    "which builds a tokenizer from its training captions outside the folder"
+                )
             raise FileNotFoundError(
                 f"demo tokenizer folder not found: {folder.name}/ in {Path(data_root).name}/; "
                 "run daimlib.data.make_demo_dataset(data_root) (or python -m daimlib make-demo-data --root DATA_ROOT) first"
@@ -197,9 +204,12 @@ def tokenize(tokenizer, captions: list[str], max_len: int = 32) -> tuple[torch.T
         captions = [captions]
     if len(captions) == 0:
         raise ValueError("tokenize() got no captions")
-    empty = [i for i, c in enumerate(captions) if not c or not c.strip()]
+    empty = [i for i, c in enumerate(captions) if not isinstance(c, str) or not clean_caption(c)]
     if empty:
-        raise ValueError(f"empty caption at positions {empty[:5]}; every caption needs some text")
+        raise ValueError(
+            f"empty caption at positions {empty[:5]} (nothing visible once invisible characters are removed); "
+            "every caption needs some text"
+        )
     enc = tokenizer(
         list(captions), max_length=max_len, truncation=True, padding="max_length", return_tensors="pt"
     )
