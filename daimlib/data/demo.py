@@ -26,6 +26,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
+from daimlib.data.tokenizer import build_wordpiece_tokenizer
+
 SPLIT_SIZES = {"default": (4000, 200, 500), "small": (200, 50, 50)}
 COLOURS = {
     "red": (220, 40, 40), "green": (40, 175, 70), "blue": (50, 100, 235),
@@ -464,8 +466,6 @@ def make_demo_dataset(
     bar.close()
     data = {"images": records, "dataset": "demo", "demo_spec": header}
     json_path.write_text(json.dumps(data, separators=(",", ":")), encoding="utf-8")
-    from daimlib.data.tokenizer import build_wordpiece_tokenizer
-
     train_caps = [s["raw"] for r in records if r["split"] == "train" for s in r["sentences"]]
     build_wordpiece_tokenizer(train_caps, root / "tokenizer", vocab_size=512)
     return json_path

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from daimlib.config import DataConfig
 from daimlib.data.coco_ids import ID_FILES, load_coco_ids
 from daimlib.data.karpathy import DATA_HELP, DatasetFormatError, load_karpathy, read_karpathy_json
 from daimlib.data.split import Split
@@ -210,8 +211,6 @@ def describe_data(root: str | Path, cfg=None) -> str:
 def _data_cfg(cfg):
     """A DataConfig from a DAIMConfig, a DataConfig or None (the defaults)."""
     if cfg is None:
-        from daimlib.config import DataConfig  # noqa: PLC0415 - config imports nothing from data; no cycle
-
         return DataConfig()
     return cfg.data if hasattr(cfg, "data") and dataclasses.is_dataclass(cfg.data) else cfg
 
