@@ -1,6 +1,7 @@
 """The data decides the format: layouts detected from the folder, the generated Flickr30K-layout
 folder, and the ``tiny`` preset's tokenizer built from any folder's training captions."""
 
+import json
 import os
 from pathlib import Path
 
@@ -252,3 +253,21 @@ def test_data_identity_names_layout_hash_and_split_sizes(f30k, tmp_path):
     demo = tmp_path / "demo"
     make_demo_dataset(demo, size=(20, 10, 10), progress=False)
     assert data_identity(demo)["layout"] == "demo" and data_identity(demo)["sha256"] != ident["sha256"]
+
+
+def test_coco_karpathy_images_may_sit_in_the_root_or_under_images(tmp_path):
+    recs = [{"filename": f"{s}.jpg", "filepath": year, "split": s, "cocoid": i,
+             "sentences": [{"raw": f"caption {k} of {s}"} for k in range(5)]}
+            for i, (s, year) in enumerate([("train", "train2014"), ("test", "val2014")])]  # fmt: skip
+    for base in ("root", "images"):
+        root = tmp_path / base
+        folder = root if base == "root" else root / "images"
+        for r in recs:
+            (folder / r["filepath"]).mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (5, 5), (len(r["split"]) * 30, 0, 0)).save(
+                folder / r["filepath"] / r["filename"]
+            )
+        (root / "dataset_coco.json").write_text(json.dumps({"images": recs, "dataset": "coco"}))
+        split = load_split(root, "test")
+        assert detect_layout(root) == split.layout == "coco" and split.image_ids == [1]
+        assert Path(split.image_paths[0]).resolve() == (folder / "val2014" / "test.jpg").resolve()
