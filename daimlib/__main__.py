@@ -162,17 +162,18 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .checkpoint import display_path, load_checkpoint
+    from .checkpoint import display_path, load_checkpoint, load_checkpoint_tokenizer
     from .data import load_split, load_tokenizer
     from .evaluate import evaluate
 
-    model, cfg, _ = load_checkpoint(args.checkpoint, device=args.device or "cpu", strict=True)
+    model, cfg, _ = load_checkpoint(args.checkpoint, device=args.device or "cpu", strict=True,
+                                    read_train_state=False)  # fmt: skip
     import torch
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(device).eval()
     split = load_split(cfg.data, args.data_root, args.split)
-    tokenizer = load_tokenizer(cfg.text, args.data_root)
+    tokenizer = load_checkpoint_tokenizer(args.checkpoint) or load_tokenizer(cfg.text, args.data_root)
     metrics, table = evaluate(model, split, tokenizer, cfg, protocol=args.protocol, device=device,
                               batch_size=args.batch_size, progress=not args.quiet)  # fmt: skip
     table.index = [f"{cfg.name} {args.split} ({args.protocol})"]
