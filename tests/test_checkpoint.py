@@ -308,3 +308,23 @@ def test_a_checkpoint_carries_its_tokenizer_and_old_folders_still_load(tmp_path,
     save_checkpoint(tmp_path / "old", Tiny(), cfg)
     assert not ck.has_tokenizer(tmp_path / "old") and ck.load_checkpoint_tokenizer(tmp_path / "old") is None
     load_checkpoint(tmp_path / "old", model=Tiny())
+
+
+def test_a_reference_ckpt_with_a_code_running_global_is_refused_without_running_it(tmp_path):
+    """The malicious-pickle refusal, on the import path of the authors' checkpoints (issue 8 item 1)."""
+    from daimlib import reference
+
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "epoch=7-step=19999.ckpt"
+    tensors = {"vit_model.patch_embed.proj.weight": torch.zeros(8, 3, 4, 4)}
+    torch.save({"epoch": 8, "state_dict": tensors, "callbacks": {"x": _Payload(marker)}}, evil)
+    names = reference.list_globals(evil)  # names the global without loading anything
+    bad = [n for n in names if n.endswith(".open")]
+    assert bad and not marker.exists()
+    with pytest.raises(CheckpointError, match=rf"refused to load .*{bad[0]}"):
+        reference.import_reference(evil, out=tmp_path / "out")
+    with pytest.raises(CheckpointError, match="refused"):
+        reference.load_reference_file(evil)
+    assert not marker.exists() and not (tmp_path / "out").exists()
+    torch.load(evil, weights_only=False)  # the payload is real
+    assert marker.exists()
