@@ -14,11 +14,12 @@ import torch
 from torch import nn
 
 from .encoders import ImageEncoder, TextEncoder, freeze, unfreeze
+from .hub import DAIMHubMixin
 from .losses import AdaptiveMargin, triplet_loss
 from .similarity import DEFAULT_BLOCK_BYTES, multilevel_similarity
 
 
-class DAIM(nn.Module):
+class DAIM(nn.Module, DAIMHubMixin):
     """DAIM (and HAT, with FDM off and a fixed margin): encoders, six projections, SCAN, MOM.
 
     Attributes: ``image_encoder``, ``text_encoder``, ``img_proj`` / ``txt_proj`` (3 ``Linear`` to

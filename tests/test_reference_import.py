@@ -391,3 +391,30 @@ def test_sacred_read_only_containers_load_as_plain_containers(tmp_path):
     ref = R.read_reference(tmp_path / "sacred.ckpt")
     assert ref.config["direction"] == "i2t" and isinstance(ref.config, dict)
     assert R.import_reference(tmp_path / "sacred.ckpt", text_heads=2).cfg.name == "hat_f30k"
+
+
+# --- command line ----------------------------------------------------------------------------------
+
+
+def test_cli_imports_lists_globals_and_turns_errors_into_exit_2(tmp_path, capsys, monkeypatch):
+    from daimlib.__main__ import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["import-reference", str(CKPT["daim"]), "--list-globals"]) == 0
+    out = capsys.readouterr().out
+    assert "stand-in  pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint" in out
+    assert "allowed   torch._utils._rebuild_tensor_v2" in out
+    assert main(["import-reference", str(CKPT["daim"]), "--out", "imported/daim", "--text-heads", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "Lightning 1.3.2, epoch 8, step 20000" in out and "540 mapped" in out
+    assert "family daim, preset daim_f30k, SCAN t2i, margin 0.211655" in out
+    assert "written: imported/daim" in out and str(tmp_path) not in out
+    assert (tmp_path / "imported" / "daim" / "model.safetensors").is_file()
+    (tmp_path / "cut.ckpt").write_bytes(CKPT["daim"].read_bytes()[:5000])
+    assert main(["import-reference", "cut.ckpt", "--out", "x"]) == 2
+    assert "truncated or damaged" in capsys.readouterr().err
+    assert main(["import-reference", str(CKPT["hat"]), "--out", "x", "--preset", "daim_f30k", "--text-heads", "2"]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert main(["import-reference", str(CKPT["hat"])]) == 2
+    assert "needs --out" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
