@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import warnings
 from collections import OrderedDict
 from pathlib import Path
@@ -413,8 +414,55 @@ def test_cli_imports_lists_globals_and_turns_errors_into_exit_2(tmp_path, capsys
     (tmp_path / "cut.ckpt").write_bytes(CKPT["daim"].read_bytes()[:5000])
     assert main(["import-reference", "cut.ckpt", "--out", "x"]) == 2
     assert "truncated or damaged" in capsys.readouterr().err
-    assert main(["import-reference", str(CKPT["hat"]), "--out", "x", "--preset", "daim_f30k", "--text-heads", "2"]) == 2
+    assert (
+        main(
+            ["import-reference", str(CKPT["hat"]), "--out", "x", "--preset", "daim_f30k", "--text-heads", "2"]
+        )
+        == 2
+    )
     assert "--force" in capsys.readouterr().err
     assert main(["import-reference", str(CKPT["hat"])]) == 2
     assert "needs --out" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+# --- full-size-shaped random checkpoints (the layout of the released ones) -------------------------
+
+
+def test_synthetic_buffers_equal_the_ones_the_reference_code_computed():
+    from daimlib.reference_synth import relative_position_index, shifted_window_mask
+
+    sd = _raw("daim")["state_dict"]
+    masks = [k for k in sd if k.endswith("attn_mask")]
+    assert len(masks) == 11
+    for k in masks:
+        n_w, n, _ = sd[k].shape
+        assert torch.equal(shifted_window_mask(math.isqrt(n_w) * math.isqrt(n), math.isqrt(n)), sd[k]), k
+    assert torch.equal(
+        relative_position_index(7), sd["vit_model.layers.0.blocks.0.attn.relative_position_index"]
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["daim", "hat"])
+def test_a_full_size_random_checkpoint_in_the_reference_layout_imports_and_runs(family, tmp_path):
+    from daimlib.reference_synth import write_synthetic_reference
+
+    path = write_synthetic_reference(FIX / f"{family}_keys.tsv", tmp_path / "full.ckpt", family=family)
+    res = R.import_reference(path, out=tmp_path / "kit")  # BERT-base: 768 / 64 = 12 heads, nothing told
+    assert res.cfg.name == f"{family}_f30k" and res.report == {
+        "mapped": 540,
+        "dropped": 4,
+        "buffers_checked": 35,
+    }
+    assert model_config_diff(res.cfg, load_preset(f"{family}_f30k")) == {}  # exactly the paper preset
+    assert sum(p.numel() for p in res.model.parameters()) == 198_786_744  # the manifest's count
+    del res
+    model = load_model(tmp_path / "kit")
+    ids = torch.tensor([[101, 2023, 2003, 1037, 3231, 102, 0, 0]])
+    with torch.no_grad():
+        img = model.encode_image(torch.rand(1, 3, 224, 224))
+        txt, lens = model.encode_text(ids, (ids > 0).long())
+        s = model.similarity(img, txt, lens)
+    assert [tuple(x.shape) for x in img] == [(1, 784, 768), (1, 196, 768), (1, 49, 768)]
+    assert s.shape == (1, 1) and torch.isfinite(s).all()
