@@ -176,14 +176,17 @@ def save_checkpoint(
 
     ``train_state`` may hold tensors, numbers, strings, and lists/tuples/dicts of them (what
     ``torch.load(weights_only=True)`` accepts); ``meta`` is any JSON-serialisable dict (epoch,
-    metrics, ...) stored in meta.json; ``tokenizer`` (an HF tokenizer, optional) is saved in
-    ``tokenizer/`` so that evaluating the checkpoint never needs the hub. Returns the folder path.
+    metrics, ...) stored in meta.json; ``tokenizer`` (an HF tokenizer; default the model's
+    ``tokenizer`` attribute when it has one) is saved in ``tokenizer/`` so that evaluating the
+    checkpoint never needs the hub. Returns the folder path.
     """
     directory = Path(directory)
     parent = directory.parent
     parent.mkdir(parents=True, exist_ok=True)
     clean_stale_temporaries(directory)
     model = _unwrap(model)
+    if tokenizer is None:
+        tokenizer = getattr(model, "tokenizer", None)
     # Detached CPU copies: safetensors refuses tensors that share storage (tied weights, views).
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=parent))

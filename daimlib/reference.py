@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import pickle
 import pickletools
+import re
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -185,13 +187,18 @@ def load_reference_file(path: str | Path) -> dict:
     try:
         with torch.serialization.safe_globals(stand_ins):
             obj = torch.load(path, map_location="cpu", weights_only=True)
-    except __import__("pickle").UnpicklingError as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if head != _ZIP_MAGIC and ("magic number" in msg.lower() or "invalid load key" in msg.lower()):
-            raise _not_a_checkpoint(path, msg) from e
+    except pickle.UnpicklingError as e:
+        text = str(e)
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        if found is None and head != _ZIP_MAGIC:
+            raise _not_a_checkpoint(
+                path, text.strip().splitlines()[0] if text.strip() else type(e).__name__
+            ) from e
+        what = f"its pickle names the global {found.group(1)}" if found else "its pickle is not weights-only"
         raise CheckpointError(
-            f"refused to load {display_path(path)}: {msg}. Unpickling it could run arbitrary code, so it "
-            "is not loaded."
+            f"refused to load {display_path(path)}: {what}, which is neither a tensor, a plain container nor "
+            "one of the Lightning/sacred classes reference checkpoints hold. Unpickling it could run "
+            "arbitrary code, so it is not loaded."
         ) from e
     except Exception as e:  # noqa: BLE001 - torch raises many types on a damaged file
         if head == _ZIP_MAGIC:

@@ -304,6 +304,11 @@ def test_a_checkpoint_carries_its_tokenizer_and_old_folders_still_load(tmp_path,
     (tmp_path / "ck" / saved[0]).write_text("x")
     with pytest.raises(CheckpointError, match="tokenizer/"):
         ck.load_checkpoint_tokenizer(tmp_path / "ck")
+    # a model that holds its tokenizer (DAIM.from_pretrained sets one) saves it without being told
+    holder = Tiny()
+    holder.tokenizer = small_tokenizer
+    save_checkpoint(tmp_path / "held", holder, cfg)
+    assert ck.load_checkpoint_tokenizer(tmp_path / "held").get_vocab() == small_tokenizer.get_vocab()
     # a folder written without a tokenizer loads as before, and says it has none
     save_checkpoint(tmp_path / "old", Tiny(), cfg)
     assert not ck.has_tokenizer(tmp_path / "old") and ck.load_checkpoint_tokenizer(tmp_path / "old") is None
@@ -326,5 +331,10 @@ def test_a_reference_ckpt_with_a_code_running_global_is_refused_without_running_
     with pytest.raises(CheckpointError, match="refused"):
         reference.load_reference_file(evil)
     assert not marker.exists() and not (tmp_path / "out").exists()
+    legacy = tmp_path / "legacy.pt"  # torch's pre-1.6 format, one pickle stream: refused by name too
+    torch.save({"state_dict": tensors, "x": _Payload(marker)}, legacy, _use_new_zipfile_serialization=False)
+    with pytest.raises(CheckpointError, match=rf"refused to load .*names the global {bad[0]}"):
+        reference.import_reference(legacy, out=tmp_path / "out")
+    assert not marker.exists()
     torch.load(evil, weights_only=False)  # the payload is real
     assert marker.exists()
