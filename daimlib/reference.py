@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from .checkpoint import META, CheckpointError, display_path, load_checkpoint, save_checkpoint
+from .checkpoint import META, CheckpointError, display_path, load_checkpoint, read_meta, save_checkpoint
 from .config import PRESETS, DAIMConfig, load_preset
 from .reference_map import (
     ReferenceArch,
@@ -392,6 +392,8 @@ def import_reference(
     Returns an :class:`ImportResult`; the model is strictly loaded and in eval mode.
     """
     path = Path(path)
+    if out is not None:
+        _check_out(Path(out))
     if path.is_dir():
         return _import_kit_folder(path, out, preset, tokenizer)
     ref = read_reference(path)
@@ -417,6 +419,30 @@ def import_reference(
         result.out_dir = save_checkpoint(out, model, cfg, meta={"provenance": provenance, "source": "reference"},
                                          tokenizer=tokenizer)  # fmt: skip
     return result
+
+
+def _check_out(out: Path) -> None:
+    """Refuse an ``out`` whose contents the import would replace but did not write (issue 13)."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise FileExistsError(f"--out {display_path(out)} is a file; give a new folder for the checkpoint")
+    if not any(out.iterdir()):
+        return
+    try:
+        meta = read_meta(out)
+    except CheckpointError:
+        meta = None
+    if meta is None or meta.get("source") not in ("reference", "daimlib"):
+        what = (
+            "a checkpoint this kit did not import"
+            if meta is not None
+            else "files that are not a kit checkpoint"
+        )
+        raise FileExistsError(
+            f"--out {display_path(out)} already holds {what}; importing would replace the whole folder. "
+            "Choose a new folder (an earlier import into the same folder is replaced)."
+        )
 
 
 def _import_kit_folder(path: Path, out, preset, tokenizer) -> ImportResult:

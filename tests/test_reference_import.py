@@ -466,3 +466,25 @@ def test_a_full_size_random_checkpoint_in_the_reference_layout_imports_and_runs(
         s = model.similarity(img, txt, lens)
     assert [tuple(x.shape) for x in img] == [(1, 784, 768), (1, 196, 768), (1, 49, 768)]
     assert s.shape == (1, 1) and torch.isfinite(s).all()
+
+
+def test_out_holding_anything_but_an_earlier_import_is_refused(tmp_path, imported):
+    from daimlib.checkpoint import save_checkpoint
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "dataset_flickr30k.json").write_text("{}")
+    with pytest.raises(FileExistsError, match="not a kit checkpoint"):
+        R.import_reference(CKPT["hat"], out=data, text_heads=2)
+    assert (data / "dataset_flickr30k.json").read_text() == "{}"
+    run_best = save_checkpoint(tmp_path / "run" / "best", imported["hat"].model, imported["hat"].cfg)
+    with pytest.raises(FileExistsError, match="did not import"):
+        R.import_reference(CKPT["hat"], out=run_best, text_heads=2)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FileExistsError, match="is a file"):
+        R.import_reference(CKPT["hat"], out=tmp_path / "file", text_heads=2)
+    # an earlier import is replaced, and an empty folder is fine
+    again = R.import_reference(CKPT["hat"], out=imported["hat"].out_dir, text_heads=2)
+    assert read_meta(again.out_dir)["provenance"]["source_file"] == "tiny_hat_reference.ckpt"
+    (tmp_path / "empty").mkdir()
+    R.import_reference(CKPT["hat"], out=tmp_path / "empty", text_heads=2)
