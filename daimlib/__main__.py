@@ -258,6 +258,12 @@ def cmd_import_reference(args) -> int:
     if args.tokenizer:
         from transformers import AutoTokenizer
 
+        if not Path(args.tokenizer).is_dir():
+            raise FileNotFoundError(
+                f"--tokenizer {args.tokenizer} is not a folder; expected a tokenizer saved with save_pretrained "
+                "(e.g. bert-base-uncased's, for the released checkpoints)"
+            )
+
         tokenizer = AutoTokenizer.from_pretrained(args.tokenizer, local_files_only=True)
     t0 = time.perf_counter()
     res = import_reference(args.checkpoint, out=args.out, preset=args.preset, force=args.force,

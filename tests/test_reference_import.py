@@ -488,3 +488,18 @@ def test_out_holding_anything_but_an_earlier_import_is_refused(tmp_path, importe
     assert read_meta(again.out_dir)["provenance"]["source_file"] == "tiny_hat_reference.ckpt"
     (tmp_path / "empty").mkdir()
     R.import_reference(CKPT["hat"], out=tmp_path / "empty", text_heads=2)
+
+
+def test_cli_stores_a_given_tokenizer_in_the_imported_folder(tmp_path, capsys, monkeypatch):
+    from daimlib.__main__ import main
+    from daimlib.checkpoint import load_checkpoint_tokenizer
+    from daimlib.data.tokenizer import build_wordpiece_tokenizer
+
+    tok = build_wordpiece_tokenizer(["a dog on a red sofa", "two cats"] * 10, tmp_path / "tok", vocab_size=40)
+    monkeypatch.chdir(tmp_path)
+    argv = ["import-reference", str(CKPT["hat"]), "--out", "kit", "--text-heads", "2", "--tokenizer", "tok"]
+    assert main(argv) == 0
+    assert main(argv[:-1] + ["no-such-folder"]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+    saved = load_checkpoint_tokenizer(tmp_path / "kit")
+    assert saved("a red dog")["input_ids"] == tok("a red dog")["input_ids"]
