@@ -250,7 +250,6 @@ def build_config(
         cfg.loss.margin = float(margin)  # HAT: the fixed margin it trained with
     if isinstance(stored.get("max_text_len"), int) and stored["max_text_len"] <= arch.max_position_embeddings:
         cfg.text.max_len = stored["max_text_len"]
-    cfg.notes = (cfg.notes + "\n" if cfg.notes else "") + "Imported from a reference checkpoint."
     return cfg
 
 
