@@ -32,6 +32,7 @@ from .checkpoint import (
     display_path,
     load_checkpoint,
     load_checkpoint_tokenizer,
+    load_loss,
     read_meta,
     save_checkpoint,
 )
@@ -79,7 +80,8 @@ def model_card_text(model, meta: dict | None = None) -> str:
     meta = meta or {}
     prov = meta.get("provenance") or {}
     metrics = meta.get("metrics") or {}
-    margin = float(model.margin_module.margin)
+    loss = getattr(model, "hub_loss", None)
+    margin = "not stored" if loss is None else f"{float(loss.margin):.6f}"
     n_params = sum(p.numel() for p in model.parameters())
     lines = [
         "---",
@@ -102,7 +104,7 @@ def model_card_text(model, meta: dict | None = None) -> str:
         f"| text encoder | `{cfg.text.name}` {dict(cfg.text.model_kwargs or {}) or ''} |",
         f"| FDM (ContraNorm) | blocks {cfg.fdm.image_blocks}, stage outputs {cfg.fdm.image_stage_out}, scale {cfg.fdm.scale} |",
         f"| SCAN | {cfg.similarity.direction}, lambda {cfg.similarity.lambda_softmax:g}, D = {cfg.similarity.embed_dim} |",
-        f"| margin | {margin:.6f} ({'adaptive, MOM' if cfg.loss.adaptive else 'fixed'}) |",
+        f"| margin | {margin} ({'adaptive, MOM' if cfg.loss.adaptive else 'fixed'}) |",
         f"| parameters | {n_params:,} |",
         "",
         "## Metrics",
@@ -149,8 +151,15 @@ class DAIMHubMixin(ModelHubMixin, library_name="daimlib", license="mit",
     """``save_pretrained`` / ``from_pretrained`` / ``push_to_hub`` for DAIM (issue 11 item 4).
 
     ``hub_meta`` (a dict on the instance: "metrics", "provenance", ...) is written into meta.json
-    and the model card; ``from_pretrained`` fills it from the folder it reads.
+    and the model card, and the loss given to :meth:`attach_loss` (a
+    :class:`daimlib.losses.MatchingLoss`: the trained margin) into model.safetensors;
+    ``from_pretrained`` fills both from the folder it reads (``model.hub_loss``).
     """
+
+    def attach_loss(self, loss):
+        """Keep ``loss`` (its margin) with the model for saving, without making it a submodule."""
+        object.__setattr__(self, "hub_loss", loss)
+        return self
 
     def _save_pretrained(self, save_directory: Path) -> None:
         save_directory = Path(save_directory)
@@ -167,7 +176,8 @@ class DAIMHubMixin(ModelHubMixin, library_name="daimlib", license="mit",
             k: v for k, v in meta.items() if k in ("metrics", "provenance", "kind", "epoch", "step", "source")
         }
         tokenizer = getattr(self, "tokenizer", None)
-        save_checkpoint(save_directory, self, self.cfg, meta=keep, tokenizer=tokenizer)
+        save_checkpoint(save_directory, self, self.cfg, meta=keep, tokenizer=tokenizer,
+                        loss=getattr(self, "hub_loss", None))  # fmt: skip
         saved = read_meta(save_directory)
         (save_directory / MODEL_CARD).write_text(model_card_text(self, saved))
 
@@ -200,6 +210,10 @@ class DAIMHubMixin(ModelHubMixin, library_name="daimlib", license="mit",
                 f"{display_path(folder)} holds a {type(model).__name__}, not a {cls.__name__}"
             )
         model.hub_meta = read_meta(folder)
+        try:  # the trained margin, when the folder holds one (daimlib.losses.MatchingLoss)
+            model.attach_loss(load_loss(folder, device=device))
+        except CheckpointError:
+            model.attach_loss(None)
         model.tokenizer = load_checkpoint_tokenizer(folder)
         return model.eval()
 

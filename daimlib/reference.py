@@ -31,8 +31,17 @@ from typing import Any
 
 import torch
 
-from .checkpoint import META, CheckpointError, display_path, load_checkpoint, read_meta, save_checkpoint
+from .checkpoint import (
+    META,
+    CheckpointError,
+    display_path,
+    load_checkpoint,
+    load_config,
+    read_meta,
+    save_checkpoint,
+)
 from .config import PRESETS, DAIMConfig, load_preset
+from .losses import MatchingLoss
 from .reference_map import (
     ReferenceArch,
     build_config,
@@ -361,6 +370,7 @@ class ImportResult:
     """What :func:`import_reference` built and wrote."""
 
     model: torch.nn.Module
+    loss: torch.nn.Module  # daimlib.losses.MatchingLoss holding the imported margin
     cfg: DAIMConfig
     arch: ReferenceArch | None
     provenance: dict
@@ -405,19 +415,17 @@ def import_reference(
 
     model = DAIM.from_config(cfg, pretrained=False)
     state, report = map_state_dict(ref.state_dict, model, display_path(path))
-    missing = sorted(set(model.state_dict()) - set(state))
-    if missing != ["margin_module.margin"]:
-        raise CheckpointError(f"internal: the mapped state misses {missing[:10]}")  # map_state_dict checks
-    margin = ref.stored_margin if ref.stored_margin is not None else float(cfg.loss.margin)
-    state["margin_module.margin"] = torch.tensor(margin, dtype=model.margin_module.margin.dtype)
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=True)  # map_state_dict has checked every key and shape
     model.eval()
+    margin = ref.stored_margin if ref.stored_margin is not None else float(cfg.loss.margin)
+    loss = MatchingLoss.from_config(cfg.loss)
+    loss.margin_module.margin.fill_(margin)  # not in the state dict: config["margin"] (fixture README §1)
     provenance = {**ref.provenance, "family": family, "preset": preset_name, "margin": margin,
                   "imported_with": "daimlib.reference.import_reference"}  # fmt: skip
-    result = ImportResult(model=model, cfg=cfg, arch=arch, provenance=provenance, report=report)
+    result = ImportResult(model=model, loss=loss, cfg=cfg, arch=arch, provenance=provenance, report=report)
     if out is not None:
         result.out_dir = save_checkpoint(out, model, cfg, meta={"provenance": provenance, "source": "reference"},
-                                         tokenizer=tokenizer)  # fmt: skip
+                                         tokenizer=tokenizer, loss=loss)  # fmt: skip
     return result
 
 
@@ -452,7 +460,8 @@ def _import_kit_folder(path: Path, out, preset, tokenizer) -> ImportResult:
             ".ckpt file or a kit checkpoint folder"
         )
     expect = load_preset(preset) if preset else None
-    model, cfg, _ = load_checkpoint(path, strict=True)
+    loss = MatchingLoss.from_config(load_config(path).loss)
+    model, cfg, _ = load_checkpoint(path, strict=True, loss=loss, read_train_state=False)
     if expect is not None and preset_family(expect) != preset_family(cfg):
         raise CheckpointError(
             f"{display_path(path)} holds a {preset_family(cfg).upper()} model; preset {preset!r} is "
@@ -461,8 +470,8 @@ def _import_kit_folder(path: Path, out, preset, tokenizer) -> ImportResult:
     provenance = {"source_file": path.name, "source_format": "daimlib",
                   "source_meta_sha256": sha256_file(path / META)}  # fmt: skip
     model.eval()
-    result = ImportResult(model=model, cfg=cfg, arch=None, provenance=provenance, report={})
+    result = ImportResult(model=model, loss=loss, cfg=cfg, arch=None, provenance=provenance, report={})
     if out is not None:
         result.out_dir = save_checkpoint(out, model, cfg, meta={"provenance": provenance, "source": "daimlib"},
-                                         tokenizer=tokenizer)  # fmt: skip
+                                         tokenizer=tokenizer, loss=loss)  # fmt: skip
     return result

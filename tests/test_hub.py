@@ -13,6 +13,7 @@ from daimlib import encoders, hub
 from daimlib.checkpoint import CheckpointError, save_checkpoint
 from daimlib.config import DAIMConfig, load_preset
 from daimlib.data import tokenizer as tokmod
+from daimlib.losses import MatchingLoss
 from daimlib.model import DAIM
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -22,8 +23,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def model():
     torch.manual_seed(3)
     m = DAIM.from_config(load_preset("demo"), pretrained=False)
-    m.margin_module.margin.fill_(0.2345)
-    return m
+    loss = MatchingLoss.from_config(m.cfg.loss)
+    loss.margin_module.margin.fill_(0.2345)
+    return m.attach_loss(loss)
 
 
 def _same_state(a, b):
@@ -39,7 +41,8 @@ def test_from_pretrained_of_save_pretrained_round_trips_bit_for_bit(model, tmp_p
     names = sorted(p.name for p in (tmp_path / "hf").iterdir())
     assert names == ["README.md", "config.json", "meta.json", "model.safetensors"]
     loaded = DAIM.from_pretrained(tmp_path / "hf")
-    _same_state(model, loaded)
+    _same_state(model, loaded)  # the margin travels beside the weights, not as a model key
+    assert float(loaded.hub_loss.margin) == pytest.approx(0.2345)
     assert loaded.cfg == model.cfg and not loaded.training
     assert DAIMConfig.from_dict(json.loads((tmp_path / "hf" / "config.json").read_text())) == model.cfg
     card = (tmp_path / "hf" / "README.md").read_text()

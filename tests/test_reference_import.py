@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file
 
 from daimlib import reference as R
-from daimlib.checkpoint import CheckpointError, load_model, model_config_diff, read_meta
+from daimlib.checkpoint import CheckpointError, load_loss, load_model, model_config_diff, read_meta
 from daimlib.config import load_preset
 from daimlib.losses import AdaptiveMargin, triplet_loss
 from daimlib.reference_map import reference_to_kit
@@ -168,13 +168,15 @@ def test_training_loss_on_the_square_batch_matches_the_reference(family, importe
     model = imported[f].model.double().eval()
     batch = {"images": o["inputs/images"].double(), "input_ids": o["inputs/input_ids"][:3],
              "attention_mask": o["inputs/attention_mask"][:3]}  # fmt: skip
+    loss_fn = imported[f].loss.eval()  # the MatchingLoss holding the imported margin
     with torch.no_grad():
-        res = model(batch)
+        scores = model(batch).scores
+        res = loss_fn(scores)
     model.float()
-    assert (res["scores"].double() - o[f"{f}/train/scores"]).abs().max() < 5e-7
-    assert abs(float(res["loss"]) - float(o[f"{f}/train/loss"])) < 1e-6
-    assert float(res["loss"]) == pytest.approx(CONFIGS["reference_results"][f]["loss"], abs=1e-6)
-    assert res["margin"] == pytest.approx(float(o[f"{f}/train/margin_before"]), abs=1e-8)
+    assert (scores.double() - o[f"{f}/train/scores"]).abs().max() < 5e-7
+    assert abs(float(res.loss) - float(o[f"{f}/train/loss"])) < 1e-6
+    assert float(res.loss) == pytest.approx(CONFIGS["reference_results"][f]["loss"], abs=1e-6)
+    assert res.margin == pytest.approx(float(o[f"{f}/train/margin_before"]), abs=1e-8)
 
 
 @pytest.mark.parametrize("case", ["ema", "reset", "inactive"])
@@ -182,7 +184,7 @@ def test_margin_step_from_the_imported_margin_matches_the_reference(case, import
     o, expected = outputs, CONFIGS["mom_scenarios"][case]
     cfg = imported["daim"].cfg
     mom = AdaptiveMargin.from_config(cfg.loss)
-    mom.margin.copy_(imported["daim"].model.margin_module.margin)
+    mom.margin.copy_(imported["daim"].loss.margin)
     assert float(mom.margin) == pytest.approx(expected["margin_before"], abs=1e-8)
     scores = sum(o[f"mom/{case}/scores_{lv}"] for lv in ("high", "low", "mid"))  # compute_SCAN's order
     mom.update(scores)
@@ -190,7 +192,7 @@ def test_margin_step_from_the_imported_margin_matches_the_reference(case, import
     loss = triplet_loss(scores, mom.margin, hardest=True, reduction="sum")
     assert float(loss) == pytest.approx(float(o[f"mom/{case}/daim_loss"]), abs=2e-6)
     hat = imported["hat"]
-    hat_loss = triplet_loss(scores, hat.model.margin_module.margin, hardest=True, reduction="sum")
+    hat_loss = triplet_loss(scores, hat.loss.margin, hardest=True, reduction="sum")
     assert float(hat_loss) == pytest.approx(float(o[f"mom/{case}/hat_loss"]), abs=2e-6)
 
 
@@ -212,7 +214,7 @@ def test_written_folder_carries_margin_and_provenance_and_loads_with_load_model(
     )
     assert prov["family"] == family
     model = load_model(res.out_dir)
-    assert float(model.margin_module.margin) == pytest.approx(
+    assert float(load_loss(res.out_dir).margin) == pytest.approx(
         CONFIGS[family]["margin"]["in_checkpoint"], abs=1e-8
     )
     o = outputs
