@@ -11,9 +11,9 @@ from torch import nn
 
 from daimlib import checkpoint as ck
 from daimlib import checkpoint_io
-from daimlib.losses import MatchingLoss
 from daimlib.checkpoint import CheckpointError, load_checkpoint, load_model, load_train_state, save_checkpoint
 from daimlib.config import load_preset
+from daimlib.losses import MatchingLoss
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
