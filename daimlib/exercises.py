@@ -355,7 +355,9 @@ def _boundary_body(fn: Callable) -> str:
         if math.isclose(got, want, rel_tol=1e-6, abs_tol=1e-9):
             continue
         if math.isclose(got, _minus_root(*args), rel_tol=1e-6, abs_tol=1e-9):
-            raise _Wrong(f"on '{case}' this is the other root; the reference keeps λ = (−B + √E) / (2A)")
+            raise _Wrong(
+                f"on '{case}' this is the other root; the reference keeps λ = (−b + √E) / (2a) with a = σp² − σn²"
+            )
         for other, why in (
             (gaussian_boundary(mu_p, sigma_p, mu_n, sigma_n, 1 / alpha)[0], "α multiplies the positives' "
              "density: α·N(λ; μp, σp) = N(λ; μn, σn)"),
