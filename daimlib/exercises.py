@@ -498,7 +498,8 @@ QUESTIONS: dict[str, Question] = {
         "01", "Swin-B (patch 4) on 384 px images: how many image tokens at DAIM's low, mid and high level?",
         "ints", "621a38ce1e0d60999310", "stage k's grid side is the image side / (patch · 2^(k−1))"),
     "05.collapse_loss": Question(
-        "05", "All scores equal (a collapsed model), B = 58, m = 0.2: the value of the hardest-negative loss?",
+        "05", "All scores equal (a collapsed model), B = 58, m = 0.2: the value of the hardest-negative triplet "
+        "loss, summed over the batch in both directions?",
         "number", "377749360922eb561122", "every hinge is m; count the hinges the summed loss keeps", 1),
     "07.trigger_rows": Question(
         "07", "The paper's trigger (more than 45/58 of the rows) at batch B = 128: how many rows must at "
@@ -515,7 +516,7 @@ QUESTIONS: dict[str, Question] = {
         "10", "Swin-B at 224 px: how many image tokens of one image enter SCAN over the three levels in all?",
         "ints", "8ceef70ffdfbe3ba0cd8", "add the tokens of stages 2, 3 and 4 (notebook 01)"),
     "04.lambda_above_one": Question(
-        "04", "The boundary λ comes out at 1.4. Which branch of the update rule runs: 'ema', 'reset' or "
+        "04", "The MOM's boundary λ_MOM comes out at 1.4. Which branch of the update rule runs: 'ema', 'reset' or "
         "'unchanged'?", "choice", "2d45a4f42e4e1e66f053", "read step 4 of the MOM (spec section 4)",
         options=("ema", "reset", "unchanged")),
 }  # fmt: skip

@@ -64,7 +64,7 @@ def test_figure_shows_the_numbers_of_the_config(paper_facts):
     fig = draw_method_map(load_preset("daim_f30k"), facts=paper_facts)
     text = _joined(fig)
     for expected in ("784 tokens × 256", "196 tokens × 512", "49 tokens × 1024", "hidden_states[4]",
-                     "hidden_states[10]", "hidden_states[12]", "SCAN t2i, λ=9", "18 blocks, 16 heads",
+                     "hidden_states[10]", "hidden_states[12]", "SCAN t2i, $\\lambda_{\\mathrm{SCAN}}$=9", "18 blocks, 16 heads",
                      "α=0.3", "45 of 58 rows right", "Linear → 768"):  # fmt: skip
         assert expected in text, expected
     assert text.count(f"{STAR} CN in each block") == 4  # every stage's blocks carry ContraNorm
@@ -89,7 +89,11 @@ def test_figure_follows_the_switches(paper_facts):
     )
     fig = draw_method_map(cfg)
     text = _joined(fig)
-    assert "SCAN t2i, λ=5" in text and "weight 0.5" in text and f"{STAR} CN after layer 10" in text
+    assert (
+        "SCAN t2i, $\\lambda_{\\mathrm{SCAN}}$=5" in text
+        and "weight 0.5" in text
+        and f"{STAR} CN after layer 10" in text
+    )
     assert f"{STAR} CN in each block" not in text
     plt.close(fig)
 
