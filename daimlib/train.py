@@ -480,6 +480,7 @@ def save_last(ctx: _Loop, st: TrainState, stopped: str, gather: bool = True) -> 
     ctx.history.flush()  # the rows the checkpoint counts must be on disk
     if ctx.dd.main:
         save_checkpoint(ctx.out_dir / "last", ctx.model, ctx.cfg, train_state=state, loss=ctx.loss_fn,
+                        tokenizer=ctx.tokenizer,  # the folder carries its tokenizer: evaluating needs no hub
                         meta=dict(kind="last", epoch=st.epoch, step=st.global_step, stopped=stopped))  # fmt: skip
 
 
@@ -643,7 +644,7 @@ def validate_and_checkpoint(ctx: _Loop, st: TrainState) -> None:
         row.update(metrics, select=score)
         if score > st.best_score:
             if ctx.dd.main:  # best first: a row on disk means its best is too
-                save_checkpoint(ctx.out_dir / "best", ctx.model, ctx.cfg, loss=ctx.loss_fn,
+                save_checkpoint(ctx.out_dir / "best", ctx.model, ctx.cfg, loss=ctx.loss_fn, tokenizer=ctx.tokenizer,
                                 meta=dict(kind="best", epoch=epoch, step=st.global_step, select_on=tc.select_on,
                                           metrics=metrics))  # fmt: skip
             st.best_score, st.best_epoch, st.best_metrics = score, epoch, metrics

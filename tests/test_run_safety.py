@@ -290,3 +290,16 @@ def test_resuming_on_other_data_is_refused(demo_root, tmp_path):
         _run(other, out, _cfg(**{"train.epochs": 2, "train.max_steps": 2}), eval_split=None, resume=True)
     res = _run(demo_root, out, _cfg(**{"train.epochs": 2, "train.max_steps": 2}), eval_split=None, resume=True)
     assert res.global_step == 2
+
+
+def test_a_trained_checkpoint_carries_its_tokenizer(one_step_run, demo_root):
+    """Issue 13: evaluating a saved run never needs the hub (nor the data's tokenizer folder)."""
+    from daimlib.checkpoint import has_tokenizer, load_checkpoint_tokenizer
+    from daimlib.data import load_tokenizer
+
+    for kind in ("last", "best"):
+        assert has_tokenizer(one_step_run.out_dir / kind), kind
+    saved = load_checkpoint_tokenizer(one_step_run.out_dir / "best")
+    original = load_tokenizer(_cfg().text, demo_root)
+    text = "a small red circle left of a blue square"
+    assert saved(text)["input_ids"] == original(text)["input_ids"] and len(saved) == len(original)
