@@ -2,6 +2,10 @@
 
 Commands: make-demo-data, make-f30k-like, train, evaluate, ablate, presets, bench, import-reference.
 ``python -m daimlib <command> --help`` explains each one. Multi-GPU: ``torchrun --nproc_per_node=N -m daimlib train ...``.
+
+The one file of the kit that imports its own modules inside functions: each command imports what it
+runs, so ``--help``, ``presets`` and a refused argument answer without loading torch, timm and
+transformers (seconds on a laptop).
 """
 
 from __future__ import annotations
