@@ -48,3 +48,77 @@ def test_ci_runs_the_readme_test_command():
     readme = (REPO / "README.md").read_text()
     ci = (REPO / ".ci" / "run").read_text()
     assert "make test" in readme and "make test" in ci
+
+
+# --- declared dependencies equal what daimlib imports (issue 11 item 10) ---------------------------
+
+# import name -> distribution name, where the two differ
+_DIST_OF_IMPORT = {"IPython": "ipython", "PIL": "pillow", "umap": "umap-learn", "sklearn": "scikit-learn", "yaml": "pyyaml"}
+
+
+def _dist_name(req: str) -> str:
+    return re.split(r"[<>=!~ ;\[]", req, maxsplit=1)[0].strip().lower().replace("_", "-")
+
+
+def _imports_of_daimlib() -> dict[str, str]:
+    """Third-party top-level packages imported anywhere in daimlib/ (parsed with ``ast``) -> the
+    first file that imports each, as a repo-relative path."""
+    import ast
+    import sys
+
+    found: dict[str, str] = {}
+    for path in sorted((REPO / "daimlib").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top in sys.stdlib_module_names or top in ("daimlib", "__future__"):
+                    continue
+                dist = _DIST_OF_IMPORT.get(top, top).lower().replace("_", "-")
+                found.setdefault(dist, path.relative_to(REPO).as_posix())
+    return found
+
+
+def _declared() -> tuple[set[str], set[str]]:
+    meta = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    runtime = {_dist_name(r) for r in meta["dependencies"]}
+    extras = {_dist_name(r) for reqs in meta["optional-dependencies"].values() for r in reqs}
+    return runtime, extras
+
+
+def test_every_package_daimlib_imports_is_declared():
+    imported = _imports_of_daimlib()
+    runtime, extras = _declared()
+    missing = {d: f for d, f in imported.items() if d not in runtime | extras}
+    assert not missing, f"imported but not declared in pyproject.toml (dependencies or an extra): {missing}"
+
+
+def test_every_runtime_dependency_is_imported_by_daimlib():
+    imported = _imports_of_daimlib()
+    runtime, _ = _declared()
+    unused = runtime - set(imported)
+    assert not unused, (
+        f"declared in pyproject.toml's dependencies but imported nowhere in daimlib/: {sorted(unused)}; "
+        "use it or remove it (a notebook-only or optional package belongs in an extra)"
+    )
+
+
+def test_the_import_scan_sees_known_imports():
+    imported = _imports_of_daimlib()
+    assert {"torch", "timm", "transformers", "pillow"} <= set(imported), sorted(imported)
+
+
+def test_environment_yml_pins_the_tested_python_and_pyproject_allows_it():
+    env = (REPO / "environment.yml").read_text()
+    m = re.search(r"^\s*-\s*python\s*=\s*(3\.\d+)\b", env, flags=re.M)
+    assert m, "environment.yml must pin the Python the kit was tested with (e.g. `- python=3.11`)"
+    pinned = tuple(int(x) for x in m.group(1).split("."))
+    spec = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"]
+    low = re.match(r"^>=\s*(3)\.(\d+)$", spec.strip())
+    assert low, f"unexpected requires-python {spec!r}"
+    assert pinned >= (int(low.group(1)), int(low.group(2))), f"python={m.group(1)} is outside {spec}"
