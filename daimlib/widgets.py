@@ -90,9 +90,10 @@ def _data_matches(run: Path, data_root: Path) -> bool:
 
 
 def available_models(runs_root: str | os.PathLike, data_root: str | os.PathLike, preset: str = "demo",
-                     max_depth: int = 3) -> list[ModelChoice]:  # fmt: skip
+                     max_depth: int = 1) -> list[ModelChoice]:  # fmt: skip
     """The finished runs under ``runs_root`` (folders with ``config.json`` and a ``best/`` or
-    ``last/`` checkpoint, up to ``max_depth`` levels down) trained on ``data_root``'s data, sorted
+    ``last/`` checkpoint, up to ``max_depth`` levels down: 1 = ``runs/<name>`` as notebook 05 and
+    the CLI write them, 3 also finds ablation runs) trained on ``data_root``'s data, sorted
     by path; when there is none, one clearly labelled random-weight model of ``preset``."""
     runs_root, data_root = Path(runs_root), Path(data_root)
     found: list[ModelChoice] = []
@@ -375,7 +376,7 @@ class SearchApp:
         plt.close("all")
 
     def show(self):
-        """Build and display the widgets (needs ipywidgets); returns the top-level box."""
+        """Build and display the widgets (needs ipywidgets); the top-level box is ``self.box``."""
         if ipywidgets is None:
             raise ImportError(
                 "the interactive search needs ipywidgets (pip install -e '.[notebook]' or bash scripts/setup.sh); "
@@ -414,7 +415,6 @@ class SearchApp:
         self.box = w.VBox([self.model_menu, self.status, tabs])
         self._on_model(None)
         display(self.box)
-        return self.box
 
     def _on_model(self, _change) -> None:
         self.label = self.model_menu.value

@@ -122,7 +122,8 @@ def test_available_models_lists_finished_runs_and_skips_others(tmp_path, demo):
     _fake_run(runs / "executed" / "x", cfg)  # run outputs of `make demo`, not a model
     (runs / "unfinished").mkdir()
     (runs / "unfinished" / "config.json").write_text("{}")
-    choices = W.available_models(runs, root)
+    assert [c.checkpoint.parent.name for c in W.available_models(runs, root)] == ["demo"]
+    choices = W.available_models(runs, root, max_depth=3)
     assert [c.checkpoint.parent.name for c in choices] == ["seed0", "demo"]
     assert all(c.trained and "12 steps" in c.label for c in choices)
     model, got_cfg = W.load_choice(choices[1])
