@@ -431,12 +431,13 @@ class SearchApp:
             self.results.value = "<i>type a caption and press Enter</i>"
             return
         idx = self.index()
-        self.results.value = _results_html(query, text_to_image(idx, query, k=self.k_slider.value))
         self.text_out.clear_output(wait=True)
         with self.text_out:
             fig = plot_text_query(idx, query, k=self.k_slider.value, level=self.level_menu.value)
             display(fig)
             plt.close(fig)
+        # the list last: once it names the query, the figure above it is drawn too
+        self.results.value = _results_html(query, text_to_image(idx, query, k=self.k_slider.value))
 
     def _refresh_image(self) -> None:
         idx = self.index()

@@ -53,7 +53,13 @@ def test_ci_runs_the_readme_test_command():
 # --- declared dependencies equal what daimlib imports (issue 11 item 10) ---------------------------
 
 # import name -> distribution name, where the two differ
-_DIST_OF_IMPORT = {"IPython": "ipython", "PIL": "pillow", "umap": "umap-learn", "sklearn": "scikit-learn", "yaml": "pyyaml"}
+_DIST_OF_IMPORT = {
+    "IPython": "ipython",
+    "PIL": "pillow",
+    "umap": "umap-learn",
+    "sklearn": "scikit-learn",
+    "yaml": "pyyaml",
+}
 
 
 def _dist_name(req: str) -> str:

@@ -87,7 +87,9 @@ def _torch_command(out: str) -> str:
 def test_no_gpu_and_cpu_index_unreachable_falls_back_to_the_default_index(tmp_path):
     script = _copy_setup(tmp_path)
     url = f"http://127.0.0.1:{_closed_port()}/whl/cpu"
-    res = _run(script, {**_no_gpu(tmp_path), "TORCH_CPU_INDEX_URL": url, "DAIM_PROBE_TIMEOUT": "2"}, "--dry-run")
+    res = _run(
+        script, {**_no_gpu(tmp_path), "TORCH_CPU_INDEX_URL": url, "DAIM_PROBE_TIMEOUT": "2"}, "--dry-run"
+    )
     assert res.returncode == 0, res.stderr
     assert "did not answer" in res.stdout and url in res.stdout
     cmd = _torch_command(res.stdout)
@@ -109,7 +111,11 @@ def test_a_gpu_means_the_default_index_without_probing(tmp_path, local_index):
     script = _copy_setup(tmp_path)
     driver = tmp_path / "driver"
     driver.write_text("NVRM version: test\n")
-    env = {"DAIM_NVIDIA_SMI": "no-such-nvidia-smi", "DAIM_NVIDIA_PROC": str(driver), "TORCH_CPU_INDEX_URL": url}
+    env = {
+        "DAIM_NVIDIA_SMI": "no-such-nvidia-smi",
+        "DAIM_NVIDIA_PROC": str(driver),
+        "TORCH_CPU_INDEX_URL": url,
+    }
     res = _run(script, {**env, "DAIM_SETUP_DRY_RUN": "1"})
     assert res.returncode == 0, res.stderr
     assert "NVIDIA GPU is present" in res.stdout
@@ -128,7 +134,9 @@ def test_dry_run_lists_the_dev_install_and_the_named_kernel(tmp_path):
     script = _copy_setup(tmp_path)
     res = _run(script, {**_no_gpu(tmp_path), "TORCH_INDEX_URL": "http://127.0.0.1:9/x"}, "--dry-run")
     assert "pip install -q -e .[dev]" in res.stdout
-    assert '-m ipykernel install --sys-prefix --name daim-kit --display-name "Python (DAIM Kit)"' in res.stdout
+    assert (
+        '-m ipykernel install --sys-prefix --name daim-kit --display-name "Python (DAIM Kit)"' in res.stdout
+    )
 
 
 def _fake_venv(root: Path, pip_exit: int) -> Path:
@@ -144,7 +152,7 @@ def _fake_venv(root: Path, pip_exit: int) -> Path:
         'case "$*" in\n'
         f'  *"-m pip"*) echo "{IGNORED_NOTE}" >&2; [ {pip_exit} -eq 0 ] && touch "{installed}"; exit {pip_exit};;\n'
         f'  "-c "*) [ -e "{installed}" ];;\n'
-        '  *) exit 0;;\n'
+        "  *) exit 0;;\n"
         "esac\n"
     )
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
@@ -167,7 +175,10 @@ def test_a_quiet_successful_pip_passes_and_the_kernel_is_registered_in_the_venv(
     assert res.returncode == 0, (res.stdout, res.stderr)
     assert "is ignored" not in res.stdout + res.stderr, "the local-index noise should be filtered"
     calls = log.read_text()
-    assert "-m pip --disable-pip-version-check install -q --index-url http://127.0.0.1:9/x torch torchvision" in calls
+    assert (
+        "-m pip --disable-pip-version-check install -q --index-url http://127.0.0.1:9/x torch torchvision"
+        in calls
+    )
     assert "install -q -e .[dev]" in calls
     assert "-m ipykernel install --sys-prefix --name daim-kit --display-name Python (DAIM Kit)" in calls
     assert (tmp_path / ".venv" / ".daimlib-installed").exists()
