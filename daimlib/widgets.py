@@ -185,7 +185,7 @@ def build_index(choice: ModelChoice, split, data_root: str | os.PathLike, n_imag
     if n_images < 1:
         raise ValueError(f"n_images must be at least 1, got {n_images}")
     model, cfg = load_choice(choice, device=device)
-    tokenizer = load_tokenizer(cfg.text, data_root)
+    tokenizer = load_tokenizer(cfg.text, data_root, data_cfg=cfg.data)
     n = min(int(n_images), split.n_images)
     images = [load_image(p) for p in split.image_paths[:n]]
     transform = build_transforms(cfg.data, train=False)

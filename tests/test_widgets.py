@@ -28,7 +28,7 @@ N_IMAGES = 12
 def demo(tmp_path_factory):
     root = tmp_path_factory.mktemp("widgets_demo")
     make_demo_dataset(root, seed=0, size="small", progress=False)
-    return root, load_split(load_preset("demo").data, root, "test")
+    return root, load_split(root, "test", load_preset("demo"))
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +104,7 @@ def _fake_run(run, cfg, data_root=None):
     save_checkpoint(run / "best", model, cfg, meta={"step": 12})
     cfg.to_json(run / "config.json")
     if data_root is not None:
-        name = cfg.data.json_name
+        name = "dataset_demo.json"
         digest = hashlib.sha256((data_root / name).read_bytes()).hexdigest()
         (run / "data.json").write_text(json.dumps({"json": name, "json_sha256": digest}))
 
@@ -117,7 +117,7 @@ def test_available_models_lists_finished_runs_and_skips_others(tmp_path, demo):
     _fake_run(runs / "ablation" / "daim" / "seed0", cfg)
     _fake_run(runs / "other_data", cfg)
     (runs / "other_data" / "data.json").write_text(
-        json.dumps({"json": cfg.data.json_name, "json_sha256": "0" * 64})
+        json.dumps({"json": "dataset_demo.json", "json_sha256": "0" * 64})
     )
     _fake_run(runs / "executed" / "x", cfg)  # run outputs of `make demo`, not a model
     (runs / "unfinished").mkdir()
