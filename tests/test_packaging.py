@@ -128,3 +128,43 @@ def test_environment_yml_pins_the_tested_python_and_pyproject_allows_it():
     low = re.match(r"^>=\s*(3)\.(\d+)$", spec.strip())
     assert low, f"unexpected requires-python {spec!r}"
     assert pinned >= (int(low.group(1)), int(low.group(2))), f"python={m.group(1)} is outside {spec}"
+
+
+# --- the README's commands are the ones the set-up, the Makefile and the tests run (issue 11) ------
+
+
+def _readme() -> str:
+    return (REPO / "README.md").read_text()
+
+
+def test_readme_kernel_command_is_the_one_setup_runs():
+    setup = (REPO / "scripts" / "setup.sh").read_text()
+    assert "KERNEL_NAME=daim-kit" in setup and 'KERNEL_DISPLAY="Python (DAIM Kit)"' in setup
+    assert "-m ipykernel install --sys-prefix --name $KERNEL_NAME" in setup.replace('"', "")
+    assert '-m ipykernel install --sys-prefix --name daim-kit --display-name "Python (DAIM Kit)"' in _readme()
+
+
+def test_readme_open_command_is_what_the_browser_test_starts():
+    assert ".venv/bin/jupyter lab notebooks/" in _readme()
+    browser = (REPO / "tests" / "test_browser.py").read_text()
+    assert '"-m", "jupyter", "lab"' in browser.replace("\n", " ").replace("  ", " ")
+
+
+def test_readme_make_targets_exist_and_the_fast_tier_skips_slow_tests():
+    makefile = (REPO / "Makefile").read_text()
+    for target in re.findall(r"`make ([a-z-]+)`", _readme()):
+        assert re.search(rf"^{re.escape(target)}:", makefile, flags=re.M), f"README names `make {target}`"
+    fast = makefile.split("\ntest-fast:", 1)[1].split("\n\n", 1)[0]
+    assert '-m "not slow"' in fast
+    demo = makefile.split("\nnotebooks:", 1)[1].split("\n\n", 1)[0]
+    assert "DAIM_OUTPUT_DIR=$(DEMO_OUT)" in demo and "--out $(DEMO_OUT)/notebooks" in demo
+    assert "runs/" in makefile.split("DEMO_OUT :=", 1)[1].split("\n", 1)[0], (
+        "make demo must write under runs/"
+    )
+
+
+def test_ci_installs_chromium_runs_lint_and_marks_itself_as_ci():
+    ci = (REPO / ".ci" / "run").read_text()
+    assert "apt-get install" in ci and "chromium" in ci
+    assert "export CI=true" in ci and "make lint" in ci
+    assert "playwright install" not in ci, "nothing may download a browser"
