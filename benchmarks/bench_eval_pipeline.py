@@ -39,6 +39,7 @@ from daimlib.data import (
     tokenize,
 )
 from daimlib.evaluate import encode_split, recall_metrics, similarity_matrix
+from daimlib.model import DAIM
 
 SIM_TOL = 1e-5  # fp32 scores of two orders of summation
 RECALL_TOL = 1e-9  # the recalls must be identical
@@ -116,8 +117,6 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     root = Path(args.root or ("data/demo_small" if args.quick else "data/demo"))
     make_demo_dataset(root, seed=0, size="small" if args.quick else "default", progress=False)
-    from daimlib.model import DAIM
-
     cfg = load_preset("demo")
     torch.manual_seed(0)
     device = torch.device(args.device)

@@ -41,9 +41,10 @@ def argsort_ranks(sims: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 def _run(method: str, n_img: int, cpi: int, repeats: int, queue) -> None:
-    import torch
+    # imported in the forked child only, so its memory baseline holds no parent state
+    import torch  # noqa: PLC0415
 
-    from daimlib.evaluate import i2t_t2i_ranks, recall_metrics
+    from daimlib.evaluate import i2t_t2i_ranks, recall_metrics  # noqa: PLC0415
 
     torch.set_num_threads(2)
     rng = np.random.default_rng(0)

@@ -1,6 +1,8 @@
 """The install metadata stays consistent: environment.yml names exactly pyproject's packages."""
 
+import ast
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -69,9 +71,6 @@ def _dist_name(req: str) -> str:
 def _imports_of_daimlib() -> dict[str, str]:
     """Third-party top-level packages imported anywhere in daimlib/ (parsed with ``ast``) -> the
     first file that imports each, as a repo-relative path."""
-    import ast
-    import sys
-
     found: dict[str, str] = {}
     for path in sorted((REPO / "daimlib").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
