@@ -18,7 +18,6 @@ level, for the image and caption tokens as the model encodes them.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -32,7 +31,7 @@ import seaborn as sns
 import torch
 import torch.nn.functional as F
 
-from daimlib import viz
+from daimlib import runs, viz
 from daimlib.checkpoint import load_model
 from daimlib.config import DAIMConfig, load_preset
 from daimlib.data import build_transforms, load_image, load_tokenizer, tokenize
@@ -75,18 +74,27 @@ def _checkpoint_of(run: Path) -> Path | None:
     return None
 
 
+def _recorded_data_sha(run: Path) -> str | None:
+    """The sha256 of the data a run was trained on: ``run.json`` (written by ``train``), else the
+    notebooks' older ``data.json``; None when the run records none."""
+    record = runs.read_record(run) or {}
+    sha = (record.get("data") or {}).get("json_sha256")
+    if sha is None and (run / "data.json").is_file():
+        sha = json.loads((run / "data.json").read_text()).get("json_sha256")
+    return sha
+
+
 def _data_matches(run: Path, data_root: Path) -> bool:
-    """False only when the run records the sha256 of its data (``data.json``, written by
-    ``nb.load_or_train``) and the same file in ``data_root`` differs."""
-    marker = run / "data.json"
-    if not marker.is_file():
+    """False only when the run records the sha256 of its data and ``data_root``'s differs (or
+    ``data_root`` holds no dataset the run's config can read)."""
+    sha = _recorded_data_sha(run)
+    if sha is None:
         return True
-    rec = json.loads(marker.read_text())
-    name, digest = rec.get("json"), rec.get("json_sha256")
-    if not name or not digest:
-        return True
-    path = data_root / name
-    return path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == digest
+    try:
+        current = runs.data_identity(data_root, DAIMConfig.from_json(run / "config.json"))
+    except (OSError, ValueError):
+        return False
+    return current["json_sha256"] == sha
 
 
 def available_models(runs_root: str | os.PathLike, data_root: str | os.PathLike, preset: str = "demo",

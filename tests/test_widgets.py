@@ -119,14 +119,23 @@ def test_available_models_lists_finished_runs_and_skips_others(tmp_path, demo):
     (runs / "other_data" / "data.json").write_text(
         json.dumps({"json": "dataset_demo.json", "json_sha256": "0" * 64})
     )
+    _fake_run(runs / "cli_other_data", cfg)  # train's run.json records the data it was trained on
+    (runs / "cli_other_data" / "run.json").write_text(
+        json.dumps({"format": "daimlib-run", "data": {"json_sha256": "1" * 64}})
+    )
+    _fake_run(runs / "cli_same_data", cfg)
+    digest = hashlib.sha256((root / "dataset_demo.json").read_bytes()).hexdigest()
+    (runs / "cli_same_data" / "run.json").write_text(
+        json.dumps({"format": "daimlib-run", "data": {"json_sha256": digest}})
+    )
     _fake_run(runs / "executed" / "x", cfg)  # run outputs of `make demo`, not a model
     (runs / "unfinished").mkdir()
     (runs / "unfinished" / "config.json").write_text("{}")
-    assert [c.checkpoint.parent.name for c in W.available_models(runs, root)] == ["demo"]
+    assert [c.checkpoint.parent.name for c in W.available_models(runs, root)] == ["cli_same_data", "demo"]
     choices = W.available_models(runs, root, max_depth=3)
-    assert [c.checkpoint.parent.name for c in choices] == ["seed0", "demo"]
+    assert [c.checkpoint.parent.name for c in choices] == ["seed0", "cli_same_data", "demo"]
     assert all(c.trained and "12 steps" in c.label for c in choices)
-    model, got_cfg = W.load_choice(choices[1])
+    model, got_cfg = W.load_choice(choices[2])
     assert not model.training and got_cfg.name == "demo"
 
 
