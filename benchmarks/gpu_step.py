@@ -89,7 +89,9 @@ def bench_train_step(cfg, batch: int, steps: int, warmup: int, device: torch.dev
         t0 = time.perf_counter()
         with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else torch.enable_grad():
             scores = model(data).scores
-        loss = loss_fn(scores, step=10**9, img_index=data["img_index"]).loss  # past any warm-up: hardest negatives
+        loss = loss_fn(
+            scores, step=10**9, img_index=data["img_index"]
+        ).loss  # past any warm-up: hardest negatives
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
