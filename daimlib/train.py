@@ -56,10 +56,13 @@ from . import runs
 from .checkpoint import CheckpointError, display_path, load_checkpoint, read_meta, save_checkpoint
 from .config import DAIMConfig
 from .data import CaptionDataset, build_transforms, collate, load_split, load_tokenizer
+from .encoders import image_pretrained, text_pretrained
 from .evaluate import default_protocols, evaluate
 from .history import EPOCHS_CSV, STEP_COLUMNS, STEPS_CSV, HistoryLogger, read_csv
 from .losses import MatchingLoss
 from .model import DAIM
+from .runtime import amp_for as _amp
+from .runtime import seed_everything, torch_device
 
 log = logging.getLogger("daimlib.train")
 
@@ -143,8 +146,7 @@ def _setup_distributed(device: torch.device | None) -> tuple[_Dist, torch.device
     """Join the process group that ``torchrun`` describes in the environment (WORLD_SIZE > 1)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1 and not (dist.is_available() and dist.is_initialized()):
-        dev = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return _Dist(), torch.device(dev)
+        return _Dist(), torch_device(device)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = torch.cuda.is_available() and (device is None or torch.device(device).type == "cuda")
     owns = False
@@ -157,13 +159,6 @@ def _setup_distributed(device: torch.device | None) -> tuple[_Dist, torch.device
     else:
         dev = torch.device("cpu")
     return _Dist(True, dist.get_rank(), dist.get_world_size(), local_rank, owns), dev
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch (CPU and every CUDA device)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def _rng_state() -> dict:
@@ -273,21 +268,7 @@ def _to_device(batch: dict, device: torch.device) -> dict:
 
 def wants_pretrained(cfg: DAIMConfig) -> bool:
     """Whether ``cfg`` asks for pretrained encoders: paper presets do, the demo builds them from kwargs."""
-    image_from_scratch = bool(cfg.image.timm_kwargs) and cfg.image.weights is None
-    text_from_scratch = cfg.text.model_kwargs is not None and cfg.text.weights is None
-    return not (image_from_scratch and text_from_scratch)
-
-
-def _amp(cfg: DAIMConfig, device: torch.device) -> tuple[torch.dtype | None, bool]:
-    """(autocast dtype or None, use a GradScaler). AMP only on CUDA: off on a CPU whatever the config."""
-    mode = cfg.train.amp
-    if mode not in ("auto", "bf16", "fp16", "off"):
-        raise ValueError(f"train.amp must be one of auto|bf16|fp16|off, got {mode!r}")
-    if device.type != "cuda" or mode == "off":
-        return None, False
-    if mode == "auto":
-        mode = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return (torch.bfloat16, False) if mode == "bf16" else (torch.float16, True)
+    return image_pretrained(cfg.image) or text_pretrained(cfg.text)  # each stream decides (image/text.init)
 
 
 def _optimizer(cfg: DAIMConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
