@@ -1,7 +1,7 @@
 """Command line of DAIM Kit: ``python -m daimlib <command> ...`` (also installed as ``daim``).
 
-Commands: make-demo-data, make-f30k-like, train, evaluate, ablate, presets, bench. ``python -m daimlib <command> --help``
-explains each one. Multi-GPU: ``torchrun --nproc_per_node=N -m daimlib train ...``.
+Commands: make-demo-data, make-f30k-like, train, evaluate, ablate, presets, bench, import-reference.
+``python -m daimlib <command> --help`` explains each one. Multi-GPU: ``torchrun --nproc_per_node=N -m daimlib train ...``.
 """
 
 from __future__ import annotations
@@ -263,6 +263,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--full", action="store_true", help="full sizes (meant for a GPU; slow on a CPU)")
     p.add_argument("--only", nargs="+", default=None, help="run only these scripts (names without .py)")
+
+    p = sub.add_parser(
+        "import-reference",
+        parents=[common],
+        help="import a checkpoint of the authors' DAIM/HAT code (.ckpt) as a kit checkpoint folder",
+        description="Read a PyTorch Lightning .ckpt written by the DAIM or HAT reference code (or its bare "
+        "state_dict, or a kit checkpoint folder) safely (weights only, nothing in the pickle runs), map "
+        "its keys, read both streams' sizes from the tensor shapes, pick daim_*/hat_* and F30K/COCO from "
+        "its stored config, and write a normal checkpoint folder that `evaluate`, the notebooks and "
+        "daimlib.checkpoint.load_model read. Provenance (file, sha256, Lightning version, epoch, step) "
+        "goes into OUT/meta.json.",
+    )
+    p.add_argument("checkpoint", help="the .ckpt file (e.g. the authors' released F30K/COCO checkpoint)")
+    p.add_argument("--out", default=None, help="checkpoint folder to write (required unless --list-globals)")
+    p.add_argument("--preset", default=None, help="override the preset read from the checkpoint")
+    p.add_argument("--force", action="store_true", help="allow a preset of the other family (DAIM vs HAT)")
+    p.add_argument("--text-heads", type=int, default=None,
+                   help="BERT attention heads (no tensor stores them; default hidden size / 64)")  # fmt: skip
+    p.add_argument("--tokenizer", default=None, help="tokenizer folder to store in OUT/tokenizer (optional)")
+    p.add_argument("--list-globals", action="store_true",
+                   help="print the globals the pickle names, without loading it, and exit")  # fmt: skip
     return parser
 
 
@@ -313,7 +334,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .checkpoint import load_checkpoint
+    from .checkpoint import load_checkpoint, load_checkpoint_tokenizer
     from .data import load_split, load_tokenizer
     from .evaluate import data_identity, evaluate, protocol_problem
     from .paths import display_path
@@ -321,7 +342,7 @@ def cmd_evaluate(args) -> int:
     from .tables import write_table
 
     device = torch_device(args.device or "auto")
-    model, cfg, _ = load_checkpoint(args.checkpoint, device=device, strict=True)
+    model, cfg, _ = load_checkpoint(args.checkpoint, device=device, strict=True, read_train_state=False)
     model.to(device).eval()
     split = load_split(cfg.data, args.data_root, args.split)
     problem = protocol_problem(args.protocol, split.n_images)
@@ -331,7 +352,7 @@ def cmd_evaluate(args) -> int:
         )
     if problem:
         print(f"note: {problem}; the table is labelled with the real sizes", file=sys.stderr)
-    tokenizer = load_tokenizer(cfg.text, args.data_root)
+    tokenizer = load_checkpoint_tokenizer(args.checkpoint) or load_tokenizer(cfg.text, args.data_root)
     metrics, table = evaluate(model, split, tokenizer, cfg, protocol=args.protocol, device=device,
                               batch_size=args.batch_size, progress=not args.quiet, ties=args.ties,
                               features=args.features)  # fmt: skip
@@ -397,6 +418,53 @@ def cmd_bench(args) -> int:
     return subprocess.call(cmd)
 
 
+def cmd_import_reference(args) -> int:
+    import time
+
+    from .checkpoint import display_path
+    from .reference import STAND_INS, import_reference, list_globals, torch_allows
+
+    if args.list_globals:
+        for name in list_globals(args.checkpoint):
+            verdict = "stand-in" if name in STAND_INS else "allowed" if torch_allows(name) else "REFUSED"
+            print(f"{verdict:9s} {name}")
+        return 0
+    if args.out is None:
+        raise ValueError(
+            "import-reference needs --out DIR (the checkpoint folder to write), or --list-globals"
+        )
+    tokenizer = None
+    if args.tokenizer:
+        from transformers import AutoTokenizer
+
+        if not Path(args.tokenizer).is_dir():
+            raise FileNotFoundError(
+                f"--tokenizer {args.tokenizer} is not a folder; expected a tokenizer saved with save_pretrained "
+                "(e.g. bert-base-uncased's, for the released checkpoints)"
+            )
+
+        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer, local_files_only=True)
+    t0 = time.perf_counter()
+    res = import_reference(args.checkpoint, out=args.out, preset=args.preset, force=args.force,
+                           text_heads=args.text_heads, tokenizer=tokenizer)  # fmt: skip
+    prov = res.provenance
+    print(f"read {prov['source_file']} ({prov.get('source_format')}, sha256 {prov.get('source_sha256', '?')[:16]}..., "
+          f"Lightning {prov.get('lightning_version')}, epoch {prov.get('epoch')}, step {prov.get('global_step')})")  # fmt: skip
+    if res.arch is not None:
+        a = res.arch
+        print(f"architecture from the tensors: Swin embed {a.embed_dim}, depths {list(a.depths)}, heads "
+              f"{list(a.num_heads)}, window {a.window_size}, patch {a.patch_size}, {a.img_size} px; BERT "
+              f"{a.num_hidden_layers} layers x {a.hidden_size} ({a.num_attention_heads} heads), vocabulary "
+              f"{a.vocab_size}, {a.max_position_embeddings} positions; projections to {a.proj_dim}")  # fmt: skip
+        r = res.report
+        print(f"keys: {r['mapped']} mapped, {r['buffers_checked']} recomputed buffers checked and dropped, "
+              f"{r['dropped']} unused dropped; loaded strictly")  # fmt: skip
+    print(f"family {prov.get('family', '?')}, preset {prov.get('preset', res.cfg.name)}, SCAN "
+          f"{res.cfg.similarity.direction}, margin {float(res.loss.margin):.6f}")  # fmt: skip
+    print(f"written: {display_path(res.out_dir)} in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
 COMMANDS = {
     "make-demo-data": cmd_make_demo_data,
     "make-f30k-like": cmd_make_f30k_like,
@@ -405,6 +473,7 @@ COMMANDS = {
     "ablate": cmd_ablate,
     "presets": cmd_presets,
     "bench": cmd_bench,
+    "import-reference": cmd_import_reference,
 }
 
 

@@ -8,6 +8,7 @@ Layout of a checkpoint folder (``runs/<name>/last``, ``runs/<name>/best``)::
     config.json         the DAIMConfig that builds the model (``DAIMConfig.from_json``)
     train_state.pt      optimizer, scheduler, AMP scaler, epoch, step, RNG states, history position
                         (optional; plain tensors and containers only, read with weights_only=True)
+    tokenizer/          the tokenizer files (``save_pretrained``), when the model was saved with one
     meta.json           format version, library versions, size and sha256 of every file, metrics
 
 Why this shape (field notes section 4, item 7; spec defects A2/A9): plain state dicts plus a
@@ -18,7 +19,14 @@ arbitrary objects: weights go through safetensors, the training state through
 Writes are atomic: the folder is written under a temporary name, each file through a temporary
 file and ``os.replace``, and the finished folder is then renamed into place. A crash mid-write
 leaves the previous checkpoint intact (if the crash falls between the two renames, the previous
-folder is found under ``.<name>.old-*`` and loaded from there, with a warning).
+folder is found under ``.<name>.old-*`` and loaded from there, with a warning). Temporary folders
+that a killed process left (``.<name>.tmp-*``, the kit's own names only) are removed by the next
+save. Files are written with the usual permissions (0644 / folders 0755 under umask 022).
+
+Integrity (issue 13): every file's size and sha256 recorded in meta.json is checked on load,
+config.json included (a swapped config would otherwise evaluate the weights as another model).
+Loading a model for evaluation (:func:`load_model`) reads only model.safetensors, config.json and
+meta.json, so a damaged train_state.pt does not stop it.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import shutil
 import tempfile
 import uuid
@@ -50,6 +59,8 @@ WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 TRAIN_STATE = "train_state.pt"
 META = "meta.json"
+TOKENIZER = "tokenizer"
+_FILE_MODE, _DIR_MODE = 0o666, 0o777  # before the umask, as open() / mkdir() use them
 LOSS_PREFIX = "loss."  # the loss module's state (the adaptive margin) inside model.safetensors
 LEGACY_MARGIN_KEY = "margin_module.margin"  # where the margin lived while it was a model buffer
 
@@ -102,6 +113,49 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _normal_permissions(folder: Path) -> None:
+    """mkdtemp/mkstemp create 0700/0600; give the finished folder the modes open()/mkdir() would."""
+    mask = _umask()
+    for p in [folder, *folder.rglob("*")]:
+        try:
+            os.chmod(p, (_DIR_MODE if p.is_dir() else _FILE_MODE) & ~mask)
+        except OSError:  # not supported here (some network filesystems, Windows)
+            pass
+
+
+def clean_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
+    """Remove the temporary folders a killed save of ``directory`` left beside it; returns them.
+
+    Only the kit's own names are touched: ``.<name>.tmp-XXXXXXXX`` folders (``tempfile.mkdtemp``
+    suffixes) in the same parent. Backups ``.<name>.old-*`` are left to the loader.
+    """
+    directory = Path(directory)
+    pattern = re.compile(rf"\.{re.escape(directory.name)}\.tmp-[A-Za-z0-9_]{{8}}")
+    removed = []
+    if directory.parent.is_dir():
+        for p in directory.parent.iterdir():
+            if pattern.fullmatch(p.name) and p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+                removed.append(p)
+    return removed
+
+
+def _file_records(folder: Path) -> dict[str, dict]:
+    """``{relative posix path: {bytes, sha256}}`` of every file below ``folder`` (no hidden names)."""
+    out = {}
+    for f in sorted(folder.rglob("*")):
+        rel = f.relative_to(folder)
+        if f.is_file() and not any(part.startswith(".") for part in rel.parts) and rel.as_posix() != META:
+            out[rel.as_posix()] = {"bytes": f.stat().st_size, "sha256": _sha256(f)}
+    return out
+
+
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The model inside a DistributedDataParallel / DataParallel wrapper."""
     return getattr(model, "module", model)
@@ -113,6 +167,7 @@ def save_checkpoint(
     cfg: DAIMConfig,
     train_state: dict | None = None,
     meta: dict | None = None,
+    tokenizer: Any = None,
     loss: torch.nn.Module | None = None,
 ) -> Path:
     """Write ``model``'s weights, ``cfg`` and (optionally) the training state to ``directory``, atomically.
@@ -122,12 +177,17 @@ def save_checkpoint(
 
     ``train_state`` may hold tensors, numbers, strings, and lists/tuples/dicts of them (what
     ``torch.load(weights_only=True)`` accepts); ``meta`` is any JSON-serialisable dict (epoch,
-    metrics, ...) stored in meta.json. Returns the folder path.
+    metrics, ...) stored in meta.json; ``tokenizer`` (an HF tokenizer; default the model's
+    ``tokenizer`` attribute when it has one) is saved in ``tokenizer/`` so that evaluating the
+    checkpoint never needs the hub. Returns the folder path.
     """
     directory = Path(directory)
     parent = directory.parent
     parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_temporaries(directory)
     model = _unwrap(model)
+    if tokenizer is None:
+        tokenizer = getattr(model, "tokenizer", None)
     # Detached CPU copies: safetensors refuses tensors that share storage (tied weights, views).
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     if loss is not None:
@@ -141,11 +201,9 @@ def save_checkpoint(
         _atomic_write(tmp_dir / CONFIG, lambda p: Path(p).write_text(cfg.to_json() + "\n"))
         if train_state is not None:
             _atomic_write(tmp_dir / TRAIN_STATE, lambda p: torch.save(train_state, p))
-        files = {
-            f.name: {"bytes": f.stat().st_size, "sha256": _sha256(f)}
-            for f in sorted(tmp_dir.iterdir())
-            if f.is_file() and not f.name.startswith(".")
-        }
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(tmp_dir / TOKENIZER))
+        files = _file_records(tmp_dir)
         info = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -158,6 +216,7 @@ def save_checkpoint(
         _atomic_write(
             tmp_dir / META, lambda p: Path(p).write_text(json.dumps(info, indent=2, default=str) + "\n")
         )
+        _normal_permissions(tmp_dir)
         _fsync_dir(tmp_dir)
         if directory.exists():
             old_dir = parent / f".{directory.name}.old-{uuid.uuid4().hex[:8]}"
@@ -238,14 +297,23 @@ def _check_file(directory: Path, name: str, meta: dict, verify: bool) -> Path:
     return path
 
 
-def load_config(directory: str | os.PathLike) -> DAIMConfig:
-    """The DAIMConfig stored in a checkpoint folder."""
+def load_config(directory: str | os.PathLike, verify: bool = True) -> DAIMConfig:
+    """The DAIMConfig stored in a checkpoint folder, checked against the sha256 in meta.json."""
     directory = _resolve_dir(directory)
     path = directory / CONFIG
     if not path.is_file():
         raise CheckpointError(
             f"{display_path(path)} is missing; the checkpoint cannot say which model it holds."
         )
+    meta = read_meta(directory)
+    if CONFIG in meta.get("files", {}):
+        try:
+            _check_file(directory, CONFIG, meta, verify)
+        except CheckpointError as e:
+            raise CheckpointError(
+                f"{e} A config.json that differs from the one saved with the weights would build another "
+                "model around them; restore the original config.json."
+            ) from None
     try:
         return DAIMConfig.from_json(path)
     except (ValueError, json.JSONDecodeError) as e:
@@ -350,6 +418,7 @@ def load_checkpoint(
     model: torch.nn.Module | None = None,
     expect_cfg: DAIMConfig | None = None,
     verify: bool = True,
+    read_train_state: bool = True,
     loss: torch.nn.Module | None = None,
 ) -> tuple[torch.nn.Module, DAIMConfig, dict | None]:
     """Load a checkpoint folder: ``(model, cfg, train_state)``.
@@ -359,13 +428,14 @@ def load_checkpoint(
     weights are loaded into it. With ``strict`` (the default), missing or unexpected weight keys and
     differences between the saved config and ``expect_cfg`` (or ``model.cfg``) in the sections that
     define the model (image, text, fdm, similarity, loss) raise a CheckpointError listing them.
-    ``train_state`` is None when the folder has none. ``loss`` (a
+    ``train_state`` is None when the folder has none, or when ``read_train_state`` is False (loading
+    for evaluation: then only model.safetensors, config.json and meta.json are read). ``loss`` (a
     :class:`daimlib.losses.MatchingLoss`) receives the stored margin (:func:`split_loss_state`;
     a folder without one leaves the loss's initial margin, with a warning).
     """
     directory = _resolve_dir(directory)
     meta = read_meta(directory)
-    cfg = load_config(directory)
+    cfg = load_config(directory, verify=verify)
     reference = (
         expect_cfg
         if expect_cfg is not None
@@ -402,8 +472,10 @@ def load_checkpoint(
         if loss_state:
             load_state_into(loss, loss_state, strict, f"{display_path(weights)} (loss state)")
         else:
-            warnings.warn(f"{display_path(weights)} holds no margin; the loss keeps its initial one", stacklevel=2)
-    train_state = load_train_state(directory, device=device, verify=verify)
+            warnings.warn(
+                f"{display_path(weights)} holds no margin; the loss keeps its initial one", stacklevel=2
+            )
+    train_state = load_train_state(directory, device=device, verify=verify) if read_train_state else None
     return model, cfg, train_state
 
 
@@ -423,6 +495,36 @@ def load_loss(directory: str | os.PathLike, device: str | torch.device = "cpu") 
 
 
 def load_model(directory: str | os.PathLike, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """A trained DAIM from a checkpoint folder, strictly loaded and in eval mode."""
-    model, _, _ = load_checkpoint(directory, device=device, strict=True)
+    """A trained DAIM from a checkpoint folder, strictly loaded and in eval mode.
+
+    Reads model.safetensors, config.json and meta.json only (each checked against its recorded
+    sha256); the training state is not needed to evaluate, so a damaged train_state.pt is ignored.
+    """
+    model, _, _ = load_checkpoint(directory, device=device, strict=True, read_train_state=False)
     return model.eval()
+
+
+def has_tokenizer(directory: str | os.PathLike) -> bool:
+    """Whether a checkpoint folder carries its tokenizer (``tokenizer/``)."""
+    return (_resolve_dir(directory) / TOKENIZER).is_dir()
+
+
+def load_checkpoint_tokenizer(directory: str | os.PathLike, verify: bool = True):
+    """The tokenizer saved in a checkpoint folder, or None for folders written without one.
+
+    Its files are checked against meta.json like the weights; nothing is downloaded.
+    """
+    directory = _resolve_dir(directory)
+    folder = directory / TOKENIZER
+    if not folder.is_dir():
+        return None
+    meta = read_meta(directory)
+    for name in meta.get("files", {}):
+        if name.startswith(TOKENIZER + "/"):
+            _check_file(directory, name, meta, verify)
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read the tokenizer in {display_path(folder)}: {e}") from e

@@ -25,31 +25,13 @@ config field to set, at once.
 from __future__ import annotations
 
 import contextlib
-import os
-import socket
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from .fdm import ContraNorm, attach_to_bert_layers, attach_to_swin_blocks
-
-_HUB_HOST = "huggingface.co"
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the Hugging Face hub answers a TCP connection (False when HF_HUB_OFFLINE is set)."""
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        return False
-    host = _HUB_HOST
-    endpoint = os.environ.get("HF_ENDPOINT")
-    if endpoint:
-        host = endpoint.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
+from .hub import hub_reachable  # the kit's one hub probe (HF_ENDPOINT, HF_HUB_OFFLINE)
 
 
 @contextlib.contextmanager

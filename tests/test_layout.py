@@ -227,7 +227,7 @@ def test_tiny_preset_trains_and_evaluates_on_a_f30k_layout_folder_from_the_cli(t
         main(["evaluate", "--checkpoint", "run/best", "--data-root", "f30k", "--protocol", "demo", "-q"]) == 0
     )
     out = capsys.readouterr().out
-    assert "tiny test (demo)" in out and "RSUM" in out
+    assert "tiny test, demo (5 images x 25 captions)" in out and "RSUM" in out
     assert _listing(tmp_path / "f30k") == before  # the data folder is read, never written
     assert [p.name.split("-")[0] for p in (tmp_path / "cache").iterdir()] == ["wordpiece2048"]
 

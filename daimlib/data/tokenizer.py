@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import socket
 import tempfile
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import torch
 
 from daimlib.data.layout import load_split
 from daimlib.data.split import clean_caption
+from daimlib.hub import hub_reachable  # the kit's one hub probe (HF_ENDPOINT, HF_HUB_OFFLINE)
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -53,17 +53,6 @@ def build_wordpiece_tokenizer(captions: list[str], folder: str | Path, vocab_siz
     vocab = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
     (folder / "vocab.txt").write_text("".join(f"{t}\n" for t, _ in vocab), encoding="utf-8")
     return BertTokenizerFast.from_pretrained(str(folder))
-
-
-def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
-    """Can the model hub be reached? (Avoids a minute of retries on an offline machine.)"""
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        return False
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
 
 
 DATA_TOKENIZER = (
