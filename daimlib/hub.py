@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from huggingface_hub import ModelHubMixin
 
-from .checkpoint import (
+from .checkpoint_io import (
     CONFIG,
     META,
     TOKENIZER,
@@ -30,8 +30,9 @@ from .checkpoint import (
     WEIGHTS,
     CheckpointError,
     display_path,
-    load_checkpoint,
+    load_checkpoint_into,
     load_checkpoint_tokenizer,
+    load_config,
     load_loss,
     read_meta,
     save_checkpoint,
@@ -204,11 +205,8 @@ class DAIMHubMixin(ModelHubMixin, library_name="daimlib", license="mit",
     def _from_pretrained(cls, *, model_id: str, revision=None, cache_dir=None, force_download=False,
                          local_files_only=False, token=None, device: str = "cpu", **kwargs: Any):  # fmt: skip
         folder = Path(model_id)  # from_pretrained has already fetched a repo id into a local folder
-        model, _, _ = load_checkpoint(folder, device=device, strict=True, read_train_state=False)
-        if not isinstance(model, cls):
-            raise CheckpointError(
-                f"{display_path(folder)} holds a {type(model).__name__}, not a {cls.__name__}"
-            )
+        model = cls.from_config(load_config(folder), pretrained=False)
+        load_checkpoint_into(model, folder, device=device, strict=True, read_train_state=False)
         model.hub_meta = read_meta(folder)
         try:  # the trained margin, when the folder holds one (daimlib.losses.MatchingLoss)
             model.attach_loss(load_loss(folder, device=device))

@@ -10,8 +10,10 @@ import torch
 from torch import nn
 
 from daimlib import checkpoint as ck
+from daimlib import checkpoint_io
 from daimlib.checkpoint import CheckpointError, load_checkpoint, load_model, load_train_state, save_checkpoint
 from daimlib.config import load_preset
+from daimlib.losses import MatchingLoss
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -63,7 +65,7 @@ def demo_model():
 
 def test_daim_round_trip_restores_every_tensor_config_and_train_state(tmp_path, demo_model):
     model, cfg = demo_model
-    loss = ck.MatchingLoss.from_config(cfg.loss)
+    loss = MatchingLoss.from_config(cfg.loss)
     loss.margin.fill_(0.3717)  # the MOM state (the loss's) must travel with the weights
     state = _train_state()
     save_checkpoint(tmp_path / "ck", model, cfg, train_state=state, meta={"epoch": 3}, loss=loss)
@@ -172,7 +174,7 @@ def test_pickle_that_would_run_code_is_refused_without_running_it(tmp_path):
         tmp_path / "ck" / "meta.json"
     )  # a consistent (malicious) meta.json, so only the pickle is at stake
     meta = json.loads(meta_path.read_text())
-    meta["files"]["train_state.pt"] = {"bytes": evil.stat().st_size, "sha256": ck._sha256(evil)}
+    meta["files"]["train_state.pt"] = {"bytes": evil.stat().st_size, "sha256": checkpoint_io._sha256(evil)}
     meta_path.write_text(json.dumps(meta))
 
     with pytest.raises(CheckpointError, match="refused to load .*train_state.pt"):
@@ -195,7 +197,7 @@ def test_crash_while_saving_leaves_the_previous_checkpoint_intact(tmp_path, monk
             f.write(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(ck, "save_file", broken_save)
+    monkeypatch.setattr(checkpoint_io, "save_file", broken_save)
     with pytest.raises(OSError, match="disk full"):
         save_checkpoint(tmp_path / "last", Tiny(), cfg, train_state={"step": 2})
     monkeypatch.undo()
