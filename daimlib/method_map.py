@@ -386,6 +386,9 @@ METHOD_TABLE: tuple[tuple[str, str, str, str, str], ...] = (
     ("10", "real data on GPUs", "the same figure at paper scale (Swin-B, BERT-base, 224 px)",
      "'4.7% RSUM gain on MSCOCO' (" + _ABSTRACT + "); the reference code also trains on Flickr30K",
      "the paper presets daim_f30k / daim_coco, torchrun, the three protocols (spec 6, 7)"),
+    ("12", "interactive search", "S read along a column (caption -> images) or a row (image -> captions); α of one level",
+     "image-text matching: retrieve images for a caption and captions for an image (title, abstract)",
+     "DAIM.similarity over an encoded test subset, SCAN t2i attention drawn per word (spec 2.1, 2.2)"),
 )  # fmt: skip
 METHOD_COLUMNS = ("notebook", "title", "part of the figure", "claim of the paper", "what the code does")
 
