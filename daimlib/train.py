@@ -812,8 +812,8 @@ def train(
     data_id = runs.data_identity(data_root, cfg)
     st, rows = TrainState(), None
     if resume:
-        trained_on = ((runs.read_record(out_dir) or {}).get("data") or {}).get("json_sha256")
-        if trained_on is not None and trained_on != data_id["json_sha256"]:
+        trained_on = ((runs.read_record(out_dir) or {}).get("data") or {}).get("sha256")
+        if trained_on is not None and trained_on != data_id["sha256"]:
             raise ValueError(
                 f"cannot resume {display_path(out_dir)} on {display_path(data_root)}: the run was trained on other "
                 "data (its run.json records another dataset sha256); resume with the run's own data root"

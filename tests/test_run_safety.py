@@ -58,8 +58,8 @@ def test_run_record_holds_config_budget_data_identity_and_versions(one_step_run,
     assert rec["finished"] and rec["stopped"] == "max_steps" and rec["global_step"] == 1
     assert rec["config_sha256"] == runs.config_sha256(_cfg()) and rec["budget"]["max_steps"] == 1
     js = demo_root / "dataset_demo.json"
-    assert rec["data"]["json_sha256"] == hashlib.sha256(js.read_bytes()).hexdigest()
-    assert rec["data"]["splits"] == {"train": 24, "val": 5, "test": 5} and rec["data"]["n_images"] == 34
+    assert rec["data"]["sha256"] == hashlib.sha256(js.read_bytes()).hexdigest()
+    assert rec["data"]["images"] == {"train": 24, "val": 5, "test": 5} and rec["data"]["n_images"] == 34
     assert rec["eval_split"] == "test"
     v = rec["versions"]
     assert v["torch"] == torch.__version__.split("+")[0] or v["torch"].startswith(torch.__version__.split("+")[0])
@@ -75,7 +75,7 @@ def test_data_identity_ignores_the_folder_but_not_the_content(demo_root, tmp_pat
     data["images"] = data["images"][:-1]
     (copy / "dataset_demo.json").write_text(json.dumps(data))
     other = runs.data_identity(copy, cfg)
-    assert other["json_sha256"] != runs.data_identity(demo_root, cfg)["json_sha256"] and other["n_images"] == 33
+    assert other["sha256"] != runs.data_identity(demo_root, cfg)["sha256"] and other["n_images"] == 33
     with pytest.raises(FileNotFoundError, match="dataset folder not found"):
         runs.data_identity(tmp_path / "nowhere", cfg)
 
