@@ -77,8 +77,8 @@ def _checkpoint_of(run: Path) -> Path | None:
 def _recorded_data_sha(run: Path) -> str | None:
     """The sha256 of the data a run was trained on: ``run.json`` (written by ``train``), else the
     notebooks' older ``data.json``; None when the run records none."""
-    record = runs.read_record(run) or {}
-    sha = (record.get("data") or {}).get("json_sha256")
+    data = (runs.read_record(run) or {}).get("data") or {}
+    sha = data.get("sha256", data.get("json_sha256"))  # the run record's key, then the older name
     if sha is None and (run / "data.json").is_file():
         sha = json.loads((run / "data.json").read_text()).get("json_sha256")
     return sha
@@ -94,7 +94,7 @@ def _data_matches(run: Path, data_root: Path) -> bool:
         current = runs.data_identity(data_root, DAIMConfig.from_json(run / "config.json"))
     except (OSError, ValueError):
         return False
-    return current["json_sha256"] == sha
+    return current["sha256"] == sha
 
 
 def available_models(runs_root: str | os.PathLike, data_root: str | os.PathLike, preset: str = "demo",

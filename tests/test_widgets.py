@@ -121,12 +121,12 @@ def test_available_models_lists_finished_runs_and_skips_others(tmp_path, demo):
     )
     _fake_run(runs / "cli_other_data", cfg)  # train's run.json records the data it was trained on
     (runs / "cli_other_data" / "run.json").write_text(
-        json.dumps({"format": "daimlib-run", "data": {"json_sha256": "1" * 64}})
+        json.dumps({"format": "daimlib-run", "data": {"sha256": "1" * 64}})
     )
     _fake_run(runs / "cli_same_data", cfg)
     digest = hashlib.sha256((root / "dataset_demo.json").read_bytes()).hexdigest()
     (runs / "cli_same_data" / "run.json").write_text(
-        json.dumps({"format": "daimlib-run", "data": {"json_sha256": digest}})
+        json.dumps({"format": "daimlib-run", "data": {"sha256": digest}})
     )
     _fake_run(runs / "executed" / "x", cfg)  # run outputs of `make demo`, not a model
     (runs / "unfinished").mkdir()
