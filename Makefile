@@ -1,22 +1,35 @@
-# DAIM Kit. `make demo` = set up + run the notebook sequence on the demo data;
-# `make test` = set up + unit tests + the notebooks under nbval.
+# DAIM Kit. `make demo` = set up + run the notebook sequence on the demo data into ignored folders;
+# `make test` = set up + unit tests + the notebooks under nbval; `make test-fast` = the fast tests only.
 PY := .venv/bin/python
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+# where `make demo` writes (ignored by git): executed notebooks, figures and runs (DAIM_OUTPUT_DIR)
+DEMO_OUT := runs/executed
 
-.PHONY: setup demo notebooks test unit nbval lint bench clean-runs
+.PHONY: setup demo notebooks refresh-notebooks test test-fast unit nbval lint bench clean-runs
 
 setup:
 	bash scripts/setup.sh
 
 demo: setup notebooks
 
+# a student's clone stays clean: executed copies, figures and runs all go under $(DEMO_OUT)
 notebooks:
+	DAIM_OUTPUT_DIR=$(DEMO_OUT) $(PY) scripts/run_notebooks.py --out $(DEMO_OUT)/notebooks $(NOTEBOOKS)
+	@echo "[demo] executed notebooks: $(DEMO_OUT)/notebooks/, figures: $(DEMO_OUT)/figures/, runs: $(DEMO_OUT)/runs/ (ignored by git)"
+
+# maintainers: re-execute the committed notebooks in place and rewrite the tracked figures/
+refresh-notebooks: setup
 	$(PY) scripts/run_notebooks.py $(NOTEBOOKS)
+	@echo "[refresh-notebooks] notebooks/ and figures/ rewritten; review with git diff before committing"
 
 test: setup unit nbval
 
 unit:
 	$(PY) -m pytest -q tests
+
+# the inner loop: every test not marked slow (CI runs them all through `unit`)
+test-fast:
+	$(PY) -m pytest -q -m "not slow" tests
 
 nbval:
 	cd notebooks && ../$(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env \

@@ -20,11 +20,13 @@ On the full test split the reference-style caption loop is timed on ``--ref-capt
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _check import agrees, exit_code  # benchmarks/_check.py (run as a script from this folder)
 
 from daimlib.config import load_preset
 from daimlib.data import (
@@ -37,6 +39,10 @@ from daimlib.data import (
     tokenize,
 )
 from daimlib.evaluate import encode_split, recall_metrics, similarity_matrix
+from daimlib.model import DAIM
+
+SIM_TOL = 1e-5  # fp32 scores of two orders of summation
+RECALL_TOL = 1e-9  # the recalls must be identical
 
 
 def evalrank_loop(sims: np.ndarray, img_of_caption: np.ndarray) -> dict[str, float]:
@@ -96,7 +102,7 @@ def reference_style(
     return times, sims, metrics, feat_mb
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small demo dataset (50 test images)")
     ap.add_argument("--root", default=None, help="demo data folder (generated if missing)")
@@ -111,8 +117,6 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     root = Path(args.root or ("data/demo_small" if args.quick else "data/demo"))
     make_demo_dataset(root, seed=0, size="small" if args.quick else "default", progress=False)
-    from daimlib.model import DAIM
-
     cfg = load_preset("demo")
     torch.manual_seed(0)
     device = torch.device(args.device)
@@ -161,7 +165,9 @@ def main(argv=None) -> None:
     print(
         f"max |S_daimlib - S_reference| = {diff:.2e}; identical recalls: {same}; RSUM {metrics['rsum']:.1f}"
     )
+    recall_gap = max(abs(metrics[k] - ref_metrics[k]) for k in ref_metrics)
+    return exit_code(agrees("score matrix", diff, SIM_TOL), agrees("recalls", recall_gap, RECALL_TOL))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

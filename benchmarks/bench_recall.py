@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from _check import agrees, exit_code  # benchmarks/_check.py (run as a script from this folder)
+
+RANK_TOL = 0  # ranks are integers: any difference is a disagreement
 
 
 def _status_kb(key: str) -> int:
@@ -37,9 +41,10 @@ def argsort_ranks(sims: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 def _run(method: str, n_img: int, cpi: int, repeats: int, queue) -> None:
-    import torch
+    # imported in the forked child only, so its memory baseline holds no parent state
+    import torch  # noqa: PLC0415
 
-    from daimlib.evaluate import i2t_t2i_ranks, recall_metrics
+    from daimlib.evaluate import i2t_t2i_ranks, recall_metrics  # noqa: PLC0415
 
     torch.set_num_threads(2)
     rng = np.random.default_rng(0)
@@ -62,7 +67,7 @@ def _run(method: str, n_img: int, cpi: int, repeats: int, queue) -> None:
     queue.put((method, min(times), extra_mb, [r.tolist() for r in ranks]))
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="1,000 x 5,000 instead of 5,000 x 25,000")
     ap.add_argument("--images", type=int, default=None)
@@ -83,7 +88,11 @@ def main(argv=None) -> None:
     for method, t, mb, _ in results:
         print(f"{method:<32}{t:>10.2f}{mb:>20.0f}")
     print(f"speed-up {results[1][1] / results[0][1]:.1f}x; target for 5,000 x 25,000: <= 2 s and <= 300 MB")
+    worst = max(
+        float(np.abs(np.asarray(a) - np.asarray(b)).max()) for a, b in zip(results[0][3], results[1][3])
+    )
+    return exit_code(agrees("ranks, counting vs argsort", worst, RANK_TOL))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -33,6 +33,10 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from daimlib.config import load_preset  # noqa: E402
+from daimlib.evaluate import EncodedSplit, similarity_matrix  # noqa: E402
+from daimlib.losses import MatchingLoss  # noqa: E402
+from daimlib.model import DAIM  # noqa: E402
+from daimlib.train import _amp  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -65,9 +69,6 @@ def _random_batch(cfg, batch: int, vocab: int, device: torch.device, gen: torch.
 
 def bench_train_step(cfg, batch: int, steps: int, warmup: int, device: torch.device, frozen: bool) -> dict:
     """Mean seconds per optimisation step (forward, backward, Adam) and peak memory."""
-    from daimlib.losses import MatchingLoss
-    from daimlib.model import DAIM
-    from daimlib.train import _amp
 
     torch.manual_seed(0)
     model = DAIM.from_config(cfg, pretrained=False).to(device)
@@ -88,7 +89,9 @@ def bench_train_step(cfg, batch: int, steps: int, warmup: int, device: torch.dev
         t0 = time.perf_counter()
         with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else torch.enable_grad():
             scores = model(data).scores
-        loss = loss_fn(scores, step=10**9, img_index=data["img_index"]).loss  # past any warm-up: hardest negatives
+        loss = loss_fn(
+            scores, step=10**9, img_index=data["img_index"]
+        ).loss  # past any warm-up: hardest negatives
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
@@ -133,8 +136,6 @@ def bench_eval(
     cfg, n_img: int, n_cap_per_img: int, slice_img: int, ref_img: int, ref_cap: int, device
 ) -> dict:
     """Blocked similarity on ``slice_img`` images x all captions, and the reference loop on a small slice."""
-    from daimlib.evaluate import EncodedSplit, similarity_matrix
-    from daimlib.model import DAIM
 
     torch.manual_seed(0)
     model = DAIM.from_config(cfg, pretrained=False).to(device).eval()

@@ -1,6 +1,8 @@
 """The install metadata stays consistent: environment.yml names exactly pyproject's packages."""
 
+import ast
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,3 +50,120 @@ def test_ci_runs_the_readme_test_command():
     readme = (REPO / "README.md").read_text()
     ci = (REPO / ".ci" / "run").read_text()
     assert "make test" in readme and "make test" in ci
+
+
+# --- declared dependencies equal what daimlib imports (issue 11 item 10) ---------------------------
+
+# import name -> distribution name, where the two differ
+_DIST_OF_IMPORT = {
+    "IPython": "ipython",
+    "PIL": "pillow",
+    "umap": "umap-learn",
+    "sklearn": "scikit-learn",
+    "yaml": "pyyaml",
+}
+
+
+def _dist_name(req: str) -> str:
+    return re.split(r"[<>=!~ ;\[]", req, maxsplit=1)[0].strip().lower().replace("_", "-")
+
+
+def _imports_of_daimlib() -> dict[str, str]:
+    """Third-party top-level packages imported anywhere in daimlib/ (parsed with ``ast``) -> the
+    first file that imports each, as a repo-relative path."""
+    found: dict[str, str] = {}
+    for path in sorted((REPO / "daimlib").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top in sys.stdlib_module_names or top in ("daimlib", "__future__"):
+                    continue
+                dist = _DIST_OF_IMPORT.get(top, top).lower().replace("_", "-")
+                found.setdefault(dist, path.relative_to(REPO).as_posix())
+    return found
+
+
+def _declared() -> tuple[set[str], set[str]]:
+    meta = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    runtime = {_dist_name(r) for r in meta["dependencies"]}
+    extras = {_dist_name(r) for reqs in meta["optional-dependencies"].values() for r in reqs}
+    return runtime, extras
+
+
+def test_every_package_daimlib_imports_is_declared():
+    imported = _imports_of_daimlib()
+    runtime, extras = _declared()
+    missing = {d: f for d, f in imported.items() if d not in runtime | extras}
+    assert not missing, f"imported but not declared in pyproject.toml (dependencies or an extra): {missing}"
+
+
+def test_every_runtime_dependency_is_imported_by_daimlib():
+    imported = _imports_of_daimlib()
+    runtime, _ = _declared()
+    unused = runtime - set(imported)
+    assert not unused, (
+        f"declared in pyproject.toml's dependencies but imported nowhere in daimlib/: {sorted(unused)}; "
+        "use it or remove it (a notebook-only or optional package belongs in an extra)"
+    )
+
+
+def test_the_import_scan_sees_known_imports():
+    imported = _imports_of_daimlib()
+    assert {"torch", "timm", "transformers", "pillow"} <= set(imported), sorted(imported)
+
+
+def test_environment_yml_pins_the_tested_python_and_pyproject_allows_it():
+    env = (REPO / "environment.yml").read_text()
+    m = re.search(r"^\s*-\s*python\s*=\s*(3\.\d+)\b", env, flags=re.M)
+    assert m, "environment.yml must pin the Python the kit was tested with (e.g. `- python=3.11`)"
+    pinned = tuple(int(x) for x in m.group(1).split("."))
+    spec = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"]
+    low = re.match(r"^>=\s*(3)\.(\d+)$", spec.strip())
+    assert low, f"unexpected requires-python {spec!r}"
+    assert pinned >= (int(low.group(1)), int(low.group(2))), f"python={m.group(1)} is outside {spec}"
+
+
+# --- the README's commands are the ones the set-up, the Makefile and the tests run (issue 11) ------
+
+
+def _readme() -> str:
+    return (REPO / "README.md").read_text()
+
+
+def test_readme_kernel_command_is_the_one_setup_runs():
+    setup = (REPO / "scripts" / "setup.sh").read_text()
+    assert "KERNEL_NAME=daim-kit" in setup and 'KERNEL_DISPLAY="Python (DAIM Kit)"' in setup
+    assert "-m ipykernel install --sys-prefix --name $KERNEL_NAME" in setup.replace('"', "")
+    assert '-m ipykernel install --sys-prefix --name daim-kit --display-name "Python (DAIM Kit)"' in _readme()
+
+
+def test_readme_open_command_is_what_the_browser_test_starts():
+    assert ".venv/bin/jupyter lab notebooks/" in _readme()
+    browser = (REPO / "tests" / "test_browser.py").read_text()
+    assert '"-m", "jupyter", "lab"' in browser.replace("\n", " ").replace("  ", " ")
+
+
+def test_readme_make_targets_exist_and_the_fast_tier_skips_slow_tests():
+    makefile = (REPO / "Makefile").read_text()
+    for target in re.findall(r"`make ([a-z-]+)`", _readme()):
+        assert re.search(rf"^{re.escape(target)}:", makefile, flags=re.M), f"README names `make {target}`"
+    fast = makefile.split("\ntest-fast:", 1)[1].split("\n\n", 1)[0]
+    assert '-m "not slow"' in fast
+    demo = makefile.split("\nnotebooks:", 1)[1].split("\n\n", 1)[0]
+    assert "DAIM_OUTPUT_DIR=$(DEMO_OUT)" in demo and "--out $(DEMO_OUT)/notebooks" in demo
+    assert "runs/" in makefile.split("DEMO_OUT :=", 1)[1].split("\n", 1)[0], (
+        "make demo must write under runs/"
+    )
+
+
+def test_ci_installs_chromium_runs_lint_and_marks_itself_as_ci():
+    ci = (REPO / ".ci" / "run").read_text()
+    assert "apt-get install" in ci and "chromium" in ci
+    assert "export CI=true" in ci and "make lint" in ci
+    assert "playwright install" not in ci, "nothing may download a browser"

@@ -1,0 +1,465 @@
+"""Interactive search for the classroom (notebook 12): type a caption, see the top images with each
+word's SCAN attention drawn on them; pick an image, see its top captions; switch between the
+trained models under ``runs/``.
+
+The pieces work without a widget front end (nbval, a plain kernel, a script)::
+
+    choices = available_models("runs", data_root, preset="demo")   # finished runs, else random weights
+    index = build_index(choices[0], split, data_root, n_images=100)  # encode a subset once
+    text_to_image(index, "a big red circle", k=5)                     # table of the top images
+    fig = plot_text_query(index, "a big red circle", k=3)             # + each word's attention (spec 2.1)
+    image_to_text(index, 0, k=5); plot_image_query(index, 0)          # the other direction
+    SearchApp(choices, split, data_root).show()                       # the ipywidgets app
+
+Scores are the model's own ``DAIM.similarity`` (SCAN over the levels, spec section 2.2, the
+configured direction); the attention drawn is SCAN's text-to-image weights α (spec 2.1) of one
+level, for the image and caption tokens as the model encodes them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import torch
+import torch.nn.functional as F
+
+from daimlib import runs, viz
+from daimlib.checkpoint import load_model
+from daimlib.config import DAIMConfig, load_preset
+from daimlib.data import build_transforms, load_image, load_tokenizer, tokenize
+from daimlib.model import DAIM
+from daimlib.nb import rel, search_images
+
+try:  # optional (the `notebook` extra): without it everything but SearchApp works
+    import ipywidgets
+    from IPython.display import display
+except ImportError:  # pragma: no cover - exercised only where ipywidgets is absent
+    ipywidgets = None
+    display = print
+
+RANDOM_LABEL = "random weights (untrained {preset} preset; NOT a trained model)"
+RANDOM_SEED = 0  # the random-weight fallback is always the same model
+_SKIP_DIRS = {"executed", "browser"}  # run-output folders under runs/ that hold no models
+_SPECIAL_TOKENS = {"[CLS]", "[SEP]", "[PAD]", "<s>", "</s>", "<pad>"}
+
+
+# --- which models there are -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """One model the app can switch to: a finished run's checkpoint folder, or random weights."""
+
+    label: str
+    checkpoint: Path | None  # None: random initial weights of ``preset``
+    preset: str = "demo"
+
+    @property
+    def trained(self) -> bool:
+        return self.checkpoint is not None
+
+
+def _checkpoint_of(run: Path) -> Path | None:
+    for name in ("best", "last"):
+        if (run / name / "meta.json").is_file() and (run / name / "model.safetensors").is_file():
+            return run / name
+    return None
+
+
+def _recorded_data_sha(run: Path) -> str | None:
+    """The sha256 of the data a run was trained on: ``run.json`` (written by ``train``), else the
+    notebooks' older ``data.json``; None when the run records none."""
+    data = (runs.read_record(run) or {}).get("data") or {}
+    sha = data.get("sha256", data.get("json_sha256"))  # the run record's key, then the older name
+    if sha is None and (run / "data.json").is_file():
+        sha = json.loads((run / "data.json").read_text()).get("json_sha256")
+    return sha
+
+
+def _data_matches(run: Path, data_root: Path) -> bool:
+    """False only when the run records the sha256 of its data and ``data_root``'s differs (or
+    ``data_root`` holds no dataset the run's config can read)."""
+    sha = _recorded_data_sha(run)
+    if sha is None:
+        return True
+    try:
+        current = runs.data_identity(data_root, DAIMConfig.from_json(run / "config.json"))
+    except (OSError, ValueError):
+        return False
+    return current["sha256"] == sha
+
+
+def available_models(runs_root: str | os.PathLike, data_root: str | os.PathLike, preset: str = "demo",
+                     max_depth: int = 1) -> list[ModelChoice]:  # fmt: skip
+    """The finished runs under ``runs_root`` (folders with ``config.json`` and a ``best/`` or
+    ``last/`` checkpoint, up to ``max_depth`` levels down: 1 = ``runs/<name>`` as notebook 05 and
+    the CLI write them, 3 also finds ablation runs) trained on ``data_root``'s data, sorted
+    by path; when there is none, one clearly labelled random-weight model of ``preset``."""
+    runs_root, data_root = Path(runs_root), Path(data_root)
+    found: list[ModelChoice] = []
+    if runs_root.is_dir():
+        stack = [(runs_root, 0)]
+        while stack:
+            folder, depth = stack.pop()
+            ckpt = _checkpoint_of(folder) if (folder / "config.json").is_file() else None
+            if ckpt is not None:
+                if _data_matches(folder, data_root):
+                    meta = json.loads((ckpt / "meta.json").read_text())
+                    steps = meta.get("step")
+                    label = f"{rel(folder)} ({ckpt.name}" + (
+                        f", {steps} steps)" if steps is not None else ")"
+                    )
+                    found.append(ModelChoice(label, ckpt, preset))
+                continue
+            if depth < max_depth:
+                stack.extend(
+                    (p, depth + 1)
+                    for p in folder.iterdir()
+                    if p.is_dir() and p.name not in _SKIP_DIRS and not p.name.startswith(".")
+                )
+    if not found:
+        return [ModelChoice(RANDOM_LABEL.format(preset=preset), None, preset)]
+    return sorted(found, key=lambda c: c.label)
+
+
+def load_choice(choice: ModelChoice, device: str = "cpu") -> tuple[DAIM, DAIMConfig]:
+    """The model of a :class:`ModelChoice` in eval mode on ``device``, with its config."""
+    if choice.checkpoint is None:
+        cfg = load_preset(choice.preset)
+        with torch.random.fork_rng(devices=[]):  # the same random model every time, global RNG untouched
+            torch.manual_seed(RANDOM_SEED)
+            model = DAIM.from_config(cfg, pretrained=False)
+        return model.to(device).eval(), cfg
+    model = load_model(choice.checkpoint, device=device)
+    return model.eval(), model.cfg
+
+
+# --- an encoded subset ------------------------------------------------------------------------
+
+
+@dataclass
+class SearchIndex:
+    """The first ``n_images`` images of a split and all their captions, encoded once by one model."""
+
+    label: str
+    model: DAIM
+    cfg: DAIMConfig
+    tokenizer: object
+    images: list  # PIL images, for drawing
+    captions: list[str]
+    img_of_caption: np.ndarray  # [n_cap] index of each caption's image
+    img_levels: list[torch.Tensor]  # levels x [n_img, R_l, D]
+    txt_levels: list[torch.Tensor] = field(repr=False, default_factory=list)  # levels x [n_cap, L, D]
+    txt_lens: torch.Tensor | None = field(repr=False, default=None)  # [n_cap]
+
+    @property
+    def n_images(self) -> int:
+        return len(self.images)
+
+    @property
+    def trained(self) -> bool:
+        return not self.label.startswith("random weights")
+
+
+def _encode_captions(model, tokenizer, cfg, captions: list[str], device, batch_size: int):
+    ids, mask = tokenize(tokenizer, captions, cfg.text.max_len)  # [n_cap, max_len]
+    parts, lens = None, []
+    for s in range(0, len(captions), batch_size):
+        levels, lengths = model.encode_text(
+            ids[s : s + batch_size].to(device), mask[s : s + batch_size].to(device)
+        )
+        parts = [[] for _ in levels] if parts is None else parts
+        for k, lv in enumerate(levels):
+            parts[k].append(lv.float())
+        lens.append(lengths)
+    txt_lens = torch.cat(lens)
+    width = int(txt_lens.max())  # padding past the longest caption never enters the scores
+    return [torch.cat(p)[:, :width] for p in parts], txt_lens
+
+
+@torch.no_grad()
+def build_index(choice: ModelChoice, split, data_root: str | os.PathLike, n_images: int = 100,
+                device: str = "cpu", batch_size: int = 64) -> SearchIndex:  # fmt: skip
+    """Load ``choice`` and encode the first ``n_images`` images of ``split`` and their captions
+    (the evaluation transform, each image once, spec section 7)."""
+    if n_images < 1:
+        raise ValueError(f"n_images must be at least 1, got {n_images}")
+    model, cfg = load_choice(choice, device=device)
+    tokenizer = load_tokenizer(cfg.text, data_root, data_cfg=cfg.data)
+    n = min(int(n_images), split.n_images)
+    images = [load_image(p) for p in split.image_paths[:n]]
+    transform = build_transforms(cfg.data, train=False)
+    img_parts = None
+    for s in range(0, n, batch_size):
+        batch = torch.stack([transform(im) for im in images[s : s + batch_size]]).to(device)  # [B, 3, H, W]
+        levels = model.encode_image(batch)  # levels x [B, R, D]
+        img_parts = [[] for _ in levels] if img_parts is None else img_parts
+        for k, lv in enumerate(levels):
+            img_parts[k].append(lv.float())
+    captions, owner = [], []
+    for i in range(n):
+        for c in split.captions_of(i):
+            captions.append(c)
+            owner.append(i)
+    txt_levels, txt_lens = _encode_captions(model, tokenizer, cfg, captions, device, batch_size)
+    return SearchIndex(
+        label=choice.label, model=model, cfg=cfg, tokenizer=tokenizer, images=images, captions=captions,
+        img_of_caption=np.asarray(owner), img_levels=[torch.cat(p) for p in img_parts],
+        txt_levels=txt_levels, txt_lens=txt_lens,
+    )  # fmt: skip
+
+
+# --- the two directions -----------------------------------------------------------------------
+
+
+def text_to_image(index: SearchIndex, query: str, k: int = 5) -> pd.DataFrame:
+    """The ``k`` images that score highest with a typed caption (``nb.search_images``: the model's
+    similarity, spec 2.2). Columns: rank, image, score, one of the image's own captions."""
+    idx, scores = search_images(query, index.model, index.tokenizer, index.cfg, index.img_levels, k=k)
+    first = {int(i): index.captions[int(np.flatnonzero(index.img_of_caption == i)[0])] for i in idx}
+    return pd.DataFrame(
+        {
+            "rank": np.arange(1, len(idx) + 1),
+            "image": idx.astype(int),
+            "score": scores.astype(float),
+            "its first caption": [first[int(i)] for i in idx],
+        }  # fmt: skip
+    ).set_index("rank")
+
+
+@torch.no_grad()
+def image_to_text(index: SearchIndex, image: int, k: int = 5) -> pd.DataFrame:
+    """The ``k`` captions of the index that score highest with image ``image`` (the model's
+    similarity over all encoded captions). Columns: rank, caption, score, own (written for it)."""
+    if not 0 <= int(image) < index.n_images:
+        raise ValueError(f"image must be an index in 0..{index.n_images - 1}, got {image}")
+    img = [lv[int(image) : int(image) + 1] for lv in index.img_levels]  # levels x [1, R, D]
+    scores = index.model.similarity(img, index.txt_levels, index.txt_lens)[0]  # [n_cap]
+    top = torch.topk(scores, min(int(k), scores.numel()))
+    idx = top.indices.cpu().numpy()
+    return pd.DataFrame(
+        {"rank": np.arange(1, len(idx) + 1), "caption": [index.captions[j] for j in idx],
+         "score": top.values.cpu().numpy().astype(float), "own": index.img_of_caption[idx] == int(image)}
+    ).set_index("rank")  # fmt: skip
+
+
+def scan_t2i_attention(img: torch.Tensor, txt: torch.Tensor, lambda_softmax: float) -> torch.Tensor:
+    """SCAN's text-to-image attention of one image and one caption (spec 2.1): ``img [R, D]``,
+    ``txt [L, D]`` (the caption's real tokens) -> α ``[L, R]``, each word's weights over the regions
+    (rows sum to 1): s = v·t, LeakyReLU 0.1, L2 over words per region, softmax over regions of λ·ŝ."""
+    s = F.leaky_relu(img.float() @ txt.float().T, 0.1)  # [R, L]
+    s = s / (s.norm(dim=1, keepdim=True) + 1e-8)
+    return torch.softmax(lambda_softmax * s, dim=0).T  # [L, R]
+
+
+def _grid(n_regions: int) -> tuple[int, int]:
+    side = math.isqrt(n_regions)
+    if side * side != n_regions:
+        raise ValueError(f"cannot draw {n_regions} image tokens as a square grid; pick another level")
+    return side, side
+
+
+@torch.no_grad()
+def word_attention(index: SearchIndex, query: str, image: int, level: int = 0):
+    """Each word's SCAN attention over image ``image``'s tokens at ``level`` (0 = low, the finest
+    grid). Returns ``(words, attention [n_words, R] numpy, grid_hw)`` without [CLS]/[SEP]."""
+    n_levels = len(index.img_levels)
+    if not 0 <= int(level) < n_levels:
+        raise ValueError(f"level must be in 0..{n_levels - 1} (the model has {n_levels} levels), got {level}")
+    ids, mask = tokenize(index.tokenizer, [query], index.cfg.text.max_len)
+    device = index.img_levels[0].device
+    levels, lengths = index.model.encode_text(ids.to(device), mask.to(device))
+    n = int(lengths[0])
+    txt = levels[level][0, :n]  # [L, D]
+    attn = scan_t2i_attention(index.img_levels[level][int(image)], txt, index.cfg.similarity.lambda_softmax)
+    tokens = index.tokenizer.convert_ids_to_tokens(ids[0, :n].tolist())
+    keep = [j for j, t in enumerate(tokens) if t not in _SPECIAL_TOKENS] or list(range(n))
+    return [tokens[j] for j in keep], attn[keep].cpu().numpy(), _grid(attn.shape[1])
+
+
+def plot_text_query(index: SearchIndex, query: str, k: int = 3, level: int = 0, max_words: int = 8):
+    """One row per top image: the image with its rank and score, then each word's attention on it
+    (``viz.plot_attention_on_image``, one panel per word)."""
+    table = text_to_image(index, query, k=k)
+    rows = []
+    for _, r in table.iterrows():
+        words, attn, grid = word_attention(index, query, int(r["image"]), level)
+        rows.append((r, words[:max_words], attn[:max_words], grid))
+    ncols = 1 + max(len(w) for _, w, _, _ in rows)
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(1.6 * ncols, 1.8 * len(rows)), squeeze=False)
+    for row_axes, (r, words, attn, grid) in zip(axes, rows):
+        img = index.images[int(r["image"])]
+        row_axes[0].imshow(img)
+        row_axes[0].set_title(f"#{r.name} image {int(r['image'])}\nscore {r['score']:.3f}", fontsize=8)
+        for a in row_axes:
+            a.axis("off")
+        for a, w, att in zip(row_axes[1:], words, attn):
+            viz.plot_attention_on_image(img, att, grid, words=[w], ax=a)
+    kind = "trained" if index.trained else "RANDOM WEIGHTS"
+    fig.suptitle(f"{query!r}: word attention at level {level}\nmodel: {index.label} [{kind}]", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_image_query(index: SearchIndex, image: int, k: int = 5):
+    """The image beside a bar chart (seaborn) of its ``k`` best captions' scores, its own captions
+    in another colour."""
+    table = image_to_text(index, image, k=k).reset_index()
+    table["whose"] = np.where(table["own"], "its own caption", "another image's")
+    table["label"] = [f"#{r} {c[:48]}" for r, c in zip(table["rank"], table["caption"])]
+    fig, (ax_img, ax_bar) = plt.subplots(1, 2, figsize=(9, 0.45 * len(table) + 1.6), width_ratios=(1, 3.2))
+    ax_img.imshow(index.images[int(image)])
+    ax_img.set_title(f"image {int(image)}", fontsize=9)
+    ax_img.axis("off")
+    sns.barplot(data=table, x="score", y="label", hue="whose", dodge=False, ax=ax_bar,
+                palette={"its own caption": "tab:green", "another image's": "tab:gray"})  # fmt: skip
+    ax_bar.set(ylabel="", xlabel="score S(image, caption)")
+    ax_bar.legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"model: {index.label}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+# --- the app ----------------------------------------------------------------------------------
+
+
+def _results_html(query: str, table: pd.DataFrame) -> str:
+    items = "".join(
+        f"<li>image {int(r['image'])}: score {r['score']:.3f} ({_escape(r['its first caption'])})</li>"
+        for _, r in table.iterrows()
+    )
+    return f"<b>top images for {_escape(query)!s}</b><ol>{items}</ol>"
+
+
+def _escape(text: str) -> str:
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+class SearchApp:
+    """The ipywidgets app: a model menu, a caption box (Enter to search), k and level controls with
+    the top images and their word attention, and an image picker with its top captions.
+
+    ``choices``: from :func:`available_models`; each model's index is built on first use and kept.
+    Without ipywidgets (or a front end) use :meth:`static` instead of :meth:`show`.
+    """
+
+    def __init__(self, choices: list[ModelChoice], split, data_root, n_images: int = 100,
+                 device: str = "cpu", query: str = "a big red circle", image: int = 0, k: int = 3):  # fmt: skip
+        if not choices:
+            raise ValueError("no models to show; pass available_models(...)'s list (never empty)")
+        self.choices = {c.label: c for c in choices}
+        self.split, self.data_root, self.n_images, self.device = split, data_root, n_images, device
+        self.query, self.image, self.k = query, int(image), int(k)
+        self._indexes: dict[str, SearchIndex] = {}
+        self.label = choices[0].label
+
+    def index(self, label: str | None = None) -> SearchIndex:
+        """The encoded subset of model ``label`` (default: the selected one), built once."""
+        label = label or self.label
+        if label not in self._indexes:
+            self._indexes[label] = build_index(
+                self.choices[label], self.split, self.data_root, self.n_images, device=self.device
+            )
+        return self._indexes[label]
+
+    def static(self, query: str | None = None, image: int | None = None, level: int = 0) -> None:
+        """What the app shows, as plain output (nbval, a script): both directions for one query."""
+        query, image = query or self.query, self.image if image is None else int(image)
+        idx = self.index()
+        print(f"model: {idx.label} | {idx.n_images} images, {len(idx.captions)} captions encoded")
+        print(f"\ncaption -> images: {query!r}")
+        print(text_to_image(idx, query, k=self.k).round(3).to_string())
+        display(plot_text_query(idx, query, k=self.k, level=level))
+        print(f"\nimage {image} -> captions")
+        print(image_to_text(idx, image, k=5).round(3).to_string())
+        display(plot_image_query(idx, image, k=5))
+        plt.close("all")
+
+    def show(self):
+        """Build and display the widgets (needs ipywidgets); the top-level box is ``self.box``."""
+        if ipywidgets is None:
+            raise ImportError(
+                "the interactive search needs ipywidgets (pip install -e '.[notebook]' or bash scripts/setup.sh); "
+                "use SearchApp.static() for plain output"
+            )
+        w = ipywidgets
+        self.model_menu = w.Dropdown(options=list(self.choices), value=self.label, description="model",
+                                     layout=w.Layout(width="95%"))  # fmt: skip
+        self.query_box = w.Text(value=self.query, description="caption", continuous_update=False,
+                                placeholder="type a caption, press Enter", layout=w.Layout(width="70%"))  # fmt: skip
+        self.query_box.add_class("daim-query")
+        self.k_slider = w.IntSlider(value=self.k, min=1, max=6, description="top k")
+        n_levels = len(self.index().img_levels)
+        self.level_menu = w.Dropdown(options=[(f"level {i}", i) for i in range(n_levels)], value=0,
+                                     description="attention")  # fmt: skip
+        self.image_picker = w.BoundedIntText(
+            value=self.image, min=0, max=self.n_images - 1, description="image"
+        )
+        self.status = w.HTML()
+        self.results = w.HTML()
+        self.results.add_class("daim-results")
+        self.text_out, self.image_out = w.Output(), w.Output()
+        self.captions_html = w.HTML()
+        self.captions_html.add_class("daim-captions")
+        self.model_menu.observe(self._on_model, names="value")
+        for ctl in (self.query_box, self.k_slider, self.level_menu):
+            ctl.observe(lambda _change: self._refresh_text(), names="value")
+        self.image_picker.observe(lambda _change: self._refresh_image(), names="value")
+        text_tab = w.VBox(
+            [w.HBox([self.query_box, self.k_slider]), self.level_menu, self.results, self.text_out]
+        )
+        image_tab = w.VBox([self.image_picker, self.captions_html, self.image_out])
+        tabs = w.Tab(children=[text_tab, image_tab])
+        tabs.set_title(0, "caption -> images")
+        tabs.set_title(1, "image -> captions")
+        self.box = w.VBox([self.model_menu, self.status, tabs])
+        self._on_model(None)
+        display(self.box)
+
+    def _on_model(self, _change) -> None:
+        self.label = self.model_menu.value
+        self.status.value = f"<i>encoding {self.n_images} images with {_escape(self.label)} ...</i>"
+        idx = self.index()
+        kind = "trained" if idx.trained else "<b>random weights: not a trained model</b>"
+        self.status.value = f"model: {_escape(idx.label)} [{kind}]; {idx.n_images} images encoded"
+        self._refresh_text()
+        self._refresh_image()
+
+    def _refresh_text(self) -> None:
+        query = self.query_box.value.strip()
+        if not query:
+            self.results.value = "<i>type a caption and press Enter</i>"
+            return
+        idx = self.index()
+        self.text_out.clear_output(wait=True)
+        with self.text_out:
+            fig = plot_text_query(idx, query, k=self.k_slider.value, level=self.level_menu.value)
+            display(fig)
+            plt.close(fig)
+        # the list last: once it names the query, the figure above it is drawn too
+        self.results.value = _results_html(query, text_to_image(idx, query, k=self.k_slider.value))
+
+    def _refresh_image(self) -> None:
+        idx = self.index()
+        image = int(self.image_picker.value)
+        table = image_to_text(idx, image, k=5)
+        items = "".join(
+            f"<li>{'&#10003; ' if r['own'] else ''}{_escape(r['caption'])}: {r['score']:.3f}</li>"
+            for _, r in table.iterrows()
+        )
+        self.captions_html.value = (
+            f"<b>top captions for image {image}</b> (&#10003; = its own)<ol>{items}</ol>"
+        )
+        self.image_out.clear_output(wait=True)
+        with self.image_out:
+            fig = plot_image_query(idx, image, k=5)
+            display(fig)
+            plt.close(fig)
