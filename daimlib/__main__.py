@@ -1,6 +1,6 @@
 """Command line of DAIM Kit: ``python -m daimlib <command> ...`` (also installed as ``daim``).
 
-Commands: make-demo-data, train, evaluate, ablate, bench. ``python -m daimlib <command> --help``
+Commands: make-demo-data, make-f30k-like, train, evaluate, ablate, bench. ``python -m daimlib <command> --help``
 explains each one. Multi-GPU: ``torchrun --nproc_per_node=N -m daimlib train ...``.
 """
 
@@ -59,6 +59,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", choices=["small", "default"], default="default",
                    help="'small' for tests and smoke runs (seconds), 'default' for the notebooks")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
+
+    p = sub.add_parser(
+        "make-f30k-like",
+        parents=[common],
+        help="generate a small folder in the Flickr30K layout from the demo scenes (for CI and trials)",
+        description="Write dataset_flickr30k.json (every Karpathy field, no demo-only fields) and JPEGs of "
+        "Flickr sizes with numeric file names, drawn from the demo's scenes: what a Flickr30K folder looks "
+        "like, in seconds. Refuses a non-empty folder it did not write.",
+    )
+    p.add_argument("--root", required=True, help="folder to write (created if missing)")
+    p.add_argument("--train", type=int, default=1000, help="training images (default 1000)")
+    p.add_argument("--val", type=int, default=100, help="validation images (default 100)")
+    p.add_argument("--test", type=int, default=100, help="test images (default 100)")
+    p.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
+    p.add_argument("--image-dir", choices=["images", "flickr30k-images"], default="images",
+                   help="image folder name (default images)")  # fmt: skip
 
     p = sub.add_parser(
         "train",
@@ -136,6 +152,17 @@ def cmd_make_demo_data(args) -> int:
 
     make_demo_dataset(args.root, seed=args.seed, size=args.size, progress=not args.quiet)
     print(f"demo dataset ({args.size}, seed {args.seed}) written to {display_path(args.root)}")
+    return 0
+
+
+def cmd_make_f30k_like(args) -> int:
+    from .checkpoint import display_path
+    from .data import make_f30k_layout
+
+    make_f30k_layout(args.root, args.train, args.val, args.test, seed=args.seed, image_dir=args.image_dir,
+                     progress=not args.quiet)  # fmt: skip
+    print(f"Flickr30K-layout folder ({args.train}/{args.val}/{args.test} images, seed {args.seed}) written to "
+          f"{display_path(args.root)}")  # fmt: skip
     return 0
 
 
@@ -219,6 +246,7 @@ def cmd_bench(args) -> int:
 
 COMMANDS = {
     "make-demo-data": cmd_make_demo_data,
+    "make-f30k-like": cmd_make_f30k_like,
     "train": cmd_train,
     "evaluate": cmd_evaluate,
     "ablate": cmd_ablate,

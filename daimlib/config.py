@@ -95,9 +95,12 @@ class LossConfig:
 class DataConfig:
     """Dataset layout and transforms."""
 
-    dataset: str = "f30k"  # "f30k" | "coco" | "flickr8k" | "demo"
-    json_name: str = "dataset_flickr30k.json"  # Karpathy JSON inside the data root
-    image_dir: str = "images"  # image folder inside the data root
+    dataset: str = "f30k"  # "f30k" | "coco" | "flickr8k" | "demo": the data the preset was made for
+    layout: str | None = (
+        None  # None = detected from the folder (daimlib.data.detect_layout); or demo/f30k/coco/coco_ids/f8k
+    )
+    json_name: str | None = None  # None = the layout's Karpathy JSON; a file name here overrides it
+    image_dir: str | None = None  # None = the layout's image folder (images/, flickr30k-images/ ...)
     train_split: str = "train"
     val_split: str = "val"
     test_split: str = "test"
@@ -147,7 +150,6 @@ class DAIMConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    notes: str = ""
 
     # --- (de)serialisation -------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -161,6 +163,8 @@ class DAIMConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> DAIMConfig:
+        if isinstance(d, dict) and "notes" in d:  # configs written before notes became preset data
+            d = {k: v for k, v in d.items() if k != "notes"}
         return _from_dict(cls, d, "config")
 
     @classmethod
@@ -258,15 +262,7 @@ def _sections() -> list[str]:
 def _daim(dataset: str) -> DAIMConfig:
     """DAIM as its reference code implements it (spec sections 1-6)."""
     data = DataConfig(dataset=dataset)
-    if dataset == "coco":
-        data.json_name = "dataset_coco.json"
-    return DAIMConfig(
-        name=f"daim_{dataset}",
-        data=data,
-        notes="DAIM reference code: Swin-B 22k stages 2/3/4 + BERT-base layers 4/10/12, ContraNorm 0.1 in "
-        "every Swin block and at used stage outputs, SCAN t2i lambda 9, MOM margin, hardest-negative "
-        "triplet summed, Adam 1e-4, StepLR(10, 0.1), backbones frozen for 11 epochs, batch 58, AMP.",
-    )
+    return DAIMConfig(name=f"daim_{dataset}", data=data)
 
 
 def _hat(dataset: str) -> DAIMConfig:
@@ -276,26 +272,12 @@ def _hat(dataset: str) -> DAIMConfig:
     cfg.fdm = FDMConfig(image_blocks=False, image_stage_out=False, text_layers=())
     cfg.loss.adaptive = False
     cfg.similarity.direction = "i2t"
-    cfg.notes = "HAT baseline: DAIM without ContraNorm, fixed margin 0.2, SCAN i2t."
     return cfg
 
 
-def _demo() -> DAIMConfig:
-    """Tiny from-scratch DAIM for the generated demo dataset on a CPU.
-
-    Deviations from the paper presets, each forced by training from random weights on a CPU:
-    - encoders: a 64 px Swin (patch 8, window 4, embed 32, depths 1-1-2-1: 16/4/1 tokens at
-      stages 2/3/4) and a 3-layer BERT of width 128 (hidden states 1/2/3), D = 128. Patch 8
-      rather than Swin's 4 makes a training step about 3x cheaper on a CPU (the low level's SCAN
-      scores 16 regions instead of 64) and reached the same val RSUM after 300 steps (367 vs 362);
-    - no frozen epochs (nothing pretrained to protect), AdamW 5e-4;
-    - ``loss.warmup_steps = 150``: hardest negatives from random weights collapse (the loss pins
-      at 2*B*m and recall stays at chance), so the first steps use the sum-over-negatives hinge;
-    - ``loss.activation_fraction`` lowered from 45/58 (0.78) so that the MOM acts: a small model
-      ranks only about half of the batch rows right, so the paper's trigger never fires;
-    - no horizontal flip (the captions say "left of" / "right of").
-    """
-    cfg = DAIMConfig(name="demo")
+def _tiny_encoders(cfg: DAIMConfig) -> None:
+    """The demo's CPU-sized encoders (64 px Swin with patch 8, 3-layer BERT of width 128, D = 128) and
+    the schedule that trains them from random weights (see the ``demo`` notes)."""
     cfg.image = ImageEncoderConfig(
         name="swin_tiny_patch4_window7_224",
         img_size=64,
@@ -323,7 +305,6 @@ def _demo() -> DAIMConfig:
     cfg.loss.activation_fraction = 0.4
     cfg.data = DataConfig(
         dataset="demo",
-        json_name="dataset_demo.json",
         img_size=64,
         resize=64,
         crop_scale=(0.8, 1.0),
@@ -340,7 +321,12 @@ def _demo() -> DAIMConfig:
         amp="off",
         eval_batch_size=250,
     )
-    cfg.notes = _demo.__doc__.split("\n\n", 1)[1].strip()
+
+
+def _demo() -> DAIMConfig:
+    """Tiny from-scratch DAIM for the generated demo dataset on a CPU (notes: ``PRESET_NOTES["demo"]``)."""
+    cfg = DAIMConfig(name="demo")
+    _tiny_encoders(cfg)
     return cfg
 
 
@@ -350,8 +336,77 @@ def _demo_hat() -> DAIMConfig:
     cfg.fdm = FDMConfig(image_blocks=False, image_stage_out=False, text_layers=())
     cfg.loss.adaptive = False
     cfg.similarity.direction = "i2t"
-    cfg.notes = "HAT-style baseline of the demo preset: no ContraNorm, fixed margin, SCAN i2t.\n" + cfg.notes
     return cfg
+
+
+def _tiny() -> DAIMConfig:
+    """The demo's encoders on any dataset folder, the tokenizer built from its training captions."""
+    cfg = DAIMConfig(name="tiny")
+    _tiny_encoders(cfg)
+    cfg.text.tokenizer = "data"
+    cfg.text.model_kwargs["vocab_size"] = 2048
+    cfg.data.dataset = "any"
+    return cfg
+
+
+_DEMO_NOTES = """Deviations from the paper presets, each forced by training from random weights on a CPU:
+- encoders: a 64 px Swin (patch 8, window 4, embed 32, depths 1-1-2-1: 16/4/1 tokens at
+  stages 2/3/4) and a 3-layer BERT of width 128 (hidden states 1/2/3), D = 128. Patch 8
+  rather than Swin's 4 makes a training step about 3x cheaper on a CPU (the low level's SCAN
+  scores 16 regions instead of 64) and reached the same val RSUM after 300 steps (367 vs 362);
+- no frozen epochs (nothing pretrained to protect), AdamW 5e-4;
+- ``loss.warmup_steps = 150``: hardest negatives from random weights collapse (the loss pins
+  at 2*B*m and recall stays at chance), so the first steps use the sum-over-negatives hinge;
+- ``loss.activation_fraction`` lowered from 45/58 (0.78) so that the MOM acts: a small model
+  ranks only about half of the batch rows right, so the paper's trigger never fires;
+- no horizontal flip (the captions say "left of" / "right of")."""
+_DAIM_NOTES = (
+    "DAIM reference code: Swin-B 22k stages 2/3/4 + BERT-base layers 4/10/12, ContraNorm 0.1 in "
+    "every Swin block and at used stage outputs, SCAN t2i lambda 9, MOM margin, hardest-negative "
+    "triplet summed, Adam 1e-4, StepLR(10, 0.1), backbones frozen for 11 epochs, batch 58, AMP."
+)
+_HAT_NOTES = "HAT baseline: DAIM without ContraNorm, fixed margin 0.2, SCAN i2t."
+
+# Preset notes are data, not part of a config: editing them never changes a config (nor its hash),
+# and they survive ``python -OO``. (one-line summary for ``python -m daimlib presets``, details)
+PRESET_NOTES: dict[str, tuple[str, str]] = {
+    "daim_f30k": (
+        "DAIM as the reference code trains it on Flickr30K (Swin-B + BERT-base, GPUs)",
+        _DAIM_NOTES,
+    ),
+    "daim_coco": ("DAIM as the reference code trains it on MSCOCO (Swin-B + BERT-base, GPUs)", _DAIM_NOTES),
+    "hat_f30k": (
+        "HAT, DAIM's parent, on Flickr30K: no ContraNorm, fixed margin, SCAN i2t (GPUs)",
+        _HAT_NOTES,
+    ),
+    "hat_coco": ("HAT, DAIM's parent, on MSCOCO: no ContraNorm, fixed margin, SCAN i2t (GPUs)", _HAT_NOTES),
+    "demo": (
+        "tiny from-scratch DAIM for the generated demo data on a CPU (its shipped tokenizer)",
+        _DEMO_NOTES,
+    ),
+    "demo_hat": (
+        "HAT-style baseline of the demo preset: no ContraNorm, fixed margin, SCAN i2t",
+        "HAT-style baseline of the demo preset: no ContraNorm, fixed margin, SCAN i2t.\n" + _DEMO_NOTES,
+    ),
+    "tiny": (
+        "the demo's CPU-sized encoders on any dataset folder, tokenizer built from its training captions",
+        "The demo preset's encoders and schedule for any folder (F30K, COCO, Flickr8k, demo): a WordPiece "
+        "vocabulary of 2,048 pieces is built from the folder's training captions and cached beside the runs "
+        "(never in the data folder). Images are read at 64 px.\n" + _DEMO_NOTES,
+    ),
+}
+
+
+def preset_notes(name: str) -> str:
+    """The notes of a preset: why its settings are what they are."""
+    _check_preset(name)
+    summary, details = PRESET_NOTES[name]
+    return f"{summary}.\n{details}"
+
+
+def _check_preset(name: str) -> None:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; presets are {sorted(PRESETS)}")
 
 
 PRESETS: dict[str, Callable[[], DAIMConfig]] = {
@@ -361,13 +416,13 @@ PRESETS: dict[str, Callable[[], DAIMConfig]] = {
     "hat_coco": lambda: _hat("coco"),
     "demo": _demo,
     "demo_hat": _demo_hat,
+    "tiny": _tiny,
 }
 
 
 def load_preset(name: str, **overrides: Any) -> DAIMConfig:
     """A named preset with dotted-key overrides (``load_preset("demo", **{"train.lr": 1e-3})``)."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; presets are {sorted(PRESETS)}")
+    _check_preset(name)
     cfg = PRESETS[name]()
     for key, value in overrides.items():
         set_by_path(cfg, key, value)

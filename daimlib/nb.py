@@ -260,14 +260,16 @@ def data_fingerprint(cfg, data_root: str | os.PathLike) -> dict:
     folder is recorded for information, a copy of the same data elsewhere counts as the same)."""
     import hashlib  # noqa: PLC0415
 
-    json_path = _repo_path(data_root) / cfg.data.json_name
+    from daimlib.data.layout import resolve_layout  # noqa: PLC0415
+
+    json_path = resolve_layout(_repo_path(data_root), cfg.data).source  # the detected layout's file
     if not json_path.is_file():
         raise FileNotFoundError(
             f"expected the dataset file {rel(json_path)} (data.json_name of preset {cfg.name!r}) but it does not "
             "exist; generate the demo data with nb.data_root('demo') or see data/README.md"
         )
     digest = hashlib.sha256(json_path.read_bytes()).hexdigest()
-    return {"data_root": rel(json_path.parent), "json": cfg.data.json_name, "json_sha256": digest}
+    return {"data_root": rel(json_path.parent), "json": json_path.name, "json_sha256": digest}
 
 
 def _reuse_problem(run: Path, cfg, fingerprint: dict, eval_split) -> str | None:

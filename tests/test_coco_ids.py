@@ -65,7 +65,7 @@ def coco_root(tmp_path):
     for year, caps in (("train2014", TRAIN_CAPS), ("val2014", VAL_CAPS)):
         (tmp_path / "images" / year).mkdir(parents=True)
         for i in caps:
-            Image.new("RGB", (4, 4), (i, 0, 0)).save(tmp_path / "images" / year / _fname(year, i))
+            Image.new("RGB", (4, 4), (i * 17 % 256, 0, 0)).save(tmp_path / "images" / year / _fname(year, i))
     # train ids interleave images 1 and 3 and leave out image 1's 6th caption
     train = _ids(1, [0, 1]) + _ids(3, [0, 1, 2, 3, 4]) + _ids(1, [2, 3, 4]) + _ids(2, [0, 1, 2])
     np.save(ann / "coco_train_ids.npy", np.array(train, dtype=np.int64))
@@ -129,7 +129,7 @@ def test_restval_folds_into_train_from_the_val2014_annotations(coco_root):
     cfg.json_name = COCO_IDS
     cfg.use_restval = True
     train = load_split(cfg, coco_root, "train")
-    assert isinstance(train, CocoIdSplit) and train.splits == ("train", "restval")
+    assert train.layout == "coco_ids" and train.splits == ("train", "restval")
     assert train.image_ids == [1, 3, 2, 14]
     assert train.captions[-6:] == VAL_CAPS[14] and train.img_of_caption[-6:].tolist() == [3] * 6
     assert Path(train.image_paths[-1]).parts[-2:] == ("val2014", _fname("val2014", 14))
@@ -143,7 +143,7 @@ def test_load_split_uses_the_id_layout_when_the_karpathy_json_is_absent(coco_roo
     cfg = load_preset("daim_coco").data  # json_name dataset_coco.json, not in the root
     test = load_split(cfg, coco_root, "test")
     val = load_split(cfg, coco_root, "val")
-    assert isinstance(test, CocoIdSplit) and test.image_ids == [12, 13] and val.image_ids == [11, 10]
+    assert test.layout == "coco_ids" and test.image_ids == [12, 13] and val.image_ids == [11, 10]
     ds = ImageDataset(test, build_transforms(cfg, train=False))  # the torch datasets take it unchanged
     assert len(ds) == 2
 

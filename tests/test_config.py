@@ -38,7 +38,6 @@ def test_hat_preset_differs_from_daim_only_in_fdm_margin_and_direction():
     diff = load_preset("hat_coco").diff(load_preset("daim_coco"))
     assert set(diff) == {
         "name",
-        "notes",
         "fdm.image_blocks",
         "fdm.image_stage_out",
         "loss.adaptive",

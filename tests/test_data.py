@@ -118,9 +118,9 @@ def test_load_image_converts_every_mode_to_rgb(karpathy):
 def test_coco_filepath_is_joined_and_restval_folds_into_train(tmp_path):
     (tmp_path / "images" / "train2014").mkdir(parents=True)
     (tmp_path / "images" / "val2014").mkdir(parents=True)
-    Image.new("RGB", (4, 4)).save(tmp_path / "images" / "train2014" / "a.jpg")
-    Image.new("RGB", (4, 4)).save(tmp_path / "images" / "val2014" / "b.jpg")
-    Image.new("RGB", (4, 4)).save(tmp_path / "images" / "val2014" / "c.jpg")
+    Image.new("RGB", (4, 4), (10, 0, 0)).save(tmp_path / "images" / "train2014" / "a.jpg")
+    Image.new("RGB", (4, 4), (90, 0, 0)).save(tmp_path / "images" / "val2014" / "b.jpg")
+    Image.new("RGB", (4, 4), (170, 0, 0)).save(tmp_path / "images" / "val2014" / "c.jpg")
     images = [
         _record("a.jpg", "train", CAPS, filepath="train2014", cocoid=11),
         _record("b.jpg", "restval", CAPS[:3], filepath="val2014", cocoid=12),

@@ -1,9 +1,10 @@
-"""Data: Karpathy-format splits, images, tokenizers, torch datasets and the generated demo dataset.
+"""Data: dataset layouts detected from the folder, one split type, images, tokenizers, torch datasets
+and the generated demo and Flickr30K-like datasets.
 
 See ``data/README.md`` for where the real datasets come from and the expected layout.
 """
 
-from daimlib.data.coco_ids import COCO_IDS, CocoIdSplit, has_coco_id_layout
+from daimlib.data.coco_ids import COCO_IDS, CocoIdSplit, load_coco_ids
 from daimlib.data.datasets import CaptionDataset, ImageDataset, TextDataset, build_transforms, collate
 from daimlib.data.demo import (
     DemoSpec,
@@ -13,19 +14,19 @@ from daimlib.data.demo import (
     make_demo_dataset,
     render_scene,
 )
-from daimlib.data.karpathy import (
-    DatasetFormatError,
-    KarpathySplit,
-    load_image,
-    load_split,
-    read_karpathy_json,
-)
-from daimlib.data.tokenizer import build_wordpiece_tokenizer, load_tokenizer, tokenize
+from daimlib.data.f30k_like import make_f30k_layout
+from daimlib.data.images import DatasetFormatError, load_image
+from daimlib.data.karpathy import KarpathySplit, load_karpathy, read_karpathy_json
+from daimlib.data.layout import LAYOUTS, detect_layout, has_coco_id_layout, load_split, resolve_layout
+from daimlib.data.split import Split, clean_caption
+from daimlib.data.tokenizer import build_wordpiece_tokenizer, data_tokenizer, load_tokenizer, tokenize
 
 __all__ = [
-    "COCO_IDS", "CocoIdSplit", "has_coco_id_layout",
+    "COCO_IDS", "CocoIdSplit", "load_coco_ids", "has_coco_id_layout",
     "CaptionDataset", "ImageDataset", "TextDataset", "build_transforms", "collate",
     "DemoSpec", "caption_is_true", "caption_match_counts", "caption_uniqueness", "make_demo_dataset",
-    "render_scene", "DatasetFormatError", "KarpathySplit", "load_image", "load_split", "read_karpathy_json",
-    "build_wordpiece_tokenizer", "load_tokenizer", "tokenize",
+    "render_scene", "make_f30k_layout", "DatasetFormatError", "load_image",
+    "KarpathySplit", "load_karpathy", "read_karpathy_json",
+    "LAYOUTS", "detect_layout", "load_split", "resolve_layout", "Split", "clean_caption",
+    "build_wordpiece_tokenizer", "data_tokenizer", "load_tokenizer", "tokenize",
 ]  # fmt: skip

@@ -1,4 +1,4 @@
-"""Torch datasets over a :class:`~daimlib.data.KarpathySplit`, transforms and the batch collate.
+"""Torch datasets over a :class:`~daimlib.data.split.Split`, transforms and the batch collate.
 
 Training is caption-level (one sample per caption, as the reference); evaluation loads each image
 once (image-level) and each caption once (caption-level), spec section 10 A4.
@@ -10,7 +10,8 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import transforms as T
 
-from daimlib.data.karpathy import KarpathySplit, load_image
+from daimlib.data.images import load_image
+from daimlib.data.split import Split
 from daimlib.data.tokenizer import tokenize
 
 
@@ -31,7 +32,7 @@ def build_transforms(data_cfg, train: bool):
 class CaptionDataset(Dataset):
     """Training samples, one per caption: ``{image [3,H,W], input_ids [L], attention_mask [L], img_index, caption_index}``."""
 
-    def __init__(self, split: KarpathySplit, tokenizer, transform, max_len: int = 32):
+    def __init__(self, split: Split, tokenizer, transform, max_len: int = 32):
         self.split, self.transform = split, transform
         self.input_ids, self.attention_mask = tokenize(tokenizer, split.captions, max_len)  # [N, L] each
 
@@ -52,7 +53,7 @@ class CaptionDataset(Dataset):
 class ImageDataset(Dataset):
     """Each image of the split once: ``{image [3,H,W], img_index}``."""
 
-    def __init__(self, split: KarpathySplit, transform):
+    def __init__(self, split: Split, transform):
         self.split, self.transform = split, transform
 
     def __len__(self) -> int:
@@ -65,7 +66,7 @@ class ImageDataset(Dataset):
 class TextDataset(Dataset):
     """Each caption of the split once: ``{input_ids, attention_mask, img_index, caption_index}``."""
 
-    def __init__(self, split: KarpathySplit, tokenizer, max_len: int = 32):
+    def __init__(self, split: Split, tokenizer, max_len: int = 32):
         self.split = split
         self.input_ids, self.attention_mask = tokenize(tokenizer, split.captions, max_len)  # [N, L] each
 

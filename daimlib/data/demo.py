@@ -165,6 +165,22 @@ def scene_signature(scene: dict, spec: DemoSpec | None = None) -> tuple:
     return tuple(pairs)
 
 
+def next_scene(rng: random.Random, spec: DemoSpec, made: list[dict], seen: set[tuple]) -> dict:
+    """The next scene of a split: a one-edit variant of an earlier one (``distractor_fraction``) or a
+    fresh one, redrawn while one caption could not tell it from an earlier scene of the split.
+    Appends it to ``made`` and its signature to ``seen``."""
+    for _try in range(MAX_SCENE_TRIES):
+        if made and rng.random() < spec.distractor_fraction:
+            scene = _edit_scene(rng, rng.choice(made), spec)
+        else:
+            scene = _random_scene(rng, spec)
+        if scene_signature(scene, spec) not in seen:
+            break
+    seen.add(scene_signature(scene, spec))
+    made.append(scene)
+    return scene
+
+
 def _polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, float]]:
     if shape == "square":
         h = r * 0.85
@@ -410,15 +426,7 @@ def make_demo_dataset(
         made: list[dict] = []
         seen: set[tuple] = set()
         for _ in range(n):
-            for _try in range(MAX_SCENE_TRIES):  # no two scenes of a split that one caption cannot tell apart
-                if made and rng.random() < spec.distractor_fraction:
-                    scene = _edit_scene(rng, rng.choice(made), spec)
-                else:
-                    scene = _random_scene(rng, spec)
-                if scene_signature(scene, spec) not in seen:
-                    break
-            seen.add(scene_signature(scene, spec))
-            made.append(scene)
+            scene = next_scene(rng, spec, made, seen)
             imgid = len(records)
             fname = f"{imgid:05d}.png"
             render_scene(scene, spec.image_size, spec.supersample).save(root / "images" / fname, format="PNG")

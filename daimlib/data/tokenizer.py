@@ -6,9 +6,16 @@ Reference text pipeline (spec section 6): lower-cased BERT WordPiece, ``[CLS]`` 
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
+import socket
+import tempfile
 from pathlib import Path
 
 import torch
+
+from daimlib.data.layout import load_split
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -49,9 +56,6 @@ def build_wordpiece_tokenizer(captions: list[str], folder: str | Path, vocab_siz
 
 def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
     """Can the model hub be reached? (Avoids a minute of retries on an offline machine.)"""
-    import os
-    import socket
-
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
         return False
     try:
@@ -61,16 +65,97 @@ def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
         return False
 
 
-def load_tokenizer(text_cfg, data_root: str | Path | None = None, local_files_only: bool = False):
+DATA_TOKENIZER = (
+    "data"  # TextEncoderConfig.tokenizer value: a WordPiece built from the data's training captions
+)
+CACHE_ENV = "DAIM_CACHE_DIR"
+
+
+def default_cache_dir() -> Path:
+    """Where built tokenizers are cached: ``$DAIM_CACHE_DIR``, else ``runs/cache`` of the checkout the
+    package runs from (beside the runs, ignored by git), else ``~/.cache/daimlib``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "daimlib").is_dir():
+        return checkout / "runs" / "cache"
+    return Path.home() / ".cache" / "daimlib"
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def data_tokenizer(
+    data_root: str | Path, vocab_size: int, cache_dir: str | Path | None = None, data_cfg=None
+):
+    """A lower-cased WordPiece vocabulary of ``data_root``'s training captions (the ``tiny`` preset's).
+
+    Built once per (captions, vocabulary size) and cached under ``cache_dir``
+    (:func:`default_cache_dir` when ``None``) in ``wordpiece<V>-<sha256 of the captions>/``; never
+    written inside the data folder. Returns ``(tokenizer, folder)``.
+    """
+    from transformers import AutoTokenizer
+
+    data_root = Path(data_root)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    if _inside(cache, data_root):
+        raise ValueError(
+            f"the tokenizer cache {cache} lies inside the data folder {data_root.name}/; the kit never writes "
+            f"into a dataset folder: pass another cache_dir (or set {CACHE_ENV})"
+        )
+    captions = load_split(data_root, "train", data_cfg, check_files=False).captions
+    digest = hashlib.sha256(f"wordpiece-v1 {vocab_size}\n".encode())
+    for c in captions:
+        digest.update(c.encode("utf-8") + b"\n")
+    folder = cache / f"wordpiece{vocab_size}-{digest.hexdigest()[:16]}"
+    if not (folder / "tokenizer.json").is_file():
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=cache))
+        try:
+            build_wordpiece_tokenizer(captions, tmp, vocab_size=vocab_size)
+            if not folder.exists():  # another process may have finished first: keep its copy
+                os.replace(tmp, folder)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return AutoTokenizer.from_pretrained(str(folder)), folder
+
+
+def load_tokenizer(
+    text_cfg,
+    data_root: str | Path | None = None,
+    local_files_only: bool = False,
+    cache_dir: str | Path | None = None,
+    data_cfg=None,
+):
     """The tokenizer of a :class:`~daimlib.config.TextEncoderConfig`.
 
     ``text_cfg.tokenizer == "demo"``: ``<data_root>/tokenizer`` (written by ``make_demo_dataset``);
-    an existing folder: loaded from it; otherwise a hub id (``tokenizer``, else ``weights``, else
-    ``name``). Offline, a hub id that is not cached raises an error saying how to use local files.
+    ``"data"``: a WordPiece of ``data_root``'s training captions with ``model_kwargs["vocab_size"]``
+    pieces, cached under ``cache_dir`` (:func:`data_tokenizer`); an existing folder: loaded from it;
+    otherwise a hub id (``tokenizer``, else ``weights``, else ``name``). Offline, a hub id that is
+    not cached raises an error saying how to use local files.
     """
     from transformers import AutoTokenizer
 
     spec = text_cfg.tokenizer
+    if spec == DATA_TOKENIZER:
+        if data_root is None:
+            raise ValueError(
+                "text.tokenizer is 'data' (built from the training captions) but no data_root was given; "
+                "pass the dataset folder"
+            )
+        vocab = (text_cfg.model_kwargs or {}).get("vocab_size")
+        if not isinstance(vocab, int):
+            raise ValueError(
+                "text.tokenizer is 'data' but text.model_kwargs has no integer vocab_size: a vocabulary built "
+                "from the data needs a text encoder built from model_kwargs with that many embeddings"
+            )
+        return data_tokenizer(data_root, vocab, cache_dir=cache_dir, data_cfg=data_cfg)[0]
     if spec == "demo":
         if data_root is None:
             raise ValueError(
