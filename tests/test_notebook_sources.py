@@ -251,4 +251,4 @@ def test_smoke_run_on_a_flickr30k_layout_folder_leaves_the_checkout_clean(tmp_pa
     text = "\n".join(t for c in executed.cells for t in _output_texts(c))
     assert "(f30k layout)" in text
     assert "caption truth check skipped" in text
-    assert "runs/smoke/f30k_like/figures/00_demo_images.png" in text
+    assert "runs/smoke/f30k_like/figures/00_images.png" in text
