@@ -83,15 +83,19 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train DAIM from a preset (demo, demo_hat, daim_f30k, daim_coco, hat_f30k, hat_coco). "
         "Writes OUT/config.json, OUT/history_steps.csv (loss, margin, every MOM statistic, lr per step), "
         "OUT/history_epochs.csv (validation recalls per epoch) and the checkpoints OUT/last and OUT/best "
-        "(best validation R@1 sum or RSUM, see train.select_on). Ctrl-C writes OUT/last and exits; "
-        "--resume continues from it. Under torchrun every process trains a shard of each epoch.",
+        "(best validation R@1 sum or RSUM, see train.select_on). Ctrl-C or SIGTERM stops after the current "
+        "step and writes OUT/last; --resume continues from it exactly. A non-empty --out is refused unless it "
+        "holds a finished run of the same config and data (then nothing is trained) or --overwrite is given. "
+        "Under torchrun every process trains a shard of each epoch.",
     )
     p.add_argument("--preset", required=True, help="preset name (see daimlib.config.PRESETS)")
     p.add_argument("--data-root", required=True, help="dataset folder (Karpathy JSON + images)")
     p.add_argument("--out", required=True, help="run folder for checkpoints and history")
     _add_set(p)
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from OUT/last")
-    p.add_argument("--overwrite", action="store_true", help="start over even if --out already holds a run")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from OUT/last (exactly: as if never stopped)")  # fmt: skip
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the kit run in --out (deletes only the files the kit wrote)")  # fmt: skip
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--no-val", action="store_true", help="skip validation (no best checkpoint)")
 
@@ -119,7 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="train + evaluate ablation variants per seed; writes a mean ± std table",
         description="Train and test-evaluate each variant (baseline, fdm, mom, daim, fdm_text, high_only; "
         "see daimlib.ablation) for each seed, one run after another, into OUT/<variant>_seed<k>; writes "
-        "OUT/runs.csv and OUT/summary.csv/.json (mean ± std per variant). Finished runs are reused.",
+        "OUT/runs.csv and OUT/summary.csv/.json (mean ± std per variant). Finished runs (same config, data "
+        "and split) are reused; Ctrl-C exits 130 without recording the interrupted run, and the same "
+        "command continues it where it stopped.",
     )
     p.add_argument("--preset", required=True)
     p.add_argument("--variants", nargs="+", default=["baseline", "fdm", "mom", "daim"])
@@ -219,8 +225,12 @@ def cmd_ablate(args) -> int:
     from .checkpoint import display_path
     from .config import parse_overrides
 
-    runs = ablate(args.preset, args.variants, args.seeds, args.data_root, args.out, eval_split=args.split,
-                  progress=not args.quiet, **parse_overrides(args.set))  # fmt: skip
+    try:
+        runs = ablate(args.preset, args.variants, args.seeds, args.data_root, args.out, eval_split=args.split,
+                      progress=not args.quiet, **parse_overrides(args.set))  # fmt: skip
+    except KeyboardInterrupt as e:  # the interrupted run saved its state; nothing was recorded as a result
+        print(f"interrupted: {e or 'Ctrl-C'}", file=sys.stderr)
+        return 130
     summary = runs.attrs["summary"]
     cols = ["n_seeds"] + [c for c in ("i2t_r1", "t2i_r1", "rsum") if c in summary.columns]
     print(summary[cols].to_string())
@@ -260,11 +270,12 @@ def main(argv: list[str] | None = None) -> int:
     args.quiet = quiet
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(name)s: %(message)s")
     from .checkpoint import CheckpointError
-    from .train import PretrainedWeightsError
+    from .train import NonFiniteError, PretrainedWeightsError
 
     try:
         return COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError, FileExistsError, CheckpointError, PretrainedWeightsError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError, CheckpointError, PretrainedWeightsError,
+            NonFiniteError) as e:  # fmt: skip
         # errors a user can cause carry a message saying what to do: show it without a traceback
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -21,7 +21,8 @@ high_only     ``daim`` scored on the high level only (``similarity.level_weights
 :func:`ablate` trains and evaluates each variant for each seed, one run after another (two runs
 at once on a small machine ruin each other's wall-clock budget, field notes section 7), and
 writes ``runs.csv`` (one row per run) and ``summary.csv`` / ``summary.json`` (mean and std per
-variant). A run whose ``result.json`` exists is read back instead of being trained again.
+variant). A run whose ``result.json`` matches the config, data and split is read back instead of
+being trained again; an interrupted run is resumed (:mod:`daimlib.runs` holds the rule).
 """
 
 from __future__ import annotations
@@ -36,7 +37,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from . import runs
+from . import train as _training
+from .checkpoint import display_path, load_model
 from .config import DAIMConfig, load_preset
+from .data import load_split, load_tokenizer
+from .evaluate import default_protocols, evaluate
 
 log = logging.getLogger("daimlib.ablation")
 
@@ -69,7 +75,8 @@ def variant_overrides(variant: str, cfg: DAIMConfig) -> dict[str, Any]:
         n_layers = max(cfg.text.hidden_states)  # layers above the highest used state cannot change the levels
         return {**_FDM_OFF, "fdm.text_layers": tuple(range(1, n_layers + 1)), "loss.adaptive": False}
     if variant == "high_only":
-        return {**_FDM_IMAGE, "loss.adaptive": True, "similarity.level_weights": (0.0, 0.0, 1.0)}
+        n_levels = len(cfg.similarity.level_weights)  # any number of levels: all weight on the highest
+        return {**_FDM_IMAGE, "loss.adaptive": True, "similarity.level_weights": (0.0,) * (n_levels - 1) + (1.0,)}
     raise ValueError(f"unknown ablation variant {variant!r}; variants are {list(VARIANTS)}")
 
 
@@ -103,6 +110,44 @@ def summarize(runs: pd.DataFrame, metrics: tuple[str, ...] = SUMMARY_METRICS) ->
     return out
 
 
+def _result_row(res, cfg, variant, seed, data_root, eval_split, progress, minutes) -> dict:
+    """The test row of one finished run: its best checkpoint on ``eval_split`` under the first protocol."""
+    protocol = default_protocols(cfg.data.dataset)[0]
+    if eval_split == cfg.data.val_split and protocol == _training._val_protocol(cfg) and res.best_metrics:
+        metrics = res.best_metrics  # the best checkpoint was already scored on this split
+    else:
+        model = load_model(res.best_dir) if (res.best_dir / "meta.json").exists() else res.model
+        split = load_split(cfg.data, data_root, eval_split)
+        metrics, _ = evaluate(model, split, load_tokenizer(cfg.text, data_root), cfg, protocol=protocol,
+                              progress=progress)  # fmt: skip
+    margin = float(res.steps["margin"].iloc[-1]) if len(res.steps) else float(cfg.loss.margin)
+    return dict(
+        variant=variant, seed=seed, split=eval_split, protocol=protocol,
+        **{k: float(v) for k, v in metrics.items()},
+        best_epoch=res.best_epoch, best_val_select=res.epochs["select"].max() if "select" in res.epochs else None,
+        final_margin=margin, steps=res.global_step, minutes=minutes, stopped=res.stopped,
+    )  # fmt: skip
+
+
+def _train_run(cfg, run_dir: Path, data_root, data: dict, progress: bool):
+    """Train one ablation run with the kit's one reuse rule: reuse a finished run, resume an interrupted
+    one, start an absent one; a run folder trained on other data is refused, never replaced."""
+    val = cfg.data.val_split
+    if runs.reuse_problem(run_dir, cfg, data_root, val) is None:
+        return _training.train(cfg, data_root, run_dir, progress=progress, eval_split=val)
+    record = runs.read_record(run_dir)
+    trained_on = (record or {}).get("data", {}).get("json_sha256")
+    if trained_on is not None and trained_on != data["json_sha256"]:
+        raise ValueError(
+            f"{display_path(run_dir)} was trained on other data than {display_path(data_root)}; "
+            "choose another out_dir for this dataset (nothing was changed)"
+        )
+    if runs.resume_problem(run_dir, cfg) is None:
+        log.info("resuming the interrupted run in %s", display_path(run_dir))
+        return _training.train(cfg, data_root, run_dir, progress=progress, eval_split=val, resume=True)
+    return _training.train(cfg, data_root, run_dir, progress=progress, eval_split=val, overwrite=True)
+
+
 def ablate(
     preset: str,
     variants: list[str] | tuple[str, ...] = ("baseline", "fdm", "mom", "daim"),
@@ -113,20 +158,19 @@ def ablate(
     progress: bool = True,
     **overrides: Any,
 ) -> pd.DataFrame:
-    """Train and evaluate every variant for every seed, one run after another.
+    """Train and evaluate every variant for every seed, one run after another, resumable run by run.
 
     ``seeds``: a count (seeds 0..n-1) or a list. ``overrides``: dotted keys applied to the preset
     before the variant (``**{"train.max_minutes": 1.0}``). Each run trains with validation on the
     val split, and its best checkpoint is evaluated on ``eval_split`` under the dataset's first
-    paper protocol (demo: whole split; F30K 1K; COCO 1K 5-fold). Returns one row per run (variant,
-    seed, test metrics, best val score, final margin, minutes); the mean ± std table is
-    ``df.attrs["summary"]`` (:func:`summarize`). Writes runs.csv, summary.csv, summary.json.
+    paper protocol (demo: whole split; F30K 1K; COCO 1K 5-fold). A run's ``result.json`` is reused
+    only for the same config, data (:func:`daimlib.runs.data_identity`) and split; a finished run is
+    never trained again, and an interrupted one (Ctrl-C) is resumed, never recorded as a result:
+    Ctrl-C raises KeyboardInterrupt after the run saved its state, and the same call continues.
+    Returns one row per run (variant, seed, test metrics, best val score, final margin, minutes);
+    the mean ± std table is ``df.attrs["summary"]`` (:func:`summarize`). Writes runs.csv,
+    summary.csv, summary.json.
     """
-    from .checkpoint import display_path, load_model
-    from .data import load_split, load_tokenizer
-    from .evaluate import default_protocols, evaluate
-    from .train import _val_protocol, train
-
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise ValueError(f"unknown ablation variants {unknown}; variants are {list(VARIANTS)}")
@@ -141,48 +185,40 @@ def ablate(
             cfg = variant_config(preset, variant, seed, **overrides)
             run_dir = out_dir / f"{variant}_seed{seed}"
             result_file = run_dir / "result.json"
-            if result_file.exists():
-                saved = json.loads(result_file.read_text())
-                if DAIMConfig.from_dict(saved["config"]).diff(cfg):
-                    raise ValueError(
-                        f"{display_path(result_file)} was produced with a different config than requested; "
-                        "delete that run folder or choose another out_dir"
-                    )
+            data = runs.data_identity(data_root, cfg)
+            saved = json.loads(result_file.read_text()) if result_file.exists() else None
+            if saved is not None and DAIMConfig.from_dict(saved["config"]).diff(cfg):
+                raise ValueError(
+                    f"{display_path(result_file)} was produced with a different config than requested; "
+                    "delete that run folder or choose another out_dir"
+                )
+            same_data = saved is not None and saved.get("data", {}).get("json_sha256") == data["json_sha256"]
+            if same_data and saved.get("split") == eval_split:
                 log.info("%s seed %d: reusing %s", variant, seed, display_path(result_file))
                 rows.append(saved["row"])
                 continue
             log.info("%s seed %d: training into %s", variant, seed, display_path(run_dir))
             t0 = time.time()
-            res = train(
-                cfg, data_root, run_dir, progress=progress, eval_split=cfg.data.val_split, overwrite=True
-            )
+            res = _train_run(cfg, run_dir, data_root, data, progress)
+            if res.stopped not in runs.FINISHED:
+                raise KeyboardInterrupt(
+                    f"{variant} seed {seed} was interrupted at step {res.global_step}; its state is saved in "
+                    f"{display_path(run_dir)}; run the same ablation again to continue where it stopped"
+                )
             minutes = (time.time() - t0) / 60
-            protocol = default_protocols(cfg.data.dataset)[0]
-            if eval_split == cfg.data.val_split and protocol == _val_protocol(cfg) and res.best_metrics:
-                metrics = res.best_metrics  # the best checkpoint was already scored on this split
-            else:
-                model = load_model(res.best_dir) if (res.best_dir / "meta.json").exists() else res.model
-                split = load_split(cfg.data, data_root, eval_split)
-                tokenizer = load_tokenizer(cfg.text, data_root)
-                metrics, _ = evaluate(model, split, tokenizer, cfg, protocol=protocol, progress=progress)
-            margin = float(res.steps["margin"].iloc[-1]) if len(res.steps) else float(cfg.loss.margin)
-            row = dict(
-                variant=variant, seed=seed, split=eval_split, protocol=protocol,
-                **{k: float(v) for k, v in metrics.items()},
-                best_epoch=res.best_epoch, best_val_select=res.epochs["select"].max() if "select" in res.epochs else None,
-                final_margin=margin, steps=res.global_step, minutes=minutes, stopped=res.stopped,
-            )  # fmt: skip
-            result_file.write_text(
-                json.dumps({"row": row, "config": cfg.to_dict()}, indent=2, default=float) + "\n"
-            )
+            if "elapsed_min" in res.epochs and len(res.epochs):  # the whole training, across resumes
+                minutes = float(res.epochs["elapsed_min"].iloc[-1])
+            row = _result_row(res, cfg, variant, seed, data_root, eval_split, progress, minutes)
+            result_file.write_text(json.dumps({"row": row, "config": cfg.to_dict(), "data": data, "split": eval_split},
+                                              indent=2, default=float) + "\n")  # fmt: skip
             rows.append(row)
-    runs = pd.DataFrame(rows)
-    summary = summarize(runs)
-    runs.to_csv(out_dir / "runs.csv", index=False)
+    table = pd.DataFrame(rows)
+    summary = summarize(table)
+    table.to_csv(out_dir / "runs.csv", index=False)
     summary.to_csv(out_dir / "summary.csv")
     (out_dir / "summary.json").write_text(
         json.dumps({"preset": preset, "seeds": seed_list, "overrides": {k: str(v) for k, v in overrides.items()},
                     "summary": summary.reset_index().to_dict(orient="records")}, indent=2, default=float) + "\n"
     )  # fmt: skip
-    runs.attrs["summary"] = summary
-    return runs
+    table.attrs["summary"] = summary
+    return table

@@ -2,7 +2,9 @@
 
 Layout of a checkpoint folder (``runs/<name>/last``, ``runs/<name>/best``)::
 
-    model.safetensors   the model's state_dict (the MOM margin is a buffer, so it is in here)
+    model.safetensors   the model's state_dict, and the loss's state under the prefix ``loss.``
+                        (the MOM margin: ``loss.margin_module.margin``; folders written before the
+                        loss module existed hold it as ``margin_module.margin`` and still load)
     config.json         the DAIMConfig that builds the model (``DAIMConfig.from_json``)
     train_state.pt      optimizer, scheduler, AMP scaler, epoch, step, RNG states, history position
                         (optional; plain tensors and containers only, read with weights_only=True)
@@ -39,6 +41,7 @@ from safetensors.torch import load_file, save_file
 
 from . import __version__
 from .config import DAIMConfig
+from .losses import MatchingLoss
 
 FORMAT = "daimlib-checkpoint"
 FORMAT_VERSION = 1
@@ -46,6 +49,8 @@ WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 TRAIN_STATE = "train_state.pt"
 META = "meta.json"
+LOSS_PREFIX = "loss."  # the loss module's state (the adaptive margin) inside model.safetensors
+LEGACY_MARGIN_KEY = "margin_module.margin"  # where the margin lived while it was a model buffer
 
 # Config keys that do not change the function of a loaded model: where the *initial* weights
 # came from (the checkpoint replaces them) and descriptive text.
@@ -116,8 +121,12 @@ def save_checkpoint(
     cfg: DAIMConfig,
     train_state: dict | None = None,
     meta: dict | None = None,
+    loss: torch.nn.Module | None = None,
 ) -> Path:
     """Write ``model``'s weights, ``cfg`` and (optionally) the training state to ``directory``, atomically.
+
+    ``loss`` (a :class:`daimlib.losses.MatchingLoss`): its state (the adaptive margin) is stored in
+    model.safetensors under the prefix ``loss.``, so the weights file carries the margin.
 
     ``train_state`` may hold tensors, numbers, strings, and lists/tuples/dicts of them (what
     ``torch.load(weights_only=True)`` accepts); ``meta`` is any JSON-serialisable dict (epoch,
@@ -129,6 +138,10 @@ def save_checkpoint(
     model = _unwrap(model)
     # Detached CPU copies: safetensors refuses tensors that share storage (tied weights, views).
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    if loss is not None:
+        state.update(
+            {LOSS_PREFIX + k: v.detach().to("cpu").contiguous().clone() for k, v in loss.state_dict().items()}
+        )
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=parent))
     old_dir = None
     try:
@@ -292,6 +305,23 @@ def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], stri
     model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
 
 
+def split_loss_state(state: dict[str, torch.Tensor]) -> tuple[dict, dict]:
+    """(model keys, loss keys without their prefix) of a model.safetensors state.
+
+    Today's layout keeps the loss under ``loss.``; the earlier one kept the margin as the model
+    buffer ``margin_module.margin`` (both map to the loss's ``margin_module.margin``).
+    """
+    model_state, loss_state = {}, {}
+    for k, v in state.items():
+        if k.startswith(LOSS_PREFIX):
+            loss_state[k[len(LOSS_PREFIX) :]] = v
+        elif k == LEGACY_MARGIN_KEY:
+            loss_state.setdefault(k, v)
+        else:
+            model_state[k] = v
+    return model_state, loss_state
+
+
 def load_train_state(
     directory: str | os.PathLike, device: str | torch.device = "cpu", verify: bool = True
 ) -> dict | None:
@@ -328,6 +358,7 @@ def load_checkpoint(
     model: torch.nn.Module | None = None,
     expect_cfg: DAIMConfig | None = None,
     verify: bool = True,
+    loss: torch.nn.Module | None = None,
 ) -> tuple[torch.nn.Module, DAIMConfig, dict | None]:
     """Load a checkpoint folder: ``(model, cfg, train_state)``.
 
@@ -336,7 +367,9 @@ def load_checkpoint(
     weights are loaded into it. With ``strict`` (the default), missing or unexpected weight keys and
     differences between the saved config and ``expect_cfg`` (or ``model.cfg``) in the sections that
     define the model (image, text, fdm, similarity, loss) raise a CheckpointError listing them.
-    ``train_state`` is None when the folder has none.
+    ``train_state`` is None when the folder has none. ``loss`` (a
+    :class:`daimlib.losses.MatchingLoss`) receives the stored margin (:func:`split_loss_state`;
+    a folder without one leaves the loss's initial margin, with a warning).
     """
     directory = _resolve_dir(directory)
     meta = read_meta(directory)
@@ -369,11 +402,32 @@ def load_checkpoint(
         from .model import DAIM  # late import: the model module is heavy
 
         model = DAIM.from_config(cfg, pretrained=False)
+    state, loss_state = split_loss_state(state)
     target = _unwrap(model)
     target.to(device)
     load_state_into(target, state, strict, display_path(weights))
+    if loss is not None:
+        if loss_state:
+            load_state_into(loss, loss_state, strict, f"{display_path(weights)} (loss state)")
+        else:
+            warnings.warn(f"{display_path(weights)} holds no margin; the loss keeps its initial one", stacklevel=2)
     train_state = load_train_state(directory, device=device, verify=verify)
     return model, cfg, train_state
+
+
+def load_loss(directory: str | os.PathLike, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """The :class:`daimlib.losses.MatchingLoss` of a checkpoint folder: its config's ``loss``
+    section with the stored (trained) margin, in eval mode."""
+    directory = _resolve_dir(directory)
+    meta = read_meta(directory)
+    cfg = load_config(directory)
+    weights = _check_file(directory, WEIGHTS, meta, verify=True)
+    loss = MatchingLoss.from_config(cfg.loss)
+    _, loss_state = split_loss_state(load_file(str(weights), device=str(device)))
+    if not loss_state:
+        raise CheckpointError(f"{display_path(weights)} holds no margin (no {LOSS_PREFIX}* key)")
+    load_state_into(loss, loss_state, True, f"{display_path(weights)} (loss state)")
+    return loss.to(device).eval()
 
 
 def load_model(directory: str | os.PathLike, device: str | torch.device = "cpu") -> torch.nn.Module:

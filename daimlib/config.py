@@ -136,6 +136,7 @@ class TrainConfig:
     eval_every: int = 1  # epochs between validations
     eval_batch_size: int = 128
     log_every: int = 10
+    tensorboard: bool = False  # also write the history scalars to <out>/tb (needs the tensorboard package)
 
 
 @dataclass

@@ -8,11 +8,15 @@
   negative statistics n_i of the rows that rank their own caption first, find the Bayes boundary
   λ with α·N(λ; μ_p, σ_p) = N(λ; μ_n, σ_n) (:func:`gaussian_boundary`) and move the margin toward
   it by an EMA. The margin is a registered buffer, so it is saved in ``state_dict``.
+- :class:`MatchingLoss`: the module the training loop calls after the model: it owns the
+  AdaptiveMargin, the warm-up schedule and same-image masking (open_clip's ``ClipLoss`` shape),
+  so that the model itself never needs the training step.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -64,7 +68,13 @@ def gaussian_boundary(
     ``A = σp² − σn²``, ``B = 2(μp σn² − μn σp²)``,
     ``C = (μn σp)² − (μp σn)² + 2 σp² σn² ln(α σn/σp + 1e-8)``, ``E = B² − 4AC``,
     ``λ = (−B + √E) / (2A + 1e-10)``. Returns ``(λ, E)``; λ is nan when E ≤ 0.
+
+    A degenerate spread (σp or σn zero or not finite: e.g. two equal positives) has no boundary:
+    the reference's tensor arithmetic gives a nan E there, which its ``E > 0`` test rejects, so
+    the margin stays unchanged. Here that case returns ``(nan, nan)`` instead of dividing by zero.
     """
+    if not all(math.isfinite(x) for x in (mu_p, sigma_p, mu_n, sigma_n)) or sigma_p <= 0 or sigma_n <= 0:
+        return float("nan"), float("nan")
     a = sigma_p**2 - sigma_n**2
     b = 2.0 * (mu_p * sigma_n**2 - mu_n * sigma_p**2)
     c = (
@@ -73,7 +83,7 @@ def gaussian_boundary(
         + 2.0 * sigma_p**2 * sigma_n**2 * math.log(alpha * sigma_n / sigma_p + 1e-8)
     )
     e = b * b - 4.0 * a * c
-    if e <= 0:
+    if not e > 0:  # also a nan E
         return float("nan"), e
     return (-b + math.sqrt(e)) / (2.0 * a + 1e-10), e
 
@@ -212,7 +222,7 @@ class AdaptiveMargin(nn.Module):
         branch = "inactive"
         if activated:
             lam, e = gaussian_boundary(mu_p, sd_p, mu_n, sd_n, self.alpha)
-            if e <= 0 or not math.isfinite(lam):
+            if not e > 0 or not math.isfinite(lam):
                 branch = "no_root"
             elif lam < 0:
                 branch = "negative"
@@ -237,3 +247,84 @@ class AdaptiveMargin(nn.Module):
             margin=float(self.margin),
             branch=branch,
         )
+
+
+@dataclass
+class LossOutput:
+    """What :class:`MatchingLoss` returns for one step: the loss and what the history logs."""
+
+    loss: torch.Tensor  # scalar, differentiable
+    margin: float  # the margin the hinge used (after this step's MOM update)
+    hardest: bool  # hardest negatives (True) or the warm-up's sum over negatives
+    stats: dict = field(default_factory=dict)  # the MOM statistics of AdaptiveMargin.update + "hardest"
+
+
+class MatchingLoss(nn.Module):
+    """DAIM's training objective, spec sections 4-5: the MOM, then the triplet loss with its margin.
+
+    Owns the state the model must not know: the adaptive margin (:class:`AdaptiveMargin`, whose
+    ``margin`` buffer is this module's ``margin``), the warm-up schedule (sum of hinges for the
+    first ``warmup_steps`` steps, hardest negatives after, when ``hardest``) and same-image masking
+    (``mask_same_image``: two captions of one image in a batch are not each other's negatives).
+    In training mode each call moves the margin (MOM update on the detached scores) before the
+    hinge uses it, as the reference's ``compute_SCAN``; in eval mode the margin is only read.
+    """
+
+    def __init__(
+        self,
+        margin: AdaptiveMargin | None = None,
+        hardest: bool = True,
+        warmup_steps: int = 0,
+        reduction: str = "sum",
+        mask_same_image: bool = False,
+    ):
+        super().__init__()
+        if reduction not in ("sum", "mean"):
+            raise ValueError(f"loss.reduction must be 'sum' or 'mean'; got {reduction!r}")
+        self.margin_module = margin if margin is not None else AdaptiveMargin()
+        self.hardest = bool(hardest)
+        self.warmup_steps = int(warmup_steps)
+        self.reduction = reduction
+        self.mask_same_image = bool(mask_same_image)
+
+    @classmethod
+    def from_config(cls, loss_cfg) -> MatchingLoss:
+        """Build from :class:`daimlib.config.LossConfig` (the ``loss`` section of a DAIMConfig)."""
+        return cls(
+            AdaptiveMargin.from_config(loss_cfg),
+            hardest=loss_cfg.hardest,
+            warmup_steps=loss_cfg.warmup_steps,
+            reduction=loss_cfg.reduction,
+            mask_same_image=loss_cfg.mask_same_image,
+        )
+
+    @property
+    def margin(self) -> torch.Tensor:
+        """The current margin (a 0-d float32 buffer; saved with checkpoints)."""
+        return self.margin_module.margin
+
+    def uses_hardest(self, step: int | None = None) -> bool:
+        """Hardest negatives when ``hardest`` and past ``warmup_steps`` (sum of hinges before)."""
+        return self.hardest and (step is None or step >= self.warmup_steps)
+
+    def forward(
+        self, scores: torch.Tensor, step: int | None = None, img_index: torch.Tensor | None = None
+    ) -> LossOutput:
+        """``scores [B, B]`` (rows images, columns captions, diagonal positives) at training ``step``.
+
+        ``img_index [B]``: each pair's image id, for same-image masking. ``step=None`` means past
+        the warm-up.
+        """
+        if self.training:
+            stats = self.margin_module.update(scores.detach())
+        else:
+            stats = dict(activated=False, margin=float(self.margin))
+        neg_mask = None
+        if self.mask_same_image and img_index is not None:
+            idx = img_index.to(scores.device)
+            neg_mask = idx[:, None] == idx[None, :]  # [B, B]; the diagonal is dropped anyway
+        hardest = self.uses_hardest(step)
+        margin = self.margin.detach().clone()
+        loss = triplet_loss(scores, margin, hardest=hardest, reduction=self.reduction, neg_mask=neg_mask)
+        stats["hardest"] = hardest
+        return LossOutput(loss=loss, margin=float(margin), hardest=hardest, stats=stats)

@@ -4,25 +4,39 @@ One training step (``DAIM.forward``)::
 
     images   -> ImageEncoder (Swin stages, ContraNorm inside) -> 3 token sets -> img_proj[ℓ]
     captions -> TextEncoder (BERT hidden states)               -> 3 token sets -> txt_proj[ℓ]
-    S = Σ_ℓ w_ℓ SCAN_ℓ (fp32)   -> AdaptiveMargin.update(S.detach())  (training mode only)
+    S = Σ_ℓ w_ℓ SCAN_ℓ (fp32)   = DAIM.forward(batch).scores
+    MatchingLoss(S, step): AdaptiveMargin.update(S.detach()) (training mode only)
         -> triplet_loss(S, m)   (hardest negatives after ``loss.warmup_steps``)
+
+The model holds weights only; the adaptive margin, the only state of the objective, lives in
+:class:`daimlib.losses.MatchingLoss`, which the training loop calls after the model.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from .encoders import ImageEncoder, TextEncoder, freeze, unfreeze
-from .losses import AdaptiveMargin, triplet_loss
 from .similarity import DEFAULT_BLOCK_BYTES, multilevel_similarity
 
 
-class DAIM(nn.Module):
-    """DAIM (and HAT, with FDM off and a fixed margin): encoders, six projections, SCAN, MOM.
+@dataclass
+class MatchOutput:
+    """What :meth:`DAIM.forward` returns: what the loss needs, nothing about the training step."""
 
-    Attributes: ``image_encoder``, ``text_encoder``, ``img_proj`` / ``txt_proj`` (3 ``Linear`` to
-    ``similarity.embed_dim`` each, init N(0, 0.02), bias 0), ``margin_module`` and ``cfg``.
+    scores: torch.Tensor  # [B, B] fp32, rows images, columns captions, diagonal positives
+    img_index: torch.Tensor | None = None  # [B] image ids of the pairs (same-image masking)
+
+
+class DAIM(nn.Module):
+    """DAIM (and HAT, with FDM off): encoders, one projection per level and stream, SCAN.
+
+    Attributes: ``image_encoder``, ``text_encoder``, ``img_proj`` / ``txt_proj`` (one ``Linear`` to
+    ``similarity.embed_dim`` per level, init N(0, 0.02), bias 0) and ``cfg``. Any number of levels
+    (``image.stages``, ``text.hidden_states`` and ``similarity.level_weights`` of equal length).
     """
 
     def __init__(self, cfg, pretrained: bool = False):
@@ -46,7 +60,6 @@ class DAIM(nn.Module):
         for lin in [*self.img_proj, *self.txt_proj]:
             nn.init.normal_(lin.weight, std=0.02)
             nn.init.zeros_(lin.bias)
-        self.margin_module = AdaptiveMargin.from_config(cfg.loss)
 
     @classmethod
     def from_config(cls, cfg, pretrained: bool = False) -> DAIM:
@@ -84,18 +97,13 @@ class DAIM(nn.Module):
                 max_block_bytes=max_block_bytes,
             )
 
-    def uses_hardest(self, step: int | None = None) -> bool:
-        """Hardest negatives when ``loss.hardest`` and past ``loss.warmup_steps`` (sum before)."""
-        lc = self.cfg.loss
-        return bool(lc.hardest) and (step is None or step >= lc.warmup_steps)
-
-    def forward(self, batch: dict, step: int | None = None) -> dict:
-        """One training/validation step on a batch of matching pairs (spec section 5).
+    def forward(self, batch: dict) -> MatchOutput:
+        """Scores of a batch of matching pairs (spec section 5); the loss is the caller's
+        (:class:`daimlib.losses.MatchingLoss`), so the model never needs the training step.
 
         ``batch``: "images" ``[B, 3, H, W]``, "input_ids" / "attention_mask" ``[B, L]``, optional
-        "img_index" ``[B]`` (same-image pairs leave the negatives when ``loss.mask_same_image``).
-        Returns "loss", "margin" (float, the one used), "stats" (MOM statistics + "hardest"),
-        "scores" (detached ``[B, B]``).
+        "img_index" ``[B]`` (passed through for same-image masking). Returns a :class:`MatchOutput`
+        whose ``scores [B, B]`` (rows images, columns captions, fp32) carry the gradient.
         """
         images, ids, mask = batch["images"], batch["input_ids"], batch["attention_mask"]
         if images.shape[0] != ids.shape[0]:
@@ -105,21 +113,7 @@ class DAIM(nn.Module):
         img_levels = self.encode_image(images)
         txt_levels, lengths = self.encode_text(ids, mask)
         scores = self.similarity(img_levels, txt_levels, lengths)  # [B, B]
-        if self.training:
-            stats = self.margin_module.update(scores.detach())
-        else:
-            stats = dict(activated=False, margin=float(self.margin_module.margin))
-        neg_mask = None
-        if self.cfg.loss.mask_same_image and batch.get("img_index") is not None:
-            idx = batch["img_index"].to(scores.device)
-            neg_mask = idx[:, None] == idx[None, :]  # [B, B]; the diagonal is dropped anyway
-        hardest = self.uses_hardest(step)
-        margin = self.margin_module.margin.detach().clone()
-        loss = triplet_loss(
-            scores, margin, hardest=hardest, reduction=self.cfg.loss.reduction, neg_mask=neg_mask
-        )
-        stats["hardest"] = hardest
-        return {"loss": loss, "margin": float(margin), "stats": stats, "scores": scores.detach()}
+        return MatchOutput(scores=scores, img_index=batch.get("img_index"))
 
     # --- freezing (spec 1.5) -------------------------------------------------------------------
 
@@ -128,7 +122,7 @@ class DAIM(nn.Module):
         return [*self.image_encoder.parameters(), *self.text_encoder.parameters()]
 
     def head_parameters(self) -> list[nn.Parameter]:
-        """Parameters of the six projections (always trained)."""
+        """Parameters of the per-level projections (always trained)."""
         return [*self.img_proj.parameters(), *self.txt_proj.parameters()]
 
     def set_backbones_trainable(self, flag: bool) -> None:

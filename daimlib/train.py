@@ -1,42 +1,45 @@
-"""The training loop: the reference schedule (spec section 6), readable top to bottom.
+"""The training loop: the reference schedule (spec section 6), a straight line from top to bottom.
 
-``train(cfg, data_root, out_dir)`` does, in this order:
+``train(cfg, data_root, out_dir)`` does, in this order (nanoGPT's ``train.py`` and open_clip's
+``train_one_epoch`` are the models):
 
-1. join the process group when launched by ``torchrun`` (gloo on CPU, nccl on CUDA); seed
-   everything and build the model (first, so that its initial weights depend on the seed only);
-2. data: the train split at *caption* level (one sample per caption, shuffled; the same image can
-   appear twice in a batch, as in the reference), sharded across ranks by a ``DistributedSampler``;
-3. Adam/AdamW over *all* parameters, so that the backbones join the
-   optimisation when unfrozen (a frozen parameter has ``grad=None`` and Adam skips it); StepLR
-   stepped per epoch;
-4. per epoch: backbones frozen while ``epoch < freeze_epochs`` (frozen modules stay in train mode,
-   dropout on, as in the reference, unless ``frozen_train_mode=False``); per step: forward with
-   ``step=global_step`` (the loss warm-up and the MOM margin update live in the model), backward
-   under AMP on CUDA (bf16, or fp16 with a GradScaler; off on CPU), optional gradient clipping;
-   one row per step in ``history_steps.csv`` (loss, margin and every MOM statistic, lr);
-5. validation every ``eval_every`` epochs through :func:`daimlib.evaluate.evaluate`, one row per
-   epoch in ``history_epochs.csv``; ``best`` = highest val R@1(i2t)+R@1(t2i) (``select_on="r1_sum"``,
-   the reference's ``best_irtr``) or RSUM; ``last`` written at every epoch end;
-6. budgets (``max_steps``, ``max_minutes``) and Ctrl-C stop the run cleanly: ``last`` is written
-   (and at a budget stop the model is evaluated), so ``resume=True`` continues where it stopped.
+1. check ``out_dir`` (:func:`_prepare_out_dir`: never destroy a folder the kit did not write; a
+   finished run of the same config and data is reused, :func:`daimlib.runs.reuse_problem`);
+2. join the process group when launched by ``torchrun``; seed; build the model (first, so that its
+   initial weights depend on the seed only) and the loss (:class:`daimlib.losses.MatchingLoss`,
+   which owns the adaptive margin and the warm-up); caption-level train data sharded by a
+   ``DistributedSampler``; Adam/AdamW over *all* parameters (a frozen one has ``grad=None`` and
+   is skipped), StepLR per epoch; AMP on CUDA only;
+3. per epoch (:func:`train_one_epoch`): backbones frozen while ``epoch < freeze_epochs``; per step
+   (:func:`train_step`): model -> scores, loss(scores, step), backward, optimizer step, one row in
+   ``history_steps.csv`` (:mod:`daimlib.history`);
+4. at the epoch end (:func:`validate_and_checkpoint`): validation on its own RNG stream, one row in
+   ``history_epochs.csv``, ``best`` when the selection score improves; then :func:`save_last`;
+5. stops: budgets (``max_steps``, ``max_minutes``), Ctrl-C (SIGINT) and SIGTERM. A signal is
+   acted on at the next step boundary; a ``KeyboardInterrupt`` raised inside a step completes the
+   step if the optimizer already stepped and undoes it otherwise; an interrupted validation is
+   redone on resume. A NaN/Inf loss or gradient stops the run before the optimizer step
+   (:class:`NonFiniteError`), ``best`` untouched.
 
-Resume is exact on a CPU: the order of the captions in epoch e depends only on (seed, e), and the
-RNG states (torch, CUDA, numpy, python) are saved with the optimizer, scheduler and scaler, so a
-run interrupted after epoch k and resumed ends with the same weights and history rows as an
-uninterrupted one. A resume in the middle of an epoch (after a budget stop) is exact with
-``data.num_workers=0``; with worker processes their augmentation RNG restarts with the epoch.
+Resume is exact on a CPU (``data.num_workers=0``) from every stop: the caption order of epoch e
+depends only on (seed, e), the RNG states at the step boundary are saved with the optimizer,
+scheduler, scaler, margin and history position, and validation never draws from the training
+streams. ``<out>/run.json`` records the config, budget, data identity, versions and how the run
+stopped (:mod:`daimlib.runs`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
+import dataclasses
 import logging
 import math
 import os
 import random
-import shutil
+import signal
+import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,23 +52,28 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from tqdm.auto import tqdm
 
-from .checkpoint import (
-    CheckpointError,
-    display_path,
-    load_checkpoint,
-    save_checkpoint,
-)
+from . import runs
+from .checkpoint import CheckpointError, display_path, load_checkpoint, read_meta, save_checkpoint
 from .config import DAIMConfig
+from .data import CaptionDataset, build_transforms, collate, load_split, load_tokenizer
+from .evaluate import default_protocols, evaluate
+from .history import EPOCHS_CSV, STEP_COLUMNS, STEPS_CSV, HistoryLogger, read_csv
+from .losses import MatchingLoss
+from .model import DAIM
 
 log = logging.getLogger("daimlib.train")
 
-STEP_COLUMNS = ("step", "epoch", "lr", "loss", "margin")  # then every MOM statistic, then step_s
-STEPS_CSV = "history_steps.csv"
-EPOCHS_CSV = "history_epochs.csv"
+__all__ = ["EPOCHS_CSV", "STEPS_CSV", "STEP_COLUMNS", "NonFiniteError", "PretrainedWeightsError", "TrainResult",
+           "TrainState", "save_last", "selection_score", "train", "train_one_epoch", "train_step",
+           "validate_and_checkpoint", "wants_pretrained"]  # fmt: skip
 
 
 class PretrainedWeightsError(RuntimeError):
     """The pretrained encoder weights a config asks for are not available (offline, no local copy)."""
+
+
+class NonFiniteError(RuntimeError):
+    """A NaN/Inf loss or gradient: the run stopped before the optimizer step (``best`` untouched)."""
 
 
 @dataclass
@@ -81,6 +89,7 @@ class TrainResult:
     best_epoch: int | None = None
     global_step: int = 0
     stopped: str = "completed"  # "completed" | "max_steps" | "max_minutes" | "interrupted"
+    loss: MatchingLoss | None = None  # the loss with its final (adaptive) margin
 
     @property
     def last_dir(self) -> Path:
@@ -89,6 +98,29 @@ class TrainResult:
     @property
     def best_dir(self) -> Path:
         return self.out_dir / "best"
+
+
+@dataclass
+class TrainState:
+    """Where a run stands; saved in ``last/train_state.pt`` and restored on resume."""
+
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    global_step: int = 0
+    best_score: float = -math.inf
+    best_epoch: int = -1
+    best_metrics: dict = field(default_factory=dict)
+    loss_sum: float = 0.0  # over the epoch's steps so far (the epoch row's mean loss)
+    loss_n: int = 0
+    elapsed_s: float = 0.0  # training time before this call (resumed runs)
+    val_pending: dict | None = None  # {"epoch", "complete", "epoch_s"}: a row still to validate and write
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainState:
+        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
 
 
 # --- distributed, seeds, RNG state -------------------------------------------------------------
@@ -198,8 +230,6 @@ def _train_loader(cfg: DAIMConfig, data_root, dd: _Dist, device: torch.device):
     (seed, epoch) and resume needs no generator state. ``drop_last``: a short last batch would
     change the MOM trigger fraction and the summed loss's scale.
     """
-    from .data import CaptionDataset, build_transforms, collate, load_split, load_tokenizer
-
     tokenizer = load_tokenizer(cfg.text, data_root)
     split = load_split(cfg.data, data_root, cfg.data.train_split)
     dataset = CaptionDataset(split, tokenizer, build_transforms(cfg.data, train=True), cfg.text.max_len)
@@ -212,7 +242,7 @@ def _train_loader(cfg: DAIMConfig, data_root, dd: _Dist, device: torch.device):
     sampler = DistributedSampler(
         dataset, num_replicas=dd.world, rank=dd.rank, shuffle=True, seed=cfg.train.seed, drop_last=True
     )
-    return dataset, sampler, tokenizer, collate
+    return dataset, sampler, tokenizer
 
 
 def _make_loader(
@@ -280,73 +310,6 @@ def _set_frozen(model, frozen: bool, train_mode: bool) -> None:
         model.text_encoder.eval()
 
 
-def _scalar(v) -> float | bool | str:
-    """A statistic as a CSV cell: tensors and numbers as float, flags as bool, labels (MOM branch) as text."""
-    if isinstance(v, torch.Tensor):
-        return float(v.detach().float().mean().item()) if v.numel() else float("nan")
-    if isinstance(v, (bool, str)):
-        return v
-    return float(v) if v is not None else float("nan")
-
-
-def _truncate_csv(path: Path, rows: int) -> None:
-    """Keep the header and the first ``rows`` data rows (drop rows written after the checkpoint)."""
-    if not path.exists():
-        return
-    lines = path.read_text().splitlines(keepends=True)
-    if len(lines) > rows + 1:
-        tmp = path.with_suffix(".csv.tmp")
-        tmp.write_text("".join(lines[: rows + 1]))
-        os.replace(tmp, path)
-
-
-class _CsvLog:
-    """Append rows to a CSV as they come (header from the first row; flushed every ``flush_every``)."""
-
-    def __init__(self, path: Path, enabled: bool, flush_every: int = 1):
-        self.path, self.enabled, self.flush_every = path, enabled, max(1, flush_every)
-        self.columns: list[str] | None = None
-        self.rows = 0
-        self._f = None
-        self._w = None
-        if enabled and path.exists():
-            with open(path, newline="") as f:
-                reader = csv.reader(f)
-                header = next(reader, None)
-                self.columns = header
-                self.rows = sum(1 for _ in reader)
-
-    def write(self, row: dict) -> None:
-        if not self.enabled:
-            self.rows += 1
-            return
-        if self._f is None:
-            new = self.columns is None
-            if new:
-                self.columns = list(row)
-            self._f = open(self.path, "a", newline="")
-            self._w = csv.DictWriter(self._f, fieldnames=self.columns, extrasaction="ignore", restval="")
-            if new:
-                self._w.writeheader()
-        self._w.writerow(row)
-        self.rows += 1
-        if self.rows % self.flush_every == 0:
-            self._f.flush()
-
-    def flush(self) -> None:
-        if self._f is not None:
-            self._f.flush()
-
-    def close(self) -> None:
-        if self._f is not None:
-            self._f.flush()
-            self._f.close()
-            self._f = self._w = None
-
-
-def _read_csv(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path) if path.exists() and path.stat().st_size > 0 else pd.DataFrame()
-
 
 def selection_score(metrics: dict, select_on: str) -> float:
     """Model selection on val: R@1(i2t)+R@1(t2i) (the reference's ``best_irtr``) or RSUM."""
@@ -359,12 +322,477 @@ def selection_score(metrics: dict, select_on: str) -> float:
 
 def _val_protocol(cfg: DAIMConfig) -> str:
     """Validation scores the whole val split (F30K 1,014 images, COCO dev 1K, the demo's val)."""
-    from .evaluate import default_protocols
-
     return default_protocols(cfg.data.dataset)[-1]
 
 
-# --- the loop ------------------------------------------------------------------------------------
+
+def _scalar(v) -> float | bool | str:
+    """A statistic as a CSV cell: tensors and numbers as float, flags as bool, labels (MOM branch) as text."""
+    if isinstance(v, torch.Tensor):
+        return float(v.detach().float().mean().item()) if v.numel() else float("nan")
+    if isinstance(v, (bool, str)):
+        return v
+    return float(v) if v is not None else float("nan")
+
+
+# --- stops: signals, own RNG for validation -----------------------------------------------------
+
+
+class _StopSignals:
+    """SIGINT (Ctrl-C) and SIGTERM (schedulers, ``timeout``) while :func:`train` runs: recorded and
+    acted on at the next step boundary, so no step is ever half applied. Inside :meth:`immediate`
+    (validation, which resume redoes) and at a second signal, a KeyboardInterrupt is raised at once.
+    Handlers are installed only in the main thread and restored on exit."""
+
+    def __init__(self):
+        self.requested: str | None = None
+        self.raise_now = False
+        self._old: dict = {}
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame) -> None:
+        first = self.requested is None
+        self.requested = self.requested or signal.Signals(signum).name
+        if self.raise_now or not first:
+            raise KeyboardInterrupt(self.requested)
+        log.warning("%s received: stopping after this step (again to stop at once)", self.requested)
+
+    @contextlib.contextmanager
+    def immediate(self):
+        self.raise_now = True
+        try:
+            yield
+        finally:
+            self.raise_now = False
+
+
+@contextlib.contextmanager
+def _own_rng(seed: int):
+    """Run a block on its own seeded RNG streams and give the training streams back untouched."""
+    saved = _rng_state()
+    seed_everything(seed)
+    try:
+        yield
+    finally:
+        _set_rng_state(saved)
+
+
+# --- the pieces of a run ------------------------------------------------------------------------
+
+
+@dataclass
+class _Loop:
+    """Everything a run's functions share (built once by :func:`_build`)."""
+
+    cfg: DAIMConfig
+    dd: _Dist
+    device: torch.device
+    model: DAIM
+    loss_fn: MatchingLoss
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: Any
+    amp_dtype: torch.dtype | None
+    use_scaler: bool
+    dataset: Any
+    sampler: Any
+    tokenizer: Any
+    val_split: Any
+    out_dir: Path
+    progress: bool
+    history: HistoryLogger | None = None
+    signals: _StopSignals | None = None
+    ddp_model: Any = None
+    wrapped_trainable: bool | None = None
+    t_start: float = field(default_factory=time.time)
+    elapsed0: float = 0.0
+    snap: dict | None = None  # RNG and margin at the current step's boundary
+    pending: dict | None = None  # the history row of a step whose optimizer step may have run
+    stepped: bool = False  # the optimizer stepped since the boundary (a step post-hook sets it)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.sampler) // self.cfg.train.batch_size
+
+    def elapsed(self) -> float:
+        return self.elapsed0 + time.time() - self.t_start
+
+
+def _build(cfg, data_root, out_dir, device, dd, eval_split, use_pretrained, progress) -> _Loop:
+    """Seed, model, loss, data, optimiser, schedule and precision, in this order (see module doc)."""
+    seed_everything(cfg.train.seed)
+    try:
+        model = DAIM.from_config(cfg, pretrained=use_pretrained)
+    except (RuntimeError, OSError) as e:
+        if not use_pretrained:
+            raise
+        raise PretrainedWeightsError(str(e)) from e  # the encoders' message names the model and the field
+    model.to(device)
+    loss_fn = MatchingLoss.from_config(cfg.loss).to(device)
+    dataset, sampler, tokenizer = _train_loader(cfg, data_root, dd, device)
+    val_split = load_split(cfg.data, data_root, eval_split) if eval_split is not None else None
+    optimizer = _optimizer(cfg, model)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.train.lr_step, gamma=cfg.train.lr_gamma)
+    amp_dtype, use_scaler = _amp(cfg, device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    ctx = _Loop(cfg, dd, device, model, loss_fn, optimizer, scheduler, torch.amp.GradScaler("cuda", enabled=use_scaler),
+                amp_dtype, use_scaler, dataset, sampler, tokenizer, val_split, Path(out_dir), progress)  # fmt: skip
+    ctx.ddp_model = model
+    optimizer.register_step_post_hook(lambda *_: setattr(ctx, "stepped", True))
+    return ctx
+
+
+def _restore(ctx: _Loop, last_dir: Path) -> tuple[TrainState, tuple[int, int]]:
+    """Weights strictly into the model built from cfg, the margin into the loss, then the training state."""
+    cfg = ctx.cfg
+    _, saved_cfg, state = load_checkpoint(last_dir, device=ctx.device, strict=True, model=ctx.model,
+                                          expect_cfg=cfg, loss=ctx.loss_fn)  # fmt: skip
+    if state is None:
+        raise CheckpointError(f"{display_path(last_dir)} has no train_state.pt; it cannot be resumed")
+    if saved_cfg.train.batch_size != cfg.train.batch_size:
+        raise ValueError(
+            f"cannot resume with train.batch_size={cfg.train.batch_size}: the run was trained with "
+            f"{saved_cfg.train.batch_size}, and the caption order, the MOM's batch statistics and the summed "
+            f"loss depend on it. Resume with --set train.batch_size={saved_cfg.train.batch_size}, or start a "
+            "new run in another --out."
+        )
+    changed = {k: v for k, v in saved_cfg.diff(cfg).items() if k.startswith("train.")}
+    if changed:
+        log.info("resuming with changed training settings: %s", changed)
+    ctx.optimizer.load_state_dict(state["optimizer"])
+    ctx.scheduler.load_state_dict(state["scheduler"])
+    ctx.scheduler.step_size, ctx.scheduler.gamma = cfg.train.lr_step, cfg.train.lr_gamma
+    if state.get("scaler"):
+        ctx.scaler.load_state_dict(state["scaler"])
+    st = TrainState.from_dict(state)
+    rngs = state["rng"]
+    seed_everything(cfg.train.seed + ctx.dd.rank)
+    if len(rngs) == ctx.dd.world:
+        _set_rng_state(rngs[ctx.dd.rank])
+    else:
+        log.warning("checkpoint was written by %d process(es), this run has %d: RNG streams reseeded",
+                    len(rngs), ctx.dd.world)  # fmt: skip
+    log.info("resumed from %s at epoch %d, step %d", display_path(last_dir), st.epoch, st.global_step)
+    return st, (int(state["steps_rows"]), int(state["epochs_rows"]))
+
+
+def save_last(ctx: _Loop, st: TrainState, stopped: str, gather: bool = True) -> None:
+    """Write ``<out>/last``: weights, margin, optimizer, scheduler, scaler, RNG of every rank, history position."""
+    rng = _gather_rng(ctx.dd) if gather else [_rng_state()]  # gather is a collective: not after Ctrl-C
+    steps_rows, epochs_rows = ctx.history.rows
+    state = dict(st.to_dict(), optimizer=ctx.optimizer.state_dict(), scheduler=ctx.scheduler.state_dict(),
+                 scaler=ctx.scaler.state_dict() if ctx.use_scaler else {}, rng=rng, world_size=ctx.dd.world,
+                 steps_rows=steps_rows, epochs_rows=epochs_rows, elapsed_s=ctx.elapsed(), stopped=stopped)  # fmt: skip
+    ctx.history.flush()  # the rows the checkpoint counts must be on disk
+    if ctx.dd.main:
+        save_checkpoint(ctx.out_dir / "last", ctx.model, ctx.cfg, train_state=state, loss=ctx.loss_fn,
+                        meta=dict(kind="last", epoch=st.epoch, step=st.global_step, stopped=stopped))  # fmt: skip
+
+
+# --- one step, one epoch, one validation --------------------------------------------------------
+
+
+def _nonfinite(ctx: _Loop, st: TrainState, what: str, batch: dict) -> NonFiniteError:
+    """The error for a NaN/Inf ``what`` at this step, naming the likely cause."""
+    causes = []
+    if not bool(torch.isfinite(batch["images"]).all()):
+        causes.append("the batch holds non-finite pixel values (a damaged image, or data.std with a zero)")
+    margin = float(ctx.snap["margin"]) if ctx.snap else float(ctx.loss_fn.margin)
+    if not math.isfinite(margin):
+        causes.append(f"the margin is {margin} (loss.margin={ctx.cfg.loss.margin})")
+    if not causes:
+        causes.append(f"training diverged: train.lr={ctx.cfg.train.lr} is probably too high (lower it, or set "
+                      "train.grad_clip)")  # fmt: skip
+    return NonFiniteError(
+        f"step {st.global_step} (epoch {st.epoch}): the {what} is not finite; likely cause: {'; '.join(causes)}. "
+        f"The run stopped before this step's update: {display_path(ctx.out_dir / 'last')} holds the state before "
+        "it (fix the cause, then --resume), and best/ was not touched."
+    )
+
+
+def train_step(ctx: _Loop, st: TrainState, batch: dict) -> dict:
+    """One optimisation step: model -> scores, loss (MOM update, warm-up), backward, optimizer step.
+
+    Returns the step's history row; the caller counts the step (:func:`_finish_step`).
+    """
+    tc, t0 = ctx.cfg.train, time.time()
+    batch = _to_device(batch, ctx.device)
+    with torch.autocast(ctx.device.type, dtype=ctx.amp_dtype) if ctx.amp_dtype else contextlib.nullcontext():
+        out = ctx.ddp_model(batch)
+    lo = ctx.loss_fn(out.scores, step=st.global_step, img_index=out.img_index)
+    if not ctx.dd.enabled and not bool(torch.isfinite(lo.loss)):  # under DDP the gradient check below agrees
+        raise _nonfinite(ctx, st, "loss", batch)
+    ctx.scaler.scale(lo.loss).backward()
+    grads = [p.grad for p in ctx.model.parameters() if p.grad is not None]
+    if tc.grad_clip:
+        ctx.scaler.unscale_(ctx.optimizer)
+        torch.nn.utils.clip_grad_norm_([p for p in ctx.model.parameters() if p.grad is not None], tc.grad_clip)
+    if not ctx.use_scaler and not bool(torch.isfinite(torch.nn.utils.get_total_norm(grads))):
+        raise _nonfinite(ctx, st, "gradient", batch)  # (a GradScaler skips such steps itself)
+    loss_value = lo.loss.detach().float()
+    if ctx.dd.enabled:  # log the mean over ranks (the margin is already global)
+        dist.all_reduce(loss_value)
+        loss_value /= ctx.dd.world
+    stats = {k: _scalar(v) for k, v in lo.stats.items() if k not in STEP_COLUMNS}
+    row = dict(step=st.global_step, epoch=st.epoch, lr=ctx.optimizer.param_groups[0]["lr"],
+               loss=float(loss_value.item()), margin=lo.margin, **stats)  # fmt: skip
+    ctx.pending = row  # from here on an interrupt completes this step instead of undoing it
+    ctx.scaler.step(ctx.optimizer)
+    ctx.scaler.update()
+    ctx.optimizer.zero_grad(set_to_none=True)
+    row["step_s"] = time.time() - t0
+    return row
+
+
+def _finish_step(ctx: _Loop, st: TrainState) -> None:
+    """Write the pending step's row (once) and count the step."""
+    row = ctx.pending
+    if row is None:
+        return
+    row.setdefault("step_s", float("nan"))
+    ctx.history.log_step(row)
+    if st.global_step == row["step"]:
+        st.global_step, st.batch_in_epoch = st.global_step + 1, st.batch_in_epoch + 1
+        st.loss_sum, st.loss_n = st.loss_sum + row["loss"], st.loss_n + 1
+    ctx.pending, ctx.snap = None, None
+
+
+def _undo_step(ctx: _Loop) -> None:
+    """Back to the step boundary (RNG, margin, no gradients): for a step stopped before its update."""
+    if ctx.snap is not None:
+        _set_rng_state(ctx.snap["rng"])
+        ctx.loss_fn.margin.copy_(ctx.snap["margin"])
+    ctx.optimizer.zero_grad(set_to_none=True)
+    ctx.pending, ctx.snap = None, None
+
+
+def _settle_interrupted_step(ctx: _Loop, st: TrainState) -> None:
+    """A KeyboardInterrupt raised inside a step: finish it if the optimizer stepped, undo it otherwise."""
+    if ctx.pending is not None and ctx.stepped:
+        _finish_step(ctx, st)
+    elif ctx.snap is not None:
+        _undo_step(ctx)
+
+
+def _stop_reason(ctx: _Loop, st: TrainState) -> str | None:
+    """Budget or signal, decided alike on every rank."""
+    tc = ctx.cfg.train
+    flags = torch.tensor([float(ctx.signals.requested is not None),
+                          float(tc.max_minutes is not None and ctx.elapsed() >= tc.max_minutes * 60)])  # fmt: skip
+    if ctx.dd.enabled:
+        flags = flags.to(ctx.device)
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    if tc.max_steps is not None and st.global_step >= tc.max_steps:
+        return "max_steps"
+    if flags[1] > 0:
+        return "max_minutes"
+    return "interrupted" if flags[0] > 0 else None
+
+
+def train_one_epoch(ctx: _Loop, st: TrainState) -> str | None:
+    """The steps of epoch ``st.epoch`` from ``st.batch_in_epoch`` on; returns a stop reason or None."""
+    tc, dd = ctx.cfg.train, ctx.dd
+    frozen = st.epoch < tc.freeze_epochs
+    _set_frozen(ctx.model, frozen, tc.frozen_train_mode)
+    if dd.enabled and ctx.wrapped_trainable != (not frozen):
+        # DDP only syncs parameters that required grad when it was built: re-wrap at unfreeze.
+        ctx.ddp_model = DistributedDataParallel(ctx.model, device_ids=[dd.local_rank] if ctx.device.type == "cuda"
+                                                else None, find_unused_parameters=True)  # fmt: skip
+        ctx.wrapped_trainable = not frozen
+    loader = _make_loader(ctx.dataset, ctx.sampler, collate, ctx.cfg, st.epoch, st.batch_in_epoch, ctx.device, dd)
+    bar = tqdm(total=len(loader), desc=f"epoch {st.epoch}" + (" (backbones frozen)" if frozen else ""),
+               disable=not (ctx.progress and dd.main), leave=False, dynamic_ncols=True)  # fmt: skip
+    batches, stop = iter(loader), None
+    try:
+        while stop is None and st.batch_in_epoch < ctx.steps_per_epoch:
+            ctx.snap = {"rng": _rng_state(), "margin": ctx.loss_fn.margin.detach().clone()}  # the boundary
+            ctx.stepped = False
+            batch = next(batches, None)  # augmentation draws from the training RNG: after the snapshot
+            if batch is None:
+                break
+            ctx.pending = None
+            row = train_step(ctx, st, batch)
+            _finish_step(ctx, st)
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['loss']:.3f}", margin=f"{row['margin']:.4f}")
+            stop = _stop_reason(ctx, st)
+    finally:
+        bar.close()
+        del batches
+    return stop
+
+
+def _val_due(ctx: _Loop, pending: dict) -> bool:
+    tc, epoch = ctx.cfg.train, pending["epoch"]
+    return ctx.val_split is not None and (
+        (epoch + 1) % tc.eval_every == 0 or epoch + 1 == tc.epochs or not pending["complete"]
+    )
+
+
+def validate_and_checkpoint(ctx: _Loop, st: TrainState) -> None:
+    """The pending epoch row: validation (its own RNG stream), ``best`` if improved, the history row.
+
+    A signal aborts the validation at once; the row stays pending and a resumed run redoes it.
+    """
+    pending, tc = st.val_pending, ctx.cfg.train
+    if pending is None:
+        return
+    epoch, complete = pending["epoch"], pending["complete"]
+    row = dict(epoch=epoch, step=st.global_step, complete=complete, lr=ctx.optimizer.param_groups[0]["lr"],
+               loss=st.loss_sum / max(st.loss_n, 1), margin=float(ctx.loss_fn.margin))  # fmt: skip
+    if _val_due(ctx, pending):
+        with ctx.signals.immediate(), _own_rng(tc.seed * 7919 + epoch):
+            metrics, _ = evaluate(ctx.model, ctx.val_split, ctx.tokenizer, ctx.cfg, protocol=_val_protocol(ctx.cfg),
+                                  device=ctx.device, progress=ctx.progress and ctx.dd.main)  # fmt: skip
+        metrics = {k: float(v) for k, v in metrics.items()}
+        score = selection_score(metrics, tc.select_on)
+        row.update(metrics, select=score)
+        if score > st.best_score:
+            if ctx.dd.main:  # best first: a row on disk means its best is too
+                save_checkpoint(ctx.out_dir / "best", ctx.model, ctx.cfg, loss=ctx.loss_fn,
+                                meta=dict(kind="best", epoch=epoch, step=st.global_step, select_on=tc.select_on,
+                                          metrics=metrics))  # fmt: skip
+            st.best_score, st.best_epoch, st.best_metrics = score, epoch, metrics
+        row["best"] = st.best_epoch == epoch
+    row.update(epoch_s=pending["epoch_s"], elapsed_min=ctx.elapsed() / 60)
+    ctx.history.log_epoch(row, key=(epoch, complete, st.global_step))
+    st.val_pending = None
+    if complete:
+        st.loss_sum, st.loss_n = 0.0, 0
+    ctx.model.train()
+
+
+def _epochs(ctx: _Loop, st: TrainState) -> str:
+    """The loop over epochs; returns how the run stopped."""
+    tc = ctx.cfg.train
+    if st.val_pending is not None:  # an interrupt cut a validation short: redo it first
+        validate_and_checkpoint(ctx, st)
+        save_last(ctx, st, "running")
+    while st.epoch < tc.epochs:
+        if tc.max_steps is not None and st.global_step >= tc.max_steps:
+            return "max_steps"  # already spent (a resumed run): nothing to do
+        t0, epoch = time.time(), st.epoch
+        stop = train_one_epoch(ctx, st)
+        if st.batch_in_epoch >= ctx.steps_per_epoch:  # end of epoch: schedule, validation, checkpoints
+            with warnings.catch_warnings():  # a run resumed exactly at an epoch end steps no optimizer first
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+                ctx.scheduler.step()
+            st.epoch, st.batch_in_epoch = epoch + 1, 0
+            st.val_pending = dict(epoch=epoch, complete=True, epoch_s=time.time() - t0)
+        elif stop in ("max_steps", "max_minutes"):  # budget stop mid-epoch: evaluate what we have
+            st.val_pending = dict(epoch=epoch, complete=False, epoch_s=time.time() - t0)
+        if stop != "interrupted":  # after a signal the validation stays pending (resume does it)
+            validate_and_checkpoint(ctx, st)
+        save_last(ctx, st, stop or ("completed" if st.epoch >= tc.epochs else "running"))
+        if stop is not None:
+            log.info("stopped by %s at epoch %d, step %d", stop, st.epoch, st.global_step)
+            return stop
+    return "completed"
+
+
+def _run(ctx: _Loop, st: TrainState, record) -> str:
+    """:func:`_epochs` under the stop signals; every way out leaves a consistent ``last``."""
+    with _StopSignals() as sig:
+        ctx.signals = sig
+        try:
+            return _epochs(ctx, st)
+        except KeyboardInterrupt:
+            _settle_interrupted_step(ctx, st)
+            if ctx.dd.main:
+                log.warning("interrupted: writing %s", display_path(ctx.out_dir / "last"))
+            save_last(ctx, st, "interrupted", gather=False)
+            return "interrupted"
+        except NonFiniteError:
+            _undo_step(ctx)
+            save_last(ctx, st, "nonfinite", gather=False)
+            record("nonfinite", st)
+            raise
+        finally:
+            ctx.history.close()
+
+
+# --- the run folder -----------------------------------------------------------------------------
+
+
+def _restore_backup(last_dir: Path) -> bool:
+    """A crash between the two renames of a save leaves ``.last.old-*`` and no ``last``: put it back."""
+    olds = sorted(last_dir.parent.glob(f".{last_dir.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    olds = [p for p in olds if (p / "meta.json").is_file()]
+    if not olds:
+        return False
+    os.replace(olds[-1], last_dir)
+    log.warning("restored %s from the backup %s left by an interrupted save", display_path(last_dir),
+                display_path(olds[-1]))  # fmt: skip
+    return True
+
+
+def _prepare_out_dir(out_dir: Path, cfg, data_root, eval_split, resume: bool, overwrite: bool, main: bool) -> str:
+    """What to do with ``out_dir``: "resume", "fresh" or "reuse" (a finished run of this config and data).
+
+    Never destroys what the kit did not write: a non-empty folder that is not a kit run is refused
+    even with ``overwrite``; ``overwrite`` deletes the kit's own files only (:func:`runs.clear_run`).
+    """
+    last_dir = out_dir / "last"
+    if resume and overwrite:
+        raise ValueError("resume=True (--resume) and overwrite=True (--overwrite) exclude each other: resume "
+                         "continues the run in the folder, overwrite replaces it; pass one of them")  # fmt: skip
+    if resume:
+        backups = [p for p in out_dir.glob(".last.old-*") if (p / "meta.json").is_file()]
+        if not (last_dir / "meta.json").is_file() and not backups:
+            raise CheckpointError(
+                f"resume=True but {display_path(last_dir)} holds no checkpoint (nor a backup .last.old-*); "
+                "point --out at the run folder that has last/, or start a new run in an empty --out"
+            )
+        if main and not (last_dir / "meta.json").is_file():
+            _restore_backup(last_dir)
+        return "resume"
+    if not out_dir.exists() or not any(out_dir.iterdir()):
+        return "fresh"
+    if not runs.is_kit_run(out_dir):
+        shown = ", ".join(sorted(p.name for p in out_dir.iterdir())[:5])
+        raise FileExistsError(
+            f"{display_path(out_dir)} is not empty and is not a DAIM Kit run folder (it holds {shown}); "
+            "nothing was changed. Choose a new or empty --out."
+        )
+    if overwrite:
+        if main:
+            removed = runs.clear_run(out_dir)
+            log.info("overwrite: removed %s from %s", ", ".join(removed) or "nothing", display_path(out_dir))
+        return "fresh"
+    problem = runs.reuse_problem(out_dir, cfg, data_root, eval_split)
+    if problem is None:
+        return "reuse"
+    raise FileExistsError(
+        f"{display_path(out_dir)} already holds a run that cannot be reused: {problem}. Pass resume=True "
+        "(--resume) to continue it, overwrite=True (--overwrite) to replace it, or choose another out_dir."
+    )
+
+
+def _finished_result(out_dir: Path, cfg: DAIMConfig, device) -> TrainResult:
+    """The :class:`TrainResult` of a finished run folder, read back instead of training again."""
+    record = runs.read_record(out_dir) or {}
+    model = DAIM.from_config(cfg, pretrained=False)
+    loss = MatchingLoss.from_config(cfg.loss)
+    load_checkpoint(out_dir / "last", device=device, strict=True, model=model, expect_cfg=cfg, loss=loss)
+    best = read_meta(out_dir / "best") if (out_dir / "best" / "meta.json").is_file() else {}
+    log.info("%s already holds this finished run (same config and data): reusing it", display_path(out_dir))
+    return TrainResult(model=model.eval(), cfg=cfg, out_dir=out_dir, steps=read_csv(out_dir / STEPS_CSV),
+                       epochs=read_csv(out_dir / EPOCHS_CSV), best_metrics=dict(best.get("metrics", {})),
+                       best_epoch=best.get("epoch"), global_step=int(record.get("global_step", 0)),
+                       stopped=str(record.get("stopped", "completed")), loss=loss.eval())  # fmt: skip
+
+
+# --- the entry point ----------------------------------------------------------------------------
 
 
 def train(
@@ -380,246 +808,60 @@ def train(
 ) -> TrainResult:
     """Train DAIM with ``cfg`` on the dataset at ``data_root``; write the run to ``out_dir``.
 
-    ``out_dir`` receives config.json, history_steps.csv, history_epochs.csv and the checkpoint
-    folders ``last`` and ``best`` (:mod:`daimlib.checkpoint`). ``resume=True`` continues from
-    ``out_dir/last`` (the model-defining config must match; ``train.*`` may differ, e.g. more
-    epochs or a larger ``max_steps``). ``eval_split=None`` skips validation (no ``best``).
-    ``pretrained=None`` loads pretrained encoders exactly when the config names hub models or
-    local weights (:func:`wants_pretrained`). Under ``torchrun`` every process calls this; rank 0
-    writes files. Returns a :class:`TrainResult`.
+    ``out_dir`` receives run.json, config.json, history_steps.csv, history_epochs.csv and the
+    checkpoint folders ``last`` and ``best`` (:mod:`daimlib.checkpoint`). ``resume=True`` continues
+    from ``out_dir/last`` (the model-defining config and the batch size must match; other ``train.*``
+    may differ, e.g. more epochs or a larger ``max_steps``). A non-empty ``out_dir`` is refused
+    unless it holds a finished run of the same config and data (then it is returned as is) or
+    ``overwrite=True``. ``eval_split=None`` skips validation (no ``best``). ``pretrained=None``
+    loads pretrained encoders exactly when the config names hub models or local weights
+    (:func:`wants_pretrained`). Under ``torchrun`` every process calls this; rank 0 writes files.
     """
-    t_call = time.time()
     out_dir = Path(out_dir)
     dd, device = _setup_distributed(torch.device(device) if device is not None else None)
-    tc = cfg.train
-    last_dir, best_dir = out_dir / "last", out_dir / "best"
-    if resume and not (last_dir / "meta.json").exists():
-        raise CheckpointError(
-            f"resume=True but {display_path(last_dir)} holds no checkpoint; start the run without --resume, "
-            "or point --out at the run folder that has last/"
-        )
-    if not resume and not overwrite and (last_dir / "meta.json").exists():
-        raise FileExistsError(
-            f"{display_path(out_dir)} already holds a run (last/ exists). Pass resume=True (--resume) to "
-            "continue it, overwrite=True to start over, or choose another out_dir."
-        )
+    plan = _prepare_out_dir(out_dir, cfg, data_root, eval_split, resume, overwrite, dd.main)
+    if dd.enabled:
+        dist.barrier()
+    if plan == "reuse":
+        return _finished_result(out_dir, cfg, device)
     if dd.main:
         out_dir.mkdir(parents=True, exist_ok=True)
-
-    # 1. seeds; 2. model (identical on every rank: same seed, built before anything else draws random numbers)
-    seed_everything(tc.seed)
-    from .model import DAIM
-
     use_pretrained = (wants_pretrained(cfg) if pretrained is None else pretrained) and not resume
-    try:
-        model = DAIM.from_config(cfg, pretrained=use_pretrained)
-    except (RuntimeError, OSError) as e:
-        if not use_pretrained:
-            raise
-        raise PretrainedWeightsError(str(e)) from e  # the encoders' message names the model and the field
-    model.to(device)
-
-    # 3. data
-    dataset, sampler, tokenizer, collate = _train_loader(cfg, data_root, dd, device)
-    val_split = None
-    if eval_split is not None:
-        from .data import load_split
-
-        val_split = load_split(cfg.data, data_root, eval_split)
-    steps_per_epoch = len(sampler) // tc.batch_size
-
-    # 4. optimiser, schedule, precision
-    optimizer = _optimizer(cfg, model)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=tc.lr_step, gamma=tc.lr_gamma)
-    amp_dtype, use_scaler = _amp(cfg, device)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-
-    # resume: weights strictly into the model built from cfg, then the training state
-    st = dict(epoch=0, batch_in_epoch=0, global_step=0, steps_rows=0, epochs_rows=0, best_score=-math.inf,
-              best_epoch=-1, best_metrics={}, loss_sum=0.0, loss_n=0, elapsed_s=0.0)  # fmt: skip
+    ctx = _build(cfg, data_root, out_dir, device, dd, eval_split, use_pretrained, progress)
+    data_id = runs.data_identity(data_root, cfg)
+    st, rows = TrainState(), None
     if resume:
-        _, saved_cfg, state = load_checkpoint(
-            last_dir, device=device, strict=True, model=model, expect_cfg=cfg
-        )
-        if state is None:
-            raise CheckpointError(f"{display_path(last_dir)} has no train_state.pt; it cannot be resumed")
-        changed = {k: v for k, v in saved_cfg.diff(cfg).items() if k.startswith("train.")}
-        if changed:
-            log.info("resuming with changed training settings: %s", changed)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scheduler.step_size, scheduler.gamma = tc.lr_step, tc.lr_gamma
-        if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        st.update({k: state[k] for k in st if k in state})
-        rngs = state["rng"]
-        seed_everything(tc.seed + dd.rank)
-        if len(rngs) == dd.world:
-            _set_rng_state(rngs[dd.rank])
-        else:
-            log.warning(
-                "checkpoint was written by %d process(es), this run has %d: RNG streams reseeded",
-                len(rngs),
-                dd.world,
+        trained_on = ((runs.read_record(out_dir) or {}).get("data") or {}).get("json_sha256")
+        if trained_on is not None and trained_on != data_id["json_sha256"]:
+            raise ValueError(
+                f"cannot resume {display_path(out_dir)} on {display_path(data_root)}: the run was trained on other "
+                "data (its run.json records another dataset sha256); resume with the run's own data root"
             )
-        log.info(
-            "resumed from %s at epoch %d, step %d", display_path(last_dir), st["epoch"], st["global_step"]
-        )
+        st, rows = _restore(ctx, out_dir / "last")
     else:
-        seed_everything(tc.seed + dd.rank)  # dropout/augmentation streams differ across ranks
+        seed_everything(cfg.train.seed + dd.rank)  # dropout/augmentation streams differ across ranks
+    ctx.elapsed0 = st.elapsed_s
+
+    def record(stopped: str, state: TrainState) -> None:
+        if dd.main:
+            runs.write_record(out_dir, cfg, data_id, stopped=stopped, global_step=state.global_step,
+                              epoch=state.epoch, eval_split=eval_split,
+                              extra={"signal": ctx.signals.requested if ctx.signals else None})  # fmt: skip
+
     if dd.main:
         cfg.to_json(out_dir / "config.json")
-        if resume:
-            _truncate_csv(out_dir / STEPS_CSV, st["steps_rows"])
-            _truncate_csv(out_dir / EPOCHS_CSV, st["epochs_rows"])
-        else:  # a fresh run (overwrite=True): nothing of an earlier run may survive, a stale best least of all
-            for name in (STEPS_CSV, EPOCHS_CSV):
-                (out_dir / name).unlink(missing_ok=True)
-            for folder in (last_dir, best_dir, *out_dir.glob(".last.old-*"), *out_dir.glob(".best.old-*")):
-                shutil.rmtree(folder, ignore_errors=True)
-    steps_log = _CsvLog(out_dir / STEPS_CSV, dd.main, flush_every=tc.log_every)
-    epochs_log = _CsvLog(out_dir / EPOCHS_CSV, dd.main)
-    steps_log.rows, epochs_log.rows = st["steps_rows"], st["epochs_rows"]
-
-    def state_dict(stopped: str, gather: bool) -> dict:
-        rng = _gather_rng(dd) if gather else [_rng_state()]  # gather is a collective: not after Ctrl-C
-        return dict(
-            st, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-            scaler=scaler.state_dict() if use_scaler else {}, rng=rng, world_size=dd.world,
-            steps_rows=steps_log.rows, epochs_rows=epochs_log.rows, elapsed_s=elapsed(), stopped=stopped,
-        )  # fmt: skip
-
-    def elapsed() -> float:
-        return st["elapsed_s"] + time.time() - t_call
-
-    def save_last(stopped: str, gather: bool = True) -> None:
-        state = state_dict(stopped, gather)
-        steps_log.flush()  # the rows the checkpoint counts must be on disk
-        epochs_log.flush()
-        if dd.main:
-            save_checkpoint(last_dir, model, cfg, train_state=state,
-                            meta=dict(kind="last", epoch=st["epoch"], step=st["global_step"], stopped=stopped))  # fmt: skip
-
-    def validate(epoch: int, complete: bool, epoch_s: float) -> None:
-        row = dict(epoch=epoch, step=st["global_step"], complete=complete, lr=optimizer.param_groups[0]["lr"],
-                   loss=st["loss_sum"] / max(st["loss_n"], 1), margin=_scalar(model.margin_module.margin))  # fmt: skip
-        if val_split is not None and (
-            (epoch + 1) % tc.eval_every == 0 or epoch + 1 == tc.epochs or not complete
-        ):
-            from .evaluate import evaluate
-
-            metrics, _ = evaluate(model, val_split, tokenizer, cfg, protocol=_val_protocol(cfg), device=device,
-                                  progress=progress and dd.main)  # fmt: skip
-            score = selection_score(metrics, tc.select_on)
-            row.update({k: float(v) for k, v in metrics.items()}, select=score)
-            if score > st["best_score"]:
-                st.update(
-                    best_score=score, best_epoch=epoch, best_metrics={k: float(v) for k, v in metrics.items()}
-                )
-                if dd.main:
-                    save_checkpoint(best_dir, model, cfg, meta=dict(kind="best", epoch=epoch, step=st["global_step"],
-                                                                  select_on=tc.select_on, metrics=st["best_metrics"]))  # fmt: skip
-            row["best"] = st["best_epoch"] == epoch
-        row.update(epoch_s=epoch_s, elapsed_min=elapsed() / 60)
-        epochs_log.write(row)
-        model.train()
-
-    # 5. the loop
-    ddp_model, wrapped_trainable = model, None
-    stopped = "completed"
-    epoch = st["epoch"]
-    try:
-        while epoch < tc.epochs:
-            if tc.max_steps is not None and st["global_step"] >= tc.max_steps:
-                stopped = "max_steps"  # already spent (a resumed run): nothing to do
-                break
-            frozen = epoch < tc.freeze_epochs
-            _set_frozen(model, frozen, tc.frozen_train_mode)
-            if dd.enabled and wrapped_trainable != (not frozen):
-                # DDP only syncs parameters that required grad when it was built: re-wrap at unfreeze.
-                ddp_model = DistributedDataParallel(
-                    model,
-                    device_ids=[dd.local_rank] if device.type == "cuda" else None,
-                    find_unused_parameters=True,
-                )
-                wrapped_trainable = not frozen
-            loader = _make_loader(dataset, sampler, collate, cfg, epoch, st["batch_in_epoch"], device, dd)
-            bar = tqdm(loader, total=len(loader), desc=f"epoch {epoch}" + (" (backbones frozen)" if frozen else ""),
-                       disable=not (progress and dd.main), leave=False, dynamic_ncols=True)  # fmt: skip
-            t_epoch = time.time()
-            for batch in bar:
-                t_step = time.time()
-                batch = _to_device(batch, device)
-                with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext():
-                    out = ddp_model(batch, step=st["global_step"])
-                loss = out["loss"]
-                scaler.scale(loss).backward()
-                if tc.grad_clip:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(
-                        [p for p in model.parameters() if p.grad is not None], tc.grad_clip
-                    )
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-
-                loss_value = loss.detach().float()
-                if dd.enabled:  # log the mean over ranks (the margin is already global)
-                    dist.all_reduce(loss_value)
-                    loss_value /= dd.world
-                loss_value = float(loss_value.item())
-                stats = {k: _scalar(v) for k, v in (out.get("stats") or {}).items() if k not in STEP_COLUMNS}
-                row = dict(step=st["global_step"], epoch=epoch, lr=optimizer.param_groups[0]["lr"], loss=loss_value,
-                           margin=_scalar(out.get("margin", model.margin_module.margin)), **stats,
-                           step_s=time.time() - t_step)  # fmt: skip
-                steps_log.write(row)
-                st["global_step"] += 1
-                st["batch_in_epoch"] += 1
-                st["loss_sum"] += loss_value
-                st["loss_n"] += 1
-                bar.set_postfix(loss=f"{loss_value:.3f}", margin=f"{row['margin']:.4f}")
-                stop = None
-                if tc.max_steps is not None and st["global_step"] >= tc.max_steps:
-                    stop = "max_steps"
-                elif tc.max_minutes is not None:
-                    flag = torch.tensor([float(elapsed() >= tc.max_minutes * 60)], device=device)
-                    if dd.enabled:  # rank 0's clock decides, so every rank stops at the same step
-                        dist.broadcast(flag, 0)
-                    stop = "max_minutes" if flag.item() > 0 else None
-                if stop is not None:
-                    stopped = stop
-                    break
-            bar.close()
-            epoch_done = st["batch_in_epoch"] >= steps_per_epoch
-            if epoch_done:  # end of epoch: schedule, validation, checkpoints
-                scheduler.step()
-                st.update(epoch=epoch + 1, batch_in_epoch=0)
-                validate(epoch, complete=True, epoch_s=time.time() - t_epoch)
-                st.update(loss_sum=0.0, loss_n=0)
-                save_last(stopped)
-                epoch += 1
-            else:  # budget stop mid-epoch: evaluate what we have, then save the position
-                validate(epoch, complete=False, epoch_s=time.time() - t_epoch)
-                save_last(stopped)
-            if stopped != "completed":
-                log.info("stopped by %s at epoch %d, step %d", stopped, epoch, st["global_step"])
-                break
-    except KeyboardInterrupt:
-        stopped = "interrupted"
-        if dd.main:
-            log.warning("interrupted: writing %s", display_path(last_dir))
-        save_last(stopped, gather=False)
-    finally:
-        steps_log.close()
-        epochs_log.close()
+    ctx.history = HistoryLogger(out_dir, dd.main, flush_every=cfg.train.log_every, resume_rows=rows,
+                                tensorboard=cfg.train.tensorboard, global_step=st.global_step)  # fmt: skip
+    record("running", st)
+    stopped = _run(ctx, st, record)
+    record(stopped, st)
     if dd.enabled:
         dist.barrier()
     result = TrainResult(
-        model=model.eval(), cfg=cfg, out_dir=out_dir, steps=_read_csv(out_dir / STEPS_CSV),
-        epochs=_read_csv(out_dir / EPOCHS_CSV), best_metrics=dict(st["best_metrics"]),
-        best_epoch=st["best_epoch"] if st["best_epoch"] >= 0 else None, global_step=st["global_step"], stopped=stopped,
+        model=ctx.model.eval(), cfg=cfg, out_dir=out_dir, steps=read_csv(out_dir / STEPS_CSV),
+        epochs=read_csv(out_dir / EPOCHS_CSV), best_metrics=dict(st.best_metrics),
+        best_epoch=st.best_epoch if st.best_epoch >= 0 else None, global_step=st.global_step, stopped=stopped,
+        loss=ctx.loss_fn.eval(),
     )  # fmt: skip
     if dd.owns_group:
         dist.destroy_process_group()

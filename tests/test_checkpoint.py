@@ -63,9 +63,10 @@ def demo_model():
 
 def test_daim_round_trip_restores_every_tensor_config_and_train_state(tmp_path, demo_model):
     model, cfg = demo_model
-    model.margin_module.margin.fill_(0.3717)  # the MOM state must travel with the weights
+    loss = ck.MatchingLoss.from_config(cfg.loss)
+    loss.margin.fill_(0.3717)  # the MOM state (the loss's) must travel with the weights
     state = _train_state()
-    save_checkpoint(tmp_path / "ck", model, cfg, train_state=state, meta={"epoch": 3})
+    save_checkpoint(tmp_path / "ck", model, cfg, train_state=state, meta={"epoch": 3}, loss=loss)
     assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == [
         "config.json", "meta.json", "model.safetensors", "train_state.pt"
     ]  # fmt: skip
@@ -75,7 +76,7 @@ def test_daim_round_trip_restores_every_tensor_config_and_train_state(tmp_path, 
     assert sd.keys() == sd2.keys()
     for k in sd:
         assert torch.equal(sd[k], sd2[k]), k
-    assert float(loaded.margin_module.margin) == pytest.approx(0.3717)
+    assert float(ck.load_loss(tmp_path / "ck").margin) == pytest.approx(0.3717)
     _assert_nested_equal(state, state2)
     assert json.loads((tmp_path / "ck" / "meta.json").read_text())["epoch"] == 3
     # and the loaded model computes the same function

@@ -23,7 +23,7 @@ PER_RANK_BATCH = 4
 TINY = (24, 5, 5)  # train, val, test images (the same tiny demo dataset as test_train.py)
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]  # two gloo processes: ~30-60 s
 
 
 def _cfg():
@@ -42,7 +42,7 @@ def _worker(rank: int, port: int, root: str, out: str, result_dir: str) -> None:
 
     from daimlib.data import load_split, load_tokenizer
     from daimlib.evaluate import evaluate
-    from daimlib.model import DAIM
+    from daimlib.losses import MatchingLoss
     from daimlib.train import train
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(WORLD), RANK=str(rank),
@@ -50,14 +50,14 @@ def _worker(rank: int, port: int, root: str, out: str, result_dir: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     seen = []  # (margin used, rows the MOM saw) per step, on this rank
-    forward = DAIM.forward
+    forward = MatchingLoss.forward
 
-    def recording_forward(self, batch, step=None):
-        out = forward(self, batch, step)
-        seen.append((out["margin"], int(out["stats"]["n_rows"])))
+    def recording_forward(self, scores, step=None, img_index=None):
+        out = forward(self, scores, step, img_index)
+        seen.append((out.margin, int(out.stats["n_rows"])))
         return out
 
-    DAIM.forward = recording_forward
+    MatchingLoss.forward = recording_forward
     cfg = _cfg()
     res = train(cfg, root, out, progress=False, eval_split="test", device="cpu")
     split = load_split(cfg.data, root, "test")

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from daimlib.losses import AdaptiveMargin, gaussian_boundary, triplet_loss
+from daimlib.losses import AdaptiveMargin, MatchingLoss, gaussian_boundary, triplet_loss
 
 # rows images, cols captions; diagonal positives
 S3 = torch.tensor([[0.9, 0.5, 0.1], [0.8, 0.7, 0.2], [0.3, 0.4, 0.6]])
@@ -184,6 +184,78 @@ def test_margin_buffer_survives_a_state_dict_round_trip():
     assert float(fresh.margin) == pytest.approx(0.2)
     fresh.load_state_dict(state)
     assert float(fresh.margin) == float(mom.margin) != pytest.approx(0.2)
+
+
+@pytest.mark.parametrize("sd_p,sd_n", [(0.0, 0.1), (0.1, 0.0), (0.0, 0.0)])
+def test_degenerate_spread_has_no_boundary_and_leaves_the_margin_unchanged(sd_p, sd_n):
+    """The reference divides by σp (nan E, rejected by its E > 0 test): the margin stays."""
+    lam, e = gaussian_boundary(0.8, sd_p, 0.3, sd_n, 0.3)
+    assert math.isnan(lam) and not e > 0
+    mom = _mom_with_stats(0.8, sd_p, 0.3, sd_n, init=0.3)
+    st = mom.update(torch.zeros(2, 2))
+    assert st["activated"] and st["branch"] == "no_root" and st["margin"] == pytest.approx(0.3)
+    assert float(mom.margin) == pytest.approx(0.3)
+
+
+def test_batch_of_two_equal_positives_leaves_the_margin_unchanged():
+    """B = 2 with both rows right and equal positives: σp = 0 (was a ZeroDivisionError)."""
+    S = torch.tensor([[0.9, 0.1], [0.3, 0.9]])
+    mom = AdaptiveMargin(init=0.25, activation_fraction=0.0)
+    st = mom.update(S)
+    assert st["n_correct"] == 2 and st["sigma_pos"] == 0.0
+    assert st["branch"] == "no_root" and float(mom.margin) == pytest.approx(0.25)
+
+
+# --- MatchingLoss: the module the loop calls after the model ------------------------------------
+
+
+def test_matching_loss_warmup_is_sum_of_hinges_then_hardest():
+    loss_fn = MatchingLoss(AdaptiveMargin(enabled=False), hardest=True, warmup_steps=5)
+    early, late = loss_fn(S3, step=4), loss_fn(S3, step=5)
+    assert not early.hardest and late.hardest and loss_fn(S3).hardest  # step None: past the warm-up
+    assert early.loss.item() == pytest.approx(0.4, abs=1e-6)  # the hand-worked sum of hinges above
+    assert late.loss.item() == pytest.approx(triplet_loss(S3, 0.2, hardest=True).item())
+    assert early.stats["hardest"] is False and late.stats["hardest"] is True
+
+
+def test_matching_loss_moves_the_margin_in_training_mode_only_and_the_hinge_uses_the_new_one():
+    loss_fn = MatchingLoss(AdaptiveMargin(activation_fraction=0.0), hardest=False)
+    loss_fn.margin_module.samples = lambda s, m=None: (
+        torch.tensor([0.7, 0.9], dtype=torch.float64),
+        torch.tensor([0.2, 0.45], dtype=torch.float64),
+    )
+    loss_fn.eval()
+    out = loss_fn(S3)
+    assert float(loss_fn.margin) == pytest.approx(0.2) and out.margin == pytest.approx(0.2)
+    loss_fn.train()
+    out = loss_fn(S3)
+    assert out.stats["activated"] and out.margin != pytest.approx(0.2)
+    assert out.margin == pytest.approx(out.stats["margin"]) == pytest.approx(float(loss_fn.margin))
+    assert out.loss.item() == pytest.approx(triplet_loss(S3, out.margin, hardest=False).item(), rel=1e-6)
+
+
+def test_matching_loss_masks_same_image_pairs_from_the_negatives():
+    S = torch.tensor([[0.9, 0.5, 0.8, 0.1], [0.4, 0.7, 0.2, 0.3], [0.85, 0.1, 0.6, 0.2], [0.0, 0.3, 0.1, 0.5]])
+    idx = torch.tensor([0, 1, 0, 2])
+    mask = torch.zeros(4, 4, dtype=torch.bool)
+    mask[0, 2] = mask[2, 0] = True
+    on = MatchingLoss(AdaptiveMargin(enabled=False), hardest=False, mask_same_image=True).eval()
+    off = MatchingLoss(AdaptiveMargin(enabled=False), hardest=False).eval()
+    want = triplet_loss(S, 0.2, hardest=False, neg_mask=mask)
+    assert on(S, img_index=idx).loss.item() == pytest.approx(want.item())
+    assert off(S, img_index=idx).loss.item() == pytest.approx(triplet_loss(S, 0.2, hardest=False).item())
+    assert want.item() != pytest.approx(triplet_loss(S, 0.2, hardest=False).item())
+
+
+def test_matching_loss_from_config_carries_every_knob():
+    from daimlib.config import load_preset
+
+    cfg = load_preset("demo", **{"loss.warmup_steps": 7, "loss.margin": 0.35, "loss.adaptive": False,
+                                 "loss.mask_same_image": True, "loss.reduction": "mean"})  # fmt: skip
+    loss_fn = MatchingLoss.from_config(cfg.loss)
+    assert (loss_fn.warmup_steps, loss_fn.mask_same_image, loss_fn.reduction) == (7, True, "mean")
+    assert float(loss_fn.margin) == pytest.approx(0.35) and not loss_fn.margin_module.enabled
+    assert list(loss_fn.state_dict()) == ["margin_module.margin"]
 
 
 def test_non_square_scores_raise():

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from daimlib.config import load_preset
-from daimlib.losses import triplet_loss
-from daimlib.model import DAIM
+from daimlib.losses import MatchingLoss, triplet_loss
+from daimlib.model import DAIM, MatchOutput
 from daimlib.similarity import scan_t2i
 
 
@@ -38,9 +38,9 @@ def test_daim_f30k_random_init_levels_and_one_training_step():
         torch.testing.assert_close(lvl, own[k])
     assert lengths.tolist() == batch["attention_mask"].sum(1).tolist()
     model.train()
-    out = model(batch, step=0)
-    out["loss"].backward()
-    assert torch.isfinite(out["loss"])
+    loss = MatchingLoss.from_config(cfg.loss)(model(batch).scores, step=0).loss
+    loss.backward()
+    assert torch.isfinite(loss)
     assert model.img_proj[0].weight.grad is not None and model.txt_proj[2].weight.grad is not None
     assert model.image_encoder.backbone.patch_embed.proj.weight.grad is not None
 
@@ -60,57 +60,46 @@ def test_forward_scores_are_the_summed_t2i_scan_of_the_encoded_levels(tiny_cfg):
         iv = model.encode_image(batch["images"])
         tv, lens = model.encode_text(batch["input_ids"], batch["attention_mask"])
     want = sum(scan_t2i(v, t, lens, 9.0) for v, t in zip(iv, tv))
-    torch.testing.assert_close(out["scores"], want, atol=1e-5, rtol=0)
-    assert out["scores"].dtype == torch.float32
-    assert out["loss"].item() == pytest.approx(triplet_loss(want, 0.2, hardest=True).item(), abs=1e-4)
-    assert set(out) == {"loss", "margin", "stats", "scores"} and out["margin"] == pytest.approx(0.2)
+    assert isinstance(out, MatchOutput) and out.img_index is None
+    torch.testing.assert_close(out.scores, want, atol=1e-5, rtol=0)
+    assert out.scores.dtype == torch.float32
 
 
-def test_warmup_uses_sum_of_hinges_then_hardest(tiny_cfg):
-    model = DAIM.from_config(tiny_cfg).eval()
-    batch = _batch(6)
-    with torch.no_grad():
-        early = model(batch, step=tiny_cfg.loss.warmup_steps - 1)
-        late = model(batch, step=tiny_cfg.loss.warmup_steps)
-    assert not early["stats"]["hardest"] and late["stats"]["hardest"]
-    assert early["loss"].item() == pytest.approx(
-        triplet_loss(early["scores"], 0.2, hardest=False).item(), rel=1e-5
-    )
-    assert late["loss"].item() == pytest.approx(
-        triplet_loss(late["scores"], 0.2, hardest=True).item(), rel=1e-5
-    )
-
-
-def test_margin_updates_only_in_training_mode(tiny_cfg):
-    cfg = tiny_cfg.replace(**{"loss.activation_fraction": 0.0})  # any correct row activates
-    model = DAIM.from_config(cfg)
-    model.margin_module.samples = lambda s, m=None: (
-        torch.tensor([0.7, 0.9], dtype=torch.float64),
-        torch.tensor([0.2, 0.45], dtype=torch.float64),
-    )
-    batch = _batch(4)
-    model.eval()
-    with torch.no_grad():
-        out = model(batch)
-    assert float(model.margin_module.margin) == pytest.approx(0.2)
-    model.train()
-    out = model(batch)
-    assert out["stats"]["activated"] and out["stats"]["margin"] != pytest.approx(0.2)
-    assert out["margin"] == pytest.approx(out["stats"]["margin"])  # the loss uses the updated margin
-
-
-def test_mask_same_image_removes_duplicate_images_from_the_negatives(tiny_cfg):
-    cfg = tiny_cfg.replace(**{"loss.mask_same_image": True, "loss.hardest": False})
-    model = DAIM.from_config(cfg).eval()
+def test_model_holds_no_margin_and_its_scores_carry_the_gradient_to_the_loss(tiny_cfg):
+    model = DAIM.from_config(tiny_cfg).train()
+    assert not any("margin" in k for k in model.state_dict())  # the margin is the loss's state
     batch = _batch(4)
     batch["img_index"] = torch.tensor([0, 1, 0, 2])
+    out = model(batch)
+    assert torch.equal(out.img_index, batch["img_index"])
+    loss = MatchingLoss.from_config(tiny_cfg.loss)(out.scores, step=0, img_index=out.img_index)
+    loss.loss.backward()
+    assert model.img_proj[0].weight.grad is not None and model.txt_proj[-1].weight.grad is not None
+
+
+def test_model_then_loss_equals_the_triplet_loss_of_the_scores(tiny_cfg):
+    model = DAIM.from_config(tiny_cfg).eval()
+    loss_fn = MatchingLoss.from_config(tiny_cfg.loss).eval()
     with torch.no_grad():
-        out = model(batch)
-    mask = torch.zeros(4, 4, dtype=torch.bool)
-    mask[0, 2] = mask[2, 0] = True
-    want = triplet_loss(out["scores"], 0.2, hardest=False, neg_mask=mask)
-    assert out["loss"].item() == pytest.approx(want.item(), rel=1e-5)
-    assert want.item() != pytest.approx(triplet_loss(out["scores"], 0.2, hardest=False).item())
+        out = model(_batch(5))
+        lo = loss_fn(out.scores)
+    assert lo.loss.item() == pytest.approx(triplet_loss(out.scores, 0.2, hardest=True).item(), abs=1e-4)
+    assert lo.margin == pytest.approx(0.2) and lo.hardest
+
+
+def test_two_level_model_encodes_two_levels_and_scores_their_weighted_sum(tiny_cfg):
+    cfg = tiny_cfg.replace(**{"image.stages": (1, 2), "text.hidden_states": (2, 3),
+                              "similarity.level_weights": (1.0, 0.5)})  # fmt: skip
+    model = DAIM.from_config(cfg).eval()
+    assert len(model.img_proj) == len(model.txt_proj) == 2
+    batch = _batch(3)
+    with torch.no_grad():
+        iv = model.encode_image(batch["images"])
+        tv, lens = model.encode_text(batch["input_ids"], batch["attention_mask"])
+        s = model(batch).scores
+    assert len(iv) == len(tv) == 2
+    want = scan_t2i(iv[0], tv[0], lens, 9.0) + 0.5 * scan_t2i(iv[1], tv[1], lens, 9.0)
+    torch.testing.assert_close(s, want, atol=1e-5, rtol=0)
 
 
 def test_freezing_backbones_keeps_heads_trainable_and_modes_untouched(tiny_cfg):

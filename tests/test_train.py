@@ -74,6 +74,7 @@ def first_epoch_run(demo_root, tmp_path_factory):
     return _run(_cfg(**{"train.epochs": 1}), demo_root, tmp_path_factory.mktemp("first") / "run")
 
 
+@pytest.mark.slow  # the two-epoch straight run: ~8 s on a loaded 2-core machine
 def test_straight_run_writes_histories_and_checkpoints(straight_run):
     res = straight_run
     steps, epochs = res.steps, res.epochs
@@ -95,10 +96,11 @@ def test_straight_run_writes_histories_and_checkpoints(straight_run):
     assert read_meta(res.best_dir)["epoch"] == best_epoch
     assert read_meta(res.last_dir)["step"] == 2 * STEPS_PER_EPOCH
     assert load_train_state(res.best_dir) is None  # best holds weights only
-    # the margin column is the model's MOM buffer, which moved once the MOM had statistics
-    assert steps["margin"].iloc[-1] == pytest.approx(float(res.model.margin_module.margin))
+    # the margin column is the loss's MOM buffer, which moved once the MOM had statistics
+    assert steps["margin"].iloc[-1] == pytest.approx(float(res.loss.margin))
 
 
+@pytest.mark.slow  # uses the straight run
 def test_resume_after_one_epoch_equals_the_uninterrupted_run(straight_run, first_epoch_run, demo_root):
     """Resumed at epoch 1, which is also where the backbones unfreeze."""
     assert first_epoch_run.global_step == STEPS_PER_EPOCH
@@ -109,6 +111,7 @@ def test_resume_after_one_epoch_equals_the_uninterrupted_run(straight_run, first
     pd.testing.assert_frame_equal(_steps(resumed.epochs), _steps(straight_run.epochs))
 
 
+@pytest.mark.slow  # a stopped and a resumed run: ~4 s (tests/test_resume.py covers more stops)
 def test_budget_stop_mid_epoch_saves_evaluates_and_resumes_exactly(straight_run, demo_root, tmp_path):
     out = tmp_path / "run"
     stop_at = STEPS_PER_EPOCH + 1
@@ -148,6 +151,7 @@ def test_ctrl_c_writes_last_and_the_run_can_resume(demo_root, tmp_path, monkeypa
     assert list(done.steps["step"]) == list(range(STEPS_PER_EPOCH))
 
 
+@pytest.mark.slow  # uses the straight run
 def test_frozen_epochs_leave_backbones_untouched_and_unfreezing_trains_them(straight_run, first_epoch_run):
     from daimlib.model import DAIM
 
@@ -263,12 +267,14 @@ def test_ablation_summary_is_mean_and_sample_std_per_variant():
     assert list(s["n_seeds"]) == [3, 1]
 
 
+@pytest.mark.slow  # uses the straight run
 def test_loaded_last_checkpoint_matches_the_returned_model(straight_run):
     model, cfg, state = load_checkpoint(straight_run.last_dir)
     _assert_same_weights(model, straight_run.model, atol=0)
     assert cfg == straight_run.cfg and state["global_step"] == 2 * STEPS_PER_EPOCH
 
 
+@pytest.mark.slow  # two runs + evaluations: ~5 s
 def test_ablate_trains_each_variant_writes_tables_and_reuses_finished_runs(demo_root, tmp_path, monkeypatch):
     over = {
         "train.batch_size": 8,
@@ -323,6 +329,7 @@ def test_time_budget_stops_after_the_first_step_and_clipping_bounds_the_gradient
     assert norms[0][0] <= 0.05 * (1 + 1e-5)
 
 
+@pytest.mark.slow  # a run + an evaluation: ~2 s
 def test_ablate_on_the_val_split_reports_the_best_checkpoints_val_evaluation(demo_root, tmp_path):
     """Evaluated on val, ablate reuses training's score of ``best`` instead of a second pass; the
     numbers must equal an independent evaluation of the saved best checkpoint."""
