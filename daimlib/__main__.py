@@ -104,18 +104,28 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="evaluate a checkpoint under a paper protocol; prints the table with RSUM",
         description="Evaluate a checkpoint folder (OUT/best or OUT/last) under a protocol: demo (whole "
-        "demo split), f30k (Flickr30K 1K test), coco1k (MSCOCO 1K: mean over 5 folds of the 5K test), "
-        "coco5k (MSCOCO 5K). Prints R@1/5/10 in both directions and RSUM, and writes "
-        "eval_<split>_<protocol>.csv/.json beside the checkpoint.",
+        "demo split), f30k (Flickr30K 1K test: needs 1,000 test images), coco1k (MSCOCO 1K: mean over 5 "
+        "folds of the 5K test), coco5k (MSCOCO 5K; both need 5,000 test images). On a split of another "
+        "size the table is labelled with its real sizes (--strict refuses). Ties never help: a negative "
+        "scored exactly like the positive ranks above it (--ties optimistic for the opposite). Prints "
+        "R@1/5/10 in both directions and RSUM, and writes eval_<checkpoint>_<split>_<protocol>.csv/.md/.tex/"
+        ".json beside the checkpoint folder (OUT/eval_best_test_f30k.* for OUT/best; nothing inside it), "
+        "the .json with the data's identity (layout, annotation file sha256) and the split sizes.",
     )
     p.add_argument("--checkpoint", required=True, help="checkpoint folder (e.g. runs/demo/best)")
     p.add_argument("--data-root", required=True, help="dataset folder")
     p.add_argument("--protocol", choices=["demo", "f30k", "coco1k", "coco5k"], required=True)
     p.add_argument("--split", default="test", help="split to evaluate (default test)")
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1, mps (default auto)")
     p.add_argument(
         "--batch-size", type=int, default=None, help="encoding batch size (default train.eval_batch_size)"
     )
+    p.add_argument("--ties", choices=["pessimistic", "optimistic"], default="pessimistic",
+                   help="how a negative tied with the positive counts (default pessimistic: against it)")  # fmt: skip
+    p.add_argument("--features", choices=["auto", "fp32"], default=None,
+                   help="feature cache precision: auto = half on a GPU, fp32 on a CPU (default); fp32 everywhere")  # fmt: skip
+    p.add_argument("--strict", action="store_true",
+                   help="refuse a split whose size is not the protocol's (f30k: 1,000 images; coco: 5,000)")  # fmt: skip
 
     p = sub.add_parser(
         "ablate",
@@ -195,28 +205,41 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .checkpoint import display_path, load_checkpoint
+    from .checkpoint import load_checkpoint
     from .data import load_split, load_tokenizer
-    from .evaluate import evaluate
+    from .evaluate import data_identity, evaluate, protocol_problem
+    from .paths import display_path
+    from .runtime import torch_device
+    from .tables import write_table
 
-    model, cfg, _ = load_checkpoint(args.checkpoint, device=args.device or "cpu", strict=True)
-    import torch
-
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch_device(args.device or "auto")
+    model, cfg, _ = load_checkpoint(args.checkpoint, device=device, strict=True)
     model.to(device).eval()
     split = load_split(cfg.data, args.data_root, args.split)
+    problem = protocol_problem(args.protocol, split.n_images)
+    if problem and args.strict:
+        raise ValueError(
+            f"{problem}; --strict refuses it (drop --strict to label the table with the real sizes)"
+        )
+    if problem:
+        print(f"note: {problem}; the table is labelled with the real sizes", file=sys.stderr)
     tokenizer = load_tokenizer(cfg.text, args.data_root)
     metrics, table = evaluate(model, split, tokenizer, cfg, protocol=args.protocol, device=device,
-                              batch_size=args.batch_size, progress=not args.quiet)  # fmt: skip
-    table.index = [f"{cfg.name} {args.split} ({args.protocol})"]
+                              batch_size=args.batch_size, progress=not args.quiet, ties=args.ties,
+                              features=args.features)  # fmt: skip
+    table.index = [f"{cfg.name} {args.split}, {table.index[0]}"]
     _print_table(table, f"{display_path(args.checkpoint)}:")
-    stem = Path(args.checkpoint) / f"eval_{args.split}_{args.protocol}"
-    table.to_csv(stem.with_suffix(".csv"))
-    stem.with_suffix(".json").write_text(
-        json.dumps({"checkpoint": display_path(args.checkpoint), "split": args.split, "protocol": args.protocol,
-                    "metrics": {k: float(v) for k, v in metrics.items()}}, indent=2) + "\n"
-    )  # fmt: skip
-    print(f"written: {display_path(stem.with_suffix('.csv'))}, {display_path(stem.with_suffix('.json'))}")
+    ckpt = Path(args.checkpoint)
+    stem = ckpt.resolve().parent / f"eval_{ckpt.resolve().name}_{args.split}_{args.protocol}"
+    written = write_table(table, stem, caption=f"{cfg.name}, {args.split} split, {table.index[0]}")
+    record = {
+        "checkpoint": display_path(args.checkpoint), "split": args.split, "protocol": args.protocol,
+        "paper_protocol": problem is None and args.protocol != "demo", "protocol_note": problem,
+        "ties": args.ties, "features": args.features or getattr(cfg.train, "eval_features", "auto"),
+        "data": data_identity(split), "metrics": {k: float(v) for k, v in metrics.items()},
+    }  # fmt: skip
+    stem.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+    print("written: " + ", ".join(display_path(p) for p in [*written, stem.with_suffix(".json")]))
     return 0
 
 

@@ -42,6 +42,7 @@ from safetensors.torch import load_file, save_file
 from . import __version__
 from .config import DAIMConfig
 from .losses import MatchingLoss
+from .paths import display_path
 
 FORMAT = "daimlib-checkpoint"
 FORMAT_VERSION = 1
@@ -60,15 +61,6 @@ _CFG_MODEL_SECTIONS = ("image", "text", "fdm", "similarity", "loss")
 
 class CheckpointError(RuntimeError):
     """A checkpoint folder that is missing, incomplete, truncated, unsafe or built from another config."""
-
-
-def display_path(path: str | os.PathLike) -> str:
-    """``path`` relative to the current directory when it lies below it (no machine paths in output)."""
-    p = Path(path)
-    try:
-        return str(p.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(p)
 
 
 # --- writing ---------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import math
 import os
 from pathlib import Path
 
-import pandas as pd
+from .tables import read_csv  # noqa: F401 - one copy (daimlib.tables), importable from here
 
 STEP_COLUMNS = ("step", "epoch", "lr", "loss", "margin")  # then every MOM statistic, then step_s
 STEPS_CSV = "history_steps.csv"
@@ -34,10 +34,6 @@ def truncate_csv(path: Path, rows: int) -> None:
         tmp = path.with_suffix(".csv.tmp")
         tmp.write_text("".join(lines[: rows + 1]))
         os.replace(tmp, path)
-
-
-def read_csv(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path) if path.exists() and path.stat().st_size > 0 else pd.DataFrame()
 
 
 class CsvLog:

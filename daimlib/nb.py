@@ -12,98 +12,35 @@ no machine paths.
 
 from __future__ import annotations
 
+import json
 import os
-import random
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
+import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
+import torch
 
-_MARKERS = ("pyproject.toml", "daimlib")
+from daimlib import runs
+from daimlib.checkpoint import load_loss, load_model
+from daimlib.config import DAIMConfig, _flatten, load_preset
+from daimlib.data import make_demo_dataset, tokenize
+from daimlib.evaluate import data_identity, encode_split, similarity_matrix
+from daimlib.model import DAIM
+from daimlib.paths import display_path, figures_dir, output_root, repo_path, repo_root, run_root
+from daimlib.runtime import resolve_device, seed_everything
+from daimlib.tables import read_csv
+from daimlib.train import EPOCHS_CSV, STEPS_CSV, TrainResult, train
 
-
-def _is_root(p: Path) -> bool:
-    return all((p / m).exists() for m in _MARKERS)
-
-
-def repo_root() -> Path:
-    """The repository root: the first folder at or above the working directory that holds both
-    ``pyproject.toml`` and ``daimlib/``; otherwise the folder above this package (editable install).
-    """
-    cwd = Path.cwd().resolve()
-    for p in (cwd, *cwd.parents):
-        if _is_root(p):
-            return p
-    here = Path(__file__).resolve().parents[1]
-    if _is_root(here):
-        return here
-    raise FileNotFoundError(
-        "could not find the DAIM Kit repository root (a folder with pyproject.toml and daimlib/) at or "
-        f"above the working directory {cwd.name!r}; start Jupyter from inside the repository"
-    )
-
-
-def _repo_path(path: str | os.PathLike) -> Path:
-    """``path`` as given if absolute, else relative to the repository root."""
-    p = Path(path)
-    return p if p.is_absolute() else repo_root() / p
-
-
-def rel(path: str | os.PathLike) -> str:
-    """``path`` relative to the repository root as a POSIX string (``"data/demo"``).
-
-    A path outside the repository is shown as ``<outside>/<last two parts>`` so that no machine
-    path ends up in an executed notebook.
-    """
-    p = Path(path)
-    root = repo_root()
-    p = (p if p.is_absolute() else Path.cwd() / p).resolve()
-    try:
-        out = p.relative_to(root).as_posix()
-        return out if out else "."
-    except ValueError:
-        return "<outside>/" + "/".join(p.parts[-2:])
-
-
-def resolve_device(device: str = "auto") -> str:
-    """``"auto"`` -> ``"cuda"`` if available, else ``"mps"`` if available, else ``"cpu"``.
-
-    An explicit device that is not available raises with what was found.
-    """
-    import torch  # noqa: PLC0415
-
-    if device == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return "mps"
-        return "cpu"
-    kind = str(device).split(":")[0]
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(
-            f"DEVICE={device!r} was asked for but this torch build sees no CUDA GPU; use 'auto' or 'cpu'"
-        )
-    if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise RuntimeError(f"DEVICE={device!r} was asked for but MPS is not available; use 'auto' or 'cpu'")
-    if kind not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"unknown device {device!r}; expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
-    return str(device)
-
-
-def seed_everything(seed: int = 0) -> None:
-    """Seed Python's ``random``, numpy and torch (CPU and all GPUs)."""
-    import torch  # noqa: PLC0415
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+# the notebooks' names for the leaf helpers (one copy each, in daimlib.paths / daimlib.runtime)
+rel = display_path
+_repo_path = repo_path
 
 
 def plot_defaults() -> None:
     """Small, consistent figures: 100 dpi, light grid, no top/right spines, PNG inline output."""
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
     plt.rcParams.update(
         {
             "figure.dpi": 100,
@@ -137,19 +74,19 @@ def setup(seed: int = 0, device: str = "auto", verbose: bool = True) -> SimpleNa
     Also makes warnings print without source paths (:func:`quiet_warnings`).
 
     Returns a namespace with ``root`` (absolute ``Path``; print it with :func:`rel`), ``data``
-    (``root/data``), ``figures`` (``root/figures``), ``runs`` (``root/runs``), ``device`` and
-    ``seed``. Prints one line with repo-relative paths only.
+    (``root/data``), ``figures`` (the demo data's figure folder, :func:`figures_dir`: ``root/figures``,
+    or under ``$DAIM_OUTPUT_DIR`` when set), ``output`` (``$DAIM_OUTPUT_DIR`` or ``root``), ``runs``
+    (``<output>/runs``), ``device`` and ``seed``. Prints one line with repo-relative paths only.
     """
-    import torch  # noqa: PLC0415
-
     root = repo_root()
     dev = resolve_device(device)
     seed_everything(seed)
     plot_defaults()
     quiet_warnings()
     env = SimpleNamespace(
-        root=root, data=root / "data", figures=root / "figures", runs=root / "runs", device=dev, seed=seed
-    )
+        root=root, data=root / "data", figures=figures_dir(), output=output_root(), runs=run_root(),
+        device=dev, seed=seed,
+    )  # fmt: skip
     if verbose:
         print(
             f"repo root: . | data: {rel(env.data)} | device: {dev} | seed: {seed} | torch {torch.__version__}"
@@ -166,10 +103,6 @@ def ensure_demo_data(
     whose images are all present, and (re)generates it otherwise. Prints which of the two
     happened, with the image count. Returns the absolute folder.
     """
-    import json  # noqa: PLC0415
-
-    from daimlib.data import make_demo_dataset  # noqa: PLC0415
-
     folder = _repo_path(root)
     json_path = folder / "dataset_demo.json"
     before = json_path.stat().st_mtime_ns if json_path.exists() else None
@@ -199,15 +132,33 @@ def data_root(data: str = "demo", size: str | tuple[int, int, int] = "default") 
     return folder
 
 
+def figure_path(name: str, data: str | os.PathLike | None = "demo", smoke: bool = False) -> Path:
+    """Where the figure ``name`` of a notebook run on ``data`` goes (the PNG; a PDF sits beside it).
+
+    The full demo run: the tracked ``figures/<name>.png``; a smoke run or any other dataset
+    folder: ``runs/[smoke/][<folder name>/]figures/<name>.png`` (:func:`output_dir`), so they never
+    overwrite the tracked figures; all under ``$DAIM_OUTPUT_DIR`` when set
+    (:func:`daimlib.paths.figures_dir`). Save with ``viz.save_figure(fig, name, data=DATA,
+    smoke=SMOKE)``, which uses the same rule.
+    """
+    stem = name[:-4] if name.endswith((".png", ".pdf")) else name
+    if not stem or "/" in stem or "\\" in stem or stem.startswith("."):
+        raise ValueError(f"figure name must be a plain file stem like 'margin_evolution', got {name!r}")
+    return figures_dir(data, smoke) / f"{stem}.png"
+
+
+def output_dir(data: str | os.PathLike | None = "demo", smoke: bool = False) -> Path:
+    """Where a notebook run on ``data`` keeps its runs and caches: ``runs`` for the full demo run,
+    else ``runs/[smoke/][<folder name>]`` (:func:`daimlib.paths.run_root`; under
+    ``$DAIM_OUTPUT_DIR`` when set)."""
+    return run_root(data, smoke)
+
+
 def config_table(cfg, keys=None):
     """A two-column pandas table (``key``, ``value``) of a config's dotted keys, for display.
 
     ``keys``: dotted keys or section prefixes to keep (``["image", "loss.margin"]``); all when None.
     """
-    import pandas as pd  # noqa: PLC0415
-
-    from daimlib.config import _flatten  # noqa: PLC0415
-
     flat = _flatten(cfg.to_dict())
     if keys is not None:
         keys = list(keys)
@@ -218,16 +169,14 @@ def config_table(cfg, keys=None):
 def model_for(cfg, checkpoint: str | os.PathLike | None = "auto", device: str = "cpu", verbose: bool = True):
     """The model a teaching notebook looks at: trained weights when a checkpoint exists, else random.
 
-    ``checkpoint``: ``"auto"`` uses ``runs/<cfg.name>/best`` when that folder exists (notebook 05
-    writes it) and random initial weights otherwise; ``None`` always builds random weights; any
+    ``checkpoint``: ``"auto"`` uses ``runs/<cfg.name>/best`` (under ``$DAIM_OUTPUT_DIR`` when set)
+    when that folder exists (notebook 05 writes it) and random initial weights otherwise; ``None`` always builds random weights; any
     other value is a checkpoint folder (absolute or repo-relative) that must exist. Returns
     ``(model in eval mode on device, description)`` and prints the description.
     """
-    from daimlib.model import DAIM  # noqa: PLC0415 - heavy import, only when a model is needed
-
     folder = None
     if checkpoint == "auto":
-        candidate = repo_root() / "runs" / cfg.name / "best"
+        candidate = run_root() / cfg.name / "best"
         folder = candidate if candidate.is_dir() else None
         missing_note = f" (no checkpoint at {rel(candidate)}; notebook 05 trains one)"
     elif checkpoint is not None:
@@ -238,8 +187,6 @@ def model_for(cfg, checkpoint: str | os.PathLike | None = "auto", device: str = 
                 "`python -m daimlib train` (e.g. runs/demo/best), or use checkpoint='auto' or None"
             )
     if folder is not None:
-        from daimlib.checkpoint import load_model  # noqa: PLC0415
-
         model = load_model(folder, device=device)
         desc = f"model: trained weights from {rel(folder)}"
     else:
@@ -256,67 +203,27 @@ def model_for(cfg, checkpoint: str | os.PathLike | None = "auto", device: str = 
 
 
 def data_fingerprint(cfg, data_root: str | os.PathLike) -> dict:
-    """What a trained run depends on besides its config: the dataset's Karpathy JSON (sha256; the
-    folder is recorded for information, a copy of the same data elsewhere counts as the same)."""
-    import hashlib  # noqa: PLC0415
-
-    from daimlib.data.layout import resolve_layout  # noqa: PLC0415
-
-    json_path = resolve_layout(_repo_path(data_root), cfg.data).source  # the detected layout's file
-    if not json_path.is_file():
-        raise FileNotFoundError(
-            f"expected the dataset file {rel(json_path)} (data.json_name of preset {cfg.name!r}) but it does not "
-            "exist; generate the demo data with nb.data_root('demo') or see data/README.md"
-        )
-    digest = hashlib.sha256(json_path.read_bytes()).hexdigest()
-    return {"data_root": rel(json_path.parent), "json": json_path.name, "json_sha256": digest}
+    """What a trained run depends on besides its config: the data's identity (layout, the sha256 of
+    its annotation file, image count and split sizes; :func:`daimlib.runs.data_identity`, the one
+    the training loop records in ``run.json``). A copy of the same data elsewhere is the same data."""
+    return runs.data_identity(_repo_path(data_root), cfg)
 
 
-def _reuse_problem(run: Path, cfg, fingerprint: dict, eval_split) -> str | None:
-    """Why the run folder cannot be reused for ``cfg`` (None when it can)."""
-    import json  # noqa: PLC0415
-
-    from daimlib.config import DAIMConfig  # noqa: PLC0415
-
-    if not (run / "last" / "meta.json").is_file():
-        return f"no finished run in {rel(run)}"
-    try:
-        saved = DAIMConfig.from_json(run / "config.json")
-    except (OSError, ValueError) as e:
-        return f"{rel(run / 'config.json')} is unreadable ({type(e).__name__})"
-    diff = saved.diff(cfg)
-    if diff:
-        shown = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(diff.items())[:4])
-        return f"{rel(run)} was trained with another config ({shown})"
-    meta = json.loads((run / "last" / "meta.json").read_text())
-    if meta.get("stopped") == "interrupted":
-        return f"the run in {rel(run)} was interrupted"
-    if eval_split is not None and not (run / "best" / "meta.json").is_file():
-        return f"{rel(run)} has no best/ checkpoint"
-    marker = run / "data.json"
-    if (
-        not marker.is_file()
-        or json.loads(marker.read_text()).get("json_sha256") != fingerprint["json_sha256"]
-    ):
-        return f"{rel(run)} was trained on other data (or its data.json is missing)"
-    return None
+def _reuse_problem(run: Path, cfg, data_root: str | os.PathLike, eval_split) -> str | None:
+    """Why the run folder cannot be reused for ``cfg`` on ``data_root`` (None when it can): the one
+    rule of :func:`daimlib.runs.reuse_problem`, which the CLI and ``train()`` itself also apply."""
+    problem = runs.reuse_problem(run, cfg, _repo_path(data_root), eval_split)
+    return None if problem is None else f"{rel(run)}: {problem}"
 
 
 def load_run(run_dir: str | os.PathLike, device: str = "cpu"):
     """A finished run folder written by :func:`daimlib.train.train` -> ``TrainResult``.
 
     ``model`` is the ``best`` checkpoint (``last`` when the run had no validation) in eval mode;
-    ``steps`` / ``epochs`` are the history CSVs; ``best_metrics``, ``global_step`` and ``stopped``
-    come from the checkpoints' meta.json.
+    ``loss`` its :class:`~daimlib.losses.MatchingLoss` with the trained margin; ``steps`` /
+    ``epochs`` are the history CSVs; ``best_metrics``, ``global_step`` and ``stopped`` come from
+    the checkpoints' meta.json.
     """
-    import json  # noqa: PLC0415
-
-    import pandas as pd  # noqa: PLC0415
-
-    from daimlib.checkpoint import load_model  # noqa: PLC0415
-    from daimlib.config import DAIMConfig  # noqa: PLC0415
-    from daimlib.train import EPOCHS_CSV, STEPS_CSV, TrainResult  # noqa: PLC0415
-
     run = _repo_path(run_dir)
     last_meta = run / "last" / "meta.json"
     if not last_meta.is_file():
@@ -327,22 +234,19 @@ def load_run(run_dir: str | os.PathLike, device: str = "cpu"):
     last = json.loads(last_meta.read_text())
     best_dir = run / "best"
     best = json.loads((best_dir / "meta.json").read_text()) if (best_dir / "meta.json").is_file() else None
-    model = load_model(best_dir if best else run / "last", device=device)
-
-    def read(name):
-        path = run / name
-        return pd.read_csv(path) if path.is_file() and path.stat().st_size else pd.DataFrame()
-
+    ckpt = best_dir if best else run / "last"
+    model = load_model(ckpt, device=device)
     return TrainResult(
         model=model,
         cfg=DAIMConfig.from_json(run / "config.json"),
         out_dir=run,
-        steps=read(STEPS_CSV),
-        epochs=read(EPOCHS_CSV),
+        steps=read_csv(run / STEPS_CSV),
+        epochs=read_csv(run / EPOCHS_CSV),
         best_metrics=dict(best.get("metrics", {})) if best else {},
         best_epoch=best.get("epoch") if best else None,
         global_step=int(last.get("step", 0)),
         stopped=str(last.get("stopped", "completed")),
+        loss=load_loss(ckpt, device=device),  # the MatchingLoss with the checkpoint's trained margin
     )
 
 
@@ -362,25 +266,22 @@ def load_or_train(
     The "load the checkpoint if it exists, else train" cell of the notebooks (UvA style).
     ``preset``: a preset name or a :class:`~daimlib.config.DAIMConfig`; ``overrides``: dotted keys
     (``**{"train.max_steps": 300}``). ``run_dir`` defaults to ``runs/<cfg.name>`` (where
-    :func:`model_for` looks). The run is reused when its ``config.json`` equals the requested
-    config exactly, its ``data.json`` matches the dataset's JSON hash, it was not interrupted and
-    (with validation) has a ``best`` checkpoint; otherwise it is trained again from scratch
-    (``overwrite=True``), and the reason is printed. Returns ``(model, TrainResult)`` where the
-    model is the ``best`` checkpoint in eval mode, so a reloaded run gives the same model as a
+    :func:`model_for` looks; under ``$DAIM_OUTPUT_DIR`` when set). The run is reused when it was
+    trained with exactly this config on the same data, finished, and (with validation) has a
+    ``best`` checkpoint: the one rule :func:`daimlib.runs.reuse_problem`, read from the
+    ``run.json`` that ``train()`` writes and applied by the CLI too, so a run trained by the CLI
+    is reused here. Otherwise it is trained again from scratch (``overwrite=True``, which removes
+    only the kit's own files), and the reason is printed. Returns ``(model, TrainResult)`` where
+    the model is the ``best`` checkpoint in eval mode, so a reloaded run gives the same model as a
     fresh one.
     """
-    import json  # noqa: PLC0415
-
-    from daimlib.config import DAIMConfig, load_preset  # noqa: PLC0415
-
     if isinstance(preset, DAIMConfig):
         cfg = preset.replace(**overrides)
     else:
         cfg = load_preset(preset, **overrides)
-    run = _repo_path(run_dir if run_dir is not None else Path("runs") / cfg.name)
+    run = _repo_path(run_dir) if run_dir is not None else run_root() / cfg.name
     data = _repo_path(data_root)
-    fingerprint = data_fingerprint(cfg, data)
-    problem = "retrain=True" if retrain else _reuse_problem(run, cfg, fingerprint, eval_split)
+    problem = "retrain=True" if retrain else _reuse_problem(run, cfg, data, eval_split)
     if problem is None:
         result = load_run(run, device=device)
         if verbose:
@@ -389,13 +290,11 @@ def load_or_train(
                 "same config and data)"
             )
         return result.model, result
-    from daimlib.train import train  # noqa: PLC0415 - heavy import, only when training
-
     if verbose:
         print(f"{cfg.name}: training into {rel(run)} ({problem})")
-    (run / "data.json").unlink(missing_ok=True)
-    result = train(cfg, data, run, device=device, progress=progress, eval_split=eval_split, overwrite=True)
-    (run / "data.json").write_text(json.dumps(fingerprint, indent=2) + "\n")
+    # overwrite=True replaces only what the kit wrote (daimlib.runs.clear_run); a folder that is not a
+    # kit run is refused by train() itself
+    train(cfg, data, run, device=device, progress=progress, eval_split=eval_split, overwrite=True)
     result = load_run(run, device=device)
     if verbose:
         minutes = (
@@ -418,25 +317,23 @@ def load_or_score(
 ):
     """The ``[n_img, n_cap]`` score matrix of ``model`` on ``split``, cached in the run folder.
 
-    Stored as ``<run_dir>/sims_<split_name>.npy`` with a JSON key (the checkpoint's weight hash and
-    the split's size); reused while the key matches, else recomputed with
+    Stored as ``<run_dir>/sims_<split_name>.npy`` with a JSON key (the checkpoint's weight hash, the
+    split's size and its annotation file's sha256); reused while the key matches, else recomputed with
     :func:`daimlib.evaluate.encode_split` + :func:`daimlib.evaluate.similarity_matrix` (the
     evaluation protocol's matrix, spec section 7). Returns a float32 numpy array.
     """
-    import json  # noqa: PLC0415
-
-    from daimlib.evaluate import encode_split, similarity_matrix  # noqa: PLC0415
-
     run = _repo_path(run_dir)
     meta_path = next(
         (p for p in (run / "best" / "meta.json", run / "last" / "meta.json") if p.is_file()), None
     )
     weights = json.loads(meta_path.read_text())["files"]["model.safetensors"]["sha256"] if meta_path else None
+    ident = data_identity(split)
     key = {
         "weights_sha256": weights,
         "split": split_name,
         "n_images": split.n_images,
         "n_captions": split.n_captions,
+        "annotations_sha256": ident.get("annotations_sha256"),  # the same sizes on other data: recomputed
     }
     npy, key_file = run / f"sims_{split_name}.npy", run / f"sims_{split_name}.json"
     if (
@@ -461,22 +358,18 @@ def load_or_score(
 
 def search_images(query: str, model, tokenizer, cfg, img_levels, k: int = 5):
     """Text-to-image search: score one typed caption against encoded images with the model's
-    similarity (SCAN over the three levels, spec section 2) and return the ``k`` best.
+    similarity (SCAN over every level, spec section 2) and return the ``k`` best.
 
-    ``img_levels``: the images' level features, e.g. ``encode_split(...).img_levels`` (3 x
+    ``img_levels``: the images' level features, e.g. ``encode_split(...).img_levels`` (n_levels x
     ``[n_img, R, D]``). Returns ``(indices [k], scores [k])`` as numpy arrays, best first.
     """
-    import torch  # noqa: PLC0415
-
-    from daimlib.data import tokenize  # noqa: PLC0415
-
     if not isinstance(query, str) or not query.strip():
         raise ValueError(f"query must be a non-empty caption, got {query!r}")
     device = img_levels[0].device
     ids, mask = tokenize(tokenizer, [query], cfg.text.max_len)  # [1, L]
     with torch.no_grad():
         txt_levels, lengths = model.encode_text(ids.to(device), mask.to(device))
-        txt = [lv.float()[:, : int(lengths.max())] for lv in txt_levels]  # 3 x [1, L, D]
+        txt = [lv.float()[:, : int(lengths.max())] for lv in txt_levels]  # n_levels x [1, L, D]
         scores = model.similarity([lv.float() for lv in img_levels], txt, lengths)[:, 0]  # [n_img]
     k = min(int(k), scores.numel())
     top = torch.topk(scores, k)

@@ -9,12 +9,16 @@ their abstracts' relative claims, as text.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
+import numpy as np
 import pandas as pd
 
 NS = math.nan  # not seen in any source
 BENCHMARKS = ("f30k", "coco1k", "coco5k")
 BENCHMARK_NAMES = {"f30k": "F30K 1K", "coco1k": "COCO 1K", "coco5k": "COCO 5K"}
+# test images each benchmark is defined on: the F30K 1K test; the COCO 5K test (COCO 1K = its 5 folds)
+BENCHMARK_IMAGES = {"f30k": 1000, "coco1k": 5000, "coco5k": 5000}
 _TABLE = "third-party table (Paranioar/Cross-modal_Retrieval_Tutorial)"
 
 # method, backbone, ensemble, {benchmark: (R@1 i2t, R@1 t2i, RSUM)}, source, claim
@@ -70,3 +74,35 @@ def published_rows(benchmark: str = "f30k") -> pd.DataFrame:
         columns={f"{prefix} R@1 i2t": "R@1 i2t", f"{prefix} R@1 t2i": "R@1 t2i", f"{prefix} RSUM": "RSUM"}
     )
     return out.set_index("method")
+
+
+def paper_block(
+    benchmark: str, measured: Mapping[str, tuple[Mapping, int] | None], decimals: int = 1
+) -> pd.DataFrame:
+    """The paper-format table of one benchmark: the verified published rows, then the kit's own.
+
+    ``measured``: ``{row name: (metrics, n_test_images)}`` (metrics as
+    :func:`daimlib.evaluate.recall_metrics`; ``None`` = not run). A row measured on a split whose
+    size is not the benchmark's (:data:`BENCHMARK_IMAGES`: F30K 1K needs 1,000 test images, COCO
+    1K/5K 5,000) is kept out: its numbers stay empty and its ``source`` says why, so a 100-image
+    split is never tabled beside published F30K numbers. Columns ``R@1 i2t, R@1 t2i, RSUM, source``.
+    """
+    table = published_rows(benchmark)[["R@1 i2t", "R@1 t2i", "RSUM", "source"]].dropna(subset=["RSUM"])
+    need = BENCHMARK_IMAGES[benchmark]
+    for name, entry in measured.items():
+        if entry is None:
+            table.loc[name] = [np.nan, np.nan, np.nan, "not run"]
+            continue
+        metrics, n_images = entry
+        if int(n_images) != need:
+            note = (f"not comparable: measured on {int(n_images):,} test images "
+                    f"({BENCHMARK_NAMES[benchmark]} needs {need:,})")  # fmt: skip
+            table.loc[name] = [np.nan, np.nan, np.nan, note]
+            continue
+        table.loc[name] = [
+            float(metrics["i2t_r1"]),
+            float(metrics["t2i_r1"]),
+            float(metrics["rsum"]),
+            "measured",
+        ]
+    return table.astype({"R@1 i2t": float, "R@1 t2i": float, "RSUM": float}).round(decimals)

@@ -60,6 +60,8 @@ from .evaluate import default_protocols, evaluate
 from .history import EPOCHS_CSV, STEP_COLUMNS, STEPS_CSV, HistoryLogger, read_csv
 from .losses import MatchingLoss
 from .model import DAIM
+from .runtime import amp_for as _amp
+from .runtime import seed_everything, torch_device
 
 log = logging.getLogger("daimlib.train")
 
@@ -143,8 +145,7 @@ def _setup_distributed(device: torch.device | None) -> tuple[_Dist, torch.device
     """Join the process group that ``torchrun`` describes in the environment (WORLD_SIZE > 1)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1 and not (dist.is_available() and dist.is_initialized()):
-        dev = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return _Dist(), torch.device(dev)
+        return _Dist(), torch_device(device)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = torch.cuda.is_available() and (device is None or torch.device(device).type == "cuda")
     owns = False
@@ -157,13 +158,6 @@ def _setup_distributed(device: torch.device | None) -> tuple[_Dist, torch.device
     else:
         dev = torch.device("cpu")
     return _Dist(True, dist.get_rank(), dist.get_world_size(), local_rank, owns), dev
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch (CPU and every CUDA device)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def _rng_state() -> dict:
@@ -276,18 +270,6 @@ def wants_pretrained(cfg: DAIMConfig) -> bool:
     image_from_scratch = bool(cfg.image.timm_kwargs) and cfg.image.weights is None
     text_from_scratch = cfg.text.model_kwargs is not None and cfg.text.weights is None
     return not (image_from_scratch and text_from_scratch)
-
-
-def _amp(cfg: DAIMConfig, device: torch.device) -> tuple[torch.dtype | None, bool]:
-    """(autocast dtype or None, use a GradScaler). AMP only on CUDA: off on a CPU whatever the config."""
-    mode = cfg.train.amp
-    if mode not in ("auto", "bf16", "fp16", "off"):
-        raise ValueError(f"train.amp must be one of auto|bf16|fp16|off, got {mode!r}")
-    if device.type != "cuda" or mode == "off":
-        return None, False
-    if mode == "auto":
-        mode = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return (torch.bfloat16, False) if mode == "bf16" else (torch.float16, True)
 
 
 def _optimizer(cfg: DAIMConfig, model: torch.nn.Module) -> torch.optim.Optimizer:

@@ -25,6 +25,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
+from daimlib.metrics import positive_and_hardest_negative, separation_auc, to_numpy  # noqa: F401 - re-exported
+from daimlib.paths import display_path, figures_dir, repo_path
+
 LEVEL_COLORS = {"low": "#4C72B0", "mid": "#DD8452", "high": "#55A868"}
 POS_COLOR, NEG_COLOR, BOUNDARY_COLOR = "#2A9D8F", "#E76F51", "#264653"
 HEADROOM = 1.35  # count panel of plot_margin_evolution: y range above the batch size, for the legends
@@ -45,13 +48,6 @@ HISTORY_COLUMNS = {
 
 
 # --- small numeric helpers (tested against naive computations) ------------------------------
-
-
-def to_numpy(x) -> np.ndarray:
-    """A float64 numpy copy of an array, tensor or list (tensors are detached and moved to CPU)."""
-    if hasattr(x, "detach"):
-        x = x.detach().double().cpu().numpy()
-    return np.asarray(x, dtype=np.float64)
 
 
 def gaussian_pdf(x, mu: float, sigma: float) -> np.ndarray:
@@ -558,24 +554,46 @@ def plot_training_curves(
 # --- saving ------------------------------------------------------------------------------------
 
 
-def save_figure(fig: Figure, name: str, dpi: int = 100, root: str | Path | None = None) -> str:
-    """Write ``fig`` to ``figures/<name>.png`` under the repository root; return that path relative
-    to the root (e.g. ``"figures/margin_evolution.png"``), never an absolute path.
+def save_figure(
+    fig: Figure,
+    name: str,
+    dpi: int = 100,
+    root: str | Path | None = None,
+    pdf: bool = False,
+    data: str | Path | None = None,
+    folder: str | Path | None = None,
+    smoke: bool = False,
+) -> str:
+    """Write ``fig`` as ``<folder>/<name>.png`` (and ``.pdf`` with ``pdf=True``, for a paper); return
+    the PNG's path as the kit prints it (repo-relative, e.g. ``"figures/margin_evolution.png"``).
 
-    ``root`` defaults to :func:`daimlib.nb.repo_root`.
+    The folder, first match wins:
+
+    - ``folder`` (absolute or relative to the repository root);
+    - ``root``: ``<root>/figures``;
+    - :func:`daimlib.paths.figures_dir` of ``data`` and ``smoke``: the tracked ``figures/`` for the
+      full demo run (``data=None`` or ``"demo"``), ``runs/[smoke/][<data folder>/]figures/``
+      otherwise, all under ``$DAIM_OUTPUT_DIR`` when that variable is set.
+
+    The PDF carries no creation date, so re-running a notebook rewrites the same bytes.
     """
     if not name or "/" in name or "\\" in name or name.startswith("."):
         raise ValueError(f"figure name must be a plain file stem like 'margin_evolution', got {name!r}")
-    if root is None:
-        from daimlib.nb import repo_root  # noqa: PLC0415 - avoid an import cycle at module load
-
-        root = repo_root()
-    root = Path(root)
-    stem = name[:-4] if name.endswith(".png") else name
-    out = root / "figures" / f"{stem}.png"
+    if folder is not None:
+        out_dir = repo_path(folder)
+    elif root is not None:
+        out_dir = Path(root) / "figures"
+    else:
+        out_dir = figures_dir(data, smoke)
+    stem = name[:-4] if name.endswith((".png", ".pdf")) else name
+    out = out_dir / f"{stem}.png"
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=dpi, bbox_inches="tight")
-    return out.relative_to(root).as_posix()
+    if pdf:
+        fig.savefig(out.with_suffix(".pdf"), bbox_inches="tight", metadata={"CreationDate": None})
+    if root is not None:
+        return out.relative_to(Path(root)).as_posix()
+    return display_path(out)
 
 
 def use_agg() -> None:
@@ -584,53 +602,6 @@ def use_agg() -> None:
 
 
 # --- feature separation and ablations (notebooks 08, 09) ----------------------------------------
-
-
-def positive_and_hardest_negative(
-    sims, img_of_caption, direction: str = "t2i"
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per query, the positive score and the hardest negative score of an ``[n_img, n_cap]`` matrix.
-
-    ``direction="t2i"``: one pair per caption j: ``S[img(j), j]`` and ``max_{i != img(j)} S[i, j]``.
-    ``direction="i2t"``: one pair per image i: the best of its own captions and the best other
-    caption. These are the two numbers the hardest-negative triplet loss compares (spec section 4,
-    step 5); the positive wins exactly when the query is ranked first (R@1, evaluation protocol).
-    """
-    s = to_numpy(sims)
-    idx = np.asarray(img_of_caption).reshape(-1).astype(np.int64)
-    if s.ndim != 2 or idx.size != s.shape[1]:
-        raise ValueError(
-            f"expected sims [n_img, n_cap] and one image index per caption; got sims {s.shape} and "
-            f"{idx.size} indices"
-        )
-    own = np.zeros_like(s, dtype=bool)
-    own[idx, np.arange(idx.size)] = True  # [n_img, n_cap]: caption j belongs to image i
-    if direction == "t2i":
-        return s[idx, np.arange(idx.size)], np.where(own, -np.inf, s).max(axis=0)
-    if direction == "i2t":
-        return np.where(own, s, -np.inf).max(axis=1), np.where(own, -np.inf, s).max(axis=1)
-    raise ValueError(f"direction must be 't2i' or 'i2t', got {direction!r}")
-
-
-def separation_auc(pos, neg) -> float:
-    """P(a random positive scores above a random negative), ties counted 1/2 (ROC AUC, Mann-Whitney U).
-
-    0.5 = no separation, 1.0 = every positive above every negative. Computed from ranks in
-    O((P + N) log(P + N)).
-    """
-    p, n = to_numpy(pos).ravel(), to_numpy(neg).ravel()
-    if p.size == 0 or n.size == 0:
-        raise ValueError(f"need positives and negatives, got {p.size} and {n.size}")
-    both = np.concatenate([p, n])
-    order = np.argsort(both, kind="mergesort")
-    ranks = np.empty(both.size, dtype=np.float64)
-    sorted_vals = both[order]
-    # average ranks (1-based) over ties
-    _, first, counts = np.unique(sorted_vals, return_index=True, return_counts=True)
-    avg = first + (counts + 1) / 2.0
-    ranks[order] = np.repeat(avg, counts)
-    u = ranks[: p.size].sum() - p.size * (p.size + 1) / 2.0
-    return float(u / (p.size * n.size))
 
 
 def plot_ablation(summary, metric: str = "rsum", runs=None, ax=None, title: str | None = None) -> Figure:

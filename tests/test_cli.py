@@ -10,6 +10,8 @@ import sys
 import pytest
 
 from daimlib.__main__ import COMMANDS, build_parser, main
+from daimlib.config import load_preset
+from daimlib.data import load_split
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -74,13 +76,30 @@ def test_make_demo_data_train_evaluate_smoke(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "RSUM" in out and "i2t R@1" in out
     assert str(tmp_path) not in out  # paths are printed relative to the working directory
-    assert "written: run/last/eval_test_demo.csv, run/last/eval_test_demo.json" in out
-    saved = json.loads((tmp_path / "run" / "last" / "eval_test_demo.json").read_text())
-    assert (tmp_path / "run" / "last" / "eval_test_demo.csv").exists()
+    # beside the checkpoint folder, as --help says, not inside it (issue 11 item 6)
+    stem = "run/eval_last_test_demo"
+    assert f"written: {stem}.csv, {stem}.md, {stem}.tex, {stem}.json" in out
+    assert not list((tmp_path / "run" / "last").glob("eval_*"))
+    saved = json.loads((tmp_path / f"{stem}.json").read_text())
+    assert (tmp_path / f"{stem}.csv").exists() and "| demo test, demo (" in (
+        tmp_path / f"{stem}.md"
+    ).read_text()
+    assert r"\begin{tabular}" in (tmp_path / f"{stem}.tex").read_text()
+    assert saved["ties"] == "pessimistic" and saved["paper_protocol"] is False
+    assert saved["data"]["annotations"] == "dataset_demo.json" and saved["data"]["data_root"] == "data"
+    assert saved["data"]["n_images"] == len(load_split(load_preset("demo").data, tmp_path / "data", "test"))
+    # a paper protocol on a split of another size: labelled with the real sizes, or refused with --strict
+    args = ["evaluate", "--checkpoint", "run/last", "--data-root", "data", "--protocol", "f30k", "-q"]
+    assert main(args) == 0
+    assert "f30k rule on" in capsys.readouterr().out
+    assert json.loads((tmp_path / "run" / "eval_last_test_f30k.json").read_text())["paper_protocol"] is False
+    assert main([*args, "--strict"]) == 2
+    err = capsys.readouterr().err
+    assert "defined on 1,000 test images" in err and "--strict refuses it" in err and "Traceback" not in err
 
     # the written metrics are those of the checkpoint, evaluated independently in this process
     from daimlib.checkpoint import load_checkpoint
-    from daimlib.data import load_split, load_tokenizer
+    from daimlib.data import load_tokenizer
     from daimlib.evaluate import evaluate
 
     model, cfg, _ = load_checkpoint(tmp_path / "run" / "last")

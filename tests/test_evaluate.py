@@ -85,12 +85,74 @@ def test_hand_worked_two_image_example():
     assert m["rsum"] == 50 + 100 + 100 + 50 + 100 + 100
 
 
-def test_ties_optimistic_ranks_positive_first_pessimistic_last():
-    sims = np.array([[1.0, 1.0], [1.0, 1.0]])  # every score tied
-    idx = np.array([0, 1])
-    assert [r.tolist() for r in i2t_t2i_ranks(sims, idx)] == [[0, 0], [0, 0]]
-    i2t, t2i = i2t_t2i_ranks(sims, idx, ties="pessimistic")
-    assert i2t.tolist() == [1, 1] and t2i.tolist() == [1, 1]
+def ranks_naive(sims: np.ndarray, img_of_caption: np.ndarray, ties: str) -> tuple[np.ndarray, np.ndarray]:
+    """Tie-aware ranks by a plain loop over every (query, candidate) pair, from the definition:
+    a *negative* counts against the positive when it scores above it, or equal under "pessimistic".
+    An image's own captions are never negatives."""
+    n_img, n_cap = sims.shape
+    beats = (lambda neg, pos: neg >= pos) if ties == "pessimistic" else (lambda neg, pos: neg > pos)
+    i2t = np.zeros(n_img, dtype=np.int64)
+    for i in range(n_img):
+        best_own = max(sims[i, j] for j in range(n_cap) if img_of_caption[j] == i)
+        i2t[i] = sum(1 for j in range(n_cap) if img_of_caption[j] != i and beats(sims[i, j], best_own))
+    t2i = np.zeros(n_cap, dtype=np.int64)
+    for j in range(n_cap):
+        own = img_of_caption[j]
+        t2i[j] = sum(1 for i in range(n_img) if i != own and beats(sims[i, j], sims[own, j]))
+    return i2t, t2i
+
+
+@pytest.mark.parametrize("ties", ["pessimistic", "optimistic"])
+@pytest.mark.parametrize(
+    "n_img,cpi,levels,seed,chunk", [(6, 5, 3, 0, 4), (15, 3, 2, 1, 7), (9, 2, 5, 2, 300)]
+)
+def test_tie_rule_equals_a_naive_loop_on_heavily_tied_scores(ties, n_img, cpi, levels, seed, chunk):
+    rng = np.random.default_rng(seed)
+    idx = np.repeat(np.arange(n_img), cpi)
+    sims = rng.integers(0, levels, size=(n_img, n_img * cpi)).astype(np.float32)  # few values: many ties
+    got = i2t_t2i_ranks(sims, idx, chunk=chunk, ties=ties)
+    want = ranks_naive(sims, idx, ties)
+    assert got[0].tolist() == want[0].tolist() and got[1].tolist() == want[1].tolist()
+
+
+def test_default_tie_rule_gives_a_constant_score_model_the_lowest_recall_not_100():
+    n_img, cpi = 12, 5
+    idx = np.repeat(np.arange(n_img), cpi)
+    sims = np.full((n_img, n_img * cpi), 0.3)  # a collapsed model: every score equal
+    i2t, t2i = i2t_t2i_ranks(sims, idx)
+    # hand-worked: every other image's caption (55) is ahead of each image, every other image (11) of each caption
+    assert set(i2t.tolist()) == {n_img * cpi - cpi} and set(t2i.tolist()) == {n_img - 1}
+    m = recall_metrics(sims, idx)
+    assert m["rsum"] == 0.0 and m["i2t_medr"] == 56 and m["t2i_medr"] == 12
+    assert recall_metrics(sims, idx, ties="optimistic")["rsum"] == 600.0  # the named opposite option
+
+
+def test_an_images_own_tied_captions_do_not_count_against_it():
+    # image 0 owns captions 0-2, all tied at 0.9; image 1 owns 3-4; caption 3 ties image 0's best
+    sims = np.array([[0.9, 0.9, 0.9, 0.9, 0.1],
+                     [0.2, 0.3, 0.1, 0.8, 0.7]])  # fmt: skip
+    idx = np.array([0, 0, 0, 1, 1])
+    i2t, t2i = i2t_t2i_ranks(sims, idx)
+    # image 0: its own tied captions 1, 2 are not negatives; caption 3 (image 1's) ties it -> rank 1
+    assert i2t.tolist() == [1, 0]
+    # caption 3: image 0 scores 0.9 > 0.8 -> 1; the others are clear
+    assert t2i.tolist() == [0, 0, 0, 1, 0]
+    i2t_opt, _ = i2t_t2i_ranks(sims, idx, ties="optimistic")
+    assert i2t_opt.tolist() == [0, 0]
+    sims[0, 3] = 0.5  # no tie with a negative left: both rules agree, the own ties cost nothing
+    assert i2t_t2i_ranks(sims, idx)[0].tolist() == [0, 0]
+
+
+def test_ranking_has_one_home_in_metrics():
+    from daimlib import evaluate, metrics
+
+    assert evaluate.recall_metrics is metrics.recall_metrics and evaluate.coco_fold5 is metrics.coco_fold5
+    assert evaluate.i2t_t2i_ranks is metrics.i2t_t2i_ranks
+
+
+def test_unknown_tie_rule_is_refused():
+    with pytest.raises(ValueError, match="ties must be one of"):
+        i2t_t2i_ranks(np.eye(2), np.array([0, 1]), ties="random")
 
 
 def test_coco_fold5_is_mean_of_sequential_folds_each_equal_to_bruteforce():
@@ -204,7 +266,7 @@ def demo_small(tmp_path_factory):
 
 @pytest.mark.slow  # 15-50 s on 2 busy cores: a demo model encodes and scores 50 x 250 pairs
 def test_evaluate_tiny_daim_matrix_equals_per_pair_similarity(demo_small):
-    model_mod = pytest.importorskip("daimlib.model")
+    from daimlib import model as model_mod
     from daimlib.config import load_preset
     from daimlib.data import build_transforms, load_image, load_split, load_tokenizer, tokenize
     from daimlib.evaluate import evaluate
@@ -218,7 +280,8 @@ def test_evaluate_tiny_daim_matrix_equals_per_pair_similarity(demo_small):
                                  progress=False, return_sims=True)  # fmt: skip
     assert sims.shape == (50, 250)
     assert metrics == recall_metrics(sims, split.img_of_caption)
-    assert list(df.index) == ["demo"] and df.loc["demo", "RSUM"] == pytest.approx(metrics["rsum"], abs=0.05)
+    assert list(df.index) == ["demo (50 images x 250 captions)"] and df.attrs["n_images"] == 50
+    assert df["RSUM"].iloc[0] == pytest.approx(metrics["rsum"], abs=0.05)
     tf = build_transforms(cfg.data, train=False)
     rng = np.random.default_rng(0)
     with torch.no_grad():
@@ -265,3 +328,133 @@ def test_distributed_ranks_score_slices_and_gather_the_full_matrix(tmp_path):
     single = similarity_matrix(TinyScorer(), feats, img_block=3, cap_block=5, progress=False)
     for rank in range(2):
         np.testing.assert_allclose(np.load(tmp_path / f"rank{rank}.npy"), single, atol=1e-6)
+
+
+# --- any number of levels, feature precision, protocol sizes ----------------------------------
+
+
+class LevelsModel(nn.Module):
+    """DAIM's evaluation API with ``n_levels`` levels: image levels are pooled pixel blocks, text
+    levels embedded tokens; scores come from :class:`TinyScorer` (independent of the kit's model)."""
+
+    def __init__(self, n_levels: int, dim: int = 4, vocab: int = 1024):
+        super().__init__()
+        self.n_levels = n_levels
+        self.proj = nn.Linear(3, dim)
+        self.emb = nn.Embedding(vocab, dim)
+
+    def encode_image(self, images):  # [B, 3, H, W] -> n_levels x [B, R, D]
+        out = []
+        for k in range(self.n_levels):
+            pooled = nn.functional.adaptive_avg_pool2d(images, 2 ** (self.n_levels - k - 1))
+            out.append(self.proj(pooled.flatten(2).transpose(1, 2)))
+        return out
+
+    def encode_text(self, input_ids, attention_mask):
+        e = self.emb(input_ids.clamp_max(self.emb.num_embeddings - 1))
+        return [e * (k + 1) for k in range(self.n_levels)], attention_mask.sum(1)
+
+    def similarity(self, img_levels, txt_levels, txt_lens):
+        return TinyScorer().similarity(img_levels, txt_levels, txt_lens)
+
+
+@pytest.mark.parametrize("n_levels", [1, 2, 4])
+def test_evaluate_handles_any_number_of_levels(demo_small, n_levels):
+    from daimlib.config import load_preset
+    from daimlib.data import load_split, load_tokenizer
+    from daimlib.evaluate import encode_split, evaluate
+
+    cfg = load_preset("demo")
+    split, tok = load_split(cfg.data, demo_small, "test"), load_tokenizer(cfg.text, demo_small)
+    model = LevelsModel(n_levels).eval()
+    feats = encode_split(model, split, tok, cfg.data, max_len=cfg.text.max_len, progress=False)
+    assert feats.n_levels == n_levels and len(feats.txt_levels) == n_levels
+    assert [lv.shape[1] for lv in feats.img_levels] == [4 ** (n_levels - k - 1) for k in range(n_levels)]
+    metrics, df, sims = evaluate(model, split, tok, cfg, protocol="demo", progress=False, return_sims=True)
+    direct = TinyScorer().similarity(feats.img_levels, feats.txt_levels, feats.txt_lens).numpy()
+    np.testing.assert_allclose(sims, direct, rtol=1e-5, atol=1e-5)
+    assert metrics == recall_metrics(sims, split.img_of_caption)
+
+
+def test_encoding_leaves_the_global_random_generators_untouched(demo_small):
+    import random
+
+    from daimlib.config import load_preset
+    from daimlib.data import load_split, load_tokenizer
+    from daimlib.evaluate import encode_split
+
+    cfg = load_preset("demo")
+    split, tok = load_split(cfg.data, demo_small, "test"), load_tokenizer(cfg.text, demo_small)
+    model = LevelsModel(2).eval()  # its initialisation draws from the global generator: before the snapshot
+    before = (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
+    encode_split(model, split, tok, cfg.data, max_len=cfg.text.max_len, progress=False)
+    assert torch.equal(before[0], torch.get_rng_state())  # validation never shifts the training stream
+    assert np.array_equal(before[1], np.random.get_state()[1]) and before[2] == random.getstate()
+
+
+def test_feature_precision_is_fp32_on_a_cpu_and_switchable_on_a_gpu():
+    from daimlib.evaluate import feature_dtype
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert feature_dtype("auto", None, cpu) == torch.float32
+    assert feature_dtype("auto", torch.bfloat16, cuda) == torch.bfloat16  # the documented default on a GPU
+    assert feature_dtype("auto", None, cuda) == torch.float16
+    assert feature_dtype("fp32", torch.bfloat16, cuda) == torch.float32  # the switch
+    with pytest.raises(ValueError, match="features must be one of"):
+        feature_dtype("fp64", None, cpu)
+
+
+def test_protocol_sizes_are_checked_and_labels_carry_the_real_sizes():
+    from daimlib.evaluate import protocol_label, protocol_problem
+
+    assert protocol_problem("f30k", 1000) is None and protocol_problem("coco5k", 5000) is None
+    assert protocol_problem("coco1k", 5000) is None and protocol_problem("demo", 7) is None
+    msg = protocol_problem("f30k", 100)
+    assert "1,000 test images" in msg and "100" in msg and "not comparable" in msg
+    assert "5,000" in protocol_problem("coco1k", 1000)
+    assert protocol_label("f30k", 1000, 5000) == "F30K 1K"
+    assert protocol_label("coco1k", 5000, 25000) == "COCO 1K"
+    lab = protocol_label("f30k", 100, 500)
+    assert "100 images x 500 captions" in lab and "not F30K 1K" in lab
+    assert "5 folds of 20 images" in protocol_label("coco1k", 100, 500)
+    with pytest.raises(ValueError, match="unknown protocol"):
+        protocol_problem("coco2k", 5000)
+
+
+def test_evaluate_labels_a_small_split_and_strict_refuses_it(demo_small):
+    from daimlib.config import load_preset
+    from daimlib.data import load_split, load_tokenizer
+    from daimlib.evaluate import evaluate
+
+    cfg = load_preset("demo")
+    split, tok = load_split(cfg.data, demo_small, "test"), load_tokenizer(cfg.text, demo_small)
+    _, df = evaluate(LevelsModel(2).eval(), split, tok, cfg, protocol=("f30k", "coco1k"), progress=False)
+    assert list(df.index) == [
+        "f30k rule on 50 images x 250 captions (not F30K 1K)",
+        "coco1k rule (5 folds of 10 images) on 50 images x 250 captions (not COCO 1K)",
+    ]
+    assert df.attrs["paper_protocol"] == {"f30k": False, "coco1k": False} and df.attrs["n_captions"] == 250
+    with pytest.raises(ValueError, match="defined on 1,000 test images but this split has 50"):
+        evaluate(LevelsModel(2).eval(), split, tok, cfg, protocol="f30k", progress=False, strict=True)
+
+
+def test_a_collapsed_model_scores_rsum_0_through_the_pipeline_and_for_model_selection(demo_small):
+    from daimlib.config import load_preset
+    from daimlib.data import load_split, load_tokenizer
+    from daimlib.evaluate import evaluate
+    from daimlib.train import selection_score
+
+    cfg = load_preset("demo")
+    split, tok = load_split(cfg.data, demo_small, "test"), load_tokenizer(cfg.text, demo_small)
+    model = LevelsModel(2).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()  # every feature 0: every score equal
+    metrics, _, sims = evaluate(model, split, tok, cfg, protocol="demo", progress=False, return_sims=True)
+    assert np.unique(sims).size == 1
+    assert (
+        metrics["rsum"] == 0.0 and selection_score(metrics, "rsum") == 0.0
+    )  # training's best uses this default
+    assert selection_score(metrics, "r1_sum") == 0.0
+    optimistic, _ = evaluate(model, split, tok, cfg, protocol="demo", progress=False, ties="optimistic")
+    assert optimistic["rsum"] == 600.0

@@ -194,6 +194,7 @@ def _forbid_training(monkeypatch):
         raise _Retrained
 
     monkeypatch.setattr(train_mod, "train", fake_train)
+    monkeypatch.setattr(nb, "train", fake_train)  # nb imports train at the top
 
 
 def test_load_or_train_trains_once_then_reloads_the_same_best_model_and_history(
@@ -203,7 +204,7 @@ def test_load_or_train_trains_once_then_reloads_the_same_best_model_and_history(
 
     run, model, res = tiny_run
     assert res.global_step == 2 and res.stopped == "max_steps" and len(res.steps) == 2
-    assert (run / "best" / "meta.json").is_file() and (run / "data.json").is_file()
+    assert (run / "best" / "meta.json").is_file() and (run / "run.json").is_file()
     assert not model.training
     _forbid_training(monkeypatch)
     model2, res2 = nb.load_or_train("demo", run, tiny_demo, progress=False, verbose=False, **TINY_RUN)
@@ -235,6 +236,23 @@ def test_load_or_train_trains_again_when_the_config_or_the_data_changed(
         nb.load_or_train("demo", run, tiny_demo, progress=False, retrain=True, **TINY_RUN)
 
 
+def test_a_run_trained_by_train_itself_is_reused_by_the_notebooks(tiny_demo, tmp_path, monkeypatch, capsys):
+    from daimlib.config import load_preset
+    from daimlib.train import train
+
+    run = tmp_path / "cli_run"
+    trained = train(
+        load_preset("demo", **TINY_RUN), tiny_demo, run, progress=False, eval_split="val"
+    )  # as the CLI
+    _forbid_training(monkeypatch)
+    model, res = nb.load_or_train("demo", run, tiny_demo, progress=False, **TINY_RUN)
+    assert res.global_step == 2 and "loaded" in capsys.readouterr().out
+    # best = the state at the budget stop here: the same weights and the same trained margin come back
+    assert _same_state(model, trained.model) and float(res.loss.margin) == float(trained.loss.margin)
+    with pytest.raises(_Retrained):  # validated on another split: not this run
+        nb.load_or_train("demo", run, tiny_demo, progress=False, eval_split=None, **TINY_RUN)
+
+
 def test_load_or_score_equals_the_evaluation_matrix_and_is_read_back_from_the_cache(
     tiny_demo, tiny_run, monkeypatch
 ):
@@ -249,8 +267,35 @@ def test_load_or_score_equals_the_evaluation_matrix_and_is_read_back_from_the_ca
     direct = ev.similarity_matrix(model, feats, progress=False)
     assert sims.shape == (5, 25) and np.allclose(sims, direct, atol=1e-6)
     assert (run / "sims_test.npy").is_file()
-    monkeypatch.setattr(ev, "similarity_matrix", lambda *a, **k: pytest.fail("recomputed a cached matrix"))
+    monkeypatch.setattr(nb, "similarity_matrix", lambda *a, **k: pytest.fail("recomputed a cached matrix"))
     assert np.array_equal(nb.load_or_score(run, model, split, tok, cfg, "test"), sims)
+
+
+def test_load_or_score_recomputes_for_other_data_of_the_same_size(tiny_demo, tiny_run, tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    from daimlib.data import load_split, load_tokenizer
+
+    run, model, res = tiny_run
+    cfg = res.cfg
+    nb.load_or_score(
+        run, model, load_split(cfg.data, tiny_demo, "test"), load_tokenizer(cfg.text, tiny_demo), cfg
+    )
+    other = tmp_path / "other"
+    shutil.copytree(tiny_demo, other)
+    js = other / "dataset_demo.json"
+    data = json.loads(js.read_text())
+    test_recs = [r for r in data["images"] if r["split"] == "test"]
+    test_recs[0]["sentences"][0]["raw"] = test_recs[0]["sentences"][0]["raw"] + " today"  # same sizes
+    test_recs[0]["sentences"][0]["tokens"] = test_recs[0]["sentences"][0]["tokens"] + ["today"]
+    js.write_text(json.dumps(data))
+    calls = []
+    real = nb.similarity_matrix
+    monkeypatch.setattr(nb, "similarity_matrix", lambda *a, **k: calls.append(1) or real(*a, **k))
+    split = load_split(cfg.data, other, "test")
+    nb.load_or_score(run, model, split, load_tokenizer(cfg.text, other), cfg)
+    assert calls == [1]  # another annotation file: not the cached matrix
 
 
 def test_search_images_ranks_images_like_the_full_similarity_column(tiny_demo, tiny_cfg):

@@ -52,3 +52,21 @@ def test_field_notes_values_and_ensembles_marked():
     assert df["ensemble"].to_dict() == {m: m.endswith("*") for m in df.index}
     with pytest.raises(ValueError, match="unknown benchmark"):
         published_rows("f8k")
+
+
+def test_paper_block_keeps_rows_of_the_wrong_split_size_out():
+    from daimlib.published import paper_block
+
+    m = {"i2t_r1": 70.0, "t2i_r1": 55.0, "rsum": 480.0}
+    table = paper_block(
+        "f30k", {"kit, F30K 1K": (m, 1000), "kit, 100 images": (m, 100), "kit, not run": None}
+    )
+    published = published_rows("f30k").dropna(subset=["RSUM"])
+    assert list(table.index[: len(published)]) == list(published.index)  # the verified rows first, unchanged
+    assert table.loc["kit, F30K 1K", ["R@1 i2t", "R@1 t2i", "RSUM"]].tolist() == [70.0, 55.0, 480.0]
+    small = table.loc["kit, 100 images"]
+    assert math.isnan(small["RSUM"]) and math.isnan(small["R@1 i2t"])
+    assert small["source"] == "not comparable: measured on 100 test images (F30K 1K needs 1,000)"
+    assert table.loc["kit, not run", "source"] == "not run"
+    coco = paper_block("coco1k", {"kit": (m, 1000)})  # 1,000 images is one fold, not COCO 1K
+    assert math.isnan(coco.loc["kit", "RSUM"]) and "needs 5,000" in coco.loc["kit", "source"]

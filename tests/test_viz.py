@@ -279,6 +279,58 @@ def test_save_figure_writes_small_png_and_returns_repo_relative_path(tmp_path):
         viz.save_figure(fig, "../escape", root=tmp_path)
 
 
+def test_save_figure_pdf_beside_the_png_and_reproducible(tmp_path):
+    fig = viz.plot_score_distributions([1.0, 1.2, 1.1], [0.1, 0.3, 0.2])
+    path = viz.save_figure(fig, "scores", root=tmp_path, pdf=True)
+    pdf = (tmp_path / path).with_suffix(".pdf")
+    first = pdf.read_bytes()
+    assert first[:5] == b"%PDF-" and b"CreationDate" not in first
+    viz.save_figure(fig, "scores", root=tmp_path, pdf=True)
+    assert pdf.read_bytes() == first  # a re-run rewrites the same bytes
+    assert not (tmp_path / "figures" / "other.pdf").exists()
+    viz.save_figure(fig, "other", root=tmp_path)
+    assert not (tmp_path / "figures" / "other.pdf").exists()  # PDF only when asked
+
+
+def test_user_data_figures_go_to_the_run_folder_never_the_tracked_figures(monkeypatch, tmp_path):
+    from daimlib.paths import figures_dir, repo_root
+
+    monkeypatch.delenv("DAIM_OUTPUT_DIR", raising=False)
+    root = repo_root()
+    assert figures_dir() == figures_dir("demo") == figures_dir("data/demo") == root / "figures"
+    assert figures_dir(tmp_path / "my_f30k") == root / "runs" / "my_f30k" / "figures"
+    assert figures_dir("data/f30k") == root / "runs" / "f30k" / "figures"
+    assert figures_dir("demo", smoke=True) == root / "runs" / "smoke" / "figures"
+    assert figures_dir(tmp_path / "my_f30k", smoke=True) == root / "runs" / "smoke" / "my_f30k" / "figures"
+
+
+def test_daim_output_dir_redirects_every_figure(monkeypatch, tmp_path):
+    from daimlib import nb
+
+    out = tmp_path / "out"
+    monkeypatch.setenv("DAIM_OUTPUT_DIR", str(out))
+    fig = viz.plot_score_distributions([1.0, 1.2, 1.1], [0.1, 0.3, 0.2])
+    shown = viz.save_figure(fig, "scores", pdf=True)
+    assert (out / "figures" / "scores.png").is_file() and (out / "figures" / "scores.pdf").is_file()
+    assert str(tmp_path) not in shown and shown.endswith("figures/scores.png")
+    viz.save_figure(fig, "scores", data=tmp_path / "flickr")
+    assert (out / "runs" / "flickr" / "figures" / "scores.png").is_file()
+    assert nb.figure_path("scores", "demo") == out / "figures" / "scores.png"
+    assert nb.figure_path("x", tmp_path / "flickr") == out / "runs" / "flickr" / "figures" / "x.png"
+    env = nb.setup(verbose=False)
+    assert env.figures == out / "figures" and env.runs == out / "runs" and env.output == out
+    assert (
+        nb.output_dir("demo") == out / "runs"
+        and nb.output_dir(tmp_path / "f", smoke=True) == out / "runs" / "smoke" / "f"
+    )
+    viz.save_figure(fig, "s", smoke=True)
+    assert (out / "runs" / "smoke" / "figures" / "s.png").is_file() and not (
+        out / "figures" / "s.png"
+    ).exists()
+    with pytest.raises(ValueError, match="plain file stem"):
+        nb.figure_path("../x", "demo")
+
+
 # --- feature separation and ablation plots ---------------------------------------------------------
 
 
