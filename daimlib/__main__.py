@@ -1,7 +1,7 @@
 """Command line of DAIM Kit: ``python -m daimlib <command> ...`` (also installed as ``daim``).
 
-Commands: make-demo-data, make-f30k-like, train, evaluate, ablate, bench. ``python -m daimlib <command> --help``
-explains each one. Multi-GPU: ``torchrun --nproc_per_node=N -m daimlib train ...``.
+Commands: make-demo-data, make-f30k-like, train, evaluate, ablate, presets, bench, import-reference.
+``python -m daimlib <command> --help`` explains each one. Multi-GPU: ``torchrun --nproc_per_node=N -m daimlib train ...``.
 """
 
 from __future__ import annotations
@@ -23,16 +23,137 @@ examples (a CPU run of the demo, start to finish, in a few minutes):
       --out runs/ablation --set train.max_minutes=2
   torchrun --nproc_per_node=4 -m daimlib train --preset daim_coco --data-root data/coco --out runs/coco
 
-pretrained weights on a machine without internet: --set image.weights=PATH text.weights=DIR
-(a timm .safetensors/.pth file and a transformers save_pretrained folder).
+pretrained weights on a machine without internet: --image-weights PATH --text-weights DIR (a timm
+.safetensors/.pth file and a transformers save_pretrained folder; each flag changes only its stream).
+the paper-size model with random initial weights (a CPU dry run): --random-init both --set text.tokenizer=data
+presets: python -m daimlib presets (one line each), python -m daimlib presets NAME (notes and settings).
 """
+
+
+def _override(item: str) -> tuple:
+    """argparse type of ``--set``: the key must exist and the value fit its type, choices and range."""
+    from .config import parse_override
+
+    try:
+        return parse_override(item)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def check_device(spec: str) -> str:
+    """A ``--device`` value torch knows and this machine has: ``cpu``, ``cuda``, ``cuda:N``, ``mps``.
+
+    Raises ``ValueError`` for an unknown name, CUDA asked for without a visible GPU, or a GPU index
+    beyond those visible, so the run stops before any data or model is touched.
+    """
+    import torch
+
+    try:
+        dev = torch.device(spec)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"unknown device {spec!r} ({e}); use cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise ValueError(f"--device {spec} asks for CUDA but this machine shows no GPU "
+                             "(torch.cuda.is_available() is False); use --device cpu")  # fmt: skip
+        if dev.index is not None and dev.index >= n:
+            raise ValueError(f"--device {spec}: only {n} GPU(s) are visible (cuda:0..cuda:{n - 1})")
+    elif dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ValueError(f"--device {spec} asks for Apple's MPS, which is not available here; use --device cpu")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"--device {spec}: the kit runs on cpu, cuda or mps, not {dev.type}")
+    return spec
+
+
+def _device(spec: str) -> str:
+    try:
+        return check_device(spec)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _add_set(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-        help="config overrides as dotted keys, e.g. --set train.epochs=3 train.lr=1e-4 loss.adaptive=false",
+        "--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", type=_override,
+        help="config overrides as dotted keys, e.g. --set train.epochs=3 train.lr=1e-4 loss.adaptive=false "
+        "(checked when parsed: type, choices, range)",
     )  # fmt: skip
+    p.add_argument("--config", metavar="FILE.json", default=None,
+                   help="settings from a JSON file: a whole config (a run's config.json) or some of its sections; "
+                   "on top of --preset when given; --set and the weight flags apply after it")  # fmt: skip
+    p.add_argument("--image-weights", metavar="PATH", default=None,
+                   help="local image backbone weights (timm .safetensors/.pth file or a folder with one); "
+                   "changes only the image stream (= --set image.weights=PATH image.init=pretrained)")  # fmt: skip
+    p.add_argument("--text-weights", metavar="DIR", default=None,
+                   help="local text encoder (a transformers save_pretrained folder, with its tokenizer); changes "
+                   "only the text stream (= --set text.weights=DIR text.init=pretrained)")  # fmt: skip
+    p.add_argument("--random-init", choices=["image", "text", "both"], default=None,
+                   help="random initial weights for that stream of the full-size model, no download (dry runs on "
+                   "a CPU; = --set image.init=random / text.init=random). Offline, the paper presets' BERT "
+                   "tokenizer still needs a local copy: add --set text.tokenizer=data for one built from the data")  # fmt: skip
+
+
+def _overrides(args) -> dict:
+    """Dotted-key overrides from --config (when a preset is the base), the weight flags and --set, in that order."""
+    from .config import DAIMConfig, flatten
+
+    out: dict = {}
+    if args.config is not None and getattr(args, "preset", None):
+        DAIMConfig.from_json(args.config)  # the file must be a valid config on its own
+        raw = json.loads(Path(args.config).read_text(encoding="utf-8"))
+        out.update({k: v for k, v in flatten(raw).items() if k != "name"})
+    if args.image_weights is not None:
+        out.update({"image.weights": args.image_weights, "image.init": "pretrained"})
+    if args.text_weights is not None:
+        out.update({"text.weights": args.text_weights, "text.init": "pretrained"})
+    if args.random_init in ("image", "both"):
+        out["image.init"] = "random"
+    if args.random_init in ("text", "both"):
+        out["text.init"] = "random"
+    out.update(dict(args.set))
+    return out
+
+
+def config_from_args(args):
+    """The config of ``train``: ``--preset`` and/or ``--config``, then the weight flags and ``--set``."""
+    from .config import DAIMConfig, load_preset
+
+    if args.preset is None and args.config is None:
+        raise ValueError("train needs --preset NAME or --config FILE.json (python -m daimlib presets lists the presets)")
+    if args.preset is None:
+        return DAIMConfig.from_json(args.config).replace(**_overrides(args))
+    return load_preset(args.preset, **_overrides(args))
+
+
+def _add_make_f30k_like(sub, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "make-f30k-like",
+        parents=[common],
+        help="generate a small folder in the Flickr30K layout from the demo scenes (for CI and trials)",
+        description="Write dataset_flickr30k.json (every Karpathy field, no demo-only fields) and JPEGs of "
+        "Flickr sizes with numeric file names, drawn from the demo's scenes: what a Flickr30K folder looks "
+        "like, in seconds. Refuses a non-empty folder it did not write.",
+    )
+    p.add_argument("--root", required=True, help="folder to write (created if missing)")
+    p.add_argument("--train", type=int, default=1000, help="training images (default 1000)")
+    p.add_argument("--val", type=int, default=100, help="validation images (default 100)")
+    p.add_argument("--test", type=int, default=100, help="test images (default 100)")
+    p.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
+    p.add_argument("--image-dir", choices=["images", "flickr30k-images"], default="images",
+                   help="image folder name (default images)")  # fmt: skip
+
+
+def _add_presets(sub, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "presets",
+        parents=[common],
+        help="list the presets, one line each; with a name, its notes and its settings",
+        description="List the named presets (the paper's DAIM and HAT for Flickr30K and MSCOCO, the demo's, and "
+        "tiny for any folder on a CPU) with one line each. `presets NAME` prints that preset's notes and its "
+        "config as JSON (the form --config reads).",
+    )
+    p.add_argument("name", nargs="?", default=None, help="a preset to show in full")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,21 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'small' for tests and smoke runs (seconds), 'default' for the notebooks")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
 
-    p = sub.add_parser(
-        "make-f30k-like",
-        parents=[common],
-        help="generate a small folder in the Flickr30K layout from the demo scenes (for CI and trials)",
-        description="Write dataset_flickr30k.json (every Karpathy field, no demo-only fields) and JPEGs of "
-        "Flickr sizes with numeric file names, drawn from the demo's scenes: what a Flickr30K folder looks "
-        "like, in seconds. Refuses a non-empty folder it did not write.",
-    )
-    p.add_argument("--root", required=True, help="folder to write (created if missing)")
-    p.add_argument("--train", type=int, default=1000, help="training images (default 1000)")
-    p.add_argument("--val", type=int, default=100, help="validation images (default 100)")
-    p.add_argument("--test", type=int, default=100, help="test images (default 100)")
-    p.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
-    p.add_argument("--image-dir", choices=["images", "flickr30k-images"], default="images",
-                   help="image folder name (default images)")  # fmt: skip
+    _add_make_f30k_like(sub, common)
 
     p = sub.add_parser(
         "train",
@@ -88,15 +195,15 @@ def build_parser() -> argparse.ArgumentParser:
         "holds a finished run of the same config and data (then nothing is trained) or --overwrite is given. "
         "Under torchrun every process trains a shard of each epoch.",
     )
-    p.add_argument("--preset", required=True, help="preset name (see daimlib.config.PRESETS)")
-    p.add_argument("--data-root", required=True, help="dataset folder (Karpathy JSON + images)")
+    p.add_argument("--preset", default=None, help="preset name (python -m daimlib presets); or give --config")
+    p.add_argument("--data-root", required=True, help="dataset folder (its layout is detected: see data/README.md)")
     p.add_argument("--out", required=True, help="run folder for checkpoints and history")
     _add_set(p)
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from OUT/last (exactly: as if never stopped)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true",
                    help="replace the kit run in --out (deletes only the files the kit wrote)")  # fmt: skip
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--device", default=None, type=_device, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--no-val", action="store_true", help="skip validation (no best checkpoint)")
 
     p = sub.add_parser(
@@ -116,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", required=True, help="dataset folder")
     p.add_argument("--protocol", choices=["demo", "f30k", "coco1k", "coco5k"], required=True)
     p.add_argument("--split", default="test", help="split to evaluate (default test)")
-    p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1, mps (default auto)")
+    p.add_argument("--device", default=None, type=_device, help="auto, cpu, cuda, cuda:1, mps (default auto)")
     p.add_argument(
         "--batch-size", type=int, default=None, help="encoding batch size (default train.eval_batch_size)"
     )
@@ -145,6 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", help="split the best checkpoints are evaluated on")
     _add_set(p)
 
+    _add_presets(sub, common)
+
     p = sub.add_parser(
         "bench",
         parents=[common],
@@ -154,6 +263,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--full", action="store_true", help="full sizes (meant for a GPU; slow on a CPU)")
     p.add_argument("--only", nargs="+", default=None, help="run only these scripts (names without .py)")
+
+    p = sub.add_parser(
+        "import-reference",
+        parents=[common],
+        help="import a checkpoint of the authors' DAIM/HAT code (.ckpt) as a kit checkpoint folder",
+        description="Read a PyTorch Lightning .ckpt written by the DAIM or HAT reference code (or its bare "
+        "state_dict, or a kit checkpoint folder) safely (weights only, nothing in the pickle runs), map "
+        "its keys, read both streams' sizes from the tensor shapes, pick daim_*/hat_* and F30K/COCO from "
+        "its stored config, and write a normal checkpoint folder that `evaluate`, the notebooks and "
+        "daimlib.checkpoint.load_model read. Provenance (file, sha256, Lightning version, epoch, step) "
+        "goes into OUT/meta.json.",
+    )
+    p.add_argument("checkpoint", help="the .ckpt file (e.g. the authors' released F30K/COCO checkpoint)")
+    p.add_argument("--out", default=None, help="checkpoint folder to write (required unless --list-globals)")
+    p.add_argument("--preset", default=None, help="override the preset read from the checkpoint")
+    p.add_argument("--force", action="store_true", help="allow a preset of the other family (DAIM vs HAT)")
+    p.add_argument("--text-heads", type=int, default=None,
+                   help="BERT attention heads (no tensor stores them; default hidden size / 64)")  # fmt: skip
+    p.add_argument("--tokenizer", default=None, help="tokenizer folder to store in OUT/tokenizer (optional)")
+    p.add_argument("--list-globals", action="store_true",
+                   help="print the globals the pickle names, without loading it, and exit")  # fmt: skip
     return parser
 
 
@@ -184,10 +314,9 @@ def cmd_make_f30k_like(args) -> int:
 
 def cmd_train(args) -> int:
     from .checkpoint import display_path
-    from .config import load_preset, parse_overrides
     from .train import train
 
-    cfg = load_preset(args.preset, **parse_overrides(args.set))
+    cfg = config_from_args(args)
     res = train(
         cfg, args.data_root, args.out, resume=args.resume, device=args.device, progress=not args.quiet,
         eval_split=None if args.no_val else cfg.data.val_split, overwrite=args.overwrite,
@@ -205,7 +334,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .checkpoint import load_checkpoint
+    from .checkpoint import load_checkpoint, load_checkpoint_tokenizer
     from .data import load_split, load_tokenizer
     from .evaluate import data_identity, evaluate, protocol_problem
     from .paths import display_path
@@ -213,7 +342,7 @@ def cmd_evaluate(args) -> int:
     from .tables import write_table
 
     device = torch_device(args.device or "auto")
-    model, cfg, _ = load_checkpoint(args.checkpoint, device=device, strict=True)
+    model, cfg, _ = load_checkpoint(args.checkpoint, device=device, strict=True, read_train_state=False)
     model.to(device).eval()
     split = load_split(cfg.data, args.data_root, args.split)
     problem = protocol_problem(args.protocol, split.n_images)
@@ -223,7 +352,7 @@ def cmd_evaluate(args) -> int:
         )
     if problem:
         print(f"note: {problem}; the table is labelled with the real sizes", file=sys.stderr)
-    tokenizer = load_tokenizer(cfg.text, args.data_root)
+    tokenizer = load_checkpoint_tokenizer(args.checkpoint) or load_tokenizer(cfg.text, args.data_root)
     metrics, table = evaluate(model, split, tokenizer, cfg, protocol=args.protocol, device=device,
                               batch_size=args.batch_size, progress=not args.quiet, ties=args.ties,
                               features=args.features)  # fmt: skip
@@ -246,11 +375,10 @@ def cmd_evaluate(args) -> int:
 def cmd_ablate(args) -> int:
     from .ablation import ablate
     from .checkpoint import display_path
-    from .config import parse_overrides
 
     try:
         runs = ablate(args.preset, args.variants, args.seeds, args.data_root, args.out, eval_split=args.split,
-                      progress=not args.quiet, **parse_overrides(args.set))  # fmt: skip
+                      progress=not args.quiet, **_overrides(args))  # fmt: skip
     except KeyboardInterrupt as e:  # the interrupted run saved its state; nothing was recorded as a result
         print(f"interrupted: {e or 'Ctrl-C'}", file=sys.stderr)
         return 130
@@ -260,6 +388,19 @@ def cmd_ablate(args) -> int:
     print(
         f"written: {display_path(Path(args.out) / 'runs.csv')}, {display_path(Path(args.out) / 'summary.csv')}"
     )
+    return 0
+
+
+def cmd_presets(args) -> int:
+    from .config import PRESET_NOTES, PRESETS, load_preset, preset_notes
+
+    if args.name is None:
+        width = max(map(len, PRESETS))
+        for name in PRESETS:
+            print(f"{name:<{width}}  {PRESET_NOTES[name][0]}")
+        return 0
+    print(preset_notes(args.name))
+    print(load_preset(args.name).to_json())
     return 0
 
 
@@ -277,18 +418,72 @@ def cmd_bench(args) -> int:
     return subprocess.call(cmd)
 
 
+def cmd_import_reference(args) -> int:
+    import time
+
+    from .checkpoint import display_path
+    from .reference import STAND_INS, import_reference, list_globals, torch_allows
+
+    if args.list_globals:
+        for name in list_globals(args.checkpoint):
+            verdict = "stand-in" if name in STAND_INS else "allowed" if torch_allows(name) else "REFUSED"
+            print(f"{verdict:9s} {name}")
+        return 0
+    if args.out is None:
+        raise ValueError(
+            "import-reference needs --out DIR (the checkpoint folder to write), or --list-globals"
+        )
+    tokenizer = None
+    if args.tokenizer:
+        from transformers import AutoTokenizer
+
+        if not Path(args.tokenizer).is_dir():
+            raise FileNotFoundError(
+                f"--tokenizer {args.tokenizer} is not a folder; expected a tokenizer saved with save_pretrained "
+                "(e.g. bert-base-uncased's, for the released checkpoints)"
+            )
+
+        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer, local_files_only=True)
+    t0 = time.perf_counter()
+    res = import_reference(args.checkpoint, out=args.out, preset=args.preset, force=args.force,
+                           text_heads=args.text_heads, tokenizer=tokenizer)  # fmt: skip
+    prov = res.provenance
+    print(f"read {prov['source_file']} ({prov.get('source_format')}, sha256 {prov.get('source_sha256', '?')[:16]}..., "
+          f"Lightning {prov.get('lightning_version')}, epoch {prov.get('epoch')}, step {prov.get('global_step')})")  # fmt: skip
+    if res.arch is not None:
+        a = res.arch
+        print(f"architecture from the tensors: Swin embed {a.embed_dim}, depths {list(a.depths)}, heads "
+              f"{list(a.num_heads)}, window {a.window_size}, patch {a.patch_size}, {a.img_size} px; BERT "
+              f"{a.num_hidden_layers} layers x {a.hidden_size} ({a.num_attention_heads} heads), vocabulary "
+              f"{a.vocab_size}, {a.max_position_embeddings} positions; projections to {a.proj_dim}")  # fmt: skip
+        r = res.report
+        print(f"keys: {r['mapped']} mapped, {r['buffers_checked']} recomputed buffers checked and dropped, "
+              f"{r['dropped']} unused dropped; loaded strictly")  # fmt: skip
+    print(f"family {prov.get('family', '?')}, preset {prov.get('preset', res.cfg.name)}, SCAN "
+          f"{res.cfg.similarity.direction}, margin {float(res.loss.margin):.6f}")  # fmt: skip
+    print(f"written: {display_path(res.out_dir)} in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
 COMMANDS = {
     "make-demo-data": cmd_make_demo_data,
     "make-f30k-like": cmd_make_f30k_like,
     "train": cmd_train,
     "evaluate": cmd_evaluate,
     "ablate": cmd_ablate,
+    "presets": cmd_presets,
     "bench": cmd_bench,
+    "import-reference": cmd_import_reference,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help exits 0 as argparse does; a bad argument (e.g. --set) returns 2
+        if e.code in (0, None):
+            raise
+        return int(e.code) if isinstance(e.code, int) else 2
     quiet = args.quiet or int(os.environ.get("RANK", "0")) > 0  # under torchrun, rank 0 speaks
     args.quiet = quiet
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(name)s: %(message)s")

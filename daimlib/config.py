@@ -16,11 +16,15 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from daimlib.config_rules import ConfigError, check_key, coerce_value, flatten, refuse_constant, validate
 
 LEVELS = ("low", "mid", "high")
 
@@ -31,6 +35,9 @@ class ImageEncoderConfig:
 
     name: str = "swin_base_patch4_window7_224.ms_in22k"  # timm model name (hub id when pretrained)
     weights: str | None = None  # local .safetensors/.pth file or folder, used instead of the hub
+    init: str = (
+        "auto"  # "auto" (pretrained unless built from timm_kwargs without weights) | "pretrained" | "random"
+    )
     img_size: int = 224
     timm_kwargs: dict = field(default_factory=dict)  # e.g. embed_dim/depths/num_heads for tiny models
     stages: tuple[int, ...] = (1, 2, 3)  # 0-based stage indices used as low / mid / high
@@ -44,9 +51,12 @@ class TextEncoderConfig:
 
     name: str = "bert-base-uncased"  # hub id of model and tokenizer
     weights: str | None = None  # local folder (save_pretrained layout) used instead of the hub
-    tokenizer: str | None = (
-        None  # hub id or folder; None = same as weights/name; "demo" = <data_root>/tokenizer
+    init: str = (
+        "auto"  # "auto" (pretrained unless built from model_kwargs without weights) | "pretrained" | "random"
     )
+    # hub id or folder; None = same as weights/name; "demo" = <data_root>/tokenizer (the demo data's);
+    # "data" = a WordPiece of the data folder's training captions, cached outside it (daimlib.data.data_tokenizer)
+    tokenizer: str | None = None
     model_kwargs: dict | None = None  # BertConfig fields: build a randomly initialised encoder from them
     hidden_states: tuple[int, ...] = (4, 10, 12)  # HF hidden_states indices (0 = embeddings)
     max_len: int = 32  # [CLS] + 30 tokens + [SEP], padded
@@ -152,6 +162,19 @@ class DAIMConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str):
+            raise ConfigError(f"name: expected a string, found {type(self.name).__name__} {self.name!r}")
+        _coerce_fields(self, "")
+        self.validate()
+
+    def validate(self) -> DAIMConfig:
+        """Check every rule of :mod:`daimlib.config_rules` (types, choices, ranges, fields that must agree);
+        raise :class:`~daimlib.config_rules.ConfigError` naming the key. Returns ``self``."""
+        _coerce_fields(self, "")
+        validate(self)
+        return self
+
     # --- (de)serialisation -------------------------------------------------------------
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -166,95 +189,98 @@ class DAIMConfig:
     def from_dict(cls, d: dict) -> DAIMConfig:
         if isinstance(d, dict) and "notes" in d:  # configs written before notes became preset data
             d = {k: v for k, v in d.items() if k != "notes"}
-        return _from_dict(cls, d, "config")
+        return _from_dict(cls, d, "")
 
     @classmethod
     def from_json(cls, text_or_path: str | Path) -> DAIMConfig:
         s = str(text_or_path)
+        where = "config"
         if not s.lstrip().startswith("{"):
-            s = Path(s).read_text()
-        return cls.from_dict(json.loads(s))
+            where = Path(s).name
+            if not Path(s).is_file():
+                raise FileNotFoundError(f"config file not found: {s}")
+            s = Path(s).read_text(encoding="utf-8")
+        try:
+            d = json.loads(s, parse_constant=lambda c: refuse_constant(c, where))
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{where} is not valid JSON: {e}") from e
+        return cls.from_dict(d)
 
     def replace(self, **overrides: Any) -> DAIMConfig:
         """A copy with dotted-key overrides, e.g. ``cfg.replace(**{"train.lr": 1e-5})``."""
         new = copy.deepcopy(self)
         for key, value in overrides.items():
             set_by_path(new, key, value)
-        return new
+        return new.validate()
 
     def diff(self, other: DAIMConfig) -> dict[str, tuple[Any, Any]]:
         """Dotted keys whose values differ: {key: (self value, other value)}."""
-        a, b = _flatten(self.to_dict()), _flatten(other.to_dict())
+        a, b = flatten(self.to_dict()), flatten(other.to_dict())
         return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and k not in ("timm_kwargs", "model_kwargs"):
-            out.update(_flatten(v, f"{prefix}{k}."))
+_flatten = flatten  # the former private name
+
+
+@functools.cache
+def _hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce_fields(obj, prefix: str) -> None:
+    """Every field of a section dataclass coerced to its declared type (lists -> tuples, ints -> floats)."""
+    hints = _hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            _coerce_fields(value, f"{prefix}{f.name}.")
         else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def _coerce(value: Any, current: Any, key: str) -> Any:
-    """Turn JSON lists back into tuples, and strings from the command line into field types."""
-    if isinstance(current, tuple) and isinstance(value, list):
-        return tuple(value)
-    if isinstance(value, str) and not isinstance(current, str):
-        try:
-            parsed = json.loads(value)
-        except json.JSONDecodeError:
-            if value.lower() in ("none", "null"):
-                return None
-            if current is None:  # optional string fields (paths, ids)
-                return value
-            raise ValueError(
-                f"config key {key!r}: cannot parse {value!r} (current value {current!r})"
-            ) from None
-        return _coerce(parsed, current, key)
-    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    return value
+            setattr(obj, f.name, coerce_value(value, hints[f.name], f"{prefix}{f.name}"))
 
 
 def _from_dict(cls, d: dict, where: str):
     if not isinstance(d, dict):
-        raise ValueError(f"{where}: expected a JSON object, got {type(d).__name__}")
+        raise ConfigError(f"{where or 'config'}: expected a JSON object, got {type(d).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - set(fields))
     if unknown:
-        raise ValueError(f"{where}: unknown keys {unknown}; known keys are {sorted(fields)}")
+        raise ConfigError(f"{where or 'config'}: unknown keys {unknown}; known keys are {sorted(fields)}")
     kwargs = {}
     defaults = cls()
+    hints = _hints(cls)
     for name, value in d.items():
-        current = getattr(defaults, name)
-        if dataclasses.is_dataclass(current):
-            kwargs[name] = _from_dict(type(current), value, f"{where}.{name}")
+        key = f"{where}.{name}" if where else name
+        if dataclasses.is_dataclass(getattr(defaults, name)):
+            kwargs[name] = _from_dict(type(getattr(defaults, name)), value, key)
         else:
-            kwargs[name] = _coerce(value, current, f"{where}.{name}")
+            kwargs[name] = coerce_value(value, hints[name], key)
     return cls(**kwargs)
 
 
 def set_by_path(cfg: DAIMConfig, key: str, value: Any) -> None:
-    """Set a dotted key (``"loss.margin"``) in place, coercing strings like the command line gives."""
+    """Set a dotted key (``"loss.margin"``) in place, parsing and type-checking it like the command line.
+
+    Only the field's own type is checked here; the rules between fields are checked by
+    :meth:`DAIMConfig.validate`, which :func:`load_preset` and :meth:`DAIMConfig.replace` call after
+    all their overrides.
+    """
     parts = key.split(".")
     obj = cfg
     for p in parts[:-1]:
         if not hasattr(obj, p) or not dataclasses.is_dataclass(getattr(obj, p)):
-            raise ValueError(f"unknown config section {p!r} in key {key!r}; sections: {_sections()}")
+            raise ConfigError(f"unknown config section {p!r} in key {key!r}; sections: {_sections()}")
         obj = getattr(obj, p)
     name = parts[-1]
     if not dataclasses.is_dataclass(obj) or name not in {f.name for f in dataclasses.fields(obj)}:
         known = sorted(f.name for f in dataclasses.fields(obj))
-        raise ValueError(f"unknown config key {key!r}; keys here are {known}")
-    current = getattr(obj, name)
-    setattr(obj, name, _coerce(value, current, key))
+        raise ConfigError(f"unknown config key {key!r}; keys here are {known}")
+    if name == "name" and obj is cfg:
+        raise ConfigError("'name' is not set by an override; it names the preset the config came from")
+    setattr(obj, name, coerce_value(value, _hints(type(obj))[name], key))
 
 
 def _sections() -> list[str]:
-    return [f.name for f in dataclasses.fields(DAIMConfig) if f.name not in ("name", "notes")]
+    return [f.name for f in dataclasses.fields(DAIMConfig) if f.name != "name"]
 
 
 # --- presets -----------------------------------------------------------------------------
@@ -427,15 +453,36 @@ def load_preset(name: str, **overrides: Any) -> DAIMConfig:
     cfg = PRESETS[name]()
     for key, value in overrides.items():
         set_by_path(cfg, key, value)
-    return cfg
+    return cfg.validate()
+
+
+def field_hint(key: str):
+    """The declared type of a dotted config key; :class:`ConfigError` listing the keys when unknown."""
+    parts = key.split(".")
+    cls = DAIMConfig
+    for p in parts[:-1]:
+        sub = {f.name: f for f in dataclasses.fields(cls)}.get(p)
+        if sub is None or not dataclasses.is_dataclass(_hints(cls)[p]):
+            raise ConfigError(f"unknown config section {p!r} in key {key!r}; sections: {_sections()}")
+        cls = _hints(cls)[p]
+    names = {f.name for f in dataclasses.fields(cls)}
+    if len(parts) < 2 or parts[-1] not in names or dataclasses.is_dataclass(_hints(cls)[parts[-1]]):
+        raise ConfigError(f"unknown config key {key!r}; keys here are {sorted(names)}")
+    return _hints(cls)[parts[-1]]
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``"train.lr=1e-5"`` -> ``("train.lr", 1e-05)``: key known, value of the field's type, in its
+    choices and range (the rules between fields come when the config is built)."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.lr=1e-5)")
+    key, raw = (t.strip() for t in item.split("=", 1))
+    value = coerce_value(raw, field_hint(key), key)
+    check_key(key, value)
+    return key, value
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
-    """``["train.lr=1e-5", "fdm.scale=0.2"]`` -> ``{"train.lr": "1e-5", ...}`` (coerced on set)."""
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ValueError(f"override {item!r} is not of the form key=value (e.g. train.lr=1e-5)")
-        k, v = item.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
+    """``["train.lr=1e-5", "fdm.scale=0.2"]`` -> ``{"train.lr": 1e-05, "fdm.scale": 0.2}``, each
+    checked by :func:`parse_override`."""
+    return dict(parse_override(item) for item in items or [])

@@ -9,42 +9,29 @@ is attached with :func:`daimlib.fdm.attach_to_swin_blocks`.
 Text stream: ``hidden_states[k]`` of an HF encoder for k in ``text.hidden_states`` (index 0 is the
 embedding output, so the reference's layers 4/10/12, 1-based, are ``hidden_states[4, 10, 12]``).
 
-Weights. ``pretrained=False`` builds randomly initialised encoders without touching the network
-(the image backbone from ``image.timm_kwargs``, BERT from ``text.model_kwargs``, or BERT-base's
-shape for ``bert-base-uncased``). ``pretrained=True`` loads ``image.weights`` / ``text.weights``
-(a local file or folder) when set, else the hub id ``image.name`` / ``text.name``; both go through
-the same library call (timm ``create_model(pretrained=True)``, ``AutoModel.from_pretrained``).
-When the hub is unreachable, the error names the model id and the config field to set, at once.
+Weights, decided per stream (one stream's setting never changes the other's). ``pretrained=False``
+builds randomly initialised encoders without touching the network (the image backbone from
+``image.timm_kwargs``, BERT from ``text.model_kwargs``, or BERT-base's shape for
+``bert-base-uncased``): what a checkpoint loader wants. ``pretrained=True`` lets each stream's
+config decide (:func:`image_pretrained`, :func:`text_pretrained`): ``init="random"`` keeps it
+random (the full-size model for a CPU dry run), ``"pretrained"`` loads, ``"auto"`` loads unless
+the stream is built from ``*_kwargs`` without ``weights``. Loading takes ``image.weights`` /
+``text.weights`` (a local file or folder) when set, else the hub id ``image.name`` / ``text.name``,
+both through the same library call (timm ``create_model(pretrained=True)``,
+``AutoModel.from_pretrained``). When the hub is unreachable, the error names the model id and the
+config field to set, at once.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import socket
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from .fdm import ContraNorm, attach_to_bert_layers, attach_to_swin_blocks
-
-_HUB_HOST = "huggingface.co"
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the Hugging Face hub answers a TCP connection (False when HF_HUB_OFFLINE is set)."""
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        return False
-    host = _HUB_HOST
-    endpoint = os.environ.get("HF_ENDPOINT")
-    if endpoint:
-        host = endpoint.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
+from .hub import hub_reachable  # the kit's one hub probe (HF_ENDPOINT, HF_HUB_OFFLINE)
 
 
 @contextlib.contextmanager
@@ -88,6 +75,20 @@ def _find_weight_file(path: str | Path) -> Path:
     )
 
 
+def image_pretrained(image_cfg) -> bool:
+    """Whether the image stream loads weights when pretrained weights are asked for (``image.init``)."""
+    if image_cfg.init != "auto":
+        return image_cfg.init == "pretrained"
+    return image_cfg.weights is not None or not image_cfg.timm_kwargs
+
+
+def text_pretrained(text_cfg) -> bool:
+    """Whether the text stream loads weights when pretrained weights are asked for (``text.init``)."""
+    if text_cfg.init != "auto":
+        return text_cfg.init == "pretrained"
+    return text_cfg.weights is not None or text_cfg.model_kwargs is None
+
+
 def freeze(module: nn.Module) -> nn.Module:
     """``requires_grad=False`` on every parameter (train/eval mode left as it is, spec 1.5)."""
     for p in module.parameters():
@@ -108,13 +109,15 @@ class ImageEncoder(nn.Module):
     Args:
         image_cfg: :class:`daimlib.config.ImageEncoderConfig`.
         fdm_cfg: :class:`daimlib.config.FDMConfig` (``image_blocks``, ``image_stage_out``).
-        pretrained: load ``image_cfg.weights`` (local) or the timm hub weights of ``image_cfg.name``.
+        pretrained: load ``image_cfg.weights`` (local) or the timm hub weights of ``image_cfg.name``,
+            when :func:`image_pretrained` says this stream loads; ``False``: random weights, no network.
     """
 
     def __init__(self, image_cfg, fdm_cfg, pretrained: bool = False):
         super().__init__()
         import timm
 
+        pretrained = pretrained and image_pretrained(image_cfg)
         self.cfg = image_cfg
         kwargs = dict(image_cfg.timm_kwargs or {})
         kwargs.setdefault("img_size", image_cfg.img_size)
@@ -182,21 +185,23 @@ class ImageEncoder(nn.Module):
         return [(size // red[s]) ** 2 for s in self.stages]
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """``images [B, 3, H, W]`` -> the used stages' tokens ``[B, R_i, C_i]``, each after ContraNorm
+        (``fdm.image_stage_out``) and its LayerNorm.
+
+        The stage outputs come from timm's public ``forward_intermediates`` (each stage's output
+        before the next stage's patch merging; ContraNorm inside the blocks, when attached, runs
+        within it); ``tests/test_encoders.py`` proves them equal to running the stages by hand.
+        """
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"ImageEncoder expects images [B, 3, H, W]; got shape {tuple(images.shape)}")
         bb = self.backbone
-        x = bb.patch_embed(images)  # [B, H/4, W/4, C0] (NHWC)
-        if getattr(bb, "absolute_pos_embed", None) is not None:
-            x = x + bb.absolute_pos_embed
-        x = bb.pos_drop(x) if hasattr(bb, "pos_drop") else x
+        feats = bb.forward_intermediates(
+            images, indices=list(self.stages), norm=False, stop_early=True, intermediates_only=True
+        )  # each [B, C_i, H_i, W_i]
         last = len(bb.layers) - 1
         out = []
-        for i, layer in enumerate(bb.layers[: self.stages[-1] + 1]):
-            x = layer(x)  # [B, H_i, W_i, C_i]: stage output before the next stage's merging
-            if i not in self.stages:
-                continue
-            B, H, W, C = x.shape
-            tok = x.reshape(B, H * W, C)  # [B, R_i, C_i]
+        for i, f in zip(self.stages, feats):
+            tok = f.flatten(2).transpose(1, 2)  # [B, R_i, C_i]
             if self.stage_contranorm is not None:
                 tok = self.stage_contranorm(tok)
             if self.cfg.stage_norm:
@@ -221,13 +226,15 @@ class TextEncoder(nn.Module):
     Args:
         text_cfg: :class:`daimlib.config.TextEncoderConfig`.
         fdm_cfg: :class:`daimlib.config.FDMConfig` (``text_layers``; empty in the paper presets).
-        pretrained: load ``text_cfg.weights`` (a local ``save_pretrained`` folder) or the hub id.
+        pretrained: load ``text_cfg.weights`` (a local ``save_pretrained`` folder) or the hub id, when
+            :func:`text_pretrained` says this stream loads; ``False``: random weights, no network.
     """
 
     def __init__(self, text_cfg, fdm_cfg, pretrained: bool = False):
         super().__init__()
         from transformers import AutoConfig, AutoModel, BertConfig, BertModel
 
+        pretrained = pretrained and text_pretrained(text_cfg)
         self.cfg = text_cfg
         if text_cfg.model_kwargs and not pretrained:
             self.bert = BertModel(BertConfig(**text_cfg.model_kwargs), add_pooling_layer=False)

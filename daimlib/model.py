@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .encoders import ImageEncoder, TextEncoder, freeze, unfreeze
+from .hub import DAIMHubMixin
 from .similarity import DEFAULT_BLOCK_BYTES, multilevel_similarity
 
 
@@ -31,7 +32,7 @@ class MatchOutput:
     img_index: torch.Tensor | None = None  # [B] image ids of the pairs (same-image masking)
 
 
-class DAIM(nn.Module):
+class DAIM(nn.Module, DAIMHubMixin):
     """DAIM (and HAT, with FDM off): encoders, one projection per level and stream, SCAN.
 
     Attributes: ``image_encoder``, ``text_encoder``, ``img_proj`` / ``txt_proj`` (one ``Linear`` to

@@ -56,6 +56,7 @@ from . import runs
 from .checkpoint import CheckpointError, display_path, load_checkpoint, read_meta, save_checkpoint
 from .config import DAIMConfig
 from .data import CaptionDataset, build_transforms, collate, load_split, load_tokenizer
+from .encoders import image_pretrained, text_pretrained
 from .evaluate import default_protocols, evaluate
 from .history import EPOCHS_CSV, STEP_COLUMNS, STEPS_CSV, HistoryLogger, read_csv
 from .losses import MatchingLoss
@@ -267,9 +268,7 @@ def _to_device(batch: dict, device: torch.device) -> dict:
 
 def wants_pretrained(cfg: DAIMConfig) -> bool:
     """Whether ``cfg`` asks for pretrained encoders: paper presets do, the demo builds them from kwargs."""
-    image_from_scratch = bool(cfg.image.timm_kwargs) and cfg.image.weights is None
-    text_from_scratch = cfg.text.model_kwargs is not None and cfg.text.weights is None
-    return not (image_from_scratch and text_from_scratch)
+    return image_pretrained(cfg.image) or text_pretrained(cfg.text)  # each stream decides (image/text.init)
 
 
 def _optimizer(cfg: DAIMConfig, model: torch.nn.Module) -> torch.optim.Optimizer:

@@ -10,8 +10,10 @@ import torch
 from torch import nn
 
 from daimlib import checkpoint as ck
+from daimlib import checkpoint_io
 from daimlib.checkpoint import CheckpointError, load_checkpoint, load_model, load_train_state, save_checkpoint
 from daimlib.config import load_preset
+from daimlib.losses import MatchingLoss
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -63,7 +65,7 @@ def demo_model():
 
 def test_daim_round_trip_restores_every_tensor_config_and_train_state(tmp_path, demo_model):
     model, cfg = demo_model
-    loss = ck.MatchingLoss.from_config(cfg.loss)
+    loss = MatchingLoss.from_config(cfg.loss)
     loss.margin.fill_(0.3717)  # the MOM state (the loss's) must travel with the weights
     state = _train_state()
     save_checkpoint(tmp_path / "ck", model, cfg, train_state=state, meta={"epoch": 3}, loss=loss)
@@ -172,7 +174,7 @@ def test_pickle_that_would_run_code_is_refused_without_running_it(tmp_path):
         tmp_path / "ck" / "meta.json"
     )  # a consistent (malicious) meta.json, so only the pickle is at stake
     meta = json.loads(meta_path.read_text())
-    meta["files"]["train_state.pt"] = {"bytes": evil.stat().st_size, "sha256": ck._sha256(evil)}
+    meta["files"]["train_state.pt"] = {"bytes": evil.stat().st_size, "sha256": checkpoint_io._sha256(evil)}
     meta_path.write_text(json.dumps(meta))
 
     with pytest.raises(CheckpointError, match="refused to load .*train_state.pt"):
@@ -195,7 +197,7 @@ def test_crash_while_saving_leaves_the_previous_checkpoint_intact(tmp_path, monk
             f.write(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(ck, "save_file", broken_save)
+    monkeypatch.setattr(checkpoint_io, "save_file", broken_save)
     with pytest.raises(OSError, match="disk full"):
         save_checkpoint(tmp_path / "last", Tiny(), cfg, train_state={"step": 2})
     monkeypatch.undo()
@@ -222,3 +224,120 @@ def test_save_replaces_an_existing_checkpoint_and_a_half_renamed_one_is_recovere
 def test_missing_folder_error_says_what_was_expected(tmp_path):
     with pytest.raises(CheckpointError, match="no checkpoint folder at .*model.safetensors"):
         load_checkpoint(tmp_path / "nope")
+
+
+# --- integrity (issue 13) ------------------------------------------------------------------------
+
+
+def test_a_swapped_config_json_is_detected_by_its_recorded_hash(tmp_path):
+    cfg = load_preset("demo")
+    save_checkpoint(tmp_path / "a", Tiny(), cfg)
+    save_checkpoint(tmp_path / "b", Tiny(), cfg.replace(**{"fdm.scale": 0.3}))
+    (tmp_path / "a" / "config.json").write_bytes((tmp_path / "b" / "config.json").read_bytes())
+    with pytest.raises(CheckpointError, match=r"config\.json is (corrupted|truncated).*restore the original"):
+        load_checkpoint(tmp_path / "a", model=Tiny())
+    with pytest.raises(CheckpointError, match=r"config\.json"):
+        ck.load_config(tmp_path / "a")
+    # an edit of the same size is caught by the hash, not only by the size
+    text = (tmp_path / "b" / "config.json").read_text()
+    (tmp_path / "b" / "config.json").write_text(text.replace('"scale": 0.3', '"scale": 0.4'))
+    with pytest.raises(CheckpointError, match=r"config\.json is corrupted"):
+        ck.load_config(tmp_path / "b")
+    assert ck.load_config(tmp_path / "b", verify=False).fdm.scale == 0.4
+
+
+def test_a_damaged_train_state_does_not_stop_evaluating_intact_weights(tmp_path, demo_model):
+    model, cfg = demo_model
+    save_checkpoint(tmp_path / "last", model, cfg, train_state=_train_state())
+    path = tmp_path / "last" / "train_state.pt"
+    path.write_bytes(path.read_bytes()[:100])
+    loaded = load_model(tmp_path / "last")  # weights + config + meta only
+    for k, v in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
+    with pytest.raises(CheckpointError, match="train_state.pt.*truncated"):  # resuming still needs it
+        load_checkpoint(tmp_path / "last")
+
+
+def test_stale_temporary_folders_of_a_killed_save_are_removed_and_nothing_else(tmp_path):
+    cfg = load_preset("demo")
+    stale = tmp_path / ".last.tmp-ab12cd_3"  # what tempfile.mkdtemp names them
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"partial")
+    keep = [tmp_path / ".best.tmp-ab12cd34", tmp_path / ".last.tmp-mine", tmp_path / "last.tmp-ab12cd34",
+            tmp_path / ".last.old-1234abcd"]  # fmt: skip
+    for p in keep:
+        p.mkdir()
+    (tmp_path / ".last.tmp-ab12cd99").write_text("a file, not a folder")
+    save_checkpoint(tmp_path / "last", Tiny(), cfg)
+    assert not stale.exists()
+    assert all(p.exists() for p in keep) and (tmp_path / ".last.tmp-ab12cd99").is_file()
+
+
+def test_files_are_written_with_normal_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        save_checkpoint(tmp_path / "ck", Tiny(), load_preset("demo"), train_state={"step": 1})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "ck").stat().st_mode & 0o777 == 0o755
+    for f in (tmp_path / "ck").iterdir():
+        assert f.stat().st_mode & 0o777 == 0o644, f.name
+
+
+@pytest.fixture(scope="module")
+def small_tokenizer(tmp_path_factory):
+    from daimlib.data.tokenizer import build_wordpiece_tokenizer
+
+    captions = ["a red circle left of a blue square", "two green triangles", "a small yellow star"] * 5
+    return build_wordpiece_tokenizer(captions, tmp_path_factory.mktemp("tok"), vocab_size=64)
+
+
+def test_a_checkpoint_carries_its_tokenizer_and_old_folders_still_load(tmp_path, small_tokenizer):
+    cfg = load_preset("demo")
+    save_checkpoint(tmp_path / "ck", Tiny(), cfg, tokenizer=small_tokenizer)
+    assert ck.has_tokenizer(tmp_path / "ck")
+    meta = ck.read_meta(tmp_path / "ck")
+    saved = sorted(n for n in meta["files"] if n.startswith("tokenizer/"))
+    assert saved and all((tmp_path / "ck" / n).is_file() for n in saved)
+    tok = ck.load_checkpoint_tokenizer(tmp_path / "ck")
+    text = "a red circle left of two green triangles"
+    assert tok(text)["input_ids"] == small_tokenizer(text)["input_ids"]
+    assert tok.get_vocab() == small_tokenizer.get_vocab()
+    # a tokenizer file changed after saving is detected
+    (tmp_path / "ck" / saved[0]).write_text("x")
+    with pytest.raises(CheckpointError, match="tokenizer/"):
+        ck.load_checkpoint_tokenizer(tmp_path / "ck")
+    # a model that holds its tokenizer (DAIM.from_pretrained sets one) saves it without being told
+    holder = Tiny()
+    holder.tokenizer = small_tokenizer
+    save_checkpoint(tmp_path / "held", holder, cfg)
+    assert ck.load_checkpoint_tokenizer(tmp_path / "held").get_vocab() == small_tokenizer.get_vocab()
+    # a folder written without a tokenizer loads as before, and says it has none
+    save_checkpoint(tmp_path / "old", Tiny(), cfg)
+    assert not ck.has_tokenizer(tmp_path / "old") and ck.load_checkpoint_tokenizer(tmp_path / "old") is None
+    load_checkpoint(tmp_path / "old", model=Tiny())
+
+
+def test_a_reference_ckpt_with_a_code_running_global_is_refused_without_running_it(tmp_path):
+    """The malicious-pickle refusal, on the import path of the authors' checkpoints (issue 8 item 1)."""
+    from daimlib import reference
+
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "epoch=7-step=19999.ckpt"
+    tensors = {"vit_model.patch_embed.proj.weight": torch.zeros(8, 3, 4, 4)}
+    torch.save({"epoch": 8, "state_dict": tensors, "callbacks": {"x": _Payload(marker)}}, evil)
+    names = reference.list_globals(evil)  # names the global without loading anything
+    bad = [n for n in names if n.endswith(".open")]
+    assert bad and not marker.exists()
+    with pytest.raises(CheckpointError, match=rf"refused to load .*{bad[0]}"):
+        reference.import_reference(evil, out=tmp_path / "out")
+    with pytest.raises(CheckpointError, match="refused"):
+        reference.load_reference_file(evil)
+    assert not marker.exists() and not (tmp_path / "out").exists()
+    legacy = tmp_path / "legacy.pt"  # torch's pre-1.6 format, one pickle stream: refused by name too
+    torch.save({"state_dict": tensors, "x": _Payload(marker)}, legacy, _use_new_zipfile_serialization=False)
+    with pytest.raises(CheckpointError, match=rf"refused to load .*names the global {bad[0]}"):
+        reference.import_reference(legacy, out=tmp_path / "out")
+    assert not marker.exists()
+    torch.load(evil, weights_only=False)  # the payload is real
+    assert marker.exists()

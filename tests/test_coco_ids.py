@@ -208,3 +208,13 @@ def test_missing_pycocotools_says_how_to_install_it_or_use_the_karpathy_json(coc
     cfg = load_preset("daim_coco").data
     with pytest.raises(ImportError, match="pip install pycocotools"):
         load_split(cfg, coco_root, "test")
+
+
+def test_data_identity_of_the_id_layout_counts_the_ids(coco_root):
+    from daimlib.data import data_identity, detect_layout
+
+    ident = data_identity(coco_root)
+    ann = coco_root / "annotations"
+    assert detect_layout(coco_root) == ident["layout"] == "coco_ids"
+    assert ident["files"] == sorted(p.name for p in ann.iterdir())
+    assert ident["caption_ids"] == {p.name: len(np.load(p)) for p in sorted(ann.glob("*.npy"))}

@@ -246,6 +246,12 @@ def test_load_tokenizer_from_folder_demo_and_offline_hub_errors(tmp_path):
     cfg.tokenizer = "demo"
     with pytest.raises(FileNotFoundError, match="make_demo_dataset"):
         load_tokenizer(cfg, tmp_path / "elsewhere")
+    user = tmp_path / "my_f30k"  # a user's dataset: never told to write demo data into it (issue 14)
+    user.mkdir()
+    (user / "dataset_flickr30k.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match=r"my_f30k/ is not demo data; .* preset 'tiny'") as e:
+        load_tokenizer(cfg, user)
+    assert "make-demo-data" not in str(e.value)
     with pytest.raises(ValueError, match="no data_root"):
         load_tokenizer(cfg)
     cfg.tokenizer = "no-such-org/no-such-tokenizer"
@@ -257,6 +263,8 @@ def test_tokenize_rejects_empty_captions(tmp_path):
     tok = build_wordpiece_tokenizer(CAPS, tmp_path / "tok")
     with pytest.raises(ValueError, match="empty caption at positions \\[1\\]"):
         tokenize(tok, ["a dog", " "])
+    with pytest.raises(ValueError, match="empty caption at positions \\[0, 2\\].*invisible"):
+        tokenize(tok, ["\u200b\ufeff", "a dog", "\u2060"])
 
 
 # --- transforms and datasets -----------------------------------------------------------------

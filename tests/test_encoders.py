@@ -1,6 +1,7 @@
 """Image and text streams (spec section 1): levels, hidden-state indices, local weights, offline errors."""
 
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,17 +19,25 @@ def test_demo_image_levels_have_stage_token_counts_and_dims(tiny_cfg):
     assert enc.num_tokens(128) == [64, 16, 4]
 
 
-def test_stage_levels_equal_timm_intermediates_when_fdm_is_off(tiny_cfg):
-    fdm = FDMConfig(image_blocks=False, image_stage_out=False)
+@pytest.mark.parametrize("blocks", [False, True])
+def test_levels_from_forward_intermediates_equal_running_the_stages_by_hand(tiny_cfg, blocks):
+    """The encoder reads timm's forward_intermediates; by hand = patch_embed, then each stage (with the
+    ContraNorm patch inside its blocks when attached), then ContraNorm and the LayerNorm per used stage."""
+    fdm = FDMConfig(image_blocks=blocks, image_stage_out=True)
     enc = ImageEncoder(tiny_cfg.image, fdm).eval()
+    bb = enc.backbone
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         levels = enc(x)
-        feats = enc.backbone.forward_intermediates(x, indices=[1, 2, 3], intermediates_only=True, norm=False)
-    for lvl, (s, f) in enumerate(zip((1, 2, 3), feats)):
-        tok = f.flatten(2).transpose(1, 2)  # NCHW -> [B, HW, C]
-        norm = enc.backbone.norm if s == 3 else enc.stage_norms[str(s)]
-        torch.testing.assert_close(levels[lvl], norm(tok), atol=1e-5, rtol=1e-5)
+        h, want = bb.patch_embed(x), []  # NHWC
+        for i, layer in enumerate(bb.layers):
+            h = layer(h)
+            if i in (1, 2, 3):
+                tok = enc.stage_contranorm(h.reshape(2, -1, h.shape[-1]))
+                want.append(bb.norm(tok) if i == 3 else enc.stage_norms[str(i)](tok))
+    assert [tuple(t.shape) for t in levels] == [(2, 16, 64), (2, 4, 128), (2, 1, 256)]
+    for got, ref in zip(levels, want):
+        torch.testing.assert_close(got, ref, atol=1e-6, rtol=1e-6)
 
 
 def test_stage_output_contranorm_runs_only_for_used_stages(tiny_cfg):
@@ -128,9 +137,12 @@ def test_missing_hub_model_offline_fails_fast_naming_id_and_field(tiny_cfg, monk
     monkeypatch.setattr(encoders, "hub_reachable", lambda timeout=3.0: False)
     monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path))  # an empty cache
     t0 = time.time()
+    hub_image = tiny_cfg.image.__class__(**{**tiny_cfg.image.__dict__, "init": "pretrained"})
     with pytest.raises(RuntimeError, match=r"swin_tiny_patch4_window7_224.*image\.weights"):
-        ImageEncoder(tiny_cfg.image, tiny_cfg.fdm, pretrained=True)
-    cfg = tiny_cfg.text.__class__(**{**tiny_cfg.text.__dict__, "name": "daim-kit-tests/no-such-bert"})
+        ImageEncoder(hub_image, tiny_cfg.fdm, pretrained=True)
+    cfg = tiny_cfg.text.__class__(
+        **{**tiny_cfg.text.__dict__, "name": "daim-kit-tests/no-such-bert", "init": "pretrained"}
+    )
     with pytest.raises(RuntimeError, match=r"no-such-bert.*text\.weights"):
         TextEncoder(cfg, tiny_cfg.fdm, pretrained=True)
     assert time.time() - t0 < 10
@@ -149,3 +161,104 @@ def test_bad_inputs_raise_value_errors_naming_shapes(tiny_cfg):
     bad_img = tiny_cfg.image.__class__(**{**tiny_cfg.image.__dict__, "stages": (1, 5)})
     with pytest.raises(ValueError, match=r"0\.\.3.*\(1, 5\)"):
         ImageEncoder(bad_img, tiny_cfg.fdm)
+
+
+# --- weights decided per stream ---------------------------------------------------------------
+
+
+@pytest.fixture
+def no_hub(monkeypatch):
+    """Any attempt to reach or read the hub fails the test."""
+    import timm
+    import transformers
+
+    import daimlib.encoders as encoders
+
+    def refuse(*a, **k):
+        raise AssertionError(f"the hub was asked for: {a} {k}")
+
+    monkeypatch.setattr(encoders, "hub_reachable", refuse)
+    real_create = timm.create_model
+
+    def create(name, pretrained=False, **kw):
+        if pretrained and "pretrained_cfg_overlay" not in kw:
+            refuse(name)
+        return real_create(name, pretrained=pretrained, **kw)
+
+    monkeypatch.setattr(timm, "create_model", create)
+    real_auto = transformers.AutoModel.from_pretrained
+
+    def auto(source, *a, **k):
+        if not str(source).startswith("/"):
+            refuse(source)
+        return real_auto(source, *a, **k)
+
+    monkeypatch.setattr(transformers.AutoModel, "from_pretrained", auto)
+
+
+def test_local_image_weights_leave_the_text_stream_alone(tiny_cfg, tmp_path, no_hub):
+    from daimlib.model import DAIM
+
+    src = ImageEncoder(tiny_cfg.image, tiny_cfg.fdm)
+    save_file(
+        {k: v.contiguous() for k, v in src.backbone.state_dict().items()}, str(tmp_path / "m.safetensors")
+    )
+    cfg = tiny_cfg.replace(**{"image.weights": str(tmp_path / "m.safetensors")})
+    model = DAIM.from_config(cfg, pretrained=True)  # text: model_kwargs, no weights -> random, no hub
+    assert torch.equal(
+        model.image_encoder.backbone.patch_embed.proj.weight, src.backbone.patch_embed.proj.weight
+    )
+    assert model.text_encoder.bert.config.hidden_size == 128
+
+
+def test_local_text_weights_leave_the_image_stream_alone(tiny_cfg, tmp_path, no_hub):
+    from daimlib.model import DAIM
+
+    src = TextEncoder(tiny_cfg.text, tiny_cfg.fdm)
+    src.bert.save_pretrained(tmp_path / "bert")
+    cfg = tiny_cfg.replace(**{"text.weights": str(tmp_path / "bert")})
+    model = DAIM.from_config(cfg, pretrained=True)  # image: timm_kwargs, no weights -> random, no hub
+    for k, v in src.bert.state_dict().items():
+        assert torch.equal(model.text_encoder.bert.state_dict()[k], v), k
+
+
+def test_random_init_switch_builds_the_full_size_text_stream_offline(no_hub):
+    from daimlib.config import load_preset
+    from daimlib.encoders import image_pretrained, text_pretrained
+
+    paper = load_preset("daim_f30k")
+    assert image_pretrained(paper.image) and text_pretrained(paper.text)  # the paper loads both
+    cfg = load_preset("daim_f30k", **{"text.init": "random", "image.init": "random"})
+    assert not image_pretrained(cfg.image) and not text_pretrained(cfg.text)
+    assert image_pretrained(
+        load_preset("daim_f30k", **{"text.init": "random"}).image
+    )  # the other stream unchanged
+    enc = TextEncoder(cfg.text, cfg.fdm, pretrained=True)  # BERT-base's shape, random, no network
+    assert enc.bert.config.num_hidden_layers == 12 and enc.hidden_size == 768
+
+
+def test_random_and_local_weights_together_are_refused():
+    from daimlib.config import load_preset
+    from daimlib.config_rules import ConfigError
+
+    with pytest.raises(ConfigError, match=r"image\.weights is set but image\.init is 'random'"):
+        load_preset("daim_f30k", **{"image.init": "random", "image.weights": "w.safetensors"})
+
+
+def test_timm_and_transformers_stay_inside_the_tested_ranges_of_pyproject():
+    """pyproject.toml bounds timm and transformers above by what the tests ran against; the environment
+    running them must lie inside (a newer major release needs a test run before the bound moves)."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        tomllib = pytest.importorskip("tomli")
+    import timm
+    import transformers
+    from packaging.requirements import Requirement
+
+    deps = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    reqs = {Requirement(r).name: Requirement(r) for r in deps["dependencies"]}
+    for name, module in (("timm", timm), ("transformers", transformers)):
+        spec = reqs[name].specifier
+        assert any(s.operator == "<" for s in spec), f"{name}: no upper bound in pyproject.toml ({spec})"
+        assert spec.contains(module.__version__), f"{name} {module.__version__} is outside {spec}"

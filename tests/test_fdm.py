@@ -97,3 +97,25 @@ def test_in_block_contranorm_equals_manual_block_with_global_tokens():
         tok = explicit_contranorm(tok, 0.1, 1.0)
         want = (tok + blk.mlp(blk.norm2(tok))).reshape(2, 8, 8, 16)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_patched_swin_block_equals_timms_own_block_when_contranorm_is_identity(train):
+    """The ContraNorm patch re-implements timm's SwinTransformerBlock.forward around one inserted call;
+    with that call made the identity it must equal timm's own forward (both window kinds, drop path on)."""
+    from timm.models.swin_transformer import SwinTransformerBlock
+
+    model = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, num_classes=0, img_size=32,
+                              embed_dim=16, depths=[2, 1], num_heads=[1, 2], window_size=4, drop_path_rate=0.3)  # fmt: skip
+    model.train(train)
+    attach_to_swin_blocks(model, 0.1)
+    blocks = swin_blocks(model)
+    assert len({any(b.shift_size) for b in blocks}) == 2  # shifted and plain windows both checked
+    for blk in blocks:
+        blk.contranorm = torch.nn.Identity()
+        x = torch.randn(2, *blk.input_resolution, blk.norm1.normalized_shape[0])
+        torch.manual_seed(1)
+        got = blk(x)
+        torch.manual_seed(1)
+        want = SwinTransformerBlock.forward(blk, x)
+        torch.testing.assert_close(got, want, atol=0, rtol=0)

@@ -1,6 +1,7 @@
 """The data decides the format: layouts detected from the folder, the generated Flickr30K-layout
 folder, and the ``tiny`` preset's tokenizer built from any folder's training captions."""
 
+import json
 import os
 from pathlib import Path
 
@@ -211,3 +212,62 @@ def test_tiny_model_runs_on_the_f30k_folder(f30k, tmp_path):
         txt, lens = model.encode_text(batch["input_ids"], batch["attention_mask"])
         sims = model.similarity(img, txt, lens)
     assert sims.shape == (8, 8) and torch.isfinite(sims).all()
+
+
+def test_tiny_preset_trains_and_evaluates_on_a_f30k_layout_folder_from_the_cli(tmp_path, monkeypatch, capsys):
+    """Issue 14's researcher path on CPU: a Flickr30K-layout folder, preset tiny, no file name given."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DAIM_CACHE_DIR", str(tmp_path / "cache"))
+    assert main(["make-f30k-like", "--root", "f30k", "--train", "24", "--val", "5", "--test", "5", "-q"]) == 0
+    before = _listing(tmp_path / "f30k")
+    argv = ["train", "--preset", "tiny", "--data-root", "f30k", "--out", "run", "-q", "--device", "cpu",
+            "--set", "train.max_steps=2", "train.batch_size=8", "train.eval_batch_size=10"]  # fmt: skip
+    assert main(argv) == 0
+    assert (
+        main(["evaluate", "--checkpoint", "run/best", "--data-root", "f30k", "--protocol", "demo", "-q"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "tiny test, demo (5 images x 25 captions)" in out and "RSUM" in out
+    assert _listing(tmp_path / "f30k") == before  # the data folder is read, never written
+    assert [p.name.split("-")[0] for p in (tmp_path / "cache").iterdir()] == ["wordpiece2048"]
+
+
+def test_data_identity_names_layout_hash_and_split_sizes(f30k, tmp_path):
+    import hashlib
+    import shutil
+
+    from daimlib.data import data_identity, describe_data
+
+    ident = data_identity(f30k)
+    raw = (f30k / "dataset_flickr30k.json").read_bytes()
+    want = hashlib.sha256(b"dataset_flickr30k.json\0" + raw + b"\0").hexdigest()
+    assert ident == {"layout": "f30k", "files": ["dataset_flickr30k.json"], "sha256": want,
+                     "images": {"train": 40, "val": 10, "test": 10}, "n_images": 60}  # fmt: skip
+    assert (
+        describe_data(f30k)
+        == f"f30k layout (dataset_flickr30k.json, sha256 {want[:12]}): train 40 / val 10 / test 10 images"
+    )
+    copy = tmp_path / "copy"
+    shutil.copytree(f30k, copy)
+    assert data_identity(copy) == ident  # the same data elsewhere is the same data
+    demo = tmp_path / "demo"
+    make_demo_dataset(demo, size=(20, 10, 10), progress=False)
+    assert data_identity(demo)["layout"] == "demo" and data_identity(demo)["sha256"] != ident["sha256"]
+
+
+def test_coco_karpathy_images_may_sit_in_the_root_or_under_images(tmp_path):
+    recs = [{"filename": f"{s}.jpg", "filepath": year, "split": s, "cocoid": i,
+             "sentences": [{"raw": f"caption {k} of {s}"} for k in range(5)]}
+            for i, (s, year) in enumerate([("train", "train2014"), ("test", "val2014")])]  # fmt: skip
+    for base in ("root", "images"):
+        root = tmp_path / base
+        folder = root if base == "root" else root / "images"
+        for r in recs:
+            (folder / r["filepath"]).mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (5, 5), (len(r["split"]) * 30, 0, 0)).save(
+                folder / r["filepath"] / r["filename"]
+            )
+        (root / "dataset_coco.json").write_text(json.dumps({"images": recs, "dataset": "coco"}))
+        split = load_split(root, "test")
+        assert detect_layout(root) == split.layout == "coco" and split.image_ids == [1]
+        assert Path(split.image_paths[0]).resolve() == (folder / "val2014" / "test.jpg").resolve()

@@ -15,9 +15,17 @@ from daimlib.data.demo import (
     render_scene,
 )
 from daimlib.data.f30k_like import make_f30k_layout
-from daimlib.data.images import DatasetFormatError, load_image
+from daimlib.data.images import DatasetFormatError, ImageNotFoundError, load_image, unwrap_worker_error
 from daimlib.data.karpathy import KarpathySplit, load_karpathy, read_karpathy_json
-from daimlib.data.layout import LAYOUTS, detect_layout, has_coco_id_layout, load_split, resolve_layout
+from daimlib.data.layout import (
+    LAYOUTS,
+    data_identity,
+    describe_data,
+    detect_layout,
+    has_coco_id_layout,
+    load_split,
+    resolve_layout,
+)
 from daimlib.data.split import Split, clean_caption
 from daimlib.data.tokenizer import build_wordpiece_tokenizer, data_tokenizer, load_tokenizer, tokenize
 
@@ -25,8 +33,9 @@ __all__ = [
     "COCO_IDS", "CocoIdSplit", "load_coco_ids", "has_coco_id_layout",
     "CaptionDataset", "ImageDataset", "TextDataset", "build_transforms", "collate",
     "DemoSpec", "caption_is_true", "caption_match_counts", "caption_uniqueness", "make_demo_dataset",
-    "render_scene", "make_f30k_layout", "DatasetFormatError", "load_image",
+    "render_scene", "make_f30k_layout", "DatasetFormatError", "ImageNotFoundError", "load_image",
+    "unwrap_worker_error",
     "KarpathySplit", "load_karpathy", "read_karpathy_json",
-    "LAYOUTS", "detect_layout", "load_split", "resolve_layout", "Split", "clean_caption",
+    "LAYOUTS", "data_identity", "describe_data", "detect_layout", "load_split", "resolve_layout", "Split", "clean_caption",
     "build_wordpiece_tokenizer", "data_tokenizer", "load_tokenizer", "tokenize",
 ]  # fmt: skip

@@ -26,6 +26,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
+from daimlib.data.tokenizer import build_wordpiece_tokenizer
+
 SPLIT_SIZES = {"default": (4000, 200, 500), "small": (200, 50, 50)}
 COLOURS = {
     "red": (220, 40, 40), "green": (40, 175, 70), "blue": (50, 100, 235),
@@ -371,6 +373,25 @@ def _tokens(text: str) -> list[str]:
     return [w for w in text.lower().replace(",", " ").split() if w]
 
 
+def _refuse_foreign_folder(root: Path, json_path: Path) -> None:
+    """A non-empty folder is written into only when it holds demo data (a ``dataset_demo.json`` with its
+    ``demo_spec``): never over a user's dataset (issue 14: 4,700 demo images in a Flickr30K folder)."""
+    if not root.is_dir() or not any(root.iterdir()):
+        return
+    if json_path.is_file():
+        try:
+            if "demo_spec" in json.loads(json_path.read_text(encoding="utf-8")):
+                return
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError):
+            pass
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in root.iterdir())
+    shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+    raise FileExistsError(
+        f"{root.name}/ is not empty and holds no demo data (it has {shown}); the demo generator writes only into an "
+        "empty folder or one it made before. Choose a new folder, e.g. --root data/demo"
+    )
+
+
 def make_demo_dataset(
     root: str | Path,
     seed: int = 0,
@@ -386,7 +407,8 @@ def make_demo_dataset(
     TRAIN captions). ``size``: ``"default"`` (4000/200/500 images), ``"small"`` (200/50/50) or a
     ``(train, val, test)`` tuple. ``knobs``: fields of :class:`DemoSpec` (difficulty). The same
     arguments give a byte-identical JSON and identical images; an existing dataset made with the
-    same arguments is reused unless ``overwrite``.
+    same arguments is reused unless ``overwrite``. A non-empty folder without demo data is refused
+    (``FileExistsError``), whatever ``overwrite`` says.
     """
     root = Path(root)
     if isinstance(size, str):
@@ -405,6 +427,7 @@ def make_demo_dataset(
     )
     spec.check()
     json_path = root / "dataset_demo.json"
+    _refuse_foreign_folder(root, json_path)
     header = {"seed": seed, **asdict(spec)}
     header = json.loads(json.dumps(header))  # tuples -> lists, as read back
     if json_path.is_file() and (root / "tokenizer").is_dir() and not overwrite:
@@ -443,8 +466,6 @@ def make_demo_dataset(
     bar.close()
     data = {"images": records, "dataset": "demo", "demo_spec": header}
     json_path.write_text(json.dumps(data, separators=(",", ":")), encoding="utf-8")
-    from daimlib.data.tokenizer import build_wordpiece_tokenizer
-
     train_caps = [s["raw"] for r in records if r["split"] == "train" for s in r["sentences"]]
     build_wordpiece_tokenizer(train_caps, root / "tokenizer", vocab_size=512)
     return json_path

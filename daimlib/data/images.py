@@ -11,8 +11,51 @@ from PIL import Image, UnidentifiedImageError
 DATA_HELP = "see data/README.md for where the datasets come from and the expected layout"
 
 
-class DatasetFormatError(ValueError):
+class _OriginalMessage:
+    """Shows the original message when a DataLoader worker re-raised the error.
+
+    torch re-raises a worker's exception in the main process as ``type("Caught X in DataLoader worker
+    process N. Original Traceback ... X: message")``; the kit's data errors print just ``message``
+    (and say it came from a worker), so the command line shows what is wrong, not a traceback.
+    """
+
+    def __str__(self) -> str:
+        return original_message(super().__str__(), type(self).__name__)  # type: ignore[misc]
+
+
+def original_message(text: str, type_name: str) -> str:
+    """The message inside torch's "Caught ... in DataLoader worker" wrapper (``text`` when not wrapped)."""
+    head = text.split("\n", 1)[0]
+    if not (head.startswith("Caught ") and "DataLoader worker" in head and "Original Traceback" in text):
+        return text
+    idx = text.rfind(f"{type_name}: ")
+    if idx < 0:
+        return text
+    return (
+        text[idx + len(type_name) + 2 :].rstrip()
+        + f" ({head[len('Caught ') + len(type_name) + 1 :].rstrip('.')})"
+    )
+
+
+def unwrap_worker_error(exc: BaseException) -> BaseException:
+    """An exception of the same type carrying the original message of one a DataLoader worker raised
+    (``exc`` itself when it is not such a wrapper, or its type cannot be rebuilt from a message)."""
+    text = str(exc)
+    clean = original_message(text, type(exc).__name__)
+    if clean == text:
+        return exc
+    try:
+        return type(exc)(clean)
+    except Exception:  # noqa: BLE001 - a type that takes other arguments: keep the wrapper
+        return exc
+
+
+class DatasetFormatError(_OriginalMessage, ValueError):
     """A dataset file exists but does not have the expected content."""
+
+
+class ImageNotFoundError(_OriginalMessage, FileNotFoundError):
+    """An image file a split names does not exist."""
 
 
 def _open_rgb(path: Path) -> Image.Image:
@@ -38,7 +81,7 @@ def load_image(path: str | Path) -> Image.Image:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"image file not found: {path.name} (looked in {path.parent}); {DATA_HELP}")
+        raise ImageNotFoundError(f"image file not found: {path.name} (looked in {path.parent}); {DATA_HELP}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

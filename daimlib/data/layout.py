@@ -19,11 +19,15 @@ A folder with the files of two layouts is ambiguous: :func:`load_split` then nee
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from daimlib.config import DataConfig
 from daimlib.data.coco_ids import ID_FILES, load_coco_ids
-from daimlib.data.karpathy import DATA_HELP, DatasetFormatError, load_karpathy
+from daimlib.data.karpathy import DATA_HELP, DatasetFormatError, load_karpathy, read_karpathy_json
 from daimlib.data.split import Split
 
 
@@ -166,11 +170,47 @@ def resolve_layout(root: str | Path, data_cfg=None) -> ResolvedLayout:
     return ResolvedLayout(layout, root, source, _image_root(root, lay, image_dir))
 
 
+def data_identity(root: str | Path, cfg=None) -> dict:
+    """What identifies the data in ``root``, for run reuse and for results: ``{"layout", "files" (names),
+    "sha256" (of those files' names and bytes), "images" ({split: count}, Karpathy layouts) or
+    "caption_ids" ({id file: count}, the COCO id layout), "n_images"}``. Reads the split files only,
+    no image; the same data copied elsewhere has the same identity."""
+    res = resolve_layout(root, _data_cfg(cfg))
+    if res.name == "coco_ids":
+        files = sorted(p for p in res.source.iterdir() if p.suffix in (".npy", ".json"))
+    else:
+        files = [res.source]
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+    out = {"layout": res.name, "files": [f.name for f in files], "sha256": digest.hexdigest()}
+    if res.name == "coco_ids":
+        out["caption_ids"] = {
+            f.name: int(np.load(f, mmap_mode="r").shape[0]) for f in files if f.suffix == ".npy"
+        }
+        out["n_images"] = None
+        return out
+    counts: dict[str, int] = {}
+    for rec in read_karpathy_json(res.source)["images"]:
+        split = rec.get("split") if isinstance(rec, dict) else None
+        counts[str(split)] = counts.get(str(split), 0) + 1
+    out["images"] = counts
+    out["n_images"] = sum(counts.values())
+    return out
+
+
+def describe_data(root: str | Path, cfg=None) -> str:
+    """One line saying which dataset a folder holds: layout, split file, hash and split sizes."""
+    ident = data_identity(root, cfg)
+    sizes = ident.get("images") or ident.get("caption_ids") or {}
+    unit = "images" if "images" in ident else "caption ids"
+    parts = " / ".join(f"{k} {v:,}" for k, v in sizes.items())
+    return f"{ident['layout']} layout ({', '.join(ident['files'])}, sha256 {ident['sha256'][:12]}): {parts} {unit}"
+
+
 def _data_cfg(cfg):
     """A DataConfig from a DAIMConfig, a DataConfig or None (the defaults)."""
     if cfg is None:
-        from daimlib.config import DataConfig  # noqa: PLC0415 - config imports nothing from data; no cycle
-
         return DataConfig()
     return cfg.data if hasattr(cfg, "data") and dataclasses.is_dataclass(cfg.data) else cfg
 

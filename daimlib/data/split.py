@@ -86,19 +86,25 @@ class Split:
                 f"missing under {self.image_root.name}/, e.g. {names}; check data.image_dir ({DATA_HELP})"
             )
 
-    def duplicate_images(self) -> list[list[int]]:
-        """Groups of image indices whose files are the same file or have identical bytes.
+    def duplicate_images(self, content: bool = True) -> list[list[int]]:
+        """Groups of image indices that name the same file, or (``content``) files of identical bytes.
 
         Only files of equal size are hashed, so a split without duplicates costs one ``stat`` per
-        image. Missing files are skipped (:meth:`check_files` reports them).
+        image; ``content=False`` compares resolved paths only (for 100k-image training splits, where
+        equal JPEG sizes are common). Missing files are skipped (:meth:`check_files` reports them).
         """
+        if not content:
+            groups: dict[str, list[int]] = {}
+            for i, p in enumerate(self.image_paths):
+                groups.setdefault(str(Path(p).resolve()), []).append(i)
+            return sorted(g for g in groups.values() if len(g) > 1)
         by_size: dict[int, list[int]] = {}
         for i, p in enumerate(self.image_paths):
             try:
                 by_size.setdefault(Path(p).stat().st_size, []).append(i)
             except OSError:
                 continue
-        groups: dict[str, list[int]] = {}
+        groups = {}
         for members in by_size.values():
             if len(members) < 2:
                 continue
@@ -112,9 +118,9 @@ class Split:
 
         Two records of one image (the same file, or a copy) make each other's captions negatives and
         change recall silently (97.6 vs 84.0 measured in issue 13); training only sees a few noisy
-        negatives, so there it is a warning.
+        negatives, so there it is a warning (and only the same file listed twice is looked for).
         """
-        dups = self.duplicate_images()
+        dups = self.duplicate_images(content=error)
         if not dups:
             return
         names = "; ".join(" = ".join(_rel(self.image_paths[i], self.image_root) for i in g) for g in dups[:3])
@@ -140,15 +146,16 @@ class Split:
 
 
 def clean_caption(text: str) -> str:
-    """A caption without invisible characters: control characters become spaces, format characters
-    (zero-width space and joiners, BOM, bidi marks; Unicode category Cf) are removed, runs of
+    """A caption without invisible characters: control characters and the zero-width space become
+    spaces, other format characters (joiners, BOM, bidi marks; Unicode category Cf) are removed, runs of
     whitespace collapse to one space, and the ends are stripped. ``""`` means nothing visible is left."""
     out = []
     for ch in text:
         cat = unicodedata.category(ch)
-        if cat == "Cf":
-            continue
-        out.append(" " if cat in ("Cc", "Zl", "Zp") else ch)
+        if ch == "\u200b":  # zero-width space: a word break
+            out.append(" ")
+        elif cat != "Cf":
+            out.append(" " if cat in ("Cc", "Zl", "Zp") else ch)
     return " ".join("".join(out).split())
 
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import socket
 import tempfile
 from pathlib import Path
 
 import torch
 
 from daimlib.data.layout import load_split
+from daimlib.data.split import clean_caption
+from daimlib.hub import hub_reachable  # the kit's one hub probe (HF_ENDPOINT, HF_HUB_OFFLINE)
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -54,21 +55,11 @@ def build_wordpiece_tokenizer(captions: list[str], folder: str | Path, vocab_siz
     return BertTokenizerFast.from_pretrained(str(folder))
 
 
-def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
-    """Can the model hub be reached? (Avoids a minute of retries on an offline machine.)"""
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        return False
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
 DATA_TOKENIZER = (
     "data"  # TextEncoderConfig.tokenizer value: a WordPiece built from the data's training captions
 )
 CACHE_ENV = "DAIM_CACHE_DIR"
+BERT_BASE_VOCAB = 30522
 
 
 def default_cache_dir() -> Path:
@@ -149,7 +140,10 @@ def load_tokenizer(
                 "text.tokenizer is 'data' (built from the training captions) but no data_root was given; "
                 "pass the dataset folder"
             )
-        vocab = (text_cfg.model_kwargs or {}).get("vocab_size")
+        # the embeddings the vocabulary must fit: model_kwargs, else BERT-base's (random init of the full size)
+        vocab = (text_cfg.model_kwargs or {}).get(
+            "vocab_size", BERT_BASE_VOCAB if text_cfg.model_kwargs is None else None
+        )
         if not isinstance(vocab, int):
             raise ValueError(
                 "text.tokenizer is 'data' but text.model_kwargs has no integer vocab_size: a vocabulary built "
@@ -164,6 +158,12 @@ def load_tokenizer(
             )
         folder = Path(data_root) / "tokenizer"
         if not folder.is_dir():
+            if Path(data_root).is_dir() and any(Path(data_root).iterdir()):  # a user's dataset, not demo data
+                raise FileNotFoundError(
+                    f"text.tokenizer is 'demo' (the tokenizer shipped with the demo data) but {Path(data_root).name}/ "
+                    "is not demo data; for your own dataset use the preset 'tiny' (or --set text.tokenizer=data), "
+                    "which builds a tokenizer from its training captions outside the folder"
+                )
             raise FileNotFoundError(
                 f"demo tokenizer folder not found: {folder.name}/ in {Path(data_root).name}/; "
                 "run daimlib.data.make_demo_dataset(data_root) (or python -m daimlib make-demo-data --root DATA_ROOT) first"
@@ -193,9 +193,12 @@ def tokenize(tokenizer, captions: list[str], max_len: int = 32) -> tuple[torch.T
         captions = [captions]
     if len(captions) == 0:
         raise ValueError("tokenize() got no captions")
-    empty = [i for i, c in enumerate(captions) if not c or not c.strip()]
+    empty = [i for i, c in enumerate(captions) if not isinstance(c, str) or not clean_caption(c)]
     if empty:
-        raise ValueError(f"empty caption at positions {empty[:5]}; every caption needs some text")
+        raise ValueError(
+            f"empty caption at positions {empty[:5]} (nothing visible once invisible characters are removed); "
+            "every caption needs some text"
+        )
     enc = tokenizer(
         list(captions), max_length=max_len, truncation=True, padding="max_length", return_tensors="pt"
     )

@@ -1,0 +1,514 @@
+"""The checkpoint folder format: safetensors weights, a JSON config and a weights-only training state.
+
+This module knows the folder, not the model class: it loads into a model it is given
+(:func:`load_checkpoint_into`), so the model's own ``save_pretrained`` / ``from_pretrained``
+(:mod:`daimlib.hub`) can use it without an import cycle. :mod:`daimlib.checkpoint` is the public
+door: it re-exports these names and adds :func:`~daimlib.checkpoint.load_checkpoint` and
+:func:`~daimlib.checkpoint.load_model`, which build a DAIM from the folder's own config.
+
+Layout of a checkpoint folder (``runs/<name>/last``, ``runs/<name>/best``)::
+
+    model.safetensors   the model's state_dict, and the loss's state under the prefix ``loss.``
+                        (the MOM margin: ``loss.margin_module.margin``; folders written before the
+                        loss module existed hold it as ``margin_module.margin`` and still load)
+    config.json         the DAIMConfig that builds the model (``DAIMConfig.from_json``)
+    train_state.pt      optimizer, scheduler, AMP scaler, epoch, step, RNG states, history position
+                        (optional; plain tensors and containers only, read with weights_only=True)
+    tokenizer/          the tokenizer files (``save_pretrained``), when the model was saved with one
+    meta.json           format version, library versions, size and sha256 of every file, metrics
+
+Why this shape (field notes section 4, item 7; spec defects A2/A9): plain state dicts plus a
+config file still load when the code moves on, and nothing in the folder is ever unpickled as
+arbitrary objects: weights go through safetensors, the training state through
+``torch.load(weights_only=True)``, which refuses a pickle that would run code *without running it*.
+
+Writes are atomic: the folder is written under a temporary name, each file through a temporary
+file and ``os.replace``, and the finished folder is then renamed into place. A crash mid-write
+leaves the previous checkpoint intact (if the crash falls between the two renames, the previous
+folder is found under ``.<name>.old-*`` and loaded from there, with a warning). Temporary folders
+that a killed process left (``.<name>.tmp-*``, the kit's own names only) are removed by the next
+save. Files are written with the usual permissions (0644 / folders 0755 under umask 022).
+
+Integrity (issue 13): every file's size and sha256 recorded in meta.json is checked on load,
+config.json included (a swapped config would otherwise evaluate the weights as another model).
+Loading a model for evaluation (:func:`load_model`) reads only model.safetensors, config.json and
+meta.json, so a damaged train_state.pt does not stop it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import pickle
+import re
+import shutil
+import tempfile
+import uuid
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from . import __version__
+from .config import DAIMConfig
+from .losses import MatchingLoss
+from .paths import display_path
+
+FORMAT = "daimlib-checkpoint"
+FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+TRAIN_STATE = "train_state.pt"
+META = "meta.json"
+TOKENIZER = "tokenizer"
+_FILE_MODE, _DIR_MODE = 0o666, 0o777  # before the umask, as open() / mkdir() use them
+LOSS_PREFIX = "loss."  # the loss module's state (the adaptive margin) inside model.safetensors
+LEGACY_MARGIN_KEY = "margin_module.margin"  # where the margin lived while it was a model buffer
+
+# Config keys that do not change the function of a loaded model: where the *initial* weights
+# came from (the checkpoint replaces them) and descriptive text.
+_CFG_KEYS_IGNORED = ("image.weights", "text.weights")
+_CFG_MODEL_SECTIONS = ("image", "text", "fdm", "similarity", "loss")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint folder that is missing, incomplete, truncated, unsafe or built from another config."""
+
+
+# --- writing ---------------------------------------------------------------------------------
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # not supported on this platform (Windows)
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Call ``write(tmp_path)``, fsync the result and move it onto ``path`` with ``os.replace``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _normal_permissions(folder: Path) -> None:
+    """mkdtemp/mkstemp create 0700/0600; give the finished folder the modes open()/mkdir() would."""
+    mask = _umask()
+    for p in [folder, *folder.rglob("*")]:
+        try:
+            os.chmod(p, (_DIR_MODE if p.is_dir() else _FILE_MODE) & ~mask)
+        except OSError:  # not supported here (some network filesystems, Windows)
+            pass
+
+
+def clean_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
+    """Remove the temporary folders a killed save of ``directory`` left beside it; returns them.
+
+    Only the kit's own names are touched: ``.<name>.tmp-XXXXXXXX`` folders (``tempfile.mkdtemp``
+    suffixes) in the same parent. Backups ``.<name>.old-*`` are left to the loader.
+    """
+    directory = Path(directory)
+    pattern = re.compile(rf"\.{re.escape(directory.name)}\.tmp-[A-Za-z0-9_]{{8}}")
+    removed = []
+    if directory.parent.is_dir():
+        for p in directory.parent.iterdir():
+            if pattern.fullmatch(p.name) and p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+                removed.append(p)
+    return removed
+
+
+def _file_records(folder: Path) -> dict[str, dict]:
+    """``{relative posix path: {bytes, sha256}}`` of every file below ``folder`` (no hidden names)."""
+    out = {}
+    for f in sorted(folder.rglob("*")):
+        rel = f.relative_to(folder)
+        if f.is_file() and not any(part.startswith(".") for part in rel.parts) and rel.as_posix() != META:
+            out[rel.as_posix()] = {"bytes": f.stat().st_size, "sha256": _sha256(f)}
+    return out
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside a DistributedDataParallel / DataParallel wrapper."""
+    return getattr(model, "module", model)
+
+
+def save_checkpoint(
+    directory: str | os.PathLike,
+    model: torch.nn.Module,
+    cfg: DAIMConfig,
+    train_state: dict | None = None,
+    meta: dict | None = None,
+    tokenizer: Any = None,
+    loss: torch.nn.Module | None = None,
+) -> Path:
+    """Write ``model``'s weights, ``cfg`` and (optionally) the training state to ``directory``, atomically.
+
+    ``loss`` (a :class:`daimlib.losses.MatchingLoss`): its state (the adaptive margin) is stored in
+    model.safetensors under the prefix ``loss.``, so the weights file carries the margin.
+
+    ``train_state`` may hold tensors, numbers, strings, and lists/tuples/dicts of them (what
+    ``torch.load(weights_only=True)`` accepts); ``meta`` is any JSON-serialisable dict (epoch,
+    metrics, ...) stored in meta.json; ``tokenizer`` (an HF tokenizer; default the model's
+    ``tokenizer`` attribute when it has one) is saved in ``tokenizer/`` so that evaluating the
+    checkpoint never needs the hub. Returns the folder path.
+    """
+    directory = Path(directory)
+    parent = directory.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_temporaries(directory)
+    model = _unwrap(model)
+    if tokenizer is None:
+        tokenizer = getattr(model, "tokenizer", None)
+    # Detached CPU copies: safetensors refuses tensors that share storage (tied weights, views).
+    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    if loss is not None:
+        state.update(
+            {LOSS_PREFIX + k: v.detach().to("cpu").contiguous().clone() for k, v in loss.state_dict().items()}
+        )
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=parent))
+    old_dir = None
+    try:
+        _atomic_write(tmp_dir / WEIGHTS, lambda p: save_file(state, p, metadata={"format": FORMAT}))
+        _atomic_write(tmp_dir / CONFIG, lambda p: Path(p).write_text(cfg.to_json() + "\n"))
+        if train_state is not None:
+            _atomic_write(tmp_dir / TRAIN_STATE, lambda p: torch.save(train_state, p))
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(tmp_dir / TOKENIZER))
+        files = _file_records(tmp_dir)
+        info = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "daimlib": __version__,
+            "torch": torch.__version__,
+            "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "files": files,
+            **(meta or {}),
+        }
+        _atomic_write(
+            tmp_dir / META, lambda p: Path(p).write_text(json.dumps(info, indent=2, default=str) + "\n")
+        )
+        _normal_permissions(tmp_dir)
+        _fsync_dir(tmp_dir)
+        if directory.exists():
+            old_dir = parent / f".{directory.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(directory, old_dir)
+        os.replace(tmp_dir, directory)
+        _fsync_dir(parent)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        if old_dir is not None and old_dir.exists() and not directory.exists():
+            os.replace(old_dir, directory)  # put the previous checkpoint back
+        raise
+    if old_dir is not None:
+        shutil.rmtree(old_dir, ignore_errors=True)
+    return directory
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+def _resolve_dir(directory: str | os.PathLike) -> Path:
+    directory = Path(directory)
+    if directory.is_dir():
+        return directory
+    # A crash between the two renames of save_checkpoint leaves only the previous folder.
+    olds = sorted(directory.parent.glob(f".{directory.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    if olds and (olds[-1] / META).is_file():
+        warnings.warn(
+            f"checkpoint folder {display_path(directory)} is missing (a save was interrupted); "
+            f"loading the previous checkpoint {display_path(olds[-1])}",
+            stacklevel=3,
+        )
+        return olds[-1]
+    raise CheckpointError(
+        f"no checkpoint folder at {display_path(directory)}: expected a folder with {WEIGHTS}, {CONFIG} "
+        f"and {META} (written by daimlib.checkpoint.save_checkpoint or `python -m daimlib train`). "
+        "Check the path; runs keep theirs in <out>/last and <out>/best."
+    )
+
+
+def read_meta(directory: str | os.PathLike) -> dict:
+    """The meta.json of a checkpoint folder (format, versions, file sizes/hashes, metrics)."""
+    directory = _resolve_dir(directory)
+    path = directory / META
+    if not path.is_file():
+        present = sorted(p.name for p in directory.iterdir())
+        raise CheckpointError(
+            f"{display_path(path)} is missing: {display_path(directory)} is not a complete daimlib checkpoint "
+            f"(expected {WEIGHTS}, {CONFIG}, {META}; found {present})."
+        )
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{display_path(path)} is not valid JSON ({e}); the file is damaged.") from e
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{display_path(path)}: format {meta.get('format')!r}, expected {FORMAT!r}.")
+    return meta
+
+
+def _check_file(directory: Path, name: str, meta: dict, verify: bool) -> Path:
+    path = directory / name
+    expected = meta.get("files", {}).get(name)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file {display_path(path)} is missing; meta.json lists it.")
+    if expected is None:
+        return path
+    size = path.stat().st_size
+    if size != expected["bytes"]:
+        raise CheckpointError(
+            f"checkpoint file {display_path(path)} is truncated or damaged: {size} bytes on disk, "
+            f"{expected['bytes']} bytes when it was written. An interrupted copy or a full disk does "
+            "this; copy the checkpoint again, or use the run's other checkpoint (last/best)."
+        )
+    if verify and _sha256(path) != expected["sha256"]:
+        raise CheckpointError(
+            f"checkpoint file {display_path(path)} is corrupted: its sha256 differs from the one recorded "
+            "in meta.json. Copy the checkpoint again, or use the run's other checkpoint (last/best)."
+        )
+    return path
+
+
+def load_config(directory: str | os.PathLike, verify: bool = True) -> DAIMConfig:
+    """The DAIMConfig stored in a checkpoint folder, checked against the sha256 in meta.json."""
+    directory = _resolve_dir(directory)
+    path = directory / CONFIG
+    if not path.is_file():
+        raise CheckpointError(
+            f"{display_path(path)} is missing; the checkpoint cannot say which model it holds."
+        )
+    meta = read_meta(directory)
+    if CONFIG in meta.get("files", {}):
+        try:
+            _check_file(directory, CONFIG, meta, verify)
+        except CheckpointError as e:
+            raise CheckpointError(
+                f"{e} A config.json that differs from the one saved with the weights would build another "
+                "model around them; restore the original config.json."
+            ) from None
+    try:
+        return DAIMConfig.from_json(path)
+    except (ValueError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{display_path(path)} does not describe a DAIMConfig: {e}") from e
+
+
+def model_config_diff(saved: DAIMConfig, current: DAIMConfig) -> dict[str, tuple[Any, Any]]:
+    """Differences in the keys that define the model's function (not data/train/name/notes)."""
+    diff = saved.diff(current)
+    return {
+        k: v
+        for k, v in diff.items()
+        if k.split(".", 1)[0] in _CFG_MODEL_SECTIONS and k not in _CFG_KEYS_IGNORED
+    }
+
+
+def _format_keys(keys: list[str], limit: int = 20) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], strict: bool, where: str) -> None:
+    """``model.load_state_dict`` that lists missing, unexpected and wrongly shaped keys in one error."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in set(own) & set(state)
+        if tuple(own[k].shape) != tuple(state[k].shape)
+    )
+    problems = []
+    if shapes:
+        problems.append(f"{len(shapes)} shape mismatches: {_format_keys(shapes)}")
+    if strict and missing:
+        problems.append(
+            f"{len(missing)} missing keys (in the model, not in the checkpoint): {_format_keys(missing)}"
+        )
+    if strict and unexpected:
+        problems.append(
+            f"{len(unexpected)} unexpected keys (in the checkpoint, not in the model): {_format_keys(unexpected)}"
+        )
+    if problems:
+        raise CheckpointError(
+            f"{where} does not fit the model: " + "; ".join(problems) + ". The checkpoint was written by a "
+            "different model configuration or code version; build the model from the checkpoint's own "
+            "config.json (load_checkpoint does), or pass strict=False to load the matching keys only."
+        )
+    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+
+
+def split_loss_state(state: dict[str, torch.Tensor]) -> tuple[dict, dict]:
+    """(model keys, loss keys without their prefix) of a model.safetensors state.
+
+    Today's layout keeps the loss under ``loss.``; the earlier one kept the margin as the model
+    buffer ``margin_module.margin`` (both map to the loss's ``margin_module.margin``).
+    """
+    model_state, loss_state = {}, {}
+    for k, v in state.items():
+        if k.startswith(LOSS_PREFIX):
+            loss_state[k[len(LOSS_PREFIX) :]] = v
+        elif k == LEGACY_MARGIN_KEY:
+            loss_state.setdefault(k, v)
+        else:
+            model_state[k] = v
+    return model_state, loss_state
+
+
+def load_train_state(
+    directory: str | os.PathLike, device: str | torch.device = "cpu", verify: bool = True
+) -> dict | None:
+    """The training state of a checkpoint folder, read with ``torch.load(weights_only=True)`` only.
+
+    Returns None when the folder has no train_state.pt (e.g. a ``best`` checkpoint). A file that
+    holds anything but tensors and plain containers (a pickle that would import or call code) is
+    refused without being executed.
+    """
+    directory = _resolve_dir(directory)
+    meta = read_meta(directory)
+    if TRAIN_STATE not in meta.get("files", {}) and not (directory / TRAIN_STATE).exists():
+        return None
+    path = _check_file(directory, TRAIN_STATE, meta, verify)
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"refused to load {display_path(path)}: it contains Python objects other than tensors and plain "
+            f"containers, and unpickling it could run arbitrary code ({first}). daimlib never writes such "
+            "files. Do not load it with weights_only=False unless you trust its source completely."
+        ) from e
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise CheckpointError(
+            f"cannot read {display_path(path)}: the file is damaged or truncated ({e})."
+        ) from e
+
+
+def load_checkpoint_into(
+    model: torch.nn.Module,
+    directory: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    strict: bool = True,
+    expect_cfg: DAIMConfig | None = None,
+    verify: bool = True,
+    read_train_state: bool = True,
+    loss: torch.nn.Module | None = None,
+) -> tuple[torch.nn.Module, DAIMConfig, dict | None]:
+    """Load a checkpoint folder into ``model``: ``(model, cfg, train_state)``.
+
+    With ``strict`` (the default), missing or unexpected weight keys and
+    differences between the saved config and ``expect_cfg`` (or ``model.cfg``) in the sections that
+    define the model (image, text, fdm, similarity, loss) raise a CheckpointError listing them.
+    ``train_state`` is None when the folder has none, or when ``read_train_state`` is False (loading
+    for evaluation: then only model.safetensors, config.json and meta.json are read). ``loss`` (a
+    :class:`daimlib.losses.MatchingLoss`) receives the stored margin (:func:`split_loss_state`;
+    a folder without one leaves the loss's initial margin, with a warning).
+    """
+    directory = _resolve_dir(directory)
+    meta = read_meta(directory)
+    cfg = load_config(directory, verify=verify)
+    reference = expect_cfg if expect_cfg is not None else getattr(_unwrap(model), "cfg", None)
+    if strict and reference is not None:
+        diff = model_config_diff(cfg, reference)
+        if diff:
+            lines = [f"{k}: checkpoint {a!r} vs requested {b!r}" for k, (a, b) in diff.items()]
+            raise CheckpointError(
+                f"{display_path(directory / CONFIG)} describes a different model than the one requested: "
+                + "; ".join(lines)
+                + ". Load the checkpoint with its own config (load_checkpoint without a model), or pass "
+                "strict=False if the difference is intended."
+            )
+    weights = _check_file(directory, WEIGHTS, meta, verify)
+    try:
+        state = load_file(str(weights), device=str(device))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(
+            f"cannot read {display_path(weights)}: the file is damaged or truncated ({e})."
+        ) from e
+    state, loss_state = split_loss_state(state)
+    target = _unwrap(model)
+    target.to(device)
+    load_state_into(target, state, strict, display_path(weights))
+    if loss is not None:
+        if loss_state:
+            load_state_into(loss, loss_state, strict, f"{display_path(weights)} (loss state)")
+        else:
+            warnings.warn(
+                f"{display_path(weights)} holds no margin; the loss keeps its initial one", stacklevel=2
+            )
+    train_state = load_train_state(directory, device=device, verify=verify) if read_train_state else None
+    return model, cfg, train_state
+
+
+def load_loss(directory: str | os.PathLike, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """The :class:`daimlib.losses.MatchingLoss` of a checkpoint folder: its config's ``loss``
+    section with the stored (trained) margin, in eval mode."""
+    directory = _resolve_dir(directory)
+    meta = read_meta(directory)
+    cfg = load_config(directory)
+    weights = _check_file(directory, WEIGHTS, meta, verify=True)
+    loss = MatchingLoss.from_config(cfg.loss)
+    _, loss_state = split_loss_state(load_file(str(weights), device=str(device)))
+    if not loss_state:
+        raise CheckpointError(f"{display_path(weights)} holds no margin (no {LOSS_PREFIX}* key)")
+    load_state_into(loss, loss_state, True, f"{display_path(weights)} (loss state)")
+    return loss.to(device).eval()
+
+
+def has_tokenizer(directory: str | os.PathLike) -> bool:
+    """Whether a checkpoint folder carries its tokenizer (``tokenizer/``)."""
+    return (_resolve_dir(directory) / TOKENIZER).is_dir()
+
+
+def load_checkpoint_tokenizer(directory: str | os.PathLike, verify: bool = True):
+    """The tokenizer saved in a checkpoint folder, or None for folders written without one.
+
+    Its files are checked against meta.json like the weights; nothing is downloaded.
+    """
+    directory = _resolve_dir(directory)
+    folder = directory / TOKENIZER
+    if not folder.is_dir():
+        return None
+    meta = read_meta(directory)
+    for name in meta.get("files", {}):
+        if name.startswith(TOKENIZER + "/"):
+            _check_file(directory, name, meta, verify)
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read the tokenizer in {display_path(folder)}: {e}") from e

@@ -1,0 +1,233 @@
+"""Hugging Face Hub access: the one reachability probe, and ``save_pretrained`` / ``from_pretrained``.
+
+- :func:`hub_reachable` is the kit's only hub probe (the encoders and the tokenizer loader import
+  it). It honours ``HF_HUB_OFFLINE`` and ``HF_ENDPOINT`` (a mirror such as
+  ``http://mirror.local:8080``: its host and port are probed, not huggingface.co).
+- :class:`DAIMHubMixin` gives :class:`daimlib.model.DAIM` the interface users of timm, open_clip
+  and transformers expect, through ``huggingface_hub.ModelHubMixin``:
+  ``model.save_pretrained(dir)``, ``DAIM.from_pretrained(dir_or_repo_id)``, ``model.push_to_hub(repo_id)``.
+  The folder it writes *is* a kit checkpoint folder (``daimlib.checkpoint``: model.safetensors,
+  config.json, meta.json with sha256s, optional tokenizer/) plus a generated model card
+  (README.md: preset, data, metrics, margin, provenance). Every existing kit checkpoint folder
+  (``runs/<name>/best``, an imported reference checkpoint) loads with ``from_pretrained``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from huggingface_hub import ModelHubMixin
+
+from .checkpoint_io import (
+    CONFIG,
+    META,
+    TOKENIZER,
+    TRAIN_STATE,
+    WEIGHTS,
+    CheckpointError,
+    display_path,
+    load_checkpoint_into,
+    load_checkpoint_tokenizer,
+    load_config,
+    load_loss,
+    read_meta,
+    save_checkpoint,
+)
+
+DEFAULT_ENDPOINT = "https://huggingface.co"
+MODEL_CARD = "README.md"
+_KIT_NAMES = {WEIGHTS, CONFIG, META, TRAIN_STATE, TOKENIZER, MODEL_CARD}
+
+
+def hub_endpoint() -> tuple[str, int]:
+    """``(host, port)`` of the hub: ``HF_ENDPOINT`` when set (default port from its scheme), else huggingface.co:443."""
+    url = os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT
+    parts = urlsplit(url if "://" in url else f"https://{url}")
+    if not parts.hostname:
+        raise ValueError(f"HF_ENDPOINT={url!r} has no host; expected a URL such as https://hf-mirror.example")
+    return parts.hostname, parts.port or (80 if parts.scheme == "http" else 443)
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the hub answers a TCP connection (False at once when ``HF_HUB_OFFLINE`` is set).
+
+    The one probe of the kit: it saves a minute of retries on an offline machine, and it probes the
+    mirror named by ``HF_ENDPOINT`` when one is set.
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "0").strip().lower() in ("1", "true", "yes", "on"):
+        return False
+    host, port = hub_endpoint()
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _looks_local(name: str) -> bool:
+    """A path rather than a hub repo id (``owner/name``)."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep in name.replace("/", "") or (
+        os.altsep is not None and os.altsep in name
+    )  # fmt: skip
+
+
+def model_card_text(model, meta: dict | None = None) -> str:
+    """The model card (README.md) of a saved DAIM: preset, data, metrics, margin, provenance, how to load."""
+    cfg = model.cfg
+    meta = meta or {}
+    prov = meta.get("provenance") or {}
+    metrics = meta.get("metrics") or {}
+    loss = getattr(model, "hub_loss", None)
+    margin = "not stored" if loss is None else f"{float(loss.margin):.6f}"
+    n_params = sum(p.numel() for p in model.parameters())
+    lines = [
+        "---",
+        "library_name: daimlib",
+        "license: mit",
+        "tags:",
+        *[f"- {t}" for t in ("image-text-matching", "cross-modal-retrieval", "daim", "model_hub_mixin")],
+        "---",
+        "",
+        f"# {cfg.name}: DAIM Kit image-text matching model",
+        "",
+        "A dual-stream image-text matching model (Swin + BERT, SCAN similarity at three levels) saved by "
+        "DAIM Kit (`daimlib`).",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| preset | `{cfg.name}` |",
+        f"| data | {cfg.data.dataset} (`{cfg.data.json_name}`) |",
+        f"| image encoder | `{cfg.image.name}` {dict(cfg.image.timm_kwargs) or ''} at {cfg.image.img_size} px |",
+        f"| text encoder | `{cfg.text.name}` {dict(cfg.text.model_kwargs or {}) or ''} |",
+        f"| FDM (ContraNorm) | blocks {cfg.fdm.image_blocks}, stage outputs {cfg.fdm.image_stage_out}, scale {cfg.fdm.scale} |",
+        f"| SCAN | {cfg.similarity.direction}, lambda {cfg.similarity.lambda_softmax:g}, D = {cfg.similarity.embed_dim} |",
+        f"| margin | {margin} ({'adaptive, MOM' if cfg.loss.adaptive else 'fixed'}) |",
+        f"| parameters | {n_params:,} |",
+        "",
+        "## Metrics",
+        "",
+    ]  # fmt: skip
+    if metrics:
+        lines += [
+            "| metric | value |",
+            "|---|---|",
+            *[f"| {k} | {float(v):.2f} |" for k, v in metrics.items()],
+        ]
+    else:
+        lines.append(
+            "No metrics were recorded with this checkpoint; evaluate it with `python -m daimlib evaluate`."
+        )
+    lines += ["", "## Provenance", ""]
+    if prov:
+        lines += [f"- {k}: `{v}`" for k, v in prov.items() if not isinstance(v, dict)]
+        for k, v in prov.items():
+            if isinstance(v, dict):
+                lines.append(f"- {k}: " + ", ".join(f"{a}=`{b}`" for a, b in v.items()))
+    else:
+        lines.append(f"Saved by daimlib {meta.get('daimlib', '?')} (torch {meta.get('torch', '?')}).")
+    lines += [
+        "",
+        "## Use",
+        "",
+        "```python",
+        "from daimlib.model import DAIM",
+        'model = DAIM.from_pretrained("THIS_FOLDER_OR_REPO_ID").eval()',
+        "img = model.encode_image(images)                 # [B, 3, H, W] -> 3 levels",
+        "txt, lengths = model.encode_text(input_ids, attention_mask)",
+        "scores = model.similarity(img, txt, lengths)     # [images, captions]",
+        "```",
+        "",
+        "The folder is a DAIM Kit checkpoint: `python -m daimlib evaluate --checkpoint FOLDER ...` reads it too.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+class DAIMHubMixin(ModelHubMixin, library_name="daimlib", license="mit",
+                   tags=["image-text-matching", "daim"]):  # fmt: skip
+    """``save_pretrained`` / ``from_pretrained`` / ``push_to_hub`` for DAIM (issue 11 item 4).
+
+    ``hub_meta`` (a dict on the instance: "metrics", "provenance", ...) is written into meta.json
+    and the model card, and the loss given to :meth:`attach_loss` (a
+    :class:`daimlib.losses.MatchingLoss`: the trained margin) into model.safetensors;
+    ``from_pretrained`` fills both from the folder it reads (``model.hub_loss``).
+    """
+
+    def attach_loss(self, loss):
+        """Keep ``loss`` (its margin) with the model for saving, without making it a submodule."""
+        object.__setattr__(self, "hub_loss", loss)
+        return self
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        save_directory = Path(save_directory)
+        foreign = sorted(p.name for p in save_directory.iterdir() if p.name not in _KIT_NAMES) if (
+            save_directory.is_dir()) else []  # fmt: skip
+        if foreign:
+            raise FileExistsError(
+                f"{display_path(save_directory)} holds files that are not part of a DAIM checkpoint "
+                f"({', '.join(foreign[:5])}); save_pretrained replaces the whole folder, so choose an empty "
+                "or new folder"
+            )
+        meta = dict(getattr(self, "hub_meta", None) or {})
+        keep = {
+            k: v for k, v in meta.items() if k in ("metrics", "provenance", "kind", "epoch", "step", "source")
+        }
+        tokenizer = getattr(self, "tokenizer", None)
+        save_checkpoint(save_directory, self, self.cfg, meta=keep, tokenizer=tokenizer,
+                        loss=getattr(self, "hub_loss", None))  # fmt: skip
+        saved = read_meta(save_directory)
+        (save_directory / MODEL_CARD).write_text(model_card_text(self, saved))
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any):
+        """A DAIM from a kit checkpoint folder or a hub repo id (strictly loaded, eval mode).
+
+        Offline (``hub_reachable()`` False) a repo id is looked up in the local cache only.
+        ``device=`` (default "cpu") places the model.
+        """
+        name = str(pretrained_model_name_or_path)
+        if not Path(name).exists() and _looks_local(name):
+            raise CheckpointError(
+                f"no checkpoint folder at {display_path(name)}: from_pretrained takes a folder written by "
+                "save_pretrained / the kit (model.safetensors, config.json, meta.json) or a hub repo id "
+                "such as owner/name"
+            )
+        if not Path(name).is_dir():
+            local_only = bool(kwargs.pop("local_files_only", False)) or not hub_reachable()
+            pretrained_model_name_or_path = _download(name, local_only, kwargs)
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, revision=None, cache_dir=None, force_download=False,
+                         local_files_only=False, token=None, device: str = "cpu", **kwargs: Any):  # fmt: skip
+        folder = Path(model_id)  # from_pretrained has already fetched a repo id into a local folder
+        model = cls.from_config(load_config(folder), pretrained=False)
+        load_checkpoint_into(model, folder, device=device, strict=True, read_train_state=False)
+        model.hub_meta = read_meta(folder)
+        try:  # the trained margin, when the folder holds one (daimlib.losses.MatchingLoss)
+            model.attach_loss(load_loss(folder, device=device))
+        except CheckpointError:
+            model.attach_loss(None)
+        model.tokenizer = load_checkpoint_tokenizer(folder)
+        return model.eval()
+
+
+def _download(repo_id: str, local_only: bool, kwargs: dict) -> str:
+    """``snapshot_download`` of a hub repo (the cache only when ``local_only``), with an error naming the way out."""
+    from huggingface_hub import snapshot_download
+
+    opts = {k: kwargs.pop(k) for k in ("revision", "cache_dir", "force_download", "token") if k in kwargs}
+    try:
+        return snapshot_download(repo_id=repo_id, local_files_only=local_only, **opts)
+    except Exception as e:  # noqa: BLE001 - hub errors come in many types; name the id and the way out
+        where = (
+            "the local cache (the hub is unreachable or HF_HUB_OFFLINE is set)" if local_only else "the hub"
+        )
+        raise CheckpointError(
+            f"cannot get {repo_id!r} from {where} ({type(e).__name__}). Give a local checkpoint folder, or "
+            "download the repository on a machine with internet (huggingface_hub.snapshot_download)."
+        ) from e
