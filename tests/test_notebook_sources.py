@@ -250,6 +250,6 @@ def test_smoke_run_on_a_flickr30k_layout_folder_leaves_the_checkout_clean(tmp_pa
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     executed = _nb(out / picked[0].name)
     text = "\n".join(t for c in executed.cells for t in _output_texts(c))
-    assert "(f30k layout)" in text
+    assert "f30k layout (dataset_flickr30k.json" in text
     assert "caption truth check skipped" in text
     assert "runs/smoke/f30k_like/figures/00_images.png" in text
