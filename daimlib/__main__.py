@@ -2,6 +2,10 @@
 
 Commands: make-demo-data, make-f30k-like, train, evaluate, ablate, presets, bench, import-reference.
 ``python -m daimlib <command> --help`` explains each one. Multi-GPU: ``torchrun --nproc_per_node=N -m daimlib train ...``.
+
+The one file of the kit that imports its own modules inside functions: each command imports what it
+runs, so ``--help``, ``presets`` and a refused argument answer without loading torch, timm and
+transformers (seconds on a laptop).
 """
 
 from __future__ import annotations
@@ -156,18 +160,7 @@ def _add_presets(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("name", nargs="?", default=None, help="a preset to show in full")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m daimlib",
-        description="DAIM Kit: train and evaluate DAIM (image-text matching with dual-stream transformers, "
-        "a feature discriminability module and an adaptive margin) on the demo data, Flickr30K or MSCOCO.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
+def _add_make_demo_data(sub, common) -> None:
     p = sub.add_parser(
         "make-demo-data",
         parents=[common],
@@ -181,8 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'small' for tests and smoke runs (seconds), 'default' for the notebooks")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
 
-    _add_make_f30k_like(sub, common)
 
+def _add_train(sub, common) -> None:
     p = sub.add_parser(
         "train",
         parents=[common],
@@ -206,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, type=_device, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--no-val", action="store_true", help="skip validation (no best checkpoint)")
 
+
+def _add_evaluate(sub, common) -> None:
     p = sub.add_parser(
         "evaluate",
         parents=[common],
@@ -234,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true",
                    help="refuse a split whose size is not the protocol's (f30k: 1,000 images; coco: 5,000)")  # fmt: skip
 
+
+def _add_ablate(sub, common) -> None:
     p = sub.add_parser(
         "ablate",
         parents=[common],
@@ -252,8 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", help="split the best checkpoints are evaluated on")
     _add_set(p)
 
-    _add_presets(sub, common)
 
+def _add_bench(sub, common) -> None:
     p = sub.add_parser(
         "bench",
         parents=[common],
@@ -264,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full", action="store_true", help="full sizes (meant for a GPU; slow on a CPU)")
     p.add_argument("--only", nargs="+", default=None, help="run only these scripts (names without .py)")
 
+
+def _add_import_reference(sub, common) -> None:
     p = sub.add_parser(
         "import-reference",
         parents=[common],
@@ -284,6 +283,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", default=None, help="tokenizer folder to store in OUT/tokenizer (optional)")
     p.add_argument("--list-globals", action="store_true",
                    help="print the globals the pickle names, without loading it, and exit")  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m daimlib",
+        description="DAIM Kit: train and evaluate DAIM (image-text matching with dual-stream transformers, "
+        "a feature discriminability module and an adaptive margin) on the demo data, Flickr30K or MSCOCO.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    _add_make_demo_data(sub, common)
+    _add_make_f30k_like(sub, common)
+    _add_train(sub, common)
+    _add_evaluate(sub, common)
+    _add_ablate(sub, common)
+    _add_presets(sub, common)
+    _add_bench(sub, common)
+    _add_import_reference(sub, common)
     return parser
 
 

@@ -136,8 +136,8 @@ def _train_run(cfg, run_dir: Path, data_root, data: dict, progress: bool):
     if runs.reuse_problem(run_dir, cfg, data_root, val) is None:
         return _training.train(cfg, data_root, run_dir, progress=progress, eval_split=val)
     record = runs.read_record(run_dir)
-    trained_on = (record or {}).get("data", {}).get("json_sha256")
-    if trained_on is not None and trained_on != data["json_sha256"]:
+    trained_on = (record or {}).get("data", {}).get("sha256")
+    if trained_on is not None and trained_on != data["sha256"]:
         raise ValueError(
             f"{display_path(run_dir)} was trained on other data than {display_path(data_root)}; "
             "choose another out_dir for this dataset (nothing was changed)"
@@ -192,7 +192,7 @@ def ablate(
                     f"{display_path(result_file)} was produced with a different config than requested; "
                     "delete that run folder or choose another out_dir"
                 )
-            same_data = saved is not None and saved.get("data", {}).get("json_sha256") == data["json_sha256"]
+            same_data = saved is not None and saved.get("data", {}).get("sha256") == data["sha256"]
             if same_data and saved.get("split") == eval_split:
                 log.info("%s seed %d: reusing %s", variant, seed, display_path(result_file))
                 rows.append(saved["row"])

@@ -147,6 +147,10 @@ class TrainConfig:
     eval_batch_size: int = 128
     log_every: int = 10
     tensorboard: bool = False  # also write the history scalars to <out>/tb (needs the tensorboard package)
+    # Defaults that differ from the reference (README, "Defaults that differ"), each a switch:
+    val_images: int | None = None  # validate on the first N val images (reference COCO: 1000); None = all
+    skip_first_eval: bool = False  # True skips the validation after the first epoch, as the reference does
+    eval_features: str = "auto"  # feature cache of validation/evaluation: "auto" (half on a GPU) | "fp32"
 
 
 @dataclass

@@ -33,6 +33,7 @@ CHOICES: dict[str, tuple] = {
     "train.optimizer": ("adam", "adamw"),
     "train.amp": ("auto", "bf16", "fp16", "off"),
     "train.select_on": ("r1_sum", "rsum"),
+    "train.eval_features": ("auto", "fp32"),
 }
 
 # (lower bound, inclusive?), (upper bound, inclusive?) per numeric key; None = unbounded
@@ -68,6 +69,7 @@ RANGES: dict[str, tuple[tuple[float, bool] | None, tuple[float, bool] | None, st
     "train.eval_every": ((1, True), None, "epochs between validations (0 would never validate)"),
     "train.eval_batch_size": ((1, True), None, "items per encoding batch"),
     "train.log_every": ((1, True), None, "steps"),
+    "train.val_images": ((1, True), None, "images of the val split"),
 }
 
 BERT_BASE = {"num_hidden_layers": 12, "max_position_embeddings": 512, "vocab_size": 30522}

@@ -386,12 +386,18 @@ METHOD_TABLE: tuple[tuple[str, str, str, str, str], ...] = (
     ("10", "real data on GPUs", "the same figure at paper scale (Swin-B, BERT-base, 224 px)",
      "'4.7% RSUM gain on MSCOCO' (" + _ABSTRACT + "); the reference code also trains on Flickr30K",
      "the paper presets daim_f30k / daim_coco, torchrun, the three protocols (spec 6, 7)"),
+    ("11", "the authors' checkpoints", "the whole figure, with the weights of a reference-code checkpoint",
+     "the released HAT checkpoints are what the DAIM README tells its users to test with",
+     "import-reference: safe weights-only loading, key mapping, architecture from the tensor shapes"),
+    ("12", "interactive search", "the trained model used as a search engine: SCAN attention of each word",
+     "fine-grained word-region alignment (title: 'image-text matching'; SCAN cross-attention)",
+     "daimlib.widgets: caption -> images with word attention, image -> captions"),
 )  # fmt: skip
 METHOD_COLUMNS = ("notebook", "title", "part of the figure", "claim of the paper", "what the code does")
 
 
 def method_table() -> pd.DataFrame:
-    """:data:`METHOD_TABLE` as a DataFrame indexed by notebook number ("00" ... "10")."""
+    """:data:`METHOD_TABLE` as a DataFrame indexed by notebook number ("00" ... "12")."""
     return pd.DataFrame(list(METHOD_TABLE), columns=list(METHOD_COLUMNS)).set_index("notebook")
 
 

@@ -22,7 +22,7 @@ import subprocess
 from pathlib import Path
 
 from .config import DAIMConfig
-from .data.layout import resolve_layout
+from .data.layout import data_identity  # the one data identity (layout, sha256, split sizes)
 
 RUN_RECORD = "run.json"
 FORMAT = "daimlib-run"
@@ -34,57 +34,9 @@ KIT_GLOBS = (".last.old-*", ".best.old-*", ".last.tmp-*", ".best.tmp-*", "sims_*
              "history_*.csv.tmp")  # fmt: skip
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def config_sha256(cfg: DAIMConfig) -> str:
     """sha256 of the config's canonical JSON (every field, the budget included)."""
     return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()
-
-
-def _split_sizes(data: dict) -> dict[str, int]:
-    sizes: dict[str, int] = {}
-    for img in data.get("images", []) if isinstance(data, dict) else []:
-        split = img.get("split") if isinstance(img, dict) else None
-        if isinstance(split, str):
-            sizes[split] = sizes.get(split, 0) + 1
-    return dict(sorted(sizes.items()))
-
-
-def _source_digest(source: Path) -> str:
-    """sha256 of a Karpathy JSON, or of the id layout's annotation files (names, then contents)."""
-    if source.is_file():
-        return _sha256_file(source)
-    h = hashlib.sha256()
-    for f in sorted(p for p in source.iterdir() if p.is_file()):
-        h.update(f.name.encode() + b"\0" + _sha256_file(f).encode())
-    return h.hexdigest()
-
-
-def data_identity(data_root: str | os.PathLike, cfg: DAIMConfig) -> dict:
-    """What a run depends on besides its config: the dataset's layout (:func:`daimlib.data.resolve_layout`),
-    the sha256 of its Karpathy JSON (or of the id layout's annotation files), its number of images
-    and split sizes. The folder itself is not part of it: a copy of the same data elsewhere is the
-    same data. Raises the loader's FileNotFoundError when the folder holds no dataset."""
-    res = resolve_layout(Path(data_root), cfg.data)
-    sizes: dict[str, int] = {}
-    if res.source.is_file():
-        try:
-            sizes = _split_sizes(json.loads(res.source.read_text()))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            sizes = {}  # the loader reports the format error with its own message
-    return {
-        "layout": res.name,
-        "json": res.source.name,
-        "json_sha256": _source_digest(res.source),
-        "n_images": sum(sizes.values()) if sizes else None,
-        "splits": sizes,
-    }
 
 
 def git_commit() -> str | None:
@@ -180,8 +132,8 @@ def reuse_problem(
         return problem
     want = data_identity(data_root, cfg)
     have = record.get("data") or {}
-    keys = ("layout", "json_sha256", "n_images", "splits")
-    if any(have.get(k) != want[k] for k in keys):
+    keys = ("layout", "sha256", "n_images", "images", "caption_ids")
+    if any(have.get(k) != want.get(k) for k in keys):
         return "it was trained on other data (the dataset's JSON or its split sizes differ)"
     if record.get("eval_split") != eval_split:
         return f"it was validated on {record.get('eval_split')!r}, not {eval_split!r}"

@@ -55,11 +55,12 @@ from tqdm.auto import tqdm
 from . import runs
 from .checkpoint import CheckpointError, display_path, load_checkpoint, read_meta, save_checkpoint
 from .config import DAIMConfig
-from .data import CaptionDataset, build_transforms, collate, load_split, load_tokenizer
+from .data import CaptionDataset, build_transforms, collate, first_images, load_split, load_tokenizer
 from .encoders import image_pretrained, text_pretrained
 from .evaluate import default_protocols, evaluate
 from .history import EPOCHS_CSV, STEP_COLUMNS, STEPS_CSV, HistoryLogger, read_csv
 from .losses import MatchingLoss
+from .metrics import METRIC_KEYS
 from .model import DAIM
 from .runtime import amp_for as _amp
 from .runtime import seed_everything, torch_device
@@ -421,6 +422,8 @@ def _build(cfg, data_root, out_dir, device, dd, eval_split, use_pretrained, prog
     loss_fn = MatchingLoss.from_config(cfg.loss).to(device)
     dataset, sampler, tokenizer = _train_loader(cfg, data_root, dd, device)
     val_split = load_split(cfg.data, data_root, eval_split) if eval_split is not None else None
+    if val_split is not None and cfg.train.val_images is not None:
+        val_split = first_images(val_split, cfg.train.val_images)
     optimizer = _optimizer(cfg, model)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.train.lr_step, gamma=cfg.train.lr_gamma)
     amp_dtype, use_scaler = _amp(cfg, device)
@@ -477,6 +480,7 @@ def save_last(ctx: _Loop, st: TrainState, stopped: str, gather: bool = True) -> 
     ctx.history.flush()  # the rows the checkpoint counts must be on disk
     if ctx.dd.main:
         save_checkpoint(ctx.out_dir / "last", ctx.model, ctx.cfg, train_state=state, loss=ctx.loss_fn,
+                        tokenizer=ctx.tokenizer,  # the folder carries its tokenizer: evaluating needs no hub
                         meta=dict(kind="last", epoch=st.epoch, step=st.global_step, stopped=stopped))  # fmt: skip
 
 
@@ -615,9 +619,9 @@ def train_one_epoch(ctx: _Loop, st: TrainState) -> str | None:
 
 def _val_due(ctx: _Loop, pending: dict) -> bool:
     tc, epoch = ctx.cfg.train, pending["epoch"]
-    return ctx.val_split is not None and (
-        (epoch + 1) % tc.eval_every == 0 or epoch + 1 == tc.epochs or not pending["complete"]
-    )
+    if ctx.val_split is None or (tc.skip_first_eval and epoch == 0 and tc.epochs > 1):
+        return False
+    return (epoch + 1) % tc.eval_every == 0 or epoch + 1 == tc.epochs or not pending["complete"]
 
 
 def validate_and_checkpoint(ctx: _Loop, st: TrainState) -> None:
@@ -640,11 +644,13 @@ def validate_and_checkpoint(ctx: _Loop, st: TrainState) -> None:
         row.update(metrics, select=score)
         if score > st.best_score:
             if ctx.dd.main:  # best first: a row on disk means its best is too
-                save_checkpoint(ctx.out_dir / "best", ctx.model, ctx.cfg, loss=ctx.loss_fn,
+                save_checkpoint(ctx.out_dir / "best", ctx.model, ctx.cfg, loss=ctx.loss_fn, tokenizer=ctx.tokenizer,
                                 meta=dict(kind="best", epoch=epoch, step=st.global_step, select_on=tc.select_on,
                                           metrics=metrics))  # fmt: skip
             st.best_score, st.best_epoch, st.best_metrics = score, epoch, metrics
         row["best"] = st.best_epoch == epoch
+    elif ctx.val_split is not None:  # the same columns in every row: the CSV's header is its first row's
+        row.update(dict.fromkeys(METRIC_KEYS, float("nan")), select=float("nan"), best=False)
     row.update(epoch_s=pending["epoch_s"], elapsed_min=ctx.elapsed() / 60)
     ctx.history.log_epoch(row, key=(epoch, complete, st.global_step))
     st.val_pending = None
@@ -812,8 +818,8 @@ def train(
     data_id = runs.data_identity(data_root, cfg)
     st, rows = TrainState(), None
     if resume:
-        trained_on = ((runs.read_record(out_dir) or {}).get("data") or {}).get("json_sha256")
-        if trained_on is not None and trained_on != data_id["json_sha256"]:
+        trained_on = ((runs.read_record(out_dir) or {}).get("data") or {}).get("sha256")
+        if trained_on is not None and trained_on != data_id["sha256"]:
             raise ValueError(
                 f"cannot resume {display_path(out_dir)} on {display_path(data_root)}: the run was trained on other "
                 "data (its run.json records another dataset sha256); resume with the run's own data root"

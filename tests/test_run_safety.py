@@ -58,8 +58,8 @@ def test_run_record_holds_config_budget_data_identity_and_versions(one_step_run,
     assert rec["finished"] and rec["stopped"] == "max_steps" and rec["global_step"] == 1
     assert rec["config_sha256"] == runs.config_sha256(_cfg()) and rec["budget"]["max_steps"] == 1
     js = demo_root / "dataset_demo.json"
-    assert rec["data"]["json_sha256"] == hashlib.sha256(js.read_bytes()).hexdigest()
-    assert rec["data"]["splits"] == {"train": 24, "val": 5, "test": 5} and rec["data"]["n_images"] == 34
+    assert rec["data"]["sha256"] == hashlib.sha256(js.read_bytes()).hexdigest()
+    assert rec["data"]["images"] == {"train": 24, "val": 5, "test": 5} and rec["data"]["n_images"] == 34
     assert rec["eval_split"] == "test"
     v = rec["versions"]
     assert v["torch"] == torch.__version__.split("+")[0] or v["torch"].startswith(torch.__version__.split("+")[0])
@@ -75,7 +75,7 @@ def test_data_identity_ignores_the_folder_but_not_the_content(demo_root, tmp_pat
     data["images"] = data["images"][:-1]
     (copy / "dataset_demo.json").write_text(json.dumps(data))
     other = runs.data_identity(copy, cfg)
-    assert other["json_sha256"] != runs.data_identity(demo_root, cfg)["json_sha256"] and other["n_images"] == 33
+    assert other["sha256"] != runs.data_identity(demo_root, cfg)["sha256"] and other["n_images"] == 33
     with pytest.raises(FileNotFoundError, match="dataset folder not found"):
         runs.data_identity(tmp_path / "nowhere", cfg)
 
@@ -290,3 +290,16 @@ def test_resuming_on_other_data_is_refused(demo_root, tmp_path):
         _run(other, out, _cfg(**{"train.epochs": 2, "train.max_steps": 2}), eval_split=None, resume=True)
     res = _run(demo_root, out, _cfg(**{"train.epochs": 2, "train.max_steps": 2}), eval_split=None, resume=True)
     assert res.global_step == 2
+
+
+def test_a_trained_checkpoint_carries_its_tokenizer(one_step_run, demo_root):
+    """Issue 13: evaluating a saved run never needs the hub (nor the data's tokenizer folder)."""
+    from daimlib.checkpoint import has_tokenizer, load_checkpoint_tokenizer
+    from daimlib.data import load_tokenizer
+
+    for kind in ("last", "best"):
+        assert has_tokenizer(one_step_run.out_dir / kind), kind
+    saved = load_checkpoint_tokenizer(one_step_run.out_dir / "best")
+    original = load_tokenizer(_cfg().text, demo_root)
+    text = "a small red circle left of a blue square"
+    assert saved(text)["input_ids"] == original(text)["input_ids"] and len(saved) == len(original)

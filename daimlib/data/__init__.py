@@ -26,7 +26,7 @@ from daimlib.data.layout import (
     load_split,
     resolve_layout,
 )
-from daimlib.data.split import Split, clean_caption
+from daimlib.data.split import Split, clean_caption, first_images
 from daimlib.data.tokenizer import build_wordpiece_tokenizer, data_tokenizer, load_tokenizer, tokenize
 
 __all__ = [
@@ -36,6 +36,6 @@ __all__ = [
     "render_scene", "make_f30k_layout", "DatasetFormatError", "ImageNotFoundError", "load_image",
     "unwrap_worker_error",
     "KarpathySplit", "load_karpathy", "read_karpathy_json",
-    "LAYOUTS", "data_identity", "describe_data", "detect_layout", "load_split", "resolve_layout", "Split", "clean_caption",
+    "LAYOUTS", "data_identity", "describe_data", "detect_layout", "load_split", "resolve_layout", "Split", "clean_caption", "first_images",
     "build_wordpiece_tokenizer", "data_tokenizer", "load_tokenizer", "tokenize",
 ]  # fmt: skip

@@ -172,7 +172,7 @@ def resolve_layout(root: str | Path, data_cfg=None) -> ResolvedLayout:
 
 def data_identity(root: str | Path, cfg=None) -> dict:
     """What identifies the data in ``root``, for run reuse and for results: ``{"layout", "files" (names),
-    "sha256" (of those files' names and bytes), "images" ({split: count}, Karpathy layouts) or
+    "sha256" (of the annotation file; of the id files' names and sha256s), "images" ({split: count}, Karpathy layouts) or
     "caption_ids" ({id file: count}, the COCO id layout), "n_images"}``. Reads the split files only,
     no image; the same data copied elsewhere has the same identity."""
     res = resolve_layout(root, _data_cfg(cfg))
@@ -180,10 +180,14 @@ def data_identity(root: str | Path, cfg=None) -> dict:
         files = sorted(p for p in res.source.iterdir() if p.suffix in (".npy", ".json"))
     else:
         files = [res.source]
-    digest = hashlib.sha256()
-    for f in files:
-        digest.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
-    out = {"layout": res.name, "files": [f.name for f in files], "sha256": digest.hexdigest()}
+    if len(files) == 1:  # the annotation file's own sha256 (what `sha256sum` prints)
+        digest = hashlib.sha256(files[0].read_bytes()).hexdigest()
+    else:  # the id layout: names and sha256s of its files, in name order
+        h = hashlib.sha256()
+        for f in files:
+            h.update(f.name.encode() + b"\0" + hashlib.sha256(f.read_bytes()).hexdigest().encode())
+        digest = h.hexdigest()
+    out = {"layout": res.name, "files": [f.name for f in files], "sha256": digest}
     if res.name == "coco_ids":
         out["caption_ids"] = {
             f.name: int(np.load(f, mmap_mode="r").shape[0]) for f in files if f.suffix == ".npy"

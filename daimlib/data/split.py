@@ -8,6 +8,7 @@ reference's ``[::5]`` assumption, spec section 10 A6, is never needed).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import unicodedata
 import warnings
@@ -143,6 +144,25 @@ class Split:
             else f"KarpathySplit({self.dataset or self.source.name}"
         )
         return f"{head}, split={'/'.join(self.splits)}, {self.n_images} images, {self.n_captions} captions)"
+
+
+def first_images(split: Split, n: int) -> Split:
+    """The first ``n`` images of ``split`` with their captions (a smaller validation set: the
+    reference validates COCO on the first 5,000 dev captions = 1,000 images; ``train.val_images``)."""
+    if n >= split.n_images:
+        return split
+    keep = split.img_of_caption < n  # [n_captions]; an image's captions are consecutive
+    idx = keep.nonzero().flatten().tolist()
+    return dataclasses.replace(
+        split,
+        image_paths=split.image_paths[:n],
+        captions=[split.captions[j] for j in idx],
+        img_of_caption=split.img_of_caption[keep].clone(),
+        image_ids=split.image_ids[:n],
+        meta=split.meta[:n],
+        caption_meta=None if split.caption_meta is None else [split.caption_meta[j] for j in idx],
+        caption_ids=None if split.caption_ids is None else [split.caption_ids[j] for j in idx],
+    )
 
 
 def clean_caption(text: str) -> str:
