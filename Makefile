@@ -1,11 +1,11 @@
 # DAIM Kit. `make demo` = set up + run the notebook sequence on the demo data into ignored folders;
-# `make test` = set up + unit tests + the notebooks under nbval; `make test-fast` = the fast tests only.
+# `make test` = set up + unit tests + the notebooks under nbval + the smoke run on F30K-layout data; `make test-fast` = the fast tests only.
 PY := .venv/bin/python
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 # where `make demo` writes (ignored by git): executed notebooks, figures and runs (DAIM_OUTPUT_DIR)
 DEMO_OUT := runs/executed
 
-.PHONY: setup demo notebooks refresh-notebooks test test-fast unit nbval lint bench clean-runs
+.PHONY: setup demo notebooks refresh-notebooks test test-fast unit nbval smoke lint bench clean-runs
 
 setup:
 	bash scripts/setup.sh
@@ -22,7 +22,7 @@ refresh-notebooks: setup
 	$(PY) scripts/run_notebooks.py $(NOTEBOOKS)
 	@echo "[refresh-notebooks] notebooks/ and figures/ rewritten; review with git diff before committing"
 
-test: setup unit nbval
+test: setup unit nbval smoke
 
 unit:
 	$(PY) -m pytest -q tests
@@ -30,6 +30,14 @@ unit:
 # the inner loop: every test not marked slow (CI runs them all through `unit`)
 test-fast:
 	$(PY) -m pytest -q -m "not slow" tests
+
+# smoke run (CI; a first try of a new dataset): notebooks 00-10 under papermill with SMOKE=True, PRESET="tiny"
+# on a generated Flickr30K-layout folder; executed copies in runs/smoke/executed; fails if git status changes
+SMOKE_DATA := runs/smoke/data/f30k_like
+smoke:
+	$(PY) -m daimlib make-f30k-like --root $(SMOKE_DATA) --quiet
+	$(PY) scripts/run_notebooks.py --smoke --preset tiny --data $(SMOKE_DATA) --out runs/smoke/executed \
+		$(filter notebooks/0%,$(NOTEBOOKS)) $(filter notebooks/10_%,$(NOTEBOOKS))
 
 nbval:
 	cd notebooks && ../$(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env \
