@@ -508,7 +508,8 @@ def main(argv: list[str] | None = None) -> int:
     quiet = args.quiet or int(os.environ.get("RANK", "0")) > 0  # under torchrun, rank 0 speaks
     args.quiet = quiet
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(name)s: %(message)s")
-    from .checkpoint import CheckpointError
+    from .checkpoint_io import DISK_ERRNOS, CheckpointError
+    from .paths import display_path
     from .train import NonFiniteError, PretrainedWeightsError
 
     try:
@@ -517,6 +518,13 @@ def main(argv: list[str] | None = None) -> int:
             NonFiniteError) as e:  # fmt: skip
         # errors a user can cause carry a message saying what to do: show it without a traceback
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a disk the user's folder is on: full, read-only, not writable
+        if e.errno not in DISK_ERRNOS:
+            raise
+        where = f" {display_path(e.filename)}" if e.filename else ""
+        print(f"error: cannot write{where}: {e.strerror}; free space, make the folder writable or choose another "
+              "folder", file=sys.stderr)  # fmt: skip
         return 2
 
 

@@ -38,6 +38,7 @@ meta.json, so a damaged train_state.pt does not stop it.
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import hashlib
 import json
 import os
@@ -74,6 +75,10 @@ LEGACY_MARGIN_KEY = "margin_module.margin"  # where the margin lived while it wa
 # came from (the checkpoint replaces them) and descriptive text.
 _CFG_KEYS_IGNORED = ("image.weights", "text.weights")
 _CFG_MODEL_SECTIONS = ("image", "text", "fdm", "similarity", "loss")
+
+
+# disk full, quota, read-only file system, no permission: a user's disk problem, not a kit bug
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 
 
 class CheckpointError(RuntimeError):
@@ -229,10 +234,16 @@ def save_checkpoint(
             os.replace(directory, old_dir)
         os.replace(tmp_dir, directory)
         _fsync_dir(parent)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         if old_dir is not None and old_dir.exists() and not directory.exists():
             os.replace(old_dir, directory)  # put the previous checkpoint back
+        if isinstance(e, OSError) and e.errno in DISK_ERRNOS:
+            kept = "the previous checkpoint there is kept" if directory.exists() else "nothing was written"
+            raise CheckpointError(
+                f"cannot write the checkpoint {display_path(directory)}: {e.strerror or e} ({kept}); free "
+                "space on that disk, make the folder writable, or choose another --out"
+            ) from e
         raise
     if old_dir is not None:
         shutil.rmtree(old_dir, ignore_errors=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 
@@ -341,3 +342,33 @@ def test_a_reference_ckpt_with_a_code_running_global_is_refused_without_running_
     assert not marker.exists()
     torch.load(evil, weights_only=False)  # the payload is real
     assert marker.exists()
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS])
+def test_a_full_or_read_only_disk_is_a_clear_error_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch, code):
+    cfg = load_preset("demo")
+    save_checkpoint(tmp_path / "last", Tiny(), cfg, train_state={"step": 1})
+
+    def full_disk(tensors, path, metadata=None):
+        raise OSError(code, os.strerror(code), path)
+
+    monkeypatch.setattr(checkpoint_io, "save_file", full_disk)
+    with pytest.raises(CheckpointError, match=r"cannot write the checkpoint .*last.*previous checkpoint there is kept"):
+        save_checkpoint(tmp_path / "last", Tiny(), cfg, train_state={"step": 2})
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path / "last", model=Tiny())[2] == {"step": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last"]  # no temporary folder left behind
+
+
+def test_the_cli_turns_a_disk_error_into_exit_2_naming_the_folder(tmp_path, monkeypatch, capsys):
+    from daimlib import __main__ as cli
+
+    def read_only(args):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(tmp_path / "out"))
+
+    monkeypatch.setitem(cli.COMMANDS, "presets", read_only)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["presets"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write" in err and os.strerror(errno.EROFS) in err and "Traceback" not in err
+    assert str(tmp_path) not in err  # shown relative, never as a machine path
