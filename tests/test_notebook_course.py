@@ -1,0 +1,74 @@
+"""Issue 10, "Done when": every notebook has the header parts, a references section and a
+self-checked exercise with its solution folded (cells written by course_insert.py).
+
+Reads the notebook JSON only; executes nothing.
+"""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted(p for p in (REPO / "notebooks").glob("[0-9][0-9]_*.ipynb") if int(p.name[:2]) <= 10)
+KEY = "daimkit_course"
+CHECKERS = ("check_scan_t2i", "check_contranorm", "check_gaussian_boundary", "check_recall_at_k", "check_answer")
+IMPLEMENT = {"02": "check_scan_t2i", "03": "check_contranorm", "04": "check_gaussian_boundary", "06": "check_recall_at_k"}
+
+
+def _cells(path):
+    return json.loads(path.read_text())["cells"]
+
+
+def _src(cell) -> str:
+    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+
+
+def _role(cell):
+    return cell.get("metadata", {}).get(KEY)
+
+
+def test_all_eleven_notebooks_are_there():
+    assert [p.name[:2] for p in NOTEBOOKS] == [f"{k:02d}" for k in range(11)]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name[:2])
+def test_header_right_after_the_title(path):
+    cells = _cells(path)
+    title = next(i for i, c in enumerate(cells) if c["cell_type"] == "markdown" and _src(c).lstrip().startswith("# "))
+    header = cells[title + 1]
+    text = _src(header)
+    assert _role(header) == "header", "run course_insert.py"
+    assert "After this notebook you can:" in text and text.count("\n- ") >= 2
+    for part in ("time on a 2-core CPU", "prerequisites", "| previous |", "| next |", "../docs/glossary.md"):
+        assert part in text, part
+    assert "TIME_TBD" not in text, "fill the measured time: course_insert.py --times times.json"
+    for link in re.findall(r"\]\(([0-9]{2}_[^)]+\.ipynb)\)", text):
+        assert (path.parent / link).exists(), link
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name[:2])
+def test_references_last(path):
+    last = _cells(path)[-1]
+    assert _role(last) == "references" and _src(last).startswith("## References")
+    assert "High Feature Distinguishability" in _src(last)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name[:2])
+def test_a_self_checked_exercise_with_a_folded_solution(path):
+    cells = _cells(path)
+    checks = [i for i, c in enumerate(cells) if c["cell_type"] == "code" and any(f"{k}(" in _src(c) for k in CHECKERS)]
+    assert checks, "no exercise checked by daimlib.exercises"
+    after = cells[checks[0] + 1]
+    assert after["cell_type"] == "markdown" and "<details>" in _src(after), "solution not folded below the check"
+    num = path.name[:2]
+    if num in IMPLEMENT:
+        assert any(IMPLEMENT[num] + "(my_" in _src(cells[i]) for i in checks), f"{num}: implement-it exercise"
+
+
+def test_map_of_the_method_in_00():
+    cells = _cells(NOTEBOOKS[0])
+    code = [_src(c) for c in cells if c["cell_type"] == "code"]
+    assert any("draw_method_map(" in s for s in code) and any("method_table()" in s for s in code)
+    assert (REPO / "figures" / "method_map.png").exists() and (REPO / "docs" / "glossary.md").exists()
