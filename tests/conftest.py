@@ -4,6 +4,9 @@ import pytest
 import torch
 
 from daimlib.config import load_preset
+from daimlib.data import make_demo_dataset
+
+TINY_DEMO = (24, 5, 5)  # train, val, test images of the tiny demo dataset the training tests share
 
 
 @pytest.fixture
@@ -27,3 +30,12 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory):
+    """A tiny demo dataset (24/5/5 images), generated once per session and shared by the training tests."""
+    root = tmp_path_factory.getbasetemp() / "demo_tiny"
+    if not (root / "dataset_demo.json").exists():
+        make_demo_dataset(root, seed=0, size=TINY_DEMO, progress=False)
+    return root

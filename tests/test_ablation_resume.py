@@ -16,19 +16,10 @@ from daimlib import train as train_mod
 from daimlib.ablation import ablate
 from daimlib.losses import MatchingLoss
 
-TINY = (24, 5, 5)
 OVER = {"train.batch_size": 8, "train.max_steps": 2, "data.train_split": "val", "train.eval_batch_size": 64}
 pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]  # 4-6 short runs: ~25 s
 
 
-@pytest.fixture(scope="session")
-def demo_root(tmp_path_factory):
-    from daimlib.data import make_demo_dataset
-
-    root = tmp_path_factory.getbasetemp() / "demo_tiny"
-    if not (root / "dataset_demo.json").exists():
-        make_demo_dataset(root, seed=0, size=TINY, progress=False)
-    return root
 
 
 def _ablate(root, out, **kw):

@@ -24,21 +24,12 @@ from daimlib.config import load_preset
 from daimlib.losses import MatchingLoss
 from daimlib.train import train
 
-TINY = (24, 5, 5)
 STEPS = 2 * (25 // 8)  # 6 steps in 2 epochs
 TIME_COLUMNS = ["step_s", "epoch_s", "elapsed_min"]
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(scope="session")
-def demo_root(tmp_path_factory):
-    from daimlib.data import make_demo_dataset
-
-    root = tmp_path_factory.getbasetemp() / "demo_tiny"
-    if not (root / "dataset_demo.json").exists():
-        make_demo_dataset(root, seed=0, size=TINY, progress=False)
-    return root
 
 
 def _cfg(**over):

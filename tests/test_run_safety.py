@@ -19,18 +19,9 @@ from daimlib.checkpoint import load_checkpoint, load_loss, load_model, load_trai
 from daimlib.config import load_preset
 from daimlib.train import NonFiniteError, train
 
-TINY = (24, 5, 5)
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(scope="session")
-def demo_root(tmp_path_factory):
-    from daimlib.data import make_demo_dataset
-
-    root = tmp_path_factory.getbasetemp() / "demo_tiny"
-    if not (root / "dataset_demo.json").exists():
-        make_demo_dataset(root, seed=0, size=TINY, progress=False)
-    return root
 
 
 def _cfg(**over):

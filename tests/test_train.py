@@ -19,17 +19,8 @@ from daimlib.config import load_preset
 from daimlib.train import selection_score, train, wants_pretrained
 
 STEPS_PER_EPOCH = 25 // 8
-TINY = (24, 5, 5)  # train, val, test images of the demo dataset used here
 
 
-@pytest.fixture(scope="session")
-def demo_root(tmp_path_factory):
-    """A tiny demo dataset, generated once per session (test files asking for the same one reuse it)."""
-    from daimlib.data import make_demo_dataset
-
-    root = tmp_path_factory.getbasetemp() / "demo_tiny"
-    make_demo_dataset(root, seed=0, size=TINY, progress=False)
-    return root
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
