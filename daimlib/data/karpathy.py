@@ -191,13 +191,5 @@ def load_karpathy(
     return out
 
 
-def KarpathySplit(  # noqa: N802 - the former class name, kept as the loader's name
-    json_path: str | Path,
-    image_root: str | Path,
-    split: str | tuple[str, ...] | list[str],
-    captions_per_image: int | None = 5,
-    check_files: bool = True,
-    data: dict | None = None,
-) -> Split:
-    """:func:`load_karpathy` under the name of the former class (same arguments, returns a :class:`Split`)."""
-    return load_karpathy(json_path, image_root, split, captions_per_image, check_files, data)
+# The former class name, kept for old code: the same loader (same arguments, returns a Split).
+KarpathySplit = load_karpathy
