@@ -83,14 +83,15 @@ def _notebook_12_for(tmp: Path, data_root: Path) -> None:
     (tmp / "notebooks" / "12_interactive_search.ipynb").write_text(json.dumps(nb))
 
 
-N_FIRST = 5  # notebook 00's title, parameters, setup, a markdown cell and the environment check
+N_FIRST = 3  # notebook 00 up to its third code cell: parameters, setup and the environment check
 
 
 def _first_cells_of_00(tmp: Path) -> None:
     """Notebook 00 cut after its first cells (run in the browser with Run All, which selects no
     cell by position and so cannot run more than these)."""
     nb = json.loads((REPO / "notebooks" / "00_setup_and_data.ipynb").read_text())
-    nb["cells"] = nb["cells"][:N_FIRST]
+    code = [i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code"]
+    nb["cells"] = nb["cells"][: code[N_FIRST - 1] + 1]  # up to its N_FIRST-th code cell, whatever the prose
     for cell in nb["cells"]:
         if cell["cell_type"] == "code":
             cell.update(outputs=[], execution_count=None)
