@@ -5,7 +5,7 @@ share one rule each:
 
 - :func:`repo_root`: the DAIM Kit checkout the user works in;
 - :func:`display_path` (also :func:`rel`): a path as printed in messages, notebook outputs and
-  result files, never a machine path (the kit's committed outputs must not carry ``/home/...``);
+  result files, never a machine path (the kit's committed outputs must not carry an absolute path of the machine);
 - :func:`output_root`, :func:`figures_dir`: where figures and other notebook outputs go; the
   tracked ``figures/`` holds the demo data's figures only, and the environment variable
   ``DAIM_OUTPUT_DIR`` redirects every output (``make demo`` keeps a student's clone clean with it).
