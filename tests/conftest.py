@@ -39,3 +39,17 @@ def demo_root(tmp_path_factory):
     if not (root / "dataset_demo.json").exists():
         make_demo_dataset(root, seed=0, size=TINY_DEMO, progress=False)
     return root
+
+
+@pytest.fixture
+def other_demo_data(demo_root, tmp_path):
+    """A copy of :func:`demo_root` with one caption changed: the same layout and sizes, other data."""
+    import json
+    import shutil
+
+    other = tmp_path / "other_data"
+    shutil.copytree(demo_root, other)
+    data = json.loads((other / "dataset_demo.json").read_text())
+    data["images"][0]["sentences"][0]["raw"] = "a different caption"
+    (other / "dataset_demo.json").write_text(json.dumps(data))
+    return other

@@ -269,16 +269,11 @@ def test_tensorboard_without_the_package_is_a_clear_error(tmp_path, monkeypatch)
 
 
 @pytest.mark.slow  # two one-step runs: ~6 s
-def test_resuming_on_other_data_is_refused(demo_root, tmp_path):
+def test_resuming_on_other_data_is_refused(demo_root, other_demo_data, tmp_path):
     out = tmp_path / "run"
     _run(demo_root, out, _cfg(**{"train.epochs": 2}), eval_split=None)
-    other = tmp_path / "other"
-    shutil.copytree(demo_root, other)
-    data = json.loads((other / "dataset_demo.json").read_text())
-    data["images"][0]["sentences"][0]["raw"] = "another caption"
-    (other / "dataset_demo.json").write_text(json.dumps(data))
     with pytest.raises(ValueError, match="trained on other data"):
-        _run(other, out, _cfg(**{"train.epochs": 2, "train.max_steps": 2}), eval_split=None, resume=True)
+        _run(other_demo_data, out, _cfg(**{"train.epochs": 2, "train.max_steps": 2}), eval_split=None, resume=True)
     res = _run(demo_root, out, _cfg(**{"train.epochs": 2, "train.max_steps": 2}), eval_split=None, resume=True)
     assert res.global_step == 2
 
