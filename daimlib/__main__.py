@@ -250,6 +250,23 @@ def _add_ablate(sub, common) -> None:
     _add_set(p)
 
 
+def _add_demo_models(sub, common) -> None:
+    p = sub.add_parser(
+        "demo-models",
+        parents=[common],
+        help="train (resumably) and export the shipped demo models: demo, demo_baseline, demo_hat",
+        description="Train each arm with its preset into RUNS/<arm> (a finished run of the same config and "
+        "data is reused, an interrupted one resumed), then write its best checkpoint in half precision to "
+        "models/<arm> with its histories and the test metrics of the exported weights (metrics.json). "
+        "See daimlib.demo_models.",
+    )
+    p.add_argument("--arms", nargs="+", default=["demo", "demo_baseline", "demo_hat"],
+                   choices=["demo", "demo_baseline", "demo_hat"])  # fmt: skip
+    p.add_argument("--data-root", default="data/demo", help="the generated demo data (make-demo-data)")
+    p.add_argument("--runs", default=None, help="where the training runs go (default runs/demo_models)")
+    p.add_argument("--device", type=_device, default="cpu")
+
+
 def _add_bench(sub, common) -> None:
     p = sub.add_parser(
         "bench",
@@ -302,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub, common)
     _add_evaluate(sub, common)
     _add_ablate(sub, common)
+    _add_demo_models(sub, common)
     _add_presets(sub, common)
     _add_bench(sub, common)
     _add_import_reference(sub, common)
@@ -412,6 +430,18 @@ def cmd_ablate(args) -> int:
     return 0
 
 
+def cmd_demo_models(args) -> int:
+    from .demo_models import main_export
+
+    try:
+        main_export(args.arms, args.data_root, out_root=args.runs, device=args.device,
+                    progress=not args.quiet)  # fmt: skip
+    except KeyboardInterrupt:
+        print("interrupted: the arm being trained saved its state; run the same command to continue", file=sys.stderr)
+        return 130
+    return 0
+
+
 def cmd_presets(args) -> int:
     from .config import PRESET_NOTES, PRESETS, load_preset, preset_notes
 
@@ -492,6 +522,7 @@ COMMANDS = {
     "train": cmd_train,
     "evaluate": cmd_evaluate,
     "ablate": cmd_ablate,
+    "demo-models": cmd_demo_models,
     "presets": cmd_presets,
     "bench": cmd_bench,
     "import-reference": cmd_import_reference,

@@ -333,7 +333,6 @@ def _tiny_encoders(cfg: DAIMConfig) -> None:
     )
     cfg.similarity.embed_dim = 128
     cfg.loss.warmup_steps = 150
-    cfg.loss.activation_fraction = 0.4
     cfg.data = DataConfig(
         dataset="demo",
         img_size=64,
@@ -343,11 +342,11 @@ def _tiny_encoders(cfg: DAIMConfig) -> None:
         num_workers=0,
     )
     cfg.train = TrainConfig(
-        epochs=10,
+        epochs=12,
         batch_size=64,
         optimizer="adamw",
         lr=5e-4,
-        lr_step=1000,
+        lr_step=9,  # StepLR(9, 0.1): the paper's step schedule, scaled to 12 epochs
         freeze_epochs=0,
         amp="off",
         eval_batch_size=250,
@@ -358,6 +357,15 @@ def _demo() -> DAIMConfig:
     """Tiny from-scratch DAIM for the generated demo dataset on a CPU (notes: ``PRESET_NOTES["demo"]``)."""
     cfg = DAIMConfig(name="demo")
     _tiny_encoders(cfg)
+    return cfg
+
+
+def _demo_baseline() -> DAIMConfig:
+    """The demo's t2i baseline: the ``demo`` preset without FDM and MOM (the ablation's ``baseline``)."""
+    cfg = _demo()
+    cfg.name = "demo_baseline"
+    cfg.fdm = FDMConfig(image_blocks=False, image_stage_out=False, text_layers=())
+    cfg.loss.adaptive = False
     return cfg
 
 
@@ -419,6 +427,12 @@ PRESET_NOTES: dict[str, tuple[str, str]] = {
         "HAT-style baseline of the demo preset: no ContraNorm, fixed margin, SCAN i2t",
         "HAT-style baseline of the demo preset: no ContraNorm, fixed margin, SCAN i2t.\n" + _DEMO_NOTES,
     ),
+    "demo_baseline": (
+        "t2i baseline of the demo preset: no ContraNorm, fixed margin (DAIM's direction kept)",
+        "The demo preset without FDM and MOM: the ablation's baseline, the third arm of the comparison "
+        "(demo_hat -> demo_baseline changes only the SCAN direction; demo_baseline -> demo adds FDM + MOM).\n"
+        + _DEMO_NOTES,
+    ),
     "tiny": (
         "the demo's CPU-sized encoders on any dataset folder, tokenizer built from its training captions",
         "The demo preset's encoders and schedule for any folder (F30K, COCO, Flickr8k, demo): a WordPiece "
@@ -447,6 +461,7 @@ PRESETS: dict[str, Callable[[], DAIMConfig]] = {
     "hat_coco": lambda: _hat("coco"),
     "demo": _demo,
     "demo_hat": _demo_hat,
+    "demo_baseline": _demo_baseline,
     "tiny": _tiny,
 }
 

@@ -94,3 +94,45 @@ def amp_settings(mode: str | None, device: str | torch.device) -> tuple[torch.dt
 def amp_for(cfg, device: str | torch.device) -> tuple[torch.dtype | None, bool]:
     """:func:`amp_settings` of a config's ``train.amp``."""
     return amp_settings(cfg.train.amp, device)
+
+
+# --- CPU allocator ----------------------------------------------------------------------------
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
+_MMAP_THRESHOLD_MAX = 32 * 1024 * 1024  # glibc's ceiling for M_MMAP_THRESHOLD on 64-bit
+ALLOCATOR_ENV = "DAIM_CPU_ALLOCATOR"  # "default" leaves glibc's malloc as it is
+_allocator_tuned: bool | None = None
+
+
+def tune_cpu_allocator() -> bool:
+    """Keep freed tensor memory in the process instead of returning it to the OS (glibc only).
+
+    Why: glibc serves every allocation above its mmap threshold (128 KiB, raised on the fly to at
+    most 32 MiB) with a fresh ``mmap``, and gives freed heap tops back to the OS. A training step on
+    a CPU allocates and frees the same few-MiB activations (the SCAN score blocks ``[B, R, B, L]``)
+    hundreds of times, so each one is zero-filled page by page again: on the development machine an
+    elementwise product of two 8 MiB tensors took 4.7 ms instead of 1.5 ms. Raising the mmap
+    threshold to its ceiling and the trim threshold to 1 GiB lets the heap reuse that memory; the
+    arithmetic is untouched, so results are bit-identical. The process keeps up to ~1 GiB of freed
+    memory for reuse. Set ``DAIM_CPU_ALLOCATOR=default`` to leave the allocator alone. Returns
+    whether the tuning is in effect (False off glibc, e.g. macOS and Windows).
+    """
+    global _allocator_tuned
+    import os
+
+    if os.environ.get(ALLOCATOR_ENV, "").lower() == "default":
+        return False
+    if _allocator_tuned is not None:
+        return _allocator_tuned
+    try:
+        import ctypes
+        import ctypes.util
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError, TypeError):
+        _allocator_tuned = False
+        return False
+    ok = bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 30))
+    _allocator_tuned = ok
+    return ok

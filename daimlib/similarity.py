@@ -36,7 +36,9 @@ _EPS_COS = 1e-8  # cosine similarity epsilon on the norm product
 _SAFE_EXP = 80.0  # exp(80) is finite in fp32
 _LIVE = 4  # big block-sized fp32 tensors alive at once (block sizing)
 DEFAULT_BLOCK_BYTES = None  # auto: CPU_BLOCK_BYTES on CPU, GPU_BLOCK_BYTES on accelerators
-CPU_BLOCK_BYTES = 8 * 2**20  # cache-sized blocks: 2x faster on CPU than 256 MiB blocks (bench_scan)
+CPU_BLOCK_BYTES = 8 * 2**20  # cache-sized blocks: 2x faster on CPU than 256 MiB blocks (bench_scan);
+# in training too: each block's captions are cut to their longest, and its activations stay small
+# enough for the allocator to reuse (benchmarks/bench_train_step.py)
 GPU_BLOCK_BYTES = 512 * 2**20
 DIRECTIONS = ("t2i", "i2t", "both")
 
@@ -126,9 +128,8 @@ def _i2t_block(v, vnorm, t, tgram, mask, lam):
 
 def _scan(img, txt, txt_lens, direction, lambda_softmax, max_block_bytes, use_gram):
     txt_lens = _check_inputs(img, txt, txt_lens)
-    if max_block_bytes is None:  # autograd keeps every block alive anyway: fewer, larger blocks
-        grad = torch.is_grad_enabled() and (img.requires_grad or txt.requires_grad)
-        max_block_bytes = CPU_BLOCK_BYTES if img.device.type == "cpu" and not grad else GPU_BLOCK_BYTES
+    if max_block_bytes is None:  # CPU: cache-sized blocks, with or without autograd; GPU: few large ones
+        max_block_bytes = CPU_BLOCK_BYTES if img.device.type == "cpu" else GPU_BLOCK_BYTES
     n_img, R, D = img.shape
     n_cap, L, _ = txt.shape
     out = torch.zeros(n_img, n_cap, dtype=torch.float32, device=img.device)  # [n_img, n_cap]

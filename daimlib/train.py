@@ -63,7 +63,7 @@ from .losses import MatchingLoss
 from .metrics import METRIC_KEYS
 from .model import DAIM
 from .runtime import amp_for as _amp
-from .runtime import seed_everything, torch_device
+from .runtime import seed_everything, torch_device, tune_cpu_allocator
 
 log = logging.getLogger("daimlib.train")
 
@@ -814,6 +814,8 @@ def train(
     if dd.main:
         out_dir.mkdir(parents=True, exist_ok=True)
     use_pretrained = (wants_pretrained(cfg) if pretrained is None else pretrained) and not resume
+    if device.type == "cpu":
+        tune_cpu_allocator()  # freed activations are reused, not returned to the OS (bit-identical results)
     ctx = _build(cfg, data_root, out_dir, device, dd, eval_split, use_pretrained, progress)
     data_id = runs.data_identity(data_root, cfg)
     st, rows = TrainState(), None

@@ -1,0 +1,149 @@
+"""The demo training step on a CPU: steps/s before and after the step's speed-ups, side by side.
+
+One step = a batch from the caption-level DataLoader (decode, RandomResizedCrop, normalise),
+``DAIM.forward`` (both encoders, three SCAN levels), ``MatchingLoss``, backward, AdamW, as
+``daimlib.train.train_step`` runs it, with the ``demo`` preset (batch 64) on the generated demo
+data. Each setting runs in its own process (the allocator setting only takes effect in a fresh one):
+
+- ``before``: glibc's default allocator, SCAN in one large block under autograd (the old CPU
+  training path), every image decoded from disk each time it is drawn;
+- ``+ allocator``: :func:`daimlib.runtime.tune_cpu_allocator` (freed activations reused);
+- ``+ SCAN blocks``: cache-sized SCAN blocks in training too, captions cut per block;
+- ``after``: both, plus decoded images cached (what ``train()`` does now on a CPU).
+
+Results are equal, not only close: the script checks that the first steps' losses of every setting
+are identical to ``before``'s (same seed, same batches). ``--parallel`` also times two one-thread
+processes side by side (how ``ablate --jobs 2`` uses two cores). Usage::
+
+    python benchmarks/bench_train_step.py [--steps 20] [--threads 2] [--parallel] [--data-root data/demo]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+SETTINGS = {
+    "before": dict(allocator=False, blocks=False, cache=False),
+    "+ allocator": dict(allocator=True, blocks=False, cache=False),
+    "+ SCAN blocks": dict(allocator=False, blocks=True, cache=False),
+    "after": dict(allocator=True, blocks=True, cache=True),
+}
+WARMUP = 3
+LOSS_STEPS = 5  # steps whose losses must agree across settings
+
+
+def worker(setting: str, steps: int, threads: int, data_root: str, preset: str) -> dict:
+    """Time ``steps`` training steps under ``setting`` in this process; returns the timings."""
+    import torch
+
+    torch.set_num_threads(threads)
+    opts = SETTINGS[setting]
+    from daimlib import runtime
+    from daimlib import similarity as S
+
+    if opts["allocator"]:
+        runtime.tune_cpu_allocator()
+    if not opts["blocks"]:
+        S.CPU_BLOCK_BYTES = S.GPU_BLOCK_BYTES  # the old path: one block for the whole batch under autograd
+    from torch.utils.data import DataLoader
+
+    from daimlib.config import load_preset
+    from daimlib.data import load_split, load_tokenizer
+    from daimlib.data.datasets import CaptionDataset, build_transforms, collate
+    from daimlib.losses import MatchingLoss
+    from daimlib.model import DAIM
+
+    cfg = load_preset(preset)
+    tok = load_tokenizer(cfg.text, data_root)
+    split = load_split(cfg.data, data_root, "train")
+    ds = CaptionDataset(split, tok, build_transforms(cfg.data, train=True), cfg.text.max_len, cache_images=opts["cache"])
+    gen = torch.Generator().manual_seed(0)
+    dl = DataLoader(ds, batch_size=cfg.train.batch_size, shuffle=True, collate_fn=collate, drop_last=True,
+                    generator=gen, num_workers=0)  # fmt: skip
+    torch.manual_seed(0)
+    model = DAIM.from_config(cfg).train()
+    loss_fn = MatchingLoss.from_config(cfg.loss)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
+    it = iter(dl)
+    losses, times = [], []
+    for i in range(WARMUP + steps):
+        t0 = time.perf_counter()
+        batch = next(it)
+        out = model(batch)
+        lo = loss_fn(out.scores, step=i, img_index=out.img_index)
+        lo.loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - t0)
+        losses.append(float(lo.loss.detach()))
+    t = times[WARMUP:]
+    return {"setting": setting, "threads": threads, "steps": steps, "s_per_step": sum(t) / len(t),
+            "losses": losses[:LOSS_STEPS]}  # fmt: skip
+
+
+def _spawn(setting: str, args, threads: int) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env.pop("DAIM_CPU_ALLOCATOR", None)
+    cmd = [sys.executable, __file__, "--worker", setting, "--steps", str(args.steps), "--threads", str(threads),
+           "--data-root", args.data_root, "--preset", args.preset]  # fmt: skip
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+
+
+def _result(proc: subprocess.Popen) -> dict:
+    out, _ = proc.communicate()
+    if proc.returncode != 0:
+        raise SystemExit(f"a benchmark worker failed (exit {proc.returncode})")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=20, help="timed steps per setting (after 3 warm-up steps)")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads of each single-process setting")
+    ap.add_argument("--data-root", default="data/demo")
+    ap.add_argument("--preset", default="demo")
+    ap.add_argument("--parallel", action="store_true", help="also time two one-thread processes side by side")
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.steps, args.threads, args.data_root, args.preset)))
+        return 0
+    if not (Path(args.data_root) / "dataset.json").exists() and not any(Path(args.data_root).glob("*.json")):
+        raise SystemExit(f"no demo data at {args.data_root}: run `python -m daimlib make-demo-data --root {args.data_root}`")
+    from _check import agrees, exit_code
+
+    rows = [_result(_spawn(s, args, args.threads)) for s in SETTINGS]
+    base = rows[0]
+    print(f"# demo training step (preset {args.preset}, batch 64), {args.steps} timed steps, {args.threads} thread(s)")
+    print(f"{'setting':<16}{'ms/step':>10}{'steps/s':>10}{'speed-up':>10}")
+    for r in rows:
+        print(f"{r['setting']:<16}{1000 * r['s_per_step']:>10.1f}{1 / r['s_per_step']:>10.2f}"
+              f"{base['s_per_step'] / r['s_per_step']:>9.2f}x")  # fmt: skip
+    checks = []
+    for r in rows[1:]:
+        diff = max(abs(a - b) / max(1.0, abs(b)) for a, b in zip(r["losses"], base["losses"]))
+        checks.append(agrees(f"'{r['setting']}' first {LOSS_STEPS} losses vs 'before' (relative)", diff, 1e-5))
+    if args.parallel:
+        for setting in ("before", "after"):
+            t0 = time.perf_counter()
+            procs = [_spawn(setting, args, 1) for _ in range(2)]
+            res = [_result(p) for p in procs]
+            wall = time.perf_counter() - t0
+            rate = sum(1 / r["s_per_step"] for r in res)
+            print(f"two 1-thread processes, {setting:<7}: {rate:.2f} steps/s together "
+                  f"({1000 * res[0]['s_per_step']:.0f} and {1000 * res[1]['s_per_step']:.0f} ms/step; {wall:.0f} s wall)")  # fmt: skip
+    return exit_code(*checks)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
