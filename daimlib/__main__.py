@@ -247,6 +247,8 @@ def _add_ablate(sub, common) -> None:
     p.add_argument("--data-root", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--split", default="test", help="split the best checkpoints are evaluated on")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs trained at once, each in its own one-thread process (with train.max_steps budgets)")  # fmt: skip
     _add_set(p)
 
 
@@ -417,7 +419,7 @@ def cmd_ablate(args) -> int:
 
     try:
         runs = ablate(args.preset, args.variants, args.seeds, args.data_root, args.out, eval_split=args.split,
-                      progress=not args.quiet, **_overrides(args))  # fmt: skip
+                      progress=not args.quiet, jobs=args.jobs, **_overrides(args))  # fmt: skip
     except KeyboardInterrupt as e:  # the interrupted run saved its state; nothing was recorded as a result
         print(f"interrupted: {e or 'Ctrl-C'}", file=sys.stderr)
         return 130

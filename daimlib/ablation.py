@@ -16,11 +16,14 @@ fdm_text      FDM on the text side only, after every BERT layer up to the highes
               state (the paper figure's placement, spec section 10 B1); fixed margin, so that it
               compares with ``fdm``
 high_only     ``daim`` scored on the high level only (``similarity.level_weights=(0, 0, 1)``)
+no_low        ``daim`` without the low level (weights ``(0, 1, 1)``): leave one level out
+no_mid        ``daim`` without the mid level (weights ``(1, 0, 1)``)
+no_high       ``daim`` without the high level (weights ``(1, 1, 0)``)
 ============  =================================================================================
 
-:func:`ablate` trains and evaluates each variant for each seed, one run after another (two runs
-at once on a small machine ruin each other's wall-clock budget, field notes section 7), and
-writes ``runs.csv`` (one row per run) and ``summary.csv`` / ``summary.json`` (mean and std per
+:func:`ablate` trains and evaluates each variant for each seed, one run after another or
+``jobs`` at a time in one-thread worker processes (then with step budgets only: runs at once ruin
+each other's wall-clock budget, field notes section 7), and writes ``runs.csv`` (one row per run) and ``summary.csv`` / ``summary.json`` (mean and std per
 variant). A run whose ``result.json`` matches the config, data and split is read back instead of
 being trained again; an interrupted run is resumed (:mod:`daimlib.runs` holds the rule).
 """
@@ -56,7 +59,11 @@ VARIANTS: dict[str, str] = {
     "daim": "+ FDM + MOM (the reference method)",
     "fdm_text": "FDM after every text layer instead of the image encoder, fixed margin",
     "high_only": "DAIM scored on the high level only (level weights 0, 0, 1)",
+    "no_low": "DAIM without the low level (level weights 0, 1, 1)",
+    "no_mid": "DAIM without the mid level (level weights 1, 0, 1)",
+    "no_high": "DAIM without the high level (level weights 1, 1, 0)",
 }
+_LEAVE_OUT = {"no_low": 0, "no_mid": 1, "no_high": 2}
 
 SUMMARY_METRICS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum")
 
@@ -77,6 +84,12 @@ def variant_overrides(variant: str, cfg: DAIMConfig) -> dict[str, Any]:
     if variant == "high_only":
         n_levels = len(cfg.similarity.level_weights)  # any number of levels: all weight on the highest
         return {**_FDM_IMAGE, "loss.adaptive": True, "similarity.level_weights": (0.0,) * (n_levels - 1) + (1.0,)}
+    if variant in _LEAVE_OUT:
+        weights = list(cfg.similarity.level_weights)
+        if len(weights) != 3:
+            raise ValueError(f"{variant} assumes three levels (low, mid, high); this preset has {len(weights)}")
+        weights[_LEAVE_OUT[variant]] = 0.0
+        return {**_FDM_IMAGE, "loss.adaptive": True, "similarity.level_weights": tuple(weights)}
     raise ValueError(f"unknown ablation variant {variant!r}; variants are {list(VARIANTS)}")
 
 
@@ -108,6 +121,45 @@ def summarize(runs: pd.DataFrame, metrics: tuple[str, ...] = SUMMARY_METRICS) ->
             for a, s in zip(out[f"{m}_mean"], out[f"{m}_std"])
         ]
     return out
+
+
+def powered_summary(
+    runs: pd.DataFrame, reference: str = "baseline", metric: str = "rsum", confidence: float = 0.95,
+    target_power: float = 0.8, alpha: float = 0.05,
+) -> pd.DataFrame:  # fmt: skip
+    """Each variant's ``metric`` with a t interval, its difference from ``reference`` and what the
+    design could detect (:mod:`daimlib.stats`).
+
+    Columns: ``n``, ``mean``, ``ci_lo``, ``ci_hi`` (``confidence`` interval of the mean), ``sd``;
+    ``diff`` (variant - reference, paired by seed over the seeds both have), ``diff_lo``,
+    ``diff_hi``, ``p_paired`` (paired t-test), ``p_welch`` (Welch's t-test over all runs), and
+    ``mdd`` (the minimal detectable difference: the smallest true difference a paired t-test at
+    ``alpha`` finds with ``target_power``, for this number of seeds and the observed sd of the
+    paired differences). The reference row has NaN in the comparison columns.
+    """
+    from . import stats
+
+    if reference not in set(runs["variant"]):
+        raise ValueError(f"reference variant {reference!r} is not among the runs ({sorted(set(runs['variant']))})")
+    ref = runs[runs["variant"] == reference].set_index("seed")[metric]
+    out = []
+    for variant, g in runs.groupby("variant", sort=False):
+        ci = stats.mean_ci(g[metric], confidence)
+        row = {"variant": variant, "n": ci.n, "mean": ci.mean, "ci_lo": ci.lo, "ci_hi": ci.hi, "sd": ci.sd}
+        nan = float("nan")
+        row.update(diff=nan, diff_lo=nan, diff_hi=nan, p_paired=nan, p_welch=nan, mdd=nan)
+        if variant != reference:
+            mine = g.set_index("seed")[metric]
+            common = sorted(set(mine.index) & set(ref.index))
+            if len(common) >= 2:
+                cmp = stats.paired_diff(ref.loc[common], mine.loc[common], confidence)
+                row.update(diff=cmp.diff.mean, diff_lo=cmp.diff.lo, diff_hi=cmp.diff.hi, p_paired=cmp.p)
+                if cmp.diff.sd > 0:
+                    row["mdd"] = stats.min_detectable_difference(cmp.diff.sd, len(common), alpha, target_power)
+            if len(mine) >= 2 and len(ref) >= 2:
+                row["p_welch"] = stats.welch(ref, mine, confidence).p
+        out.append(row)
+    return pd.DataFrame(out).set_index("variant")
 
 
 def _result_row(res, cfg, variant, seed, data_root, eval_split, progress, minutes) -> dict:
@@ -148,6 +200,66 @@ def _train_run(cfg, run_dir: Path, data_root, data: dict, progress: bool):
     return _training.train(cfg, data_root, run_dir, progress=progress, eval_split=val, overwrite=True)
 
 
+def _one_run(preset, variant, seed, data_root, out_dir: Path, eval_split, progress, overrides) -> dict:
+    """Train (or reuse, or resume) one variant/seed run and return its result row (see :func:`ablate`)."""
+    cfg = variant_config(preset, variant, seed, **overrides)
+    run_dir = out_dir / f"{variant}_seed{seed}"
+    result_file = run_dir / "result.json"
+    data = runs.data_identity(data_root, cfg)
+    saved = json.loads(result_file.read_text()) if result_file.exists() else None
+    if saved is not None and DAIMConfig.from_dict(saved["config"]).diff(cfg):
+        raise ValueError(
+            f"{display_path(result_file)} was produced with a different config than requested; "
+            "delete that run folder or choose another out_dir"
+        )
+    same_data = saved is not None and saved.get("data", {}).get("sha256") == data["sha256"]
+    if same_data and saved.get("split") == eval_split:
+        log.info("%s seed %d: reusing %s", variant, seed, display_path(result_file))
+        return saved["row"]
+    log.info("%s seed %d: training into %s", variant, seed, display_path(run_dir))
+    t0 = time.time()
+    res = _train_run(cfg, run_dir, data_root, data, progress)
+    if res.stopped not in runs.FINISHED:
+        raise KeyboardInterrupt(
+            f"{variant} seed {seed} was interrupted at step {res.global_step}; its state is saved in "
+            f"{display_path(run_dir)}; run the same ablation again to continue where it stopped"
+        )
+    minutes = (time.time() - t0) / 60
+    if "elapsed_min" in res.epochs and len(res.epochs):  # the whole training, across resumes
+        minutes = float(res.epochs["elapsed_min"].iloc[-1])
+    row = _result_row(res, cfg, variant, seed, data_root, eval_split, progress, minutes)
+    result_file.write_text(json.dumps({"row": row, "config": cfg.to_dict(), "data": data, "split": eval_split},
+                                      indent=2, default=float) + "\n")  # fmt: skip
+    return row
+
+
+def _worker_init() -> None:
+    """A worker of ``ablate(jobs=N)``: one torch thread, so N workers share N cores without oversubscribing."""
+    import torch
+
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
+
+
+def _run_parallel(tasks: list[tuple], jobs: int) -> list[dict]:
+    """Run ``_one_run(*task)`` for every task in ``jobs`` worker processes; rows in task order."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    rows: list[dict | None] = [None] * len(tasks)
+    ctx = mp.get_context("spawn")  # a fresh interpreter per worker: no torch state forked mid-use
+    with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init) as pool:
+        futures = {pool.submit(_one_run, *task): i for i, task in enumerate(tasks)}
+        try:
+            for fut in cf.as_completed(futures):
+                rows[futures[fut]] = fut.result()
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+    return rows  # type: ignore[return-value]
+
+
 def ablate(
     preset: str,
     variants: list[str] | tuple[str, ...] = ("baseline", "fdm", "mom", "daim"),
@@ -156,20 +268,25 @@ def ablate(
     out_dir: str | os.PathLike = "runs/ablation",
     eval_split: str = "test",
     progress: bool = True,
+    jobs: int = 1,
     **overrides: Any,
 ) -> pd.DataFrame:
-    """Train and evaluate every variant for every seed, one run after another, resumable run by run.
+    """Train and evaluate every variant for every seed, resumable run by run.
 
     ``seeds``: a count (seeds 0..n-1) or a list. ``overrides``: dotted keys applied to the preset
-    before the variant (``**{"train.max_minutes": 1.0}``). Each run trains with validation on the
+    before the variant (``**{"train.max_steps": 300}``). Each run trains with validation on the
     val split, and its best checkpoint is evaluated on ``eval_split`` under the dataset's first
     paper protocol (demo: whole split; F30K 1K; COCO 1K 5-fold). A run's ``result.json`` is reused
     only for the same config, data (:func:`daimlib.runs.data_identity`) and split; a finished run is
     never trained again, and an interrupted one (Ctrl-C) is resumed, never recorded as a result:
     Ctrl-C raises KeyboardInterrupt after the run saved its state, and the same call continues.
-    Returns one row per run (variant, seed, test metrics, best val score, final margin, minutes);
-    the mean ± std table is ``df.attrs["summary"]`` (:func:`summarize`). Writes runs.csv,
-    summary.csv, summary.json.
+    ``jobs``: runs trained at once, each in its own process on one thread (``jobs=2`` on a 2-core
+    CPU trains about 1.6x more runs per hour than one run on two threads,
+    ``benchmarks/bench_train_step.py --parallel``). Runs at once share the machine, so a
+    ``train.max_minutes`` budget would mean less training per run: use ``train.max_steps`` with
+    ``jobs > 1``. Returns one row per run (variant, seed, test metrics, best val score, final
+    margin, minutes); the mean ± std table is ``df.attrs["summary"]`` (:func:`summarize`). Writes
+    runs.csv, summary.csv, summary.json.
     """
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
@@ -177,41 +294,19 @@ def ablate(
     seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
     if not seed_list:
         raise ValueError("seeds must be a positive count or a non-empty list of seeds")
+    if int(jobs) < 1:
+        raise ValueError(f"jobs must be at least 1, got {jobs}")
+    if jobs > 1 and overrides.get("train.max_minutes") is not None:
+        raise ValueError("jobs > 1 with a train.max_minutes budget: runs at once share the CPU, so each would "
+                         "train less; give the budget as train.max_steps")  # fmt: skip
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for variant in variants:
-        for seed in seed_list:
-            cfg = variant_config(preset, variant, seed, **overrides)
-            run_dir = out_dir / f"{variant}_seed{seed}"
-            result_file = run_dir / "result.json"
-            data = runs.data_identity(data_root, cfg)
-            saved = json.loads(result_file.read_text()) if result_file.exists() else None
-            if saved is not None and DAIMConfig.from_dict(saved["config"]).diff(cfg):
-                raise ValueError(
-                    f"{display_path(result_file)} was produced with a different config than requested; "
-                    "delete that run folder or choose another out_dir"
-                )
-            same_data = saved is not None and saved.get("data", {}).get("sha256") == data["sha256"]
-            if same_data and saved.get("split") == eval_split:
-                log.info("%s seed %d: reusing %s", variant, seed, display_path(result_file))
-                rows.append(saved["row"])
-                continue
-            log.info("%s seed %d: training into %s", variant, seed, display_path(run_dir))
-            t0 = time.time()
-            res = _train_run(cfg, run_dir, data_root, data, progress)
-            if res.stopped not in runs.FINISHED:
-                raise KeyboardInterrupt(
-                    f"{variant} seed {seed} was interrupted at step {res.global_step}; its state is saved in "
-                    f"{display_path(run_dir)}; run the same ablation again to continue where it stopped"
-                )
-            minutes = (time.time() - t0) / 60
-            if "elapsed_min" in res.epochs and len(res.epochs):  # the whole training, across resumes
-                minutes = float(res.epochs["elapsed_min"].iloc[-1])
-            row = _result_row(res, cfg, variant, seed, data_root, eval_split, progress, minutes)
-            result_file.write_text(json.dumps({"row": row, "config": cfg.to_dict(), "data": data, "split": eval_split},
-                                              indent=2, default=float) + "\n")  # fmt: skip
-            rows.append(row)
+    tasks = [(preset, v, s, data_root, out_dir, eval_split, progress and jobs == 1, overrides)
+             for v in variants for s in seed_list]  # fmt: skip
+    if jobs == 1:
+        rows = [_one_run(*task) for task in tasks]
+    else:
+        rows = _run_parallel(tasks, int(jobs))
     table = pd.DataFrame(rows)
     summary = summarize(table)
     table.to_csv(out_dir / "runs.csv", index=False)

@@ -43,13 +43,19 @@ import torch
 
 from . import runs
 from .checkpoint import load_model
-from .checkpoint_io import CONFIG, META, TOKENIZER, WEIGHTS, load_checkpoint_tokenizer, read_meta, save_checkpoint
+from .checkpoint_io import (
+    CONFIG,
+    WEIGHTS,
+    load_checkpoint_tokenizer,
+    read_meta,
+    save_checkpoint,
+)
 from .config import DAIMConfig, load_preset
 from .data import load_split, load_tokenizer
 from .evaluate import evaluate
 from .history import EPOCHS_CSV, STEPS_CSV
-from .tables import read_csv
 from .paths import display_path, repo_root, run_root
+from .tables import read_csv
 
 log = logging.getLogger("daimlib.demo_models")
 
@@ -63,9 +69,13 @@ COMMAND = "python -m daimlib demo-models --data-root data/demo"
 METRIC_KEYS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum")
 
 
+MODELS_ENV = "DAIM_MODELS_DIR"
+
+
 def models_dir() -> Path:
-    """Where the shipped models live: ``models/`` at the repository root."""
-    return repo_root() / "models"
+    """Where the shipped models live: ``models/`` at the repository root (``$DAIM_MODELS_DIR`` when set)."""
+    env = os.environ.get(MODELS_ENV)
+    return Path(env) if env else repo_root() / "models"
 
 
 def model_dir(arm: str) -> Path:
@@ -254,5 +264,5 @@ def main_export(arms, data_root, out_root=None, device="cpu", progress=True) -> 
 
 __all__ = [
     "ARMS", "COMMAND", "DemoModel", "export", "is_shipped", "load", "main_export", "model_dir",
-    "models_dir", "recorded_metrics", "summary_table", "test_metrics", "train_arm", "TOKENIZER", "META",
+    "models_dir", "recorded_metrics", "summary_table", "test_metrics", "train_arm",
 ]  # fmt: skip

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -239,7 +240,10 @@ def test_each_ablation_variant_differs_from_the_baseline_in_its_module_only():
     assert diff("high_only") == fdm_keys | {"loss.adaptive", "similarity.level_weights"}
     assert variant_config("demo", "high_only").similarity.level_weights == (0.0, 0.0, 1.0)
     assert variant_config("demo", "daim", seed=3).train.seed == 3
-    assert set(VARIANTS) == {"baseline", "fdm", "mom", "daim", "fdm_text", "high_only"}
+    for name, weights in (("no_low", (0.0, 1.0, 1.0)), ("no_mid", (1.0, 0.0, 1.0)), ("no_high", (1.0, 1.0, 0.0))):
+        assert diff(name) == fdm_keys | {"loss.adaptive", "similarity.level_weights"}  # daim minus one level
+        assert variant_config("demo", name).similarity.level_weights == weights
+    assert set(VARIANTS) == {"baseline", "fdm", "mom", "daim", "fdm_text", "high_only", "no_low", "no_mid", "no_high"}
     with pytest.raises(ValueError, match="unknown ablation variant"):
         variant_config("demo", "nope")
 
@@ -256,6 +260,28 @@ def test_ablation_summary_is_mean_and_sample_std_per_variant():
     )
     assert s.loc["b", "rsum"] == "30.0 ± 26.5" and s.loc["a", "rsum"] == "5.0"
     assert list(s["n_seeds"]) == [3, 1]
+
+
+def test_powered_summary_pairs_by_seed_and_reports_what_the_design_detects():
+    from daimlib import stats
+    from daimlib.ablation import powered_summary
+
+    runs = pd.DataFrame({
+        "variant": ["baseline"] * 4 + ["daim"] * 4,
+        "seed": [0, 1, 2, 3, 3, 2, 1, 0],  # daim's rows in another order: pairing is by seed, not by row
+        "rsum": [250.0, 260.0, 240.0, 255.0, 259.0, 249.0, 263.0, 256.0],
+    })  # fmt: skip
+    t = powered_summary(runs)
+    assert list(t.index) == ["baseline", "daim"]
+    assert t.loc["daim", "diff"] == pytest.approx((6 + 3 + 9 + 4) / 4)  # per seed: 256-250, 263-260, 249-240, 259-255
+    assert t.loc["daim", "mean"] == pytest.approx(256.75) and t.loc["daim", "n"] == 4
+    d = [6.0, 3.0, 9.0, 4.0]
+    assert t.loc["daim", "p_paired"] == pytest.approx(stats.paired_diff([0.0] * 4, d).p)
+    assert t.loc["daim", "mdd"] == pytest.approx(stats.min_detectable_difference(float(np.std(d, ddof=1)), 4))
+    assert t.loc["daim", "diff_lo"] < t.loc["daim", "diff"] < t.loc["daim", "diff_hi"]
+    assert math.isnan(t.loc["baseline", "diff"])
+    with pytest.raises(ValueError, match="reference variant"):
+        powered_summary(runs, reference="mom")
 
 
 @pytest.mark.slow  # uses the straight run
@@ -298,6 +324,15 @@ def test_ablate_trains_each_variant_writes_tables_and_reuses_finished_runs(demo_
     with pytest.raises(ValueError, match="different config"):
         ablate("demo", ["baseline"], seeds=1, data_root=demo_root, out_dir=tmp_path, progress=False,
                **{**over, "train.lr": 1.0})  # fmt: skip
+    monkeypatch.undo()
+    # two worker processes give the same rows as one process, in the same order
+    parallel = ablate("demo", ["baseline", "daim"], seeds=1, data_root=demo_root, out_dir=tmp_path / "jobs2",
+                      progress=False, jobs=2, **over)  # fmt: skip
+    cols = ["variant", "seed", "rsum", "i2t_r1", "t2i_r1", "steps", "final_margin"]
+    pd.testing.assert_frame_equal(parallel[cols], runs[cols])
+    with pytest.raises(ValueError, match="max_steps"):
+        ablate("demo", ["baseline"], seeds=1, data_root=demo_root, out_dir=tmp_path / "x", jobs=2,
+               **{**over, "train.max_minutes": 1.0})  # fmt: skip
 
 
 def test_time_budget_stops_after_the_first_step_and_clipping_bounds_the_gradient_norm(
