@@ -305,3 +305,30 @@ def test_datasets_and_collate_build_the_batch_dict(karpathy, tmp_path):
     assert torch.equal(t["img_index"], split.img_of_caption) and t["input_ids"].shape == (15, 16)
     with pytest.raises(ValueError, match="empty"):
         collate([])
+
+
+def test_caption_dataset_caches_decoded_images_without_changing_a_sample(demo_root, monkeypatch):
+    import daimlib.data.datasets as ds_mod
+    from daimlib.config import load_preset
+    from daimlib.data import load_split, load_tokenizer
+    from daimlib.data.datasets import CaptionDataset, build_transforms
+
+    cfg = load_preset("demo")
+    split = load_split(cfg.data, demo_root, "train")
+    tok = load_tokenizer(cfg.text, demo_root)
+    opened = []
+    real = ds_mod.load_image
+    monkeypatch.setattr(ds_mod, "load_image", lambda p: opened.append(p) or real(p))
+    cached = CaptionDataset(split, tok, build_transforms(cfg.data, train=True), cfg.text.max_len)  # auto: small split
+    plain = CaptionDataset(split, tok, build_transforms(cfg.data, train=True), cfg.text.max_len, cache_images=False)
+    n = split.n_captions
+    for j in list(range(n)) + list(range(n)):  # two epochs
+        torch.manual_seed(j)
+        a = cached[j]["image"]
+        torch.manual_seed(j)
+        b = plain[j]["image"]
+        assert torch.equal(a, b)  # the random crop is drawn per sample, from the same decoded image
+    # cached: each image decoded once; uncached: once per caption and epoch
+    assert len(opened) == split.n_images + 2 * n
+    monkeypatch.setattr(ds_mod, "CACHE_BYTES", 10)  # a split too large for the budget is not cached
+    assert CaptionDataset(split, tok, build_transforms(cfg.data, train=True), cfg.text.max_len)._cache is None

@@ -58,3 +58,21 @@ def test_amp_settings_are_off_on_a_cpu_and_use_a_scaler_only_for_fp16():
     assert runtime.amp_settings("bf16", "cuda:0") == (torch.bfloat16, False)
     with pytest.raises(ValueError, match="train.amp must be one of auto|bf16|fp16|off, got 'fp8'"):
         runtime.amp_settings("fp8", cpu)
+
+
+def test_cpu_allocator_tuning_is_opt_out_and_changes_no_result(monkeypatch):
+    import subprocess
+    import sys
+
+    code = (
+        "import torch; from daimlib.runtime import tune_cpu_allocator as t; ok = t(); "
+        "g = torch.Generator().manual_seed(0); a = torch.randn(512, 512, generator=g); "
+        "print(ok, float((a @ a).sum()))"
+    )
+    tuned = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    env = {**__import__("os").environ, "DAIM_CPU_ALLOCATOR": "default"}
+    plain = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout.split()
+    assert plain[0] == "False"  # the opt-out leaves glibc alone
+    if sys.platform.startswith("linux"):
+        assert tuned[0] == "True"
+    assert tuned[1] == plain[1]  # the same arithmetic, bit for bit
