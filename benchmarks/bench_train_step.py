@@ -15,7 +15,7 @@ Results are equal, not only close: the script checks that the first steps' losse
 are identical to ``before``'s (same seed, same batches). ``--parallel`` also times two one-thread
 processes side by side (how ``ablate --jobs 2`` uses two cores). Usage::
 
-    python benchmarks/bench_train_step.py [--steps 20] [--threads 2] [--parallel] [--data-root data/demo]
+    python benchmarks/bench_train_step.py [--steps 20] [--threads 2] [--rounds 3] [--parallel] [--data-root data/demo]
 """
 
 from __future__ import annotations
@@ -112,6 +112,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch threads of each single-process setting")
     ap.add_argument("--data-root", default="data/demo")
     ap.add_argument("--preset", default="demo")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="rounds of all settings in turn; the median per setting is reported (robust to a busy machine)")  # fmt: skip
     ap.add_argument("--parallel", action="store_true", help="also time two one-thread processes side by side")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -122,9 +124,15 @@ def main() -> int:
         raise SystemExit(f"no demo data at {args.data_root}: run `python -m daimlib make-demo-data --root {args.data_root}`")
     from _check import agrees, exit_code
 
-    rows = [_result(_spawn(s, args, args.threads)) for s in SETTINGS]
+    load = os.getloadavg()[0]
+    rounds = [[_result(_spawn(s, args, args.threads)) for s in SETTINGS] for _ in range(max(1, args.rounds))]
+    rows = []
+    for k in range(len(SETTINGS)):  # the median round of each setting (settings alternate within a round)
+        ordered = sorted((r[k] for r in rounds), key=lambda r: r["s_per_step"])
+        rows.append(ordered[len(ordered) // 2])
     base = rows[0]
-    print(f"# demo training step (preset {args.preset}, batch 64), {args.steps} timed steps, {args.threads} thread(s)")
+    print(f"# demo training step (preset {args.preset}, batch 64), {args.steps} timed steps, {args.threads} thread(s), "
+          f"median of {len(rounds)} round(s); load average at the start: {load:.1f}")
     print(f"{'setting':<16}{'ms/step':>10}{'steps/s':>10}{'speed-up':>10}")
     for r in rows:
         print(f"{r['setting']:<16}{1000 * r['s_per_step']:>10.1f}{1 / r['s_per_step']:>10.2f}"
