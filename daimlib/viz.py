@@ -237,7 +237,7 @@ def plot_margin_evolution(history_df, trigger=None, ax=None, smooth: int = 1) ->
 
     corr_col = _find_column(df, "n_correct")
     if corr_col is not None:
-        a2.plot(x, sm(df[corr_col].astype(float)), color=PALETTE[4], label="rows ranked right")
+        a2.plot(x, sm(df[corr_col].astype(float)), color=PALETTE[4], lw=2, label="rows ranked right")
     if trigger is not None:
         a2.axhline(float(trigger), color="k", ls="--", lw=1, label=f"trigger > {float(trigger):.4g}")
     a2.set(xlabel=STEP_LABEL, ylabel="rows ranked right (per batch)", title="MOM activation")
@@ -250,7 +250,7 @@ def plot_margin_evolution(history_df, trigger=None, ax=None, smooth: int = 1) ->
     if act_col is not None:
         rate = df[act_col].astype(float).expanding().mean().to_numpy()
         a2r = a2.twinx()
-        a2r.plot(x, rate, color=PALETTE[2], lw=1.5, label="fraction of steps the MOM acted (running)")
+        a2r.plot(x, rate, color=PALETTE[2], lw=1.2, ls="-.", label="fraction of steps the MOM acted (running)")  # dash-dot: a count curve under it stays visible
         a2r.set_ylim(-0.02, HEADROOM)
         a2r.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
         a2r.set_ylabel("fraction of steps (0-1)")
