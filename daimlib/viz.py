@@ -237,7 +237,11 @@ def plot_margin_evolution(history_df, trigger=None, ax=None, smooth: int = 1) ->
 
     corr_col = _find_column(df, "n_correct")
     if corr_col is not None:
-        a2.plot(x, sm(df[corr_col].astype(float)), color=PALETTE[4], lw=2, label="rows ranked right")
+        counts = df[corr_col].astype(float)
+        if smooth > 1:  # the raw counts too: single steps above the trigger stay visible under the rolling mean
+            a2.plot(x, counts.to_numpy(), color=PALETTE[4], lw=0.5, alpha=0.3, label="rows ranked right, per step")
+        a2.plot(x, sm(counts), color=PALETTE[4], lw=2,
+                label=f"rows ranked right (mean of {smooth} steps)" if smooth > 1 else "rows ranked right")  # fmt: skip
     if trigger is not None:
         a2.axhline(float(trigger), color="k", ls="--", lw=1, label=f"trigger > {float(trigger):.4g}")
     a2.set(xlabel=STEP_LABEL, ylabel="rows ranked right (per batch)", title="MOM activation")

@@ -565,3 +565,13 @@ def test_attention_grid_has_a_labelled_colour_scale_per_panel():
     bars = [a for a in fig.axes if a.get_label() == "<colorbar>"]
     assert len(bars) == 2 and all(b.get_ylabel() == "attention weight" for b in bars)
     assert [b.get_ylim()[1] for b in bars] == pytest.approx(attn.max(dim=1).values.tolist(), rel=1e-6)
+
+
+def test_margin_evolution_smoothed_counts_keep_the_raw_per_step_counts_visible():
+    h = _history().assign(n_rows=64)
+    a2 = viz.plot_margin_evolution(h, trigger=25, smooth=5).axes[2]
+    raw = [ln for ln in a2.lines if "per step" in ln.get_label()]
+    mean = [ln for ln in a2.lines if "mean of 5 steps" in ln.get_label()]
+    assert len(raw) == 1 and len(mean) == 1
+    np.testing.assert_array_equal(raw[0].get_ydata(), h["n_correct"].astype(float))
+    np.testing.assert_allclose(mean[0].get_ydata(), h["n_correct"].rolling(5, min_periods=1).mean())
