@@ -24,13 +24,59 @@ import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.transforms import ScaledTranslation
 
 from daimlib.metrics import positive_and_hardest_negative, separation_auc, to_numpy  # noqa: F401 - re-exported
 from daimlib.paths import display_path, figures_dir, repo_path
 
-LEVEL_COLORS = {"low": "#4C72B0", "mid": "#DD8452", "high": "#55A868"}
-POS_COLOR, NEG_COLOR, BOUNDARY_COLOR = "#2A9D8F", "#E76F51", "#264653"
+# The kit's palette: seaborn's "colorblind" (Okabe-Ito-like), safe for the common colour-vision
+# deficiencies. Every plot here takes its colours from it (matplotlib's default cycle is not used).
+PALETTE = ("#0173B2", "#DE8F05", "#029E73", "#D55E00", "#CC78BC", "#CA9161", "#FBAFE4", "#949494", "#ECE133", "#56B4E9")
+LEVEL_COLORS = {"low": PALETTE[0], "mid": PALETTE[1], "high": PALETTE[2]}
+POS_COLOR, NEG_COLOR, BOUNDARY_COLOR = PALETTE[0], PALETTE[3], "#222222"
+GT_COLOR, OTHER_COLOR = PALETTE[1], "#BBBBBB"  # retrieval grids: the true match, the other results
 HEADROOM = 1.35  # count panel of plot_margin_evolution: y range above the batch size, for the legends
+# Axis labels with their units (scores are unitless: a sum of three level cosines, in [-3, 3]).
+SCORE_LABEL = "score S (sum of 3 level cosines)"
+STEP_LABEL = "training step (batches)"
+METRIC_LABELS = {
+    "rsum": "RSUM (sum of the six R@K, %; max 600)",
+    "r1_sum": "R@1 i2t + R@1 t2i (%; max 200)",
+    "loss": "loss (triplet hinges summed over the batch)",
+    "margin": "margin m (score units)",
+    "lam": r"boundary $\lambda_{\text{MOM}}$ (score units)",
+    "n_correct": "rows ranked right (per batch)",
+    "lr": "learning rate",
+    "step_s": "seconds per step",
+    **{f"{d}_r{k}": f"R@{k} {d} (%)" for d in ("i2t", "t2i") for k in (1, 5, 10)},
+}
+
+
+def metric_label(name: str) -> str:
+    """The axis label (with its unit) for a history or metric column; the name itself when unknown."""
+    return METRIC_LABELS.get(name, name)
+
+
+def legend_below(ax, ncol: int = 2, fontsize: float = 8, handles=None, labels=None, **kw):
+    """A legend under the axes, below its tick labels and x label: outside the data area, so it
+    hides no data. Returns the legend, or None when nothing is labelled.
+
+    Call it after the axes' x label is set: the gap is measured (in inches, so it stays right when
+    ``tight_layout`` resizes the axes) from the axes' bottom to the bottom of its tick labels and label.
+    """
+    if handles is None:
+        handles, labels = ax.get_legend_handles_labels()
+    if not handles:
+        return None
+    fig = ax.figure
+    try:
+        renderer = fig.canvas.get_renderer()
+        below = (ax.get_window_extent(renderer).y0 - ax.get_tightbbox(renderer).y0) / fig.dpi
+    except (AttributeError, TypeError, ValueError):  # a canvas without a renderer: a typical height
+        below = 0.5
+    shift = ax.transAxes + ScaledTranslation(0, -(max(below, 0.0) + 0.04), fig.dpi_scale_trans)
+    return ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), bbox_transform=shift,
+                     ncol=ncol, fontsize=fontsize, frameon=False, **kw)  # fmt: skip
 
 # Column names of a training history (one row per step) and the aliases accepted for each.
 HISTORY_COLUMNS = {
@@ -141,8 +187,10 @@ def _new_axes(ax, n: int, figsize):
 def plot_margin_evolution(history_df, trigger=None, ax=None, smooth: int = 1) -> Figure:
     """The MOM over training (spec section 4): three panels against the training step.
 
-    1. margin m and the boundary lambda of the steps where the MOM acted;
-    2. mean +/- std of the positive scores p_i and of the negative statistic n_i;
+    1. margin m and the boundary lambda_MOM of the steps where the MOM acted;
+    2. mean +/- std of the positive scores p_i and of the negative statistic n_i. The n_i are
+       **not** scores of negative pairs: the reference computes n_i = m + mean_j(S_ij - S_ii)/(B-1),
+       the current margin minus a small gap (spec section 4), and the legend says so;
     3. rows ranked right per batch (``n_correct``) beside the trigger line, and the running
        activation rate (right axis).
 
@@ -151,63 +199,70 @@ def plot_margin_evolution(history_df, trigger=None, ax=None, smooth: int = 1) ->
     ``HISTORY_COLUMNS``). ``trigger``: the count of correct rows the MOM needs (e.g. 45 for the
     paper, ``activation_fraction * batch_size`` in general); drawn as a dashed line.
     ``smooth``: rolling-mean window (in rows) for the noisy per-step curves.
-    ``ax``: None or a sequence of three axes.
+    ``ax``: None or a sequence of three axes. Every legend sits under its panel, outside the data.
     """
     df = history_df.reset_index(drop=True)
     step_col = _find_column(df, "step")
     x = df[step_col].to_numpy() if step_col else np.arange(len(df))
     margin_col = _find_column(df, "margin", required=True)
-    fig, (a0, a1, a2) = _new_axes(ax, 3, (13, 3.4))
+    fig, (a0, a1, a2) = _new_axes(ax, 3, (13, 4.2))
 
     def sm(series):
         return series.rolling(max(1, smooth), min_periods=1).mean().to_numpy()
 
-    a0.plot(x, df[margin_col].to_numpy(), color=BOUNDARY_COLOR, lw=2, label="margin m")
+    a0.plot(x, df[margin_col].to_numpy(), color=BOUNDARY_COLOR, lw=2, label="margin $m$")
     lam_col, act_col = _find_column(df, "lam"), _find_column(df, "active")
     if lam_col is not None:
         lam = df[lam_col].to_numpy(dtype=float)
         keep = np.isfinite(lam)
         if act_col is not None:
             keep &= df[act_col].to_numpy().astype(bool)
-        a0.scatter(x[keep], lam[keep], s=8, color=NEG_COLOR, alpha=0.6, label=r"boundary $\lambda$ (acted)")
-    a0.set(xlabel="step", ylabel="value", title="margin and boundary")
-    a0.legend(fontsize=8)
+        a0.scatter(x[keep], lam[keep], s=8, color=NEG_COLOR, alpha=0.6,
+                   label=rf"boundary $\lambda_{{\text{{MOM}}}}$ (steps it acted: {int(keep.sum())})")  # fmt: skip
+    a0.set(xlabel=STEP_LABEL, ylabel="margin, boundary (score units)", title="margin and boundary")
+    legend_below(a0, ncol=1)
 
-    for key, color, name in (("pos", POS_COLOR, "positives $p_i$"), ("neg", NEG_COLOR, "negatives $n_i$")):
+    names = {"pos": r"positives $p_i = S_{ii}$", "neg": r"negative statistic $n_i$ ($m$ minus a gap; not a score)"}
+    for key, color in (("pos", POS_COLOR), ("neg", NEG_COLOR)):
         mu_col, sd_col = _find_column(df, f"mu_{key}"), _find_column(df, f"sigma_{key}")
         if mu_col is None:
             continue
         mu = sm(df[mu_col].astype(float))
-        a1.plot(x, mu, color=color, label=name)
+        a1.plot(x, mu, color=color, label=names[key] + r" $\mu \pm \sigma$")
         if sd_col is not None:
             sd = sm(df[sd_col].astype(float))
             a1.fill_between(x, mu - sd, mu + sd, color=color, alpha=0.2)
-    a1.set(xlabel="step", ylabel="score", title=r"$\mu \pm \sigma$ of the fitted Gaussians")
-    if a1.lines:
-        a1.legend(fontsize=8)
+    a1.set(xlabel=STEP_LABEL, ylabel=SCORE_LABEL, title="the two samples the MOM fits")
+    legend_below(a1, ncol=1)
 
     corr_col = _find_column(df, "n_correct")
     if corr_col is not None:
-        a2.plot(x, sm(df[corr_col].astype(float)), color="#6A4C93", label="rows ranked right")
+        counts = df[corr_col].astype(float)
+        if smooth > 1:  # the raw counts too: single steps above the trigger stay visible under the rolling mean
+            a2.plot(x, counts.to_numpy(), color=PALETTE[4], lw=0.5, alpha=0.3, label="rows ranked right, per step")
+        a2.plot(x, sm(counts), color=PALETTE[4], lw=2,
+                label=f"rows ranked right (mean of {smooth} steps)" if smooth > 1 else "rows ranked right")  # fmt: skip
     if trigger is not None:
         a2.axhline(float(trigger), color="k", ls="--", lw=1, label=f"trigger > {float(trigger):.4g}")
-    a2.set(xlabel="step", ylabel="rows per batch", title="MOM activation")
+    a2.set(xlabel=STEP_LABEL, ylabel="rows ranked right (per batch)", title="MOM activation")
     rows_col = _find_column(df, "n_rows")
     if rows_col is not None:
         a2.set_ylim(0, HEADROOM * float(df[rows_col].max()))  # room above for the legends
     elif a2.lines:
         a2.set_ylim(bottom=0)
+    handles, labels = a2.get_legend_handles_labels()
     if act_col is not None:
         rate = df[act_col].astype(float).expanding().mean().to_numpy()
         a2r = a2.twinx()
-        a2r.plot(x, rate, color="#8AB17D", lw=1.5, label="activation rate (running)")
+        a2r.plot(x, rate, color=PALETTE[2], lw=1.2, ls="-.", label="fraction of steps the MOM acted (running)")  # dash-dot: a count curve under it stays visible
         a2r.set_ylim(-0.02, HEADROOM)
         a2r.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
-        a2r.set_ylabel("fraction of steps")
+        a2r.set_ylabel("fraction of steps (0-1)")
         a2r.grid(False)
-        a2r.legend(fontsize=8, loc="upper right")
-    if a2.lines:
-        a2.legend(fontsize=8, loc="upper left")
+        h2, l2 = a2r.get_legend_handles_labels()
+        handles, labels = handles + h2, labels + l2
+    if handles:  # one legend for both y axes, under the panel
+        legend_below(a2, ncol=1, handles=handles, labels=labels)
     fig.tight_layout()
     return fig
 
@@ -221,13 +276,15 @@ def plot_score_distributions(
     bins: int = 40,
     labels: tuple[str, str] = ("positive pairs", "negative pairs"),
     title: str | None = None,
+    xlabel: str = SCORE_LABEL,
 ) -> Figure:
     """Histograms of positive and negative scores with their fitted Gaussians (spec section 4).
 
     The Gaussians use the sample mean and the unbiased standard deviation, as the MOM does.
     ``boundary`` (e.g. the MOM's lambda, where alpha N_p = N_n) is drawn as a solid vertical
     line and ``margin`` as a dashed one. The overlap of the two densities is shaded: it is the
-    area the paper's figure labels "Minimize S".
+    area the paper's figure labels "Minimize S". ``xlabel``: what the values are (with units).
+    The legend sits under the axes, so it hides no bar.
     """
     p, n = to_numpy(pos).ravel(), to_numpy(neg).ravel()
     if p.size < 2 or n.size < 2:
@@ -246,13 +303,12 @@ def plot_score_distributions(
         a.plot(grid, d, color=color, lw=2, label=rf"$\mathcal{{N}}$({mu:.3g}, {sd:.2g})")
     a.fill_between(grid, np.minimum(*dens), color="grey", alpha=0.35, label="overlap")
     if boundary is not None:
-        a.axvline(
-            float(boundary), color=BOUNDARY_COLOR, lw=2, label=rf"boundary $\lambda$={float(boundary):.3g}"
-        )
+        a.axvline(float(boundary), color=BOUNDARY_COLOR, lw=2,
+                  label=rf"boundary $\lambda_{{\text{{MOM}}}}$ = {float(boundary):.3g}")  # fmt: skip
     if margin is not None:
-        a.axvline(float(margin), color=BOUNDARY_COLOR, lw=1.5, ls="--", label=f"margin m={float(margin):.3g}")
-    a.set(xlabel="score", ylabel="density", title=title or "score distributions")
-    a.legend(fontsize=7)
+        a.axvline(float(margin), color=BOUNDARY_COLOR, lw=1.5, ls="--", label=f"margin m = {float(margin):.3g}")
+    a.set(xlabel=xlabel, ylabel="density (per score unit)", title=title or "score distributions")
+    legend_below(a, ncol=2, fontsize=7)
     fig.tight_layout()
     return fig
 
@@ -282,7 +338,7 @@ def plot_cosine_histograms(
     cos = {k: pairwise_cosines(v) for k, v in sets.items()}
     fig, (a,) = _new_axes(ax, 1, (6, 3.4))
     edges = np.linspace(min(c.min() for c in cos.values()), max(c.max() for c in cos.values()), bins + 1)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colors = PALETTE
     for i, (k, c) in enumerate(cos.items()):
         a.hist(
             c,
@@ -299,8 +355,9 @@ def plot_cosine_histograms(
             color=colors[i % len(colors)],
             label=f"{k} (mean {c.mean():.3f})",
         )
-    a.set(xlabel="cosine similarity of token pairs", ylabel="pairs", title=title or "pairwise cosines")
-    a.legend(fontsize=8)
+    a.set(xlabel="cosine similarity of a token pair (-1 to 1)", ylabel="token pairs (count)",
+          title=title or "pairwise cosines")  # fmt: skip
+    legend_below(a, ncol=min(3, len(cos)))
     fig.tight_layout()
     return fig
 
@@ -334,13 +391,15 @@ def plot_embedding_projection(
         for i, j in list(pairs)[:max_pairs]:
             a.plot(xy[[i, j], 0], xy[[i, j], 1], color="grey", lw=0.5, alpha=0.5, zorder=1)
     uniq = list(dict.fromkeys(labels.tolist()))
-    cmap = plt.get_cmap("tab10" if len(uniq) <= 10 else "tab20")
+    markers = "o^sDvP*X"  # beyond the palette's 10 colours, the marker tells labels apart
     for k, lab in enumerate(uniq):
         sel = labels == lab
-        a.scatter(xy[sel, 0], xy[sel, 1], s=10, color=cmap(k % cmap.N), label=str(lab), alpha=0.8, zorder=2)
-    a.set(xticks=[], yticks=[], title=f"{title + ': ' if title else ''}{used.upper()}")
-    if len(uniq) <= 12:
-        a.legend(fontsize=7, markerscale=1.5)
+        a.scatter(xy[sel, 0], xy[sel, 1], s=10, color=PALETTE[k % len(PALETTE)], marker=markers[(k // len(PALETTE)) % len(markers)],
+                  label=f"{lab} (n={int(sel.sum())})", alpha=0.8, zorder=2)  # fmt: skip
+    unit = "arbitrary units" if used == "umap" else "feature units"
+    a.set(xticks=[], yticks=[], xlabel=f"{used.upper()} 1 ({unit})", ylabel=f"{used.upper()} 2 ({unit})",
+          title=f"{title + ': ' if title else ''}{used.upper()}")  # fmt: skip
+    legend_below(a, ncol=2 if len(uniq) > 1 else 1, fontsize=7, markerscale=1.5)
     fig.tight_layout()
     return fig
 
@@ -407,6 +466,8 @@ def plot_attention_on_image(
     alpha: float = 0.55,
     size: float = 2.2,
     ax=None,
+    colorbar: bool | None = None,
+    scale_label: str = "attention weight",
 ) -> Figure:
     """SCAN text-to-image attention drawn on the image (spec section 2.1).
 
@@ -414,6 +475,8 @@ def plot_attention_on_image(
     words (one panel each, titled by ``words``). Each panel shows the image with the weights of
     its tokens as a heat map on top; the colour scale runs from 0 to the panel's largest weight.
     ``ax``: draw a single row of weights into this axes (e.g. one panel per level of a figure).
+    ``colorbar``: a colour scale beside each panel, labelled ``scale_label`` (what the weights
+    are); default: on for a grid, off when drawing into a given ``ax``.
     """
     img = _as_image(image)
     att = to_numpy(attn)
@@ -431,7 +494,8 @@ def plot_attention_on_image(
     else:
         ncols = max(1, min(ncols, n))
         nrows = math.ceil(n / ncols)
-        fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, (size + 0.3) * nrows), squeeze=False)
+        width = size + (0.6 if colorbar is not False else 0.0)  # room for each panel's colour scale
+        fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, (size + 0.3) * nrows), squeeze=False)
     hw = img.shape[:2]
     for k, a in enumerate(axes.ravel()):
         a.axis("off")
@@ -439,7 +503,11 @@ def plot_attention_on_image(
             continue
         heat = attention_to_pixels(att[k], grid_hw, hw)
         a.imshow(img)
-        a.imshow(heat, cmap="inferno", alpha=alpha, vmin=0.0, vmax=max(float(heat.max()), 1e-12))
+        shown = a.imshow(heat, cmap="inferno", alpha=alpha, vmin=0.0, vmax=max(float(heat.max()), 1e-12))
+        if colorbar if colorbar is not None else ax is None:
+            bar = fig.colorbar(shown, ax=a, fraction=0.046, pad=0.03)
+            bar.set_label(scale_label, fontsize=7)
+            bar.ax.tick_params(labelsize=6)
         a.set_title(str(words[k]) if words is not None else f"row {k}", fontsize=8)
     if ax is None:
         fig.tight_layout()
@@ -459,9 +527,12 @@ def plot_retrieval_grid(
     """Top-k retrieval results (spec section 7's layout: ``scores[i, j] = S(image i, caption j)``).
 
     ``direction="t2i"``: each query is a caption index; its row shows the k best images, with
-    their scores, framed green when ``gt[caption] == image`` (``gt`` = image index of every
-    caption, ``img_of_caption``). ``direction="i2t"``: each query is an image index; its row
-    shows the image and its k best captions, ticked when ``gt[caption] == image``.
+    their scores; with ``gt`` (the image index of every caption, ``img_of_caption``) the true
+    image is framed in ``GT_COLOR`` and labelled "✓ true image", and a row whose true image is
+    not among the k shown says so on its right, with the true image's rank.
+    ``direction="i2t"``: each query is an image index; its row shows the image and its k best
+    captions, ticked ``[x]`` when ``gt[caption] == image``, with a note when no true caption is
+    among them.
     """
     s = to_numpy(scores)
     n_img, n_cap = s.shape
@@ -476,10 +547,11 @@ def plot_retrieval_grid(
     if direction == "t2i":
         k = min(k, n_img)
         fig, axes = plt.subplots(
-            len(queries), k, figsize=(size * k, (size + 0.6) * len(queries)), squeeze=False
+            len(queries), k, figsize=(size * k + (1.6 if gt is not None else 0), (size + 0.6) * len(queries)), squeeze=False
         )
         for r, q in enumerate(queries):
-            top = np.argsort(-s[:, q], kind="stable")[:k]
+            order = np.argsort(-s[:, q], kind="stable")
+            top = order[:k]
             for c, i in enumerate(top):
                 a = axes[r, c]
                 a.imshow(_as_image(images[i]))
@@ -488,9 +560,15 @@ def plot_retrieval_grid(
                 hit = gt is not None and gt[q] == i
                 for sp in a.spines.values():
                     sp.set_visible(True)
-                    sp.set_color("#2A9D8F" if hit else "#BBBBBB")
+                    sp.set_color(GT_COLOR if hit else OTHER_COLOR)
                     sp.set_linewidth(4 if hit else 1)
                 a.set_title(f"#{c + 1}  {s[i, q]:.3f}", fontsize=8)
+                if hit:
+                    a.set_xlabel("✓ true image", fontsize=8, fontweight="bold", color="black")
+            if gt is not None and gt[q] not in top:
+                rank = int(np.flatnonzero(order == gt[q])[0]) + 1
+                axes[r, -1].text(1.08, 0.5, f"true image\nnot in the top {k}\n(its rank: {rank}\nof {n_img})",
+                                 transform=axes[r, -1].transAxes, ha="left", va="center", fontsize=8)  # fmt: skip
             axes[r, 0].set_ylabel(
                 textwrap.fill(captions[q], 22), fontsize=7, rotation=0, ha="right", va="center"
             )
@@ -511,6 +589,10 @@ def plot_retrieval_grid(
             for c, j in enumerate(top):
                 mark = "[x]" if gt is not None and gt[j] == q else "[ ]"
                 lines.append(f"{mark} #{c + 1} {s[q, j]:.3f}  {textwrap.shorten(captions[j], 60)}")
+            true_caps = np.flatnonzero(gt == q) if gt is not None else []
+            if len(true_caps) and not np.isin(top, true_caps).any():
+                ranks = np.flatnonzero(np.isin(np.argsort(-s[q], kind="stable"), true_caps)) + 1
+                lines.append(f"no true caption in the top {k} (best true caption: rank {ranks[0]} of {n_cap})")
             axes[r, 1].axis("off")
             axes[r, 1].text(0, 0.5, "\n".join(lines), va="center", fontsize=8, family="monospace")
     fig.tight_layout()
@@ -544,9 +626,9 @@ def plot_training_curves(
                 continue
             xs = df[x].to_numpy() if x in df.columns else np.arange(len(df))
             ys = df[col].astype(float).rolling(max(1, smooth), min_periods=1).mean().to_numpy()
-            a.plot(xs, ys, label=name, lw=1.5)
-        a.set(xlabel=x, ylabel=col, title=col)
-        a.legend(fontsize=8)
+            a.plot(xs, ys, label=name, lw=1.5, color=PALETTE[list(histories).index(name) % len(PALETTE)])
+        a.set(xlabel=STEP_LABEL if x == "step" else metric_label(x), ylabel=metric_label(col), title=col)
+        legend_below(a, ncol=min(3, len(histories)))
     fig.tight_layout()
     return fig
 
@@ -604,12 +686,19 @@ def use_agg() -> None:
 # --- feature separation and ablations (notebooks 08, 09) ----------------------------------------
 
 
-def plot_ablation(summary, metric: str = "rsum", runs=None, ax=None, title: str | None = None) -> Figure:
-    """Bars of an ablation metric per variant: mean with a ± std error bar, seeds as dots.
+def plot_ablation(
+    summary, metric: str = "rsum", runs=None, ax=None, title: str | None = None, zero_based: bool = True
+) -> Figure:
+    """An ablation metric per variant: mean with a ± std error bar, seeds as dots.
 
     ``summary``: :func:`daimlib.ablation.summarize` output (index = variant, columns
     ``<metric>_mean``, ``<metric>_std``, ``n_seeds``). ``runs``: optional per-run table (columns
-    ``variant``, ``metric``) whose values are drawn as dots over the bars.
+    ``variant``, ``metric``) whose values are drawn as dots.
+
+    ``zero_based=True`` (default): bars on a y axis that starts at 0, so their heights compare.
+    ``zero_based=False``: no bars (a bar's length would lie on a cut axis) but the mean as a
+    marker with its error bar, on an axis zoomed to the data, and the y label says that the axis
+    does not start at 0. The legend sits under the axes.
     """
     mean_col, std_col = f"{metric}_mean", f"{metric}_std"
     if mean_col not in summary.columns:
@@ -620,21 +709,19 @@ def plot_ablation(summary, metric: str = "rsum", runs=None, ax=None, title: str 
     variants = [str(v) for v in summary.index]
     means = summary[mean_col].to_numpy(dtype=float)
     stds = summary[std_col].to_numpy(dtype=float) if std_col in summary.columns else np.zeros_like(means)
-    fig, (a,) = _new_axes(ax, 1, (1.1 * len(variants) + 2, 3.4))
+    fig, (a,) = _new_axes(ax, 1, (1.1 * len(variants) + 2, 3.8))
     xs = np.arange(len(variants))
-    a.bar(
-        xs,
-        means,
-        yerr=np.nan_to_num(stds),
-        capsize=4,
-        color="#A8C5DA",
-        edgecolor="#4C72B0",
-        label="mean ± std",
-    )
+    if zero_based:
+        a.bar(xs, means, yerr=np.nan_to_num(stds), capsize=4, color="#A6CBE3", edgecolor=PALETTE[0],
+              label="mean ± std over seeds")  # fmt: skip
+    else:
+        a.errorbar(xs, means, yerr=np.nan_to_num(stds), fmt="D", ms=6, capsize=4, color=PALETTE[0],
+                   label="mean ± std over seeds", zorder=2)  # fmt: skip
     if runs is not None:
-        for x, v in zip(xs, variants):
+        for n_drawn, (x, v) in enumerate(zip(xs, variants)):
             vals = runs.loc[runs["variant"].astype(str) == v, metric].to_numpy(dtype=float)
-            a.scatter(np.full(vals.size, x), vals, s=14, color="#264653", zorder=3)
+            a.scatter(np.full(vals.size, x), vals, s=14, color=BOUNDARY_COLOR, zorder=3,
+                      label="one run (seed)" if n_drawn == 0 else None)  # fmt: skip
     a.set_xticks(xs, variants, rotation=20)
     n = summary["n_seeds"].to_numpy() if "n_seeds" in summary.columns else None
     seeds = (
@@ -642,13 +729,20 @@ def plot_ablation(summary, metric: str = "rsum", runs=None, ax=None, title: str 
         if n is not None and n.min() != n.max()
         else (f" ({int(n[0])} seeds)" if n is not None and len(n) else "")
     )
-    a.set(ylabel=metric, title=(title or f"ablation: {metric}") + seeds)
+    ylabel = metric_label(metric)
     lo = np.nanmin(means - np.nan_to_num(stds))
     hi = np.nanmax(means + np.nan_to_num(stds))
     if runs is not None and len(runs):
         lo, hi = min(lo, float(runs[metric].min())), max(hi, float(runs[metric].max()))
-    pad = 0.15 * (hi - lo + 1e-9)
-    a.set_ylim(max(0.0, lo - pad) if lo >= 0 else lo - pad, hi + pad)
+    if zero_based:
+        pad = 0.08 * (max(hi, 0.0) - min(lo, 0.0) + 1e-9)
+        a.set_ylim(min(0.0, lo - pad) if lo < 0 else 0.0, hi + pad)
+    else:
+        pad = 0.15 * (hi - lo + 1e-9)
+        a.set_ylim(lo - pad, hi + pad)
+        ylabel += "\n(zoomed axis: does not start at 0)"
+    a.set(ylabel=ylabel, xlabel="variant", title=(title or f"ablation: {metric}") + seeds)
+    legend_below(a, ncol=2)
     fig.tight_layout()
     return fig
 

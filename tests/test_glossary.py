@@ -32,3 +32,31 @@ def test_glossary_resolves_the_symbol_clashes():
 
 def test_glossary_has_no_machine_paths():
     assert not re.search(r"/(work|tmp|root|home)/", GLOSSARY.read_text())
+
+
+def test_glossary_states_the_trigger_and_the_cap_the_presets_use():
+    """The glossary's MOM constants are the presets' values (a changed preset makes this fail)."""
+    from fractions import Fraction
+
+    from daimlib.config import load_preset
+
+    text = GLOSSARY.read_text()
+    (f_row,) = [line for line in text.splitlines() if line.startswith("| $f$ |")]
+    for preset in ("daim_f30k", "demo"):
+        frac = Fraction(load_preset(preset).loss.activation_fraction).limit_denominator(100)
+        assert f"{frac.numerator}/{frac.denominator}" in f_row, (preset, frac, f_row)
+    assert "0.4" not in f_row  # the lowered demo trigger is gone from the presets
+    (cap_row,) = [line for line in text.splitlines() if "`loss.lam_max`" in line]
+    loss = load_preset("demo").loss
+    assert f"cap on the boundary, {loss.lam_max:g}" in cap_row and f"above it, {loss.lam_reset:g}" in cap_row
+
+
+def test_glossary_names_every_branch_the_mom_logs():
+    import re as _re
+
+    src = (GLOSSARY.parents[1] / "daimlib" / "losses.py").read_text()
+    branches = set(_re.findall(r'branch = "(\w+)"', src))
+    assert branches >= {"inactive", "no_root", "negative", "reset", "ema"}
+    entry = GLOSSARY.read_text().split("**MOM branch.**")[1].split("\n\n")[0]
+    for b in branches | {"disabled"}:
+        assert f"`{b}`" in entry, b

@@ -396,3 +396,182 @@ def test_mean_pool_tokens_averages_only_the_valid_tokens_of_each_item():
     assert np.allclose(viz.mean_pool_tokens(x), x.mean(1).numpy())
     with pytest.raises(ValueError, match="valid tokens"):
         viz.mean_pool_tokens(x, [0, 3])
+
+
+# --- figures that show what they claim (issue 10): labels, palettes, legends, honest axes, ground truth ---
+
+
+def _data_axes(fig):
+    """The axes that plot data (not colour bars, not image panels)."""
+    return [a for a in fig.axes if not a.images and a.get_label() != "<colorbar>"]
+
+
+def _figures_of_every_plot():
+    rng = np.random.default_rng(0)
+    summary = pd.DataFrame(
+        {"n_seeds": [3, 3], "rsum_mean": [310.0, 325.0], "rsum_std": [4.0, 5.0]},
+        index=pd.Index(["baseline", "daim"], name="variant"),
+    )
+    runs = pd.DataFrame({"variant": ["baseline"] * 3 + ["daim"] * 3, "rsum": [306, 310, 314, 320, 325, 330.0]})
+    return {
+        "margin_evolution": viz.plot_margin_evolution(_history().assign(n_rows=64), trigger=25),
+        "score_distributions": viz.plot_score_distributions(rng.normal(1.5, 0.3, 50), rng.normal(0.2, 0.1, 50), 0.7, 0.2),
+        "cosine_histograms": viz.plot_cosine_histograms(rng.normal(size=(8, 4)), rng.normal(size=(8, 4))),
+        "embedding_projection": viz.plot_embedding_projection(rng.normal(size=(20, 5)), ["a"] * 10 + ["b"] * 10, method="pca"),
+        "training_curves": viz.plot_training_curves({"DAIM": pd.DataFrame({"step": range(5), "loss": [5.0, 4, 3, 2, 1]})}, columns=("loss",)),
+        "ablation": viz.plot_ablation(summary, "rsum", runs=runs),
+        "ablation_zoomed": viz.plot_ablation(summary, "rsum", runs=runs, zero_based=False),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(_figures_of_every_plot()))
+def test_every_data_axis_is_labelled_and_step_axes_name_their_unit(name):
+    fig = _figures_of_every_plot()[name]
+    for a in _data_axes(fig):
+        xlabels = [b.get_xlabel().strip() for b in a.get_shared_x_axes().get_siblings(a)]  # a twin shares its x label
+        assert any(xlabels) and a.get_ylabel().strip(), (name, a.get_title())
+        if "step" in a.get_xlabel():
+            assert "(" in a.get_xlabel(), a.get_xlabel()  # "training step (batches)", not a bare "step"
+
+
+def _points_in_display(ax):
+    """Every drawn data point of ``ax`` in display coordinates: line vertices, scatter offsets, bar tops."""
+    pts = [np.column_stack([ln.get_xdata(), ln.get_ydata()]).astype(float) for ln in ax.lines if len(ln.get_xdata()) > 2]
+    pts += [np.asarray(c.get_offsets(), dtype=float) for c in ax.collections if len(c.get_offsets())]
+    for p in ax.patches:  # bars: a grid of points over the whole bar; histogram outlines: their vertices
+        if isinstance(p, matplotlib.patches.Rectangle) and p.get_height() > 0:
+            gx, gy = np.meshgrid(np.linspace(0, 1, 5), np.linspace(0, 1, 20))
+            pts.append(np.column_stack([p.get_x() + gx.ravel() * p.get_width(), p.get_y() + gy.ravel() * p.get_height()]))
+        elif isinstance(p, matplotlib.patches.Polygon):
+            pts.append(np.asarray(p.get_xy(), dtype=float))
+    pts = np.concatenate(pts) if pts else np.zeros((0, 2))
+    pts = pts[np.isfinite(pts).all(axis=1)]
+    return ax.transData.transform(pts) if len(pts) else pts
+
+
+@pytest.mark.parametrize("name", list(_figures_of_every_plot()))
+def test_no_legend_covers_a_data_point(name):
+    fig = _figures_of_every_plot()[name]
+    fig.canvas.draw()
+    legends = [a.get_legend() for a in fig.axes if a.get_legend() is not None]
+    assert legends, f"{name}: no legend"
+    for leg in legends:
+        box = leg.get_window_extent()
+        for a in _data_axes(fig):
+            pts = _points_in_display(a)
+            inside = (pts[:, 0] > box.x0) & (pts[:, 0] < box.x1) & (pts[:, 1] > box.y0) & (pts[:, 1] < box.y1)
+            assert not inside.any(), f"{name}: the legend covers {int(inside.sum())} data points"
+        labelled = [t.get_text() for t in leg.get_texts()]
+        assert all(labelled), labelled
+
+
+def test_the_kit_palette_is_seaborns_colorblind_palette_and_every_curve_uses_it():
+    import seaborn as sns
+    from matplotlib.colors import to_hex
+
+    assert [c.lower() for c in viz.PALETTE] == sns.color_palette("colorblind").as_hex()
+    allowed = {c.lower() for c in viz.PALETTE} | {to_hex(viz.BOUNDARY_COLOR), "#000000"}
+    figs = _figures_of_every_plot()
+    for name in ("margin_evolution", "score_distributions", "cosine_histograms", "training_curves"):
+        for a in figs[name].axes:
+            for ln in a.lines:
+                if len(ln.get_xdata()) > 2:
+                    assert to_hex(ln.get_color()) in allowed, (name, ln.get_label(), ln.get_color())
+    for c in figs["embedding_projection"].axes[0].collections:
+        assert to_hex(c.get_facecolor()[0], keep_alpha=False) in allowed
+
+
+def test_margin_evolution_names_n_i_a_statistic_not_a_negative_score():
+    fig = viz.plot_margin_evolution(_history())
+    labels = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    (neg,) = [t for t in labels if "n_i" in t]
+    assert "statistic" in neg and "not a score" in neg
+    assert not any(t.startswith("negatives") for t in labels)
+
+
+def test_ablation_bars_start_at_zero_even_when_all_values_are_far_from_it():
+    fig = _figures_of_every_plot()["ablation"]
+    ax = fig.axes[0]
+    heights = _bar_heights(ax)
+    assert heights.tolist() == [310.0, 325.0]
+    assert ax.get_ylim()[0] == 0.0 and ax.get_ylim()[1] >= 330.0  # the highest run is inside
+    assert all(p.get_y() == 0.0 for p in ax.patches)  # each bar is drawn from 0
+
+
+def test_ablation_zoomed_axis_has_no_bars_and_says_so():
+    ax = _figures_of_every_plot()["ablation_zoomed"].axes[0]
+    assert _bar_heights(ax).size == 0  # no bar lengths on a cut axis
+    lo, hi = ax.get_ylim()
+    assert 290 < lo < 306 and hi > 330  # zoomed to the runs, all of them inside
+    assert "does not start at 0" in ax.get_ylabel()
+
+
+def _grid_case():
+    imgs = [np.full((8, 8, 3), i * 20, dtype=np.uint8) for i in range(6)]
+    caps = [f"caption {j}" for j in range(4)]
+    scores = np.random.default_rng(3).normal(size=(6, 4))
+    return imgs, caps, scores
+
+
+def test_retrieval_grid_marks_the_true_image_with_a_frame_colour_and_a_text():
+    imgs, caps, scores = _grid_case()
+    q = 1
+    order = np.argsort(-scores[:, q])
+    gt = np.zeros(4, dtype=int)
+    gt[q] = order[1]  # the true image is ranked 2nd
+    fig = viz.plot_retrieval_grid(imgs, caps, scores, queries=[q], k=3, gt=gt)
+    panels = [a for a in fig.axes if a.images]
+    marked = [a for a in panels if "true image" in a.get_xlabel()]
+    assert marked == [panels[1]]
+    from matplotlib.colors import to_hex
+
+    assert to_hex(panels[1].spines["top"].get_edgecolor()) == to_hex(viz.GT_COLOR)
+    assert all(to_hex(a.spines["top"].get_edgecolor()) != to_hex(viz.GT_COLOR) for a in panels if a is not panels[1])
+    assert not [t for a in fig.axes for t in a.texts if "not in the top" in t.get_text()]
+
+
+def test_retrieval_grid_says_when_the_true_image_is_not_in_the_top_k_and_gives_its_rank():
+    imgs, caps, scores = _grid_case()
+    q = 2
+    order = np.argsort(-scores[:, q])
+    gt = np.zeros(4, dtype=int)
+    gt[q] = order[4]  # 5th best: outside a top 3
+    fig = viz.plot_retrieval_grid(imgs, caps, scores, queries=[q], k=3, gt=gt)
+    notes = [t.get_text() for a in fig.axes for t in a.texts if "not in the top 3" in t.get_text()]
+    assert len(notes) == 1 and "rank: 5" in notes[0] and "of 6" in notes[0]
+    assert not [a for a in fig.axes if "true image" in a.get_xlabel()]
+
+
+def test_retrieval_grid_i2t_notes_a_query_without_a_true_caption_in_the_top_k():
+    imgs = [np.zeros((4, 4, 3), dtype=np.uint8)] * 2
+    scores = np.array([[0.1, 0.9, 0.5, 0.0], [0.3, 0.2, 0.1, 0.8]])
+    fig = viz.plot_retrieval_grid(imgs, list("abcd"), scores, queries=[1], k=2, gt=[1, 0, 0, 1], direction="i2t")
+    text = fig.axes[1].texts[0].get_text().splitlines()
+    # image 1's captions are 0 and 3; its top 2 are caption 3 (a hit): no note
+    assert text[0].startswith("[x] #1 0.800") and len(text) == 2
+    fig = viz.plot_retrieval_grid(imgs, list("abcd"), scores, queries=[0], k=2, gt=[1, 0, 0, 1], direction="i2t")
+    text = fig.axes[1].texts[0].get_text().splitlines()
+    # image 0's captions are 1 and 2, ranked 1st and 2nd: hits; with gt=[0, 1, 1, 0] they rank 3rd and 4th
+    assert all(line.startswith("[x]") for line in text)
+    fig = viz.plot_retrieval_grid(imgs, list("abcd"), scores, queries=[0], k=2, gt=[0, 1, 1, 0], direction="i2t")
+    text = fig.axes[1].texts[0].get_text().splitlines()
+    assert text[-1] == "no true caption in the top 2 (best true caption: rank 3 of 4)"
+
+
+def test_attention_grid_has_a_labelled_colour_scale_per_panel():
+    img = Image.new("RGB", (16, 16))
+    attn = torch.softmax(torch.randn(2, 4), dim=-1)
+    fig = viz.plot_attention_on_image(img, attn, (2, 2), words=["a", "b"])
+    bars = [a for a in fig.axes if a.get_label() == "<colorbar>"]
+    assert len(bars) == 2 and all(b.get_ylabel() == "attention weight" for b in bars)
+    assert [b.get_ylim()[1] for b in bars] == pytest.approx(attn.max(dim=1).values.tolist(), rel=1e-6)
+
+
+def test_margin_evolution_smoothed_counts_keep_the_raw_per_step_counts_visible():
+    h = _history().assign(n_rows=64)
+    a2 = viz.plot_margin_evolution(h, trigger=25, smooth=5).axes[2]
+    raw = [ln for ln in a2.lines if "per step" in ln.get_label()]
+    mean = [ln for ln in a2.lines if "mean of 5 steps" in ln.get_label()]
+    assert len(raw) == 1 and len(mean) == 1
+    np.testing.assert_array_equal(raw[0].get_ydata(), h["n_correct"].astype(float))
+    np.testing.assert_allclose(mean[0].get_ydata(), h["n_correct"].rolling(5, min_periods=1).mean())
