@@ -1,5 +1,10 @@
-"""Notebooks 01-03 on the trained demo model: the model choice of ``nb.trained_demo_model``."""
+"""Notebooks 01-03 on the trained demo model: the model choice of ``nb.trained_demo_model`` and the
+numbers their prose quotes from the cells above it."""
 
+import re
+from pathlib import Path
+
+import nbformat
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -10,6 +15,8 @@ from daimlib.config import load_preset
 from daimlib.model import DAIM
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 
 def _same_weights(model, state) -> bool:
@@ -69,3 +76,43 @@ def test_loads_the_shipped_weights():
     assert len(weights) == len(model.state_dict()) and _same_weights(model, weights)
     assert not model.training and next(model.parameters()).dtype == torch.float32
 
+
+# --- the prose quotes what the cell above printed ------------------------------------------------
+
+
+def _cells(name):
+    return nbformat.read(NOTEBOOKS / name, as_version=4).cells
+
+
+def _text(cell) -> str:
+    out = []
+    for o in cell.get("outputs", []):
+        if o.get("output_type") == "stream":
+            out.append(o["text"])
+        elif "text/plain" in o.get("data", {}):
+            out.append(o["data"]["text/plain"])
+    return "".join(out)
+
+
+def _next_markdown(cells, i):
+    return next(c.source for c in cells[i + 1:] if c.cell_type == "markdown")
+
+
+def test_02_prose_quotes_the_printed_diagonal_count():
+    cells = _cells("02_cross_attention_similarity.ipynb")
+    i, m = next((i, m) for i, c in enumerate(cells) if c.cell_type == "code"
+                and (m := re.search(r"trained model\s+rows \(images\) whose own caption scores highest: (\d+) of (\d+)", _text(c))))
+    rows, n = m.groups()
+    assert f"{rows} of {n} rows" in _next_markdown(cells, i)
+    assert int(rows) > int(n) / 2, "the trained model's diagonal should win in most rows"
+
+
+def test_03_prose_says_which_toy_token_moves_most():
+    cells = _cells("03_feature_discriminability.ipynb")
+    i, m = next((i, m) for i, c in enumerate(cells) if c.cell_type == "code"
+                and (m := re.search(r"how far each token moves, \|x' - x\|: \[([^\]]+)\]", _text(c))))
+    moves = m.group(1).split()
+    prose = _next_markdown(cells, i)
+    assert all(v in prose for v in moves), f"the prose should quote the printed distances {moves}"
+    most = max(range(3), key=lambda k: float(moves[k]))
+    assert most == 2 and "third token moves most" in prose
