@@ -199,6 +199,61 @@ def model_for(cfg, checkpoint: str | os.PathLike | None = "auto", device: str = 
     return model, desc
 
 
+def trained_demo_model(
+    cfg,
+    data: str | os.PathLike = "demo",
+    out_root: str | os.PathLike | None = None,
+    checkpoint: str | os.PathLike | None = "auto",
+    retrain: bool = False,
+    smoke: bool = False,
+    arm: str = "demo",
+    device: str = "cpu",
+):
+    """The model a teaching notebook (01-03) looks at: the shipped trained demo model when it fits.
+
+    The shipped ``models/<arm>`` (``daimlib.demo_models``; trained from scratch with ``retrain=True``)
+    is used when the notebook runs the arm's own config (``PRESET`` = ``arm``, no ``OVERRIDES``) on the
+    demo data (``DATA="demo"``) with ``checkpoint="auto"``. Otherwise, and in a smoke run where the arm
+    is not shipped (training it would take 25 CPU-minutes), the notebook falls back to
+    :func:`model_for`: with ``checkpoint="auto"`` the run of ``cfg`` under ``out_root`` when notebook 05
+    trained one, else random weights. Prints which model it is and why.
+
+    Returns ``(model in eval mode, description, DemoModel or None)``.
+    """
+    from daimlib import demo_models
+
+    why = None
+    if checkpoint != "auto":
+        why = f"CHECKPOINT={checkpoint!r} asks for another model"
+    elif str(data) != "demo":
+        why = "DATA is not the demo data"
+    elif cfg.to_dict() != load_preset(arm).to_dict():
+        why = f"the config is not the shipped {arm!r} preset's (PRESET={cfg.name!r} or OVERRIDES differ)"
+    elif smoke and not demo_models.is_shipped(arm):
+        why = f"{arm!r} is not shipped here and a smoke run does not train it (25 CPU-minutes)"
+    if why is None and smoke and retrain:
+        print("RETRAIN=True is ignored in a smoke run (training takes 25 CPU-minutes): loading the shipped model")
+        retrain = False
+    if why is None:
+        training = retrain or not demo_models.is_shipped(arm)  # only training reads the data (and makes it when missing)
+        root = data_root("demo") if training else _repo_path("data/demo")
+        dm = demo_models.load(arm, retrain=retrain, data_root=root, device=device, progress=False, verbose=False)
+        dm.model.to(device).eval()
+        how = "trained here (RETRAIN=True)" if retrain else f"shipped in {rel(dm.source)}"
+        desc = (f"model: the trained demo model {arm!r} ({how}; {int(dm.steps['step'].iloc[-1]) + 1} training steps, "
+                f"{dm.minutes:.0f} CPU-min; recorded test RSUM {dm.test_metrics['rsum']:.1f} of 600)")  # fmt: skip
+        print(desc)
+        return dm.model, desc, dm
+    folder = checkpoint
+    if checkpoint == "auto":  # only a run of this preset on this data (notebook 05 trains it), never one on other data
+        run = Path(out_root if out_root is not None else output_dir(data, smoke)) / cfg.name / "best"
+        folder = run if _repo_path(run).is_dir() else None
+    print(f"not the trained demo model: {why}; falling back to "
+          + ("a checkpoint" if folder is not None else "random weights (what the cells below show is untrained)"))
+    model, desc = model_for(cfg, checkpoint=folder, device=device)
+    return model, desc, None
+
+
 # --- load-else-train, cached test scores, text search (notebooks 05-09) -----------------------
 
 
