@@ -342,7 +342,10 @@ def test_notebook_has_parameters_setup_figure_exercise_and_summary(path):
     code = [_text(c) for c in cells if c["cell_type"] == "code"]
     assert sum("nb.setup(" in src for src in code) == 1, "one setup cell calling nb.setup(...)"
     markdown = [_text(c) for c in cells if c["cell_type"] == "markdown"]
-    assert markdown[0].lstrip().startswith("# ") and "Learning goals" in markdown[0]
+    assert markdown[0].lstrip().startswith("# ")
+    # one list of learning objectives, in the title cell or the "At a glance" header right after it
+    assert sum("After this notebook you can:" in m for m in markdown[:2]) == 1
+    assert not any("Learning goals" in m for m in markdown), "a second objectives list (merged into the header)"
     assert any("<details>" in m for m in markdown), "an exercise with its solution folded in <details>"
     assert any(re.search(r"^## Summary", m, re.M) for m in markdown), "a '## Summary' section"
     figures = [

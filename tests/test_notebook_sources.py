@@ -27,6 +27,7 @@ REQUIRED = ("DATA", "PRESET", "DEVICE", "SMOKE")
 # absolute paths of a machine: POSIX homes and temp folders, this project's work tree, Windows users
 MACHINE_PATH = re.compile(
     r"(?<![\w.])(/work/|/tmp/|/root/|/home/\w|/Users/\w|/private/var/|[A-Za-z]:\\\\Users)"
+    r"|<outside>/"  # display_path's marker for a folder outside the repo: the notebook ran elsewhere
 )
 
 
