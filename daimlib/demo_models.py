@@ -26,7 +26,7 @@ stopped) and exports it::
     python -m daimlib demo-models --data-root data/demo
 
 ``load(arm)`` returns the shipped model; ``load(arm, retrain=True)`` trains it from scratch into
-``runs/demo_models/<arm>`` instead (about 20-25 CPU-minutes per arm on one core).
+``runs/demo_models/<arm>`` instead (about 21 minutes per arm on one idle core: 104 s per epoch).
 """
 
 from __future__ import annotations
@@ -151,7 +151,7 @@ def load(
         out = DemoModel(arm, model, model.cfg, read_csv(d / STEPS_CSV), read_csv(d / EPOCHS_CSV), rec["test"], d)
         if verbose:
             print(f"{arm}: loaded {display_path(d / 'best')} (shipped; test RSUM {rec['test']['rsum']:.1f}, "
-                  f"{rec['steps']} steps, {rec['minutes']:.0f} CPU-min to train)")  # fmt: skip
+                  f"{rec['steps']} steps, {rec['minutes']:.0f} min wall-clock to train on a shared machine)")  # fmt: skip
         return out
     if verbose:
         why = "retrain=True" if retrain else f"{display_path(model_dir(arm))} is not shipped here"
@@ -240,7 +240,7 @@ def _val_curve(epochs: pd.DataFrame) -> list[dict]:
 
 
 def summary_table(arms=tuple(ARMS)) -> pd.DataFrame:
-    """The shipped arms side by side: recorded test recalls, RSUM, steps, CPU-minutes, final margin."""
+    """The shipped arms side by side: recorded test recalls, RSUM, steps, minutes (wall clock), final margin."""
     rows = []
     for arm in arms:
         rec = recorded_metrics(arm)
@@ -263,7 +263,7 @@ def write_readme(dest: Path | None = None) -> Path:
         "metrics of the shipped weights on the generated demo data, the data's sha256, the curve).",
         "`tests/test_demo_models.py` checks that each one reproduces its recorded test metrics.",
         "",
-        "| arm | what it is | test R@1 i2t / t2i | test RSUM | steps | CPU-minutes to train |",
+        "| arm | what it is | test R@1 i2t / t2i | test RSUM | steps | minutes to train (wall clock) |",
         "|---|---|---|---|---|---|",
     ]
     curves = []
@@ -280,8 +280,9 @@ def write_readme(dest: Path | None = None) -> Path:
     lines += ["", "Validation RSUM (200-image val split) against training minutes, one point per epoch:", ""]
     lines += curves + [
         "",
-        "Minutes are wall-clock of a one-thread run on the 2-core development machine, sharing it with",
-        "other jobs; they are what the run took, not a speed figure.",
+        "Minutes are wall-clock of a one-thread run on the 2-core development machine while it was shared",
+        "with 3-6 other jobs; they are what the run took, not a speed figure. On one idle core the first",
+        "epoch of `demo` took 104 s, so the 12 epochs take about 21 minutes.",
         "",
     ]
     dest.write_text("\n".join(lines))

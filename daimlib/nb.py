@@ -214,7 +214,7 @@ def trained_demo_model(
     The shipped ``models/<arm>`` (``daimlib.demo_models``; trained from scratch with ``retrain=True``)
     is used when the notebook runs the arm's own config (``PRESET`` = ``arm``, no ``OVERRIDES``) on the
     demo data (``DATA="demo"``) with ``checkpoint="auto"``. Otherwise, and in a smoke run where the arm
-    is not shipped (training it would take 25 CPU-minutes), the notebook falls back to
+    is not shipped (training it takes about 21 minutes on one idle core), the notebook falls back to
     :func:`model_for`: with ``checkpoint="auto"`` the run of ``cfg`` under ``out_root`` when notebook 05
     trained one, else random weights. Prints which model it is and why.
 
@@ -230,9 +230,9 @@ def trained_demo_model(
     elif cfg.to_dict() != load_preset(arm).to_dict():
         why = f"the config is not the shipped {arm!r} preset's (PRESET={cfg.name!r} or OVERRIDES differ)"
     elif smoke and not demo_models.is_shipped(arm):
-        why = f"{arm!r} is not shipped here and a smoke run does not train it (25 CPU-minutes)"
+        why = f"{arm!r} is not shipped here and a smoke run does not train it (about 21 minutes)"
     if why is None and smoke and retrain:
-        print("RETRAIN=True is ignored in a smoke run (training takes 25 CPU-minutes): loading the shipped model")
+        print("RETRAIN=True is ignored in a smoke run (training takes about 21 minutes): loading the shipped model")
         retrain = False
     if why is None:
         training = retrain or not demo_models.is_shipped(arm)  # only training reads the data (and makes it when missing)
@@ -241,7 +241,7 @@ def trained_demo_model(
         dm.model.to(device).eval()
         how = "trained here (RETRAIN=True)" if retrain else f"shipped in {rel(dm.source)}"
         desc = (f"model: the trained demo model {arm!r} ({how}; {int(dm.steps['step'].iloc[-1]) + 1} training steps, "
-                f"{dm.minutes:.0f} CPU-min; recorded test RSUM {dm.test_metrics['rsum']:.1f} of 600)")  # fmt: skip
+                f"{dm.minutes:.0f} min wall-clock to train; recorded test RSUM {dm.test_metrics['rsum']:.1f} of 600)")  # fmt: skip
         print(desc)
         return dm.model, desc, dm
     folder = checkpoint
