@@ -575,13 +575,17 @@ def ablation_runs(csv: str | os.PathLike | None = None, run_dir: str | os.PathLi
 
 
 def seed_spread(runs_df, metric: str = "rsum") -> pd.DataFrame:
-    """Per variant: seeds (n), mean, sample standard deviation (ddof=1; NaN for one seed), min, max of ``metric``."""
+    """Per variant: seeds (n), mean, sample standard deviation (ddof=1; NaN for one seed), min, max of
+    ``metric``, and the mean final margin when the runs record it."""
     if runs_df.empty:
         return pd.DataFrame(columns=["n", "mean", "sd", "min", "max"])
     g = runs_df.groupby("variant")[metric]
-    return pd.DataFrame(
+    out = pd.DataFrame(
         {"n": g.count(), "mean": g.mean(), "sd": g.std(ddof=1), "min": g.min(), "max": g.max()}
     )
+    if "final_margin" in runs_df:  # whether the MOM acted within the ablation's budget (0.2 = it did not)
+        out["final margin (mean)"] = runs_df.groupby("variant")["final_margin"].mean()
+    return out
 
 
 def paired_gap(runs_df, a: str, b: str, metric: str = "rsum") -> dict:

@@ -77,6 +77,11 @@ def test_seed_spread_is_numpys():
         assert spread.loc[v, "mean"] == pytest.approx(x.mean())
         assert spread.loc[v, "sd"] == pytest.approx(np.std(x, ddof=1))
         assert (spread.loc[v, "min"], spread.loc[v, "max"]) == (x.min(), x.max())
+    assert "final margin (mean)" not in spread
+    runs["final_margin"] = np.where(runs["variant"] == "daim", 0.9, 0.2)
+    assert nb.seed_spread(runs)["final margin (mean)"].to_dict() == pytest.approx(
+        {"baseline": 0.2, "daim": 0.9}
+    )
 
 
 def test_paired_gap_pairs_by_seed():
