@@ -13,6 +13,7 @@ no machine paths.
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
 from pathlib import Path
@@ -429,3 +430,263 @@ def search_images(query: str, model, tokenizer, cfg, img_levels, k: int = 5):
     k = min(int(k), scores.numel())
     top = torch.topk(scores, k)
     return top.indices.cpu().numpy(), top.values.cpu().numpy()
+
+
+# --- the three-arm comparison (notebooks 05, 06, 08) --------------------------------------------
+
+# the order of the comparison: each arm differs from the one before it in one named thing
+ARM_ORDER = ("hat", "baseline", "daim")
+ARM_ROLES = {
+    "hat": "HAT-style (i2t SCAN, no FDM, fixed margin)",
+    "baseline": "t2i baseline (t2i SCAN, no FDM, fixed margin)",
+    "daim": "DAIM (t2i SCAN + FDM + MOM)",
+}
+DEMO_ARMS = {"hat": "demo_hat", "baseline": "demo_baseline", "daim": "demo"}
+# the two gaps of the comparison: (name, from arm, to arm, what changes)
+GAPS = (
+    ("direction", "hat", "baseline", "SCAN direction i2t -> t2i"),
+    ("FDM+MOM", "baseline", "daim", "ContraNorm + adaptive margin added"),
+)
+_NO_FDM = {"fdm.image_blocks": False, "fdm.image_stage_out": False, "fdm.text_layers": ()}
+
+
+def comparison_configs(preset: str = "demo", baseline: str = "auto", **overrides) -> dict[str, DAIMConfig]:
+    """The configs of the three arms of ``preset``: ``{"hat", "baseline", "daim"}`` (in that order).
+
+    ``daim`` is the preset; ``baseline`` the preset without FDM and MOM (``demo_baseline`` for the
+    demo); ``hat`` the baseline with HAT's image-to-text SCAN (the preset's own HAT preset when it
+    has one: ``demo_hat``, ``hat_f30k``, ``hat_coco``; ``baseline`` names another preset for it).
+    ``overrides`` (dotted keys) apply to all three.
+    """
+    daim = load_preset(preset, **overrides)
+    if preset == "demo":
+        base = load_preset("demo_baseline", **overrides)
+    else:
+        base = load_preset(preset, **overrides, **_NO_FDM, **{"loss.adaptive": False})
+        base.name = f"{preset}_baseline"  # names its run folder (a preset's name is not an override)
+    hat_preset = {"demo": "demo_hat", "daim_f30k": "hat_f30k", "daim_coco": "hat_coco"}.get(preset)
+    if baseline != "auto":
+        hat_preset = baseline
+    if hat_preset:
+        hat = load_preset(hat_preset, **overrides)
+    else:
+        hat = load_preset(
+            preset, **overrides, **_NO_FDM, **{"loss.adaptive": False, "similarity.direction": "i2t"}
+        )
+        hat.name = f"{preset}_hat"
+    return {"hat": hat, "baseline": base, "daim": daim}
+
+
+def uses_shipped_models(
+    data, preset: str, smoke: bool = False, overrides=None, baseline: str = "auto"
+) -> bool:
+    """Whether a notebook compares the shipped demo models (``models/``): the demo data, the demo
+    preset and its own baselines, no overrides, not a smoke run. Otherwise it trains short runs."""
+    return str(data) == "demo" and preset == "demo" and not smoke and not overrides and baseline == "auto"
+
+
+def _weights_sha256(folder: Path) -> str | None:
+    meta = folder / "meta.json"
+    if not meta.is_file():
+        return None
+    return json.loads(meta.read_text())["files"]["model.safetensors"]["sha256"]
+
+
+def load_comparison(
+    data,
+    preset: str,
+    data_root,
+    out_root,
+    device="cpu",
+    smoke: bool = False,
+    retrain: bool = False,
+    overrides=None,
+    baseline: str = "auto",
+    train_steps: int = 300,
+    seed: int = 0,
+    verbose: bool = True,
+) -> dict[str, SimpleNamespace]:
+    """The arms of the comparison, ``{"hat", "baseline", "daim"} -> arm`` (fewer when one is missing).
+
+    On the demo data with the demo preset (:func:`uses_shipped_models`) each arm is the shipped
+    model ``models/<arm>`` (:func:`daimlib.demo_models.load`; trained from scratch with
+    ``retrain=True``, about 25 CPU-minutes per arm); a shipped arm missing from the checkout is
+    skipped with a printed note (never trained behind the reader's back). Otherwise (other data, another
+    preset, overrides, a smoke run) each arm is a short run of ``train_steps`` steps, trained or
+    reused with :func:`load_or_train` under ``out_root`` (what notebook 05 trains), and the
+    function says so.
+
+    Each arm: ``key``, ``name`` (its preset or run name), ``label`` (for tables and legends),
+    ``role``, ``model`` (eval mode), ``cfg``, ``tokenizer``, ``steps`` / ``epochs`` (histories), ``test`` (the
+    recorded test metrics of a shipped model, else None), ``source`` (its folder), ``shipped``,
+    ``score_dir`` / ``weights_sha256`` (where :func:`arm_scores` caches its score matrices).
+    """
+    from daimlib import demo_models  # noqa: PLC0415 - demo_models imports this module's neighbours
+    from daimlib.data import load_tokenizer  # noqa: PLC0415
+
+    overrides = dict(overrides or {})
+    arms: dict[str, SimpleNamespace] = {}
+    if uses_shipped_models(data, preset, smoke, overrides, baseline):
+        for key in ARM_ORDER:
+            arm = DEMO_ARMS[key]
+            if not retrain and not demo_models.is_shipped(arm):
+                if verbose:
+                    print(f"{arm}: not shipped in this checkout ({rel(demo_models.model_dir(arm))} missing): left out "
+                          f"(train it with `{demo_models.COMMAND}`, or set RETRAIN = True)")  # fmt: skip
+                continue
+            dm = demo_models.load(arm, retrain=retrain, data_root=data_root, device=device, progress=False,
+                                  verbose=verbose)  # fmt: skip
+            sha = _weights_sha256(dm.source / "best")
+            arms[key] = SimpleNamespace(
+                key=key, name=arm, label=f"{ARM_ROLES[key].split(' (')[0]} ({arm})", role=ARM_ROLES[key],
+                model=dm.model, cfg=dm.cfg, tokenizer=dm.tokenizer, steps=dm.steps, epochs=dm.epochs, test=dict(dm.test_metrics),
+                source=dm.source, shipped=not retrain, score_dir=run_root() / "demo_models_scores" / arm,
+                weights_sha256=sha,
+            )  # fmt: skip
+        return arms
+    if verbose:
+        why = (
+            "a smoke run"
+            if smoke
+            else f"DATA={str(data)!r}, PRESET={preset!r}" + (", OVERRIDES" if overrides else "")
+        )
+        print(f"the shipped demo models are for the demo data and preset only ({why}): "
+              f"each arm is a short run of {train_steps} steps instead, trained here or reused")  # fmt: skip
+    budget = {"train.max_steps": train_steps, "train.seed": seed, **overrides}
+    for key, cfg in comparison_configs(preset, baseline, **budget).items():
+        model, res = load_or_train(cfg, Path(out_root) / cfg.name, data_root, device=device, progress=False,
+                                   retrain=retrain, verbose=verbose)  # fmt: skip
+        arms[key] = SimpleNamespace(
+            key=key, name=cfg.name, label=f"{ARM_ROLES[key].split(' (')[0]} ({cfg.name})", role=ARM_ROLES[key],
+            model=model, cfg=cfg, tokenizer=load_tokenizer(cfg.text, data_root), steps=res.steps, epochs=res.epochs,
+            test=None, source=res.out_dir,
+            shipped=False, score_dir=res.out_dir, weights_sha256=_weights_sha256(res.out_dir / "best"),
+        )  # fmt: skip
+    return arms
+
+
+def arm_scores(arm, split, tokenizer=None, split_name: str = "test", device="cpu", progress: bool = False):
+    """The ``[n_img, n_cap]`` score matrix of one arm of :func:`load_comparison` on ``split``.
+
+    Cached in ``arm.score_dir`` (``runs/demo_models_scores/<arm>`` for a shipped model, never
+    inside ``models/``; the run folder for a short run) under a key of the weights' sha256 and the
+    split's identity, so a re-exported model or other data is scored again. Returns float32 numpy.
+    """
+    ident = data_identity(split)
+    key = {
+        "weights_sha256": arm.weights_sha256,
+        "split": split_name,
+        "n_images": split.n_images,
+        "n_captions": split.n_captions,
+        "annotations_sha256": ident.get("annotations_sha256"),
+    }
+    folder = Path(arm.score_dir)
+    npy, key_file = folder / f"sims_{split_name}.npy", folder / f"sims_{split_name}.json"
+    if (
+        arm.weights_sha256
+        and npy.is_file()
+        and key_file.is_file()
+        and json.loads(key_file.read_text()) == key
+    ):
+        return np.load(npy)
+    cfg = arm.cfg
+    feats = encode_split(
+        arm.model, split, tokenizer if tokenizer is not None else arm.tokenizer, cfg.data, max_len=cfg.text.max_len, device=device,
+        batch_size=cfg.train.eval_batch_size, amp=cfg.train.amp, progress=progress,
+    )  # fmt: skip
+    sims = similarity_matrix(arm.model, feats, progress=progress)
+    if arm.weights_sha256:
+        folder.mkdir(parents=True, exist_ok=True)
+        np.save(npy, sims)
+        key_file.write_text(json.dumps(key) + "\n")
+    return sims
+
+
+# --- the seed spread of the powered ablation ------------------------------------------------------
+
+ABLATION_CSV = "results/ablation_powered/runs.csv"
+
+
+def ablation_runs(csv: str | os.PathLike | None = None, run_dir: str | os.PathLike | None = None):
+    """The finished runs of the powered ablation as a DataFrame (one row per run: variant, seed,
+    rsum, the recalls, steps, ...) and where they were read from.
+
+    ``results/ablation_powered/runs.csv`` (committed) when it exists, else the ``result.json`` of
+    every finished run under ``runs/ablation_powered/`` (an ablation still running). Returns
+    ``(runs, source)``; ``runs`` is empty (and ``source`` says so) when neither exists.
+    """
+    csv = repo_path(csv or ABLATION_CSV)
+    if csv.is_file():
+        return read_csv(csv), rel(csv)
+    folder = repo_path(run_dir) if run_dir is not None else run_root() / "ablation_powered"
+    rows = []
+    for path in sorted(folder.glob("*/result.json")):
+        row = json.loads(path.read_text()).get("row")
+        if row:
+            rows.append(row)
+    if rows:
+        return pd.DataFrame(rows), f"{rel(folder)}/*/result.json ({len(rows)} finished runs)"
+    return pd.DataFrame(columns=["variant", "seed", "rsum"]), f"none ({rel(csv)} and {rel(folder)} not found)"
+
+
+def seed_spread(runs_df, metric: str = "rsum") -> pd.DataFrame:
+    """Per variant: seeds (n), mean, sample standard deviation (ddof=1; NaN for one seed), min, max of
+    ``metric``, and the mean final margin when the runs record it."""
+    if runs_df.empty:
+        return pd.DataFrame(columns=["n", "mean", "sd", "min", "max"])
+    g = runs_df.groupby("variant")[metric]
+    out = pd.DataFrame(
+        {"n": g.count(), "mean": g.mean(), "sd": g.std(ddof=1), "min": g.min(), "max": g.max()}
+    )
+    if "final_margin" in runs_df:  # whether the MOM acted within the ablation's budget (0.2 = it did not)
+        out["final margin (mean)"] = runs_df.groupby("variant")["final_margin"].mean()
+    return out
+
+
+def paired_gap(runs_df, a: str, b: str, metric: str = "rsum") -> dict:
+    """``metric`` of variant ``b`` minus variant ``a``, paired by seed: seeds both have (n), the
+    mean difference and its sample standard deviation over seeds (NaN below two pairs)."""
+    if runs_df.empty:
+        return {"n": 0, "mean": float("nan"), "sd": float("nan")}
+    wide = runs_df[runs_df["variant"].isin([a, b])].pivot_table(
+        index="seed", columns="variant", values=metric
+    )
+    if a not in wide or b not in wide:
+        return {"n": 0, "mean": float("nan"), "sd": float("nan")}
+    d = (wide[b] - wide[a]).dropna()
+    return {"n": int(d.size), "mean": float(d.mean()) if d.size else float("nan"),
+            "sd": float(d.std(ddof=1)) if d.size > 1 else float("nan")}  # fmt: skip
+
+
+def gap_table(values: dict, runs_df=None, metric: str = "rsum", arms=None) -> pd.DataFrame:
+    """The two gaps of the comparison (:data:`GAPS`) of ``values`` (``{"hat" | "baseline" | "daim": value}``),
+    with the seed spread of the powered ablation beside each when ``runs_df`` is given.
+
+    The ablation has no i2t arm, so the direction gap's spread is the t2i baseline's seed sd times
+    √2 (the sd of a difference of two independent runs with that sd); the FDM+MOM gap's is the sd
+    of the paired differences daim - baseline. ``arms`` (``{key: arm}``) names the columns.
+    """
+    rows = []
+    spread = seed_spread(runs_df, metric) if runs_df is not None else None
+    for name, a, b, what in GAPS:
+        if a not in values or b not in values:
+            continue
+        row = {"gap": name, "changes": what, "from": arms[a].name if arms else a, "to": arms[b].name if arms else b,
+               f"{metric} from": values[a], f"{metric} to": values[b], "gap (to - from)": values[b] - values[a]}  # fmt: skip
+        if spread is not None:
+            if name == "direction" and paired_gap(runs_df, "hat", "baseline", metric)["n"] > 1:
+                pg = paired_gap(runs_df, "hat", "baseline", metric)
+                row.update({"seed sd of a gap (300 steps)": pg["sd"], "seeds": pg["n"],
+                            "spread from": "paired baseline - hat"})  # fmt: skip
+            elif name == "direction":
+                n = int(spread.loc["baseline", "n"]) if "baseline" in spread.index else 0
+                sd = float(spread.loc["baseline", "sd"]) * math.sqrt(2) if n > 1 else float("nan")
+                row.update(
+                    {"seed sd of a gap (300 steps)": sd, "seeds": n, "spread from": "baseline sd x sqrt 2"}
+                )
+            else:
+                pg = paired_gap(runs_df, "baseline", "daim", metric)
+                row.update({"seed sd of a gap (300 steps)": pg["sd"], "seeds": pg["n"],
+                            "spread from": "paired daim - baseline"})  # fmt: skip
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("gap") if rows else pd.DataFrame()
