@@ -284,7 +284,9 @@ def ablate(
     CPU trains about 1.6x more runs per hour than one run on two threads,
     ``benchmarks/bench_train_step.py --parallel``). Runs at once share the machine, so a
     ``train.max_minutes`` budget would mean less training per run: use ``train.max_steps`` with
-    ``jobs > 1``. Returns one row per run (variant, seed, test metrics, best val score, final
+    ``jobs > 1``. To stop a parallel ablation, signal the whole process group (Ctrl-C does; from
+    a script ``kill -TERM -- -<pgid>``): each worker then saves its run's state. A SIGTERM to the
+    parent alone does not reach the workers. Returns one row per run (variant, seed, test metrics, best val score, final
     margin, minutes); the mean ± std table is ``df.attrs["summary"]`` (:func:`summarize`). Writes
     runs.csv, summary.csv, summary.json.
     """
