@@ -1,6 +1,7 @@
 """Command line of DAIM Kit: ``python -m daimlib <command> ...`` (also installed as ``daim``).
 
-Commands: make-demo-data, make-f30k-like, train, evaluate, ablate, presets, bench, import-reference.
+Commands: make-demo-data, make-f30k-like, train, evaluate, ablate, ablate-combine, demo-models, presets, bench,
+import-reference.
 ``python -m daimlib <command> --help`` explains each one. Multi-GPU: ``torchrun --nproc_per_node=N -m daimlib train ...``.
 
 The one file of the kit that imports its own modules inside functions: each command imports what it
@@ -235,8 +236,8 @@ def _add_ablate(sub, common) -> None:
         "ablate",
         parents=[common],
         help="train + evaluate ablation variants per seed; writes a mean ± std table",
-        description="Train and test-evaluate each variant (baseline, fdm, mom, daim, fdm_text, high_only; "
-        "see daimlib.ablation) for each seed, one run after another, into OUT/<variant>_seed<k>; writes "
+        description="Train and test-evaluate each variant (baseline, fdm, mom, daim, fdm_text, high_only, "
+        "no_low, no_mid, no_high; see daimlib.ablation) for each seed, one run after another, into OUT/<variant>_seed<k>; writes "
         "OUT/runs.csv and OUT/summary.csv/.json (mean ± std per variant). Finished runs (same config, data "
         "and split) are reused; Ctrl-C exits 130 without recording the interrupted run, and the same "
         "command continues it where it stopped.",
@@ -250,6 +251,20 @@ def _add_ablate(sub, common) -> None:
     p.add_argument("--jobs", type=int, default=1,
                    help="runs trained at once, each in its own one-thread process (with train.max_steps budgets)")  # fmt: skip
     _add_set(p)
+
+
+def _add_ablate_combine(sub, common) -> None:
+    p = sub.add_parser(
+        "ablate-combine",
+        parents=[common],
+        help="join the runs.csv of several ablate calls into one ablation (runs.csv + summary)",
+        description="Concatenate the runs.csv files that `ablate` wrote (variants run at different times or "
+        "on different machines), refuse a (variant, seed) pair found twice or runs scored on different "
+        "splits, and write OUT/runs.csv and OUT/summary.csv/.json (mean ± std per variant) as ablate does.",
+    )
+    p.add_argument("tables", nargs="+", metavar="RUNS.csv", help="runs.csv files written by ablate")
+    p.add_argument("--out", required=True, help="folder for the combined runs.csv and summary (may be a source's)")
+    p.add_argument("--variants", nargs="+", default=None, help="keep only these variants, in this order")
 
 
 def _add_demo_models(sub, common) -> None:
@@ -321,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub, common)
     _add_evaluate(sub, common)
     _add_ablate(sub, common)
+    _add_ablate_combine(sub, common)
     _add_demo_models(sub, common)
     _add_presets(sub, common)
     _add_bench(sub, common)
@@ -415,7 +431,6 @@ def cmd_evaluate(args) -> int:
 
 def cmd_ablate(args) -> int:
     from .ablation import ablate
-    from .checkpoint import display_path
 
     try:
         runs = ablate(args.preset, args.variants, args.seeds, args.data_root, args.out, eval_split=args.split,
@@ -423,12 +438,23 @@ def cmd_ablate(args) -> int:
     except KeyboardInterrupt as e:  # the interrupted run saved its state; nothing was recorded as a result
         print(f"interrupted: {e or 'Ctrl-C'}", file=sys.stderr)
         return 130
+    _print_ablation(runs, args.out)
+    return 0
+
+
+def _print_ablation(runs, out: str) -> None:
+    from .checkpoint import display_path
+
     summary = runs.attrs["summary"]
     cols = ["n_seeds"] + [c for c in ("i2t_r1", "t2i_r1", "rsum") if c in summary.columns]
     print(summary[cols].to_string())
-    print(
-        f"written: {display_path(Path(args.out) / 'runs.csv')}, {display_path(Path(args.out) / 'summary.csv')}"
-    )
+    print(f"written: {display_path(Path(out) / 'runs.csv')}, {display_path(Path(out) / 'summary.csv')}")
+
+
+def cmd_ablate_combine(args) -> int:
+    from .ablation import combine
+
+    _print_ablation(combine(args.tables, args.out, variants=args.variants), args.out)
     return 0
 
 
@@ -524,6 +550,7 @@ COMMANDS = {
     "train": cmd_train,
     "evaluate": cmd_evaluate,
     "ablate": cmd_ablate,
+    "ablate-combine": cmd_ablate_combine,
     "demo-models": cmd_demo_models,
     "presets": cmd_presets,
     "bench": cmd_bench,

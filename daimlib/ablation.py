@@ -23,9 +23,11 @@ no_high       ``daim`` without the high level (weights ``(1, 1, 0)``)
 
 :func:`ablate` trains and evaluates each variant for each seed, one run after another or
 ``jobs`` at a time in one-thread worker processes (then with step budgets only: runs at once ruin
-each other's wall-clock budget, field notes section 7), and writes ``runs.csv`` (one row per run) and ``summary.csv`` / ``summary.json`` (mean and std per
-variant). A run whose ``result.json`` matches the config, data and split is read back instead of
-being trained again; an interrupted run is resumed (:mod:`daimlib.runs` holds the rule).
+each other's wall-clock budget, field notes section 7), and writes ``runs.csv`` (one row per run)
+and ``summary.csv`` / ``summary.json`` (mean and std per variant). A run whose ``result.json``
+matches the config, data and split is read back instead of being trained again; an interrupted run
+is resumed (:mod:`daimlib.runs` holds the rule). :func:`combine` joins the ``runs.csv`` of several
+ablations (variants run at different times or places) into one.
 """
 
 from __future__ import annotations
@@ -310,12 +312,72 @@ def ablate(
     else:
         rows = _run_parallel(tasks, int(jobs))
     table = pd.DataFrame(rows)
+    meta = {"preset": preset, "seeds": seed_list, "overrides": {k: str(v) for k, v in overrides.items()}}
+    return _write_results(table, out_dir, meta)
+
+
+def _write_results(table: pd.DataFrame, out_dir: Path, meta: dict) -> pd.DataFrame:
+    """runs.csv, summary.csv and summary.json (``meta`` + the summary) of ``table`` in ``out_dir``."""
     summary = summarize(table)
+    out_dir.mkdir(parents=True, exist_ok=True)
     table.to_csv(out_dir / "runs.csv", index=False)
     summary.to_csv(out_dir / "summary.csv")
     (out_dir / "summary.json").write_text(
-        json.dumps({"preset": preset, "seeds": seed_list, "overrides": {k: str(v) for k, v in overrides.items()},
-                    "summary": summary.reset_index().to_dict(orient="records")}, indent=2, default=float) + "\n"
-    )  # fmt: skip
+        json.dumps({**meta, "summary": summary.reset_index().to_dict(orient="records")}, indent=2, default=float)
+        + "\n"
+    )
     table.attrs["summary"] = summary
     return table
+
+
+def combine(
+    run_tables: list[str | os.PathLike], out_dir: str | os.PathLike, variants: list[str] | None = None
+) -> pd.DataFrame:
+    """One ablation from the ``runs.csv`` of several :func:`ablate` calls (e.g. variants run in
+    different sessions or on different machines, each into its own folder).
+
+    The rows are concatenated in file order (``variants``: keep only these, in this order). A
+    (variant, seed) pair found twice is an error, as are runs scored on different splits or under
+    different protocols. Writes runs.csv, summary.csv and summary.json (with the source files) into
+    ``out_dir``, which may be one of the sources' folders; returns the runs as :func:`ablate` does.
+    """
+    if not run_tables:
+        raise ValueError("combine needs at least one runs.csv")
+    parts, settings = [], []
+    for path in run_tables:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no runs table at {display_path(path)} (ablate writes OUT/runs.csv)")
+        df = pd.read_csv(path)
+        missing = [c for c in ("variant", "seed", "rsum") if c not in df.columns]
+        if missing:
+            raise ValueError(f"{display_path(path)} is not an ablation runs table: it lacks the columns {missing}")
+        parts.append(df.assign(_source=display_path(path)))
+        side = path.parent / "summary.json"  # what ablate recorded beside it: preset and overrides
+        info = json.loads(side.read_text()) if side.is_file() else {}
+        settings.append({"runs": display_path(path), "preset": info.get("preset"), "overrides": info.get("overrides")})
+    table = pd.concat(parts, ignore_index=True)
+    for col in ("split", "protocol"):
+        if col in table.columns and table[col].nunique(dropna=False) > 1:
+            seen = {v: sorted(set(g["_source"])) for v, g in table.groupby(col, dropna=False)}
+            raise ValueError(f"the runs were scored on different {col}s: {seen}; combine runs of one {col} only")
+    dup = table[table.duplicated(["variant", "seed"], keep=False)]
+    if len(dup):
+        first = dup.iloc[0]
+        where = sorted(set(dup[(dup["variant"] == first["variant"]) & (dup["seed"] == first["seed"])]["_source"]))
+        raise ValueError(f"{len(dup)} rows repeat a (variant, seed) pair, e.g. {first['variant']} seed "
+                         f"{first['seed']} in {where}; keep each run in one table")  # fmt: skip
+    if variants is not None:
+        absent = [v for v in variants if v not in set(table["variant"])]
+        if absent:
+            raise ValueError(f"variants {absent} are in none of the tables (they hold {sorted(set(table['variant']))})")
+        table = pd.concat([table[table["variant"] == v] for v in variants], ignore_index=True)
+    sources = list(dict.fromkeys(table["_source"]))
+    table = table.drop(columns="_source").reset_index(drop=True)
+    settings = [x for x in settings if x["runs"] in sources]
+    meta = {"seeds": sorted(int(s) for s in set(table["seed"]))}
+    shared = {json.dumps({k: x[k] for k in ("preset", "overrides")}, sort_keys=True) for x in settings}
+    if len(shared) == 1 and settings[0]["preset"] is not None:  # one preset and overrides for all: say it once
+        meta.update(preset=settings[0]["preset"], overrides=settings[0]["overrides"])
+    meta["combined_from"] = settings
+    return _write_results(table, Path(out_dir), meta)

@@ -104,6 +104,87 @@ def _t2i_block(v, gram, t, tnorm, mask, lens, lam):
     return (cos * mask[None]).sum(-1) / lens[None]  # [bi, bc]
 
 
+class _T2IBlock(torch.autograd.Function):
+    """The t2i block of :func:`_t2i_block` (Gram form) with a hand-written backward.
+
+    Autograd's backward of the block walks every elementwise op of the forward again and keeps
+    about five block-sized tensors alive; this one keeps three (the raw scores s, the attention
+    α and G α), runs its forward in place as inference does, and forms the gradient in a few
+    fused passes that never write the saved tensors (derivation in the comments of ``backward``). Results equal autograd's to float
+    rounding (``tests/test_similarity.py`` checks both against the naive loop and each other, in
+    float64 with ``torch.autograd.gradcheck``). Not twice differentiable.
+    """
+
+    @staticmethod
+    def forward(ctx, v, gram, t, tnorm, mask, lens, lam):
+        bi, R, D = v.shape
+        bc, Lb, _ = t.shape
+        s = (v.reshape(bi * R, D) @ t.reshape(bc * Lb, D).T).view(bi, R, bc, Lb)  # [bi, R, bc, Lb]
+        e = F.leaky_relu(s, 0.1)
+        n = torch.linalg.vector_norm(e, dim=-1, keepdim=True)  # [bi, R, bc, 1]: L2 over words
+        k = lam / (n + _EPS_L2)
+        e.mul_(k)  # z = λ ŝ
+        if abs(lam) <= _SAFE_EXP:  # |z| ≤ |λ|: exp cannot overflow, no max-shift needed
+            alpha = e.exp_()
+            alpha.div_(alpha.sum(1, keepdim=True))  # [bi, R, bc, Lb]: softmax over regions
+        else:
+            alpha = torch.softmax(e, dim=1)
+        del e
+        tmp = torch.mul(s, alpha)
+        num = tmp.sum(1)  # [bi, bc, Lb]: t_w·a_w = Σ_r α s_rw
+        ga = torch.bmm(gram, alpha.view(bi, R, bc * Lb)).view(bi, R, bc, Lb)  # (G α)_rw
+        torch.mul(ga, alpha, out=tmp)
+        q = tmp.sum(1)  # [bi, bc, Lb]: |a_w|² = αᵀ G α
+        del tmp
+        sq = q.clamp_min(0).sqrt()
+        den_raw = tnorm[None] * sq
+        den = den_raw.clamp_min(_EPS_COS)
+        cos = num / den
+        ctx.lam = lam
+        ctx.save_for_backward(v, gram, t, tnorm, mask, lens, s, alpha, ga, n, k, num, sq, den_raw, den)
+        return (cos * mask[None]).sum(-1) / lens[None]  # [bi, bc]
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        v, gram, t, tnorm, mask, lens, s, alpha, ga, n, k, num, sq, den_raw, den = ctx.saved_tensors
+        lam = ctx.lam
+        bi, R, D = v.shape
+        bc, Lb, _ = t.shape
+        # S = Σ_w m_w cos_w / len, cos_w = num_w / den_w, den_w = max(|t_w| sqrt(q_w), eps)
+        gcos = g[:, :, None] * (mask[None] / lens[None, :, None])  # [bi, bc, Lb]
+        gnum = gcos / den
+        gden = torch.where(den_raw > _EPS_COS, -gcos * num / den.square(), 0.0)
+        gtnorm = (gden * sq).sum(0)  # [bc, Lb]
+        gq = torch.where(sq > 0, gden * tnorm[None] / (2 * sq).clamp_min(1e-30), 0.0)  # d sqrt(q) / dq
+        # q = αᵀ G α and num = Σ_r α s: dL/dα = 2 gq (G α) + gnum s  (G is symmetric)
+        galpha = torch.mul(ga, (2 * gq)[:, None])
+        galpha.addcmul_(s, gnum[:, None])
+        # saved tensors are never written (a retained graph can run backward again): one work buffer
+        buf = torch.mul(alpha, gq[:, None])
+        # dL/dG = Σ_{c,w} gq α αᵀ (one batched product per image)
+        ggram = torch.bmm(buf.view(bi, R, bc * Lb), alpha.view(bi, R, bc * Lb).transpose(1, 2))
+        # softmax over regions: dL/dz = α (dL/dα - Σ_r α dL/dα)
+        torch.mul(alpha, galpha, out=buf)
+        galpha.sub_(buf.sum(1, keepdim=True)).mul_(alpha)  # galpha now holds dL/dz
+        gz = galpha
+        direct = torch.mul(alpha, gnum[:, None])  # the direct term of num in dL/ds
+        e = torch._C._nn.leaky_relu(s, 0.1, out=buf)
+        # z = k e with k = λ / (n + eps), n = |e| over words:
+        #   dL/dk = Σ_w dL/dz e;  dL/dn = -dL/dk k² / λ;  dL/de = dL/dz k + dL/dn e / n
+        gk = torch.linalg.vecdot(gz, e, dim=-1).unsqueeze(-1)  # [bi, R, bc, 1]
+        coef = torch.where(n > 0, -gk * k.square() / (lam * n.clamp_min(1e-30)), 0.0)
+        ge = gz.mul_(k).addcmul_(e, coef)
+        gs = torch.ops.aten.leaky_relu_backward(ge, s, 0.1, False).add_(direct)  # through e = LeakyReLU(s)
+        gs2 = gs.view(bi * R, bc * Lb)
+        gv = (gs2 @ t.reshape(bc * Lb, D)).view(bi, R, D)
+        gt = (gs2.T @ v.reshape(bi * R, D)).view(bc, Lb, D)
+        return gv, ggram, gt, gtnorm, None, None, None
+
+
+FUSED_T2I_BACKWARD = False  # True: the hand-written t2i backward in training (off: no step-level gain measured, see README)
+
+
 def _i2t_block(v, vnorm, t, tgram, mask, lam):
     """i2t scores of a block. v [bi, R, D], t [bc, Lb, D] (padding zeroed), tgram [bc, Lb, Lb]."""
     bi, R, D = v.shape
@@ -146,6 +227,8 @@ def _scan(img, txt, txt_lens, direction, lambda_softmax, max_block_bytes, use_gr
     # per image: Gram matrix (t2i) or token norms (i2t)
     gram = torch.bmm(img, img.transpose(1, 2)) if (direction == "t2i" and use_gram) else None  # [n_img, R, R]
     vnorm = img.norm(dim=-1) if direction == "i2t" else None  # [n_img, R]
+    grad = torch.is_grad_enabled() and (img.requires_grad or txt.requires_grad)
+    fused = direction == "t2i" and gram is not None and grad and FUSED_T2I_BACKWARD
 
     p = 0
     while p < n_cap:
@@ -167,7 +250,10 @@ def _scan(img, txt, txt_lens, direction, lambda_softmax, max_block_bytes, use_gr
             v = img[i0 : i0 + bi]
             if direction == "t2i":
                 g = gram[i0 : i0 + bi] if gram is not None else None
-                blocks.append(_t2i_block(v, g, t, tnorm, mask, lens, lambda_softmax))
+                if fused:
+                    blocks.append(_T2IBlock.apply(v, g, t, tnorm, mask, lens, float(lambda_softmax)))
+                else:
+                    blocks.append(_t2i_block(v, g, t, tnorm, mask, lens, lambda_softmax))
             else:
                 blocks.append(_i2t_block(v, vnorm[i0 : i0 + bi], t, tgram, mask, lambda_softmax))
         out = out.index_copy(1, cols, torch.cat(blocks, 0))
