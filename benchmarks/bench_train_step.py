@@ -11,7 +11,8 @@ data. Each setting runs in its own process (the allocator setting only takes eff
 - ``+ SCAN blocks``: cache-sized SCAN blocks in training too, captions cut per block;
 - ``+ t2i backward``: the hand-written backward of the t2i SCAN block
   (``daimlib.similarity._T2IBlock``) instead of autograd's;
-- ``after``: all three, plus decoded images cached (what ``train()`` does now on a CPU).
+- ``after``: all three, plus decoded images cached (``train()`` on a CPU does all of this except the
+  t2i backward, which is off by default: ``daimlib.similarity.FUSED_T2I_BACKWARD``).
 
 Results are equal up to float rounding: the script checks that the first steps' losses of every
 setting agree with ``before``'s to 1e-5 relative (same seed, same batches; reordered float sums
