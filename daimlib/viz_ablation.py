@@ -29,7 +29,7 @@ def plot_powered_ablation(
     """
     order = list(table.index)
     palette = dict(zip(order, sns.color_palette("colorblind", len(order))))
-    fig, (a, b) = plt.subplots(1, 2, figsize=(12.5, 0.45 * len(order) + 2.2), sharey=True)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12.5, 0.45 * len(order) + 2.8), sharey=True)
     sns.stripplot(data=runs, x=metric, y="variant", order=order, hue="variant", palette=palette, size=5,
                   jitter=0.15, alpha=0.75, legend=False, ax=a)  # fmt: skip
     ys = np.arange(len(order))
@@ -41,7 +41,6 @@ def plot_powered_ablation(
     a.set_xlim(lo - pad, hi + pad)
     a.set(xlabel=f"test {metric.upper()} (points of 600; axis cut to the data: dots and intervals, not bars)",
           ylabel="variant", title="every run, and the mean with its interval")  # fmt: skip
-    a.legend(loc="lower right", fontsize=8)
 
     ref = runs[runs["variant"] == reference].set_index("seed")[metric]
     for y, v in zip(ys, order):
@@ -66,8 +65,13 @@ def plot_powered_ablation(
         b.axvline(size, color="#D55E00", ls=ls, lw=1.3, label=label)
     b.set(xlabel=f"{metric.upper()} difference from {reference}, paired by seed (points)",
           title=f"effect of each switch vs {reference}")  # fmt: skip
-    b.legend(loc="lower right", fontsize=8)
+    # one legend for both panels, under them, where it cannot hide a run or an interval
+    handles, labels = [], []
+    for ax in (a, b):
+        h, lab = ax.get_legend_handles_labels()
+        handles, labels = handles + h, labels + lab
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.55 / fig.get_figheight(), 1, 1))  # 0.55 in at the bottom for the legend
     return fig
