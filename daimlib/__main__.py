@@ -213,7 +213,8 @@ def _add_evaluate(sub, common) -> None:
         "scored exactly like the positive ranks above it (--ties optimistic for the opposite). Prints "
         "R@1/5/10 in both directions and RSUM, and writes eval_<checkpoint>_<split>_<protocol>.csv/.md/.tex/"
         ".json beside the checkpoint folder (OUT/eval_best_test_f30k.* for OUT/best; nothing inside it), "
-        "the .json with the data's identity (layout, annotation file sha256) and the split sizes.",
+        "the .json with the data's identity (layout, annotation file sha256) and the split sizes. --images N "
+        "scores the first N images of the split only (a quick check, or the fit on the training split).",
     )
     p.add_argument("--checkpoint", required=True, help="checkpoint folder (e.g. runs/demo/best)")
     p.add_argument("--data-root", required=True, help="dataset folder")
@@ -229,6 +230,20 @@ def _add_evaluate(sub, common) -> None:
                    help="feature cache precision: auto = half on a GPU, fp32 on a CPU (default); fp32 everywhere")  # fmt: skip
     p.add_argument("--strict", action="store_true",
                    help="refuse a split whose size is not the protocol's (f30k: 1,000 images; coco: 5,000)")  # fmt: skip
+    p.add_argument("--images", type=_positive_int, default=None, metavar="N",
+                   help="score only the first N images of the split with their captions (e.g. --split train "
+                   "--images 500: how well the model fits its own training data); the files get _first<N> "
+                   "in their names")  # fmt: skip
+
+
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {n}")
+    return n
 
 
 def _add_ablate(sub, common) -> None:
@@ -393,6 +408,7 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     from .checkpoint import load_checkpoint, load_checkpoint_tokenizer
     from .data import load_split, load_tokenizer
+    from .data.split import first_images
     from .evaluate import data_identity, evaluate, protocol_problem
     from .paths import display_path
     from .runtime import torch_device
@@ -402,6 +418,12 @@ def cmd_evaluate(args) -> int:
     model, cfg, _ = load_checkpoint(args.checkpoint, device=device, strict=True, read_train_state=False)
     model.to(device).eval()
     split = load_split(cfg.data, args.data_root, args.split)
+    part = args.split
+    if args.images is not None:
+        if args.images > split.n_images:
+            raise ValueError(f"--images {args.images}: the {args.split} split has only {split.n_images} images")
+        split = first_images(split, args.images)
+        part = f"{args.split}_first{args.images}"
     problem = protocol_problem(args.protocol, split.n_images)
     if problem and args.strict:
         raise ValueError(
@@ -413,13 +435,16 @@ def cmd_evaluate(args) -> int:
     metrics, table = evaluate(model, split, tokenizer, cfg, protocol=args.protocol, device=device,
                               batch_size=args.batch_size, progress=not args.quiet, ties=args.ties,
                               features=args.features)  # fmt: skip
-    table.index = [f"{cfg.name} {args.split}, {table.index[0]}"]
+    where = args.split if args.images is None else f"{args.split} (first {split.n_images} images)"
+    table.index = [f"{cfg.name} {where}, {table.index[0]}"]
     _print_table(table, f"{display_path(args.checkpoint)}:")
     ckpt = Path(args.checkpoint)
-    stem = ckpt.resolve().parent / f"eval_{ckpt.resolve().name}_{args.split}_{args.protocol}"
-    written = write_table(table, stem, caption=f"{cfg.name}, {args.split} split, {table.index[0]}")
+    stem = ckpt.resolve().parent / f"eval_{ckpt.resolve().name}_{part}_{args.protocol}"
+    caption = f"{cfg.name}, {args.split} split" + ("" if args.images is None else f" (first {split.n_images} images)")
+    written = write_table(table, stem, caption=f"{caption}, {table.index[0]}")
     record = {
-        "checkpoint": display_path(args.checkpoint), "split": args.split, "protocol": args.protocol,
+        "checkpoint": display_path(args.checkpoint), "split": args.split, "images": args.images,
+        "protocol": args.protocol,
         "paper_protocol": problem is None and args.protocol != "demo", "protocol_note": problem,
         "ties": args.ties, "features": args.features or getattr(cfg.train, "eval_features", "auto"),
         "data": data_identity(split), "metrics": {k: float(v) for k, v in metrics.items()},

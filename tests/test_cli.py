@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -108,6 +109,24 @@ def test_make_demo_data_train_evaluate_smoke(tmp_path, monkeypatch, capsys):
     assert saved["metrics"] == pytest.approx(metrics)
     rsum = sum(metrics[k] for k in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10"))
     assert saved["metrics"]["rsum"] == pytest.approx(rsum)
+
+    # --images N: the first N images of a split with their captions, in files of their own
+    train = load_split(cfg.data, tmp_path / "data", "train")
+    assert main(["evaluate", "--checkpoint", "run/last", "--data-root", "data", "--protocol", "demo", "-q",
+                 "--split", "train", "--images", "4"]) == 0  # fmt: skip
+    assert "demo train (first 4 images)" in capsys.readouterr().out
+    part = json.loads((tmp_path / "run" / "eval_last_train_first4_demo.json").read_text())
+    first = [j for j in range(train.n_captions) if int(train.img_of_caption[j]) < 4]
+    assert part["images"] == 4 and part["data"]["n_images"] == 4 and part["data"]["n_captions"] == len(first)
+    sub = dataclasses.replace(train, image_paths=train.image_paths[:4], captions=[train.captions[j] for j in first],
+                              img_of_caption=train.img_of_caption[first], image_ids=train.image_ids[:4],
+                              meta=train.meta[:4], caption_meta=None)  # fmt: skip
+    metrics4, _ = evaluate(model.eval(), sub, load_tokenizer(cfg.text, tmp_path / "data"), cfg, protocol="demo",
+                           progress=False)  # fmt: skip
+    assert part["metrics"] == pytest.approx(metrics4)
+    assert main(["evaluate", "--checkpoint", "run/last", "--data-root", "data", "--protocol", "demo", "-q",
+                 "--images", "100000"]) == 2  # fmt: skip
+    assert "the test split has only" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
