@@ -1,0 +1,178 @@
+"""Schedule variants of the demo DAIM: train each, score its best checkpoint on the test split, and
+collect one row per recipe (issue 9: how far can the demo model go within about 30 CPU-minutes?).
+
+    OMP_NUM_THREADS=1 python scripts/recipe_search.py step4 step6        # train + evaluate what is missing
+    python scripts/recipe_search.py --collect results/recipe_search      # runs.csv from the finished ones
+
+Every recipe is the ``demo`` preset (same tiny encoders, same code path as the paper presets) with
+the overrides in ``RECIPES``; ``shipped`` is the preset itself, read from ``models/demo`` instead of
+being trained again. Runs go to ``--runs`` (default ``runs/recipe/<name>``, ignored by git); an
+interrupted run continues from its ``last/`` checkpoint (``train --resume``), a finished one is
+reused. Scoring is ``python -m daimlib evaluate --protocol demo --split test`` on the run's
+``best/`` (selected on the val split during training), as for the shipped models; the collected
+table adds the same checkpoint's fit on the first 500 *training* images (``train500_*``, what
+``evaluate --split train --images 500`` prints), which tells underfitting from overfitting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+
+# name -> (what it changes, config overrides on the ``demo`` preset)
+RECIPES: dict[str, tuple[str, list[str]]] = {
+    "shipped": ("the demo preset: 12 epochs, lr 5e-4, StepLR(9, 0.1)", []),
+    "step6": ("lr decay after 6 epochs (5e-4 -> 5e-5 for the last 6)", ["train.lr_step=6"]),
+    "step4": ("lr decay after 4 and 8 epochs (5e-4, 5e-5, 5e-6)", ["train.lr_step=4"]),
+    "wide": ("a Swin twice as wide (embed 64: channels 64-512, heads 2-16)", [
+        'image.timm_kwargs={"embed_dim": 64, "depths": [1, 1, 2, 1], "num_heads": [2, 4, 8, 16], '
+        '"window_size": 4, "patch_size": 8}']),
+    "patch4": ("Swin patch 4 instead of 8 (64/16/4 tokens at stages 2/3/4 instead of 16/4/1)", [
+        'image.timm_kwargs={"embed_dim": 32, "depths": [1, 1, 2, 1], "num_heads": [1, 2, 4, 8], '
+        '"window_size": 4, "patch_size": 4}']),
+}
+
+
+def _run(cmd: list[str], log: Path) -> None:
+    with log.open("a") as fh:
+        fh.write("$ " + " ".join(cmd) + "\n")
+        fh.flush()
+        subprocess.run(cmd, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, check=True)
+
+
+def train_and_score(name: str, runs: Path, data_root: str) -> Path:
+    """Train recipe ``name`` into ``runs/name`` (resumed or reused) and evaluate its best checkpoint."""
+    _, overrides = RECIPES[name]
+    out = runs / name
+    out.mkdir(parents=True, exist_ok=True)
+    log = runs / f"{name}.log"
+    py = [sys.executable, "-m", "daimlib"]
+    train = [*py, "train", "-q", "--preset", "demo", "--data-root", data_root, "--out", str(out), "--device", "cpu"]
+    if overrides:
+        train += ["--set", *overrides]
+    if (out / "last").is_dir() and any((out / "last").iterdir()):
+        train.append("--resume")
+    print(f"[recipe] {name}: training into {os.path.relpath(out, REPO)} (log: {os.path.relpath(log, REPO)})", flush=True)
+    _run(train, log)
+    result = out / "eval_best_test_demo.json"
+    if not result.is_file():
+        _run([*py, "evaluate", "-q", "--checkpoint", str(out / "best"), "--data-root", data_root,
+              "--protocol", "demo", "--split", "test", "--device", "cpu"], log)  # fmt: skip
+    return result
+
+
+def _data_sha(path: Path) -> str:
+    """The sha256 of the annotation file the metrics in ``path`` were measured on."""
+    data = json.loads(path.read_text()).get("data", {})
+    return data.get("annotations_sha256") or data.get("sha256") or ""
+
+
+def _test_metrics(path: Path) -> dict:
+    """The test recalls of an ``eval_*.json`` (or a shipped model's ``metrics.json``)."""
+    doc = json.loads(path.read_text())
+    m = doc.get("test") or doc.get("metrics") or doc
+    if isinstance(m, dict) and "demo" in m and isinstance(m["demo"], dict):
+        m = m["demo"]
+    keys = ["i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum"]
+    missing = [k for k in keys if k not in m]
+    if missing:
+        raise KeyError(f"{path}: no {missing} in its metrics")
+    return {f"test_{k}": float(m[k]) for k in keys}
+
+
+def train_fit(ckpt: Path, cache: Path, data_root: str, n: int = 500) -> dict:
+    """RSUM and R@1 of checkpoint ``ckpt`` on the first ``n`` images of the *train* split (what
+    ``evaluate --split train --images n`` prints): how well the model fits data it was trained on.
+    Cached in ``cache`` (a JSON file)."""
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    from daimlib.checkpoint import load_checkpoint, load_checkpoint_tokenizer
+    from daimlib.data import load_split, load_tokenizer
+    from daimlib.data.split import first_images
+    from daimlib.evaluate import evaluate
+
+    model, cfg, _ = load_checkpoint(ckpt, strict=True, read_train_state=False)
+    split = first_images(load_split(cfg.data, REPO / data_root, "train"), n)
+    tok = load_checkpoint_tokenizer(ckpt) or load_tokenizer(cfg.text, REPO / data_root)
+    metrics, _ = evaluate(model.eval(), split, tok, cfg, protocol="demo", device="cpu", progress=False)
+    out = {f"train{n}_{k}": float(metrics[k]) for k in ("i2t_r1", "t2i_r1", "rsum")}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(out, indent=2) + "\n")
+    return out
+
+
+def row(name: str, run_dir: Path, metrics_file: Path, fit: dict) -> dict:
+    hist = pd.read_csv(run_dir / "history_epochs.csv")
+    best = hist[hist["best"].astype(str) == "True"].iloc[-1]
+    what, overrides = RECIPES[name]
+    return {
+        "recipe": name,
+        "what": what,
+        "overrides": " ".join(overrides),
+        "epochs": len(hist),
+        "steps": int(hist["step"].iloc[-1]),
+        "best_epoch": int(best["epoch"]),
+        "best_val_rsum": float(best["rsum"]),
+        "last_val_rsum": float(hist["rsum"].iloc[-1]),
+        **_test_metrics(metrics_file),
+        **fit,
+        "first_epoch_s": float(hist["epoch_s"].iloc[0]),
+        "wall_minutes": float(hist["elapsed_min"].iloc[-1]),
+        "val_rsum_by_epoch": " ".join(f"{r:.1f}" for r in hist["rsum"]),
+        "data_sha256": _data_sha(metrics_file),
+    }
+
+
+def collect(runs: Path, out: Path, data_root: str) -> pd.DataFrame:
+    rows = []
+    for name in RECIPES:
+        if name == "shipped":
+            shipped = REPO / "models" / "demo"
+            fit = train_fit(shipped / "best", runs / "shipped_fit_train500.json", data_root)
+            rows.append(row(name, shipped, shipped / "metrics.json", fit))
+            continue
+        result = runs / name / "eval_best_test_demo.json"
+        if result.is_file():
+            fit = train_fit(runs / name / "best", runs / name / "fit_train500.json", data_root)
+            rows.append(row(name, runs / name, result, fit))
+        else:
+            print(f"[recipe] {name}: not finished (no {os.path.relpath(result, REPO)}); left out", flush=True)
+    table = pd.DataFrame(rows)
+    if table["data_sha256"].nunique() > 1:
+        raise ValueError("the recipes were scored on different data (annotation sha256 differ): "
+                         + ", ".join(f"{r}: {h[:12]}" for r, h in zip(table["recipe"], table["data_sha256"])))  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "runs.csv", index=False)
+    print(table.drop(columns=["what", "val_rsum_by_epoch", "data_sha256"]).to_string(index=False))
+    print(f"[recipe] wrote {os.path.relpath(out / 'runs.csv', REPO)}")
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("recipes", nargs="*", help=f"recipes to train and score: {', '.join(n for n in RECIPES if n != 'shipped')}")
+    ap.add_argument("--runs", default="runs/recipe", help="run folders (default runs/recipe)")
+    ap.add_argument("--data-root", default="data/demo")
+    ap.add_argument("--collect", metavar="DIR", default=None, help="write DIR/runs.csv from the finished recipes")
+    args = ap.parse_args(argv)
+    runs = (REPO / args.runs).resolve()
+    unknown = [r for r in args.recipes if r not in RECIPES or r == "shipped"]
+    if unknown:
+        ap.error(f"unknown recipe(s) {unknown}; known: {[n for n in RECIPES if n != 'shipped']}")
+    for name in args.recipes:
+        train_and_score(name, runs, args.data_root)
+    if args.collect:
+        collect(runs, REPO / args.collect, args.data_root)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
