@@ -39,8 +39,9 @@ smoke:
 	$(PY) scripts/run_notebooks.py --smoke --preset tiny --data $(SMOKE_DATA) --out runs/smoke/executed \
 		$(filter notebooks/0%,$(NOTEBOOKS)) $(filter notebooks/10_%,$(NOTEBOOKS))
 
+# outputs (figures, runs) under runs/nbval, so that `make test` leaves the tracked figures/ as committed
 nbval:
-	cd notebooks && ../$(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env \
+	cd notebooks && DAIM_OUTPUT_DIR=runs/nbval ../$(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env \
 		--nbval-sanitize-with nbval_sanitize.cfg --nbval-cell-timeout 900 $(notdir $(NOTEBOOKS))
 
 lint:
