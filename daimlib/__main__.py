@@ -435,13 +435,12 @@ def cmd_evaluate(args) -> int:
     metrics, table = evaluate(model, split, tokenizer, cfg, protocol=args.protocol, device=device,
                               batch_size=args.batch_size, progress=not args.quiet, ties=args.ties,
                               features=args.features)  # fmt: skip
-    where = args.split if args.images is None else f"{args.split} (first {split.n_images} images)"
-    table.index = [f"{cfg.name} {where}, {table.index[0]}"]
+    subset = "" if args.images is None else f" (first {split.n_images} images)"
+    table.index = [f"{cfg.name} {args.split}{subset}, {table.index[0]}"]
     _print_table(table, f"{display_path(args.checkpoint)}:")
     ckpt = Path(args.checkpoint)
     stem = ckpt.resolve().parent / f"eval_{ckpt.resolve().name}_{part}_{args.protocol}"
-    caption = f"{cfg.name}, {args.split} split" + ("" if args.images is None else f" (first {split.n_images} images)")
-    written = write_table(table, stem, caption=f"{caption}, {table.index[0]}")
+    written = write_table(table, stem, caption=f"{cfg.name}, {args.split} split{subset}, {table.index[0]}")
     record = {
         "checkpoint": display_path(args.checkpoint), "split": args.split, "images": args.images,
         "protocol": args.protocol,

@@ -1,5 +1,5 @@
-"""Schedule variants of the demo DAIM: train each, score its best checkpoint on the test split, and
-collect one row per recipe (issue 9: how far can the demo model go within about 30 CPU-minutes?).
+"""Schedule and capacity variants of the demo DAIM: train each, score its best checkpoint on the test
+split, and collect one row per recipe (issue 9: how far can the demo model go within about 30 CPU-minutes?).
 
     OMP_NUM_THREADS=1 python scripts/recipe_search.py step4 step6        # train + evaluate what is missing
     python scripts/recipe_search.py --collect results/recipe_search      # runs.csv from the finished ones
@@ -72,23 +72,17 @@ def train_and_score(name: str, runs: Path, data_root: str) -> Path:
     return result
 
 
-def _data_sha(path: Path) -> str:
-    """The sha256 of the annotation file the metrics in ``path`` were measured on."""
-    data = json.loads(path.read_text()).get("data", {})
-    return data.get("annotations_sha256") or data.get("sha256") or ""
-
-
-def _test_metrics(path: Path) -> dict:
-    """The test recalls of an ``eval_*.json`` (or a shipped model's ``metrics.json``)."""
+def _scored(path: Path) -> tuple[dict, str]:
+    """The test recalls of an ``eval_*.json`` (``metrics``) or a shipped model's ``metrics.json``
+    (``test``), and the sha256 of the annotation file they were measured on."""
     doc = json.loads(path.read_text())
-    m = doc.get("test") or doc.get("metrics") or doc
-    if isinstance(m, dict) and "demo" in m and isinstance(m["demo"], dict):
-        m = m["demo"]
+    m = doc.get("test") or doc.get("metrics") or {}
     keys = ["i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum"]
     missing = [k for k in keys if k not in m]
     if missing:
         raise KeyError(f"{path}: no {missing} in its metrics")
-    return {f"test_{k}": float(m[k]) for k in keys}
+    data = doc.get("data", {})
+    return {f"test_{k}": float(m[k]) for k in keys}, data.get("annotations_sha256") or data.get("sha256") or ""
 
 
 def train_fit(ckpt: Path, cache: Path, data_root: str, n: int = 500) -> dict:
@@ -116,6 +110,7 @@ def row(name: str, run_dir: Path, metrics_file: Path, fit: dict) -> dict:
     hist = pd.read_csv(run_dir / "history_epochs.csv")
     best = hist[hist["best"].astype(str) == "True"].iloc[-1]
     what, overrides = RECIPES[name]
+    test, data_sha = _scored(metrics_file)
     return {
         "recipe": name,
         "what": what,
@@ -125,12 +120,12 @@ def row(name: str, run_dir: Path, metrics_file: Path, fit: dict) -> dict:
         "best_epoch": int(best["epoch"]),
         "best_val_rsum": float(best["rsum"]),
         "last_val_rsum": float(hist["rsum"].iloc[-1]),
-        **_test_metrics(metrics_file),
+        **test,
         **fit,
         "first_epoch_s": float(hist["epoch_s"].iloc[0]),
         "wall_minutes": float(hist["elapsed_min"].iloc[-1]),
         "val_rsum_by_epoch": " ".join(f"{r:.1f}" for r in hist["rsum"]),
-        "data_sha256": _data_sha(metrics_file),
+        "data_sha256": data_sha,
     }
 
 
