@@ -488,9 +488,13 @@ def cmd_demo_models(args) -> int:
     try:
         main_export(args.arms, args.data_root, out_root=args.runs, device=args.device,
                     progress=not args.quiet)  # fmt: skip
-    except KeyboardInterrupt:
-        print("interrupted: the arm being trained saved its state; run the same command to continue", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(f"interrupted{f' ({e})' if str(e) else ''}: the arm being trained saved its state and nothing "
+              "was exported; run the same command to continue", file=sys.stderr)  # fmt: skip
         return 130
+    except RuntimeError as e:  # a run that cannot be exported (main_export says why)
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

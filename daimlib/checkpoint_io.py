@@ -180,6 +180,7 @@ def save_checkpoint(
     meta: dict | None = None,
     tokenizer: Any = None,
     loss: torch.nn.Module | None = None,
+    trim: dict[str, tuple[int, int]] | None = None,
 ) -> Path:
     """Write ``model``'s weights, ``cfg`` and (optionally) the training state to ``directory``, atomically.
 
@@ -190,7 +191,10 @@ def save_checkpoint(
     ``torch.load(weights_only=True)`` accepts); ``meta`` is any JSON-serialisable dict (epoch,
     metrics, ...) stored in meta.json; ``tokenizer`` (an HF tokenizer; default the model's
     ``tokenizer`` attribute when it has one) is saved in ``tokenizer/`` so that evaluating the
-    checkpoint never needs the hub. Returns the folder path.
+    checkpoint never needs the hub. ``trim`` ({key: (start, stop)}) stores only those rows of a
+    weight, for rows that provably never affect an output (:func:`daimlib.model.dead_weight_rows`);
+    meta.json records the full shape and the loaders put zeros back in the other rows. Returns the
+    folder path.
     """
     directory = Path(directory)
     parent = directory.parent
@@ -205,6 +209,14 @@ def save_checkpoint(
         state.update(
             {LOSS_PREFIX + k: v.detach().to("cpu").contiguous().clone() for k, v in loss.state_dict().items()}
         )
+    trimmed = {}
+    for key, (start, stop) in (trim or {}).items():
+        if key not in state or not 0 <= start < stop <= state[key].shape[0]:
+            raise ValueError(f"cannot trim {key!r} to rows [{start}, {stop})")
+        trimmed[key] = {"shape": list(state[key].shape), "rows": [start, stop]}
+        state[key] = state[key][start:stop].contiguous().clone()
+    if trimmed:
+        meta = {**(meta or {}), "trimmed": trimmed}
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=parent))
     old_dir = None
     try:
@@ -382,6 +394,19 @@ def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], stri
     model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
 
 
+def untrim(state: dict[str, torch.Tensor], meta: dict, where: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """Restore the weights ``save_checkpoint(trim=...)`` stored in part: zeros outside the kept rows."""
+    for key, info in (meta.get("trimmed") or {}).items():
+        start, stop = info["rows"]
+        part = state.get(key)
+        if part is None or part.shape[0] != stop - start or list(part.shape[1:]) != info["shape"][1:]:
+            raise CheckpointError(f"{where}: {key} does not match its trimmed record in meta.json ({info})")
+        full = part.new_zeros(info["shape"])
+        full[start:stop] = part
+        state[key] = full
+    return state
+
+
 def split_loss_state(state: dict[str, torch.Tensor]) -> tuple[dict, dict]:
     """(model keys, loss keys without their prefix) of a model.safetensors state.
 
@@ -469,6 +494,7 @@ def load_checkpoint_into(
         raise CheckpointError(
             f"cannot read {display_path(weights)}: the file is damaged or truncated ({e})."
         ) from e
+    state = untrim(state, meta, display_path(weights))
     state, loss_state = split_loss_state(state)
     target = _unwrap(model)
     target.to(device)

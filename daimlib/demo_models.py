@@ -14,7 +14,9 @@ arm            what it is                                compared with
 Each shipped model is a folder ``models/<arm>/`` (UvA-notebook style: load it, else train it)::
 
     best/                 the selected checkpoint, weights in half precision (model.safetensors,
-                          config.json, meta.json with sha256 of every file, tokenizer/)
+                          config.json, meta.json with sha256 of every file, tokenizer/); the
+                          query/key rows of one-token attention windows, which cannot change an
+                          output, are left out and load as zeros (``model.dead_weight_rows``)
     history_steps.csv     the training history, one row per step (loss, margin, MOM statistics)
     history_epochs.csv    one row per epoch (validation recalls, minutes)
     metrics.json          test metrics of ``best/`` as shipped (half-precision weights, float32
@@ -54,6 +56,7 @@ from .config import DAIMConfig, load_preset
 from .data import load_split, load_tokenizer
 from .evaluate import evaluate
 from .history import EPOCHS_CSV, STEPS_CSV
+from .model import dead_weight_rows
 from .paths import display_path, repo_root, run_root
 from .tables import read_csv
 
@@ -180,7 +183,9 @@ def train_arm(arm: str, data_root, out_root=None, device="cpu", progress: bool =
     if problem is None:
         log.info("%s: reusing the finished run %s", arm, display_path(run))
         return run
-    train(cfg, data_root, run, device=device, progress=progress, eval_split="val", resume=resume)
+    result = train(cfg, data_root, run, device=device, progress=progress, eval_split="val", resume=resume)
+    if result.stopped != "completed":  # Ctrl-C / SIGTERM: train() saved last/ and returned early
+        raise KeyboardInterrupt(f"{arm}: training stopped ({result.stopped}) at step {result.global_step}")
     return run
 
 
@@ -206,8 +211,9 @@ def export(arm: str, run_dir, data_root, dest=None, device="cpu") -> Path:
     tmp.mkdir(parents=True)
     keep = {k: meta[k] for k in ("epoch", "step", "metrics") if k in meta}
     tokenizer = load_checkpoint_tokenizer(run_dir / "best")
+    # rows that cannot change an output (the query/key rows of one-token windows) are not shipped
     save_checkpoint(tmp / "best", half, half.cfg, meta={**keep, "dtype": "float16", "exported_from": arm},
-                    tokenizer=tokenizer)  # fmt: skip
+                    tokenizer=tokenizer, trim=dead_weight_rows(half))  # fmt: skip
     for name in (STEPS_CSV, EPOCHS_CSV):
         shutil.copy2(run_dir / name, tmp / name)
     shipped = load_model(tmp / "best", device=device)  # float32 again: what users get
@@ -278,15 +284,29 @@ def write_readme(dest: Path | None = None) -> Path:
         pts = ", ".join(f"{c['elapsed_min']:.0f} min: {c['rsum']:.0f}" for c in rec.get("val_curve", []) if "rsum" in c)
         curves.append(f"- `{arm}`: {pts}")
     lines += ["", "Validation RSUM (200-image val split) against training minutes, one point per epoch:", ""]
-    lines += curves + [
-        "",
-        "Minutes are wall-clock of a one-thread run on the 2-core development machine while it was shared",
-        "with 3-6 other jobs; they are what the run took, not a speed figure. On one idle core the first",
-        "epoch of `demo` took 104 s, so the 12 epochs take about 21 minutes.",
-        "",
-    ]
+    lines += curves + ["", *_minutes_note(), ""]
     dest.write_text("\n".join(lines))
     return dest
+
+
+def _minutes_note() -> list[str]:
+    """What the minutes column means, with each arm's mean epoch time read from its history."""
+    rates = []
+    for arm in ARMS:
+        if is_shipped(arm):
+            ep = read_csv(model_dir(arm) / EPOCHS_CSV)
+            if "epoch_s" in ep and len(ep):
+                rates.append(f"`{arm}` {ep['epoch_s'].mean():.0f} s")
+    threads = {recorded_metrics(a).get("threads") for a in ARMS if is_shipped(a)}
+    how = "one torch thread" if threads == {1} else "torch threads " + " / ".join(map(str, sorted(threads, key=str)))
+    lines = [
+        f"Minutes are the wall clock of each run ({how}, `threads` in metrics.json) on the machine that",
+        "trained it, which other jobs may have shared: they are what the run took, not a speed figure",
+        "(`python -m daimlib bench` measures speed).",
+    ]
+    if rates:
+        lines.append("Mean seconds per epoch (312 steps and the val evaluation): " + ", ".join(rates) + ".")
+    return lines
 
 
 def main_export(arms, data_root, out_root=None, device="cpu", progress=True) -> list[Path]:
@@ -294,6 +314,9 @@ def main_export(arms, data_root, out_root=None, device="cpu", progress=True) -> 
     done = []
     for arm in arms:
         run = train_arm(arm, data_root, out_root=out_root, device=device, progress=progress)
+        problem = runs.reuse_problem(run, load_preset(arm), Path(data_root), "val")
+        if problem is not None:  # never replace a shipped model with an unfinished run
+            raise RuntimeError(f"{arm}: {display_path(run)} is not exported: {problem}")
         dest = export(arm, run, data_root, device=device)
         rec = recorded_metrics(arm)
         print(f"{arm}: exported {display_path(dest)} (test RSUM {rec['test']['rsum']:.1f})")

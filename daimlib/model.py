@@ -134,3 +134,24 @@ class DAIM(nn.Module, DAIMHubMixin):
         fn = unfreeze if flag else freeze
         fn(self.image_encoder)
         fn(self.text_encoder)
+
+
+def dead_weight_rows(model: nn.Module) -> dict[str, tuple[int, int]]:
+    """Weight rows of ``model`` that can never change an output: {state_dict key: (start, stop) of the
+    rows that *do* matter}.
+
+    A Swin block whose attention window holds a single token (the last stage of the demo's 64 px
+    Swin: a 1 x 1 grid) computes softmax over one score, which is 1 whatever the query and key are;
+    so the query and key rows of its ``qkv`` projection (the first two thirds) never affect an
+    output and never receive a gradient. Only the value rows are kept. ``export`` of the demo models
+    stores just these rows (``save_checkpoint(trim=...)``); loading puts zeros in the others.
+    """
+    keep = {}
+    for name, module in model.named_modules():
+        qkv = getattr(module, "qkv", None)
+        if getattr(module, "window_area", None) == 1 and isinstance(qkv, nn.Linear):
+            dim = qkv.out_features // 3
+            keep[f"{name}.qkv.weight"] = (2 * dim, 3 * dim)
+            if qkv.bias is not None:
+                keep[f"{name}.qkv.bias"] = (2 * dim, 3 * dim)
+    return keep

@@ -175,3 +175,22 @@ def test_ablate_command_prints_the_mean_std_table_and_writes_it(
     assert [ln.split()[0] for ln in lines[2:4]] == ["baseline", "mom"]
     assert "written: abl/runs.csv, abl/summary.csv" in out
     assert (tmp_path / "abl" / "summary.json").exists()
+
+
+def test_demo_models_stopped_or_unexportable_exits_non_zero_and_says_why(monkeypatch, capsys):
+    import daimlib.demo_models as dm
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt("demo: training stopped (interrupted) at step 7")
+
+    monkeypatch.setattr(dm, "main_export", interrupted)
+    assert main(["demo-models", "--arms", "demo", "-q"]) == 130
+    err = capsys.readouterr().err
+    assert "step 7" in err and "nothing was exported" in err
+
+    def refused(*a, **k):
+        raise RuntimeError("demo: runs/demo_models/demo is not exported: the run did not finish")
+
+    monkeypatch.setattr(dm, "main_export", refused)
+    assert main(["demo-models", "--arms", "demo", "-q"]) == 1
+    assert "is not exported" in capsys.readouterr().err

@@ -4,6 +4,7 @@ test metrics on freshly generated demo data."""
 from __future__ import annotations
 
 import json
+import types
 from pathlib import Path
 
 import pytest
@@ -12,10 +13,11 @@ from safetensors import safe_open
 
 from daimlib import demo_models, runs
 from daimlib.checkpoint import load_checkpoint_tokenizer, load_model
-from daimlib.config import load_preset
+from daimlib.config import DAIMConfig, load_preset
 from daimlib.data import load_split, make_demo_dataset
 from daimlib.data.tokenizer import load_tokenizer
 from daimlib.evaluate import evaluate
+from daimlib.model import dead_weight_rows
 from daimlib.train import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,11 +49,22 @@ def test_export_writes_half_precision_and_the_metrics_of_what_it_ships(tiny_run,
     metrics, _ = evaluate(model, split, load_tokenizer(cfg.text, demo_root), cfg, protocol="demo", progress=False)
     assert rec["test"] == pytest.approx({k: metrics[k] for k in demo_models.METRIC_KEYS})
     assert rec["data"]["sha256"] == runs.data_identity(demo_root, cfg)["sha256"]
-    # the fp16 weights are the fp32 best checkpoint rounded, nothing else
+    # the fp16 weights are the fp32 best checkpoint rounded, nothing else, except the rows that cannot
+    # change an output (query/key of the one-token windows), which are not shipped and load as zeros
     src = load_model(tiny_run / "best")
+    dead = dead_weight_rows(src)
+    assert sorted(dead) == [f"image_encoder.backbone.layers.3.blocks.0.attn.qkv.{p}" for p in ("bias", "weight")]
+    meta = json.loads((dest / "best" / "meta.json").read_text())
+    assert {k: tuple(v["rows"]) for k, v in meta["trimmed"].items()} == dead
     for (name, a), (_, b) in zip(src.state_dict().items(), model.state_dict().items()):
         if a.is_floating_point():
-            assert torch.equal(a.half().float(), b), name
+            want = a.half().float()
+            if name in dead:
+                want[: dead[name][0]] = 0
+            assert torch.equal(want, b), name
+    with safe_open(str(dest / "best" / "model.safetensors"), "pt") as f:
+        for key, (start, stop) in dead.items():  # only the value rows are stored
+            assert f.get_slice(key).get_shape()[0] == stop - start < src.state_dict()[key].shape[0]
     for name in ("history_steps.csv", "history_epochs.csv"):
         assert (dest / name).read_bytes() == (tiny_run / name).read_bytes()
 
@@ -89,6 +102,13 @@ def test_every_arm_is_shipped_small_and_in_half_precision():
         assert set(rec["test"]) == set(demo_models.METRIC_KEYS)
 
 
+def test_every_shipped_arm_is_its_preset_as_it_is_today():
+    """A change to a demo preset must come with retrained models (``python -m daimlib demo-models``)."""
+    for arm in SHIPPED_ARMS:
+        shipped = DAIMConfig.from_json(SHIPPED / arm / "best" / "config.json")
+        assert shipped.diff(load_preset(arm)) == {}, f"models/{arm} was trained with another {arm} preset: retrain it"
+
+
 @pytest.fixture(scope="module")
 def regenerated_demo(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo_full") / "demo"
@@ -108,3 +128,24 @@ def test_shipped_model_reproduces_its_recorded_test_metrics(arm, regenerated_dem
     got = demo_models.test_metrics(model, model.cfg, regenerated_demo, tokenizer=tokenizer)
     for k in demo_models.METRIC_KEYS:  # CPU float differences can move a tie: 0.2 points per recall
         assert got[k] == pytest.approx(rec["test"][k], abs=0.6 if k == "rsum" else 0.2), k
+
+
+def test_an_interrupted_training_is_never_exported(demo_root, tmp_path, monkeypatch):
+    """Ctrl-C (or SIGTERM) during ``demo-models``: train() saves last/ and returns early; the shipped
+    model must stay as it was, not be replaced by the partial run."""
+    models = tmp_path / "models"
+    monkeypatch.setenv(demo_models.MODELS_ENV, str(models))
+
+    def stopped_early(cfg, data_root, out, **kwargs):
+        out.mkdir(parents=True, exist_ok=True)
+        return types.SimpleNamespace(stopped="interrupted", global_step=7)
+
+    monkeypatch.setattr("daimlib.train.train", stopped_early)
+    with pytest.raises(KeyboardInterrupt, match="demo: training stopped \\(interrupted\\) at step 7"):
+        demo_models.main_export(["demo"], demo_root, out_root=tmp_path / "runs", progress=False)
+    assert not (models / "demo").exists()
+    # a run that says it completed but has no finished record is refused as well
+    monkeypatch.setattr("daimlib.train.train", lambda cfg, d, out, **k: types.SimpleNamespace(stopped="completed"))
+    with pytest.raises(RuntimeError, match="is not exported"):
+        demo_models.main_export(["demo"], demo_root, out_root=tmp_path / "runs", progress=False)
+    assert not (models / "demo").exists()

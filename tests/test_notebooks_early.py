@@ -1,6 +1,7 @@
 """Notebooks 01-03 on the trained demo model: the model choice of ``nb.trained_demo_model`` and the
 numbers their prose quotes from the cells above it."""
 
+import json
 import re
 from pathlib import Path
 
@@ -72,6 +73,11 @@ def test_loads_the_shipped_weights():
     model, desc, dm = nb.trained_demo_model(load_preset("demo"), data="demo")
     assert dm is not None and dm.arm == "demo" and "trained demo model 'demo'" in desc
     shipped = load_file(demo_models.model_dir("demo") / "best" / WEIGHTS)  # read independently of the loader
+    meta = json.loads((demo_models.model_dir("demo") / "best" / "meta.json").read_text())
+    for key, info in meta.get("trimmed", {}).items():  # rows left out of the file load as zeros
+        full = torch.zeros(info["shape"], dtype=shipped[key].dtype)
+        full[info["rows"][0]:info["rows"][1]] = shipped[key]
+        shipped[key] = full
     weights = {k: v for k, v in shipped.items() if k in model.state_dict()}
     assert len(weights) == len(model.state_dict()) and _same_weights(model, weights)
     assert not model.training and next(model.parameters()).dtype == torch.float32
