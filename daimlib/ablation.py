@@ -312,7 +312,9 @@ def ablate(
     else:
         rows = _run_parallel(tasks, int(jobs))
     table = pd.DataFrame(rows)
-    meta = {"preset": preset, "seeds": seed_list, "overrides": {k: str(v) for k, v in overrides.items()}}
+    meta = {"preset": preset, "seeds": seed_list, "overrides": {k: str(v) for k, v in overrides.items()},
+            # the preset as it resolved when this ran: a preset may change later (the demo's Swin did)
+            "base_config": json.loads(load_preset(preset, **overrides).to_json())}  # fmt: skip
     return _write_results(table, out_dir, meta)
 
 

@@ -95,3 +95,18 @@ def test_every_decimal_in_09s_readings_is_printed_above(heading):
         places = len(text.split(".")[1])
         close = np.abs(np.round(printed, places) - x) < 0.5 * 10**-places + 1e-9
         assert close.any(), f"{heading!r} quotes {text}, which no code cell above prints"
+
+
+def test_the_encoder_these_runs_used_is_recorded_and_its_command_reproduces_it():
+    """The runs were made with the demo preset's Swin (embed 32); summary.json names it and the README's
+    re-run command passes it explicitly, so that a later preset change cannot redefine the design."""
+    from daimlib.config import load_preset
+
+    used = json.loads((RESULTS / "summary.json").read_text())["image_encoder"]["timm_kwargs"]
+    assert used["embed_dim"] == 32 and used["num_heads"] == [1, 2, 4, 8]
+    readme = (RESULTS / "README.md").read_text()
+    m = re.search(r"NARROW='image\.timm_kwargs=(\{.*?\})'", readme)
+    assert m and json.loads(m.group(1)) == used
+    cfg = load_preset("demo", **{"image.timm_kwargs": json.loads(m.group(1))})
+    assert cfg.image.timm_kwargs == used == load_preset("demo").image.timm_kwargs
+    assert '"$NARROW"' in readme

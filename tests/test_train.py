@@ -6,6 +6,7 @@ steps of 8 per epoch) and validate on its test split (5 images), so that each ru
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -16,7 +17,7 @@ import torch
 from daimlib import train as train_mod
 from daimlib.ablation import VARIANTS, ablate, summarize, variant_config
 from daimlib.checkpoint import CheckpointError, load_checkpoint, load_train_state, read_meta
-from daimlib.config import load_preset
+from daimlib.config import DAIMConfig, load_preset
 from daimlib.train import selection_score, train, wants_pretrained
 
 STEPS_PER_EPOCH = 25 // 8
@@ -312,6 +313,8 @@ def test_ablate_trains_each_variant_writes_tables_and_reuses_finished_runs(demo_
     for name in ("runs.csv", "summary.csv", "summary.json"):
         assert (tmp_path / name).exists()
     assert list(runs.attrs["summary"].index) == ["baseline", "daim"]
+    meta = json.loads((tmp_path / "summary.json").read_text())  # what ran, even after the preset changes
+    assert DAIMConfig.from_json(json.dumps(meta["base_config"])) == load_preset("demo", **over)
 
     def no_training(*a, **k):
         raise AssertionError("a finished run was trained again")
