@@ -149,3 +149,9 @@ def test_an_interrupted_training_is_never_exported(demo_root, tmp_path, monkeypa
     with pytest.raises(RuntimeError, match="is not exported"):
         demo_models.main_export(["demo"], demo_root, out_root=tmp_path / "runs", progress=False)
     assert not (models / "demo").exists()
+
+
+def test_models_readme_is_what_the_export_writes(tmp_path):
+    """models/README.md is generated (its table is the recorded metrics): never edited by hand."""
+    demo_models.write_readme(tmp_path / "README.md")
+    assert (tmp_path / "README.md").read_text() == (SHIPPED / "README.md").read_text()
