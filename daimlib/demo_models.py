@@ -296,7 +296,7 @@ def _minutes_note() -> list[str]:
         if is_shipped(arm):
             ep = read_csv(model_dir(arm) / EPOCHS_CSV)
             if "epoch_s" in ep and len(ep):
-                rates.append(f"`{arm}` {ep['epoch_s'].mean():.0f} s")
+                rates.append(f"`{arm}` {ep['epoch_s'].mean():.0f} s (fastest {ep['epoch_s'].min():.0f} s)")
     threads = {recorded_metrics(a).get("threads") for a in ARMS if is_shipped(a)}
     how = "one torch thread" if threads == {1} else "torch threads " + " / ".join(map(str, sorted(threads, key=str)))
     lines = [
