@@ -5,10 +5,11 @@ split, and collect one row per recipe (issue 9: how far can the demo model go wi
     python scripts/recipe_search.py --collect results/recipe_search      # runs.csv from the finished ones
 
 Every recipe is the ``demo`` preset (same tiny encoders, same code path as the paper presets) with
-the overrides in ``RECIPES``; ``shipped`` is the preset itself, read from ``models/demo`` instead of
-being trained again. Runs go to ``--runs`` (default ``runs/recipe/<name>``, ignored by git); an
-interrupted run continues from its ``last/`` checkpoint (``train --resume``), a finished one is
-reused. Scoring is ``python -m daimlib evaluate --protocol demo --split test`` on the run's
+the overrides in ``RECIPES`` (each names its Swin, so a row does not depend on what the preset is
+today); ``shipped`` is the preset itself, read from ``models/demo`` instead of being trained again.
+Runs go to ``--runs`` (default ``runs/recipe/<name>``, ignored by git); an interrupted run continues
+from its ``last/`` checkpoint (``train --resume``), a finished one is reused; ``--collect`` keeps the
+committed row of a recipe that has no finished run here. Scoring is ``python -m daimlib evaluate --protocol demo --split test`` on the run's
 ``best/`` (selected on the val split during training), as for the shipped models; the collected
 table adds the same checkpoint's fit on the first 500 *training* images (``train500_*``, what
 ``evaluate --split train --images 500`` prints), which tells underfitting from overfitting.
@@ -29,19 +30,31 @@ REPO = Path(__file__).resolve().parents[1]
 
 WIDE = ('image.timm_kwargs={"embed_dim": 64, "depths": [1, 1, 2, 1], "num_heads": [2, 4, 8, 16], '
         '"window_size": 4, "patch_size": 8}')
-# name -> (what it changes, config overrides on the ``demo`` preset)
+# the demo preset's Swin (the shipped models'); named explicitly so that a row stays reproducible
+NARROW = ('image.timm_kwargs={"embed_dim": 32, "depths": [1, 1, 2, 1], "num_heads": [1, 2, 4, 8], '
+          '"window_size": 4, "patch_size": 8}')
+# name -> (what it changes, config overrides on the ``demo`` preset, or on PRESET[name]). Every recipe
+# but ``shipped`` names its Swin, so that a row stays reproducible if the preset's Swin changes.
 RECIPES: dict[str, tuple[str, list[str]]] = {
-    "shipped": ("the demo preset: 12 epochs, lr 5e-4, StepLR(9, 0.1)", []),
-    "step6": ("lr decay after 6 epochs (5e-4 -> 5e-5 for the last 6)", ["train.lr_step=6"]),
-    "step4": ("lr decay after 4 and 8 epochs (5e-4, 5e-5, 5e-6)", ["train.lr_step=4"]),
+    "shipped": ("the demo preset: Swin embed 32, 12 epochs, lr 5e-4, StepLR(9, 0.1) (models/demo)", []),
+    "step6": ("lr decay after 6 epochs (5e-4 -> 5e-5 for the last 6)", [NARROW, "train.lr_step=6"]),
+    "step4": ("lr decay after 4 and 8 epochs (5e-4, 5e-5, 5e-6)", [NARROW, "train.lr_step=4"]),
     "wide": ("a Swin twice as wide (embed 64: channels 64-512, heads 2-16)", [WIDE]),
     "patch4": ("Swin patch 4 instead of 8 (64/16/4 tokens at stages 2/3/4 instead of 16/4/1)", [
         'image.timm_kwargs={"embed_dim": 32, "depths": [1, 1, 2, 1], "num_heads": [1, 2, 4, 8], '
         '"window_size": 4, "patch_size": 4}']),
+    # can the wide Swin carry the three-arm comparison? its t2i baseline, its HAT-style (i2t) arm (as
+    # shipped and with a longer warm-up), and DAIM with that warm-up
+    "wide_baseline": ("the demo_baseline arm (t2i SCAN, no FDM, fixed margin) with the wide Swin", [WIDE]),
+    "wide_hat": ("the demo_hat arm (i2t SCAN, no FDM, fixed margin) with the wide Swin", [WIDE]),
+    "wide_hat_warm300": ("wide_hat with 300 warm-up steps instead of 150", [WIDE, "loss.warmup_steps=300"]),
+    "wide_warm300": ("wide with 300 warm-up steps instead of 150", [WIDE, "loss.warmup_steps=300"]),
     # second seeds: is wide's gain over the preset larger than the seed-to-seed spread?
-    "seed1": ("the demo preset, seed 1", ["train.seed=1"]),
+    "seed1": ("the demo preset, seed 1", [NARROW, "train.seed=1"]),
     "wide_seed1": ("wide, seed 1", [WIDE, "train.seed=1"]),
 }
+# the preset each recipe changes (default ``demo``)
+PRESET = {"wide_baseline": "demo_baseline", "wide_hat": "demo_hat", "wide_hat_warm300": "demo_hat"}
 
 
 def _run(cmd: list[str], log: Path) -> None:
@@ -58,7 +71,7 @@ def train_and_score(name: str, runs: Path, data_root: str) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     log = runs / f"{name}.log"
     py = [sys.executable, "-m", "daimlib"]
-    train = [*py, "train", "-q", "--preset", "demo", "--data-root", data_root, "--out", str(out), "--device", "cpu"]
+    train = [*py, "train", "-q", "--preset", PRESET.get(name, "demo"), "--data-root", data_root, "--out", str(out), "--device", "cpu"]
     if overrides:
         train += ["--set", *overrides]
     if (out / "last").is_dir() and any((out / "last").iterdir()):
@@ -130,7 +143,11 @@ def row(name: str, run_dir: Path, metrics_file: Path, fit: dict) -> dict:
 
 
 def collect(runs: Path, out: Path, data_root: str) -> pd.DataFrame:
+    """``out/runs.csv`` with one row per recipe: measured from ``runs/<name>`` where that run finished
+    here; else the row already in ``out/runs.csv`` is kept (run folders do not outlive a session)."""
     rows = []
+    old = out / "runs.csv"
+    kept = pd.read_csv(old, keep_default_na=False).set_index("recipe") if old.is_file() else None
     for name in RECIPES:
         if name == "shipped":
             shipped = REPO / "models" / "demo"
@@ -141,6 +158,10 @@ def collect(runs: Path, out: Path, data_root: str) -> pd.DataFrame:
         if result.is_file():
             fit = train_fit(runs / name / "best", runs / name / "fit_train500.json", data_root)
             rows.append(row(name, runs / name, result, fit))
+        elif kept is not None and name in kept.index:
+            print(f"[recipe] {name}: no finished run here; its row is kept from {os.path.relpath(old, REPO)}",
+                  flush=True)  # fmt: skip
+            rows.append({"recipe": name, **kept.loc[name].to_dict()})
         else:
             print(f"[recipe] {name}: not finished (no {os.path.relpath(result, REPO)}); left out", flush=True)
     table = pd.DataFrame(rows)

@@ -58,11 +58,32 @@ def test_collect_reads_best_epoch_test_metrics_and_curve(tmp_path, monkeypatch):
     assert s6["epochs"] == 4 and s6["steps"] == 4 * 312 and s6["wall_minutes"] == 8.0
     assert s6["test_rsum"] == pytest.approx(31 + 61 + 76 + 36 + 86 + 96)
     assert s6["val_rsum_by_epoch"] == "340.0 390.0 395.2 391.0"
-    assert s6["overrides"] == "train.lr_step=6"
+    assert s6["overrides"] == rs.NARROW + " train.lr_step=6"
     assert table.set_index("recipe").loc["shipped", "best_epoch"] == 1
     assert pd.read_csv(tmp_path / "out" / "runs.csv")["test_rsum"].tolist() == pytest.approx(
         table["test_rsum"].tolist()
     )
+
+
+def test_collect_keeps_committed_rows_of_recipes_not_run_here(tmp_path, monkeypatch):
+    """Run folders do not outlive a session: a recipe finished earlier keeps its committed row, one
+    finished here replaces its row, one never finished stays out."""
+    monkeypatch.setattr(rs, "REPO", tmp_path)
+    monkeypatch.setattr(rs, "train_fit", _fake_fit)
+    _run_folder(tmp_path / "models" / "demo", [350.0, 380.5], [True, True], shipped=True)
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    _run_folder(runs / "step6", [340.0, 390.0], [True, True])
+    first = rs.collect(runs, out, "data/demo")
+    (tmp_path / "runs2").mkdir()
+    _run_folder(tmp_path / "runs2" / "wide", [360.0, 401.5], [True, True],
+                test=dict(zip(KEYS, [40.0, 70.0, 85.0, 41.0, 90.0, 97.0])))  # fmt: skip
+    second = rs.collect(tmp_path / "runs2", out, "data/demo").set_index("recipe")
+    assert list(second.index) == ["shipped", "step6", "wide"]  # RECIPES order
+    assert second.loc["wide", "test_rsum"] == pytest.approx(40 + 70 + 85 + 41 + 90 + 97)
+    kept = first.set_index("recipe").loc["step6"]
+    for col in ("test_rsum", "best_val_rsum", "val_rsum_by_epoch", "overrides", "data_sha256"):
+        assert str(second.loc["step6", col]) == str(kept[col])
+    assert pd.read_csv(out / "runs.csv")["recipe"].tolist() == ["shipped", "step6", "wide"]
 
 
 def test_collect_refuses_recipes_scored_on_different_data(tmp_path, monkeypatch):
@@ -81,8 +102,38 @@ def test_committed_table_quotes_the_shipped_model_and_known_recipes():
     for k in [*KEYS, "rsum"]:
         assert table.loc["shipped", f"test_{k}"] == pytest.approx(shipped["test"][k])
     assert set(table.index) <= set(rs.RECIPES)
+    assert {"shipped", "wide"} <= set(table.index)
+    # the recipes name their Swin: NARROW is the preset's (the shipped models'), WIDE twice as wide
+    from daimlib.config import load_preset
+
+    narrow, wide = (json.loads(x.split("=", 1)[1]) for x in (rs.NARROW, rs.WIDE))
+    assert narrow == load_preset("demo").image.timm_kwargs == load_preset("demo_hat").image.timm_kwargs
+    assert wide == {**narrow, "embed_dim": 64, "num_heads": [2, 4, 8, 16]}
+    assert set(rs.PRESET) <= set(rs.RECIPES) and set(rs.PRESET.values()) <= {"demo_hat", "demo_baseline"}
     for name, row in table.iterrows():
         overrides = "" if pd.isna(row["overrides"]) else row["overrides"]
         assert overrides == " ".join(rs.RECIPES[name][1])
         assert row["test_rsum"] == pytest.approx(sum(row[f"test_{k}"] for k in KEYS), abs=0.05)
         assert row["data_sha256"] == shipped["data"]["sha256"]
+
+
+def test_wide_hat_warmup_table_is_the_committed_losses():
+    """The README's warm-up table is recomputed from wide_hat_warmup.csv, and what it says holds:
+    the equal-scores loss is 2*B*(B-1)*m, wide seed 0 stays at it, the shipped narrow arm leaves it."""
+    import re
+
+    losses = pd.read_csv(REPO / "results" / "recipe_search" / "wide_hat_warmup.csv")
+    readme = (REPO / "results" / "recipe_search" / "README.md").read_text()
+    flat = 2 * 64 * 63 * 0.2
+    assert f"{flat:.1f}" in readme
+    for probe, g in losses.groupby("probe", sort=False):
+        assert (g["step"].to_numpy() == range(len(g))).all(), probe
+        first, last = g["loss"].iloc[:10].mean(), g["loss"].iloc[-10:].mean()
+        row = re.search(rf"\| `{re.escape(probe)}` \| (\d+) \| [^|]+ \| (\d+) \| (\d+) \| ([\d.]+) \| ([\d.]+) \|", readme)
+        assert row, f"README has no row for {probe}"
+        assert [int(row.group(1)), int(row.group(2)), int(row.group(3))] == [
+            g["seed"].iloc[0], g["warmup_steps"].iloc[0], len(g)]  # fmt: skip
+        assert float(row.group(4)) == pytest.approx(first, abs=0.05) and float(row.group(5)) == pytest.approx(last, abs=0.05)
+    by = losses.groupby("probe")["loss"]
+    assert abs(by.mean()["wide_hat"] - flat) < 0.01 * flat  # never left the flat start
+    assert by.apply(lambda x: x.iloc[-10:].mean())["shipped_demo_hat"] < 0.25 * flat
