@@ -137,3 +137,17 @@ def test_wide_hat_warmup_table_is_the_committed_losses():
     by = losses.groupby("probe")["loss"]
     assert abs(by.mean()["wide_hat"] - flat) < 0.01 * flat  # never left the flat start
     assert by.apply(lambda x: x.iloc[-10:].mean())["shipped_demo_hat"] < 0.25 * flat
+
+
+def test_the_seed_difference_both_readmes_quote_is_the_committed_rows():
+    table = pd.read_csv(REPO / "results" / "recipe_search" / "runs.csv").set_index("recipe")
+    a, b = table.loc["wide", "test_rsum"], table.loc["wide_seed1", "test_rsum"]
+    gap = f"{a - b:.1f}"
+    for readme in (REPO / "README.md", REPO / "results" / "recipe_search" / "README.md"):
+        text = readme.read_text()
+        assert f"differ by {gap} test RSUM" in text and f"{b:.1f}" in text and f"{a:.1f}" in text, readme
+    # the README table's rows are the committed ones
+    text = (REPO / "README.md").read_text()
+    for name in ("shipped", "wide", "wide_seed1", "wide_baseline", "wide_hat"):
+        row = table.loc[name]
+        assert f"| {row['test_rsum']:.1f} | {row['train500_rsum']:.1f} |" in text.replace("**", ""), name
