@@ -313,7 +313,7 @@ def ablate(
         rows = _run_parallel(tasks, int(jobs))
     table = pd.DataFrame(rows)
     meta = {"preset": preset, "seeds": seed_list, "overrides": {k: str(v) for k, v in overrides.items()},
-            # the preset as it resolved when this ran: a preset may change later (the demo's Swin did)
+            # the preset as it resolved when this ran: a preset may change later
             "base_config": json.loads(load_preset(preset, **overrides).to_json())}  # fmt: skip
     return _write_results(table, out_dir, meta)
 

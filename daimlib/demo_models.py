@@ -186,6 +186,9 @@ def train_arm(arm: str, data_root, out_root=None, device="cpu", progress: bool =
     result = train(cfg, data_root, run, device=device, progress=progress, eval_split="val", resume=resume)
     if result.stopped != "completed":  # Ctrl-C / SIGTERM: train() saved last/ and returned early
         raise KeyboardInterrupt(f"{arm}: training stopped ({result.stopped}) at step {result.global_step}")
+    problem = runs.reuse_problem(run, cfg, Path(data_root), "val")
+    if problem is not None:  # never hand on (export, load) a run its record does not call finished
+        raise RuntimeError(f"{arm}: {display_path(run)} is not exported: {problem}")
     return run
 
 
@@ -314,9 +317,6 @@ def main_export(arms, data_root, out_root=None, device="cpu", progress=True) -> 
     done = []
     for arm in arms:
         run = train_arm(arm, data_root, out_root=out_root, device=device, progress=progress)
-        problem = runs.reuse_problem(run, load_preset(arm), Path(data_root), "val")
-        if problem is not None:  # never replace a shipped model with an unfinished run
-            raise RuntimeError(f"{arm}: {display_path(run)} is not exported: {problem}")
         dest = export(arm, run, data_root, device=device)
         rec = recorded_metrics(arm)
         print(f"{arm}: exported {display_path(dest)} (test RSUM {rec['test']['rsum']:.1f})")

@@ -4,15 +4,17 @@ split, and collect one row per recipe (issue 9: how far can the demo model go wi
     OMP_NUM_THREADS=1 python scripts/recipe_search.py step4 step6        # train + evaluate what is missing
     python scripts/recipe_search.py --collect results/recipe_search      # runs.csv from the finished ones
 
-Every recipe is the ``demo`` preset (same tiny encoders, same code path as the paper presets) with
-the overrides in ``RECIPES`` (each names its Swin, so a row does not depend on what the preset is
-today); ``shipped`` is the preset itself, read from ``models/demo`` instead of being trained again.
-Runs go to ``--runs`` (default ``runs/recipe/<name>``, ignored by git); an interrupted run continues
-from its ``last/`` checkpoint (``train --resume``), a finished one is reused; ``--collect`` keeps the
-committed row of a recipe that has no finished run here. Scoring is ``python -m daimlib evaluate --protocol demo --split test`` on the run's
-``best/`` (selected on the val split during training), as for the shipped models; the collected
-table adds the same checkpoint's fit on the first 500 *training* images (``train500_*``, what
-``evaluate --split train --images 500`` prints), which tells underfitting from overfitting.
+Every recipe is a demo preset (``demo``, or ``PRESET[name]`` for another arm; same tiny encoders,
+same code path as the paper presets) with the overrides in ``RECIPES``, which name the Swin, so a
+row does not depend on what the preset's Swin is today; ``shipped`` is the preset itself, read from
+``models/demo`` instead of being trained again. Runs go to ``--runs`` (default
+``runs/recipe/<name>``, ignored by git); an interrupted run continues from its ``last/`` checkpoint
+(``train --resume``), a finished one is reused; ``--collect`` keeps the committed row of a recipe
+that has no finished run here. Scoring is ``python -m daimlib evaluate --protocol demo --split
+test`` on the run's ``best/`` (selected on the val split during training), as for the shipped
+models; the collected table adds the same checkpoint's fit on the first 500 *training* images
+(``train500_*``, what ``evaluate --split train --images 500`` prints), which tells underfitting
+from overfitting.
 """
 
 from __future__ import annotations
@@ -71,7 +73,8 @@ def train_and_score(name: str, runs: Path, data_root: str) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     log = runs / f"{name}.log"
     py = [sys.executable, "-m", "daimlib"]
-    train = [*py, "train", "-q", "--preset", PRESET.get(name, "demo"), "--data-root", data_root, "--out", str(out), "--device", "cpu"]
+    train = [*py, "train", "-q", "--preset", PRESET.get(name, "demo"), "--data-root", data_root,
+             "--out", str(out), "--device", "cpu"]  # fmt: skip
     if overrides:
         train += ["--set", *overrides]
     if (out / "last").is_dir() and any((out / "last").iterdir()):
