@@ -393,8 +393,9 @@ _DEMO_NOTES = """Deviations from the paper presets, each forced by training from
   stages 2/3/4) and a 3-layer BERT of width 128 (hidden states 1/2/3), D = 128. Patch 8
   rather than Swin's 4 makes a training step 1.87x cheaper on a CPU (the low level's SCAN
   scores 16 regions instead of 64) and reached about the same test RSUM after the same 12
-  epochs (394.0 vs 397.0); a Swin of embed 64 (1.32x the step cost) reached 438.3 with
-  seed 0 and 396.4 with seed 1, and its i2t arm does not start (results/recipe_search);
+  epochs (394.0 vs 397.0); a Swin of embed 64 (1.32x the step cost) reached 438.3, 396.4
+  and 420.0 with seeds 0-2 against this Swin's 394.0 and 398.8 with seeds 0-1 (not a shown
+  gain), and its i2t arm does not start (results/recipe_search);
 - no frozen epochs (nothing pretrained to protect), AdamW 5e-4;
 - ``loss.warmup_steps = 150``: hardest negatives from random weights collapse (the loss pins
   at 2*B*m and recall stays at chance), so the first steps use the sum-over-negatives hinge;

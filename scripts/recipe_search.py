@@ -3,6 +3,7 @@ split, and collect one row per recipe (issue 9: how far can the demo model go wi
 
     OMP_NUM_THREADS=1 python scripts/recipe_search.py step4 step6        # train + evaluate what is missing
     python scripts/recipe_search.py --collect results/recipe_search      # runs.csv from the finished ones
+    python scripts/recipe_search.py --seeds                              # seeds of one recipe: spread, test
 
 Every recipe is a demo preset (``demo``, or ``PRESET[name]`` for another arm; same tiny encoders,
 same code path as the paper presets) with the overrides in ``RECIPES``, which name the Swin, so a
@@ -54,7 +55,10 @@ RECIPES: dict[str, tuple[str, list[str]]] = {
     # second seeds: is wide's gain over the preset larger than the seed-to-seed spread?
     "seed1": ("the demo preset, seed 1", [NARROW, "train.seed=1"]),
     "wide_seed1": ("wide, seed 1", [WIDE, "train.seed=1"]),
+    "wide_seed2": ("wide, seed 2", [WIDE, "train.seed=2"]),
 }
+# the seeds of one recipe (seed 0 first): does a recipe beat another by more than its seeds differ?
+SEED_GROUPS = {"narrow": ["shipped", "seed1"], "wide": ["wide", "wide_seed1", "wide_seed2"]}
 # the preset each recipe changes (default ``demo``)
 PRESET = {"wide_baseline": "demo_baseline", "wide_hat": "demo_hat", "wide_hat_warm300": "demo_hat"}
 
@@ -178,13 +182,57 @@ def collect(runs: Path, out: Path, data_root: str) -> pd.DataFrame:
     return table
 
 
+def seed_summary(table: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """Test RSUM per seed of each recipe in ``SEED_GROUPS`` (the rows of ``table`` it has), with the
+    mean, sd and two-sided 95 % t interval, and ``wide`` minus ``narrow``: Welch's t-test with its
+    interval, and how many seeds per recipe a two-group t-test needs to detect a true difference of
+    that size with 80 % power at the 5 % level, given the pooled sd of one run."""
+    from daimlib import stats
+
+    by = table.set_index("recipe")["test_rsum"].astype(float)
+    rows, values = [], {}
+    for group, names in SEED_GROUPS.items():
+        x = [by[n] for n in names if n in by.index]
+        values[group] = x
+        ci = stats.mean_ci(x)
+        rows.append({"Swin": group, "seeds": len(x), "test RSUM per seed": " ".join(f"{v:.1f}" for v in x),
+                     "mean": ci.mean, "sd": ci.sd, "95% CI": f"[{ci.lo:.1f}, {ci.hi:.1f}]"})  # fmt: skip
+    a, b = values["narrow"], values["wide"]
+    if min(len(a), len(b)) < 2:
+        raise ValueError(f"the seed comparison needs two finished seeds of each recipe; runs.csv has "
+                         f"{len(a)} narrow and {len(b)} wide (SEED_GROUPS: {SEED_GROUPS})")  # fmt: skip
+    cmp = stats.welch(a, b)
+    pooled = float(((len(a) - 1) * pd.Series(a).var() + (len(b) - 1) * pd.Series(b).var()) / (len(a) + len(b) - 2)) ** 0.5
+    need = stats.seeds_needed(abs(cmp.diff.mean), pooled, paired=False) if cmp.diff.mean else None
+    return pd.DataFrame(rows), {"diff": cmp.diff.mean, "lo": cmp.diff.lo, "hi": cmp.diff.hi, "p": cmp.p,
+                                "df": cmp.df, "pooled_sd": pooled, "seeds_needed": need}  # fmt: skip
+
+
+def print_seed_summary(csv: Path) -> None:
+    """What ``--seeds`` prints: :func:`seed_summary` of the committed ``runs.csv``, as markdown."""
+    table, c = seed_summary(pd.read_csv(csv))
+    lines = ["| Swin | seeds | test RSUM per seed | mean | sd | 95% CI |", "|---|---|---|---|---|---|"]
+    for _, r in table.iterrows():
+        lines.append(f"| {r['Swin']} | {r['seeds']} | {r['test RSUM per seed']} | {r['mean']:.1f} | {r['sd']:.1f} "
+                     f"| {r['95% CI']} |")  # fmt: skip
+    print("\n".join(lines))
+    print(f"\nwide - narrow: {c['diff']:+.1f} test RSUM, 95% CI [{c['lo']:.1f}, {c['hi']:.1f}] "
+          f"(Welch t, df {c['df']:.1f}, p = {c['p']:.2f}); pooled sd of one run {c['pooled_sd']:.1f}; "
+          f"seeds per recipe to detect {abs(c['diff']):.1f} with 80% power: {c['seeds_needed']}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("recipes", nargs="*", help=f"recipes to train and score: {', '.join(n for n in RECIPES if n != 'shipped')}")
     ap.add_argument("--runs", default="runs/recipe", help="run folders (default runs/recipe)")
     ap.add_argument("--data-root", default="data/demo")
     ap.add_argument("--collect", metavar="DIR", default=None, help="write DIR/runs.csv from the finished recipes")
+    ap.add_argument("--seeds", action="store_true",
+                    help="print the seed summary (SEED_GROUPS) of results/recipe_search/runs.csv and exit")
     args = ap.parse_args(argv)
+    if args.seeds:
+        print_seed_summary(REPO / "results" / "recipe_search" / "runs.csv")
+        return 0
     runs = (REPO / args.runs).resolve()
     unknown = [r for r in args.recipes if r not in RECIPES or r == "shipped"]
     if unknown:

@@ -148,6 +148,51 @@ def test_the_seed_difference_both_readmes_quote_is_the_committed_rows():
         assert f"differ by {gap} test RSUM" in text and f"{b:.1f}" in text and f"{a:.1f}" in text, readme
     # the README table's rows are the committed ones
     text = (REPO / "README.md").read_text()
-    for name in ("shipped", "wide", "wide_seed1", "wide_baseline", "wide_hat"):
+    for name in ("shipped", "wide", "wide_seed1", "wide_seed2", "seed1", "wide_baseline", "wide_hat"):
         row = table.loc[name]
         assert f"| {row['test_rsum']:.1f} | {row['train500_rsum']:.1f} |" in text.replace("**", ""), name
+
+
+def _seed_table(values: dict[str, float]) -> pd.DataFrame:
+    return pd.DataFrame({"recipe": list(values), "test_rsum": list(values.values())})
+
+
+def test_seed_summary_against_hand_worked_numbers():
+    from scipy import stats as st
+
+    from daimlib.stats import seeds_needed
+
+    table, c = rs.seed_summary(_seed_table({"shipped": 390.0, "seed1": 400.0, "wide": 430.0,
+                                            "wide_seed1": 440.0, "wide_seed2": 450.0, "step6": 1.0}))  # fmt: skip
+    t = table.set_index("Swin")
+    assert t.loc["narrow", "mean"] == pytest.approx(395.0) and t.loc["wide", "mean"] == pytest.approx(440.0)
+    assert t.loc["narrow", "sd"] == pytest.approx(50**0.5) and t.loc["wide", "sd"] == pytest.approx(10.0)
+    h = 12.7062047 * 50**0.5 / 2**0.5  # t_{0.975, 1} * sd / sqrt(2)
+    assert t.loc["narrow", "95% CI"] == f"[{395 - h:.1f}, {395 + h:.1f}]"
+    assert t.loc["wide", "test RSUM per seed"] == "430.0 440.0 450.0"
+    ref = st.ttest_ind([430.0, 440.0, 450.0], [390.0, 400.0], equal_var=False)
+    assert c["diff"] == pytest.approx(45.0) and c["p"] == pytest.approx(ref.pvalue)
+    se = (50 / 2 + 100 / 3) ** 0.5
+    df = se**4 / ((50 / 2) ** 2 / 1 + (100 / 3) ** 2 / 2)
+    assert c["df"] == pytest.approx(df) and c["hi"] - c["diff"] == pytest.approx(st.t.ppf(0.975, df) * se)
+    pooled = ((1 * 50 + 2 * 100) / 3) ** 0.5
+    assert c["pooled_sd"] == pytest.approx(pooled)
+    assert c["seeds_needed"] == seeds_needed(45.0, pooled, paired=False)
+
+
+def test_seed_summary_needs_two_seeds_of_each():
+    with pytest.raises(ValueError, match="two finished seeds"):
+        rs.seed_summary(_seed_table({"shipped": 390.0, "wide": 430.0, "wide_seed1": 440.0}))
+
+
+def test_readmes_quote_the_committed_seed_summary(capsys):
+    """What ``recipe_search.py --seeds`` prints from the committed runs.csv is what the READMEs say."""
+    rs.print_seed_summary(REPO / "results" / "recipe_search" / "runs.csv")
+    printed = capsys.readouterr().out.strip().splitlines()
+    table, verdict = printed[:4], printed[-1]
+    results = (REPO / "results" / "recipe_search" / "README.md").read_text()
+    for line in [*table, verdict]:
+        assert line in results, line
+    _, c = rs.seed_summary(pd.read_csv(REPO / "results" / "recipe_search" / "runs.csv"))
+    readme = (REPO / "README.md").read_text()
+    assert f"{c['diff']:+.1f} test RSUM (95% CI [{c['lo']:.1f}, {c['hi']:.1f}]" in readme
