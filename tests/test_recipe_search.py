@@ -129,11 +129,16 @@ def test_wide_hat_warmup_table_is_the_committed_losses():
     for probe, g in losses.groupby("probe", sort=False):
         assert (g["step"].to_numpy() == range(len(g))).all(), probe
         first, last = g["loss"].iloc[:10].mean(), g["loss"].iloc[-10:].mean()
-        row = re.search(rf"\| `{re.escape(probe)}` \| (\d+) \| [^|]+ \| (\d+) \| (\d+) \| ([\d.]+) \| ([\d.]+) \|", readme)
+        row = re.search(rf"\| `{re.escape(probe)}` \| (\w+) \| (\d+) \| [^|]+ \| (\d+) \| (\d+) \| ([\d.]+) \| ([\d.]+) \| ([^|]+) \|",
+                        readme)  # fmt: skip
         assert row, f"README has no row for {probe}"
-        assert [int(row.group(1)), int(row.group(2)), int(row.group(3))] == [
-            g["seed"].iloc[0], g["warmup_steps"].iloc[0], len(g)]  # fmt: skip
-        assert float(row.group(4)) == pytest.approx(first, abs=0.05) and float(row.group(5)) == pytest.approx(last, abs=0.05)
+        assert [row.group(1), int(row.group(2)), int(row.group(3)), int(row.group(4))] == [
+            g["swin"].iloc[0], g["seed"].iloc[0], g["warmup_steps"].iloc[0], len(g)]  # fmt: skip
+        assert float(row.group(5)) == pytest.approx(first, abs=0.05) and float(row.group(6)) == pytest.approx(last, abs=0.05)
+        # "starts at step": a naive scan for the first 10-step window whose mean is below 90 % of flat
+        loss = g["loss"].tolist()
+        start = next((i for i in range(9, len(loss)) if sum(loss[i - 9 : i + 1]) / 10 < 0.9 * flat), None)
+        assert row.group(7).strip() == (str(start) if start is not None else f"none in {len(g)}"), probe
     by = losses.groupby("probe")["loss"]
     assert abs(by.mean()["wide_hat"] - flat) < 0.01 * flat  # never left the flat start
     assert by.apply(lambda x: x.iloc[-10:].mean())["shipped_demo_hat"] < 0.25 * flat
