@@ -193,11 +193,12 @@ def seed_summary(table: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     from daimlib import stats
 
     by = table.set_index("recipe")["test_rsum"].astype(float)
-    rows, values = [], {}
+    rows, values, sds = [], {}, {}
     for group, names in SEED_GROUPS.items():
         x = [by[n] for n in names if n in by.index]
         values[group] = x
         ci = stats.mean_ci(x)
+        sds[group] = ci.sd
         rows.append({"Swin": group, "seeds": len(x), "test RSUM per seed": " ".join(f"{v:.1f}" for v in x),
                      "mean": ci.mean, "sd": ci.sd, "95% CI": f"[{ci.lo:.1f}, {ci.hi:.1f}]"})  # fmt: skip
     a, b = values["narrow"], values["wide"]
@@ -205,7 +206,7 @@ def seed_summary(table: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
         raise ValueError(f"the seed comparison needs two finished seeds of each recipe; runs.csv has "
                          f"{len(a)} narrow and {len(b)} wide (SEED_GROUPS: {SEED_GROUPS})")  # fmt: skip
     cmp = stats.welch(a, b)
-    pooled = float(((len(a) - 1) * pd.Series(a).var() + (len(b) - 1) * pd.Series(b).var()) / (len(a) + len(b) - 2)) ** 0.5
+    pooled = (((len(a) - 1) * sds["narrow"] ** 2 + (len(b) - 1) * sds["wide"] ** 2) / (len(a) + len(b) - 2)) ** 0.5
     need = stats.seeds_needed(abs(cmp.diff.mean), pooled, paired=False) if cmp.diff.mean else None
     return pd.DataFrame(rows), {"diff": cmp.diff.mean, "lo": cmp.diff.lo, "hi": cmp.diff.hi, "p": cmp.p,
                                 "df": cmp.df, "pooled_sd": pooled, "seeds_needed": need}  # fmt: skip
