@@ -56,6 +56,7 @@ _FDM_IMAGE = {"fdm.image_blocks": True, "fdm.image_stage_out": True, "fdm.text_l
 
 VARIANTS: dict[str, str] = {
     "baseline": "no FDM, fixed margin (the preset's similarity direction kept)",
+    "hat": "the baseline with image-to-text SCAN (HAT's direction): no FDM, fixed margin",
     "fdm": "+ FDM in the image encoder (reference placement), fixed margin",
     "mom": "+ MOM adaptive margin, no FDM",
     "daim": "+ FDM + MOM (the reference method)",
@@ -74,6 +75,8 @@ def variant_overrides(variant: str, cfg: DAIMConfig) -> dict[str, Any]:
     """The dotted-key overrides that turn ``cfg`` (a preset) into ``variant`` (see the module table)."""
     if variant == "baseline":
         return {**_FDM_OFF, "loss.adaptive": False}
+    if variant == "hat":  # the comparison's HAT-style arm: only the direction differs from ``baseline``
+        return {**_FDM_OFF, "loss.adaptive": False, "similarity.direction": "i2t"}
     if variant == "fdm":
         return {**_FDM_IMAGE, "loss.adaptive": False}
     if variant == "mom":

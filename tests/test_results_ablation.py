@@ -17,7 +17,7 @@ from scipy import stats as st
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "results" / "ablation_powered"
-VARIANTS = ["baseline", "fdm", "mom", "daim", "fdm_text", "high_only", "no_low", "no_mid", "no_high"]
+VARIANTS = ["baseline", "hat", "fdm", "mom", "daim", "fdm_text", "high_only", "no_low", "no_mid", "no_high"]
 NUMBER = re.compile(r"[−-]?\d+\.\d+")
 
 
@@ -47,7 +47,7 @@ def _s(x):  # the README's signed style: +6.3, −13.6
     return f"{x:+.1f}".replace("-", "−")
 
 
-def test_design_nine_variants_five_paired_seeds_300_steps(runs):
+def test_design_ten_variants_five_paired_seeds_300_steps(runs):
     assert list(dict.fromkeys(runs["variant"])) == VARIANTS
     for v, g in runs.groupby("variant"):
         assert sorted(g["seed"]) == [0, 1, 2, 3, 4], v

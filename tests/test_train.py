@@ -244,7 +244,10 @@ def test_each_ablation_variant_differs_from_the_baseline_in_its_module_only():
     for name, weights in (("no_low", (0.0, 1.0, 1.0)), ("no_mid", (1.0, 0.0, 1.0)), ("no_high", (1.0, 1.0, 0.0))):
         assert diff(name) == fdm_keys | {"loss.adaptive", "similarity.level_weights"}  # daim minus one level
         assert variant_config("demo", name).similarity.level_weights == weights
-    assert set(VARIANTS) == {"baseline", "fdm", "mom", "daim", "fdm_text", "high_only", "no_low", "no_mid", "no_high"}
+    assert diff("hat") == {"similarity.direction"} and variant_config("daim_f30k", "hat").similarity.direction == "i2t"
+    # the ablation's hat is the demo_hat preset (the comparison's i2t arm) up to its name
+    assert set(variant_config("demo", "hat").diff(load_preset("demo_hat"))) <= {"name"}
+    assert set(VARIANTS) == {"baseline", "hat", "fdm", "mom", "daim", "fdm_text", "high_only", "no_low", "no_mid", "no_high"}
     with pytest.raises(ValueError, match="unknown ablation variant"):
         variant_config("demo", "nope")
 
