@@ -658,13 +658,18 @@ def paired_gap(runs_df, a: str, b: str, metric: str = "rsum") -> dict:
             "sd": float(d.std(ddof=1)) if d.size > 1 else float("nan")}  # fmt: skip
 
 
-def gap_table(values: dict, runs_df=None, metric: str = "rsum", arms=None) -> pd.DataFrame:
+def gap_table(values: dict, runs_df=None, metric: str = "rsum", arms=None, long_runs=None) -> pd.DataFrame:
     """The two gaps of the comparison (:data:`GAPS`) of ``values`` (``{"hat" | "baseline" | "daim": value}``),
     with the seed spread of the powered ablation beside each when ``runs_df`` is given.
 
     The ablation has no i2t arm, so the direction gap's spread is the t2i baseline's seed sd times
     √2 (the sd of a difference of two independent runs with that sd); the FDM+MOM gap's is the sd
-    of the paired differences daim - baseline. ``arms`` (``{key: arm}``) names the columns.
+    of the paired differences daim - baseline; an ablation with the ``hat`` variant gives the
+    direction gap's paired spread too. ``arms`` (``{key: arm}``) names the columns.
+
+    ``long_runs`` (:func:`long_run_seeds`: the full-budget runs of each arm, several seeds) adds the
+    gap of the seed means with Welch's 95 % interval and p (``daimlib.stats.welch``); pass it only
+    when ``values`` come from the shipped demo models, the seed-0 runs it includes.
     """
     rows = []
     spread = seed_spread(runs_df, metric) if runs_df is not None else None
@@ -688,5 +693,56 @@ def gap_table(values: dict, runs_df=None, metric: str = "rsum", arms=None) -> pd
                 pg = paired_gap(runs_df, "baseline", "daim", metric)
                 row.update({"seed sd of a gap (300 steps)": pg["sd"], "seeds": pg["n"],
                             "spread from": "paired daim - baseline"})  # fmt: skip
+        if long_runs is not None and len(long_runs):
+            row.update(_long_gap(long_runs, a, b, metric))
         rows.append(row)
     return pd.DataFrame(rows).set_index("gap") if rows else pd.DataFrame()
+
+
+# the full-budget (12-epoch) runs of each demo arm, several seeds: committed by
+# scripts/recipe_search.py (its SEED_GROUPS "hat", "baseline", "narrow"); seed 0 is the shipped model
+LONG_RUNS_CSV = "results/recipe_search/runs.csv"
+LONG_RUN_RECIPES = {
+    "hat": ("hat_shipped", "hat_seed1", "hat_seed2", "hat_seed3"),
+    "baseline": ("baseline_shipped", "baseline_seed1", "baseline_seed2"),
+    "daim": ("shipped", "seed1"),
+}
+
+
+def long_run_seeds(csv: str | os.PathLike | None = None) -> pd.DataFrame:
+    """The full-budget runs of the three demo arms (12 epochs each, the shipped recipe, several
+    seeds): one row per run with ``arm``, ``seed``, ``recipe``, the test recalls and ``rsum``, from
+    the committed ``results/recipe_search/runs.csv`` (empty when it is missing). Seed 0 of each arm
+    is its shipped model in ``models/``."""
+    path = repo_path(csv or LONG_RUNS_CSV)
+    cols = ["arm", "seed", "recipe", "rsum"]
+    if not path.is_file():
+        return pd.DataFrame(columns=cols)
+    table = read_csv(path).set_index("recipe")
+    rows = []
+    for arm, recipes in LONG_RUN_RECIPES.items():
+        for seed, recipe in enumerate(recipes):  # the recipes are seeds 0, 1, 2, ... in this order
+            if recipe in table.index:
+                r = table.loc[recipe]
+                rows.append({"arm": arm, "seed": seed, "recipe": recipe,
+                             **{k: float(r[f"test_{k}"]) for k in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10")},
+                             "rsum": float(r["test_rsum"])})  # fmt: skip
+    return pd.DataFrame(rows, columns=None if rows else cols)
+
+
+def _long_gap(long_runs: pd.DataFrame, a: str, b: str, metric: str) -> dict:
+    """Mean ``metric`` of arm ``b`` minus arm ``a`` over their full-budget seeds, with Welch's interval."""
+    from daimlib import stats
+
+    if metric not in long_runs:
+        return {}
+    x = long_runs.loc[long_runs["arm"] == a, metric].astype(float).tolist()
+    y = long_runs.loc[long_runs["arm"] == b, metric].astype(float).tolist()
+    out = {"12-epoch seeds (from, to)": f"{len(x)}, {len(y)}",
+           "12-epoch gap of the seed means": (np.mean(y) - np.mean(x)) if x and y else float("nan")}  # fmt: skip
+    if min(len(x), len(y)) >= 2:
+        c = stats.welch(x, y)
+        out.update({"95% CI (Welch)": f"[{c.diff.lo:+.1f}, {c.diff.hi:+.1f}]", "p (Welch)": c.p})
+    else:
+        out.update({"95% CI (Welch)": "needs 2 seeds of each", "p (Welch)": float("nan")})
+    return out

@@ -40,6 +40,8 @@ NARROW = ('image.timm_kwargs={"embed_dim": 32, "depths": [1, 1, 2, 1], "num_head
 # but ``shipped`` names its Swin, so that a row stays reproducible if the preset's Swin changes.
 RECIPES: dict[str, tuple[str, list[str]]] = {
     "shipped": ("the demo preset: Swin embed 32, 12 epochs, lr 5e-4, StepLR(9, 0.1) (models/demo)", []),
+    "hat_shipped": ("the demo_hat preset as shipped (models/demo_hat, seed 0)", []),
+    "baseline_shipped": ("the demo_baseline preset as shipped (models/demo_baseline, seed 0)", []),
     "step6": ("lr decay after 6 epochs (5e-4 -> 5e-5 for the last 6)", [NARROW, "train.lr_step=6"]),
     "step4": ("lr decay after 4 and 8 epochs (5e-4, 5e-5, 5e-6)", [NARROW, "train.lr_step=4"]),
     "wide": ("a Swin twice as wide (embed 64: channels 64-512, heads 2-16)", [WIDE]),
@@ -58,12 +60,33 @@ RECIPES: dict[str, tuple[str, list[str]]] = {
     "wide_seed2": ("wide, seed 2", [WIDE, "train.seed=2"]),
     # the narrow i2t arm starts late on seeds 1-3 (wide_hat_warmup.csv): what does that cost it?
     "hat_seed1": ("the demo_hat arm (i2t SCAN, no FDM, fixed margin), seed 1", [NARROW, "train.seed=1"]),
+    "hat_seed2": ("the demo_hat arm, seed 2", [NARROW, "train.seed=2"]),
+    "hat_seed3": ("the demo_hat arm, seed 3", [NARROW, "train.seed=3"]),
+    # and the t2i baseline's seeds, for the direction gap (baseline - hat) at the full budget
+    "baseline_seed1": ("the demo_baseline arm (t2i SCAN, no FDM, fixed margin), seed 1", [NARROW, "train.seed=1"]),
+    "baseline_seed2": ("the demo_baseline arm, seed 2", [NARROW, "train.seed=2"]),
 }
-# the seeds of one recipe (seed 0 first): does a recipe beat another by more than its seeds differ?
-SEED_GROUPS = {"narrow": ["shipped", "seed1"], "wide": ["wide", "wide_seed1", "wide_seed2"]}
+# the seeds of one recipe (seed 0 first): group -> (what it is, recipes). ``shipped``,
+# ``hat_shipped`` and ``baseline_shipped`` are the shipped models (models/, seed 0)
+SEED_GROUPS: dict[str, tuple[str, list[str]]] = {
+    "narrow": ("DAIM, the demo preset (Swin embed 32)", ["shipped", "seed1"]),
+    "wide": ("DAIM, Swin embed 64", ["wide", "wide_seed1", "wide_seed2"]),
+    "hat": ("demo_hat: i2t SCAN, no FDM, fixed margin (Swin embed 32)", ["hat_shipped", "hat_seed1", "hat_seed2", "hat_seed3"]),
+    "baseline": ("demo_baseline: t2i SCAN, no FDM, fixed margin (Swin embed 32)",
+                 ["baseline_shipped", "baseline_seed1", "baseline_seed2"]),
+}  # fmt: skip
+# the differences --seeds tests (name -> (group, minus group, what the difference changes))
+COMPARISONS: dict[str, tuple[str, str, str]] = {
+    "width": ("wide", "narrow", "Swin embed 64 instead of 32 (DAIM)"),
+    "direction": ("baseline", "hat", "SCAN t2i instead of i2t (no FDM, fixed margin)"),
+    "fdm_mom": ("narrow", "baseline", "FDM + MOM added to the t2i baseline"),
+}
+# recipes that are shipped models, read from models/<folder> instead of trained
+SHIPPED = {"shipped": "demo", "hat_shipped": "demo_hat", "baseline_shipped": "demo_baseline"}
 # the preset each recipe changes (default ``demo``)
 PRESET = {"wide_baseline": "demo_baseline", "wide_hat": "demo_hat", "wide_hat_warm300": "demo_hat",
-          "hat_seed1": "demo_hat"}
+          "hat_seed1": "demo_hat", "hat_seed2": "demo_hat", "hat_seed3": "demo_hat",
+          "baseline_seed1": "demo_baseline", "baseline_seed2": "demo_baseline"}
 
 
 def _run(cmd: list[str], log: Path) -> None:
@@ -159,9 +182,12 @@ def collect(runs: Path, out: Path, data_root: str) -> pd.DataFrame:
     old = out / "runs.csv"
     kept = pd.read_csv(old, keep_default_na=False).set_index("recipe") if old.is_file() else None
     for name in RECIPES:
-        if name == "shipped":
-            shipped = REPO / "models" / "demo"
-            fit = train_fit(shipped / "best", runs / "shipped_fit_train500.json", data_root)
+        if name in SHIPPED:
+            shipped = REPO / "models" / SHIPPED[name]
+            if not (shipped / "metrics.json").is_file():
+                print(f"[recipe] {name}: no {os.path.relpath(shipped / 'metrics.json', REPO)}; left out", flush=True)
+                continue
+            fit = train_fit(shipped / "best", runs / f"{name}_fit_train500.json", data_root)
             rows.append(row(name, shipped, shipped / "metrics.json", fit))
             continue
         result = runs / name / "eval_best_test_demo.json"
@@ -186,48 +212,63 @@ def collect(runs: Path, out: Path, data_root: str) -> pd.DataFrame:
 
 
 def seed_summary(table: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-    """Test RSUM per seed of each recipe in ``SEED_GROUPS`` (the rows of ``table`` it has), with the
-    mean, sd and two-sided 95 % t interval, and ``wide`` minus ``narrow``: Welch's t-test with its
-    interval, and how many seeds per recipe a two-group t-test needs to detect a true difference of
-    that size with 80 % power at the 5 % level, given the pooled sd of one run."""
+    """Test RSUM per seed of each group in ``SEED_GROUPS`` (the rows of ``table`` it has), with the
+    mean, sd and two-sided 95 % t interval; and for each of ``COMPARISONS`` (group minus group):
+    Welch's t-test with its interval, and how many seeds per group a two-group t-test needs to detect
+    a true difference of that size with 80 % power at the 5 % level, given the pooled sd of one run.
+    A comparison with fewer than two seeds on a side is ``None``; if none can be made, ValueError."""
     from daimlib import stats
 
     by = table.set_index("recipe")["test_rsum"].astype(float)
     rows, values, sds = [], {}, {}
-    for group, names in SEED_GROUPS.items():
+    for group, (what, names) in SEED_GROUPS.items():
         x = [by[n] for n in names if n in by.index]
         values[group] = x
+        if not x:
+            continue
         ci = stats.mean_ci(x)
         sds[group] = ci.sd
-        rows.append({"Swin": group, "seeds": len(x), "test RSUM per seed": " ".join(f"{v:.1f}" for v in x),
-                     "mean": ci.mean, "sd": ci.sd, "95% CI": f"[{ci.lo:.1f}, {ci.hi:.1f}]"})  # fmt: skip
-    a, b = values["narrow"], values["wide"]
-    if min(len(a), len(b)) < 2:
-        raise ValueError(f"the seed comparison needs two finished seeds of each recipe; runs.csv has "
-                         f"{len(a)} narrow and {len(b)} wide (SEED_GROUPS: {SEED_GROUPS})")  # fmt: skip
-    cmp = stats.welch(a, b)
-    pooled = (((len(a) - 1) * sds["narrow"] ** 2 + (len(b) - 1) * sds["wide"] ** 2) / (len(a) + len(b) - 2)) ** 0.5
-    need = stats.seeds_needed(abs(cmp.diff.mean), pooled, paired=False) if cmp.diff.mean else None
-    return pd.DataFrame(rows), {"diff": cmp.diff.mean, "lo": cmp.diff.lo, "hi": cmp.diff.hi, "p": cmp.p,
-                                "df": cmp.df, "pooled_sd": pooled, "seeds_needed": need}  # fmt: skip
+        rows.append({"group": group, "what": what, "seeds": len(x), "test RSUM per seed": " ".join(f"{v:.1f}" for v in x),
+                     "mean": ci.mean, "sd": ci.sd, "95% CI": f"[{ci.lo:.1f}, {ci.hi:.1f}]" if len(x) > 1 else "-"})  # fmt: skip
+    out = {}
+    for name, (ga, gb, _) in COMPARISONS.items():
+        a, b = values[ga], values[gb]
+        if min(len(a), len(b)) < 2:
+            out[name] = None
+            continue
+        cmp = stats.welch(b, a)  # a - b
+        pooled = (((len(a) - 1) * sds[ga] ** 2 + (len(b) - 1) * sds[gb] ** 2) / (len(a) + len(b) - 2)) ** 0.5
+        need = stats.seeds_needed(abs(cmp.diff.mean), pooled, paired=False) if cmp.diff.mean else None
+        out[name] = {"diff": cmp.diff.mean, "lo": cmp.diff.lo, "hi": cmp.diff.hi, "p": cmp.p, "df": cmp.df,
+                     "pooled_sd": pooled, "seeds_needed": need}  # fmt: skip
+    if all(v is None for v in out.values()):
+        raise ValueError("no seed comparison can be made: each needs two finished seeds of both groups; "
+                         f"runs.csv has {({g: len(v) for g, v in values.items()})} (SEED_GROUPS: {SEED_GROUPS})")  # fmt: skip
+    return pd.DataFrame(rows), out
 
 
 def print_seed_summary(csv: Path) -> None:
     """What ``--seeds`` prints: :func:`seed_summary` of the committed ``runs.csv``, as markdown."""
-    table, c = seed_summary(pd.read_csv(csv))
-    lines = ["| Swin | seeds | test RSUM per seed | mean | sd | 95% CI |", "|---|---|---|---|---|---|"]
+    table, cmps = seed_summary(pd.read_csv(csv))
+    lines = ["| group | what | seeds | test RSUM per seed | mean | sd | 95% CI |", "|---|---|---|---|---|---|---|"]
     for _, r in table.iterrows():
-        lines.append(f"| {r['Swin']} | {r['seeds']} | {r['test RSUM per seed']} | {r['mean']:.1f} | {r['sd']:.1f} "
+        sd = f"{r['sd']:.1f}" if r["seeds"] > 1 else "-"
+        lines.append(f"| {r['group']} | {r['what']} | {r['seeds']} | {r['test RSUM per seed']} | {r['mean']:.1f} | {sd} "
                      f"| {r['95% CI']} |")  # fmt: skip
-    print("\n".join(lines))
-    print(f"\nwide - narrow: {c['diff']:+.1f} test RSUM, 95% CI [{c['lo']:.1f}, {c['hi']:.1f}] "
-          f"(Welch t, df {c['df']:.1f}, p = {c['p']:.2f}); pooled sd of one run {c['pooled_sd']:.1f}; "
-          f"seeds per recipe to detect {abs(c['diff']):.1f} with 80% power: {c['seeds_needed']}")
+    print("\n".join(lines) + "\n")
+    for name, (ga, gb, what) in COMPARISONS.items():
+        c = cmps[name]
+        if c is None:
+            print(f"{ga} - {gb} ({what}): not enough seeds (two of each needed)")
+            continue
+        print(f"{ga} - {gb} ({what}): {c['diff']:+.1f} test RSUM, 95% CI [{c['lo']:.1f}, {c['hi']:.1f}] "
+              f"(Welch t, df {c['df']:.1f}, p = {c['p']:.2f}); pooled sd of one run {c['pooled_sd']:.1f}; "
+              f"seeds per group to detect {abs(c['diff']):.1f} with 80% power: {c['seeds_needed']}")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("recipes", nargs="*", help=f"recipes to train and score: {', '.join(n for n in RECIPES if n != 'shipped')}")
+    ap.add_argument("recipes", nargs="*", help=f"recipes to train and score: {', '.join(n for n in RECIPES if n not in SHIPPED)}")
     ap.add_argument("--runs", default="runs/recipe", help="run folders (default runs/recipe)")
     ap.add_argument("--data-root", default="data/demo")
     ap.add_argument("--collect", metavar="DIR", default=None, help="write DIR/runs.csv from the finished recipes")
@@ -238,9 +279,9 @@ def main(argv: list[str] | None = None) -> int:
         print_seed_summary(REPO / "results" / "recipe_search" / "runs.csv")
         return 0
     runs = (REPO / args.runs).resolve()
-    unknown = [r for r in args.recipes if r not in RECIPES or r == "shipped"]
+    unknown = [r for r in args.recipes if r not in RECIPES or r in SHIPPED]
     if unknown:
-        ap.error(f"unknown recipe(s) {unknown}; known: {[n for n in RECIPES if n != 'shipped']}")
+        ap.error(f"unknown recipe(s) {unknown}; known: {[n for n in RECIPES if n not in SHIPPED]}")
     for name in args.recipes:
         train_and_score(name, runs, args.data_root)
     if args.collect:

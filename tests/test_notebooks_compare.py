@@ -122,6 +122,54 @@ def test_gap_table_values_and_the_spread_beside_each_gap():
     assert list(t3.index) == ["FDM+MOM"] and "seeds" not in t3
 
 
+def _recipe_csv(path, values: dict[str, float]):
+    keys = ["i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10"]
+    rows = [{"recipe": r, **{f"test_{k}": v / 6 for k in keys}, "test_rsum": v} for r, v in values.items()]
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_long_run_seeds_and_their_welch_gap(tmp_path):
+    from scipy import stats as st
+
+    csv = _recipe_csv(tmp_path / "runs.csv", {"hat_shipped": 350.0, "hat_seed1": 80.0, "hat_seed3": 300.0,
+                                              "baseline_shipped": 398.0, "baseline_seed1": 402.0, "shipped": 394.0,
+                                              "wide": 438.0})  # fmt: skip
+    long = nb.long_run_seeds(csv)
+    # seeds come from each recipe's place in LONG_RUN_RECIPES; recipes of other groups are not arms
+    assert [tuple(r) for r in long[["arm", "seed", "rsum"]].itertuples(index=False)] == [
+        ("hat", 0, 350.0), ("hat", 1, 80.0), ("hat", 3, 300.0), ("baseline", 0, 398.0), ("baseline", 1, 402.0),
+        ("daim", 0, 394.0)]  # fmt: skip
+    assert long.loc[0, "t2i_r1"] == pytest.approx(350.0 / 6)
+    t = nb.gap_table({"hat": 350.0, "baseline": 398.0, "daim": 394.0}, long_runs=long)
+    d = t.loc["direction"]
+    assert d["gap (to - from)"] == pytest.approx(48.0)  # the seed-0 values passed in
+    assert d["12-epoch gap of the seed means"] == pytest.approx(400.0 - 730.0 / 3)
+    assert d["12-epoch seeds (from, to)"] == "3, 2"
+    assert d["p (Welch)"] == pytest.approx(st.ttest_ind([398.0, 402.0], [350.0, 80.0, 300.0], equal_var=False).pvalue)
+    f = t.loc["FDM+MOM"]  # one DAIM seed: a mean gap but no interval
+    assert f["12-epoch gap of the seed means"] == pytest.approx(394.0 - 400.0)
+    assert f["95% CI (Welch)"] == "needs 2 seeds of each" and math.isnan(f["p (Welch)"])
+    assert nb.long_run_seeds(tmp_path / "missing.csv").empty
+
+
+def test_long_run_recipes_are_the_recipe_search_seed_groups():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "recipe_search.py"
+    spec = importlib.util.spec_from_file_location("recipe_search", path)
+    rs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rs)
+    for arm, group in (("hat", "hat"), ("baseline", "baseline"), ("daim", "narrow")):
+        assert list(nb.LONG_RUN_RECIPES[arm]) == rs.SEED_GROUPS[group][1]
+        for k, recipe in enumerate(nb.LONG_RUN_RECIPES[arm]):  # the k-th recipe trains seed k
+            overrides = rs.RECIPES[recipe][1]
+            assert (f"train.seed={k}" in overrides) if k else not any("train.seed" in o for o in overrides)
+            assert rs.PRESET.get(recipe, "demo") == nb.DEMO_ARMS[arm] or recipe in rs.SHIPPED
+        assert rs.SHIPPED[nb.LONG_RUN_RECIPES[arm][0]] == nb.DEMO_ARMS[arm]
+
+
 def test_ablation_runs_from_result_files_else_the_committed_csv(tmp_path):
     rows = [{"variant": "baseline", "seed": s, "rsum": 240.0 + s} for s in range(3)]
     for r in rows:

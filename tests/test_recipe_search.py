@@ -167,14 +167,18 @@ def test_seed_summary_against_hand_worked_numbers():
 
     from daimlib.stats import seeds_needed
 
-    table, c = rs.seed_summary(_seed_table({"shipped": 390.0, "seed1": 400.0, "wide": 430.0,
-                                            "wide_seed1": 440.0, "wide_seed2": 450.0, "step6": 1.0}))  # fmt: skip
-    t = table.set_index("Swin")
+    table, cmps = rs.seed_summary(_seed_table({"shipped": 390.0, "seed1": 400.0, "wide": 430.0,
+                                               "wide_seed1": 440.0, "wide_seed2": 450.0, "step6": 1.0,
+                                               "hat_shipped": 350.0, "hat_seed1": 80.0, "baseline_shipped": 398.0}))  # fmt: skip
+    t = table.set_index("group")
     assert t.loc["narrow", "mean"] == pytest.approx(395.0) and t.loc["wide", "mean"] == pytest.approx(440.0)
     assert t.loc["narrow", "sd"] == pytest.approx(50**0.5) and t.loc["wide", "sd"] == pytest.approx(10.0)
     h = 12.7062047 * 50**0.5 / 2**0.5  # t_{0.975, 1} * sd / sqrt(2)
     assert t.loc["narrow", "95% CI"] == f"[{395 - h:.1f}, {395 + h:.1f}]"
     assert t.loc["wide", "test RSUM per seed"] == "430.0 440.0 450.0"
+    assert t.loc["hat", "test RSUM per seed"] == "350.0 80.0" and t.loc["hat", "mean"] == pytest.approx(215.0)
+    assert t.loc["baseline", "seeds"] == 1 and t.loc["baseline", "95% CI"] == "-"
+    c = cmps["width"]  # wide - narrow
     ref = st.ttest_ind([430.0, 440.0, 450.0], [390.0, 400.0], equal_var=False)
     assert c["diff"] == pytest.approx(45.0) and c["p"] == pytest.approx(ref.pvalue)
     se = (50 / 2 + 100 / 3) ** 0.5
@@ -183,6 +187,20 @@ def test_seed_summary_against_hand_worked_numbers():
     pooled = ((1 * 50 + 2 * 100) / 3) ** 0.5
     assert c["pooled_sd"] == pytest.approx(pooled)
     assert c["seeds_needed"] == seeds_needed(45.0, pooled, paired=False)
+    # one baseline seed: the direction and FDM+MOM differences cannot be tested yet
+    assert cmps["direction"] is None and cmps["fdm_mom"] is None
+
+
+def test_seed_summary_direction_is_baseline_minus_hat():
+    from scipy import stats as st
+
+    values = {"hat_shipped": 350.0, "hat_seed1": 80.0, "hat_seed2": 300.0, "baseline_shipped": 398.0, "baseline_seed1": 402.0}
+    _, cmps = rs.seed_summary(_seed_table(values))
+    c = cmps["direction"]
+    assert c["diff"] == pytest.approx(400.0 - 730.0 / 3)  # t2i minus i2t
+    ref = st.ttest_ind([398.0, 402.0], [350.0, 80.0, 300.0], equal_var=False)
+    assert c["p"] == pytest.approx(ref.pvalue) and c["lo"] < 0 < c["hi"] is not None
+    assert cmps["width"] is None
 
 
 def test_seed_summary_needs_two_seeds_of_each():
@@ -193,11 +211,50 @@ def test_seed_summary_needs_two_seeds_of_each():
 def test_readmes_quote_the_committed_seed_summary(capsys):
     """What ``recipe_search.py --seeds`` prints from the committed runs.csv is what the READMEs say."""
     rs.print_seed_summary(REPO / "results" / "recipe_search" / "runs.csv")
-    printed = capsys.readouterr().out.strip().splitlines()
-    table, verdict = printed[:4], printed[-1]
+    printed = [line for line in capsys.readouterr().out.strip().splitlines() if line]
     results = (REPO / "results" / "recipe_search" / "README.md").read_text()
-    for line in [*table, verdict]:
+    for line in printed:  # the table and one line per comparison
         assert line in results, line
-    _, c = rs.seed_summary(pd.read_csv(REPO / "results" / "recipe_search" / "runs.csv"))
+    _, cmps = rs.seed_summary(pd.read_csv(REPO / "results" / "recipe_search" / "runs.csv"))
     readme = (REPO / "README.md").read_text()
-    assert f"{c['diff']:+.1f} test RSUM (95% CI [{c['lo']:.1f}, {c['hi']:.1f}]" in readme
+    for name, c in cmps.items():
+        assert c is not None, f"{name}: runs.csv lacks the seeds of {rs.COMPARISONS[name][:2]}"
+        assert f"{c['diff']:+.1f} test RSUM (95% CI [{c['lo']:.1f}, {c['hi']:.1f}]" in readme, name
+
+
+def test_the_arms_by_seed_table_and_the_numbers_beside_it_are_the_committed_rows():
+    """README's table of the three arms by seed, and what both READMEs say of the i2t arm's seeds,
+    recomputed from runs.csv (seed k of an arm: the k-th recipe of its SEED_GROUPS entry)."""
+    import statistics
+
+    table = pd.read_csv(REPO / "results" / "recipe_search" / "runs.csv").set_index("recipe")
+    readme = (REPO / "README.md").read_text()
+    for arm, group in (("demo_hat", "hat"), ("demo_baseline", "baseline"), ("demo", "narrow")):
+        x = [float(table.loc[r, "test_rsum"]) for r in rs.SEED_GROUPS[group][1]]
+        cells = "".join(f" {v:.1f} |" for v in x) + " |" * (4 - len(x))
+        row = f"| `{arm}` |{cells} {statistics.mean(x):.1f} ± {statistics.stdev(x):.1f} |"
+        assert row in readme, row
+    # the two i2t seeds that never start, and the one that beats every other run
+    results = (REPO / "results" / "recipe_search" / "README.md").read_text()
+    stuck = table.loc[["hat_seed1", "hat_seed3"]]
+    assert (stuck["test_rsum"] < 100).all()
+    assert f"best\n  val RSUM {stuck['best_val_rsum'].iloc[0]:.1f} and {stuck['best_val_rsum'].iloc[1]:.1f}" in results
+    assert f"{stuck['train500_rsum'].iloc[0]:.1f} and {stuck['train500_rsum'].iloc[1]:.1f} on 500" in results
+    best = table["test_rsum"].idxmax()
+    assert best == "hat_seed2" and (table["test_rsum"] >= 450).sum() == 1
+    assert f"**{table.loc[best, 'test_rsum']:.1f}**" in results and "only one above 450" in results
+    base = [float(table.loc[r, "test_rsum"]) for r in rs.SEED_GROUPS["baseline"][1]]
+    assert f"agree within {max(base) - min(base):.1f}" in results
+    by_seed = [table.loc[d, "test_rsum"] - table.loc[b, "test_rsum"] for d, b in (("shipped", "baseline_shipped"), ("seed1", "baseline_seed1"))]
+    assert f"by seed, {by_seed[0]:.1f} (seed 0) and {by_seed[1]:.1f} (seed 1)".replace("-", "−") in results
+
+
+def test_the_demo_hat_preset_notes_quote_its_seeds():
+    from daimlib.config import PRESET_NOTES
+
+    table = pd.read_csv(REPO / "results" / "recipe_search" / "runs.csv").set_index("recipe")["test_rsum"]
+    notes = " ".join(PRESET_NOTES["demo_hat"][1].split())
+    hat = [table[r] for r in rs.SEED_GROUPS["hat"][1]]
+    base = [table[r] for r in rs.SEED_GROUPS["baseline"][1]]
+    assert f"test RSUM {hat[0]:.1f} (seed 0, the shipped model), {hat[1]:.1f}, {hat[2]:.1f} and {hat[3]:.1f}" in notes
+    assert f"reach {min(base):.1f}-{max(base):.1f}" in notes

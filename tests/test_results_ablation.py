@@ -110,3 +110,15 @@ def test_the_encoder_these_runs_used_is_recorded_and_its_command_reproduces_it()
     cfg = load_preset("demo", **{"image.timm_kwargs": json.loads(m.group(1))})
     assert cfg.image.timm_kwargs == used == load_preset("demo").image.timm_kwargs
     assert '"$NARROW"' in readme
+
+
+def test_the_i2t_seeds_the_readme_quotes(runs):
+    """The hat variant's seeds split into runs that train and runs near chance; README quotes them."""
+    hat = runs[runs["variant"] == "hat"].set_index("seed")["rsum"]
+    started, stuck = hat[hat > 100], hat[hat <= 100]
+    assert list(started.index) == [0, 2] and list(stuck.index) == [1, 3, 4]
+    text = " ".join((REPO / "README.md").read_text().split())
+    assert f"seeds 0 and 2 (test RSUM {started[0]:.1f}, {started[2]:.1f})" in text
+    assert f"on seeds 1, 3 and 4 ({stuck[1]:.1f}, {stuck[3]:.1f}, {stuck[4]:.1f};" in text
+    base = runs[runs["variant"] == "baseline"].set_index("seed")["rsum"]
+    assert f"(+{(base - hat).mean():.1f})" in text
