@@ -42,7 +42,7 @@ smoke:
 # outputs (figures, runs) under runs/nbval, so that `make test` leaves the tracked figures/ as committed
 nbval:
 	cd notebooks && DAIM_OUTPUT_DIR=runs/nbval ../$(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env \
-		--nbval-sanitize-with nbval_sanitize.cfg --nbval-cell-timeout 900 $(notdir $(NOTEBOOKS))
+		--nbval-sanitize-with nbval_sanitize.cfg --nbval-cell-timeout 1500 $(notdir $(NOTEBOOKS))
 
 lint:
 	.venv/bin/ruff check daimlib tests benchmarks scripts

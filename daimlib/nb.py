@@ -668,7 +668,8 @@ def gap_table(values: dict, runs_df=None, metric: str = "rsum", arms=None, long_
     direction gap's paired spread too. ``arms`` (``{key: arm}``) names the columns.
 
     ``long_runs`` (:func:`long_run_seeds`: the full-budget runs of each arm, several seeds) adds the
-    gap of the seed means with Welch's 95 % interval and p (``daimlib.stats.welch``); pass it only
+    gap of the seed means with Welch's 95 % interval and p (``daimlib.stats.welch``; both as text,
+    so that a notebook's ``.round(1)`` keeps p's two decimals); pass it only
     when ``values`` come from the shipped demo models, the seed-0 runs it includes.
     """
     rows = []
@@ -742,7 +743,7 @@ def _long_gap(long_runs: pd.DataFrame, a: str, b: str, metric: str) -> dict:
            "12-epoch gap of the seed means": (np.mean(y) - np.mean(x)) if x and y else float("nan")}  # fmt: skip
     if min(len(x), len(y)) >= 2:
         c = stats.welch(x, y)
-        out.update({"95% CI (Welch)": f"[{c.diff.lo:+.1f}, {c.diff.hi:+.1f}]", "p (Welch)": c.p})
+        out.update({"95% CI (Welch)": f"[{c.diff.lo:+.1f}, {c.diff.hi:+.1f}]", "p (Welch)": f"{c.p:.2f}"})
     else:
-        out.update({"95% CI (Welch)": "needs 2 seeds of each", "p (Welch)": float("nan")})
+        out.update({"95% CI (Welch)": "needs 2 seeds of each", "p (Welch)": ""})
     return out

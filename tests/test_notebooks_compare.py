@@ -146,10 +146,15 @@ def test_long_run_seeds_and_their_welch_gap(tmp_path):
     assert d["gap (to - from)"] == pytest.approx(48.0)  # the seed-0 values passed in
     assert d["12-epoch gap of the seed means"] == pytest.approx(400.0 - 730.0 / 3)
     assert d["12-epoch seeds (from, to)"] == "3, 2"
-    assert d["p (Welch)"] == pytest.approx(st.ttest_ind([398.0, 402.0], [350.0, 80.0, 300.0], equal_var=False).pvalue)
+    p = st.ttest_ind([398.0, 402.0], [350.0, 80.0, 300.0], equal_var=False).pvalue
+    assert d["p (Welch)"] == f"{p:.2f}"
+    se = (np.var([350.0, 80.0, 300.0], ddof=1) / 3 + np.var([398.0, 402.0], ddof=1) / 2) ** 0.5
+    df = se**4 / ((np.var([350.0, 80.0, 300.0], ddof=1) / 3) ** 2 / 2 + (np.var([398.0, 402.0], ddof=1) / 2) ** 2 / 1)
+    half = st.t.ppf(0.975, df) * se
+    assert d["95% CI (Welch)"] == f"[{d['12-epoch gap of the seed means'] - half:+.1f}, {d['12-epoch gap of the seed means'] + half:+.1f}]"
     f = t.loc["FDM+MOM"]  # one DAIM seed: a mean gap but no interval
     assert f["12-epoch gap of the seed means"] == pytest.approx(394.0 - 400.0)
-    assert f["95% CI (Welch)"] == "needs 2 seeds of each" and math.isnan(f["p (Welch)"])
+    assert f["95% CI (Welch)"] == "needs 2 seeds of each" and f["p (Welch)"] == ""
     assert nb.long_run_seeds(tmp_path / "missing.csv").empty
 
 
@@ -245,3 +250,30 @@ def test_scan_changes_under_an_offset_but_not_under_rotation_or_rescaling(direct
     w = torch.ones(10, 7, 1)
     w[:, 0] = 3.0  # rescaling one word of every caption is not divided out
     assert (scan(img, txt * w, lens, direction) - s0).abs().max() > 1e-3
+
+
+# --- the gap readings of 05, 06 and 08 quote only what their cells printed (issue 9 item 7) --------
+
+_NUMBER = __import__("re").compile(r"[−-]?\d+\.\d+")
+
+
+@pytest.mark.parametrize("notebook, heading", [
+    ("05_training.ipynb", "The two gaps"),
+    ("06_evaluation_and_tables.ipynb", "Reading the tables"),
+    ("08_feature_separation.ipynb", "The numbers of this run"),
+    ("09_ablation.ipynb", "What the table says"),
+])  # fmt: skip
+def test_every_decimal_of_the_gap_readings_is_printed_above(notebook, heading):
+    from pathlib import Path
+
+    cells = json.loads((Path(__file__).resolve().parents[1] / "notebooks" / notebook).read_text())["cells"]
+    k = next(i for i, c in enumerate(cells) if c["cell_type"] == "markdown" and "".join(c["source"]).startswith(heading))
+    text = []
+    for c in cells[:k]:
+        for o in c.get("outputs", []):
+            text.append("".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/plain", "")))
+    printed = np.array([float(x.replace("−", "-")) for x in _NUMBER.findall("\n".join(text))])
+    for quoted in _NUMBER.findall("".join(cells[k]["source"])):
+        x, places = float(quoted.replace("−", "-")), len(quoted.split(".")[1])
+        close = np.abs(np.round(printed, places) - x) < 0.5 * 10**-places + 1e-9
+        assert close.any(), f"{notebook} {heading!r} quotes {quoted}, which no code cell above prints"
