@@ -662,10 +662,10 @@ def gap_table(values: dict, runs_df=None, metric: str = "rsum", arms=None, long_
     """The two gaps of the comparison (:data:`GAPS`) of ``values`` (``{"hat" | "baseline" | "daim": value}``),
     with the seed spread of the powered ablation beside each when ``runs_df`` is given.
 
-    The ablation has no i2t arm, so the direction gap's spread is the t2i baseline's seed sd times
-    √2 (the sd of a difference of two independent runs with that sd); the FDM+MOM gap's is the sd
-    of the paired differences daim - baseline; an ablation with the ``hat`` variant gives the
-    direction gap's paired spread too. ``arms`` (``{key: arm}``) names the columns.
+    Each gap's spread is the sd of its paired differences over seeds (baseline - hat, daim -
+    baseline). An ablation without the ``hat`` variant (the i2t arm) gives the direction gap the t2i
+    baseline's seed sd times √2 instead (the sd of a difference of two independent runs with that
+    sd). ``arms`` (``{key: arm}``) names the columns.
 
     ``long_runs`` (:func:`long_run_seeds`: the full-budget runs of each arm, several seeds) adds the
     gap of the seed means with Welch's 95 % interval and p (``daimlib.stats.welch``; both as text,
@@ -701,7 +701,7 @@ def gap_table(values: dict, runs_df=None, metric: str = "rsum", arms=None, long_
 
 
 # the full-budget (12-epoch) runs of each demo arm, several seeds: committed by
-# scripts/recipe_search.py (its SEED_GROUPS "hat", "baseline", "narrow"); seed 0 is the shipped model
+# scripts/recipe_search.py, whose SEED_GROUPS "hat", "baseline" and "narrow" are these; seed 0 is the shipped model
 LONG_RUNS_CSV = "results/recipe_search/runs.csv"
 LONG_RUN_RECIPES = {
     "hat": ("hat_shipped", "hat_seed1", "hat_seed2", "hat_seed3"),

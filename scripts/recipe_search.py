@@ -29,6 +29,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from daimlib.nb import LONG_RUN_RECIPES
+
 REPO = Path(__file__).resolve().parents[1]
 
 WIDE = ('image.timm_kwargs={"embed_dim": 64, "depths": [1, 1, 2, 1], "num_heads": [2, 4, 8, 16], '
@@ -68,12 +70,12 @@ RECIPES: dict[str, tuple[str, list[str]]] = {
 }
 # the seeds of one recipe (seed 0 first): group -> (what it is, recipes). ``shipped``,
 # ``hat_shipped`` and ``baseline_shipped`` are the shipped models (models/, seed 0)
+# (the three arms' groups are the notebooks' LONG_RUN_RECIPES, defined once in daimlib.nb)
 SEED_GROUPS: dict[str, tuple[str, list[str]]] = {
-    "narrow": ("DAIM, the demo preset (Swin embed 32)", ["shipped", "seed1"]),
+    "narrow": ("DAIM, the demo preset (Swin embed 32)", list(LONG_RUN_RECIPES["daim"])),
     "wide": ("DAIM, Swin embed 64", ["wide", "wide_seed1", "wide_seed2"]),
-    "hat": ("demo_hat: i2t SCAN, no FDM, fixed margin (Swin embed 32)", ["hat_shipped", "hat_seed1", "hat_seed2", "hat_seed3"]),
-    "baseline": ("demo_baseline: t2i SCAN, no FDM, fixed margin (Swin embed 32)",
-                 ["baseline_shipped", "baseline_seed1", "baseline_seed2"]),
+    "hat": ("demo_hat: i2t SCAN, no FDM, fixed margin (Swin embed 32)", list(LONG_RUN_RECIPES["hat"])),
+    "baseline": ("demo_baseline: t2i SCAN, no FDM, fixed margin (Swin embed 32)", list(LONG_RUN_RECIPES["baseline"])),
 }  # fmt: skip
 # the differences --seeds tests (name -> (group, minus group, what the difference changes))
 COMPARISONS: dict[str, tuple[str, str, str]] = {
