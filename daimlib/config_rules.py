@@ -46,6 +46,8 @@ RANGES: dict[str, tuple[tuple[float, bool] | None, tuple[float, bool] | None, st
     "similarity.lambda_softmax": ((0, False), None, "a softmax inverse temperature"),
     "similarity.embed_dim": ((1, True), None, "the projection size"),
     "loss.warmup_steps": ((0, True), None, "steps"),
+    "loss.warmup_until": ((0, True), (1, False), "a fraction of the equal-scores loss (0 = a fixed warm-up)"),
+    "loss.warmup_max_steps": ((0, True), None, "steps (0 = no cap)"),
     "loss.margin": ((0, True), None, "a triplet margin"),
     "loss.alpha": ((0, False), None, "the MOM prior ratio"),
     "loss.activation_fraction": ((0, True), (1, True), "a fraction of batch rows"),

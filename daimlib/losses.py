@@ -266,6 +266,13 @@ class MatchingLoss(nn.Module):
     ``margin`` buffer is this module's ``margin``), the warm-up schedule (sum of hinges for the
     first ``warmup_steps`` steps, hardest negatives after, when ``hardest``) and same-image masking
     (``mask_same_image``: two captions of one image in a batch are not each other's negatives).
+
+    With ``warmup_until > 0`` the warm-up is adaptive: from step ``warmup_steps`` on, each step
+    measures its batch's sum of hinges as a fraction of the value it would have if all scores were
+    equal (``2B(B-1)m``: nothing learned yet); the first step at or below ``warmup_until`` switches
+    to hardest negatives for good (``warmup_end`` records it), and ``warmup_max_steps`` (> 0) caps
+    the wait. A model that has not left the flat start by ``warmup_steps`` so keeps the sum, which
+    gives every negative a gradient, instead of collapsing under the hardest negatives.
     In training mode each call moves the margin (MOM update on the detached scores) before the
     hinge uses it, as the reference's ``compute_SCAN``; in eval mode the margin is only read.
     """
@@ -277,13 +284,23 @@ class MatchingLoss(nn.Module):
         warmup_steps: int = 0,
         reduction: str = "sum",
         mask_same_image: bool = False,
+        warmup_until: float = 0.0,
+        warmup_max_steps: int = 0,
     ):
         super().__init__()
         if reduction not in ("sum", "mean"):
             raise ValueError(f"loss.reduction must be 'sum' or 'mean'; got {reduction!r}")
+        if not 0.0 <= float(warmup_until) < 1.0:
+            raise ValueError(f"loss.warmup_until must be in [0, 1) (0 = a fixed warm-up); got {warmup_until!r}")
+        if warmup_max_steps and int(warmup_max_steps) < int(warmup_steps):
+            raise ValueError(f"loss.warmup_max_steps ({warmup_max_steps}) must be 0 (no cap) or at least "
+                             f"loss.warmup_steps ({warmup_steps})")  # fmt: skip
         self.margin_module = margin if margin is not None else AdaptiveMargin()
         self.hardest = bool(hardest)
         self.warmup_steps = int(warmup_steps)
+        self.warmup_until = float(warmup_until)
+        self.warmup_max_steps = int(warmup_max_steps)
+        self.warmup_end: int | None = None  # the step the adaptive warm-up ended at (train() saves it)
         self.reduction = reduction
         self.mask_same_image = bool(mask_same_image)
 
@@ -296,6 +313,8 @@ class MatchingLoss(nn.Module):
             warmup_steps=loss_cfg.warmup_steps,
             reduction=loss_cfg.reduction,
             mask_same_image=loss_cfg.mask_same_image,
+            warmup_until=loss_cfg.warmup_until,
+            warmup_max_steps=loss_cfg.warmup_max_steps,
         )
 
     @property
@@ -304,8 +323,39 @@ class MatchingLoss(nn.Module):
         return self.margin_module.margin
 
     def uses_hardest(self, step: int | None = None) -> bool:
-        """Hardest negatives when ``hardest`` and past ``warmup_steps`` (sum of hinges before)."""
-        return self.hardest and (step is None or step >= self.warmup_steps)
+        """Hardest negatives when ``hardest`` and past the warm-up (sum of hinges before): past
+        ``warmup_steps``, or, for an adaptive warm-up, from ``warmup_end`` on (``step=None``: past)."""
+        if not self.hardest or step is None:
+            return self.hardest
+        if self.warmup_until > 0:
+            return self.warmup_end is not None and step >= self.warmup_end
+        return step >= self.warmup_steps
+
+    def flat_ratio(self, scores: torch.Tensor, margin: float | torch.Tensor, neg_mask: torch.Tensor | None = None) -> float:
+        """The batch's sum of hinges over its value when all scores are equal (``2B(B-1)m`` without
+        masking): 1 = no better than identical scores, 0 = every negative below its positive by m.
+        Summed over the ranks of a distributed run, so that all ranks decide alike."""
+        with torch.no_grad():
+            s = scores.detach().float()
+            num = triplet_loss(s, margin, hardest=False, neg_mask=neg_mask)
+            den = triplet_loss(torch.zeros_like(s), margin, hardest=False, neg_mask=neg_mask)
+            both = torch.stack([num, den])
+            if _dist_world() > 1:
+                import torch.distributed as dist
+
+                dist.all_reduce(both)
+            return float(both[0] / both[1].clamp_min(1e-12))
+
+    def _update_warmup(self, scores, margin, step, neg_mask) -> float | None:
+        """The adaptive warm-up's check at ``step`` (training only): its ratio, None when not checked."""
+        if not (self.training and self.hardest and self.warmup_until > 0 and self.warmup_end is None):
+            return None
+        if step is None or step < self.warmup_steps:
+            return None
+        ratio = self.flat_ratio(scores, margin, neg_mask)
+        if ratio <= self.warmup_until or (self.warmup_max_steps and step >= self.warmup_max_steps):
+            self.warmup_end = int(step)
+        return ratio
 
     def forward(
         self, scores: torch.Tensor, step: int | None = None, img_index: torch.Tensor | None = None
@@ -323,8 +373,11 @@ class MatchingLoss(nn.Module):
         if self.mask_same_image and img_index is not None:
             idx = img_index.to(scores.device)
             neg_mask = idx[:, None] == idx[None, :]  # [B, B]; the diagonal is dropped anyway
-        hardest = self.uses_hardest(step)
         margin = self.margin.detach().clone()
+        ratio = self._update_warmup(scores, margin, step, neg_mask)
+        hardest = self.uses_hardest(step)
         loss = triplet_loss(scores, margin, hardest=hardest, reduction=self.reduction, neg_mask=neg_mask)
         stats["hardest"] = hardest
+        if self.training and self.warmup_until > 0:  # a column of every row (the CSV's header is the first row's)
+            stats["flat_ratio"] = float("nan") if ratio is None else ratio
         return LossOutput(loss=loss, margin=float(margin), hardest=hardest, stats=stats)

@@ -118,6 +118,7 @@ class TrainState:
     loss_n: int = 0
     elapsed_s: float = 0.0  # training time before this call (resumed runs)
     val_pending: dict | None = None  # {"epoch", "complete", "epoch_s"}: a row still to validate and write
+    warmup_end: int | None = None  # the step an adaptive warm-up (loss.warmup_until) ended at, None before
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -459,6 +460,7 @@ def _restore(ctx: _Loop, last_dir: Path) -> tuple[TrainState, tuple[int, int]]:
     if state.get("scaler"):
         ctx.scaler.load_state_dict(state["scaler"])
     st = TrainState.from_dict(state)
+    ctx.loss_fn.warmup_end = st.warmup_end
     rngs = state["rng"]
     seed_everything(cfg.train.seed + ctx.dd.rank)
     if len(rngs) == ctx.dd.world:
@@ -474,6 +476,7 @@ def save_last(ctx: _Loop, st: TrainState, stopped: str, gather: bool = True) -> 
     """Write ``<out>/last``: weights, margin, optimizer, scheduler, scaler, RNG of every rank, history position."""
     rng = _gather_rng(ctx.dd) if gather else [_rng_state()]  # gather is a collective: not after Ctrl-C
     steps_rows, epochs_rows = ctx.history.rows
+    st.warmup_end = ctx.loss_fn.warmup_end
     state = dict(st.to_dict(), optimizer=ctx.optimizer.state_dict(), scheduler=ctx.scheduler.state_dict(),
                  scaler=ctx.scaler.state_dict() if ctx.use_scaler else {}, rng=rng, world_size=ctx.dd.world,
                  steps_rows=steps_rows, epochs_rows=epochs_rows, elapsed_s=ctx.elapsed(), stopped=stopped)  # fmt: skip
@@ -557,6 +560,7 @@ def _undo_step(ctx: _Loop) -> None:
     if ctx.snap is not None:
         _set_rng_state(ctx.snap["rng"])
         ctx.loss_fn.margin.copy_(ctx.snap["margin"])
+        ctx.loss_fn.warmup_end = ctx.snap.get("warmup_end")
     ctx.optimizer.zero_grad(set_to_none=True)
     ctx.pending, ctx.snap = None, None
 
@@ -600,7 +604,8 @@ def train_one_epoch(ctx: _Loop, st: TrainState) -> str | None:
     batches, stop = iter(loader), None
     try:
         while stop is None and st.batch_in_epoch < ctx.steps_per_epoch:
-            ctx.snap = {"rng": _rng_state(), "margin": ctx.loss_fn.margin.detach().clone()}  # the boundary
+            ctx.snap = {"rng": _rng_state(), "margin": ctx.loss_fn.margin.detach().clone(),
+                        "warmup_end": ctx.loss_fn.warmup_end}  # the boundary
             ctx.stepped = False
             batch = next(batches, None)  # augmentation draws from the training RNG: after the snapshot
             if batch is None:

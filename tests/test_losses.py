@@ -218,6 +218,52 @@ def test_matching_loss_warmup_is_sum_of_hinges_then_hardest():
     assert early.stats["hardest"] is False and late.stats["hardest"] is True
 
 
+def test_flat_ratio_is_the_sum_of_hinges_over_its_equal_scores_value():
+    loss_fn = MatchingLoss(AdaptiveMargin(enabled=False))
+    # S3 at m = 0.2: the hand-worked sum of hinges is 0.4; equal scores: 2 * 3 * 2 = 12 hinges of 0.2 = 2.4
+    assert loss_fn.flat_ratio(S3, 0.2) == pytest.approx(0.4 / 2.4, abs=1e-6)
+    assert loss_fn.flat_ratio(torch.full((4, 4), 0.37), 0.2) == pytest.approx(1.0)
+    assert loss_fn.flat_ratio(torch.eye(4), 0.2) == 0.0  # every negative below its positive by 1 > m
+    mask = torch.zeros(3, 3, dtype=torch.bool)
+    mask[0, 1] = mask[1, 0] = True  # two captions of one image: 2 of the 12 hinges drop out of both sums
+    want = triplet_loss(S3, 0.2, hardest=False, neg_mask=mask).item() / (0.2 * 10)
+    assert loss_fn.flat_ratio(S3, 0.2, mask) == pytest.approx(want, abs=1e-6)
+
+
+def test_adaptive_warmup_waits_for_the_model_to_leave_the_flat_start_then_stays_hardest():
+    flat, learned = torch.full((3, 3), 0.5), torch.eye(3)  # ratio 1 and ratio 0
+    loss_fn = MatchingLoss(AdaptiveMargin(enabled=False), hardest=True, warmup_steps=2, warmup_until=0.5).train()
+    seen = []
+    for step, S in enumerate([learned, learned, flat, flat, S3, flat, learned]):
+        out = loss_fn(S, step=step)
+        seen.append((out.hardest, out.stats["flat_ratio"]))
+        want = triplet_loss(S, 0.2, hardest=out.hardest).item()
+        assert out.loss.item() == pytest.approx(want, abs=1e-6)
+    hardest = [h for h, _ in seen]
+    # steps 0-1: the fixed part (no check, even on a learned batch); 2-3 flat: the sum goes on;
+    # step 4: S3's ratio 1/6 <= 0.5 ends it; from then on hardest, even on a flat batch (latched)
+    assert hardest == [False, False, False, False, True, True, True] and loss_fn.warmup_end == 4
+    ratios = [r for _, r in seen]
+    assert all(math.isnan(r) for r in ratios[:2] + ratios[5:])
+    assert ratios[2:5] == pytest.approx([1.0, 1.0, 1 / 6], abs=1e-6)
+    assert loss_fn(flat).hardest  # step None: past the warm-up
+
+
+def test_adaptive_warmup_is_capped_and_off_by_default_and_in_eval_mode():
+    flat = torch.full((3, 3), 0.5)
+    capped = MatchingLoss(AdaptiveMargin(enabled=False), warmup_steps=1, warmup_until=0.2, warmup_max_steps=3).train()
+    assert [capped(flat, step=k).hardest for k in range(5)] == [False, False, False, True, True]
+    assert capped.warmup_end == 3
+    fixed = MatchingLoss(AdaptiveMargin(enabled=False), warmup_steps=2).train()
+    assert [fixed(flat, step=k).hardest for k in range(4)] == [False, False, True, True]
+    assert "flat_ratio" not in fixed(flat, step=0).stats and fixed.warmup_end is None
+    frozen = MatchingLoss(AdaptiveMargin(enabled=False), warmup_steps=0, warmup_until=0.5).eval()
+    assert not frozen(torch.eye(3), step=5).hardest and frozen.warmup_end is None  # eval mode only reads
+    for bad in ({"warmup_until": 1.0}, {"warmup_until": -0.1}, {"warmup_steps": 5, "warmup_max_steps": 3}):
+        with pytest.raises(ValueError, match="warmup"):
+            MatchingLoss(AdaptiveMargin(enabled=False), **bad)
+
+
 def test_matching_loss_moves_the_margin_in_training_mode_only_and_the_hinge_uses_the_new_one():
     loss_fn = MatchingLoss(AdaptiveMargin(activation_fraction=0.0), hardest=False)
     loss_fn.margin_module.samples = lambda s, m=None: (
@@ -255,7 +301,9 @@ def test_matching_loss_from_config_carries_every_knob():
     loss_fn = MatchingLoss.from_config(cfg.loss)
     assert (loss_fn.warmup_steps, loss_fn.mask_same_image, loss_fn.reduction) == (7, True, "mean")
     assert float(loss_fn.margin) == pytest.approx(0.35) and not loss_fn.margin_module.enabled
-    assert list(loss_fn.state_dict()) == ["margin_module.margin"]
+    assert list(loss_fn.state_dict()) == ["margin_module.margin"]  # the warm-up's end is train state, not a weight
+    adaptive = MatchingLoss.from_config(load_preset("demo", **{"loss.warmup_until": 0.3, "loss.warmup_max_steps": 900}).loss)
+    assert (adaptive.warmup_until, adaptive.warmup_max_steps) == (0.3, 900)
 
 
 def test_non_square_scores_raise():

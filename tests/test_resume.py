@@ -231,3 +231,30 @@ def test_resuming_with_another_batch_size_is_refused(demo_root, tmp_path):
     _run(demo_root, out, _cfg(**{"train.max_steps": 1, "train.epochs": 1}))
     with pytest.raises(ValueError, match="train.batch_size=4.*trained with 8"):
         _run(demo_root, out, _cfg(**{"train.batch_size": 4}), resume=True)
+
+
+@pytest.mark.slow  # 2 short runs: ~10 s
+def test_adaptive_warmup_end_survives_a_stop_and_resume(demo_root, tmp_path, monkeypatch):
+    """The step an adaptive warm-up ended at is train state: a run stopped after it and resumed goes on
+    with hardest negatives (a resume that forgot it would check again and, here, fall back to the sum),
+    and equals the uninterrupted run."""
+    def scripted(calls):  # the warm-up's 3rd check (step 3) finds a learned batch; every other a flat one
+        def flat_ratio(self, scores, margin, neg_mask=None):
+            calls.append(1)
+            return 0.1 if len(calls) == 3 else 0.9
+        return flat_ratio
+
+    cfg = _cfg(**{"loss.warmup_steps": 1, "loss.warmup_until": 0.5})
+    monkeypatch.setattr(MatchingLoss, "flat_ratio", scripted([]))
+    _run(demo_root, tmp_path / "straight", cfg)
+    monkeypatch.setattr(MatchingLoss, "flat_ratio", scripted([]))
+    with monkeypatch.context() as m:  # interrupted after step 4 (no validation at the stop)
+        _inject(m, "after_history_write", _at_step(4, _raise))
+        res = _run(demo_root, tmp_path / "run", cfg)
+    assert res.stopped == "interrupted" and res.global_step == 5
+    assert load_train_state(tmp_path / "run" / "last")["warmup_end"] == 3
+    _run(demo_root, tmp_path / "run", cfg, resume=True)
+    hist = pd.read_csv(tmp_path / "run" / "history_steps.csv")
+    assert list(hist["hardest"]) == [False, False, False, True, True, True]
+    assert hist["flat_ratio"].isna().tolist() == [True, False, False, False, True, True]
+    assert_same_run(tmp_path / "run", tmp_path / "straight")
