@@ -706,7 +706,7 @@ LONG_RUNS_CSV = "results/recipe_search/runs.csv"
 LONG_RUN_RECIPES = {
     "hat": ("hat_shipped", "hat_seed1", "hat_seed2", "hat_seed3"),
     "baseline": ("baseline_shipped", "baseline_seed1", "baseline_seed2"),
-    "daim": ("shipped", "seed1"),
+    "daim": ("shipped", "seed1", "seed2"),
 }
 
 
@@ -729,6 +729,34 @@ def long_run_seeds(csv: str | os.PathLike | None = None) -> pd.DataFrame:
                              **{k: float(r[f"test_{k}"]) for k in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10")},
                              "rsum": float(r["test_rsum"])})  # fmt: skip
     return pd.DataFrame(rows, columns=None if rows else cols)
+
+
+# the i2t arm's seeds trained again with the adaptive warm-up (loss.warmup_until=0.1), seed k = k-th entry
+ADAPTIVE_HAT_RECIPES = ("hat_seed0_adaptive", "hat_seed1_adaptive", "hat_seed2_adaptive", "hat_seed3_adaptive")
+
+
+def warmup_runs(csv: str | os.PathLike | None = None) -> pd.DataFrame:
+    """How far the warm-up of each 12-epoch run had come, and what followed: one row per run of
+    ``LONG_RUN_RECIPES`` (warm-up "fixed 150") and ``ADAPTIVE_HAT_RECIPES`` ("adaptive") in the
+    committed ``results/recipe_search/runs.csv``, with the mean loss of steps 140-149 over its
+    equal-scores value ``2B(B-1)m`` (1: nothing learned), the step the warm-up ended at, the batch
+    rows (of 64) ranked right over the 500 steps after, and the test RSUM. Empty when it is missing."""
+    path = repo_path(csv or LONG_RUNS_CSV)
+    cols = ["arm", "seed", "warm-up", "L_sum / equal-scores, steps 140-149", "warm-up ended at step",
+            "rows right (of 64), 500 steps after", "test RSUM"]  # fmt: skip
+    if not path.is_file():
+        return pd.DataFrame(columns=cols)
+    table = read_csv(path).set_index("recipe")
+    groups = [(arm, "fixed 150", recipes) for arm, recipes in LONG_RUN_RECIPES.items()]
+    groups.append(("hat", "adaptive", ADAPTIVE_HAT_RECIPES))
+    rows = []
+    for arm, warmup, recipes in groups:
+        for seed, recipe in enumerate(recipes):
+            if recipe in table.index and "warmup_end" in table.columns:
+                r = table.loc[recipe]
+                rows.append(dict(zip(cols, [arm, seed, warmup, float(r["flat_ratio_end_fixed"]), int(r["warmup_end"]),
+                                            float(r["rows_right_after_warmup"]), float(r["test_rsum"])])))  # fmt: skip
+    return pd.DataFrame(rows, columns=cols)
 
 
 def _long_gap(long_runs: pd.DataFrame, a: str, b: str, metric: str) -> dict:

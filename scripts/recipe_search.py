@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from daimlib.nb import LONG_RUN_RECIPES
+from daimlib.nb import ADAPTIVE_HAT_RECIPES, LONG_RUN_RECIPES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,12 +58,23 @@ RECIPES: dict[str, tuple[str, list[str]]] = {
     "wide_warm300": ("wide with 300 warm-up steps instead of 150", [WIDE, "loss.warmup_steps=300"]),
     # second seeds: is wide's gain over the preset larger than the seed-to-seed spread?
     "seed1": ("the demo preset, seed 1", [NARROW, "train.seed=1"]),
+    "seed2": ("the demo preset, seed 2", [NARROW, "train.seed=2"]),
     "wide_seed1": ("wide, seed 1", [WIDE, "train.seed=1"]),
     "wide_seed2": ("wide, seed 2", [WIDE, "train.seed=2"]),
     # the narrow i2t arm starts late on seeds 1-3 (wide_hat_warmup.csv): what does that cost it?
     "hat_seed1": ("the demo_hat arm (i2t SCAN, no FDM, fixed margin), seed 1", [NARROW, "train.seed=1"]),
     "hat_seed2": ("the demo_hat arm, seed 2", [NARROW, "train.seed=2"]),
     "hat_seed3": ("the demo_hat arm, seed 3", [NARROW, "train.seed=3"]),
+    # the i2t seeds that stalled, again with the adaptive warm-up: the sum of hinges goes on past step 150 until a
+    # batch's sum is down to 10 % of its equal-scores value (the t2i arms are there by step 150), at most 4 epochs
+    "hat_seed0_adaptive": ("the demo_hat arm, seed 0, with the adaptive warm-up (loss.warmup_until=0.1, at most 1248 steps)",
+                             [NARROW, "loss.warmup_until=0.1", "loss.warmup_max_steps=1248"]),
+    "hat_seed1_adaptive": ("hat_seed1 with the adaptive warm-up (loss.warmup_until=0.1, at most 1248 steps)",
+                           [NARROW, "train.seed=1", "loss.warmup_until=0.1", "loss.warmup_max_steps=1248"]),
+    "hat_seed2_adaptive": ("hat_seed2 with the adaptive warm-up (loss.warmup_until=0.1, at most 1248 steps)",
+                           [NARROW, "train.seed=2", "loss.warmup_until=0.1", "loss.warmup_max_steps=1248"]),
+    "hat_seed3_adaptive": ("hat_seed3 with the adaptive warm-up (loss.warmup_until=0.1, at most 1248 steps)",
+                           [NARROW, "train.seed=3", "loss.warmup_until=0.1", "loss.warmup_max_steps=1248"]),
     # and the t2i baseline's seeds, for the direction gap (baseline - hat) at the full budget
     "baseline_seed1": ("the demo_baseline arm (t2i SCAN, no FDM, fixed margin), seed 1", [NARROW, "train.seed=1"]),
     "baseline_seed2": ("the demo_baseline arm, seed 2", [NARROW, "train.seed=2"]),
@@ -76,18 +87,24 @@ SEED_GROUPS: dict[str, tuple[str, list[str]]] = {
     "wide": ("DAIM, Swin embed 64", ["wide", "wide_seed1", "wide_seed2"]),
     "hat": ("demo_hat: i2t SCAN, no FDM, fixed margin (Swin embed 32)", list(LONG_RUN_RECIPES["hat"])),
     "baseline": ("demo_baseline: t2i SCAN, no FDM, fixed margin (Swin embed 32)", list(LONG_RUN_RECIPES["baseline"])),
+    "hat_adaptive": ("demo_hat with the adaptive warm-up (loss.warmup_until=0.1)",
+                     list(ADAPTIVE_HAT_RECIPES)),
 }  # fmt: skip
 # the differences --seeds tests (name -> (group, minus group, what the difference changes))
 COMPARISONS: dict[str, tuple[str, str, str]] = {
     "width": ("wide", "narrow", "Swin embed 64 instead of 32 (DAIM)"),
     "direction": ("baseline", "hat", "SCAN t2i instead of i2t (no FDM, fixed margin)"),
     "fdm_mom": ("narrow", "baseline", "FDM + MOM added to the t2i baseline"),
+    "warmup": ("hat_adaptive", "hat", "the adaptive warm-up instead of 150 fixed steps (the i2t arm, same seeds)"),
+    "direction_adaptive": ("baseline", "hat_adaptive", "SCAN t2i instead of i2t, the i2t arm with the adaptive warm-up"),
 }
 # recipes that are shipped models, read from models/<folder> instead of trained
 SHIPPED = {"shipped": "demo", "hat_shipped": "demo_hat", "baseline_shipped": "demo_baseline"}
 # the preset each recipe changes (default ``demo``)
 PRESET = {"wide_baseline": "demo_baseline", "wide_hat": "demo_hat", "wide_hat_warm300": "demo_hat",
           "hat_seed1": "demo_hat", "hat_seed2": "demo_hat", "hat_seed3": "demo_hat",
+          "hat_seed0_adaptive": "demo_hat", "hat_seed1_adaptive": "demo_hat", "hat_seed2_adaptive": "demo_hat",
+          "hat_seed3_adaptive": "demo_hat",
           "baseline_seed1": "demo_baseline", "baseline_seed2": "demo_baseline"}
 
 
@@ -159,6 +176,15 @@ def row(name: str, run_dir: Path, metrics_file: Path, fit: dict) -> dict:
     best = hist[hist["best"].astype(str) == "True"].iloc[-1]
     what, overrides = RECIPES[name]
     test, data_sha = _scored(metrics_file)
+    steps = pd.read_csv(run_dir / "history_steps.csv", usecols=["step", "loss", "n_correct", "hardest"])
+    hard = steps.loc[steps["hardest"].astype(str) == "True", "step"]
+    end = int(hard.min()) if len(hard) else -1
+    cfg_file = run_dir / "config.json" if (run_dir / "config.json").is_file() else run_dir / "best" / "config.json"
+    cfg = json.loads(cfg_file.read_text())
+    flat = 2 * cfg["train"]["batch_size"] * (cfg["train"]["batch_size"] - 1) * cfg["loss"]["margin"]  # L_sum at equal scores
+    w = int(cfg["loss"]["warmup_steps"])
+    before = steps[steps["step"].between(w - 10, w - 1)]  # the last 10 steps of the fixed warm-up
+    after = steps[steps["step"].between(end, end + 499)] if end >= 0 else steps.iloc[:0]
     return {
         "recipe": name,
         "what": what,
@@ -168,6 +194,11 @@ def row(name: str, run_dir: Path, metrics_file: Path, fit: dict) -> dict:
         "best_epoch": int(best["epoch"]),
         "best_val_rsum": float(best["rsum"]),
         "last_val_rsum": float(hist["rsum"].iloc[-1]),
+        "warmup_end": end,  # the first step with hardest negatives
+        # how far the warm-up had come by the end of its fixed steps (1 = no better than equal scores), and
+        # how many of a batch's rows ranked their own caption first over the 500 steps after it ended
+        "flat_ratio_end_fixed": float(before["loss"].mean() / flat) if len(before) else float("nan"),
+        "rows_right_after_warmup": float(after["n_correct"].mean()) if len(after) else float("nan"),
         **test,
         **fit,
         "first_epoch_s": float(hist["epoch_s"].iloc[0]),
@@ -268,6 +299,32 @@ def print_seed_summary(csv: Path) -> None:
               f"seeds per group to detect {abs(c['diff']):.1f} with 80% power: {c['seeds_needed']}")
 
 
+# the runs of --warmup, in its order: the t2i runs, the i2t runs that trained, those that stalled, and the
+# stalled seeds again with the adaptive warm-up
+WARMUP_RUNS = ("shipped", "seed1", "seed2", "baseline_shipped", "baseline_seed1", "baseline_seed2", "wide_baseline",
+               "hat_shipped", "hat_seed2", "hat_seed1", "hat_seed3", "wide_hat",
+               "hat_seed0_adaptive", "hat_seed1_adaptive", "hat_seed2_adaptive", "hat_seed3_adaptive")  # fmt: skip
+
+
+def print_warmup_table(csv: Path) -> None:
+    """What ``--warmup`` prints: for each run of ``WARMUP_RUNS`` in ``runs.csv``, how far its warm-up had come
+    by step 150, where it ended, how many batch rows ranked right after it, and the test RSUM (markdown)."""
+    table = pd.read_csv(csv).set_index("recipe")
+    print("| recipe | SCAN | Swin | seed | L_sum / equal-scores value, steps 140-149 | warm-up ended at step "
+          "| rows of 64 ranked right, 500 steps after | test RSUM |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name in WARMUP_RUNS:
+        if name not in table.index:
+            continue
+        r = table.loc[name]
+        preset = PRESET.get(name) or SHIPPED.get(name, "demo")  # a shipped folder is named after its preset
+        scan = "i2t" if preset == "demo_hat" else "t2i"
+        swin = "wide" if WIDE in str(r["overrides"]) else "narrow"
+        seed = next((int(t.split("=")[1]) for t in str(r["overrides"]).split() if t.startswith("train.seed=")), 0)
+        print(f"| `{name}` | {scan} | {swin} | {seed} | {r['flat_ratio_end_fixed']:.3f} | {int(r['warmup_end'])} "
+              f"| {r['rows_right_after_warmup']:.1f} | {r['test_rsum']:.1f} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("recipes", nargs="*", help=f"recipes to train and score: {', '.join(n for n in RECIPES if n not in SHIPPED)}")
@@ -276,7 +333,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--collect", metavar="DIR", default=None, help="write DIR/runs.csv from the finished recipes")
     ap.add_argument("--seeds", action="store_true",
                     help="print the seed summary (SEED_GROUPS) of results/recipe_search/runs.csv and exit")
+    ap.add_argument("--warmup", action="store_true",
+                    help="print how far each run's warm-up had come, and what followed, from results/recipe_search/runs.csv")
     args = ap.parse_args(argv)
+    if args.warmup:
+        print_warmup_table(REPO / "results" / "recipe_search" / "runs.csv")
+        return 0
     if args.seeds:
         print_seed_summary(REPO / "results" / "recipe_search" / "runs.csv")
         return 0

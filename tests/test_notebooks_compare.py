@@ -173,6 +173,28 @@ def test_long_run_recipes_are_the_recipe_search_seed_groups():
             assert (f"train.seed={k}" in overrides) if k else not any("train.seed" in o for o in overrides)
             assert rs.PRESET.get(recipe, "demo") == nb.DEMO_ARMS[arm] or recipe in rs.SHIPPED
         assert rs.SHIPPED[nb.LONG_RUN_RECIPES[arm][0]] == nb.DEMO_ARMS[arm]
+    for k, recipe in enumerate(nb.ADAPTIVE_HAT_RECIPES):  # the i2t arm again, seed k, with the adaptive warm-up
+        overrides = rs.RECIPES[recipe][1]
+        assert rs.PRESET[recipe] == nb.DEMO_ARMS["hat"] and "loss.warmup_until=0.1" in overrides
+        assert (f"train.seed={k}" in overrides) if k else not any("train.seed" in o for o in overrides)
+
+
+def test_warmup_runs_are_the_recipe_rows_of_the_arms_and_the_adaptive_seeds(tmp_path):
+    cols = {"warmup_end": 150, "flat_ratio_end_fixed": 0.2, "rows_right_after_warmup": 30.0}
+    rows = [{"recipe": "hat_shipped", "test_rsum": 350.0, **cols},
+            {"recipe": "hat_seed3", "test_rsum": 77.5, **cols, "flat_ratio_end_fixed": 0.69, "rows_right_after_warmup": 5.5},
+            {"recipe": "hat_seed3_adaptive", "test_rsum": 257.5, **cols, "warmup_end": 712, "flat_ratio_end_fixed": 0.69},
+            {"recipe": "seed1", "test_rsum": 398.8, **cols},
+            {"recipe": "wide", "test_rsum": 438.3, **cols}]  # fmt: skip
+    pd.DataFrame(rows).to_csv(tmp_path / "runs.csv", index=False)
+    wu = nb.warmup_runs(tmp_path / "runs.csv")
+    assert [tuple(r) for r in wu.itertuples(index=False)] == [
+        ("hat", 0, "fixed 150", 0.2, 150, 30.0, 350.0), ("hat", 3, "fixed 150", 0.69, 150, 5.5, 77.5),
+        ("daim", 1, "fixed 150", 0.2, 150, 30.0, 398.8), ("hat", 3, "adaptive", 0.69, 712, 30.0, 257.5)]  # fmt: skip
+    assert nb.warmup_runs(tmp_path / "missing.csv").empty
+    committed = nb.warmup_runs()  # the committed rows: seed k of the adaptive arm is the recipe's train.seed
+    for seed in committed.loc[committed["warm-up"] == "adaptive", "seed"]:
+        assert nb.ADAPTIVE_HAT_RECIPES[seed] == f"hat_seed{seed}_adaptive"
 
 
 def test_ablation_runs_from_result_files_else_the_committed_csv(tmp_path):
@@ -262,6 +284,9 @@ _NUMBER = __import__("re").compile(r"[−-]?\d+\.\d+")
     ("06_evaluation_and_tables.ipynb", "Reading the tables"),
     ("08_feature_separation.ipynb", "The numbers of this run"),
     ("09_ablation.ipynb", "What the table says"),
+    ("05_training.ipynb", "Reading the warm-up table"),
+    ("05_training.ipynb", "Reading the runs"),
+    ("05_training.ipynb", "Reading the live run"),
 ])  # fmt: skip
 def test_every_decimal_of_the_gap_readings_is_printed_above(notebook, heading):
     from pathlib import Path

@@ -22,9 +22,13 @@ rs = _load()
 KEYS = ["i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10"]
 
 
-def _run_folder(path: Path, val_rsums, best, sha="abc", test=None, shipped=False):
+def _run_folder(path: Path, val_rsums, best, sha="abc", test=None, shipped=False, warmup_end=150):
     path.mkdir(parents=True)
     n = len(val_rsums)
+    steps = range(312 * n)  # the step history: sum of hinges before warmup_end, hardest negatives from it on
+    pd.DataFrame({"step": steps, "loss": [806.4 if k < 150 else 5.0 for k in steps], "n_correct": [k % 4 for k in steps],
+                  "hardest": [k >= warmup_end for k in steps]}).to_csv(path / "history_steps.csv", index=False)  # fmt: skip
+    (path / "config.json").write_text(json.dumps({"train": {"batch_size": 64}, "loss": {"margin": 0.2, "warmup_steps": 150}}))
     pd.DataFrame({"epoch": range(n), "step": [312 * (e + 1) for e in range(n)], "rsum": val_rsums,
                   "best": best, "epoch_s": [100.0 + e for e in range(n)],
                   "elapsed_min": [2.0 * (e + 1) for e in range(n)]}).to_csv(path / "history_epochs.csv", index=False)  # fmt: skip
@@ -49,10 +53,14 @@ def test_collect_reads_best_epoch_test_metrics_and_curve(tmp_path, monkeypatch):
     _run_folder(tmp_path / "models" / "demo", [350.0, 380.5, 379.0], [True, True, False], shipped=True)
     runs = tmp_path / "runs"
     _run_folder(runs / "step6", [340.0, 390.0, 395.25, 391.0], [True, True, True, False],
-                test=dict(zip(KEYS, [31.0, 61.0, 76.0, 36.0, 86.0, 96.0])))  # fmt: skip
+                test=dict(zip(KEYS, [31.0, 61.0, 76.0, 36.0, 86.0, 96.0])), warmup_end=437)  # fmt: skip
     (runs / "step4").mkdir(parents=True)  # started, not scored: left out
     table = rs.collect(runs, tmp_path / "out", "data/demo")
     assert list(table["recipe"]) == ["shipped", "step6"]
+    assert table["warmup_end"].tolist() == [150, 437]  # the first step with hardest negatives
+    # steps 140-149 at half the equal-scores loss 2 * 64 * 63 * 0.2 = 1612.8; rows right 0, 1, 2, 3, 0, ... after
+    assert table["flat_ratio_end_fixed"].tolist() == pytest.approx([0.5, 0.5])
+    assert table["rows_right_after_warmup"].tolist() == pytest.approx([1.5, 1.5])
     s6 = table.set_index("recipe").loc["step6"]
     assert s6["best_epoch"] == 2 and s6["best_val_rsum"] == 395.25 and s6["last_val_rsum"] == 391.0
     assert s6["epochs"] == 4 and s6["steps"] == 4 * 312 and s6["wall_minutes"] == 8.0
@@ -245,8 +253,11 @@ def test_the_arms_by_seed_table_and_the_numbers_beside_it_are_the_committed_rows
     assert f"**{table.loc[best, 'test_rsum']:.1f}**" in results and "only one above 450" in results
     base = [float(table.loc[r, "test_rsum"]) for r in rs.SEED_GROUPS["baseline"][1]]
     assert f"agree within {max(base) - min(base):.1f}" in results
-    by_seed = [table.loc[d, "test_rsum"] - table.loc[b, "test_rsum"] for d, b in (("shipped", "baseline_shipped"), ("seed1", "baseline_seed1"))]
-    assert f"by seed, {by_seed[0]:.1f} (seed 0) and {by_seed[1]:.1f} (seed 1)".replace("-", "−") in results
+    pairs = zip(rs.SEED_GROUPS["narrow"][1], rs.SEED_GROUPS["baseline"][1])  # DAIM and baseline of seeds 0, 1, 2
+    d = [table.loc[a, "test_rsum"] - table.loc[b, "test_rsum"] for a, b in pairs]
+    assert f"by seed, {d[0]:.1f} (seed 0), {d[1]:.1f} (seed 1) and {d[2]:+.1f} (seed 2)".replace("-", "−") in results
+    daim = [float(table.loc[r, "test_rsum"]) for r in rs.SEED_GROUPS["narrow"][1]]
+    assert f"DAIM's three\n  within {max(daim) - min(daim):.1f} ({min(daim):.1f} to {max(daim):.1f})" in results
 
 
 def test_the_demo_hat_preset_notes_quote_its_seeds():
@@ -258,3 +269,36 @@ def test_the_demo_hat_preset_notes_quote_its_seeds():
     base = [table[r] for r in rs.SEED_GROUPS["baseline"][1]]
     assert f"test RSUM {hat[0]:.1f} (seed 0, the shipped model), {hat[1]:.1f}, {hat[2]:.1f} and {hat[3]:.1f}" in notes
     assert f"reach {min(base):.1f}-{max(base):.1f}" in notes
+
+
+def test_the_warmup_table_and_what_the_readme_says_of_it_are_the_committed_rows(capsys):
+    """``--warmup`` prints from runs.csv what the results README shows, and its reading holds: every run
+    whose warm-up was at most 0.25 of the flat loss by step 150 trained, every run at 0.6 or more that
+    switched at step 150 stalled, and the adaptive warm-up ended later and scored higher on the same seeds."""
+    rs.print_warmup_table(REPO / "results" / "recipe_search" / "runs.csv")
+    printed = [line for line in capsys.readouterr().out.splitlines() if line]
+    results = (REPO / "results" / "recipe_search" / "README.md").read_text()
+    assert len(printed) >= 2 + 14
+    for line in printed:
+        assert line in results, line
+    t = pd.read_csv(REPO / "results" / "recipe_search" / "runs.csv").set_index("recipe").loc[
+        [r for r in rs.WARMUP_RUNS if r in set(pd.read_csv(REPO / "results" / "recipe_search" / "runs.csv")["recipe"])]]
+    fixed = t[~t.index.str.endswith("_adaptive")]  # the fixed 150-step warm-up
+    assert (fixed["warmup_end"] == 150).all()
+    started, stalled = fixed[fixed["flat_ratio_end_fixed"] <= 0.25], fixed[fixed["flat_ratio_end_fixed"] >= 0.6]
+    assert len(started) + len(stalled) == len(fixed) and len(stalled) == 3
+    assert (started["test_rsum"] > 340).all() and (stalled["test_rsum"] < 100).all()
+    assert started["rows_right_after_warmup"].min() > 2 * stalled["rows_right_after_warmup"].max() > 0
+    for seed in (1, 3):  # the stalled seeds: a longer warm-up, and they train
+        a, f = t.loc[f"hat_seed{seed}_adaptive"], t.loc[f"hat_seed{seed}"]
+        assert a["flat_ratio_end_fixed"] == f["flat_ratio_end_fixed"]  # the same run up to step 150
+        assert a["warmup_end"] > 150 and a["test_rsum"] > f["test_rsum"] + 50
+        assert f"{a['test_rsum']:.1f}" in results and f"{int(a['warmup_end'])}" in results
+    adaptive = t[t.index.str.endswith("_adaptive")]
+    assert (adaptive["rows_right_after_warmup"] > 2 * stalled["rows_right_after_warmup"].max()).all()  # all four train
+    # seeds 0 and 2 had left the flat start by step 150: the adaptive rule ends their warm-up within 20 steps of it
+    assert (adaptive.loc[["hat_seed0_adaptive", "hat_seed2_adaptive"], "warmup_end"] <= 170).all()
+    probes = pd.read_csv(REPO / "results" / "recipe_search" / "adaptive_warmup_probes.csv").set_index("probe")
+    assert probes.loc["hat_seed1_until0.1", "warmup_end"] == t.loc["hat_seed1_adaptive", "warmup_end"]  # same rule, same run
+    for name, r in probes.iterrows():
+        assert f"{r['rows_right_steps_500_699']:.1f}" in results, name
