@@ -747,12 +747,14 @@ def warmup_runs(csv: str | os.PathLike | None = None) -> pd.DataFrame:
     if not path.is_file():
         return pd.DataFrame(columns=cols)
     table = read_csv(path).set_index("recipe")
+    if "warmup_end" not in table.columns:  # a runs.csv collected before the warm-up columns
+        return pd.DataFrame(columns=cols)
     groups = [(arm, "fixed 150", recipes) for arm, recipes in LONG_RUN_RECIPES.items()]
     groups.append(("hat", "adaptive", ADAPTIVE_HAT_RECIPES))
     rows = []
     for arm, warmup, recipes in groups:
         for seed, recipe in enumerate(recipes):
-            if recipe in table.index and "warmup_end" in table.columns:
+            if recipe in table.index:
                 r = table.loc[recipe]
                 rows.append(dict(zip(cols, [arm, seed, warmup, float(r["flat_ratio_end_fixed"]), int(r["warmup_end"]),
                                             float(r["rows_right_after_warmup"]), float(r["test_rsum"])])))  # fmt: skip

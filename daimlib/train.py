@@ -118,7 +118,6 @@ class TrainState:
     loss_n: int = 0
     elapsed_s: float = 0.0  # training time before this call (resumed runs)
     val_pending: dict | None = None  # {"epoch", "complete", "epoch_s"}: a row still to validate and write
-    warmup_end: int | None = None  # the step an adaptive warm-up (loss.warmup_until) ended at, None before
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -460,7 +459,7 @@ def _restore(ctx: _Loop, last_dir: Path) -> tuple[TrainState, tuple[int, int]]:
     if state.get("scaler"):
         ctx.scaler.load_state_dict(state["scaler"])
     st = TrainState.from_dict(state)
-    ctx.loss_fn.warmup_end = st.warmup_end
+    ctx.loss_fn.warmup_end = state.get("warmup_end")  # where an adaptive warm-up (loss.warmup_until) ended
     rngs = state["rng"]
     seed_everything(cfg.train.seed + ctx.dd.rank)
     if len(rngs) == ctx.dd.world:
@@ -476,8 +475,7 @@ def save_last(ctx: _Loop, st: TrainState, stopped: str, gather: bool = True) -> 
     """Write ``<out>/last``: weights, margin, optimizer, scheduler, scaler, RNG of every rank, history position."""
     rng = _gather_rng(ctx.dd) if gather else [_rng_state()]  # gather is a collective: not after Ctrl-C
     steps_rows, epochs_rows = ctx.history.rows
-    st.warmup_end = ctx.loss_fn.warmup_end
-    state = dict(st.to_dict(), optimizer=ctx.optimizer.state_dict(), scheduler=ctx.scheduler.state_dict(),
+    state = dict(st.to_dict(), warmup_end=ctx.loss_fn.warmup_end, optimizer=ctx.optimizer.state_dict(), scheduler=ctx.scheduler.state_dict(),
                  scaler=ctx.scaler.state_dict() if ctx.use_scaler else {}, rng=rng, world_size=ctx.dd.world,
                  steps_rows=steps_rows, epochs_rows=epochs_rows, elapsed_s=ctx.elapsed(), stopped=stopped)  # fmt: skip
     ctx.history.flush()  # the rows the checkpoint counts must be on disk

@@ -65,20 +65,16 @@ RECIPES: dict[str, tuple[str, list[str]]] = {
     "hat_seed1": ("the demo_hat arm (i2t SCAN, no FDM, fixed margin), seed 1", [NARROW, "train.seed=1"]),
     "hat_seed2": ("the demo_hat arm, seed 2", [NARROW, "train.seed=2"]),
     "hat_seed3": ("the demo_hat arm, seed 3", [NARROW, "train.seed=3"]),
-    # the i2t seeds that stalled, again with the adaptive warm-up: the sum of hinges goes on past step 150 until a
-    # batch's sum is down to 10 % of its equal-scores value (the t2i arms are there by step 150), at most 4 epochs
-    "hat_seed0_adaptive": ("the demo_hat arm, seed 0, with the adaptive warm-up (loss.warmup_until=0.1, at most 1248 steps)",
-                             [NARROW, "loss.warmup_until=0.1", "loss.warmup_max_steps=1248"]),
-    "hat_seed1_adaptive": ("hat_seed1 with the adaptive warm-up (loss.warmup_until=0.1, at most 1248 steps)",
-                           [NARROW, "train.seed=1", "loss.warmup_until=0.1", "loss.warmup_max_steps=1248"]),
-    "hat_seed2_adaptive": ("hat_seed2 with the adaptive warm-up (loss.warmup_until=0.1, at most 1248 steps)",
-                           [NARROW, "train.seed=2", "loss.warmup_until=0.1", "loss.warmup_max_steps=1248"]),
-    "hat_seed3_adaptive": ("hat_seed3 with the adaptive warm-up (loss.warmup_until=0.1, at most 1248 steps)",
-                           [NARROW, "train.seed=3", "loss.warmup_until=0.1", "loss.warmup_max_steps=1248"]),
     # and the t2i baseline's seeds, for the direction gap (baseline - hat) at the full budget
     "baseline_seed1": ("the demo_baseline arm (t2i SCAN, no FDM, fixed margin), seed 1", [NARROW, "train.seed=1"]),
     "baseline_seed2": ("the demo_baseline arm, seed 2", [NARROW, "train.seed=2"]),
 }
+# the i2t seeds again with the adaptive warm-up: the sum of hinges goes on past step 150 until a batch's sum is
+# down to 10 % of its equal-scores value (the t2i arms are there by step 150), at most 4 epochs
+ADAPTIVE_WARMUP = ["loss.warmup_until=0.1", "loss.warmup_max_steps=1248"]
+for _k, _name in enumerate(ADAPTIVE_HAT_RECIPES):
+    RECIPES[_name] = (f"the demo_hat arm, seed {_k}, with the adaptive warm-up (loss.warmup_until=0.1, at most 1248 steps)",
+                      [NARROW, *([f"train.seed={_k}"] if _k else []), *ADAPTIVE_WARMUP])
 # the seeds of one recipe (seed 0 first): group -> (what it is, recipes). ``shipped``,
 # ``hat_shipped`` and ``baseline_shipped`` are the shipped models (models/, seed 0)
 # (the three arms' groups are the notebooks' LONG_RUN_RECIPES, defined once in daimlib.nb)
@@ -87,8 +83,7 @@ SEED_GROUPS: dict[str, tuple[str, list[str]]] = {
     "wide": ("DAIM, Swin embed 64", ["wide", "wide_seed1", "wide_seed2"]),
     "hat": ("demo_hat: i2t SCAN, no FDM, fixed margin (Swin embed 32)", list(LONG_RUN_RECIPES["hat"])),
     "baseline": ("demo_baseline: t2i SCAN, no FDM, fixed margin (Swin embed 32)", list(LONG_RUN_RECIPES["baseline"])),
-    "hat_adaptive": ("demo_hat with the adaptive warm-up (loss.warmup_until=0.1)",
-                     list(ADAPTIVE_HAT_RECIPES)),
+    "hat_adaptive": ("demo_hat with the adaptive warm-up (loss.warmup_until=0.1)", list(ADAPTIVE_HAT_RECIPES)),
 }  # fmt: skip
 # the differences --seeds tests (name -> (group, minus group, what the difference changes))
 COMPARISONS: dict[str, tuple[str, str, str]] = {
@@ -103,9 +98,8 @@ SHIPPED = {"shipped": "demo", "hat_shipped": "demo_hat", "baseline_shipped": "de
 # the preset each recipe changes (default ``demo``)
 PRESET = {"wide_baseline": "demo_baseline", "wide_hat": "demo_hat", "wide_hat_warm300": "demo_hat",
           "hat_seed1": "demo_hat", "hat_seed2": "demo_hat", "hat_seed3": "demo_hat",
-          "hat_seed0_adaptive": "demo_hat", "hat_seed1_adaptive": "demo_hat", "hat_seed2_adaptive": "demo_hat",
-          "hat_seed3_adaptive": "demo_hat",
-          "baseline_seed1": "demo_baseline", "baseline_seed2": "demo_baseline"}
+          "baseline_seed1": "demo_baseline", "baseline_seed2": "demo_baseline",
+          **dict.fromkeys(ADAPTIVE_HAT_RECIPES, "demo_hat")}
 
 
 def _run(cmd: list[str], log: Path) -> None:
