@@ -5,7 +5,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 # where `make demo` writes (ignored by git): executed notebooks, figures and runs (DAIM_OUTPUT_DIR)
 DEMO_OUT := runs/executed
 
-.PHONY: setup demo notebooks refresh-notebooks test test-fast unit nbval smoke lint bench clean-runs
+.PHONY: setup demo notebooks refresh-notebooks editions test test-fast unit nbval smoke lint bench clean-runs
 
 setup:
 	bash scripts/setup.sh
@@ -21,6 +21,10 @@ notebooks:
 refresh-notebooks: setup
 	$(PY) scripts/run_notebooks.py $(NOTEBOOKS)
 	@echo "[refresh-notebooks] notebooks/ and figures/ rewritten; review with git diff before committing"
+
+# teachers: a student edition (solutions cut, outputs cleared) and a teacher edition of the notebooks
+editions:
+	$(PY) scripts/editions.py --out runs/editions
 
 test: setup unit nbval smoke
 
