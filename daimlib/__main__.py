@@ -78,12 +78,15 @@ def _device(spec: str) -> str:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _add_set(p: argparse.ArgumentParser) -> None:
+def _add_set_only(p: argparse.ArgumentParser, example: str = "train.epochs=3 train.lr=1e-4 loss.adaptive=false") -> None:
     p.add_argument(
         "--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", type=_override,
-        help="config overrides as dotted keys, e.g. --set train.epochs=3 train.lr=1e-4 loss.adaptive=false "
-        "(checked when parsed: type, choices, range)",
+        help=f"config overrides as dotted keys, e.g. --set {example} (checked when parsed: type, choices, range)",
     )  # fmt: skip
+
+
+def _add_set(p: argparse.ArgumentParser) -> None:
+    _add_set_only(p)
     p.add_argument("--config", metavar="FILE.json", default=None,
                    help="settings from a JSON file: a whole config (a run's config.json) or some of its sections; "
                    "on top of --preset when given; --set and the weight flags apply after it")  # fmt: skip
@@ -214,11 +217,17 @@ def _add_evaluate(sub, common) -> None:
         "R@1/5/10 in both directions and RSUM, and writes eval_<checkpoint>_<split>_<protocol>.csv/.md/.tex/"
         ".json beside the checkpoint folder (OUT/eval_best_test_f30k.* for OUT/best; nothing inside it), "
         "the .json with the data's identity (layout, annotation file sha256) and the split sizes. --images N "
-        "scores the first N images of the split only (a quick check, or the fit on the training split).",
+        "scores the first N images of the split only (a quick check, or the fit on the training split). "
+        "--protocol paper: one encoding, then every row the data admits (F30K 1K; COCO 1K 5-fold and COCO 5K "
+        "from the same 5K matrix; Flickr8k 1K; the demo split), as the paper-format table beside the verified "
+        "published rows, with notes (protocol, batch sizes, GPU count, checkpoint provenance): "
+        "eval_<checkpoint>_<split>_paper.csv/.md/.tex/.json (a shipped model's under runs/eval/). Under torchrun "
+        "the encoding and the scoring are split across the processes.",
     )
     p.add_argument("--checkpoint", required=True, help="checkpoint folder (e.g. runs/demo/best)")
     p.add_argument("--data-root", required=True, help="dataset folder")
-    p.add_argument("--protocol", choices=["demo", "f30k", "coco1k", "coco5k"], required=True)
+    p.add_argument("--protocol", choices=["paper", "demo", "f30k", "f8k", "coco1k", "coco5k"], required=True,
+                   help="paper: every row the data admits from one encoding; or one protocol")  # fmt: skip
     p.add_argument("--split", default="test", help="split to evaluate (default test)")
     p.add_argument("--device", default=None, type=_device, help="auto, cpu, cuda, cuda:1, mps (default auto)")
     p.add_argument(
@@ -234,6 +243,12 @@ def _add_evaluate(sub, common) -> None:
                    help="score only the first N images of the split with their captions (e.g. --split train "
                    "--images 500: how well the model fits its own training data); the files get _first<N> "
                    "in their names")  # fmt: skip
+    _add_set_only(p, "text.tokenizer=DIR data.num_workers=0 train.eval_batch_size=64")
+    p.epilog = (f"--set changes how the checkpoint is evaluated, not the model it holds: keys {', '.join(EVAL_SET_KEYS)}")
+
+
+# what evaluate --set may change: the data, the tokenizer and the evaluation settings (the model is the checkpoint's)
+EVAL_SET_KEYS = ("data.*", "text.tokenizer", "text.max_len", "train.eval_batch_size", "train.eval_features", "train.amp")
 
 
 def _positive_int(text: str) -> int:
@@ -329,7 +344,10 @@ def _add_import_reference(sub, common) -> None:
     p.add_argument("--force", action="store_true", help="allow a preset of the other family (DAIM vs HAT)")
     p.add_argument("--text-heads", type=int, default=None,
                    help="BERT attention heads (no tensor stores them; default hidden size / 64)")  # fmt: skip
-    p.add_argument("--tokenizer", default=None, help="tokenizer folder to store in OUT/tokenizer (optional)")
+    p.add_argument("--tokenizer", default=None,
+                   help="tokenizer folder (save_pretrained) to store in OUT/tokenizer; default: the checkpoint's "
+                   "tokenizer (bert-base-uncased for the released ones) when this machine has it, from a local "
+                   "folder or the Hugging Face cache (nothing is downloaded), so that OUT evaluates offline")  # fmt: skip
     p.add_argument("--list-globals", action="store_true",
                    help="print the globals the pickle names, without loading it, and exit")  # fmt: skip
 
@@ -405,36 +423,86 @@ def cmd_train(args) -> int:
     return 0 if res.stopped != "interrupted" else 130
 
 
-def cmd_evaluate(args) -> int:
-    from .checkpoint import load_checkpoint, load_checkpoint_tokenizer
-    from .data import load_split, load_tokenizer
-    from .data.split import first_images
-    from .evaluate import data_identity, evaluate, protocol_problem
+def _eval_overrides(items) -> dict:
+    """``evaluate --set``: only what changes how the checkpoint is evaluated (:data:`EVAL_SET_KEYS`)."""
+    out = dict(items)
+    bad = [k for k in out if not (k.startswith("data.") or k in EVAL_SET_KEYS)]
+    if bad:
+        raise ValueError(
+            f"evaluate --set {bad[0]}: that key is part of the model the checkpoint holds, which evaluate does not "
+            f"change; evaluate --set takes {', '.join(EVAL_SET_KEYS)} (train or import another checkpoint to change "
+            "the model)"
+        )
+    return out
+
+
+def _eval_tokenizer(checkpoint: str, cfg, data_root: str, overrides: dict):
+    """The checkpoint's own tokenizer, else the config's (``--set text.tokenizer=DIR`` wins over both)."""
+    from .checkpoint import load_checkpoint_tokenizer
+    from .data import load_tokenizer
     from .paths import display_path
-    from .runtime import torch_device
+
+    if "text.tokenizer" not in overrides:
+        tok = load_checkpoint_tokenizer(checkpoint)
+        if tok is not None:
+            return tok
+    try:
+        return load_tokenizer(cfg.text, data_root)
+    except FileNotFoundError:
+        raise
+    except OSError as e:  # a hub id that is neither reachable nor cached
+        raise ValueError(
+            f"{e}. The checkpoint folder {display_path(checkpoint)} holds no tokenizer/: evaluate it with "
+            "--set text.tokenizer=DIR (a folder written by save_pretrained), or import the checkpoint again "
+            "with import-reference --tokenizer DIR so that it carries one"
+        ) from None
+
+
+def cmd_evaluate(args) -> int:
+    from .checkpoint import load_checkpoint
+    from .data import load_split
+    from .data.split import first_images
+    from .evaluate import protocol_problem
+    from .paper import join_process_group, leave_process_group
+
+    overrides = _eval_overrides(args.set)
+    device, rank, owns = join_process_group(args.device)
+    try:
+        model, cfg, _ = load_checkpoint(args.checkpoint, device=device, strict=True, read_train_state=False)
+        model.to(device).eval()
+        cfg = cfg.replace(**overrides) if overrides else cfg
+        split = load_split(cfg.data, args.data_root, args.split)
+        part = args.split
+        if args.images is not None:
+            if args.images > split.n_images:
+                raise ValueError(f"--images {args.images}: the {args.split} split has only {split.n_images} images")
+            split = first_images(split, args.images)
+            part = f"{args.split}_first{args.images}"
+        problem = None if args.protocol == "paper" else protocol_problem(args.protocol, split.n_images)
+        if problem and args.strict:
+            raise ValueError(
+                f"{problem}; --strict refuses it (drop --strict to label the table with the real sizes)"
+            )
+        if problem and rank == 0:
+            print(f"note: {problem}; the table is labelled with the real sizes", file=sys.stderr)
+        tokenizer = _eval_tokenizer(args.checkpoint, cfg, args.data_root, overrides)
+        run = _evaluate_paper if args.protocol == "paper" else _evaluate_one
+        return run(args, model, cfg, split, tokenizer, device, part, rank, problem)
+    finally:
+        leave_process_group(owns)
+
+
+def _evaluate_one(args, model, cfg, split, tokenizer, device, part: str, rank: int, problem) -> int:
+    """``evaluate --protocol NAME``: one protocol's table, written beside the checkpoint folder."""
+    from .evaluate import data_identity, evaluate
+    from .paths import display_path
     from .tables import write_table
 
-    device = torch_device(args.device or "auto")
-    model, cfg, _ = load_checkpoint(args.checkpoint, device=device, strict=True, read_train_state=False)
-    model.to(device).eval()
-    split = load_split(cfg.data, args.data_root, args.split)
-    part = args.split
-    if args.images is not None:
-        if args.images > split.n_images:
-            raise ValueError(f"--images {args.images}: the {args.split} split has only {split.n_images} images")
-        split = first_images(split, args.images)
-        part = f"{args.split}_first{args.images}"
-    problem = protocol_problem(args.protocol, split.n_images)
-    if problem and args.strict:
-        raise ValueError(
-            f"{problem}; --strict refuses it (drop --strict to label the table with the real sizes)"
-        )
-    if problem:
-        print(f"note: {problem}; the table is labelled with the real sizes", file=sys.stderr)
-    tokenizer = load_checkpoint_tokenizer(args.checkpoint) or load_tokenizer(cfg.text, args.data_root)
     metrics, table = evaluate(model, split, tokenizer, cfg, protocol=args.protocol, device=device,
                               batch_size=args.batch_size, progress=not args.quiet, ties=args.ties,
                               features=args.features)  # fmt: skip
+    if rank != 0:  # under torchrun rank 0 prints and writes
+        return 0
     subset = "" if args.images is None else f" (first {split.n_images} images)"
     table.index = [f"{cfg.name} {args.split}{subset}, {table.index[0]}"]
     _print_table(table, f"{display_path(args.checkpoint)}:")
@@ -450,6 +518,26 @@ def cmd_evaluate(args) -> int:
     }  # fmt: skip
     stem.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
     print("written: " + ", ".join(display_path(p) for p in [*written, stem.with_suffix(".json")]))
+    return 0
+
+
+def _evaluate_paper(args, model, cfg, split, tokenizer, device, part: str, rank: int, problem) -> int:
+    """``evaluate --protocol paper``: every row the data admits from one encoding, as the paper's table."""
+    from .paper import evaluate_paper, paper_stem, write_paper
+    from .paths import display_path
+
+    subset = "" if args.images is None else f" (first {split.n_images} images)"
+    res = evaluate_paper(model, split, tokenizer, cfg, name=f"{cfg.name} ({Path(args.checkpoint).name})",
+                         checkpoint=args.checkpoint, device=device, batch_size=args.batch_size, ties=args.ties,
+                         features=args.features, progress=not args.quiet, split_name=f"{args.split}{subset}")  # fmt: skip
+    if rank != 0:
+        return 0
+    print(f"{display_path(args.checkpoint)}, {args.split} split{subset}, paper protocol:")
+    print(res.table.to_string(float_format=lambda x: f"{x:.1f}", na_rep="-"))
+    print("\n".join(f"  note: {n}" for n in res.notes))
+    written = write_paper(res, paper_stem(args.checkpoint, f"{part}_paper"),
+                          caption=f"{cfg.name}, {args.split} split{subset}: image-text retrieval, paper protocol")  # fmt: skip
+    print("written: " + ", ".join(display_path(p) for p in written))
     return 0
 
 
@@ -540,7 +628,7 @@ def cmd_import_reference(args) -> int:
         raise ValueError(
             "import-reference needs --out DIR (the checkpoint folder to write), or --list-globals"
         )
-    tokenizer = None
+    tokenizer = "auto"  # the checkpoint's tokenizer when found on this machine (daimlib.reference.find_local_tokenizer)
     if args.tokenizer:
         from transformers import AutoTokenizer
 
@@ -568,6 +656,11 @@ def cmd_import_reference(args) -> int:
               f"{r['dropped']} unused dropped; loaded strictly")  # fmt: skip
     print(f"family {prov.get('family', '?')}, preset {prov.get('preset', res.cfg.name)}, SCAN "
           f"{res.cfg.similarity.direction}, margin {float(res.loss.margin):.6f}")  # fmt: skip
+    print(f"tokenizer: {res.tokenizer_note}")
+    if res.tokenizer_note.startswith("none stored"):
+        print(f"note: {display_path(res.out_dir)} has no tokenizer/; evaluate loads {res.cfg.text.name!r} from the "
+              "hub or its cache. Offline, run import-reference again with --tokenizer DIR (a folder written by "
+              "save_pretrained), or evaluate with --set text.tokenizer=DIR", file=sys.stderr)  # fmt: skip
     print(f"written: {display_path(res.out_dir)} in {time.perf_counter() - t0:.1f} s")
     return 0
 

@@ -4,8 +4,9 @@ The protocol is VSE++'s ``evalrank`` (spec section 7). Ranks, recalls, COCO fold
 rule (**ties never help**: a negative tied with the positive ranks above it, default
 ``ties="pessimistic"``) live in :mod:`daimlib.metrics` and are re-exported here.
 
-Protocols: ``"demo"`` and ``"f30k"`` (F30K 1K: 1,000 images x 5,000 captions) and ``"coco5k"``
-score the whole split; ``"coco1k"`` is the mean over 5 sequential 1K folds (:func:`coco_fold5`).
+Protocols: ``"demo"``, ``"f30k"`` (F30K 1K: 1,000 images x 5,000 captions), ``"f8k"`` (Flickr8k
+1K, the same rule on Flickr8k's 1,000 test images) and ``"coco5k"`` score the whole split;
+``"coco1k"`` is the mean over 5 sequential 1K folds (:func:`coco_fold5`).
 A paper protocol is only that protocol on a split of its size (:data:`PROTOCOL_IMAGES`): on any
 other split :func:`evaluate` labels its table with the real sizes (:func:`protocol_label`) and
 ``strict=True`` refuses (:func:`protocol_problem`); :func:`daimlib.published.paper_block` keeps
@@ -13,11 +14,17 @@ such rows out of the paper-format tables.
 
 Features are cached in half precision on a GPU by default (``features="auto"``; the reference
 keeps float64 copies): ``features="fp32"`` keeps them in float32 (:func:`encode_split`).
+
+Under ``torch.distributed`` (``torchrun``) each rank encodes a contiguous slice of the images and
+of the captions (``shard``), the captions' features are all-gathered, each rank scores its own
+images against every caption, and the rows are all-gathered: every rank ends with the matrix a
+single process computes.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,33 +49,34 @@ from daimlib.published import BENCHMARK_IMAGES, BENCHMARK_NAMES
 from daimlib.runtime import amp_settings
 from daimlib.tables import PAPER_COLUMNS, results_table  # noqa: F401 - results_table re-exported here
 
-PROTOCOLS = ("demo", "f30k", "coco1k", "coco5k")
-PROTOCOL_IMAGES = BENCHMARK_IMAGES  # test images a paper protocol is defined on
-PROTOCOL_NAMES = {"demo": "demo", **BENCHMARK_NAMES}
+PROTOCOLS = ("demo", "f30k", "f8k", "coco1k", "coco5k")
+PROTOCOL_IMAGES = {**BENCHMARK_IMAGES, "f8k": 1000}  # test images a paper protocol is defined on
+PROTOCOL_NAMES = {"demo": "demo", **BENCHMARK_NAMES, "f8k": "Flickr8k 1K"}
 FEATURES = ("auto", "fp32")
 
 
 def protocol_metrics(sims, img_of_caption, protocol: str = "demo", **kw) -> dict[str, float]:
-    """Metrics under a named protocol's rule: ``demo``/``f30k``/``coco5k`` (whole split) or ``coco1k``
+    """Metrics under a named protocol's rule: ``demo``/``f30k``/``f8k``/``coco5k`` (whole split) or ``coco1k``
     (mean over 5 folds), on whatever split ``sims`` scores (sizes: :func:`protocol_problem`).
     ``kw``: ``ties``, ``chunk`` (:func:`recall_metrics`)."""
     if protocol == "coco1k":
         return coco_fold5(sims, img_of_caption, **kw)
-    if protocol in ("demo", "f30k", "coco5k"):
+    if protocol in ("demo", "f30k", "f8k", "coco5k"):
         return recall_metrics(sims, img_of_caption, **kw)
     raise ValueError(f"unknown protocol {protocol!r}; protocols are {list(PROTOCOLS)}")
 
 
 def default_protocols(dataset: str) -> tuple[str, ...]:
     """The paper's protocols for a dataset name of ``DataConfig.dataset``."""
-    return {"coco": ("coco1k", "coco5k"), "f30k": ("f30k",)}.get(dataset, ("demo",))
+    return {"coco": ("coco1k", "coco5k"), "f30k": ("f30k",), "flickr8k": ("f8k",)}.get(dataset, ("demo",))
 
 
 def protocol_problem(protocol: str, n_images: int) -> str | None:
     """Why a split of ``n_images`` test images is not ``protocol`` as published (None when it is).
 
-    ``f30k`` (F30K 1K) needs the 1,000 Flickr30K test images, ``coco1k``/``coco5k`` the 5,000 COCO
-    test images (COCO 1K = the mean over their 5 folds of 1,000); ``demo`` takes any split.
+    ``f30k`` (F30K 1K) needs the 1,000 Flickr30K test images, ``f8k`` the 1,000 Flickr8k test images,
+    ``coco1k``/``coco5k`` the 5,000 COCO test images (COCO 1K = the mean over their 5 folds of 1,000);
+    ``demo`` takes any split.
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; protocols are {list(PROTOCOLS)}")
@@ -129,16 +137,22 @@ def data_identity(split) -> dict:
 @dataclass
 class EncodedSplit:
     """Token features of a split: each image once, each caption once (on ``device``), one tensor
-    per similarity level (the paper's three, or as many as the config has)."""
+    per similarity level (the paper's three, or as many as the config has).
 
-    img_levels: list[torch.Tensor]  # n_levels x [n_img, R_level, D]
+    After a sharded encoding (:func:`encode_split` with ``shard=True`` under torch.distributed)
+    ``img_levels`` hold only this rank's images, rows ``img_offset ..`` of the split's
+    ``split_images``; the captions are always complete."""
+
+    img_levels: list[torch.Tensor]  # n_levels x [n_img (this rank's when sharded), R_level, D]
     txt_levels: list[torch.Tensor]  # n_levels x [n_cap, L, D]
     txt_lens: torch.Tensor  # [n_cap] caption lengths with [CLS]/[SEP]
     img_of_caption: torch.Tensor  # [n_cap]
+    img_offset: int = 0  # the split index of img_levels' first row
+    split_images: int | None = None  # images in the split when img_levels hold a slice of them
 
     @property
     def n_images(self) -> int:
-        return self.img_levels[0].shape[0]
+        return self.split_images if self.split_images is not None else self.img_levels[0].shape[0]
 
     @property
     def n_captions(self) -> int:
@@ -170,6 +184,56 @@ def _append_levels(parts: list[list[torch.Tensor]], levels, dtype: torch.dtype) 
         parts[k].append(lv.to(dtype))
 
 
+def _world() -> int:
+    """Processes in the torch.distributed group (1 when there is none)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def shard_ranges(n_images: int, n_captions: int) -> tuple[range, range] | None:
+    """This rank's images and captions when the encoding is split across ranks (:func:`_rank_slice`:
+    the images are the ones it scores), or None: one process, or a split too small to give every
+    rank some images and captions (then every rank encodes everything)."""
+    world = _world()
+    if world == 1 or any((world - 1) * -(-n // world) >= n for n in (n_images, n_captions)):
+        return None
+    (i0, i1, _), (c0, c1, _) = _rank_slice(n_images), _rank_slice(n_captions)
+    return range(i0, i1), range(c0, c1)
+
+
+def _gather_rows(t: torch.Tensor, n_total: int) -> torch.Tensor:
+    """The ranks' contiguous row slices of a ``[n_total, ...]`` tensor, all-gathered in rank order."""
+    per = -(-n_total // _world())
+    padded = t.new_zeros((per, *t.shape[1:]))
+    padded[: t.shape[0]] = t
+    parts = [torch.empty_like(padded) for _ in range(_world())]
+    dist.all_gather(parts, padded)
+    return torch.cat(parts)[:n_total]
+
+
+def _encode_images(model, loader, ctx, device, dtype, progress: bool) -> list[torch.Tensor]:
+    parts: list[list[torch.Tensor]] = []
+    for batch in tqdm(loader, desc="encode images", disable=not progress, leave=False):
+        with ctx():
+            levels = model.encode_image(batch["images"].to(device))  # n_levels x [B, R, D]
+        _append_levels(parts, levels, dtype)
+    return [torch.cat(p) for p in parts]
+
+
+def _encode_captions(
+    model, loader, ctx, device, dtype, progress: bool
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    parts: list[list[torch.Tensor]] = []
+    lens = []
+    for batch in tqdm(loader, desc="encode captions", disable=not progress, leave=False):
+        with ctx():
+            levels, lengths = model.encode_text(
+                batch["input_ids"].to(device), batch["attention_mask"].to(device)
+            )
+        _append_levels(parts, levels, dtype)  # n_levels x [B, max_len, D]
+        lens.append(lengths.to(device))
+    return [torch.cat(p) for p in parts], torch.cat(lens)
+
+
 @torch.no_grad()
 def encode_split(
     model,
@@ -182,6 +246,7 @@ def encode_split(
     amp: str | None = "auto",
     progress: bool = True,
     features: str = "auto",
+    shard: bool = False,
 ) -> EncodedSplit:
     """Encode every image once (image-level loader) and every caption once, at every level.
 
@@ -189,50 +254,45 @@ def encode_split(
     everywhere (``features="fp32"``): :func:`feature_dtype`. The reference encodes each image 5
     times and keeps float64 copies (spec section 10, A4). Draws nothing from the global random
     generators (the loaders have their own), so validating inside training leaves the training
-    stream where it was.
+    stream where it was. ``shard=True`` under torch.distributed: this rank encodes only its slice
+    of the images and of the captions (:func:`shard_ranges`), and the captions are all-gathered.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     amp_dtype, _ = amp_settings(amp, device)
     cache_dtype = feature_dtype(features, amp_dtype, device)
+    ranges = shard_ranges(split.n_images, split.n_captions) if shard else None
     was_training = model.training
     model.eval()
-    workers = getattr(data_cfg, "num_workers", 0)
     # a generator of its own: a DataLoader draws its workers' base seed from the global torch RNG
     # otherwise, and validation inside training would shift the training stream (issue 13 item 3)
-    loader_kw = dict(batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=workers,
+    loader_kw = dict(batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=getattr(data_cfg, "num_workers", 0),
                      generator=torch.Generator().manual_seed(0))  # fmt: skip
-    img_loader = torch.utils.data.DataLoader(
-        ImageDataset(split, build_transforms(data_cfg, train=False)), **loader_kw
-    )
-    txt_loader = torch.utils.data.DataLoader(TextDataset(split, tokenizer, max_len), **loader_kw)
+    images = ImageDataset(split, build_transforms(data_cfg, train=False))
+    texts = TextDataset(split, tokenizer, max_len)
+    if ranges is not None:
+        images, texts = torch.utils.data.Subset(images, ranges[0]), torch.utils.data.Subset(texts, ranges[1])
     ctx = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else torch.no_grad
-    img_parts: list[list[torch.Tensor]] = []
-    for batch in tqdm(img_loader, desc="encode images", disable=not progress, leave=False):
-        with ctx():
-            levels = model.encode_image(batch["images"].to(device))  # n_levels x [B, R, D]
-        _append_levels(img_parts, levels, cache_dtype)
-    txt_parts: list[list[torch.Tensor]] = []
-    lens = []
-    for batch in tqdm(txt_loader, desc="encode captions", disable=not progress, leave=False):
-        with ctx():
-            levels, lengths = model.encode_text(
-                batch["input_ids"].to(device), batch["attention_mask"].to(device)
-            )
-        _append_levels(txt_parts, levels, cache_dtype)
-        lens.append(lengths.to(device))
+    img_levels = _encode_images(model, torch.utils.data.DataLoader(images, **loader_kw), ctx, device,
+                                cache_dtype, progress)  # fmt: skip
+    txt_levels, txt_lens = _encode_captions(model, torch.utils.data.DataLoader(texts, **loader_kw), ctx,
+                                            device, cache_dtype, progress)  # fmt: skip
     model.train(was_training)
-    if len(img_parts) != len(txt_parts):
+    if len(img_levels) != len(txt_levels):
         raise ValueError(
-            f"the image encoder gives {len(img_parts)} levels but the text encoder {len(txt_parts)}; "
+            f"the image encoder gives {len(img_levels)} levels but the text encoder {len(txt_levels)}; "
             "both streams need the same levels (config: similarity levels)"
         )
-    txt_lens = torch.cat(lens)  # [n_cap]
+    if ranges is not None:  # every rank scores its images against every caption
+        txt_levels = [_gather_rows(lv, split.n_captions) for lv in txt_levels]
+        txt_lens = _gather_rows(txt_lens, split.n_captions)
     width = int(txt_lens.max())  # padding beyond the longest caption never enters the scores
     return EncodedSplit(
-        img_levels=[torch.cat(p) for p in img_parts],
-        txt_levels=[torch.cat(p)[:, :width] for p in txt_parts],
+        img_levels=img_levels,
+        txt_levels=[lv[:, :width] for lv in txt_levels],
         txt_lens=txt_lens,
         img_of_caption=split.img_of_caption.clone(),
+        img_offset=ranges[0].start if ranges is not None else 0,
+        split_images=split.n_images if ranges is not None else None,
     )
 
 
@@ -252,17 +312,22 @@ def similarity_matrix(
     """The ``[n_img, n_cap]`` float32 score matrix through ``model.similarity``, in blocks.
 
     Blocks of ``img_block`` images x ``cap_block`` captions are scored in fp32 on the features'
-    device. Under ``torch.distributed`` each rank scores a contiguous slice of the images and the
-    rows are all-gathered, so every rank returns the full matrix.
+    device. Under ``torch.distributed`` each rank scores a contiguous slice of the images (the slice
+    a sharded :func:`encode_split` gave it) and the rows are all-gathered, so every rank returns the
+    full matrix.
     """
     n_img, n_cap = features.n_images, features.n_captions
     start, stop, per = _rank_slice(n_img)
+    off, held = features.img_offset, features.img_levels[0].shape[0]
+    if start < off or stop > off + held:
+        raise ValueError(f"this rank scores images {start}..{stop - 1} but its features hold images {off}.."
+                         f"{off + held - 1}: encode with shard=True in the same process group")  # fmt: skip
     device = features.img_levels[0].device
     rows = torch.zeros(per, n_cap, dtype=torch.float32, device=device)  # this rank's rows (padded)
     steps = [(a, c) for a in range(start, stop, img_block) for c in range(0, n_cap, cap_block)]
     for a, c in tqdm(steps, desc="similarity", disable=not progress, leave=False):
         b, d = min(a + img_block, stop), min(c + cap_block, n_cap)
-        img = [lv[a:b].float() for lv in features.img_levels]  # n_levels x [bi, R, D]
+        img = [lv[a - off : b - off].float() for lv in features.img_levels]  # n_levels x [bi, R, D]
         txt = [lv[c:d].float() for lv in features.txt_levels]  # n_levels x [bc, L, D]
         rows[a - start : b - start, c:d] = model.similarity(img, txt, features.txt_lens[c:d]).float()
     if per != n_img:  # distributed: gather every rank's slice
@@ -288,6 +353,7 @@ def evaluate(
     ties: str = "pessimistic",
     features: str | None = None,
     strict: bool = False,
+    shard: bool | None = None,
 ) -> Any:
     """Evaluate ``model`` on a :class:`~daimlib.data.KarpathySplit` under the paper's protocol.
 
@@ -298,8 +364,10 @@ def evaluate(
     ``features``: ``"auto"``/``"fp32"`` (:func:`feature_dtype`); default ``cfg.train.eval_features``
     when the config has that field, else ``"auto"``. A split whose size is not the protocol's
     (:func:`protocol_problem`) is labelled with its real sizes, or refused with ``strict=True``.
-    Returns ``(metrics, DataFrame)``, the table's rows labelled by :func:`protocol_label` and its
-    ``attrs`` holding the split sizes and whether each row is a paper protocol, plus the
+    ``shard``: split the encoding across the ranks of torch.distributed (default: whenever there
+    are several; the result equals one process's). Returns ``(metrics, DataFrame)``, the table's
+    rows labelled by :func:`protocol_label` and its ``attrs`` holding the split sizes, whether each
+    row is a paper protocol and the seconds spent encoding, scoring and ranking, plus the
     ``[n_img, n_cap]`` matrix when ``return_sims``.
     """
     protocols = default_protocols(cfg.data.dataset) if protocol is None else protocol
@@ -312,16 +380,20 @@ def evaluate(
     if ties not in TIES:
         raise ValueError(f"ties must be one of {list(TIES)} (default 'pessimistic'), got {ties!r}")
     features = features if features is not None else getattr(cfg.train, "eval_features", "auto")
+    t0 = time.perf_counter()
     feats = encode_split(
         model, split, tokenizer, cfg.data, max_len=cfg.text.max_len, device=device,
         batch_size=batch_size or cfg.train.eval_batch_size, amp=cfg.train.amp if amp is None else amp,
-        progress=progress, features=features,
+        progress=progress, features=features, shard=_world() > 1 if shard is None else shard,
     )  # fmt: skip
+    t1 = time.perf_counter()
     sims = similarity_matrix(model, feats, img_block=img_block, cap_block=cap_block, progress=progress)
+    t2 = time.perf_counter()
     per = {p: protocol_metrics(sims, split.img_of_caption, p, ties=ties) for p in protocols}
     metrics = per[protocols[0]] if single else per
     sizes = split_sizes(split)
     df = results_table({protocol_label(p, **sizes): m for p, m in per.items()})
     df.attrs.update(sizes, protocols=list(protocols), ties=ties,
-                    paper_protocol={p: problems[p] is None and p != "demo" for p in protocols})  # fmt: skip
+                    paper_protocol={p: problems[p] is None and p != "demo" for p in protocols},
+                    seconds={"encode": t1 - t0, "score": t2 - t1, "rank": time.perf_counter() - t2})  # fmt: skip
     return (metrics, df, sims) if return_sims else (metrics, df)

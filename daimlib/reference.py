@@ -36,6 +36,7 @@ from .checkpoint import (
     CheckpointError,
     display_path,
     load_checkpoint,
+    load_checkpoint_tokenizer,
     load_config,
     read_meta,
     save_checkpoint,
@@ -376,6 +377,35 @@ class ImportResult:
     provenance: dict
     report: dict  # counts: mapped, dropped, buffers_checked
     out_dir: Path | None = None
+    tokenizer_note: str = ""  # where the stored tokenizer came from, or why none was stored
+
+
+def find_local_tokenizer(cfg: DAIMConfig, vocab_size: int, stored: dict | None = None) -> tuple[Any, str]:
+    """The checkpoint's tokenizer found on this machine without the network, or ``(None, why)``.
+
+    Tries the stored config's ``tokenizer``, then ``text.tokenizer``, ``text.weights`` and
+    ``text.name`` of ``cfg`` (``bert-base-uncased`` for the paper presets): a folder, or a hub id
+    already in the local Hugging Face cache (``local_files_only=True``; nothing is downloaded). A
+    tokenizer with more entries than the checkpoint's ``vocab_size`` embeddings is passed over.
+    Returns ``(tokenizer, "<source> (found locally)")``.
+    """
+    from transformers import AutoTokenizer
+
+    tried, seen = [], set()
+    for source in ((stored or {}).get("tokenizer"), cfg.text.tokenizer, cfg.text.weights, cfg.text.name):
+        if not isinstance(source, str) or not source or source in ("data", "demo") or source in seen:
+            continue
+        seen.add(source)
+        try:
+            tok = AutoTokenizer.from_pretrained(source, local_files_only=True)
+        except (OSError, ValueError, KeyError) as e:
+            tried.append(f"{source}: not found locally ({type(e).__name__})")
+            continue
+        if len(tok) > vocab_size:
+            tried.append(f"{source}: {len(tok):,} entries, more than the checkpoint's {vocab_size:,} embeddings")
+            continue
+        return tok, f"{source} (found locally)"
+    return None, "; ".join(tried) or "the checkpoint names no tokenizer"
 
 
 def import_reference(
@@ -384,7 +414,7 @@ def import_reference(
     preset: str | None = None,
     force: bool = False,
     text_heads: int | None = None,
-    tokenizer: Any = None,
+    tokenizer: Any = "auto",
 ) -> ImportResult:
     """Import a DAIM/HAT reference checkpoint (or a kit folder) as a daimlib model; write it to ``out``.
 
@@ -397,15 +427,18 @@ def import_reference(
             needs ``force``).
         text_heads: BERT's attention-head count, the one size no tensor shape stores; default
             hidden / 64 (every released BERT).
-        tokenizer: an HF tokenizer to store in the folder (optional).
+        tokenizer: an HF tokenizer to store in the folder; ``"auto"`` (default) stores the one
+            :func:`find_local_tokenizer` finds on this machine, so that the folder evaluates
+            offline; ``None`` stores none. ``ImportResult.tokenizer_note`` says which.
 
     Returns an :class:`ImportResult`; the model is strictly loaded and in eval mode.
     """
     path = Path(path)
     if out is not None:
         _check_out(Path(out))
-    if path.is_dir():
-        return _import_kit_folder(path, out, preset, tokenizer)
+    if path.is_dir():  # a kit folder: "auto" keeps its own tokenizer, when it has one
+        own = load_checkpoint_tokenizer(path) if (path / META).is_file() else None
+        return _import_kit_folder(path, out, preset, own if isinstance(tokenizer, str) else tokenizer)
     ref = read_reference(path)
     check_foreign(ref.state_dict, display_path(path))
     preset_name, family = choose_preset(ref, preset, force)
@@ -422,11 +455,30 @@ def import_reference(
     loss.margin_module.margin.fill_(margin)  # not in the state dict: config["margin"] (fixture README §1)
     provenance = {**ref.provenance, "family": family, "preset": preset_name, "margin": margin,
                   "imported_with": "daimlib.reference.import_reference"}  # fmt: skip
-    result = ImportResult(model=model, loss=loss, cfg=cfg, arch=arch, provenance=provenance, report=report)
+    tokenizer, note = _choose_tokenizer(tokenizer, cfg, arch.vocab_size, ref.config)
+    result = ImportResult(model=model, loss=loss, cfg=cfg, arch=arch, provenance=provenance, report=report,
+                          tokenizer_note=note)  # fmt: skip
     if out is not None:
         result.out_dir = save_checkpoint(out, model, cfg, meta={"provenance": provenance, "source": "reference"},
                                          tokenizer=tokenizer, loss=loss)  # fmt: skip
     return result
+
+
+def _choose_tokenizer(tokenizer: Any, cfg: DAIMConfig, vocab_size: int, stored: dict) -> tuple[Any, str]:
+    """``(tokenizer to store or None, note)``: the given one (checked against the embeddings), the
+    one found locally for ``"auto"`` (:func:`find_local_tokenizer`), or none."""
+    if tokenizer is None:
+        return None, "none stored (not asked for)"
+    if isinstance(tokenizer, str) and tokenizer == "auto":
+        found, where = find_local_tokenizer(cfg, vocab_size, stored)
+        return (found, f"stored from {where}") if found is not None else (None, f"none stored: {where}")
+    if len(tokenizer) > vocab_size:
+        raise ValueError(
+            f"the tokenizer has {len(tokenizer):,} entries but the checkpoint's text encoder {vocab_size:,} "
+            "embeddings: it is not this checkpoint's tokenizer (the released checkpoints use bert-base-uncased's); "
+            "pass another --tokenizer DIR"
+        )
+    return tokenizer, "stored (given)"
 
 
 def _check_out(out: Path) -> None:

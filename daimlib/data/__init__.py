@@ -14,7 +14,7 @@ from daimlib.data.demo import (
     make_demo_dataset,
     render_scene,
 )
-from daimlib.data.f30k_like import make_f30k_layout
+from daimlib.data.f30k_like import make_coco_layout, make_f30k_layout
 from daimlib.data.images import DatasetFormatError, ImageNotFoundError, load_image, unwrap_worker_error
 from daimlib.data.karpathy import KarpathySplit, load_karpathy, read_karpathy_json
 from daimlib.data.layout import (
@@ -33,7 +33,7 @@ __all__ = [
     "COCO_IDS", "CocoIdSplit", "load_coco_ids", "has_coco_id_layout",
     "CaptionDataset", "ImageDataset", "TextDataset", "build_transforms", "collate",
     "DemoSpec", "caption_is_true", "caption_match_counts", "caption_uniqueness", "make_demo_dataset",
-    "render_scene", "make_f30k_layout", "DatasetFormatError", "ImageNotFoundError", "load_image",
+    "render_scene", "make_f30k_layout", "make_coco_layout", "DatasetFormatError", "ImageNotFoundError", "load_image",
     "unwrap_worker_error",
     "KarpathySplit", "load_karpathy", "read_karpathy_json",
     "LAYOUTS", "data_identity", "describe_data", "detect_layout", "load_split", "resolve_layout", "Split", "clean_caption", "first_images",

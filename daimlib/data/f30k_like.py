@@ -10,6 +10,11 @@ the way Flickr30K's are ("A small red circle to the left of a big blue square.")
 
 A hidden ``.daim_generated.json`` beside them records the arguments, so a second call with the same
 arguments reuses the folder and a folder the generator did not write is never overwritten.
+
+:func:`make_coco_layout` writes the same pictures and captions in the MSCOCO Karpathy layout
+(``dataset_coco.json`` with ``filepath``/``cocoid``, ``images/train2014/`` and ``images/val2014/``,
+COCO file names): with 5,000 test images it is a stand-in of the COCO 5K test on which COCO 1K
+(5 folds) and COCO 5K are defined.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from daimlib.data.demo import DemoSpec, make_captions, next_scene, render_scene
 FLICKR_SIZES = ((500, 333), (500, 375), (375, 500), (333, 500), (500, 281), (500, 400))  # (width, height)
 MARKER = ".daim_generated.json"
 JSON_NAME = "dataset_flickr30k.json"
+COCO_JSON_NAME = "dataset_coco.json"
 
 
 def _flickr_text(text: str) -> tuple[str, list[str]]:
@@ -51,27 +57,46 @@ def _picture(scene: dict, size: tuple[int, int], base: int) -> Image.Image:
     return canvas
 
 
-def _check_target(dst: Path, args: dict, overwrite: bool) -> bool:
+def _check_target(dst: Path, args: dict, overwrite: bool, json_name: str = JSON_NAME) -> bool:
     """True when ``dst`` already holds this exact folder; refuse a folder the generator did not write."""
     marker = dst / MARKER
     if not dst.exists() or not any(dst.iterdir()):
         return False
     if not marker.is_file():
         raise FileExistsError(
-            f"{dst.name}/ is not empty and was not written by make_f30k_layout (no {MARKER}); it may be your "
-            "data: choose an empty or new folder"
+            f"{dst.name}/ is not empty and was not written by make_f30k_layout or make_coco_layout (no {MARKER}); "
+            "it may be your data: choose an empty or new folder"
         )
     try:
         same = json.loads(marker.read_text(encoding="utf-8")) == args
     except json.JSONDecodeError:
         same = False
-    if same and (dst / JSON_NAME).is_file() and not overwrite:
+    if same and (dst / json_name).is_file() and not overwrite:
         return True
-    for name in (JSON_NAME, MARKER):
+    for name in (JSON_NAME, COCO_JSON_NAME, MARKER):
         (dst / name).unlink(missing_ok=True)
     for folder in ("images", "flickr30k-images"):
         shutil.rmtree(dst / folder, ignore_errors=True)
     return False
+
+
+def _scene_records(rng: random.Random, spec: DemoSpec, sizes: dict[str, int], progress: bool, desc: str):
+    """``(split, scene, photo size, captions)`` for ``sizes[split]`` new scenes per split, in order."""
+    bar = tqdm(total=sum(sizes.values()), desc=desc, disable=not progress, leave=False)
+    for split, n in sizes.items():
+        made: list[dict] = []
+        seen: set[tuple] = set()
+        for _ in range(n):
+            scene = next_scene(rng, spec, made, seen)
+            size = FLICKR_SIZES[rng.randrange(len(FLICKR_SIZES))]
+            yield (
+                split,
+                scene,
+                size,
+                [_flickr_text(text) for text, _claims in make_captions(rng, scene, spec)],
+            )
+            bar.update()
+    bar.close()
 
 
 def make_f30k_layout(
@@ -130,5 +155,54 @@ def make_f30k_layout(
     bar.close()
     json_path = dst / JSON_NAME
     json_path.write_text(json.dumps({"images": records, "dataset": "flickr30k"}), encoding="utf-8")
+    (dst / MARKER).write_text(json.dumps(args) + "\n", encoding="utf-8")
+    return json_path
+
+
+def make_coco_layout(
+    dst: str | Path,
+    n_train: int = 1000,
+    n_val: int = 100,
+    n_test: int = 5000,
+    seed: int = 0,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> Path:
+    """Write an MSCOCO-layout folder of ``n_train``/``n_val``/``n_test`` images; return its JSON path.
+
+    ``dataset_coco.json`` as Karpathy's (``filepath`` ``train2014``/``val2014``, ``filename``
+    ``COCO_<year>_<12-digit id>.jpg``, ``cocoid``, ``imgid``, ``sentids``, ``split``, ``sentences``;
+    ``"dataset": "coco"``), the train images under ``images/train2014/``, val and test under
+    ``images/val2014/`` as in COCO; the pictures and captions are the demo's (:func:`make_f30k_layout`).
+    The default 5,000 test images are the size of the COCO 5K test (COCO 1K = its 5 folds), about 25 s.
+    The same arguments give the same files; a folder made with them is reused unless ``overwrite``.
+    """
+    sizes = {"train": n_train, "val": n_val, "test": n_test}
+    if any(not isinstance(n, int) or n < 1 for n in sizes.values()):
+        raise ValueError(f"n_train, n_val and n_test must be positive integers, got {tuple(sizes.values())}")
+    dst = Path(dst)
+    args = {"layout": "coco", **{f"n_{k}": v for k, v in sizes.items()}, "seed": seed}
+    if _check_target(dst, args, overwrite, COCO_JSON_NAME):
+        return dst / COCO_JSON_NAME
+    spec = DemoSpec()
+    rng = random.Random(seed)
+    ids = rng.sample(range(1, 600_000), sum(sizes.values()))  # distinct COCO-like image ids
+    records, sentid = [], 0
+    for imgid, (split, scene, size, caps) in enumerate(
+        _scene_records(rng, spec, sizes, progress, "coco-like images")
+    ):
+        year = "train2014" if split == "train" else "val2014"
+        fname = f"COCO_{year}_{ids[imgid]:012d}.jpg"
+        (dst / "images" / year).mkdir(parents=True, exist_ok=True)
+        _picture(scene, size, spec.image_size).save(dst / "images" / year / fname, format="JPEG", quality=90)
+        sents = [
+            {"tokens": tokens, "raw": raw, "imgid": imgid, "sentid": sentid + k}
+            for k, (raw, tokens) in enumerate(caps)
+        ]
+        sentid += len(sents)
+        records.append({"filepath": year, "sentids": [x["sentid"] for x in sents], "filename": fname,
+                        "imgid": imgid, "split": split, "sentences": sents, "cocoid": ids[imgid]})  # fmt: skip
+    json_path = dst / COCO_JSON_NAME
+    json_path.write_text(json.dumps({"images": records, "dataset": "coco"}), encoding="utf-8")
     (dst / MARKER).write_text(json.dumps(args) + "\n", encoding="utf-8")
     return json_path

@@ -180,7 +180,8 @@ def load_tokenizer(
             f"cannot load the tokenizer {source!r} from the Hugging Face hub or its cache "
             f"({'offline: cache only' if local_files_only else type(e).__name__}). "
             f"Without internet, download it elsewhere (AutoTokenizer.from_pretrained({source!r})"
-            ".save_pretrained(folder)), copy the folder here and set text.tokenizer (or text.weights) to it"
+            ".save_pretrained(folder)), copy the folder here and point text.tokenizer at it: --set "
+            "text.tokenizer=FOLDER (train, evaluate), or --text-weights FOLDER (train) for a BERT folder with its tokenizer"
         ) from e
 
 
