@@ -446,7 +446,9 @@ def test_default_source_calls_the_hub_with_the_pinned_repo_and_revision(tmp_path
     res = gd.get_data(name, tmp_path / "out", progress=False)
     assert calls == [{"repo_id": target.hub.repo_id, "repo_type": "dataset", "revision": target.hub.revision,
                       "allow_patterns": list(target.hub.allow_patterns)}]  # fmt: skip
-    assert res.source == f"hf://datasets/{target.hub.repo_id}"
+    assert res.source == f"hf://datasets/{target.hub.repo_id}@{target.hub.revision}"
+    with pytest.raises(FileExistsError, match="holds .* from hf://datasets/.*@.*, not .*@v2"):  # other files
+        gd.get_data(name, tmp_path / "out", revision="v2", progress=False)
     assert {"flickr8k": "jxie/flickr8k", "flickr30k": "nlphuji/flickr30k", "coco": "bitmind/MS-COCO"}[name] == (
         target.hub.repo_id)  # fmt: skip
     if name == "flickr30k":
@@ -468,7 +470,10 @@ def test_offline_default_fails_with_the_command_to_run(tmp_path, monkeypatch, ca
     assert (
         "outgoing traffic has been disabled" in msg
     )  # huggingface_hub's own offline refusal: no request made
-    assert "hf download nlphuji/flickr30k --repo-type dataset --revision 2b239be" in msg
+    assert (
+        "hf download nlphuji/flickr30k flickr_annotations_30k.csv flickr30k-images.zip --repo-type dataset "
+        "--revision 2b239befc81b6e3f035ce6bd52f5f4d60f5625f7 --local-dir flickr30k-src"
+    ) in msg
     assert f"python -m daimlib get-data flickr30k --out {tmp_path / 'out'} --from flickr30k-src" in msg
     assert "dataset_flickr30k.json" in msg  # the original distribution, as the other way
     assert not (tmp_path / "out").exists()
@@ -483,8 +488,24 @@ def test_network_error_becomes_the_offline_message(tmp_path, monkeypatch):
         raise ConnectionError("Failed to resolve 'huggingface.co'")
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", no_network)
-    with pytest.raises(gd.HubUnreachableError, match="(?s)Failed to resolve.*--from coco-src"):
+    with pytest.raises(gd.HubUnreachableError, match="(?s)Failed to resolve.*--from coco-src") as err:
         gd.get_data("coco", tmp_path / "out", progress=False)
+    assert 'hf download bitmind/MS-COCO --include "data/*.parquet" --repo-type dataset --revision main' in str(
+        err.value)  # fmt: skip
+
+
+def test_a_full_disk_during_download_is_not_called_offline(tmp_path, monkeypatch):
+    import errno
+
+    import huggingface_hub
+
+    def disk_full(**kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "cache"))
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", disk_full)
+    with pytest.raises(OSError) as err:
+        gd.get_data("flickr8k", tmp_path / "out", progress=False)
+    assert err.value.errno == errno.ENOSPC and not isinstance(err.value, gd.GetDataError)
 
 
 def test_a_missing_local_folder_given_as_source_is_named(tmp_path, monkeypatch):
