@@ -413,6 +413,29 @@ def test_missing_images_of_a_karpathy_json_are_listed(tmp_path):
         gd.get_data("flickr30k", tmp_path / "out", source=str(src), progress=False)
 
 
+def test_one_file_name_in_two_splits_or_for_two_images_is_refused(tmp_path):
+    recs = _records(F30K)
+    recs[9]["filename"] = recs[0]["filename"]  # a test image named as a train image
+    with pytest.raises(
+        DatasetFormatError, match=f"image {recs[0]['filename']} is in split 'train' and again in 'test'"
+    ):
+        gd.get_data(
+            "flickr30k",
+            tmp_path / "a",
+            source=str(make_nlphuji_parquet(tmp_path / "s1", recs)),
+            progress=False,
+        )
+    recs = _records(F30K)
+    recs[1]["filename"] = recs[0]["filename"]  # two train images, one name
+    with pytest.raises(DatasetFormatError, match=f"two different images are named {recs[0]['filename']}"):
+        gd.get_data(
+            "flickr30k",
+            tmp_path / "b",
+            source=str(make_nlphuji_parquet(tmp_path / "s2", recs)),
+            progress=False,
+        )
+
+
 def test_unknown_folder_says_what_each_format_needs(tmp_path):
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "notes.txt").write_text("x")

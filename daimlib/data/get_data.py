@@ -294,6 +294,7 @@ def _convert(target: Target, source: Source, out: Path, progress: bool):
     """Write every image of the source (skipping finished ones); return the records and the counts."""
     image_root = out / target.image_dir
     records: dict = {}
+    taken: set[Path] = set()
     written = skipped = 0
     bar = tqdm(total=count_items(source), unit="item", desc=f"{target.name}: images",
                disable=not progress, dynamic_ncols=True)  # fmt: skip
@@ -303,6 +304,10 @@ def _convert(target: Target, source: Source, out: Path, progress: bool):
         if not new:
             continue
         path = image_root / _safe_relpath(target, rec, item.where)
+        if path in taken:
+            raise DatasetFormatError(f"{item.where}: a second image would be written to {path.relative_to(out)}; "
+                                     "image file names must be unique in the dataset")  # fmt: skip
+        taken.add(path)
         if _is_done(path, item.size):
             skipped += 1
             continue
