@@ -403,6 +403,19 @@ def test_test_image_with_four_captions_fails_verification(tmp_path):
         gd.get_data("flickr8k", tmp_path / "out", source=str(src), progress=False)
 
 
+def test_a_train_image_without_captions_fails_verification(tmp_path):
+    recs = _records(F30K)
+    recs[1]["captions"] = []
+    src = make_karpathy(
+        tmp_path / "src", recs, "flickr30k", "dataset_flickr30k.json", "flickr30k-images", False
+    )
+    with pytest.raises(
+        DatasetFormatError,
+        match=f"1 images in dataset_flickr30k.json have no caption \\({recs[1]['filename']}\\)",
+    ):
+        gd.get_data("flickr30k", tmp_path / "out", source=str(src), progress=False)
+
+
 def test_missing_images_of_a_karpathy_json_are_listed(tmp_path):
     recs = _records(F30K)
     src = make_karpathy(

@@ -341,6 +341,12 @@ def _image_problem(path: Path) -> str | None:
 
 
 def _check_captions(annotation: dict, json_name: str) -> None:
+    bare = [r["filename"] for r in annotation["images"] if not r["sentences"]]
+    if bare:
+        raise DatasetFormatError(
+            f"verification failed: {len(bare)} images in {json_name} have no caption ({', '.join(bare[:5])}"
+            f"{' ...' if len(bare) > 5 else ''}); the source lacks their captions: check it"
+        )
     short = [(r["split"], r["filename"], len(r["sentences"])) for r in annotation["images"]
              if r["split"] in ("val", "test") and len(r["sentences"]) < 5]  # fmt: skip
     if short:
