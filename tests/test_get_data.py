@@ -581,3 +581,22 @@ def test_cli_ctrl_c_exits_130_and_says_how_to_continue(tmp_path, monkeypatch, ca
     monkeypatch.setattr(gd, "get_data", interrupted)
     assert main(["get-data", "coco", "--out", str(tmp_path / "out"), "-q"]) == 130
     assert "run the same command to continue" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["parquet", "karpathy"])
+def test_the_flickr8k_sized_standin_script_converts_to_karpathy_sizes(tmp_path, fmt):
+    """scripts/f8k_standin.py (the source of the speed figures in data/README.md), at a tiny image size."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "f8k_standin", Path(__file__).parents[1] / "scripts" / "f8k_standin.py"
+    )
+    standin = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(standin)
+    assert standin.main([str(tmp_path / "src"), "--format", fmt, "--size", "16x12"]) == 0
+    res = gd.get_data("flickr8k", tmp_path / "out", source=str(tmp_path / "src"), progress=False)
+    assert res.counts == gd.TARGETS["flickr8k"].sizes == {"train": 6000, "val": 1000, "test": 1000}
+    assert res.written == 8000 and res.notes[0].startswith("the split sizes are Karpathy's")
+    test = load_split(tmp_path / "out", "test")
+    assert test.n_captions == 5000 and test.captions[0].startswith("A photograph numbered 7000,")
