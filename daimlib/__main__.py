@@ -393,9 +393,7 @@ def cmd_train(args) -> int:
         cfg, args.data_root, args.out, resume=args.resume, device=args.device, progress=not args.quiet,
         eval_split=None if args.no_val else cfg.data.val_split, overwrite=args.overwrite,
     )  # fmt: skip
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun rank 0 prints (train() has left the group)
         return 0
     print(f"{res.stopped}: {res.global_step} steps; run folder {display_path(res.out_dir)}")
     if res.best_metrics:
@@ -438,8 +436,7 @@ def cmd_evaluate(args) -> int:
     subset = "" if args.images is None else f" (first {split.n_images} images)"
     table.index = [f"{cfg.name} {args.split}{subset}, {table.index[0]}"]
     _print_table(table, f"{display_path(args.checkpoint)}:")
-    ckpt = Path(args.checkpoint)
-    stem = ckpt.resolve().parent / f"eval_{ckpt.resolve().name}_{part}_{args.protocol}"
+    stem = eval_stem(args.checkpoint, f"{part}_{args.protocol}")
     written = write_table(table, stem, caption=f"{cfg.name}, {args.split} split{subset}, {table.index[0]}")
     record = {
         "checkpoint": display_path(args.checkpoint), "split": args.split, "images": args.images,
@@ -449,8 +446,32 @@ def cmd_evaluate(args) -> int:
         "data": data_identity(split), "metrics": {k: float(v) for k, v in metrics.items()},
     }  # fmt: skip
     stem.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+    if stem.parent != Path(args.checkpoint).resolve().parent:
+        print(f"note: {display_path(args.checkpoint)} is a shipped model (tracked by git); its results go to the "
+              f"ignored folder {display_path(stem.parent)}", file=sys.stderr)  # fmt: skip
     print("written: " + ", ".join(display_path(p) for p in [*written, stem.with_suffix(".json")]))
     return 0
+
+
+def eval_stem(checkpoint: str | os.PathLike, part: str) -> Path:
+    """Where ``evaluate`` writes ``eval_<checkpoint>_<part>.*``: beside the checkpoint folder, except for a
+    shipped model under the repository's tracked ``models/`` (its results go to the ignored
+    ``<output root>/runs/eval/<model>/``, so a clone stays clean; ``DAIM_OUTPUT_DIR`` moves it)."""
+    from .paths import _root_or_none, output_root
+
+    ckpt = Path(checkpoint).resolve()
+    name = f"eval_{ckpt.name}_{part}"
+    root = _root_or_none()
+    if root is not None:
+        try:
+            rel = ckpt.parent.relative_to((root / "models").resolve())
+        except ValueError:
+            rel = None
+        if rel is not None:
+            folder = output_root() / "runs" / "eval" / "models" / rel
+            folder.mkdir(parents=True, exist_ok=True)
+            return folder / name
+    return ckpt.parent / name
 
 
 def cmd_ablate(args) -> int:
@@ -608,9 +629,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # a disk the user's folder is on: full, read-only, not writable
+        import errno
+
+        where = f" {display_path(e.filename)}" if e.filename else ""
+        if e.errno in (errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR):  # a path the file system refuses
+            what = {errno.ENAMETOOLONG: "a name in the path is longer than the file system allows (255 bytes)",
+                    errno.ENOTDIR: "a part of the path is a file, not a folder",
+                    errno.EISDIR: "it is a folder where a file was expected"}[e.errno]  # fmt: skip
+            print(f"error: cannot use{where}: {what}; choose another path", file=sys.stderr)
+            return 2
         if e.errno not in DISK_ERRNOS:
             raise
-        where = f" {display_path(e.filename)}" if e.filename else ""
         print(f"error: cannot write{where}: {e.strerror}; free space, make the folder writable or choose another "
               "folder", file=sys.stderr)  # fmt: skip
         return 2

@@ -93,6 +93,15 @@ def _tensorboard_writer(folder: Path, purge_step: int | None):
             "train.tensorboard=true needs the tensorboard package, which is not installed; "
             "pip install tensorboard, or set train.tensorboard=false"
         ) from e
+    if folder.is_symlink() and not folder.exists():
+        raise ValueError(
+            f"{folder.parent.name}/{folder.name} is a symbolic link to {os.readlink(folder)}, which does not exist "
+            "(a dangling link): TensorBoard cannot write there. Create that folder, remove the link, or set "
+            "train.tensorboard=false"
+        )
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{folder.parent.name}/{folder.name} is a file, not a folder: TensorBoard cannot write "
+                         "there; move it away or set train.tensorboard=false")  # fmt: skip
     return SummaryWriter(log_dir=str(folder), purge_step=purge_step)
 
 

@@ -52,12 +52,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from tqdm.auto import tqdm
 
-from . import runs
+from . import runlock, runs
 from .checkpoint import CheckpointError, display_path, load_checkpoint, read_meta, save_checkpoint
 from .config import DAIMConfig
 from .data import CaptionDataset, build_transforms, collate, first_images, load_split, load_tokenizer
 from .encoders import image_pretrained, text_pretrained
-from .evaluate import default_protocols, evaluate
+from .evaluate import MIN_IMAGES, default_protocols, degenerate_problem, evaluate
 from .history import EPOCHS_CSV, STEP_COLUMNS, STEPS_CSV, HistoryLogger, read_csv
 from .losses import MatchingLoss
 from .metrics import METRIC_KEYS
@@ -424,6 +424,9 @@ def _build(cfg, data_root, out_dir, device, dd, eval_split, use_pretrained, prog
     val_split = load_split(cfg.data, data_root, eval_split) if eval_split is not None else None
     if val_split is not None and cfg.train.val_images is not None:
         val_split = first_images(val_split, cfg.train.val_images)
+    if val_split is not None and val_split.n_images < MIN_IMAGES:  # best could never improve (issue 28)
+        raise ValueError(f"validation on {eval_split!r} cannot select a best checkpoint: {degenerate_problem(val_split.n_images)}"
+                         " (data.val_split, train.val_images), or train without validation (--no-val)")  # fmt: skip
     optimizer = _optimizer(cfg, model)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.train.lr_step, gamma=cfg.train.lr_gamma)
     amp_dtype, use_scaler = _amp(cfg, device)
@@ -746,10 +749,13 @@ def _prepare_out_dir(out_dir: Path, cfg, data_root, eval_split, resume: bool, ov
         if main and not (last_dir / "meta.json").is_file():
             _restore_backup(last_dir)
         return "resume"
-    if not out_dir.exists() or not any(out_dir.iterdir()):
+    problem = runs.checkpoint_folder_problem(out_dir)
+    if problem:
+        raise FileExistsError(problem)
+    if not out_dir.exists() or not any(p.name != runlock.LOCK_NAME for p in out_dir.iterdir()):
         return "fresh"
     if not runs.is_kit_run(out_dir):
-        shown = ", ".join(sorted(p.name for p in out_dir.iterdir())[:5])
+        shown = ", ".join(sorted(p.name for p in out_dir.iterdir() if p.name != runlock.LOCK_NAME)[:5])
         raise FileExistsError(
             f"{display_path(out_dir)} is not empty and is not a DAIM Kit run folder (it holds {shown}); "
             "nothing was changed. Choose a new or empty --out."
@@ -786,6 +792,24 @@ def _finished_result(out_dir: Path, cfg: DAIMConfig, device) -> TrainResult:
 
 
 def train(
+    cfg: DAIMConfig,
+    data_root: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    resume: bool = False,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    eval_split: str | None = "val",
+    pretrained: bool | None = None,
+    overwrite: bool = False,
+) -> TrainResult:
+    """:func:`_train` while owning ``out_dir`` (:func:`daimlib.runlock.run_folder`: one writer per folder,
+    a second ``train`` on it fails at once naming the holder; a failed start leaves no empty folder)."""
+    with runlock.run_folder(out_dir, "train", enabled=int(os.environ.get("RANK", "0")) == 0):
+        return _train(cfg, data_root, out_dir, resume=resume, device=device, progress=progress,
+                      eval_split=eval_split, pretrained=pretrained, overwrite=overwrite)  # fmt: skip
+
+
+def _train(
     cfg: DAIMConfig,
     data_root: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -840,11 +864,11 @@ def train(
                               epoch=state.epoch, eval_split=eval_split,
                               extra={"signal": ctx.signals.requested if ctx.signals else None})  # fmt: skip
 
+    record("running", st)  # first: run.json is the marker by which --overwrite knows a kit run folder
     if dd.main:
         cfg.to_json(out_dir / "config.json")
     ctx.history = HistoryLogger(out_dir, dd.main, flush_every=cfg.train.log_every, resume_rows=rows,
                                 tensorboard=cfg.train.tensorboard, global_step=st.global_step)  # fmt: skip
-    record("running", st)
     stopped = _run(ctx, st, record)
     record(stopped, st)
     if dd.enabled:
