@@ -186,7 +186,8 @@ def _add_train(sub, common) -> None:
         "OUT/history_epochs.csv (validation recalls per epoch) and the checkpoints OUT/last and OUT/best "
         "(best validation R@1 sum or RSUM, see train.select_on). Ctrl-C or SIGTERM stops after the current "
         "step and writes OUT/last; --resume continues from it exactly. A non-empty --out is refused unless it "
-        "holds a finished run of the same config and data (then nothing is trained) or --overwrite is given. "
+        "holds a finished run of the same config and data (then nothing is trained) or --overwrite is given; a "
+        "second train on the same --out stops at once (the folder is locked while written). "
         "Under torchrun every process trains a shard of each epoch.",
     )
     p.add_argument("--preset", default=None, help="preset name (python -m daimlib presets); or give --config")
@@ -212,7 +213,8 @@ def _add_evaluate(sub, common) -> None:
         "size the table is labelled with its real sizes (--strict refuses). Ties never help: a negative "
         "scored exactly like the positive ranks above it (--ties optimistic for the opposite). Prints "
         "R@1/5/10 in both directions and RSUM, and writes eval_<checkpoint>_<split>_<protocol>.csv/.md/.tex/"
-        ".json beside the checkpoint folder (OUT/eval_best_test_f30k.* for OUT/best; nothing inside it), "
+        ".json beside the checkpoint folder (OUT/eval_best_test_f30k.* for OUT/best; nothing inside it; for a "
+        "shipped model under models/, in the ignored runs/eval/models/<name>/), "
         "the .json with the data's identity (layout, annotation file sha256) and the split sizes. --images N "
         "scores the first N images of the split only (a quick check, or the fit on the training split).",
     )

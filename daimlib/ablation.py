@@ -49,7 +49,7 @@ from . import train as _training
 from .checkpoint import display_path, load_model, scoring_tokenizer
 from .config import DAIMConfig, load_preset
 from .data import load_split
-from .evaluate import default_protocols, evaluate
+from .evaluate import MIN_IMAGES, default_protocols, degenerate_problem, evaluate
 
 log = logging.getLogger("daimlib.ablation")
 
@@ -309,6 +309,10 @@ def ablate(
     if jobs > 1 and overrides.get("train.max_minutes") is not None:
         raise ValueError("jobs > 1 with a train.max_minutes budget: runs at once share the CPU, so each would "
                          "train less; give the budget as train.max_steps")  # fmt: skip
+    base = load_preset(preset, **overrides)
+    n_eval = load_split(data_root, eval_split, base.data, check_files=False).n_images
+    if n_eval < MIN_IMAGES:  # every rank 1: each variant would score RSUM 600 (issue 28)
+        raise ValueError(f"ablate on the {eval_split!r} split: {degenerate_problem(n_eval)} (--split)")
     out_dir = Path(out_dir)
     with runlock.run_folder(out_dir, "ablate"):  # one ablation per folder at a time (issue 28)
         tasks = [(preset, v, s, data_root, out_dir, eval_split, progress and jobs == 1, overrides)

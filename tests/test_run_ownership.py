@@ -10,12 +10,13 @@ import os
 import socket
 import subprocess
 import sys
+import time
 import warnings
 
 import pytest
 import torch
 
-from daimlib import runlock
+from daimlib import runlock, runs
 from daimlib import train as train_mod
 from daimlib.__main__ import main
 from daimlib.checkpoint import (
@@ -87,6 +88,27 @@ def test_a_second_train_on_a_folder_in_use_fails_at_once_naming_the_holder(demo_
     assert {p: (out / p).read_bytes() for p in _listing(out)} == before  # nothing written, the lock kept
     with pytest.raises(runlock.RunBusyError, match=f"pid {live_pid}"):
         train(_cfg(), demo_root, out, progress=False, overwrite=True)
+
+
+@pytest.mark.slow  # two real processes: ~25 s
+def test_two_trainings_on_one_out_the_second_stops_at_once_and_nothing_is_mixed(demo_root, tmp_path):
+    out = tmp_path / "run"
+    base = [sys.executable, "-m", "daimlib", "train", "--preset", "demo", "--data-root", str(demo_root), "--out",
+            str(out), "-q", "--no-val", "--set", "train.batch_size=8", "data.train_split=val", "train.freeze_epochs=0",
+            "train.epochs=40", "train.max_steps=60"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.Popen(base, env=env, stderr=subprocess.PIPE, text=True)
+    for _ in range(600):
+        if (out / runlock.LOCK_NAME).exists() or first.poll() is not None:
+            break
+        time.sleep(0.1)
+    second = subprocess.run([*base, "train.seed=1"], env=env, capture_output=True, text=True, timeout=300)
+    assert first.poll() is None, "the first run ended before the second started: the test proves nothing"
+    assert second.returncode == 2 and f"is in use by train (pid {first.pid}" in second.stderr
+    assert first.wait(timeout=600) == 0, first.stderr.read()
+    lines = (out / "history_steps.csv").read_text().splitlines()
+    assert len(lines) == 61 and sum(line == lines[0] for line in lines) == 1  # one header, one run's rows
+    assert runs.read_record(out)["config"]["train"]["seed"] == 0 and not (out / runlock.LOCK_NAME).exists()
 
 
 def test_the_lock_is_held_while_training_and_released_on_every_exit(demo_root, tmp_path, monkeypatch):
@@ -211,10 +233,17 @@ def test_meta_json_files_as_a_list_is_a_named_error(demo_ckpt):
 
 
 def test_a_one_image_validation_split_is_refused_for_best_selection(demo_root, tmp_path):
+    from daimlib.ablation import ablate
+
     out = tmp_path / "run"
     with pytest.raises(ValueError, match=r"cannot select a best checkpoint: a split of 1 image.*every rank is 1"):
         train(_cfg(**{"train.val_images": 1}), demo_root, out, progress=False, eval_split="test")
     assert not out.exists()
+    one_val = tmp_path / "one_val"
+    make_demo_dataset(one_val, size=(5, 1, 5), progress=False)
+    with pytest.raises(ValueError, match=r"ablate on the 'val' split: a split of 1 image\(s\) is degenerate"):
+        ablate("demo", ["baseline"], 1, one_val, tmp_path / "abl", eval_split="val", progress=False)
+    assert not (tmp_path / "abl").exists()
 
 
 def test_a_one_image_test_split_is_labelled_degenerate(demo_root, capsys):
