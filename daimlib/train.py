@@ -453,6 +453,7 @@ def _restore(ctx: _Loop, last_dir: Path) -> tuple[TrainState, tuple[int, int]]:
             f"loss depend on it. Resume with --set train.batch_size={saved_cfg.train.batch_size}, or start a "
             "new run in another --out."
         )
+    _keep_run_tokenizer(ctx, last_dir)
     changed = {k: v for k, v in saved_cfg.diff(cfg).items() if k.startswith("train.")}
     if changed:
         log.info("resuming with changed training settings: %s", changed)
@@ -472,6 +473,22 @@ def _restore(ctx: _Loop, last_dir: Path) -> tuple[TrainState, tuple[int, int]]:
                     len(rngs), ctx.dd.world)  # fmt: skip
     log.info("resumed from %s at epoch %d, step %d", display_path(last_dir), st.epoch, st.global_step)
     return st, (int(state["steps_rows"]), int(state["epochs_rows"]))
+
+
+def _keep_run_tokenizer(ctx: _Loop, last_dir: Path) -> None:
+    """A resumed run goes on with the vocabulary it was trained with (``last/tokenizer``), even when the
+    data folder's tokenizer has changed since (issue 28): captions are tokenized again with it."""
+    from .checkpoint import load_checkpoint_tokenizer  # noqa: PLC0415 - kept beside its one use
+    from .data import tokenize  # noqa: PLC0415
+
+    saved = load_checkpoint_tokenizer(last_dir)
+    if saved is None or saved.get_vocab() == ctx.tokenizer.get_vocab():
+        return
+    log.warning("the data's tokenizer differs from the one %s was trained with: continuing with the run's own "
+                "(%s)", display_path(last_dir.parent), display_path(last_dir / "tokenizer"))  # fmt: skip
+    ctx.tokenizer = saved
+    ds = ctx.dataset
+    ds.input_ids, ds.attention_mask = tokenize(saved, ds.split.captions, ctx.cfg.text.max_len)
 
 
 def save_last(ctx: _Loop, st: TrainState, stopped: str, gather: bool = True) -> None:
@@ -757,8 +774,9 @@ def _prepare_out_dir(out_dir: Path, cfg, data_root, eval_split, resume: bool, ov
     if not runs.is_kit_run(out_dir):
         shown = ", ".join(sorted(p.name for p in out_dir.iterdir() if p.name != runlock.LOCK_NAME)[:5])
         raise FileExistsError(
-            f"{display_path(out_dir)} is not empty and is not a DAIM Kit run folder (it holds {shown}); "
-            "nothing was changed. Choose a new or empty --out."
+            f"{display_path(out_dir)} is not empty and is not a DAIM Kit run folder (it holds {shown}, but no "
+            "run record run.json, the marker a kit run writes first); nothing was changed. Choose a new or empty "
+            "--out."
         )
     if overwrite:
         if main:

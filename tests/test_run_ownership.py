@@ -305,6 +305,23 @@ def test_the_widget_and_scorers_use_the_checkpoints_tokenizer(demo_root, tmp_pat
     assert scoring_tokenizer(None, cfg, demo_root).get_vocab() == data_tok.get_vocab()
 
 
+@pytest.mark.slow  # two one-step runs: ~8 s
+def test_a_resumed_run_keeps_the_vocabulary_it_was_trained_with(demo_root, tmp_path, caplog):
+    import shutil
+
+    out, data = tmp_path / "run", tmp_path / "data"
+    shutil.copytree(demo_root, data)
+    train(_cfg(**{"train.epochs": 2}), data, out, progress=False, eval_split=None)
+    trained_with = load_checkpoint_tokenizer(out / "last").get_vocab()
+    shutil.rmtree(data / "tokenizer")
+    other = _permuted_tokenizer(demo_root, data / "tokenizer")  # the data folder's vocabulary changed since
+    assert other.get_vocab() != trained_with
+    res = train(_cfg(**{"train.epochs": 2, "train.max_steps": 2}), data, out, progress=False, eval_split=None,
+                resume=True)  # fmt: skip
+    assert res.global_step == 2 and "continuing with the run's own" in caplog.text
+    assert load_checkpoint_tokenizer(out / "last").get_vocab() == trained_with
+
+
 def test_widget_arguments_out_of_range_are_refused_like_image_to_text(demo_root):
     from daimlib.widgets import ModelChoice, build_index, image_to_text, text_to_image, word_attention
 
