@@ -406,8 +406,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .checkpoint import load_checkpoint, load_checkpoint_tokenizer
-    from .data import load_split, load_tokenizer
+    from .checkpoint import load_checkpoint, scoring_tokenizer
+    from .data import load_split
     from .data.split import first_images
     from .evaluate import data_identity, evaluate, protocol_problem
     from .paths import display_path
@@ -431,7 +431,7 @@ def cmd_evaluate(args) -> int:
         )
     if problem:
         print(f"note: {problem}; the table is labelled with the real sizes", file=sys.stderr)
-    tokenizer = load_checkpoint_tokenizer(args.checkpoint) or load_tokenizer(cfg.text, args.data_root)
+    tokenizer = scoring_tokenizer(args.checkpoint, cfg, args.data_root)  # the checkpoint's own, never the hub
     metrics, table = evaluate(model, split, tokenizer, cfg, protocol=args.protocol, device=device,
                               batch_size=args.batch_size, progress=not args.quiet, ties=args.ties,
                               features=args.features)  # fmt: skip

@@ -117,8 +117,19 @@ def scoring_tokenizer(directory: str | os.PathLike | None, cfg: DAIMConfig, data
     config's."""
     from .data import load_tokenizer
 
-    saved = load_checkpoint_tokenizer(directory) if directory is not None and has_tokenizer(directory) else None
-    return saved if saved is not None else load_tokenizer(cfg.text, data_root, data_cfg=cfg.data)
+    if directory is None:
+        return load_tokenizer(cfg.text, data_root, data_cfg=cfg.data)
+    saved = load_checkpoint_tokenizer(directory) if has_tokenizer(directory) else None
+    if saved is not None:
+        return saved
+    try:
+        with no_hub():  # scoring a checkpoint never goes online (issue 28)
+            return load_tokenizer(cfg.text, data_root, data_cfg=cfg.data)
+    except OSError as e:
+        raise CheckpointError(
+            f"{display_path(directory)} carries no tokenizer/ folder, and the tokenizer its config names is not "
+            f"on this machine ({e})"
+        ) from e
 
 
 def load_model(directory: str | os.PathLike, device: str | torch.device = "cpu") -> torch.nn.Module:

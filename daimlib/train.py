@@ -665,13 +665,14 @@ def validate_and_checkpoint(ctx: _Loop, st: TrainState) -> None:
         metrics = {k: float(v) for k, v in metrics.items()}
         score = selection_score(metrics, tc.select_on)
         row.update(metrics, select=score)
-        if score > st.best_score:
+        improved = score > st.best_score
+        if improved:
             if ctx.dd.main:  # best first: a row on disk means its best is too
                 save_checkpoint(ctx.out_dir / "best", ctx.model, ctx.cfg, loss=ctx.loss_fn, tokenizer=ctx.tokenizer,
                                 meta=dict(kind="best", epoch=epoch, step=st.global_step, select_on=tc.select_on,
                                           metrics=metrics))  # fmt: skip
             st.best_score, st.best_epoch, st.best_metrics = score, epoch, metrics
-        row["best"] = st.best_epoch == epoch
+        row["best"] = improved  # this row saved best/ (an epoch's complete row after its partial one may not)
     elif ctx.val_split is not None:  # the same columns in every row: the CSV's header is its first row's
         row.update(dict.fromkeys(METRIC_KEYS, float("nan")), select=float("nan"), best=False)
     row.update(epoch_s=pending["epoch_s"], elapsed_min=ctx.elapsed() / 60)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 from pathlib import Path
@@ -17,7 +18,14 @@ from safetensors import SafetensorError
 
 from daimlib import checkpoint_io
 from daimlib.__main__ import eval_stem, main
-from daimlib.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
+from daimlib.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_config,
+    load_model,
+    save_checkpoint,
+    scoring_tokenizer,
+)
 from daimlib.config import load_preset
 from daimlib.data import DatasetFormatError, load_split, load_tokenizer, make_demo_dataset
 from daimlib.history import HistoryLogger
@@ -144,14 +152,19 @@ def test_non_finite_weights_are_named_not_blamed_on_captions(ckpt):
     assert "empty caption" not in str(err.value)
 
 
+def _edit_meta(folder, fn):
+    meta = json.loads((folder / "meta.json").read_text())
+    fn(meta)
+    (folder / "meta.json").write_text(json.dumps(meta))
+
+
 def test_a_checkpoint_naming_a_hub_text_model_makes_no_network_attempt(ckpt, monkeypatch):
     cfg = json.loads((ckpt / "config.json").read_text())
     cfg["text"].update(name="someone/a-text-model", model_kwargs=None, tokenizer=None)
     (ckpt / "config.json").write_text(json.dumps(cfg))
-    meta = json.loads((ckpt / "meta.json").read_text())  # as if it had been saved so
-    meta["files"]["config.json"] = {"bytes": (ckpt / "config.json").stat().st_size,
-                                    "sha256": hashlib.sha256((ckpt / "config.json").read_bytes()).hexdigest()}
-    (ckpt / "meta.json").write_text(json.dumps(meta))
+    record = {"bytes": (ckpt / "config.json").stat().st_size,
+              "sha256": hashlib.sha256((ckpt / "config.json").read_bytes()).hexdigest()}
+    _edit_meta(ckpt, lambda m: m["files"].update({"config.json": record}))  # as if it had been saved so
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
 
     def no_network(*a, **k):
@@ -162,6 +175,10 @@ def test_a_checkpoint_naming_a_hub_text_model_makes_no_network_attempt(ckpt, mon
     monkeypatch.setenv("HF_HOME", str(ckpt.parent / "empty_hf_home"))
     with pytest.raises(CheckpointError, match=r"names the hub text model 'someone/a-text-model'.*never goes online"):
         load_checkpoint(ckpt)
+    shutil.rmtree(ckpt / "tokenizer")  # a checkpoint without its tokenizer: the config's, from local files only
+    _edit_meta(ckpt, lambda m: [m["files"].pop(k) for k in list(m["files"]) if k.startswith("tokenizer/")])
+    with pytest.raises(CheckpointError, match=r"carries no tokenizer/ folder.*not on this machine"):
+        scoring_tokenizer(ckpt, load_config(ckpt), None)
     assert "HF_HUB_OFFLINE" not in os.environ  # put back as it was
 
 
