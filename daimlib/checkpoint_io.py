@@ -29,8 +29,10 @@ folder is found under ``.<name>.old-*`` and loaded from there, with a warning). 
 that a killed process left (``.<name>.tmp-*``, the kit's own names only) are removed by the next
 save. Files are written with the usual permissions (0644 / folders 0755 under umask 022).
 
-Integrity (issue 13): every file's size and sha256 recorded in meta.json is checked on load,
-config.json included (a swapped config would otherwise evaluate the weights as another model).
+Integrity (issues 13 and 28): every file's size and sha256 recorded in meta.json is checked on load,
+config.json included (a swapped config would otherwise evaluate the weights as another model), and the
+record cannot be switched off by deleting it: a file the loader needs that meta.json does not list, a
+listed file that is gone, or a weight file nobody listed is an error (:func:`check_listing`).
 Loading a model for evaluation (:func:`load_model`) reads only model.safetensors, config.json and
 meta.json, so a damaged train_state.pt does not stop it.
 """
