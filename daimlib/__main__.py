@@ -209,7 +209,8 @@ def _add_train(sub, common) -> None:
         "OUT/history_epochs.csv (validation recalls per epoch) and the checkpoints OUT/last and OUT/best "
         "(best validation R@1 sum or RSUM, see train.select_on). Ctrl-C or SIGTERM stops after the current "
         "step and writes OUT/last; --resume continues from it exactly. A non-empty --out is refused unless it "
-        "holds a finished run of the same config and data (then nothing is trained) or --overwrite is given. "
+        "holds a finished run of the same config and data (then nothing is trained) or --overwrite is given; a "
+        "second train on the same --out stops at once (the folder is locked while written). "
         "Under torchrun every process trains a shard of each epoch.",
     )
     p.add_argument("--preset", default=None, help="preset name (python -m daimlib presets); or give --config")
@@ -235,7 +236,8 @@ def _add_evaluate(sub, common) -> None:
         "size the table is labelled with its real sizes (--strict refuses). Ties never help: a negative "
         "scored exactly like the positive ranks above it (--ties optimistic for the opposite). Prints "
         "R@1/5/10 in both directions and RSUM, and writes eval_<checkpoint>_<split>_<protocol>.csv/.md/.tex/"
-        ".json beside the checkpoint folder (OUT/eval_best_test_f30k.* for OUT/best; nothing inside it), "
+        ".json beside the checkpoint folder (OUT/eval_best_test_f30k.* for OUT/best; nothing inside it; for a "
+        "shipped model under models/, in the ignored runs/eval/models/<name>/), "
         "the .json with the data's identity (layout, annotation file sha256) and the split sizes. --images N "
         "scores the first N images of the split only (a quick check, or the fit on the training split). "
         "--protocol paper: one encoding, then every row the data admits (F30K 1K; COCO 1K 5-fold and COCO 5K "
@@ -456,9 +458,7 @@ def cmd_train(args) -> int:
         cfg, args.data_root, args.out, resume=args.resume, device=args.device, progress=not args.quiet,
         eval_split=None if args.no_val else cfg.data.val_split, overwrite=args.overwrite,
     )  # fmt: skip
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun rank 0 prints (train() has left the group)
         return 0
     print(f"{res.stopped}: {res.global_step} steps; run folder {display_path(res.out_dir)}")
     if res.best_metrics:
@@ -482,24 +482,19 @@ def _eval_overrides(items) -> dict:
 
 
 def _eval_tokenizer(checkpoint: str, cfg, data_root: str, overrides: dict):
-    """The checkpoint's own tokenizer, else the config's (``--set text.tokenizer=DIR`` wins over both)."""
-    from .checkpoint import load_checkpoint_tokenizer
+    """The checkpoint's own tokenizer, else the config's, never from the hub (``--set text.tokenizer=DIR``
+    wins over both)."""
+    from .checkpoint import CheckpointError, scoring_tokenizer
     from .data import load_tokenizer
-    from .paths import display_path
 
-    if "text.tokenizer" not in overrides:
-        tok = load_checkpoint_tokenizer(checkpoint)
-        if tok is not None:
-            return tok
+    if "text.tokenizer" in overrides:
+        return load_tokenizer(cfg.text, data_root, data_cfg=cfg.data)
     try:
-        return load_tokenizer(cfg.text, data_root)
-    except FileNotFoundError:
-        raise
-    except OSError as e:  # a hub id that is neither reachable nor cached
+        return scoring_tokenizer(checkpoint, cfg, data_root)
+    except CheckpointError as e:  # no tokenizer/ in the folder and the config's is not on this machine
         raise ValueError(
-            f"{e}. The checkpoint folder {display_path(checkpoint)} holds no tokenizer/: evaluate it with "
-            "--set text.tokenizer=DIR (a folder written by save_pretrained), or import the checkpoint again "
-            "with import-reference --tokenizer DIR so that it carries one"
+            f"{e}. Evaluate it with --set text.tokenizer=DIR (a folder written by save_pretrained), or import "
+            "the checkpoint again with import-reference --tokenizer DIR so that it carries one"
         ) from None
 
 
@@ -551,8 +546,7 @@ def _evaluate_one(args, model, cfg, split, tokenizer, device, part: str, rank: i
     subset = "" if args.images is None else f" (first {split.n_images} images)"
     table.index = [f"{cfg.name} {args.split}{subset}, {table.index[0]}"]
     _print_table(table, f"{display_path(args.checkpoint)}:")
-    ckpt = Path(args.checkpoint)
-    stem = ckpt.resolve().parent / f"eval_{ckpt.resolve().name}_{part}_{args.protocol}"
+    stem = eval_stem(args.checkpoint, f"{part}_{args.protocol}")
     written = write_table(table, stem, caption=f"{cfg.name}, {args.split} split{subset}, {table.index[0]}")
     record = {
         "checkpoint": display_path(args.checkpoint), "split": args.split, "images": args.images,
@@ -562,13 +556,16 @@ def _evaluate_one(args, model, cfg, split, tokenizer, device, part: str, rank: i
         "data": data_identity(split), "metrics": {k: float(v) for k, v in metrics.items()},
     }  # fmt: skip
     stem.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+    if stem.parent != Path(args.checkpoint).resolve().parent:
+        print(f"note: {display_path(args.checkpoint)} is a shipped model (tracked by git); its results go to the "
+              f"ignored folder {display_path(stem.parent)}", file=sys.stderr)  # fmt: skip
     print("written: " + ", ".join(display_path(p) for p in [*written, stem.with_suffix(".json")]))
     return 0
 
 
 def _evaluate_paper(args, model, cfg, split, tokenizer, device, part: str, rank: int, problem) -> int:
     """``evaluate --protocol paper``: every row the data admits from one encoding, as the paper's table."""
-    from .paper import evaluate_paper, paper_stem, write_paper
+    from .paper import evaluate_paper, write_paper
     from .paths import display_path
 
     subset = "" if args.images is None else f" (first {split.n_images} images)"
@@ -580,10 +577,21 @@ def _evaluate_paper(args, model, cfg, split, tokenizer, device, part: str, rank:
     print(f"{display_path(args.checkpoint)}, {args.split} split{subset}, paper protocol:")
     print(res.table.to_string(float_format=lambda x: f"{x:.1f}", na_rep="-"))
     print("\n".join(f"  note: {n}" for n in res.notes))
-    written = write_paper(res, paper_stem(args.checkpoint, f"{part}_paper"),
+    written = write_paper(res, eval_stem(args.checkpoint, f"{part}_paper"),
                           caption=f"{cfg.name}, {args.split} split{subset}: image-text retrieval, paper protocol")  # fmt: skip
     print("written: " + ", ".join(display_path(p) for p in written))
     return 0
+
+
+def eval_stem(checkpoint: str | os.PathLike, part: str) -> Path:
+    """Where ``evaluate`` writes ``eval_<checkpoint>_<part>.*`` (:func:`daimlib.paper.paper_stem`: beside the
+    checkpoint folder, or for a shipped model under the tracked ``models/`` in the ignored
+    ``<output root>/runs/eval/models/<model>/``); the folder is created."""
+    from .paper import paper_stem
+
+    stem = paper_stem(checkpoint, part)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    return stem
 
 
 def cmd_ablate(args) -> int:
@@ -747,9 +755,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # a disk the user's folder is on: full, read-only, not writable
+        import errno
+
+        where = f" {display_path(e.filename)}" if e.filename else ""
+        if e.errno in (errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR):  # a path the file system refuses
+            what = {errno.ENAMETOOLONG: "a name in the path is longer than the file system allows (255 bytes)",
+                    errno.ENOTDIR: "a part of the path is a file, not a folder",
+                    errno.EISDIR: "it is a folder where a file was expected"}[e.errno]  # fmt: skip
+            print(f"error: cannot use{where}: {what}; choose another path", file=sys.stderr)
+            return 2
         if e.errno not in DISK_ERRNOS:
             raise
-        where = f" {display_path(e.filename)}" if e.filename else ""
         print(f"error: cannot write{where}: {e.strerror}; free space, make the folder writable or choose another "
               "folder", file=sys.stderr)  # fmt: skip
         return 2

@@ -42,12 +42,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from daimlib import runlock
+
 from . import runs
 from . import train as _training
-from .checkpoint import display_path, load_model
+from .checkpoint import display_path, load_model, scoring_tokenizer
 from .config import DAIMConfig, load_preset
-from .data import load_split, load_tokenizer
-from .evaluate import default_protocols, evaluate
+from .data import load_split
+from .evaluate import MIN_IMAGES, default_protocols, degenerate_problem, evaluate
 
 log = logging.getLogger("daimlib.ablation")
 
@@ -175,7 +177,8 @@ def _result_row(res, cfg, variant, seed, data_root, eval_split, progress, minute
     else:
         model = load_model(res.best_dir) if (res.best_dir / "meta.json").exists() else res.model
         split = load_split(cfg.data, data_root, eval_split)
-        metrics, _ = evaluate(model, split, load_tokenizer(cfg.text, data_root), cfg, protocol=protocol,
+        tokenizer = scoring_tokenizer(res.best_dir, cfg, data_root)  # the checkpoint's own
+        metrics, _ = evaluate(model, split, tokenizer, cfg, protocol=protocol,
                               progress=progress)  # fmt: skip
     margin = float(res.steps["margin"].iloc[-1]) if len(res.steps) else float(cfg.loss.margin)
     return dict(
@@ -306,19 +309,23 @@ def ablate(
     if jobs > 1 and overrides.get("train.max_minutes") is not None:
         raise ValueError("jobs > 1 with a train.max_minutes budget: runs at once share the CPU, so each would "
                          "train less; give the budget as train.max_steps")  # fmt: skip
+    base = load_preset(preset, **overrides)
+    n_eval = load_split(data_root, eval_split, base.data, check_files=False).n_images
+    if n_eval < MIN_IMAGES:  # every rank 1: each variant would score RSUM 600 (issue 28)
+        raise ValueError(f"ablate on the {eval_split!r} split: {degenerate_problem(n_eval)} (--split)")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tasks = [(preset, v, s, data_root, out_dir, eval_split, progress and jobs == 1, overrides)
-             for v in variants for s in seed_list]  # fmt: skip
-    if jobs == 1:
-        rows = [_one_run(*task) for task in tasks]
-    else:
-        rows = _run_parallel(tasks, int(jobs))
-    table = pd.DataFrame(rows)
-    meta = {"preset": preset, "seeds": seed_list, "overrides": {k: str(v) for k, v in overrides.items()},
-            # the preset as it resolved when this ran: a preset may change later
-            "base_config": json.loads(load_preset(preset, **overrides).to_json())}  # fmt: skip
-    return _write_results(table, out_dir, meta)
+    with runlock.run_folder(out_dir, "ablate"):  # one ablation per folder at a time (issue 28)
+        tasks = [(preset, v, s, data_root, out_dir, eval_split, progress and jobs == 1, overrides)
+                 for v in variants for s in seed_list]  # fmt: skip
+        if jobs == 1:
+            rows = [_one_run(*task) for task in tasks]
+        else:
+            rows = _run_parallel(tasks, int(jobs))
+        table = pd.DataFrame(rows)
+        meta = {"preset": preset, "seeds": seed_list, "overrides": {k: str(v) for k, v in overrides.items()},
+                # the preset as it resolved when this ran: a preset may change later
+                "base_config": json.loads(load_preset(preset, **overrides).to_json())}  # fmt: skip
+        return _write_results(table, out_dir, meta)
 
 
 def _write_results(table: pd.DataFrame, out_dir: Path, meta: dict) -> pd.DataFrame:

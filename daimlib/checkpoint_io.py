@@ -29,8 +29,10 @@ folder is found under ``.<name>.old-*`` and loaded from there, with a warning). 
 that a killed process left (``.<name>.tmp-*``, the kit's own names only) are removed by the next
 save. Files are written with the usual permissions (0644 / folders 0755 under umask 022).
 
-Integrity (issue 13): every file's size and sha256 recorded in meta.json is checked on load,
-config.json included (a swapped config would otherwise evaluate the weights as another model).
+Integrity (issues 13 and 28): every file's size and sha256 recorded in meta.json is checked on load,
+config.json included (a swapped config would otherwise evaluate the weights as another model), and the
+record cannot be switched off by deleting it: a file the loader needs that meta.json does not list, a
+listed file that is gone, or a weight file nobody listed is an error (:func:`check_listing`).
 Loading a model for evaluation (:func:`load_model`) reads only model.safetensors, config.json and
 meta.json, so a damaged train_state.pt does not stop it.
 """
@@ -250,10 +252,12 @@ def save_checkpoint(
         shutil.rmtree(tmp_dir, ignore_errors=True)
         if old_dir is not None and old_dir.exists() and not directory.exists():
             os.replace(old_dir, directory)  # put the previous checkpoint back
-        if isinstance(e, OSError) and e.errno in DISK_ERRNOS:
+        disk = isinstance(e, OSError) and e.errno in DISK_ERRNOS
+        if disk or isinstance(e, SafetensorError):  # safetensors reports a full disk as its own error
             kept = "the previous checkpoint there is kept" if directory.exists() else "nothing was written"
+            why = (e.strerror or str(e)) if isinstance(e, OSError) else _safetensors_io_reason(e)
             raise CheckpointError(
-                f"cannot write the checkpoint {display_path(directory)}: {e.strerror or e} ({kept}); free "
+                f"cannot write the checkpoint {display_path(directory)}: {why} ({kept}); free "
                 "space on that disk, make the folder writable, or choose another --out"
             ) from e
         raise
@@ -262,7 +266,15 @@ def save_checkpoint(
     return directory
 
 
+def _safetensors_io_reason(e: Exception) -> str:
+    """The OS reason inside a SafetensorError (``... message: "No space left on device" ...``)."""
+    m = re.search(r'message: "([^"]+)"', str(e))
+    return m.group(1) if m else f"safetensors could not write the weights ({e})"
+
+
 # --- reading ---------------------------------------------------------------------------------
+
+_WARNED_BACKUPS: set[str] = set()  # one warning per backup folder and process, however often it is read
 
 
 def _resolve_dir(directory: str | os.PathLike) -> Path:
@@ -272,6 +284,9 @@ def _resolve_dir(directory: str | os.PathLike) -> Path:
     # A crash between the two renames of save_checkpoint leaves only the previous folder.
     olds = sorted(directory.parent.glob(f".{directory.name}.old-*"), key=lambda p: p.stat().st_mtime)
     if olds and (olds[-1] / META).is_file():
+        if str(olds[-1].resolve()) in _WARNED_BACKUPS:
+            return olds[-1]
+        _WARNED_BACKUPS.add(str(olds[-1].resolve()))
         warnings.warn(
             f"checkpoint folder {display_path(directory)} is missing (a save was interrupted); "
             f"loading the previous checkpoint {display_path(olds[-1])}",
@@ -299,18 +314,34 @@ def read_meta(directory: str | os.PathLike) -> dict:
         meta = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{display_path(path)} is not valid JSON ({e}); the file is damaged.") from e
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{display_path(path)}: format {meta.get('format')!r}, expected {FORMAT!r}.")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise CheckpointError(f"{display_path(path)}: format {found!r}, expected {FORMAT!r}.")
+    files = meta.get("files")
+    bad = not isinstance(files, dict) or any(
+        not isinstance(v, dict) or not isinstance(v.get("bytes"), int) or not isinstance(v.get("sha256"), str)
+        for v in files.values()
+    )
+    if bad:
+        raise CheckpointError(
+            f"{display_path(path)}: its \"files\" entry must map each file name to {{\"bytes\", \"sha256\"}} (found "
+            f"{type(files).__name__}); without it nothing in the folder can be checked. The file was edited or "
+            "damaged: copy the checkpoint again."
+        )
     return meta
 
 
 def _check_file(directory: Path, name: str, meta: dict, verify: bool) -> Path:
     path = directory / name
-    expected = meta.get("files", {}).get(name)
+    expected = meta["files"].get(name)
+    if expected is None:
+        raise CheckpointError(
+            f"checkpoint file {display_path(path)} is not listed in {display_path(directory / META)}: every file "
+            "a checkpoint needs is recorded there with its sha256 when it is written, so an entry that is gone "
+            "means the folder was edited. Copy the checkpoint again, or use the run's other checkpoint (last/best)."
+        )
     if not path.is_file():
         raise CheckpointError(f"checkpoint file {display_path(path)} is missing; meta.json lists it.")
-    if expected is None:
-        return path
     size = path.stat().st_size
     if size != expected["bytes"]:
         raise CheckpointError(
@@ -326,6 +357,34 @@ def _check_file(directory: Path, name: str, meta: dict, verify: bool) -> Path:
     return path
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle", ".npz", ".npy", ".h5")
+
+
+def check_listing(directory: Path, meta: dict) -> None:
+    """Every file the record lists is present, and no weight file lies in the folder unrecorded.
+
+    A weight-like file that meta.json does not list (a second ``.safetensors``, a ``pytorch_model.bin``)
+    is refused: the folder no longer is the checkpoint that was written, and which weights a reader
+    would pick is ambiguous.
+    """
+    missing = sorted(n for n in meta["files"] if not (directory / n).is_file())
+    if missing:
+        raise CheckpointError(
+            f"{display_path(directory)} lacks {', '.join(missing)}, which meta.json lists; the checkpoint is "
+            "incomplete: copy it again, or use the run's other checkpoint (last/best)."
+        )
+    extra = sorted(
+        f.relative_to(directory).as_posix() for f in directory.rglob("*")
+        if f.is_file() and f.suffix.lower() in WEIGHT_SUFFIXES
+        and f.relative_to(directory).as_posix() not in meta["files"]
+    )  # fmt: skip
+    if extra:
+        raise CheckpointError(
+            f"{display_path(directory)} holds weight files that meta.json does not list: {', '.join(extra)}; "
+            "the folder is not the checkpoint that was written. Move them out of the folder."
+        )
+
+
 def load_config(directory: str | os.PathLike, verify: bool = True) -> DAIMConfig:
     """The DAIMConfig stored in a checkpoint folder, checked against the sha256 in meta.json."""
     directory = _resolve_dir(directory)
@@ -335,14 +394,14 @@ def load_config(directory: str | os.PathLike, verify: bool = True) -> DAIMConfig
             f"{display_path(path)} is missing; the checkpoint cannot say which model it holds."
         )
     meta = read_meta(directory)
-    if CONFIG in meta.get("files", {}):
-        try:
-            _check_file(directory, CONFIG, meta, verify)
-        except CheckpointError as e:
-            raise CheckpointError(
-                f"{e} A config.json that differs from the one saved with the weights would build another "
-                "model around them; restore the original config.json."
-            ) from None
+    check_listing(directory, meta)
+    try:
+        _check_file(directory, CONFIG, meta, verify)
+    except CheckpointError as e:
+        raise CheckpointError(
+            f"{e} A config.json that differs from the one saved with the weights would build another "
+            "model around them; restore the original config.json."
+        ) from None
     try:
         return DAIMConfig.from_json(path)
     except (ValueError, json.JSONDecodeError) as e:
@@ -389,9 +448,22 @@ def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], stri
         raise CheckpointError(
             f"{where} does not fit the model: " + "; ".join(problems) + ". The checkpoint was written by a "
             "different model configuration or code version; build the model from the checkpoint's own "
-            "config.json (load_checkpoint does), or pass strict=False to load the matching keys only."
+            "config.json (daimlib.checkpoint.load_checkpoint without a model does; so do `evaluate` and "
+            "load_model)."
         )
     model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+
+
+def _refuse_non_finite(model: torch.nn.Module, where: str) -> None:
+    """A weight that holds NaN/Inf makes every score NaN: name the tensors instead of failing in the ranks.
+    (Training never saves such weights: its guard stops before the update; so the file was damaged.)"""
+    bad = [n for n, p in model.named_parameters() if p.is_floating_point() and not bool(torch.isfinite(p).all())]
+    if bad:
+        raise CheckpointError(
+            f"{where} holds non-finite weights (NaN/Inf) in {len(bad)} tensor(s): {_format_keys(bad, 5)}; every "
+            "score of this model would be NaN. Use the run's other checkpoint (last/best), or train again "
+            "(a lower train.lr, or train.grad_clip, if the run diverged)."
+        )
 
 
 def untrim(state: dict[str, torch.Tensor], meta: dict, where: str = "checkpoint") -> dict[str, torch.Tensor]:
@@ -435,7 +507,7 @@ def load_train_state(
     """
     directory = _resolve_dir(directory)
     meta = read_meta(directory)
-    if TRAIN_STATE not in meta.get("files", {}) and not (directory / TRAIN_STATE).exists():
+    if TRAIN_STATE not in meta["files"] and not (directory / TRAIN_STATE).exists():
         return None
     path = _check_file(directory, TRAIN_STATE, meta, verify)
     try:
@@ -484,8 +556,9 @@ def load_checkpoint_into(
             raise CheckpointError(
                 f"{display_path(directory / CONFIG)} describes a different model than the one requested: "
                 + "; ".join(lines)
-                + ". Load the checkpoint with its own config (load_checkpoint without a model), or pass "
-                "strict=False if the difference is intended."
+                + ". Load the checkpoint with its own config (daimlib.checkpoint.load_checkpoint without a "
+                "model, or `python -m daimlib evaluate --checkpoint` on it); to continue a run, resume it with "
+                "the config it was trained with (its config.json: --config PATH/config.json)."
             )
     weights = _check_file(directory, WEIGHTS, meta, verify)
     try:
@@ -499,6 +572,7 @@ def load_checkpoint_into(
     target = _unwrap(model)
     target.to(device)
     load_state_into(target, state, strict, display_path(weights))
+    _refuse_non_finite(target, display_path(weights))
     if loss is not None:
         if loss_state:
             load_state_into(loss, loss_state, strict, f"{display_path(weights)} (loss state)")
@@ -539,13 +613,20 @@ def load_checkpoint_tokenizer(directory: str | os.PathLike, verify: bool = True)
     folder = directory / TOKENIZER
     if not folder.is_dir():
         return None
+    if not any(folder.iterdir()):
+        raise CheckpointError(
+            f"the tokenizer folder {display_path(folder)} is empty; the checkpoint was saved with a tokenizer "
+            "and its files are gone: copy the checkpoint again (or remove the empty folder to fall back on the "
+            "data's tokenizer)"
+        )
     meta = read_meta(directory)
-    for name in meta.get("files", {}):
-        if name.startswith(TOKENIZER + "/"):
-            _check_file(directory, name, meta, verify)
+    check_listing(directory, meta)
+    for f in sorted(folder.rglob("*")):
+        if f.is_file():  # every tokenizer file is checked: an unlisted one is an error
+            _check_file(directory, f.relative_to(directory).as_posix(), meta, verify)
     from transformers import AutoTokenizer
 
     try:
         return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-    except (OSError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 - the tokenizers library raises a bare Exception on a damaged file
         raise CheckpointError(f"cannot read the tokenizer in {display_path(folder)}: {e}") from e

@@ -207,7 +207,13 @@ class DAIMConfig:
             where = Path(s).name
             if not Path(s).is_file():
                 raise FileNotFoundError(f"config file not found: {s}")
-            s = Path(s).read_text(encoding="utf-8")
+            try:
+                s = Path(s).read_text(encoding="utf-8")
+            except UnicodeDecodeError as e:
+                raise ConfigError(
+                    f"config file {where} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at position {e.start}); "
+                    "a config is JSON, which is UTF-8: save the file as UTF-8"
+                ) from None
         try:
             d = json.loads(s, parse_constant=lambda c: refuse_constant(c, where))
         except json.JSONDecodeError as e:

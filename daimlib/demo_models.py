@@ -43,6 +43,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from daimlib import runlock
+
 from . import runs
 from .checkpoint import load_model
 from .checkpoint_io import (
@@ -315,13 +317,16 @@ def _minutes_note() -> list[str]:
 def main_export(arms, data_root, out_root=None, device="cpu", progress=True) -> list[Path]:
     """Train (resumably) and export every arm in ``arms``: what ``python -m daimlib demo-models`` runs."""
     done = []
-    for arm in arms:
-        run = train_arm(arm, data_root, out_root=out_root, device=device, progress=progress)
-        dest = export(arm, run, data_root, device=device)
-        rec = recorded_metrics(arm)
-        print(f"{arm}: exported {display_path(dest)} (test RSUM {rec['test']['rsum']:.1f})")
-        done.append(dest)
-    write_readme()
+    runs_folder = Path(out_root) if out_root is not None else run_root() / "demo_models"
+    with runlock.run_folder(runs_folder, "demo-models", flag="--runs"), \
+            runlock.run_folder(models_dir(), "demo-models", flag="models/"):  # one export at a time (issue 28)
+        for arm in arms:
+            run = train_arm(arm, data_root, out_root=out_root, device=device, progress=progress)
+            dest = export(arm, run, data_root, device=device)
+            rec = recorded_metrics(arm)
+            print(f"{arm}: exported {display_path(dest)} (test RSUM {rec['test']['rsum']:.1f})")
+            done.append(dest)
+        write_readme()
     return done
 
 

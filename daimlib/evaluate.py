@@ -71,6 +71,15 @@ def default_protocols(dataset: str) -> tuple[str, ...]:
     return {"coco": ("coco1k", "coco5k"), "f30k": ("f30k",), "flickr8k": ("f8k",)}.get(dataset, ("demo",))
 
 
+MIN_IMAGES = 2  # below this every rank is 1: R@K = 100 whatever the model
+
+
+def degenerate_problem(n_images: int) -> str:
+    """Why a split of fewer than :data:`MIN_IMAGES` images measures nothing (issue 28)."""
+    return (f"a split of {n_images} image(s) is degenerate: with no other image to confuse, every rank is 1 and "
+            "every recall 100 (RSUM 600) whatever the model; score at least 2 images")  # fmt: skip
+
+
 def protocol_problem(protocol: str, n_images: int) -> str | None:
     """Why a split of ``n_images`` test images is not ``protocol`` as published (None when it is).
 
@@ -80,6 +89,8 @@ def protocol_problem(protocol: str, n_images: int) -> str | None:
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; protocols are {list(PROTOCOLS)}")
+    if n_images < MIN_IMAGES:
+        return degenerate_problem(n_images)
     need = PROTOCOL_IMAGES.get(protocol)
     if need is None or n_images == need:
         return None
@@ -92,7 +103,9 @@ def protocol_problem(protocol: str, n_images: int) -> str | None:
 def protocol_label(protocol: str, n_images: int, n_captions: int) -> str:
     """The table label of a protocol on a split: its paper name when the split has the protocol's
     size (``"F30K 1K"``), else the protocol with the real sizes (``"f30k rule on 100 images x 500
-    captions (not F30K 1K)"``)."""
+    captions (not F30K 1K)"``); a degenerate split (one image) says so."""
+    if n_images < MIN_IMAGES:
+        return f"{protocol} rule on {n_images} image x {n_captions:,} captions (DEGENERATE: every rank is 1)"
     if protocol_problem(protocol, n_images) is None:
         return (
             PROTOCOL_NAMES[protocol]

@@ -17,6 +17,7 @@ import math
 import os
 from pathlib import Path
 
+from .paths import display_path
 from .tables import read_csv  # noqa: F401 - one copy (daimlib.tables), importable from here
 
 STEP_COLUMNS = ("step", "epoch", "lr", "loss", "margin")  # then every MOM statistic, then step_s
@@ -93,6 +94,15 @@ def _tensorboard_writer(folder: Path, purge_step: int | None):
             "train.tensorboard=true needs the tensorboard package, which is not installed; "
             "pip install tensorboard, or set train.tensorboard=false"
         ) from e
+    if folder.is_symlink() and not folder.exists():
+        raise ValueError(
+            f"{folder.parent.name}/{folder.name} is a symbolic link to {display_path(os.readlink(folder))}, which does not exist "
+            "(a dangling link): TensorBoard cannot write there. Create that folder, remove the link, or set "
+            "train.tensorboard=false"
+        )
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{folder.parent.name}/{folder.name} is a file, not a folder: TensorBoard cannot write "
+                         "there; move it away or set train.tensorboard=false")  # fmt: skip
     return SummaryWriter(log_dir=str(folder), purge_step=purge_step)
 
 

@@ -68,7 +68,9 @@ def _as_tensors(sims, img_of_caption) -> tuple[torch.Tensor, torch.Tensor]:
         missing = torch.nonzero(counts == 0).flatten()[:5].tolist()
         raise ValueError(f"every image needs at least one caption; images {missing} have none")
     if torch.isnan(s).any():
-        raise ValueError("sims contains NaN; check the model's similarity (e.g. an empty caption)")
+        raise ValueError("sims contains NaN: the model scored some pairs as not-a-number, so no rank is defined; "
+                         "its weights are probably not finite (a checkpoint from a diverged run or a damaged file: "
+                         "load it with daimlib.checkpoint.load_model, which names such weights)")
     return s, idx
 
 

@@ -427,6 +427,8 @@ def search_images(query: str, model, tokenizer, cfg, img_levels, k: int = 5):
         txt_levels, lengths = model.encode_text(ids.to(device), mask.to(device))
         txt = [lv.float()[:, : int(lengths.max())] for lv in txt_levels]  # n_levels x [1, L, D]
         scores = model.similarity([lv.float() for lv in img_levels], txt, lengths)[:, 0]  # [n_img]
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a whole number of results, at least 1, got {k!r}")
     k = min(int(k), scores.numel())
     top = torch.topk(scores, k)
     return top.indices.cpu().numpy(), top.values.cpu().numpy()
@@ -522,7 +524,7 @@ def load_comparison(
     ``score_dir`` / ``weights_sha256`` (where :func:`arm_scores` caches its score matrices).
     """
     from daimlib import demo_models  # noqa: PLC0415 - demo_models imports this module's neighbours
-    from daimlib.data import load_tokenizer  # noqa: PLC0415
+    from daimlib.checkpoint import scoring_tokenizer  # noqa: PLC0415 - the checkpoint's own tokenizer
 
     overrides = dict(overrides or {})
     arms: dict[str, SimpleNamespace] = {}
@@ -558,7 +560,8 @@ def load_comparison(
                                    retrain=retrain, verbose=verbose)  # fmt: skip
         arms[key] = SimpleNamespace(
             key=key, name=cfg.name, label=f"{ARM_ROLES[key].split(' (')[0]} ({cfg.name})", role=ARM_ROLES[key],
-            model=model, cfg=cfg, tokenizer=load_tokenizer(cfg.text, data_root), steps=res.steps, epochs=res.epochs,
+            model=model, cfg=cfg, tokenizer=scoring_tokenizer(res.out_dir / "last", cfg, data_root), steps=res.steps,
+            epochs=res.epochs,
             test=None, source=res.out_dir,
             shipped=False, score_dir=res.out_dir, weights_sha256=_weights_sha256(res.out_dir / "best"),
         )  # fmt: skip

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from .config import DAIMConfig
 from .data.layout import data_identity  # the one data identity (layout, sha256, split sizes)
+from .paths import display_path
 
 RUN_RECORD = "run.json"
 FORMAT = "daimlib-run"
@@ -163,16 +164,30 @@ def _is_kit_checkpoint(folder: Path) -> bool:
 
 
 def is_kit_run(run_dir: str | os.PathLike) -> bool:
-    """Whether a folder is a run folder the kit wrote (a run record, a kit config, or a kit checkpoint)."""
-    run = Path(run_dir)
-    if read_record(run) is not None:
-        return True
-    try:
-        DAIMConfig.from_json(run / "config.json")
-        return True
-    except (OSError, ValueError, TypeError, KeyError):
-        pass
-    return any(_is_kit_checkpoint(run / d) for d in ("last", "best"))
+    """Whether a folder is a run folder the kit wrote: its marker, a kit run record (``run.json``).
+
+    Nothing else counts (issue 28): a ``config.json`` that happens to parse (``{}`` does, as the
+    default config) or a checkpoint inside are no proof that the other files are the kit's.
+    """
+    return read_record(run_dir) is not None
+
+
+def checkpoint_folder_problem(folder: str | os.PathLike) -> str | None:
+    """Why ``folder`` cannot be a run folder because it is (or lies inside) a checkpoint folder, or None.
+
+    ``--out runs/x/last`` would otherwise nest a run inside a checkpoint (and ``--overwrite`` delete its
+    config.json); run folders hold checkpoints, never the other way round.
+    """
+    folder = Path(folder)
+    for p in (folder, *folder.parents):
+        if _is_kit_checkpoint(p):
+            inside = "" if p == folder else f" (it lies inside the checkpoint folder {p.name}/)"
+            return (f"{display_path(folder)} is a checkpoint folder{inside}, not a run folder: a run writes its "
+                    f"checkpoints into <out>/last and <out>/best; give --out the run folder (e.g. "
+                    f"{display_path(p.parent)}) or a new one. Nothing was changed.")
+        if p.parent == p:
+            break
+    return None
 
 
 def clear_run(run_dir: str | os.PathLike) -> list[str]:

@@ -52,12 +52,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from tqdm.auto import tqdm
 
-from . import runs
+from . import runlock, runs
 from .checkpoint import CheckpointError, display_path, load_checkpoint, read_meta, save_checkpoint
 from .config import DAIMConfig
 from .data import CaptionDataset, build_transforms, collate, first_images, load_split, load_tokenizer
 from .encoders import image_pretrained, text_pretrained
-from .evaluate import default_protocols, evaluate
+from .evaluate import MIN_IMAGES, default_protocols, degenerate_problem, evaluate
 from .history import EPOCHS_CSV, STEP_COLUMNS, STEPS_CSV, HistoryLogger, read_csv
 from .losses import MatchingLoss
 from .metrics import METRIC_KEYS
@@ -424,6 +424,9 @@ def _build(cfg, data_root, out_dir, device, dd, eval_split, use_pretrained, prog
     val_split = load_split(cfg.data, data_root, eval_split) if eval_split is not None else None
     if val_split is not None and cfg.train.val_images is not None:
         val_split = first_images(val_split, cfg.train.val_images)
+    if val_split is not None and val_split.n_images < MIN_IMAGES:  # best could never improve (issue 28)
+        raise ValueError(f"validation on {eval_split!r} cannot select a best checkpoint: {degenerate_problem(val_split.n_images)}"
+                         " (data.val_split, train.val_images), or train without validation (--no-val)")  # fmt: skip
     optimizer = _optimizer(cfg, model)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.train.lr_step, gamma=cfg.train.lr_gamma)
     amp_dtype, use_scaler = _amp(cfg, device)
@@ -450,6 +453,7 @@ def _restore(ctx: _Loop, last_dir: Path) -> tuple[TrainState, tuple[int, int]]:
             f"loss depend on it. Resume with --set train.batch_size={saved_cfg.train.batch_size}, or start a "
             "new run in another --out."
         )
+    _keep_run_tokenizer(ctx, last_dir)
     changed = {k: v for k, v in saved_cfg.diff(cfg).items() if k.startswith("train.")}
     if changed:
         log.info("resuming with changed training settings: %s", changed)
@@ -469,6 +473,22 @@ def _restore(ctx: _Loop, last_dir: Path) -> tuple[TrainState, tuple[int, int]]:
                     len(rngs), ctx.dd.world)  # fmt: skip
     log.info("resumed from %s at epoch %d, step %d", display_path(last_dir), st.epoch, st.global_step)
     return st, (int(state["steps_rows"]), int(state["epochs_rows"]))
+
+
+def _keep_run_tokenizer(ctx: _Loop, last_dir: Path) -> None:
+    """A resumed run goes on with the vocabulary it was trained with (``last/tokenizer``), even when the
+    data folder's tokenizer has changed since (issue 28): captions are tokenized again with it."""
+    from .checkpoint import load_checkpoint_tokenizer  # noqa: PLC0415 - kept beside its one use
+    from .data import tokenize  # noqa: PLC0415
+
+    saved = load_checkpoint_tokenizer(last_dir)
+    if saved is None or saved.get_vocab() == ctx.tokenizer.get_vocab():
+        return
+    log.warning("the data's tokenizer differs from the one %s was trained with: continuing with the run's own "
+                "(%s)", display_path(last_dir.parent), display_path(last_dir / "tokenizer"))  # fmt: skip
+    ctx.tokenizer = saved
+    ds = ctx.dataset
+    ds.input_ids, ds.attention_mask = tokenize(saved, ds.split.captions, ctx.cfg.text.max_len)
 
 
 def save_last(ctx: _Loop, st: TrainState, stopped: str, gather: bool = True) -> None:
@@ -645,13 +665,14 @@ def validate_and_checkpoint(ctx: _Loop, st: TrainState) -> None:
         metrics = {k: float(v) for k, v in metrics.items()}
         score = selection_score(metrics, tc.select_on)
         row.update(metrics, select=score)
-        if score > st.best_score:
+        improved = score > st.best_score
+        if improved:
             if ctx.dd.main:  # best first: a row on disk means its best is too
                 save_checkpoint(ctx.out_dir / "best", ctx.model, ctx.cfg, loss=ctx.loss_fn, tokenizer=ctx.tokenizer,
                                 meta=dict(kind="best", epoch=epoch, step=st.global_step, select_on=tc.select_on,
                                           metrics=metrics))  # fmt: skip
             st.best_score, st.best_epoch, st.best_metrics = score, epoch, metrics
-        row["best"] = st.best_epoch == epoch
+        row["best"] = improved  # this row saved best/ (an epoch's complete row after its partial one may not)
     elif ctx.val_split is not None:  # the same columns in every row: the CSV's header is its first row's
         row.update(dict.fromkeys(METRIC_KEYS, float("nan")), select=float("nan"), best=False)
     row.update(epoch_s=pending["epoch_s"], elapsed_min=ctx.elapsed() / 60)
@@ -746,13 +767,17 @@ def _prepare_out_dir(out_dir: Path, cfg, data_root, eval_split, resume: bool, ov
         if main and not (last_dir / "meta.json").is_file():
             _restore_backup(last_dir)
         return "resume"
-    if not out_dir.exists() or not any(out_dir.iterdir()):
+    problem = runs.checkpoint_folder_problem(out_dir)
+    if problem:
+        raise FileExistsError(problem)
+    if not out_dir.exists() or not any(p.name != runlock.LOCK_NAME for p in out_dir.iterdir()):
         return "fresh"
     if not runs.is_kit_run(out_dir):
-        shown = ", ".join(sorted(p.name for p in out_dir.iterdir())[:5])
+        shown = ", ".join(sorted(p.name for p in out_dir.iterdir() if p.name != runlock.LOCK_NAME)[:5])
         raise FileExistsError(
-            f"{display_path(out_dir)} is not empty and is not a DAIM Kit run folder (it holds {shown}); "
-            "nothing was changed. Choose a new or empty --out."
+            f"{display_path(out_dir)} is not empty and is not a DAIM Kit run folder (it holds {shown}, but no "
+            "run record run.json, the marker a kit run writes first); nothing was changed. Choose a new or empty "
+            "--out."
         )
     if overwrite:
         if main:
@@ -786,6 +811,24 @@ def _finished_result(out_dir: Path, cfg: DAIMConfig, device) -> TrainResult:
 
 
 def train(
+    cfg: DAIMConfig,
+    data_root: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    resume: bool = False,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    eval_split: str | None = "val",
+    pretrained: bool | None = None,
+    overwrite: bool = False,
+) -> TrainResult:
+    """:func:`_train` while owning ``out_dir`` (:func:`daimlib.runlock.run_folder`: one writer per folder,
+    a second ``train`` on it fails at once naming the holder; a failed start leaves no empty folder)."""
+    with runlock.run_folder(out_dir, "train", enabled=int(os.environ.get("RANK", "0")) == 0):
+        return _train(cfg, data_root, out_dir, resume=resume, device=device, progress=progress,
+                      eval_split=eval_split, pretrained=pretrained, overwrite=overwrite)  # fmt: skip
+
+
+def _train(
     cfg: DAIMConfig,
     data_root: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -840,11 +883,11 @@ def train(
                               epoch=state.epoch, eval_split=eval_split,
                               extra={"signal": ctx.signals.requested if ctx.signals else None})  # fmt: skip
 
+    record("running", st)  # first: run.json is the marker by which --overwrite knows a kit run folder
     if dd.main:
         cfg.to_json(out_dir / "config.json")
     ctx.history = HistoryLogger(out_dir, dd.main, flush_every=cfg.train.log_every, resume_rows=rows,
                                 tensorboard=cfg.train.tensorboard, global_step=st.global_step)  # fmt: skip
-    record("running", st)
     stopped = _run(ctx, st, record)
     record(stopped, st)
     if dd.enabled:

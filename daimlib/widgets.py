@@ -32,9 +32,9 @@ import torch
 import torch.nn.functional as F
 
 from daimlib import runs, viz
-from daimlib.checkpoint import load_model
+from daimlib.checkpoint import load_model, scoring_tokenizer
 from daimlib.config import DAIMConfig, load_preset
-from daimlib.data import build_transforms, load_image, load_tokenizer, tokenize
+from daimlib.data import build_transforms, load_image, tokenize
 from daimlib.model import DAIM
 from daimlib.nb import rel, search_images
 
@@ -193,7 +193,7 @@ def build_index(choice: ModelChoice, split, data_root: str | os.PathLike, n_imag
     if n_images < 1:
         raise ValueError(f"n_images must be at least 1, got {n_images}")
     model, cfg = load_choice(choice, device=device)
-    tokenizer = load_tokenizer(cfg.text, data_root, data_cfg=cfg.data)
+    tokenizer = scoring_tokenizer(choice.checkpoint, cfg, data_root)  # the checkpoint's vocabulary, not the data's
     n = min(int(n_images), split.n_images)
     images = [load_image(p) for p in split.image_paths[:n]]
     transform = build_transforms(cfg.data, train=False)
@@ -220,6 +220,19 @@ def build_index(choice: ModelChoice, split, data_root: str | os.PathLike, n_imag
 # --- the two directions -----------------------------------------------------------------------
 
 
+def _check_k(k) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a whole number of results, at least 1, got {k!r}")
+    return int(k)
+
+
+def _check_image(index: SearchIndex, image) -> int:
+    """An image index of the encoded subset: 0..n-1 (a negative index is refused, not counted from the end)."""
+    if isinstance(image, bool) or not isinstance(image, (int, np.integer)) or not 0 <= image < index.n_images:
+        raise ValueError(f"image must be an index in 0..{index.n_images - 1}, got {image!r}")
+    return int(image)
+
+
 def text_to_image(index: SearchIndex, query: str, k: int = 5) -> pd.DataFrame:
     """The ``k`` images that score highest with a typed caption (``nb.search_images``: the model's
     similarity, spec 2.2). Columns: rank, image, score, one of the image's own captions."""
@@ -239,8 +252,7 @@ def text_to_image(index: SearchIndex, query: str, k: int = 5) -> pd.DataFrame:
 def image_to_text(index: SearchIndex, image: int, k: int = 5) -> pd.DataFrame:
     """The ``k`` captions of the index that score highest with image ``image`` (the model's
     similarity over all encoded captions). Columns: rank, caption, score, own (written for it)."""
-    if not 0 <= int(image) < index.n_images:
-        raise ValueError(f"image must be an index in 0..{index.n_images - 1}, got {image}")
+    image, k = _check_image(index, image), _check_k(k)
     img = [lv[int(image) : int(image) + 1] for lv in index.img_levels]  # levels x [1, R, D]
     scores = index.model.similarity(img, index.txt_levels, index.txt_lens)[0]  # [n_cap]
     top = torch.topk(scores, min(int(k), scores.numel()))
@@ -271,6 +283,7 @@ def _grid(n_regions: int) -> tuple[int, int]:
 def word_attention(index: SearchIndex, query: str, image: int, level: int = 0):
     """Each word's SCAN attention over image ``image``'s tokens at ``level`` (0 = low, the finest
     grid). Returns ``(words, attention [n_words, R] numpy, grid_hw)`` without [CLS]/[SEP]."""
+    image = _check_image(index, image)
     n_levels = len(index.img_levels)
     if not 0 <= int(level) < n_levels:
         raise ValueError(f"level must be in 0..{n_levels - 1} (the model has {n_levels} levels), got {level}")

@@ -73,15 +73,37 @@ def assert_same_run(resumed, straight, partial_rows: bool = False):
     for k in wa:
         assert torch.equal(wa[k], wb[k]), k
     sa, sb = load_train_state(resumed / "last"), load_train_state(straight / "last")
-    for key in ("optimizer", "scheduler", "rng", "global_step", "epoch", "best_epoch", "best_metrics"):
+    best_keys = () if partial_rows else ("best_epoch", "best_metrics")  # a partial row may win: checked apart
+    for key in ("optimizer", "scheduler", "rng", "global_step", "epoch", *best_keys):
         _nested_equal(sa[key], sb[key], key)
     pd.testing.assert_frame_equal(_table(resumed / "history_steps.csv"), _table(straight / "history_steps.csv"))
     ea, eb = _table(resumed / "history_epochs.csv"), _table(straight / "history_epochs.csv")
     if partial_rows:  # a budget stop adds its partial row; the complete rows must be the straight run's
         ea = ea[ea["complete"]].reset_index(drop=True)
     pd.testing.assert_frame_equal(ea, eb)
+    if partial_rows:
+        _assert_best_of_partial_run(resumed, straight, sa, sb)
+        return
     bb, bs = load_file(str(resumed / "best" / "model.safetensors")), load_file(str(straight / "best" / "model.safetensors"))
     assert all(torch.equal(bb[k], bs[k]) for k in bs)
+
+
+def _assert_best_of_partial_run(resumed, straight, sa, sb):
+    """The budget stop's extra validation (the partial row) selects best/ exactly when it beats every
+    earlier row; otherwise best/ is the straight run's."""
+    from daimlib.checkpoint import read_meta
+
+    rows = pd.read_csv(resumed / "history_epochs.csv")
+    partial = rows[~rows["complete"]].iloc[0]
+    before = rows.loc[: partial.name - 1, "select"].max()
+    assert bool(partial["best"]) == (partial["select"] > before)
+    if partial["best"]:
+        assert read_meta(resumed / "best")["step"] == partial["step"] and sa["best_epoch"] == partial["epoch"]
+        assert sa["best_metrics"]["rsum"] == pytest.approx(partial["rsum"])
+    else:
+        _nested_equal(sa["best_epoch"], sb["best_epoch"], "best_epoch")
+        bb, bs = load_file(str(resumed / "best" / "model.safetensors")), load_file(str(straight / "best" / "model.safetensors"))
+        assert all(torch.equal(bb[k], bs[k]) for k in bs)
 
 
 @pytest.fixture(scope="module")

@@ -376,6 +376,12 @@ def _tokens(text: str) -> list[str]:
 def _refuse_foreign_folder(root: Path, json_path: Path) -> None:
     """A non-empty folder is written into only when it holds demo data (a ``dataset_demo.json`` with its
     ``demo_spec``): never over a user's dataset (issue 14: 4,700 demo images in a Flickr30K folder)."""
+    if root.exists() or root.is_symlink():
+        if not root.is_dir():
+            raise FileExistsError(
+                f"--root {root.name} is a file (or a dangling link), not a folder; the demo data is a folder of "
+                "images and JSON: choose a new folder, e.g. --root data/demo"
+            )
     if not root.is_dir() or not any(root.iterdir()):
         return
     if json_path.is_file():
@@ -430,7 +436,7 @@ def make_demo_dataset(
     _refuse_foreign_folder(root, json_path)
     header = {"seed": seed, **asdict(spec)}
     header = json.loads(json.dumps(header))  # tuples -> lists, as read back
-    if json_path.is_file() and (root / "tokenizer").is_dir() and not overwrite:
+    if json_path.is_file() and (root / "tokenizer" / "tokenizer.json").is_file() and not overwrite:
         try:
             old = json.loads(json_path.read_text(encoding="utf-8"))
             if old.get("demo_spec") == header and all(

@@ -44,6 +44,14 @@ def _caption_text(sentence, i: int, k: int, filename: str) -> str:
         raise DatasetFormatError(
             f"images[{i}] ({filename}): sentences[{k}] has neither a 'raw' string nor a 'tokens' list"
         )
+    try:
+        raw.encode("utf-8")
+    except UnicodeEncodeError as e:  # valid JSON (\ud800 escapes) but no text: a lone surrogate
+        raise DatasetFormatError(
+            f"images[{i}] ({filename}): sentences[{k}] holds the lone surrogate U+{ord(raw[e.start]):04X} at "
+            f"character {e.start} ({raw[:e.start][-30:]!r} before it), which is not a character (a broken "
+            "UTF-16 conversion); fix or remove that caption"
+        ) from None
     text = clean_caption(raw)
     if not text:
         what = "an empty caption" if not raw.strip() else f"a caption of invisible characters only ({raw!r})"

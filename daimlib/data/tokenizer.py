@@ -21,24 +21,49 @@ from daimlib.hub import hub_reachable  # the kit's one hub probe (HF_ENDPOINT, H
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
-def build_wordpiece_tokenizer(captions: list[str], folder: str | Path, vocab_size: int = 512):
-    """Train a lower-cased BERT WordPiece vocabulary on ``captions`` and save it to ``folder``.
+def wordpiece_vocab(captions: list[str], vocab_size: int = 512) -> list[str]:
+    """A deterministic lower-cased WordPiece vocabulary of ``captions``: the same captions always give
+    the same list, in the same order (issue 28: the ``tokenizers`` trainer breaks ties in hash-map
+    order, so its vocabulary changed from one run to the next).
 
-    Built with the ``tokenizers`` library and saved with ``save_pretrained`` (``tokenizer.json`` +
-    ``vocab.txt``), so ``BertTokenizerFast.from_pretrained(folder)`` loads it in transformers 4
-    and 5 (transformers 5 silently ignores ``BertTokenizer(vocab_file=...)``).
+    In order: the special tokens, every character (sorted), every character as a continuation piece
+    ``##c`` (sorted), then whole words by falling frequency (ties alphabetically) while room is left.
+    Every caption is thus encoded without ``[UNK]``; a word that did not fit is spelled in pieces.
     """
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import normalizers, pre_tokenizers
+
+    norm, pre = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
+    counts: dict[str, int] = {}
+    for c in captions:
+        for word, _ in pre.pre_tokenize_str(norm.normalize_str(c)):
+            counts[word] = counts.get(word, 0) + 1
+    chars = sorted({ch for w in counts for ch in w})
+    vocab = list(SPECIAL_TOKENS) + chars + [f"##{ch}" for ch in chars]
+    if len(vocab) > vocab_size:
+        raise ValueError(
+            f"a vocabulary of {vocab_size} tokens cannot hold the {len(SPECIAL_TOKENS)} special tokens and the "
+            f"{len(chars)} characters of the captions (twice: word-initial and ##continuation); raise vocab_size"
+        )
+    have = set(vocab)
+    words = sorted((w for w in counts if w not in have), key=lambda w: (-counts[w], w))
+    return vocab + words[: vocab_size - len(vocab)]
+
+
+def build_wordpiece_tokenizer(captions: list[str], folder: str | Path, vocab_size: int = 512):
+    """A lower-cased BERT WordPiece tokenizer of ``captions`` (:func:`wordpiece_vocab`), saved to ``folder``.
+
+    Saved with ``save_pretrained`` (``tokenizer.json`` + ``vocab.txt``), so
+    ``BertTokenizerFast.from_pretrained(folder)`` loads it in transformers 4 and 5 (transformers 5
+    silently ignores ``BertTokenizer(vocab_file=...)``). The same captions give the same files, byte for byte.
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import BertTokenizerFast
 
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    vocab = wordpiece_vocab(captions, vocab_size)
+    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, min_frequency=1, show_progress=False
-    )
-    tok.train_from_iterator(captions, trainer)
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
@@ -50,8 +75,7 @@ def build_wordpiece_tokenizer(captions: list[str], folder: str | Path, vocab_siz
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     wrapped.save_pretrained(str(folder))
-    vocab = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
-    (folder / "vocab.txt").write_text("".join(f"{t}\n" for t, _ in vocab), encoding="utf-8")
+    (folder / "vocab.txt").write_text("".join(f"{t}\n" for t in vocab), encoding="utf-8")
     return BertTokenizerFast.from_pretrained(str(folder))
 
 
@@ -90,7 +114,6 @@ def data_tokenizer(
     (:func:`default_cache_dir` when ``None``) in ``wordpiece<V>-<sha256 of the captions>/``; never
     written inside the data folder. Returns ``(tokenizer, folder)``.
     """
-    from transformers import AutoTokenizer
 
     data_root = Path(data_root)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -100,7 +123,7 @@ def data_tokenizer(
             f"into a dataset folder: pass another cache_dir (or set {CACHE_ENV})"
         )
     captions = load_split(data_root, "train", data_cfg, check_files=False).captions
-    digest = hashlib.sha256(f"wordpiece-v1 {vocab_size}\n".encode())
+    digest = hashlib.sha256(f"wordpiece-v2 {vocab_size}\n".encode())  # v2: deterministic vocabulary
     for c in captions:
         digest.update(c.encode("utf-8") + b"\n")
     folder = cache / f"wordpiece{vocab_size}-{digest.hexdigest()[:16]}"
@@ -113,7 +136,32 @@ def data_tokenizer(
                 os.replace(tmp, folder)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    return AutoTokenizer.from_pretrained(str(folder)), folder
+    return tokenizer_from_folder(folder, "cached tokenizer folder"), folder
+
+
+def tokenizer_from_folder(folder: str | Path, what: str = "tokenizer folder"):
+    """``AutoTokenizer.from_pretrained(folder)`` from local files only, with an error that names the
+    folder and the cause when it is empty or its files are damaged (the ``tokenizers`` library raises a
+    bare ``Exception`` naming neither)."""
+    from transformers import AutoTokenizer
+
+    folder = Path(folder)
+    files = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    if not files:
+        raise ValueError(
+            f"the {what} {folder.name}/ is empty: expected tokenizer.json or vocab.txt (a save_pretrained "
+            "folder). Copy it again (demo data: delete the empty tokenizer/ folder and run python -m daimlib "
+            "make-demo-data --root DATA_ROOT, which writes it again)"
+        )
+    try:
+        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    except Exception as e:  # noqa: BLE001 - damaged JSON surfaces as a bare Exception from tokenizers
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise ValueError(
+            f"cannot read the {what} {folder.name}/ (it holds {', '.join(files[:6])}): {first}. A file in it is "
+            "damaged or incomplete; copy it again (demo data: delete the tokenizer/ folder and run "
+            "python -m daimlib make-demo-data --root DATA_ROOT, which writes it again)"
+        ) from None
 
 
 def load_tokenizer(
@@ -168,10 +216,10 @@ def load_tokenizer(
                 f"demo tokenizer folder not found: {folder.name}/ in {Path(data_root).name}/; "
                 "run daimlib.data.make_demo_dataset(data_root) (or python -m daimlib make-demo-data --root DATA_ROOT) first"
             )
-        return AutoTokenizer.from_pretrained(str(folder))
+        return tokenizer_from_folder(folder, "demo tokenizer folder")
     source = spec or text_cfg.weights or text_cfg.name
     if Path(str(source)).is_dir():
-        return AutoTokenizer.from_pretrained(str(source))
+        return tokenizer_from_folder(source)
     local_files_only = local_files_only or not hub_reachable()  # offline: the local cache only
     try:
         return AutoTokenizer.from_pretrained(str(source), local_files_only=local_files_only)
