@@ -103,6 +103,9 @@ class LossConfig:
     lam_reset: float = 0.2  # ... is replaced by this
     neg_stat: str = "reference"  # "reference" | "mean_offdiag" | "hardest"
     mask_same_image: bool = False  # drop same-image off-diagonal pairs from the negatives
+    # under torchrun: "local" = negatives and MOM rows from each rank's own batch (MOM statistics gathered);
+    # "global" = every rank scores and ranks the global batch (world x train.batch_size), as one process would
+    negatives: str = "local"
 
 
 @dataclass

@@ -514,8 +514,8 @@ def train_step(ctx: _Loop, st: TrainState, batch: dict) -> dict:
     tc, t0 = ctx.cfg.train, time.time()
     batch = _to_device(batch, ctx.device)
     with torch.autocast(ctx.device.type, dtype=ctx.amp_dtype) if ctx.amp_dtype else contextlib.nullcontext():
-        out = ctx.ddp_model(batch)
-    lo = ctx.loss_fn(out.scores, step=st.global_step, img_index=out.img_index)
+        out = ctx.ddp_model(batch, global_batch=ctx.cfg.loss.negatives == "global")
+    lo = ctx.loss_fn(out.scores, step=st.global_step, img_index=out.img_index, global_batch=out.global_batch)
     if not ctx.dd.enabled and not bool(torch.isfinite(lo.loss)):  # under DDP the gradient check below agrees
         raise _nonfinite(ctx, st, "loss", batch)
     ctx.scaler.scale(lo.loss).backward()
@@ -526,7 +526,7 @@ def train_step(ctx: _Loop, st: TrainState, batch: dict) -> dict:
     if not ctx.use_scaler and not bool(torch.isfinite(torch.nn.utils.get_total_norm(grads))):
         raise _nonfinite(ctx, st, "gradient", batch)  # (a GradScaler skips such steps itself)
     loss_value = lo.loss.detach().float()
-    if ctx.dd.enabled:  # log the mean over ranks (the margin is already global)
+    if ctx.dd.enabled and not out.global_batch:  # log the mean over ranks (the margin is already global)
         dist.all_reduce(loss_value)
         loss_value /= ctx.dd.world
     stats = {k: _scalar(v) for k, v in lo.stats.items() if k not in STEP_COLUMNS}
@@ -592,9 +592,12 @@ def train_one_epoch(ctx: _Loop, st: TrainState) -> str | None:
     frozen = st.epoch < tc.freeze_epochs
     _set_frozen(ctx.model, frozen, tc.frozen_train_mode)
     if dd.enabled and ctx.wrapped_trainable != (not frozen):
-        # DDP only syncs parameters that required grad when it was built: re-wrap at unfreeze.
+        # DDP only syncs parameters that required grad when it was built: re-wrap at unfreeze. The graph is
+        # static in both phases (every trainable parameter gets a gradient at every step: heads only while
+        # frozen, all after; tests/test_train_speed.py), so no find_unused_parameters pass per step. The
+        # buffers are constants (Swin's position index and masks, BERT's position ids): not broadcast.
         ctx.ddp_model = DistributedDataParallel(ctx.model, device_ids=[dd.local_rank] if ctx.device.type == "cuda"
-                                                else None, find_unused_parameters=True)  # fmt: skip
+                                                else None, broadcast_buffers=False)  # fmt: skip
         ctx.wrapped_trainable = not frozen
     loader = _make_loader(ctx.dataset, ctx.sampler, collate, ctx.cfg, st.epoch, st.batch_in_epoch, ctx.device, dd)
     bar = tqdm(total=len(loader), desc=f"epoch {st.epoch}" + (" (backbones frozen)" if frozen else ""),
