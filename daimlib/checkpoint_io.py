@@ -240,12 +240,7 @@ def save_checkpoint(
             tmp_dir / META, lambda p: Path(p).write_text(json.dumps(info, indent=2, default=str) + "\n")
         )
         _normal_permissions(tmp_dir)
-        _fsync_dir(tmp_dir)
-        if directory.exists():
-            old_dir = parent / f".{directory.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(directory, old_dir)
-        os.replace(tmp_dir, directory)
-        _fsync_dir(parent)
+        old_dir = _install(tmp_dir, directory)
     except BaseException as e:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         if old_dir is not None and old_dir.exists() and not directory.exists():
@@ -256,6 +251,67 @@ def save_checkpoint(
                 f"cannot write the checkpoint {display_path(directory)}: {e.strerror or e} ({kept}); free "
                 "space on that disk, make the folder writable, or choose another --out"
             ) from e
+        raise
+    if old_dir is not None:
+        shutil.rmtree(old_dir, ignore_errors=True)
+    return directory
+
+
+def _install(tmp_dir: Path, directory: Path) -> Path | None:
+    """Move the finished ``tmp_dir`` onto ``directory`` (the previous folder renamed aside first);
+    returns where the previous folder now is (the caller removes it), None when there was none."""
+    _fsync_dir(tmp_dir)
+    old_dir = None
+    if directory.exists():
+        old_dir = directory.parent / f".{directory.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(directory, old_dir)
+    try:
+        os.replace(tmp_dir, directory)
+    except BaseException:
+        if old_dir is not None and old_dir.exists() and not directory.exists():
+            os.replace(old_dir, directory)  # put the previous checkpoint back
+        raise
+    _fsync_dir(directory.parent)
+    return old_dir
+
+
+def link_checkpoint(
+    source: str | os.PathLike, directory: str | os.PathLike, meta: dict | None = None,
+    drop: tuple[str, ...] = (TRAIN_STATE,),
+) -> Path:
+    """``directory`` as a copy of the checkpoint folder ``source`` without the files ``drop``, written
+    without writing the weights again: each file is a hard link to ``source``'s (a copy where the
+    filesystem has none), and meta.json is ``source``'s with ``meta`` merged in (a None value removes
+    that key).
+
+    This is how a run's ``best/`` is made from ``last/`` when the epoch just saved is the best: one
+    write of the weights per epoch instead of two. Hard links stay valid when ``source`` is later
+    replaced (:func:`save_checkpoint` writes a new folder and renames it; it never writes into the
+    files). The sizes and sha256 recorded for ``source``'s files are kept, not recomputed. Atomic
+    like :func:`save_checkpoint`.
+    """
+    source, directory = Path(source), Path(directory)
+    info = read_meta(source)
+    files = {k: v for k, v in info.get("files", {}).items() if k.split("/")[0] not in drop}
+    info = {k: v for k, v in {**info, **(meta or {}), "files": files}.items() if v is not None}
+    clean_stale_temporaries(directory)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    old_dir = None
+    try:
+        for rel in files:
+            dst = tmp_dir / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(source / rel, dst)
+            except OSError:  # no hard links here (some network or FAT filesystems)
+                shutil.copy2(source / rel, dst)
+        _atomic_write(tmp_dir / META, lambda p: Path(p).write_text(json.dumps(info, indent=2, default=str) + "\n"))
+        _normal_permissions(tmp_dir)
+        old_dir = _install(tmp_dir, directory)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        if old_dir is not None and old_dir.exists() and not directory.exists():
+            os.replace(old_dir, directory)
         raise
     if old_dir is not None:
         shutil.rmtree(old_dir, ignore_errors=True)

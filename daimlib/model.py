@@ -125,6 +125,14 @@ class DAIM(nn.Module, DAIMHubMixin):
         scores = self.similarity(img_levels, txt_levels, lengths)  # [B, B]
         return MatchOutput(scores=scores, img_index=batch.get("img_index"))
 
+    def compile_encoders(self, **kwargs) -> DAIM:
+        """``torch.compile`` the two encoders in place (``train.compile``; ``kwargs`` go to ``compile``,
+        e.g. ``backend="eager"``). In place, so the state_dict keys stay the plain modules'; SCAN stays
+        eager (its blocks depend on the caption lengths)."""
+        self.image_encoder.compile(**kwargs)
+        self.text_encoder.compile(**kwargs)
+        return self
+
     # --- freezing (spec 1.5) -------------------------------------------------------------------
 
     def backbone_parameters(self) -> list[nn.Parameter]:

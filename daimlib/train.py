@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import logging
 import math
 import os
@@ -54,6 +55,7 @@ from tqdm.auto import tqdm
 
 from . import runs
 from .checkpoint import CheckpointError, display_path, load_checkpoint, read_meta, save_checkpoint
+from .checkpoint_io import link_checkpoint
 from .config import DAIMConfig
 from .data import CaptionDataset, build_transforms, collate, first_images, load_split, load_tokenizer
 from .encoders import image_pretrained, text_pretrained
@@ -63,7 +65,7 @@ from .losses import MatchingLoss
 from .metrics import METRIC_KEYS
 from .model import DAIM
 from .runtime import amp_for as _amp
-from .runtime import seed_everything, torch_device, tune_cpu_allocator
+from .runtime import loader_workers, seed_everything, tf32, torch_device, tune_cpu_allocator
 
 log = logging.getLogger("daimlib.train")
 
@@ -114,6 +116,8 @@ class TrainState:
     best_score: float = -math.inf
     best_epoch: int = -1
     best_metrics: dict = field(default_factory=dict)
+    best_step: int = -1  # the global step of the best validation (best/ is linked from last/ at that step)
+    best_select_on: str = ""
     loss_sum: float = 0.0  # over the epoch's steps so far (the epoch row's mean loss)
     loss_n: int = 0
     elapsed_s: float = 0.0  # training time before this call (resumed runs)
@@ -203,20 +207,47 @@ def _gather_rng(dd: _Dist) -> list[dict]:
 # --- data ----------------------------------------------------------------------------------------
 
 
-class _SkipSampler(Sampler):
-    """The indices of ``base`` without the first ``skip`` (to resume in the middle of an epoch)."""
+class _EpochSampler(Sampler):
+    """The indices of ``base`` (a DistributedSampler) for epoch ``epoch`` without the first ``skip`` (to
+    resume in the middle of an epoch); :meth:`start` sets both before each epoch, so one DataLoader with
+    persistent workers serves every epoch. ``seeded``: each index comes with its augmentation seed."""
 
-    def __init__(self, base: Sampler, skip: int = 0):
-        self.base, self.skip = base, skip
+    def __init__(self, base: DistributedSampler, seed: int, seeded: bool):
+        self.base, self.seed, self.seeded = base, int(seed), bool(seeded)
+        self.epoch, self.skip = 0, 0
+
+    def start(self, epoch: int, skip: int) -> None:
+        self.epoch, self.skip = int(epoch), int(skip)
+        self.base.set_epoch(self.epoch)
 
     def __iter__(self):
         it = iter(self.base)
         for _ in range(self.skip):
             next(it, None)
-        yield from it
+        for i in it:
+            yield (i, (self.seed * 1_000_003 + self.epoch) * 10_000_019 + i) if self.seeded else i
 
     def __len__(self) -> int:
         return max(len(self.base) - self.skip, 0)
+
+
+class _SeededItems(torch.utils.data.Dataset):
+    """``dataset[i]`` drawn under the seed that comes with ``i`` (in loader workers): a caption's augmentation
+    depends only on (train.seed, epoch, caption), not on the worker, their number or an earlier epoch, so
+    workers can live across epochs and a resumed run sees the same crops."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        index, seed = key
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+        return self.dataset[index]
 
 
 def _train_loader(cfg: DAIMConfig, data_root, dd: _Dist, device: torch.device):
@@ -241,21 +272,31 @@ def _train_loader(cfg: DAIMConfig, data_root, dd: _Dist, device: torch.device):
     return dataset, sampler, tokenizer
 
 
-def _make_loader(
-    dataset, sampler, collate, cfg: DAIMConfig, epoch: int, skip_batches: int, device, dd: _Dist
-):
-    sampler.set_epoch(epoch)
-    gen = torch.Generator().manual_seed(cfg.train.seed * 1_000_003 + epoch * 101 + dd.rank)  # worker seeds
-    return DataLoader(
-        dataset,
-        batch_size=cfg.train.batch_size,
-        sampler=_SkipSampler(sampler, skip_batches * cfg.train.batch_size),
-        collate_fn=collate,
-        num_workers=cfg.data.num_workers,
-        drop_last=True,
-        pin_memory=device.type == "cuda",
-        generator=gen,
-    )
+def _epoch_batches(ctx, epoch: int, skip_batches: int):
+    """The batches of ``epoch`` from ``skip_batches`` on. One DataLoader per run: with workers
+    (``data.num_workers`` > 0, capped by :func:`daimlib.runtime.loader_workers`) they persist across
+    epochs and draw each caption's augmentation from its own seed (:class:`_SeededItems`); without,
+    the augmentation draws from the training RNG as before (exact resume on a CPU)."""
+    cfg = ctx.cfg
+    if ctx.loader is None:
+        per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        workers = loader_workers(cfg.data.num_workers, per_node)
+        ctx.epoch_sampler = _EpochSampler(ctx.sampler, cfg.train.seed, seeded=workers > 0)
+        ctx.loader = DataLoader(_SeededItems(ctx.dataset) if workers else ctx.dataset, batch_size=cfg.train.batch_size,
+                                sampler=ctx.epoch_sampler, collate_fn=collate, num_workers=workers, drop_last=True,
+                                pin_memory=ctx.device.type == "cuda", persistent_workers=workers > 0,
+                                # its own generator: a DataLoader without one draws a seed from the training RNG
+                                generator=torch.Generator().manual_seed(cfg.train.seed + 1_000_003 * ctx.dd.rank))  # fmt: skip
+    ctx.epoch_sampler.start(epoch, skip_batches * cfg.train.batch_size)
+    return iter(ctx.loader)
+
+
+def _close_loader(ctx) -> None:
+    """Stop the loader's persistent workers now, not when the garbage collector finds the run."""
+    it = getattr(ctx.loader, "_iterator", None)
+    if it is not None and hasattr(it, "_shutdown_workers"):
+        it._shutdown_workers()
+    ctx.loader = None
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:
@@ -395,10 +436,13 @@ class _Loop:
     signals: _StopSignals | None = None
     ddp_model: Any = None
     wrapped_trainable: bool | None = None
+    loader: Any = None  # the training DataLoader, built at the first epoch (_epoch_batches)
+    epoch_sampler: Any = None
     t_start: float = field(default_factory=time.time)
     elapsed0: float = 0.0
     snap: dict | None = None  # RNG and margin at the current step's boundary
     pending: dict | None = None  # the history row of a step whose optimizer step may have run
+    best_due: dict | None = None  # meta of a best/ to link from the next last/
     stepped: bool = False  # the optimizer stepped since the boundary (a step post-hook sets it)
 
     @property
@@ -419,6 +463,8 @@ def _build(cfg, data_root, out_dir, device, dd, eval_split, use_pretrained, prog
             raise
         raise PretrainedWeightsError(str(e)) from e  # the encoders' message names the model and the field
     model.to(device)
+    if cfg.train.compile:
+        model.compile_encoders()
     loss_fn = MatchingLoss.from_config(cfg.loss).to(device)
     dataset, sampler, tokenizer = _train_loader(cfg, data_root, dd, device)
     val_split = load_split(cfg.data, data_root, eval_split) if eval_split is not None else None
@@ -483,6 +529,28 @@ def save_last(ctx: _Loop, st: TrainState, stopped: str, gather: bool = True) -> 
         save_checkpoint(ctx.out_dir / "last", ctx.model, ctx.cfg, train_state=state, loss=ctx.loss_fn,
                         tokenizer=ctx.tokenizer,  # the folder carries its tokenizer: evaluating needs no hub
                         meta=dict(kind="last", epoch=st.epoch, step=st.global_step, stopped=stopped))  # fmt: skip
+        if ctx.best_due is not None:
+            _link_best(ctx.out_dir, ctx.best_due)
+    ctx.best_due = None
+
+
+def _link_best(out_dir: Path, meta: dict) -> None:
+    """``best/`` from the ``last/`` just written (the same weights, margin and tokenizer; no train state):
+    hard links, so the weights are written once per epoch (:func:`daimlib.checkpoint_io.link_checkpoint`)."""
+    link_checkpoint(out_dir / "last", out_dir / "best", meta=dict(meta, stopped=None))
+
+
+def _repair_best(out_dir: Path, st: TrainState) -> None:
+    """On resume: a stop between writing ``last/`` and linking ``best/`` left ``best/`` one best behind
+    while ``last/`` holds the best weights (its step is the best's); link it again."""
+    if st.best_epoch < 0 or not (out_dir / "last" / "meta.json").is_file():
+        return
+    best = read_meta(out_dir / "best") if (out_dir / "best" / "meta.json").is_file() else {}
+    last = read_meta(out_dir / "last")
+    if best.get("epoch") != st.best_epoch and last.get("step") == st.best_step:
+        log.warning("best/ was one best behind last/ (a stop between their writes): linking it again")
+        _link_best(out_dir, dict(kind="best", epoch=st.best_epoch, step=st.best_step,
+                                 select_on=st.best_select_on, metrics=st.best_metrics))  # fmt: skip
 
 
 # --- one step, one epoch, one validation --------------------------------------------------------
@@ -586,6 +654,11 @@ def _stop_reason(ctx: _Loop, st: TrainState) -> str | None:
     return "interrupted" if flags[0] > 0 else None
 
 
+# torch >= 2.14 names it forward_sync_buffers (and deprecates broadcast_buffers)
+_NO_BUFFER_SYNC = ({"forward_sync_buffers": False} if "forward_sync_buffers" in
+                   inspect.signature(DistributedDataParallel.__init__).parameters else {"broadcast_buffers": False})  # fmt: skip
+
+
 def train_one_epoch(ctx: _Loop, st: TrainState) -> str | None:
     """The steps of epoch ``st.epoch`` from ``st.batch_in_epoch`` on; returns a stop reason or None."""
     tc, dd = ctx.cfg.train, ctx.dd
@@ -597,12 +670,12 @@ def train_one_epoch(ctx: _Loop, st: TrainState) -> str | None:
         # frozen, all after; tests/test_train_speed.py), so no find_unused_parameters pass per step. The
         # buffers are constants (Swin's position index and masks, BERT's position ids): not broadcast.
         ctx.ddp_model = DistributedDataParallel(ctx.model, device_ids=[dd.local_rank] if ctx.device.type == "cuda"
-                                                else None, broadcast_buffers=False)  # fmt: skip
+                                                else None, **_NO_BUFFER_SYNC)  # fmt: skip
         ctx.wrapped_trainable = not frozen
-    loader = _make_loader(ctx.dataset, ctx.sampler, collate, ctx.cfg, st.epoch, st.batch_in_epoch, ctx.device, dd)
-    bar = tqdm(total=len(loader), desc=f"epoch {st.epoch}" + (" (backbones frozen)" if frozen else ""),
+    batches = _epoch_batches(ctx, st.epoch, st.batch_in_epoch)
+    bar = tqdm(total=len(ctx.loader), desc=f"epoch {st.epoch}" + (" (backbones frozen)" if frozen else ""),
                disable=not (ctx.progress and dd.main), leave=False, dynamic_ncols=True)  # fmt: skip
-    batches, stop = iter(loader), None
+    stop = None
     try:
         while stop is None and st.batch_in_epoch < ctx.steps_per_epoch:
             ctx.snap = {"rng": _rng_state(), "margin": ctx.loss_fn.margin.detach().clone(),
@@ -648,12 +721,10 @@ def validate_and_checkpoint(ctx: _Loop, st: TrainState) -> None:
         metrics = {k: float(v) for k, v in metrics.items()}
         score = selection_score(metrics, tc.select_on)
         row.update(metrics, select=score)
-        if score > st.best_score:
-            if ctx.dd.main:  # best first: a row on disk means its best is too
-                save_checkpoint(ctx.out_dir / "best", ctx.model, ctx.cfg, loss=ctx.loss_fn, tokenizer=ctx.tokenizer,
-                                meta=dict(kind="best", epoch=epoch, step=st.global_step, select_on=tc.select_on,
-                                          metrics=metrics))  # fmt: skip
+        if score > st.best_score:  # best/ is made from the last/ that save_last writes next (_link_best)
+            ctx.best_due = dict(kind="best", epoch=epoch, step=st.global_step, select_on=tc.select_on, metrics=metrics)
             st.best_score, st.best_epoch, st.best_metrics = score, epoch, metrics
+            st.best_step, st.best_select_on = st.global_step, tc.select_on
         row["best"] = st.best_epoch == epoch
     elif ctx.val_split is not None:  # the same columns in every row: the CSV's header is its first row's
         row.update(dict.fromkeys(METRIC_KEYS, float("nan")), select=float("nan"), best=False)
@@ -695,7 +766,7 @@ def _epochs(ctx: _Loop, st: TrainState) -> str:
 
 def _run(ctx: _Loop, st: TrainState, record) -> str:
     """:func:`_epochs` under the stop signals; every way out leaves a consistent ``last``."""
-    with _StopSignals() as sig:
+    with _StopSignals() as sig, tf32(ctx.cfg.train.tf32, ctx.device):
         ctx.signals = sig
         try:
             return _epochs(ctx, st)
@@ -711,6 +782,7 @@ def _run(ctx: _Loop, st: TrainState, record) -> str:
             record("nonfinite", st)
             raise
         finally:
+            _close_loader(ctx)
             ctx.history.close()
 
 
@@ -833,6 +905,8 @@ def train(
                 "data (its run.json records another dataset sha256); resume with the run's own data root"
             )
         st, rows = _restore(ctx, out_dir / "last")
+        if dd.main:
+            _repair_best(out_dir, st)
     else:
         seed_everything(cfg.train.seed + dd.rank)  # dropout/augmentation streams differ across ranks
     ctx.elapsed0 = st.elapsed_s
