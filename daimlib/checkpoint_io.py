@@ -181,6 +181,7 @@ def save_checkpoint(
     tokenizer: Any = None,
     loss: torch.nn.Module | None = None,
     trim: dict[str, tuple[int, int]] | None = None,
+    state_dict: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write ``model``'s weights, ``cfg`` and (optionally) the training state to ``directory``, atomically.
 
@@ -193,8 +194,9 @@ def save_checkpoint(
     ``tokenizer`` attribute when it has one) is saved in ``tokenizer/`` so that evaluating the
     checkpoint never needs the hub. ``trim`` ({key: (start, stop)}) stores only those rows of a
     weight, for rows that provably never affect an output (:func:`daimlib.model.dead_weight_rows`);
-    meta.json records the full shape and the loaders put zeros back in the other rows. Returns the
-    folder path.
+    meta.json records the full shape and the loaders put zeros back in the other rows.
+    ``state_dict``: the weights to write instead of ``model.state_dict()`` (a CPU snapshot taken
+    earlier, while the model trains on). Returns the folder path.
     """
     directory = Path(directory)
     parent = directory.parent
@@ -204,7 +206,8 @@ def save_checkpoint(
     if tokenizer is None:
         tokenizer = getattr(model, "tokenizer", None)
     # Detached CPU copies: safetensors refuses tensors that share storage (tied weights, views).
-    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    weights = model.state_dict() if state_dict is None else state_dict
+    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in weights.items()}
     if loss is not None:
         state.update(
             {LOSS_PREFIX + k: v.detach().to("cpu").contiguous().clone() for k, v in loss.state_dict().items()}

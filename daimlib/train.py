@@ -14,7 +14,9 @@
    (:func:`train_step`): model -> scores, loss(scores, step), backward, optimizer step, one row in
    ``history_steps.csv`` (:mod:`daimlib.history`);
 4. at the epoch end (:func:`validate_and_checkpoint`): validation on its own RNG stream, one row in
-   ``history_epochs.csv``, ``best`` when the selection score improves; then :func:`save_last`;
+   ``history_epochs.csv``, ``best`` when the selection score improves; then :func:`save_last` (rank 0
+   writes ``last`` in a background thread from a CPU snapshot, :class:`_Writer`; ``best`` is hard-linked
+   from it, :func:`_link_best`);
 5. stops: budgets (``max_steps``, ``max_minutes``), Ctrl-C (SIGINT) and SIGTERM. A signal is
    acted on at the next step boundary; a ``KeyboardInterrupt`` raised inside a step completes the
    step if the optimizer already stepped and undoes it otherwise; an interrupted validation is
@@ -31,6 +33,7 @@ stopped (:mod:`daimlib.runs`).
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import inspect
 import logging
@@ -443,6 +446,7 @@ class _Loop:
     snap: dict | None = None  # RNG and margin at the current step's boundary
     pending: dict | None = None  # the history row of a step whose optimizer step may have run
     best_due: dict | None = None  # meta of a best/ to link from the next last/
+    writer: _Writer = field(default_factory=lambda: _Writer())
     stepped: bool = False  # the optimizer stepped since the boundary (a step post-hook sets it)
 
     @property
@@ -526,12 +530,68 @@ def save_last(ctx: _Loop, st: TrainState, stopped: str, gather: bool = True) -> 
                  steps_rows=steps_rows, epochs_rows=epochs_rows, elapsed_s=ctx.elapsed(), stopped=stopped)  # fmt: skip
     ctx.history.flush()  # the rows the checkpoint counts must be on disk
     if ctx.dd.main:
-        save_checkpoint(ctx.out_dir / "last", ctx.model, ctx.cfg, train_state=state, loss=ctx.loss_fn,
-                        tokenizer=ctx.tokenizer,  # the folder carries its tokenizer: evaluating needs no hub
-                        meta=dict(kind="last", epoch=st.epoch, step=st.global_step, stopped=stopped))  # fmt: skip
-        if ctx.best_due is not None:
-            _link_best(ctx.out_dir, ctx.best_due)
+        ctx.writer.wait()  # the previous write first: one snapshot in memory, writes in order
+        weights = {k: v.detach().to("cpu", copy=True) for k, v in ctx.model.state_dict().items()}
+        state, loss, best = _cpu_copy(state), copy.deepcopy(ctx.loss_fn).cpu(), ctx.best_due
+        tokenizer = copy.deepcopy(ctx.tokenizer)  # the loader tokenizes on: a fast tokenizer is not shared by threads
+        meta = dict(kind="last", epoch=st.epoch, step=st.global_step, stopped=stopped)
+
+        def write() -> None:
+            save_checkpoint(ctx.out_dir / "last", ctx.model, ctx.cfg, train_state=state, loss=loss, meta=meta,
+                            tokenizer=tokenizer,  # the folder carries its tokenizer: evaluating needs no hub
+                            state_dict=weights)  # fmt: skip
+            if best is not None:
+                _link_best(ctx.out_dir, best)
+
+        ctx.writer.submit(write, background=stopped == "running")  # a run's last save is written before it returns
     ctx.best_due = None
+
+
+def _cpu_copy(obj):
+    """``obj`` (tensors in dicts, lists, tuples) with every tensor copied to the CPU: a snapshot that the
+    training can go on changing in place while a background thread writes it."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu_copy(v) for v in obj)
+    return obj
+
+
+class _Writer:
+    """Rank 0's checkpoint writes, one at a time, in a background thread while training goes on: a save
+    costs the training only the copy of the weights and the optimizer state to the CPU, and the other
+    ranks, which wait for rank 0 at the next collective, no longer wait for the disk (issue 25). A write
+    that failed raises at the next save or at the end of the run; a crash mid-write leaves the previous
+    ``last/`` (atomic rename), from which resume goes on."""
+
+    def __init__(self):
+        self.thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    def wait(self, raise_error: bool = True) -> None:
+        if self.thread is not None:
+            self.thread.join()
+            self.thread = None
+        if self.error is not None and raise_error:
+            error, self.error = self.error, None
+            raise error
+
+    def submit(self, fn, background: bool) -> None:
+        self.wait()
+        if not background:
+            fn()
+            return
+
+        def run() -> None:
+            try:
+                fn()
+            except BaseException as e:  # handed to the main thread at the next wait()
+                self.error = e
+
+        self.thread = threading.Thread(target=run, name="daim-checkpoint-writer", daemon=False)
+        self.thread.start()
 
 
 def _link_best(out_dir: Path, meta: dict) -> None:
@@ -782,6 +842,7 @@ def _run(ctx: _Loop, st: TrainState, record) -> str:
             record("nonfinite", st)
             raise
         finally:
+            ctx.writer.wait(raise_error=False)  # nothing left writing when train() returns or raises
             _close_loader(ctx)
             ctx.history.close()
 
