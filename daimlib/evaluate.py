@@ -39,7 +39,7 @@ from daimlib.metrics import (  # noqa: F401 - re-exported: the protocol's rankin
 )
 from daimlib.paths import display_path
 from daimlib.published import BENCHMARK_IMAGES, BENCHMARK_NAMES
-from daimlib.runtime import amp_settings
+from daimlib.runtime import amp_settings, loader_workers
 from daimlib.tables import PAPER_COLUMNS, results_table  # noqa: F401 - results_table re-exported here
 
 PROTOCOLS = ("demo", "f30k", "coco1k", "coco5k")
@@ -196,7 +196,7 @@ def encode_split(
     cache_dtype = feature_dtype(features, amp_dtype, device)
     was_training = model.training
     model.eval()
-    workers = getattr(data_cfg, "num_workers", 0)
+    workers = loader_workers(getattr(data_cfg, "num_workers", 0))  # capped at the CPUs (one left free)
     # a generator of its own: a DataLoader draws its workers' base seed from the global torch RNG
     # otherwise, and validation inside training would shift the training stream (issue 13 item 3)
     loader_kw = dict(batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=workers,

@@ -23,7 +23,7 @@
    redone on resume. A NaN/Inf loss or gradient stops the run before the optimizer step
    (:class:`NonFiniteError`), ``best`` untouched.
 
-Resume is exact on a CPU (``data.num_workers=0``) from every stop: the caption order of epoch e
+Resume is exact on a CPU (with or without loader workers) from every stop: the caption order of epoch e
 depends only on (seed, e), the RNG states at the step boundary are saved with the optimizer,
 scheduler, scaler, margin and history position, and validation never draws from the training
 streams. ``<out>/run.json`` records the config, budget, data identity, versions and how the run
