@@ -53,6 +53,7 @@ from daimlib.model import DAIM  # noqa: E402
 from daimlib.runtime import amp_settings, tf32  # noqa: E402
 
 TOL_TRAIN_SCORES, TOL_TRAIN_LOSS, TOL_EVAL_TF32, TOL_COMPILE_LOSS = 0.05, 0.02, 5e-3, 0.01
+COMPILE_RESERVE_S = 180  # kept for the compile rows (Swin-B + BERT-base compile with their backward)
 
 
 class Budget:
@@ -84,15 +85,19 @@ def _cfg(smoke: bool):
     return load_preset("daim_coco", **{"image.init": "random", "text.init": "random"})
 
 
-def _batch(cfg, batch: int, device, seed: int = 0) -> dict:
+def _batch(cfg, batch: int, device, seed: int = 0, images: bool = True) -> dict:
+    """Random captions (lengths 8..L) and, with ``images``, random images made on ``device``."""
     g = torch.Generator().manual_seed(seed)
     L, vocab = cfg.text.max_len, (cfg.text.model_kwargs or {}).get("vocab_size", 30522)
     lens = torch.randint(8, L + 1, (batch,), generator=g)
     mask = (torch.arange(L)[None, :] < lens[:, None]).long()  # [B, L]
     ids = torch.randint(100, vocab, (batch, L), generator=g) * mask
-    size = cfg.image.img_size
-    return {"images": torch.randn(batch, 3, size, size, generator=g).to(device), "input_ids": ids.to(device),
-            "attention_mask": mask.to(device), "img_index": torch.arange(batch, device=device)}  # fmt: skip
+    out = {"input_ids": ids.to(device), "attention_mask": mask.to(device), "img_index": torch.arange(batch, device=device)}
+    if images:
+        gd = torch.Generator(device=device).manual_seed(seed)
+        size = cfg.image.img_size
+        out["images"] = torch.randn(batch, 3, size, size, generator=gd, device=device)  # [B, 3, H, W]
+    return out
 
 
 def _model(cfg, device, frozen: bool):
@@ -108,8 +113,9 @@ def _loss_of(model, loss_fn, data, amp_dtype, device):
     return scores, loss_fn(scores, step=10**9, img_index=data["img_index"]).loss
 
 
-def train_steps(model, cfg, data, device, steps: int, amp=True) -> float:
-    """Mean s/step over ``steps`` steps after one untimed step (forward, loss, backward, Adam)."""
+def train_steps(model, cfg, data, device, steps: int, amp=True, first: dict | None = None) -> float:
+    """Mean s/step over ``steps`` steps after one untimed step (forward, loss, backward, Adam); ``first``
+    receives the first step's seconds and loss."""
     amp_dtype, use_scaler = amp_settings(cfg.train.amp if amp else "off", device)
     loss_fn = MatchingLoss.from_config(cfg.loss).to(device)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
@@ -119,40 +125,43 @@ def train_steps(model, cfg, data, device, steps: int, amp=True) -> float:
         _sync(device)
         t0 = time.perf_counter()
         _, loss = _loss_of(model, loss_fn, data, amp_dtype, device)
+        if first is not None and not times:
+            first["loss"] = float(loss.detach())
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
         opt.zero_grad(set_to_none=True)
         _sync(device)
         times.append(time.perf_counter() - t0)
+    if first is not None:
+        first["seconds"] = times[0]
     return sum(times[1:]) / steps
 
 
-def _fits(cfg, device, frozen: bool, batch: int) -> bool:
-    model = _model(cfg, device, frozen)
+def _fits(model, cfg, device, batch: int) -> bool:
     try:
         train_steps(model, cfg, _batch(cfg, batch, device), device, steps=1)
         return True
     except torch.OutOfMemoryError:
         return False
     finally:
-        del model
+        model.zero_grad(set_to_none=True)
         _reset_peak(device)
 
 
-def largest_batch(cfg, device, frozen: bool, start: int, cap: int, seconds: float) -> int:
+def largest_batch(model, cfg, device, start: int, cap: int, seconds: float) -> int:
     """The largest batch in [start, cap] one training step fits at: doubling, then bisection."""
     t_end = time.perf_counter() + seconds
     lo, hi = start, None
     while hi is None and lo < cap and time.perf_counter() < t_end:
         nxt = min(2 * lo, cap)
-        if _fits(cfg, device, frozen, nxt):
+        if _fits(model, cfg, device, nxt):
             lo = nxt
         else:
             hi = nxt
     while hi is not None and hi - lo > max(2, lo // 16) and time.perf_counter() < t_end:
         mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if _fits(cfg, device, frozen, mid) else (lo, mid)
+        lo, hi = (mid, hi) if _fits(model, cfg, device, mid) else (lo, mid)
     return lo
 
 
@@ -221,11 +230,12 @@ def eval_coco5k(cfg, device, smoke: bool, budget: Budget) -> dict:
     img_levels, txt_levels, lens = None, None, []
     with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         for a in range(0, n_img, bs):
-            levels = model.encode_image(_batch(cfg, min(bs, n_img - a), device, seed=a)["images"])
+            size = cfg.image.img_size
+            levels = model.encode_image(torch.randn(min(bs, n_img - a), 3, size, size, device=device))
             img_levels = [x.to(half) for x in levels] if img_levels is None else [
                 torch.cat([c, x.to(half)]) for c, x in zip(img_levels, levels)]  # fmt: skip
         for a in range(0, n_cap, 4 * bs):
-            b = _batch(cfg, min(4 * bs, n_cap - a), device, seed=10**6 + a)
+            b = _batch(cfg, min(4 * bs, n_cap - a), device, seed=10**6 + a, images=False)
             levels, ln = model.encode_text(b["input_ids"], b["attention_mask"])
             txt_levels = [x.to(half) for x in levels] if txt_levels is None else [
                 torch.cat([c, x.to(half)]) for c, x in zip(txt_levels, levels)]  # fmt: skip
@@ -247,7 +257,8 @@ def eval_coco5k(cfg, device, smoke: bool, budget: Budget) -> dict:
     probe = min(n_img, 100)
     _, t_probe = score(probe, True)
     per_img = t_probe / probe
-    rows = n_img if per_img * n_img * 2.2 < budget.left() - 90 else max(probe, int((budget.left() - 90) / 2.2 / per_img))
+    spare = budget.left() - (5 if smoke else COMPILE_RESERVE_S)  # what the two scorings may take
+    rows = n_img if per_img * n_img * 2.2 < spare else max(probe, int(spare / 2.2 / per_img))
     rows = min(rows, n_img)
     s_tf32, t_tf32 = score(rows, True)
     s_fp32, t_fp32 = score(rows, False)
@@ -258,24 +269,16 @@ def eval_coco5k(cfg, device, smoke: bool, budget: Budget) -> dict:
 
 
 def compile_rows(cfg, device, batch: int, smoke: bool) -> dict:
-    """s/step with the encoders compiled (first step = compile time) and eager, and their losses."""
+    """s/step with the encoders compiled (the first step compiles) and eager, and the first step's losses.
+    Dropout off (eval mode, gradients on): the two models compute the same function."""
     out = {}
     for compiled in (False, True):
-        model = _model(cfg, device, frozen=False)
+        model = _model(cfg, device, frozen=False).eval()
         if compiled:
             model.compile_encoders(**({"backend": "eager"} if smoke else {}))
-        data = _batch(cfg, batch, device, seed=2)
-        loss_fn = MatchingLoss.from_config(cfg.loss).to(device).eval()
-        amp_dtype, _ = amp_settings(cfg.train.amp, device)
-        model.eval()
-        _sync(device)
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            _, loss = _loss_of(model, loss_fn, data, amp_dtype, device)
-        _sync(device)
-        first = time.perf_counter() - t0
-        model.train()
-        out[compiled] = {"first_s": first, "loss": float(loss), "step_s": train_steps(model, cfg, data, device, 3)}
+        first: dict = {}
+        step_s = train_steps(model, cfg, _batch(cfg, batch, device, seed=2), device, 3, first=first)
+        out[compiled] = {"first_s": first["seconds"], "loss": first["loss"], "step_s": step_s}
         del model
         _reset_peak(device)
     out["diff"] = abs(out[True]["loss"] - out[False]["loss"]) / max(abs(out[False]["loss"]), 1e-12)
@@ -321,15 +324,17 @@ def main(argv=None) -> int:
     with tf32(True, device):
         for frozen in (True, False):
             phase = "frozen" if frozen else "unfrozen"
+            model = _model(cfg, device, frozen)
             _reset_peak(device)
-            s = train_steps(_model(cfg, device, frozen), cfg, _batch(cfg, b0, device), device, steps=2 if smoke else 5)
+            s = train_steps(model, cfg, _batch(cfg, b0, device), device, steps=2 if smoke else 5)
             rows.append((f"train step, {phase}, batch {b0}", f"{s:.3f} s/step", f"peak {_peak(device)}"))
             _reset_peak(device)
             cap = 16 if smoke else args.max_batch
-            big = largest_batch(cfg, device, frozen, b0, cap, seconds=10 if smoke else 50)
-            s = train_steps(_model(cfg, device, frozen), cfg, _batch(cfg, big, device), device, steps=2)
+            big = largest_batch(model, cfg, device, b0, cap, seconds=10 if smoke else 35)
+            s = train_steps(model, cfg, _batch(cfg, big, device), device, steps=2)
             rows.append((f"train step, {phase}, largest batch found: {big}", f"{s:.3f} s/step", f"peak {_peak(device)}"
                          + (" (search capped)" if big >= cap else "")))  # fmt: skip
+            del model
             _reset_peak(device)
     d = ddp_run(cfg, device, smoke)
     if not d["ok"]:
@@ -343,12 +348,12 @@ def main(argv=None) -> int:
     rows.append((f"eval score {e['n_img']} x {e['n_cap']}, fp32", f"{e['fp32_s']:.1f} s", how.lstrip(", ")))
     rows.append(("TF32 vs fp32: eval scores, max |diff|", _verdict("eval tf32", e["diff"], TOL_EVAL_TF32, failures),
                  f"{e['rows']} x {e['n_cap']}"))  # fmt: skip
-    if budget.left() > (10 if smoke else 120):
+    if budget.left() > (10 if smoke else COMPILE_RESERVE_S - 30):
         c = compile_rows(cfg, device, b0, smoke)
         for compiled in (False, True):
             r = c[compiled]
             rows.append((f"torch.compile {'on' if compiled else 'off'}, unfrozen, batch {b0}", f"{r['step_s']:.3f} s/step",
-                         f"first forward {r['first_s']:.1f} s"))  # fmt: skip
+                         f"first step {r['first_s']:.1f} s" + (" (compiles)" if compiled else "")))  # fmt: skip
         rows.append(("compile vs eager: loss, relative", _verdict("compile", c["diff"], TOL_COMPILE_LOSS, failures), ""))
     else:
         rows.append(("torch.compile on/off", "skipped", f"{budget.left():.0f} s of the budget left"))
