@@ -183,6 +183,7 @@ def save_checkpoint(
     tokenizer: Any = None,
     loss: torch.nn.Module | None = None,
     trim: dict[str, tuple[int, int]] | None = None,
+    state_dict: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write ``model``'s weights, ``cfg`` and (optionally) the training state to ``directory``, atomically.
 
@@ -195,8 +196,9 @@ def save_checkpoint(
     ``tokenizer`` attribute when it has one) is saved in ``tokenizer/`` so that evaluating the
     checkpoint never needs the hub. ``trim`` ({key: (start, stop)}) stores only those rows of a
     weight, for rows that provably never affect an output (:func:`daimlib.model.dead_weight_rows`);
-    meta.json records the full shape and the loaders put zeros back in the other rows. Returns the
-    folder path.
+    meta.json records the full shape and the loaders put zeros back in the other rows.
+    ``state_dict``: the weights to write instead of ``model.state_dict()`` (a CPU snapshot taken
+    earlier, while the model trains on). Returns the folder path.
     """
     directory = Path(directory)
     parent = directory.parent
@@ -206,7 +208,8 @@ def save_checkpoint(
     if tokenizer is None:
         tokenizer = getattr(model, "tokenizer", None)
     # Detached CPU copies: safetensors refuses tensors that share storage (tied weights, views).
-    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    weights = model.state_dict() if state_dict is None else state_dict
+    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in weights.items()}
     if loss is not None:
         state.update(
             {LOSS_PREFIX + k: v.detach().to("cpu").contiguous().clone() for k, v in loss.state_dict().items()}
@@ -242,12 +245,7 @@ def save_checkpoint(
             tmp_dir / META, lambda p: Path(p).write_text(json.dumps(info, indent=2, default=str) + "\n")
         )
         _normal_permissions(tmp_dir)
-        _fsync_dir(tmp_dir)
-        if directory.exists():
-            old_dir = parent / f".{directory.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(directory, old_dir)
-        os.replace(tmp_dir, directory)
-        _fsync_dir(parent)
+        old_dir = _install(tmp_dir, directory)
     except BaseException as e:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         if old_dir is not None and old_dir.exists() and not directory.exists():
@@ -270,6 +268,67 @@ def _safetensors_io_reason(e: Exception) -> str:
     """The OS reason inside a SafetensorError (``... message: "No space left on device" ...``)."""
     m = re.search(r'message: "([^"]+)"', str(e))
     return m.group(1) if m else f"safetensors could not write the weights ({e})"
+
+
+def _install(tmp_dir: Path, directory: Path) -> Path | None:
+    """Move the finished ``tmp_dir`` onto ``directory`` (the previous folder renamed aside first);
+    returns where the previous folder now is (the caller removes it), None when there was none."""
+    _fsync_dir(tmp_dir)
+    old_dir = None
+    if directory.exists():
+        old_dir = directory.parent / f".{directory.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(directory, old_dir)
+    try:
+        os.replace(tmp_dir, directory)
+    except BaseException:
+        if old_dir is not None and old_dir.exists() and not directory.exists():
+            os.replace(old_dir, directory)  # put the previous checkpoint back
+        raise
+    _fsync_dir(directory.parent)
+    return old_dir
+
+
+def link_checkpoint(
+    source: str | os.PathLike, directory: str | os.PathLike, meta: dict | None = None,
+    drop: tuple[str, ...] = (TRAIN_STATE,),
+) -> Path:
+    """``directory`` as a copy of the checkpoint folder ``source`` without the files ``drop``, written
+    without writing the weights again: each file is a hard link to ``source``'s (a copy where the
+    filesystem has none), and meta.json is ``source``'s with ``meta`` merged in (a None value removes
+    that key).
+
+    This is how a run's ``best/`` is made from ``last/`` when the epoch just saved is the best: one
+    write of the weights per epoch instead of two. Hard links stay valid when ``source`` is later
+    replaced (:func:`save_checkpoint` writes a new folder and renames it; it never writes into the
+    files). The sizes and sha256 recorded for ``source``'s files are kept, not recomputed. Atomic
+    like :func:`save_checkpoint`.
+    """
+    source, directory = Path(source), Path(directory)
+    info = read_meta(source)
+    files = {k: v for k, v in info.get("files", {}).items() if k.split("/")[0] not in drop}
+    info = {k: v for k, v in {**info, **(meta or {}), "files": files}.items() if v is not None}
+    clean_stale_temporaries(directory)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    old_dir = None
+    try:
+        for rel in files:
+            dst = tmp_dir / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(source / rel, dst)
+            except OSError:  # no hard links here (some network or FAT filesystems)
+                shutil.copy2(source / rel, dst)
+        _atomic_write(tmp_dir / META, lambda p: Path(p).write_text(json.dumps(info, indent=2, default=str) + "\n"))
+        _normal_permissions(tmp_dir)
+        old_dir = _install(tmp_dir, directory)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        if old_dir is not None and old_dir.exists() and not directory.exists():
+            os.replace(old_dir, directory)
+        raise
+    if old_dir is not None:
+        shutil.rmtree(old_dir, ignore_errors=True)
+    return directory
 
 
 # --- reading ---------------------------------------------------------------------------------

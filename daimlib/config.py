@@ -103,6 +103,9 @@ class LossConfig:
     lam_reset: float = 0.2  # ... is replaced by this
     neg_stat: str = "reference"  # "reference" | "mean_offdiag" | "hardest"
     mask_same_image: bool = False  # drop same-image off-diagonal pairs from the negatives
+    # under torchrun: "local" = negatives and MOM rows from each rank's own batch (MOM statistics gathered);
+    # "global" = every rank scores and ranks the global batch (world x train.batch_size), as one process would
+    negatives: str = "local"
 
 
 @dataclass
@@ -125,7 +128,8 @@ class DataConfig:
     hflip: bool = True  # off for the demo, whose captions say left/right
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-    num_workers: int = 4
+    # training loader processes, kept alive across epochs; capped at the CPUs per process (one left free)
+    num_workers: int = 8
 
 
 @dataclass
@@ -155,6 +159,10 @@ class TrainConfig:
     val_images: int | None = None  # validate on the first N val images (reference COCO: 1000); None = all
     skip_first_eval: bool = False  # True skips the validation after the first epoch, as the reference does
     eval_features: str = "auto"  # feature cache of validation/evaluation: "auto" (half on a GPU) | "fp32"
+    # GPU speed switches (no effect on a CPU): TF32 for the fp32 matrix products and convolutions (SCAN, the
+    # fp32 parts under AMP; Ampere and newer), and torch.compile of the two encoders
+    tf32: bool = True
+    compile: bool = False
 
 
 @dataclass
@@ -301,9 +309,11 @@ def _sections() -> list[str]:
 
 
 def _daim(dataset: str) -> DAIMConfig:
-    """DAIM as its reference code implements it (spec sections 1-6)."""
+    """DAIM as its reference code implements it (spec sections 1-6); COCO validates on the first 1,000
+    val images, as the reference (its first 5,000 dev captions)."""
     data = DataConfig(dataset=dataset)
-    return DAIMConfig(name=f"daim_{dataset}", data=data)
+    train = TrainConfig(val_images=1000 if dataset == "coco" else None)
+    return DAIMConfig(name=f"daim_{dataset}", data=data, train=train)
 
 
 def _hat(dataset: str) -> DAIMConfig:

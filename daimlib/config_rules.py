@@ -28,6 +28,7 @@ CHOICES: dict[str, tuple] = {
     "similarity.direction": ("t2i", "i2t", "both"),
     "loss.reduction": ("sum", "mean"),
     "loss.neg_stat": ("reference", "mean_offdiag", "hardest"),
+    "loss.negatives": ("local", "global"),
     "data.dataset": ("f30k", "coco", "flickr8k", "demo", "any"),
     "data.layout": (None, "demo", "f30k", "coco", "coco_ids", "f8k"),
     "train.optimizer": ("adam", "adamw"),

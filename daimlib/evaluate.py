@@ -46,7 +46,7 @@ from daimlib.metrics import (  # noqa: F401 - re-exported: the protocol's rankin
 )
 from daimlib.paths import display_path
 from daimlib.published import BENCHMARK_IMAGES, BENCHMARK_NAMES
-from daimlib.runtime import amp_settings
+from daimlib.runtime import amp_settings, loader_workers
 from daimlib.tables import PAPER_COLUMNS, results_table  # noqa: F401 - results_table re-exported here
 
 PROTOCOLS = ("demo", "f30k", "f8k", "coco1k", "coco5k")
@@ -276,9 +276,10 @@ def encode_split(
     ranges = shard_ranges(split.n_images, split.n_captions) if shard else None
     was_training = model.training
     model.eval()
+    workers = loader_workers(getattr(data_cfg, "num_workers", 0))  # capped at the CPUs (one left free)
     # a generator of its own: a DataLoader draws its workers' base seed from the global torch RNG
     # otherwise, and validation inside training would shift the training stream (issue 13 item 3)
-    loader_kw = dict(batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=getattr(data_cfg, "num_workers", 0),
+    loader_kw = dict(batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=workers,
                      generator=torch.Generator().manual_seed(0))  # fmt: skip
     images = ImageDataset(split, build_transforms(data_cfg, train=False))
     texts = TextDataset(split, tokenizer, max_len)

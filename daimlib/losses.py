@@ -89,11 +89,9 @@ def gaussian_boundary(
 
 
 def _dist_world() -> int:
-    import torch.distributed as dist
+    from .distributed import world_size
 
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size()
-    return 1
+    return world_size()
 
 
 def _gather_variable(x: torch.Tensor) -> torch.Tensor:
@@ -129,7 +127,8 @@ class AdaptiveMargin(nn.Module):
         enabled: False keeps the margin fixed (HAT); the statistics are still computed.
 
     Under an initialised ``torch.distributed`` group, p_i and n_i are gathered from all ranks, so
-    every rank computes the same margin from the global batch.
+    every rank computes the same margin from the global batch (``update(..., global_batch=True)``:
+    the scores already are the global batch's, nothing is gathered).
     """
 
     def __init__(
@@ -195,8 +194,11 @@ class AdaptiveMargin(nn.Module):
         return pos[correct], neg[correct]
 
     @torch.no_grad()
-    def update(self, scores: torch.Tensor) -> dict:
+    def update(self, scores: torch.Tensor, global_batch: bool = False) -> dict:
         """One MOM step on the detached ``[B, B]`` score matrix; returns that step's statistics.
+
+        ``global_batch``: ``scores`` already hold every rank's pairs (identical on every rank), so
+        the statistics are not gathered again.
 
         Keys: ``activated`` (bool), ``n_correct``, ``n_rows``, ``mu_pos``, ``sigma_pos``,
         ``mu_neg``, ``sigma_neg``, ``lam`` (nan when not computed), ``margin`` (after the update),
@@ -205,7 +207,7 @@ class AdaptiveMargin(nn.Module):
         m = float(self.margin)
         p, n = self.samples(scores, m)
         n_rows = scores.shape[0]
-        if _dist_world() > 1:
+        if _dist_world() > 1 and not global_batch:
             dev = self.margin.device
             p = _gather_variable(p.to(dev)).cpu()
             n = _gather_variable(n.to(dev)).cpu()
@@ -331,42 +333,47 @@ class MatchingLoss(nn.Module):
             return self.warmup_end is not None and step >= self.warmup_end
         return step >= self.warmup_steps
 
-    def flat_ratio(self, scores: torch.Tensor, margin: float | torch.Tensor, neg_mask: torch.Tensor | None = None) -> float:
+    def flat_ratio(self, scores: torch.Tensor, margin: float | torch.Tensor, neg_mask: torch.Tensor | None = None,
+                   global_batch: bool = False) -> float:
         """The batch's sum of hinges over its value when all scores are equal (``2B(B-1)m`` without
         masking): 1 = no better than identical scores, 0 = every negative below its positive by m.
-        Summed over the ranks of a distributed run, so that all ranks decide alike."""
+        Summed over the ranks of a distributed run (unless ``global_batch``: the scores are already
+        the global batch's), so that all ranks decide alike."""
         with torch.no_grad():
             s = scores.detach().float()
             num = triplet_loss(s, margin, hardest=False, neg_mask=neg_mask)
             den = triplet_loss(torch.zeros_like(s), margin, hardest=False, neg_mask=neg_mask)
             both = torch.stack([num, den])
-            if _dist_world() > 1:
+            if _dist_world() > 1 and not global_batch:
                 import torch.distributed as dist
 
                 dist.all_reduce(both)
             return float(both[0] / both[1].clamp_min(1e-12))
 
-    def _update_warmup(self, scores, margin, step, neg_mask) -> float | None:
+    def _update_warmup(self, scores, margin, step, neg_mask, global_batch=False) -> float | None:
         """The adaptive warm-up's check at ``step`` (training only): its ratio, None when not checked."""
         if not (self.training and self.hardest and self.warmup_until > 0 and self.warmup_end is None):
             return None
         if step is None or step < self.warmup_steps:
             return None
-        ratio = self.flat_ratio(scores, margin, neg_mask)
+        ratio = self.flat_ratio(scores, margin, neg_mask, global_batch)
         if ratio <= self.warmup_until or (self.warmup_max_steps and step >= self.warmup_max_steps):
             self.warmup_end = int(step)
         return ratio
 
     def forward(
-        self, scores: torch.Tensor, step: int | None = None, img_index: torch.Tensor | None = None
+        self, scores: torch.Tensor, step: int | None = None, img_index: torch.Tensor | None = None,
+        global_batch: bool = False,
     ) -> LossOutput:
         """``scores [B, B]`` (rows images, columns captions, diagonal positives) at training ``step``.
 
         ``img_index [B]``: each pair's image id, for same-image masking. ``step=None`` means past
-        the warm-up.
+        the warm-up. ``global_batch``: the scores are the global batch's, the same on every rank
+        (``MatchOutput.global_batch``, ``loss.negatives="global"``): the MOM statistics and the
+        warm-up ratio are then not gathered or summed over ranks again.
         """
         if self.training:
-            stats = self.margin_module.update(scores.detach())
+            stats = self.margin_module.update(scores.detach(), global_batch=global_batch)
         else:
             stats = dict(activated=False, margin=float(self.margin))
         neg_mask = None
@@ -374,7 +381,7 @@ class MatchingLoss(nn.Module):
             idx = img_index.to(scores.device)
             neg_mask = idx[:, None] == idx[None, :]  # [B, B]; the diagonal is dropped anyway
         margin = self.margin.detach().clone()
-        ratio = self._update_warmup(scores, margin, step, neg_mask)
+        ratio = self._update_warmup(scores, margin, step, neg_mask, global_batch)
         hardest = self.uses_hardest(step)
         loss = triplet_loss(scores, margin, hardest=hardest, reduction=self.reduction, neg_mask=neg_mask)
         stats["hardest"] = hardest

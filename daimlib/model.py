@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .distributed import global_scores, world_size
 from .encoders import ImageEncoder, TextEncoder, freeze, unfreeze
 from .hub import DAIMHubMixin
 from .similarity import DEFAULT_BLOCK_BYTES, multilevel_similarity
@@ -30,6 +31,7 @@ class MatchOutput:
 
     scores: torch.Tensor  # [B, B] fp32, rows images, columns captions, diagonal positives
     img_index: torch.Tensor | None = None  # [B] image ids of the pairs (same-image masking)
+    global_batch: bool = False  # scores span the batches of every rank (loss.negatives="global")
 
 
 class DAIM(nn.Module, DAIMHubMixin):
@@ -98,13 +100,17 @@ class DAIM(nn.Module, DAIMHubMixin):
                 max_block_bytes=max_block_bytes,
             )
 
-    def forward(self, batch: dict) -> MatchOutput:
+    def forward(self, batch: dict, global_batch: bool = False) -> MatchOutput:
         """Scores of a batch of matching pairs (spec section 5); the loss is the caller's
         (:class:`daimlib.losses.MatchingLoss`), so the model never needs the training step.
 
         ``batch``: "images" ``[B, 3, H, W]``, "input_ids" / "attention_mask" ``[B, L]``, optional
         "img_index" ``[B]`` (passed through for same-image masking). Returns a :class:`MatchOutput`
         whose ``scores [B, B]`` (rows images, columns captions, fp32) carry the gradient.
+
+        ``global_batch=True`` under an initialised process group of W ranks: the scores are those of
+        the global batch, ``[W B, W B]`` on every rank (``loss.negatives="global"``,
+        :func:`daimlib.distributed.global_scores`); without one it changes nothing.
         """
         images, ids, mask = batch["images"], batch["input_ids"], batch["attention_mask"]
         if images.shape[0] != ids.shape[0]:
@@ -113,8 +119,19 @@ class DAIM(nn.Module, DAIMHubMixin):
             )
         img_levels = self.encode_image(images)
         txt_levels, lengths = self.encode_text(ids, mask)
+        if global_batch and world_size() > 1:
+            scores, index = global_scores(self, img_levels, txt_levels, lengths, batch.get("img_index"))
+            return MatchOutput(scores=scores, img_index=index, global_batch=True)  # [N, N]
         scores = self.similarity(img_levels, txt_levels, lengths)  # [B, B]
         return MatchOutput(scores=scores, img_index=batch.get("img_index"))
+
+    def compile_encoders(self, **kwargs) -> DAIM:
+        """``torch.compile`` the two encoders in place (``train.compile``; ``kwargs`` go to ``compile``,
+        e.g. ``backend="eager"``). In place, so the state_dict keys stay the plain modules'; SCAN stays
+        eager (its blocks depend on the caption lengths)."""
+        self.image_encoder.compile(**kwargs)
+        self.text_encoder.compile(**kwargs)
+        return self
 
     # --- freezing (spec 1.5) -------------------------------------------------------------------
 

@@ -14,6 +14,8 @@ A leaf module (torch and numpy only), one copy of each rule:
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
 
 import numpy as np
@@ -94,6 +96,40 @@ def amp_settings(mode: str | None, device: str | torch.device) -> tuple[torch.dt
 def amp_for(cfg, device: str | torch.device) -> tuple[torch.dtype | None, bool]:
     """:func:`amp_settings` of a config's ``train.amp``."""
     return amp_settings(cfg.train.amp, device)
+
+
+@contextlib.contextmanager
+def tf32(enabled: bool, device: str | torch.device):
+    """Within the block, fp32 matrix products and cuDNN convolutions on CUDA may use TF32 (``train.tf32``).
+
+    TF32 rounds the inputs of an fp32 product to a 10-bit mantissa (Ampere and newer GPUs); the
+    kit's fp32 parts are SCAN (similarity is computed in fp32 under AMP) and whatever autocast
+    leaves in fp32. Only CUDA reads these flags: on a CPU or MPS the block runs as without it
+    (``tests/test_train_speed.py`` checks a CPU run is bit-identical either way). The previous
+    flags are restored on exit.
+    """
+    if torch.device(device).type != "cuda":
+        yield
+        return
+    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = bool(enabled)
+    torch.backends.cudnn.allow_tf32 = bool(enabled)
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+def loader_workers(requested: int, processes_per_node: int = 1) -> int:
+    """``data.num_workers`` capped at the CPUs this process may use, shared by the processes of a node,
+    one left for the training process itself (0 stays 0: loading in the main process)."""
+    if requested <= 0:
+        return 0
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(int(requested), cpus // max(1, processes_per_node) - 1))
 
 
 # --- CPU allocator ----------------------------------------------------------------------------

@@ -14,14 +14,16 @@
    (:func:`train_step`): model -> scores, loss(scores, step), backward, optimizer step, one row in
    ``history_steps.csv`` (:mod:`daimlib.history`);
 4. at the epoch end (:func:`validate_and_checkpoint`): validation on its own RNG stream, one row in
-   ``history_epochs.csv``, ``best`` when the selection score improves; then :func:`save_last`;
+   ``history_epochs.csv``, ``best`` when the selection score improves; then :func:`save_last` (rank 0
+   writes ``last`` in a background thread from a CPU snapshot, :class:`_Writer`; ``best`` is hard-linked
+   from it, :func:`_link_best`);
 5. stops: budgets (``max_steps``, ``max_minutes``), Ctrl-C (SIGINT) and SIGTERM. A signal is
    acted on at the next step boundary; a ``KeyboardInterrupt`` raised inside a step completes the
    step if the optimizer already stepped and undoes it otherwise; an interrupted validation is
    redone on resume. A NaN/Inf loss or gradient stops the run before the optimizer step
    (:class:`NonFiniteError`), ``best`` untouched.
 
-Resume is exact on a CPU (``data.num_workers=0``) from every stop: the caption order of epoch e
+Resume is exact on a CPU (with or without loader workers) from every stop: the caption order of epoch e
 depends only on (seed, e), the RNG states at the step boundary are saved with the optimizer,
 scheduler, scaler, margin and history position, and validation never draws from the training
 streams. ``<out>/run.json`` records the config, budget, data identity, versions and how the run
@@ -31,7 +33,9 @@ stopped (:mod:`daimlib.runs`).
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
+import inspect
 import logging
 import math
 import os
@@ -54,6 +58,7 @@ from tqdm.auto import tqdm
 
 from . import runlock, runs
 from .checkpoint import CheckpointError, display_path, load_checkpoint, read_meta, save_checkpoint
+from .checkpoint_io import link_checkpoint
 from .config import DAIMConfig
 from .data import CaptionDataset, build_transforms, collate, first_images, load_split, load_tokenizer
 from .encoders import image_pretrained, text_pretrained
@@ -63,7 +68,7 @@ from .losses import MatchingLoss
 from .metrics import METRIC_KEYS
 from .model import DAIM
 from .runtime import amp_for as _amp
-from .runtime import seed_everything, torch_device, tune_cpu_allocator
+from .runtime import loader_workers, seed_everything, tf32, torch_device, tune_cpu_allocator
 
 log = logging.getLogger("daimlib.train")
 
@@ -114,6 +119,8 @@ class TrainState:
     best_score: float = -math.inf
     best_epoch: int = -1
     best_metrics: dict = field(default_factory=dict)
+    best_step: int = -1  # the global step of the best validation (best/ is linked from last/ at that step)
+    best_select_on: str = ""
     loss_sum: float = 0.0  # over the epoch's steps so far (the epoch row's mean loss)
     loss_n: int = 0
     elapsed_s: float = 0.0  # training time before this call (resumed runs)
@@ -203,20 +210,47 @@ def _gather_rng(dd: _Dist) -> list[dict]:
 # --- data ----------------------------------------------------------------------------------------
 
 
-class _SkipSampler(Sampler):
-    """The indices of ``base`` without the first ``skip`` (to resume in the middle of an epoch)."""
+class _EpochSampler(Sampler):
+    """The indices of ``base`` (a DistributedSampler) for epoch ``epoch`` without the first ``skip`` (to
+    resume in the middle of an epoch); :meth:`start` sets both before each epoch, so one DataLoader with
+    persistent workers serves every epoch. ``seeded``: each index comes with its augmentation seed."""
 
-    def __init__(self, base: Sampler, skip: int = 0):
-        self.base, self.skip = base, skip
+    def __init__(self, base: DistributedSampler, seed: int, seeded: bool):
+        self.base, self.seed, self.seeded = base, int(seed), bool(seeded)
+        self.epoch, self.skip = 0, 0
+
+    def start(self, epoch: int, skip: int) -> None:
+        self.epoch, self.skip = int(epoch), int(skip)
+        self.base.set_epoch(self.epoch)
 
     def __iter__(self):
         it = iter(self.base)
         for _ in range(self.skip):
             next(it, None)
-        yield from it
+        for i in it:
+            yield (i, (self.seed * 1_000_003 + self.epoch) * 10_000_019 + i) if self.seeded else i
 
     def __len__(self) -> int:
         return max(len(self.base) - self.skip, 0)
+
+
+class _SeededItems(torch.utils.data.Dataset):
+    """``dataset[i]`` drawn under the seed that comes with ``i`` (in loader workers): a caption's augmentation
+    depends only on (train.seed, epoch, caption), not on the worker, their number or an earlier epoch, so
+    workers can live across epochs and a resumed run sees the same crops."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        index, seed = key
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+        return self.dataset[index]
 
 
 def _train_loader(cfg: DAIMConfig, data_root, dd: _Dist, device: torch.device):
@@ -241,21 +275,31 @@ def _train_loader(cfg: DAIMConfig, data_root, dd: _Dist, device: torch.device):
     return dataset, sampler, tokenizer
 
 
-def _make_loader(
-    dataset, sampler, collate, cfg: DAIMConfig, epoch: int, skip_batches: int, device, dd: _Dist
-):
-    sampler.set_epoch(epoch)
-    gen = torch.Generator().manual_seed(cfg.train.seed * 1_000_003 + epoch * 101 + dd.rank)  # worker seeds
-    return DataLoader(
-        dataset,
-        batch_size=cfg.train.batch_size,
-        sampler=_SkipSampler(sampler, skip_batches * cfg.train.batch_size),
-        collate_fn=collate,
-        num_workers=cfg.data.num_workers,
-        drop_last=True,
-        pin_memory=device.type == "cuda",
-        generator=gen,
-    )
+def _epoch_batches(ctx, epoch: int, skip_batches: int):
+    """The batches of ``epoch`` from ``skip_batches`` on. One DataLoader per run: with workers
+    (``data.num_workers`` > 0, capped by :func:`daimlib.runtime.loader_workers`) they persist across
+    epochs and draw each caption's augmentation from its own seed (:class:`_SeededItems`); without,
+    the augmentation draws from the training RNG as before (exact resume on a CPU)."""
+    cfg = ctx.cfg
+    if ctx.loader is None:
+        per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        workers = loader_workers(cfg.data.num_workers, per_node)
+        ctx.epoch_sampler = _EpochSampler(ctx.sampler, cfg.train.seed, seeded=workers > 0)
+        ctx.loader = DataLoader(_SeededItems(ctx.dataset) if workers else ctx.dataset, batch_size=cfg.train.batch_size,
+                                sampler=ctx.epoch_sampler, collate_fn=collate, num_workers=workers, drop_last=True,
+                                pin_memory=ctx.device.type == "cuda", persistent_workers=workers > 0,
+                                # its own generator: a DataLoader without one draws a seed from the training RNG
+                                generator=torch.Generator().manual_seed(cfg.train.seed + 1_000_003 * ctx.dd.rank))  # fmt: skip
+    ctx.epoch_sampler.start(epoch, skip_batches * cfg.train.batch_size)
+    return iter(ctx.loader)
+
+
+def _close_loader(ctx) -> None:
+    """Stop the loader's persistent workers now, not when the garbage collector finds the run."""
+    it = getattr(ctx.loader, "_iterator", None)
+    if it is not None and hasattr(it, "_shutdown_workers"):
+        it._shutdown_workers()
+    ctx.loader = None
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:
@@ -395,10 +439,14 @@ class _Loop:
     signals: _StopSignals | None = None
     ddp_model: Any = None
     wrapped_trainable: bool | None = None
+    loader: Any = None  # the training DataLoader, built at the first epoch (_epoch_batches)
+    epoch_sampler: Any = None
     t_start: float = field(default_factory=time.time)
     elapsed0: float = 0.0
     snap: dict | None = None  # RNG and margin at the current step's boundary
     pending: dict | None = None  # the history row of a step whose optimizer step may have run
+    best_due: dict | None = None  # meta of a best/ to link from the next last/
+    writer: _Writer = field(default_factory=lambda: _Writer())
     stepped: bool = False  # the optimizer stepped since the boundary (a step post-hook sets it)
 
     @property
@@ -419,6 +467,8 @@ def _build(cfg, data_root, out_dir, device, dd, eval_split, use_pretrained, prog
             raise
         raise PretrainedWeightsError(str(e)) from e  # the encoders' message names the model and the field
     model.to(device)
+    if cfg.train.compile:
+        model.compile_encoders()
     loss_fn = MatchingLoss.from_config(cfg.loss).to(device)
     dataset, sampler, tokenizer = _train_loader(cfg, data_root, dd, device)
     val_split = load_split(cfg.data, data_root, eval_split) if eval_split is not None else None
@@ -500,9 +550,87 @@ def save_last(ctx: _Loop, st: TrainState, stopped: str, gather: bool = True) -> 
                  steps_rows=steps_rows, epochs_rows=epochs_rows, elapsed_s=ctx.elapsed(), stopped=stopped)  # fmt: skip
     ctx.history.flush()  # the rows the checkpoint counts must be on disk
     if ctx.dd.main:
-        save_checkpoint(ctx.out_dir / "last", ctx.model, ctx.cfg, train_state=state, loss=ctx.loss_fn,
-                        tokenizer=ctx.tokenizer,  # the folder carries its tokenizer: evaluating needs no hub
-                        meta=dict(kind="last", epoch=st.epoch, step=st.global_step, stopped=stopped))  # fmt: skip
+        ctx.writer.wait()  # the previous write first: one snapshot in memory, writes in order
+        weights = {k: v.detach().to("cpu", copy=True) for k, v in ctx.model.state_dict().items()}
+        state, loss, best = _cpu_copy(state), copy.deepcopy(ctx.loss_fn).cpu(), ctx.best_due
+        tokenizer = copy.deepcopy(ctx.tokenizer)  # the loader tokenizes on: a fast tokenizer is not shared by threads
+        meta = dict(kind="last", epoch=st.epoch, step=st.global_step, stopped=stopped)
+
+        def write() -> None:
+            save_checkpoint(ctx.out_dir / "last", ctx.model, ctx.cfg, train_state=state, loss=loss, meta=meta,
+                            tokenizer=tokenizer,  # the folder carries its tokenizer: evaluating needs no hub
+                            state_dict=weights)  # fmt: skip
+            if best is not None:
+                _link_best(ctx.out_dir, best)
+
+        ctx.writer.submit(write, background=stopped == "running")  # a run's last save is written before it returns
+    ctx.best_due = None
+
+
+def _cpu_copy(obj):
+    """``obj`` (tensors in dicts, lists, tuples) with every tensor copied to the CPU: a snapshot that the
+    training can go on changing in place while a background thread writes it."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu_copy(v) for v in obj)
+    return obj
+
+
+class _Writer:
+    """Rank 0's checkpoint writes, one at a time, in a background thread while training goes on: a save
+    costs the training only the copy of the weights and the optimizer state to the CPU, and the other
+    ranks, which wait for rank 0 at the next collective, no longer wait for the disk (issue 25). A write
+    that failed raises at the next save or at the end of the run; a crash mid-write leaves the previous
+    ``last/`` (atomic rename), from which resume goes on."""
+
+    def __init__(self):
+        self.thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    def wait(self, raise_error: bool = True) -> None:
+        if self.thread is not None:
+            self.thread.join()
+            self.thread = None
+        if self.error is not None and raise_error:
+            error, self.error = self.error, None
+            raise error
+
+    def submit(self, fn, background: bool) -> None:
+        self.wait()
+        if not background:
+            fn()
+            return
+
+        def run() -> None:
+            try:
+                fn()
+            except BaseException as e:  # handed to the main thread at the next wait()
+                self.error = e
+
+        self.thread = threading.Thread(target=run, name="daim-checkpoint-writer", daemon=False)
+        self.thread.start()
+
+
+def _link_best(out_dir: Path, meta: dict) -> None:
+    """``best/`` from the ``last/`` just written (the same weights, margin and tokenizer; no train state):
+    hard links, so the weights are written once per epoch (:func:`daimlib.checkpoint_io.link_checkpoint`)."""
+    link_checkpoint(out_dir / "last", out_dir / "best", meta=dict(meta, stopped=None))
+
+
+def _repair_best(out_dir: Path, st: TrainState) -> None:
+    """On resume: a stop between writing ``last/`` and linking ``best/`` left ``best/`` one best behind
+    while ``last/`` holds the best weights (its step is the best's); link it again."""
+    if st.best_epoch < 0 or not (out_dir / "last" / "meta.json").is_file():
+        return
+    best = read_meta(out_dir / "best") if (out_dir / "best" / "meta.json").is_file() else {}
+    last = read_meta(out_dir / "last")
+    if best.get("epoch") != st.best_epoch and last.get("step") == st.best_step:
+        log.warning("best/ was one best behind last/ (a stop between their writes): linking it again")
+        _link_best(out_dir, dict(kind="best", epoch=st.best_epoch, step=st.best_step,
+                                 select_on=st.best_select_on, metrics=st.best_metrics))  # fmt: skip
 
 
 # --- one step, one epoch, one validation --------------------------------------------------------
@@ -534,8 +662,8 @@ def train_step(ctx: _Loop, st: TrainState, batch: dict) -> dict:
     tc, t0 = ctx.cfg.train, time.time()
     batch = _to_device(batch, ctx.device)
     with torch.autocast(ctx.device.type, dtype=ctx.amp_dtype) if ctx.amp_dtype else contextlib.nullcontext():
-        out = ctx.ddp_model(batch)
-    lo = ctx.loss_fn(out.scores, step=st.global_step, img_index=out.img_index)
+        out = ctx.ddp_model(batch, global_batch=ctx.cfg.loss.negatives == "global")
+    lo = ctx.loss_fn(out.scores, step=st.global_step, img_index=out.img_index, global_batch=out.global_batch)
     if not ctx.dd.enabled and not bool(torch.isfinite(lo.loss)):  # under DDP the gradient check below agrees
         raise _nonfinite(ctx, st, "loss", batch)
     ctx.scaler.scale(lo.loss).backward()
@@ -546,7 +674,7 @@ def train_step(ctx: _Loop, st: TrainState, batch: dict) -> dict:
     if not ctx.use_scaler and not bool(torch.isfinite(torch.nn.utils.get_total_norm(grads))):
         raise _nonfinite(ctx, st, "gradient", batch)  # (a GradScaler skips such steps itself)
     loss_value = lo.loss.detach().float()
-    if ctx.dd.enabled:  # log the mean over ranks (the margin is already global)
+    if ctx.dd.enabled and not out.global_batch:  # log the mean over ranks (the margin is already global)
         dist.all_reduce(loss_value)
         loss_value /= ctx.dd.world
     stats = {k: _scalar(v) for k, v in lo.stats.items() if k not in STEP_COLUMNS}
@@ -606,20 +734,28 @@ def _stop_reason(ctx: _Loop, st: TrainState) -> str | None:
     return "interrupted" if flags[0] > 0 else None
 
 
+# torch >= 2.14 names it forward_sync_buffers (and deprecates broadcast_buffers)
+_NO_BUFFER_SYNC = ({"forward_sync_buffers": False} if "forward_sync_buffers" in
+                   inspect.signature(DistributedDataParallel.__init__).parameters else {"broadcast_buffers": False})  # fmt: skip
+
+
 def train_one_epoch(ctx: _Loop, st: TrainState) -> str | None:
     """The steps of epoch ``st.epoch`` from ``st.batch_in_epoch`` on; returns a stop reason or None."""
     tc, dd = ctx.cfg.train, ctx.dd
     frozen = st.epoch < tc.freeze_epochs
     _set_frozen(ctx.model, frozen, tc.frozen_train_mode)
     if dd.enabled and ctx.wrapped_trainable != (not frozen):
-        # DDP only syncs parameters that required grad when it was built: re-wrap at unfreeze.
+        # DDP only syncs parameters that required grad when it was built: re-wrap at unfreeze. The graph is
+        # static in both phases (every trainable parameter gets a gradient at every step: heads only while
+        # frozen, all after; tests/test_train_speed.py), so no find_unused_parameters pass per step. The
+        # buffers are constants (Swin's position index and masks, BERT's position ids): not broadcast.
         ctx.ddp_model = DistributedDataParallel(ctx.model, device_ids=[dd.local_rank] if ctx.device.type == "cuda"
-                                                else None, find_unused_parameters=True)  # fmt: skip
+                                                else None, **_NO_BUFFER_SYNC)  # fmt: skip
         ctx.wrapped_trainable = not frozen
-    loader = _make_loader(ctx.dataset, ctx.sampler, collate, ctx.cfg, st.epoch, st.batch_in_epoch, ctx.device, dd)
-    bar = tqdm(total=len(loader), desc=f"epoch {st.epoch}" + (" (backbones frozen)" if frozen else ""),
+    batches = _epoch_batches(ctx, st.epoch, st.batch_in_epoch)
+    bar = tqdm(total=len(ctx.loader), desc=f"epoch {st.epoch}" + (" (backbones frozen)" if frozen else ""),
                disable=not (ctx.progress and dd.main), leave=False, dynamic_ncols=True)  # fmt: skip
-    batches, stop = iter(loader), None
+    stop = None
     try:
         while stop is None and st.batch_in_epoch < ctx.steps_per_epoch:
             ctx.snap = {"rng": _rng_state(), "margin": ctx.loss_fn.margin.detach().clone(),
@@ -666,12 +802,10 @@ def validate_and_checkpoint(ctx: _Loop, st: TrainState) -> None:
         score = selection_score(metrics, tc.select_on)
         row.update(metrics, select=score)
         improved = score > st.best_score
-        if improved:
-            if ctx.dd.main:  # best first: a row on disk means its best is too
-                save_checkpoint(ctx.out_dir / "best", ctx.model, ctx.cfg, loss=ctx.loss_fn, tokenizer=ctx.tokenizer,
-                                meta=dict(kind="best", epoch=epoch, step=st.global_step, select_on=tc.select_on,
-                                          metrics=metrics))  # fmt: skip
+        if improved:  # best/ is made from the last/ that save_last writes next (_link_best)
+            ctx.best_due = dict(kind="best", epoch=epoch, step=st.global_step, select_on=tc.select_on, metrics=metrics)
             st.best_score, st.best_epoch, st.best_metrics = score, epoch, metrics
+            st.best_step, st.best_select_on = st.global_step, tc.select_on
         row["best"] = improved  # this row saved best/ (an epoch's complete row after its partial one may not)
     elif ctx.val_split is not None:  # the same columns in every row: the CSV's header is its first row's
         row.update(dict.fromkeys(METRIC_KEYS, float("nan")), select=float("nan"), best=False)
@@ -713,7 +847,7 @@ def _epochs(ctx: _Loop, st: TrainState) -> str:
 
 def _run(ctx: _Loop, st: TrainState, record) -> str:
     """:func:`_epochs` under the stop signals; every way out leaves a consistent ``last``."""
-    with _StopSignals() as sig:
+    with _StopSignals() as sig, tf32(ctx.cfg.train.tf32, ctx.device):
         ctx.signals = sig
         try:
             return _epochs(ctx, st)
@@ -729,6 +863,8 @@ def _run(ctx: _Loop, st: TrainState, record) -> str:
             record("nonfinite", st)
             raise
         finally:
+            ctx.writer.wait(raise_error=False)  # nothing left writing when train() returns or raises
+            _close_loader(ctx)
             ctx.history.close()
 
 
@@ -873,6 +1009,8 @@ def _train(
                 "data (its run.json records another dataset sha256); resume with the run's own data root"
             )
         st, rows = _restore(ctx, out_dir / "last")
+        if dd.main:
+            _repair_best(out_dir, st)
     else:
         seed_everything(cfg.train.seed + dd.rank)  # dropout/augmentation streams differ across ranks
     ctx.elapsed0 = st.elapsed_s

@@ -52,8 +52,8 @@ def _worker(rank: int, port: int, root: str, out: str, result_dir: str) -> None:
     seen = []  # (margin used, rows the MOM saw) per step, on this rank
     forward = MatchingLoss.forward
 
-    def recording_forward(self, scores, step=None, img_index=None):
-        out = forward(self, scores, step, img_index)
+    def recording_forward(self, scores, *args, **kwargs):
+        out = forward(self, scores, *args, **kwargs)
         seen.append((out.margin, int(out.stats["n_rows"])))
         return out
 

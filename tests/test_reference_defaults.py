@@ -46,7 +46,10 @@ def test_the_switches_are_validated_when_the_config_is_built():
         load_preset("demo", **{"train.val_images": 0})
     with pytest.raises(ConfigError, match="eval_features"):
         load_preset("demo", **{"train.eval_features": "fp16"})
-    assert load_preset("daim_coco").train.val_images is None  # the kit's default: the whole val split
+    # COCO validates on the first 1,000 val images, as the reference (its first 5,000 dev captions); F30K on all
+    assert load_preset("daim_coco").train.val_images == load_preset("hat_coco").train.val_images == 1000
+    assert load_preset("daim_f30k").train.val_images is None
+    assert load_preset("daim_coco", **{"train.val_images": None}).train.val_images is None  # the switch kept
 
 
 @pytest.mark.usefixtures("one_torch_thread")

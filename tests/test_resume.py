@@ -261,7 +261,7 @@ def test_adaptive_warmup_end_survives_a_stop_and_resume(demo_root, tmp_path, mon
     with hardest negatives (a resume that forgot it would check again and, here, fall back to the sum),
     and equals the uninterrupted run."""
     def scripted(calls):  # the warm-up's 3rd check (step 3) finds a learned batch; every other a flat one
-        def flat_ratio(self, scores, margin, neg_mask=None):
+        def flat_ratio(self, scores, margin, neg_mask=None, global_batch=False):
             calls.append(1)
             return 0.1 if len(calls) == 3 else 0.9
         return flat_ratio
