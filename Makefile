@@ -45,7 +45,7 @@ nbval:
 		--nbval-sanitize-with nbval_sanitize.cfg --nbval-cell-timeout 1500 $(notdir $(NOTEBOOKS))
 
 lint:
-	.venv/bin/ruff check daimlib tests benchmarks scripts
+	.venv/bin/ruff check daimlib tests benchmarks scripts experiments
 
 bench: setup
 	$(PY) -m daimlib bench

@@ -8,8 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from daimlib.evaluate import recall_metrics
-from daimlib.exercises import (
+from daimlib.course.exercises import (
     QUESTIONS,
     check_answer,
     check_contranorm,
@@ -17,6 +16,7 @@ from daimlib.exercises import (
     check_recall_at_k,
     check_scan_t2i,
 )
+from daimlib.evaluate import recall_metrics
 from daimlib.fdm import contranorm
 from daimlib.losses import gaussian_boundary
 from daimlib.similarity import scan_i2t, scan_t2i

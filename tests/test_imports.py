@@ -68,7 +68,7 @@ def test_the_graph_is_built_from_real_imports():
     assert "daimlib.evaluate" in g["daimlib.train"] and "daimlib.config" in g["daimlib.checkpoint"]
     assert "daimlib.data.split" in g["daimlib.data.datasets"]  # absolute imports of a subpackage
     assert "daimlib.fdm" in g["daimlib.encoders"]  # relative imports
-    assert {"daimlib.metrics", "daimlib.paths"} <= g["daimlib.viz"]
+    assert {"daimlib.metrics", "daimlib.paths"} <= g["daimlib.course.viz"]
 
 
 def test_no_import_cycle_anywhere_in_daimlib():
@@ -84,8 +84,8 @@ def test_the_cycle_finder_finds_a_cycle():
 
 def test_plots_and_data_never_reach_the_training_code():
     g = import_graph()
-    training = {"daimlib.train", "daimlib.ablation", "daimlib.checkpoint", "daimlib.nb", "daimlib.model"}
-    assert not reachable(g, "daimlib.viz") & training, reachable(g, "daimlib.viz")
+    training = {"daimlib.train", "experiments.ablation", "daimlib.checkpoint", "daimlib.course.nb", "daimlib.model"}
+    assert not reachable(g, "daimlib.course.viz") & training, reachable(g, "daimlib.course.viz")
     for mod in [m for m in g if m == "daimlib.data" or m.startswith("daimlib.data.")]:
         assert "daimlib.train" not in reachable(g, mod), mod
 

@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from daimlib.config import load_preset  # noqa: E402
-from daimlib.method_map import (  # noqa: E402
+from daimlib.course.method_map import (  # noqa: E402
     METHOD_COLUMNS,
     STAR,
     draw_method_map,

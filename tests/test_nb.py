@@ -1,4 +1,4 @@
-"""daimlib.nb: the notebooks' setup cell, repo-relative paths and config tables."""
+"""daimlib.course.nb: the notebooks' setup cell, repo-relative paths and config tables."""
 
 import random
 from pathlib import Path
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from daimlib import nb
 from daimlib.config import load_preset
+from daimlib.course import nb
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -21,7 +21,7 @@ def test_repo_root_found_from_a_subfolder(monkeypatch):
 
 def test_repo_root_outside_the_tree_falls_back_to_the_package_location(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
-    assert nb.repo_root() == Path(nb.__file__).resolve().parents[1]
+    assert nb.repo_root() == Path(nb.__file__).resolve().parents[2]
 
 
 def test_rel_gives_posix_paths_relative_to_the_root_and_hides_outside_paths(monkeypatch, tmp_path):

@@ -59,7 +59,7 @@ def test_references_last(path):
 def test_a_self_checked_exercise_with_a_folded_solution(path):
     cells = _cells(path)
     checks = [i for i, c in enumerate(cells) if c["cell_type"] == "code" and any(f"{k}(" in _src(c) for k in CHECKERS)]
-    assert checks, "no exercise checked by daimlib.exercises"
+    assert checks, "no exercise checked by daimlib.course.exercises"
     after = cells[checks[0] + 1]
     assert after["cell_type"] == "markdown" and "<details>" in _src(after), "solution not folded below the check"
     num = path.name[:2]

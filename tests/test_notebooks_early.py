@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from daimlib import demo_models, nb
 from daimlib.checkpoint_io import WEIGHTS, save_checkpoint
 from daimlib.config import load_preset
+from daimlib.course import demo_models, nb
 from daimlib.model import DAIM
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -1,7 +1,6 @@
-"""scripts/recipe_search.py: the collected table is what the run folders hold (hand-made folders),
+"""experiments/recipe_search.py: the collected table is what the run folders hold (hand-made folders),
 and the committed results/recipe_search/runs.csv agrees with the shipped model it quotes."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,14 +10,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("recipe_search", REPO / "scripts" / "recipe_search.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from experiments import recipe_search as rs  # noqa: E402
 
-
-rs = _load()
 KEYS = ["i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10"]
 
 
@@ -173,7 +166,7 @@ def _seed_table(values: dict[str, float]) -> pd.DataFrame:
 def test_seed_summary_against_hand_worked_numbers():
     from scipy import stats as st
 
-    from daimlib.stats import seeds_needed
+    from daimlib.course.stats import seeds_needed
 
     table, cmps = rs.seed_summary(_seed_table({"shipped": 390.0, "seed1": 400.0, "wide": 430.0,
                                                "wide_seed1": 440.0, "wide_seed2": 450.0, "step6": 1.0,

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from daimlib import nb, runtime, train
+from daimlib import runtime, train
+from daimlib.course import nb
 
 
 def test_one_copy_of_each_helper():

@@ -1,4 +1,4 @@
-"""daimlib.viz: plots return figures that show exactly the data given, checked against numpy."""
+"""daimlib.course.viz: plots return figures that show exactly the data given, checked against numpy."""
 
 import math
 
@@ -14,7 +14,7 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from daimlib import viz  # noqa: E402
+from daimlib.course import viz  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -305,7 +305,7 @@ def test_user_data_figures_go_to_the_run_folder_never_the_tracked_figures(monkey
 
 
 def test_daim_output_dir_redirects_every_figure(monkeypatch, tmp_path):
-    from daimlib import nb
+    from daimlib.course import nb
 
     out = tmp_path / "out"
     monkeypatch.setenv("DAIM_OUTPUT_DIR", str(out))

@@ -11,8 +11,8 @@ import pytest
 from matplotlib.container import ErrorbarContainer
 from scipy import stats as sps
 
-from daimlib.ablation import powered_summary
-from daimlib.viz_ablation import plot_powered_ablation
+from daimlib.course.stats import powered_summary
+from daimlib.course.viz_ablation import plot_powered_ablation
 
 RSUM = {  # variant -> test RSUM of seeds 0..3 (made up; no_low's seed 3 is an outlier near the axis end)
     "baseline": [250.0, 262.0, 241.0, 255.0],

@@ -31,12 +31,13 @@ import seaborn as sns
 import torch
 import torch.nn.functional as F
 
-from daimlib import runs, viz
+from daimlib import runs
 from daimlib.checkpoint import load_model
 from daimlib.config import DAIMConfig, load_preset
+from daimlib.course import viz
+from daimlib.course.nb import rel, search_images
 from daimlib.data import build_transforms, load_image, load_tokenizer, tokenize
 from daimlib.model import DAIM
-from daimlib.nb import rel, search_images
 
 try:  # optional (the `notebook` extra): without it everything but SearchApp works
     import ipywidgets

@@ -34,10 +34,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .evaluate import i2t_t2i_ranks
-from .fdm import contranorm
-from .losses import gaussian_boundary
-from .similarity import scan_t2i
+from daimlib.fdm import contranorm
+from daimlib.losses import gaussian_boundary
+from daimlib.metrics import i2t_t2i_ranks
+from daimlib.similarity import scan_t2i
 
 MARKS = {"right": "\u2713 right", "wrong": "\u2717 not yet", "not attempted": "\u2026 not attempted yet"}
 

@@ -20,7 +20,6 @@ import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
@@ -32,7 +31,6 @@ from daimlib.paths import display_path, figures_dir, repo_path
 # The kit's palette: seaborn's "colorblind" (Okabe-Ito-like), safe for the common colour-vision
 # deficiencies. Every plot here takes its colours from it (matplotlib's default cycle is not used).
 PALETTE = ("#0173B2", "#DE8F05", "#029E73", "#D55E00", "#CC78BC", "#CA9161", "#FBAFE4", "#949494", "#ECE133", "#56B4E9")
-LEVEL_COLORS = {"low": PALETTE[0], "mid": PALETTE[1], "high": PALETTE[2]}
 POS_COLOR, NEG_COLOR, BOUNDARY_COLOR = PALETTE[0], PALETTE[3], "#222222"
 GT_COLOR, OTHER_COLOR = PALETTE[1], "#BBBBBB"  # retrieval grids: the true match, the other results
 HEADROOM = 1.35  # count panel of plot_margin_evolution: y range above the batch size, for the legends
@@ -678,11 +676,6 @@ def save_figure(
     return display_path(out)
 
 
-def use_agg() -> None:
-    """Switch matplotlib to the non-interactive Agg backend (tests, scripts, CI)."""
-    matplotlib.use("Agg", force=True)
-
-
 # --- feature separation and ablations (notebooks 08, 09) ----------------------------------------
 
 
@@ -691,7 +684,7 @@ def plot_ablation(
 ) -> Figure:
     """An ablation metric per variant: mean with a ± std error bar, seeds as dots.
 
-    ``summary``: :func:`daimlib.ablation.summarize` output (index = variant, columns
+    ``summary``: :func:`experiments.ablation.summarize` output (index = variant, columns
     ``<metric>_mean``, ``<metric>_std``, ``n_seeds``). ``runs``: optional per-run table (columns
     ``variant``, ``metric``) whose values are drawn as dots.
 
@@ -703,7 +696,7 @@ def plot_ablation(
     mean_col, std_col = f"{metric}_mean", f"{metric}_std"
     if mean_col not in summary.columns:
         raise ValueError(
-            f"summary has no column {mean_col!r}; pass daimlib.ablation.summarize() output "
+            f"summary has no column {mean_col!r}; pass experiments.ablation.summarize() output "
             f"(columns: {list(summary.columns)})"
         )
     variants = [str(v) for v in summary.index]

@@ -9,7 +9,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from . import stats
+from daimlib.course import stats
 
 
 def plot_powered_ablation(
@@ -24,7 +24,7 @@ def plot_powered_ablation(
     """Two panels. Left: ``metric`` of every run (one dot per seed) with each variant's mean and
     its t interval. Right: each variant minus ``reference``, paired by seed (dots per seed, mean and
     interval), the zero line, the band ± the minimal detectable difference of the design
-    (``table["mdd"]`` from :func:`daimlib.ablation.powered_summary`) and the ``claimed`` effects
+    (``table["mdd"]`` from :func:`daimlib.course.stats.powered_summary`) and the ``claimed`` effects
     (label -> size, e.g. the paper's claimed gain) as vertical lines.
     """
     order = list(table.index)
