@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import importlib.util
 import json
 from pathlib import Path
 
@@ -37,7 +38,7 @@ def kit_imports(source: str) -> tuple[list[tuple[str, str | None, int]], dict[st
             for a in node.names:
                 found.append((node.module, a.name, node.lineno))
                 full = f"{node.module}.{a.name}"
-                if importlib.util.find_spec(node.module) and _is_module(full):
+                if _is_module(full):
                     modules[a.asname or a.name] = full
     return found, modules
 
@@ -45,7 +46,7 @@ def kit_imports(source: str) -> tuple[list[tuple[str, str | None, int]], dict[st
 def _is_module(name: str) -> bool:
     try:
         return importlib.util.find_spec(name) is not None
-    except ModuleNotFoundError:
+    except ImportError:  # a parent that is not a package, or not there at all
         return False
 
 
@@ -65,6 +66,9 @@ def test_every_kit_import_and_attribute_of_a_notebook_exists(path):
     assert imports, f"{path.name} imports nothing from the kit"
     missing = []
     for module, name, line in imports:
+        if not _is_module(module):
+            missing.append(f"line {line}: no module {module}")
+            continue
         mod = importlib.import_module(module)
         if name is not None and not hasattr(mod, name) and not _is_module(f"{module}.{name}"):
             missing.append(f"line {line}: from {module} import {name}")
