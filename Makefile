@@ -27,9 +27,9 @@ test: setup unit nbval smoke
 unit:
 	$(PY) -m pytest -q tests
 
-# the inner loop: every test not marked slow (CI runs them all through `unit`)
+# the inner loop: every test not marked slow or docs (CI runs them all through `unit`)
 test-fast:
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q -m "not slow and not docs" tests
 
 # smoke run (CI; a first try of a new dataset): notebooks 00-10 under papermill with SMOKE=True, PRESET="tiny"
 # on a generated Flickr30K-layout folder; executed copies in runs/smoke/executed; fails if git status changes

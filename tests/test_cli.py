@@ -51,6 +51,7 @@ def test_help_names_and_explains_every_command(capsys):
     assert set(build_parser()._subparsers._group_actions[0].choices) == set(COMMANDS)
 
 
+@pytest.mark.slow  # trains a model
 def test_make_demo_data_train_evaluate_smoke(tmp_path, monkeypatch, capsys):
     """The three commands chained with relative paths: the first as a fresh ``python -m daimlib``
     process (the entry point itself), the next two through ``main`` in this process (a fresh

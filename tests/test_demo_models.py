@@ -36,6 +36,7 @@ def tiny_run(demo_root, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # trains a model
 def test_export_writes_half_precision_and_the_metrics_of_what_it_ships(tiny_run, demo_root, tmp_path):
     dest = export_models.export("demo", tiny_run, demo_root, dest=tmp_path / "demo")
     with safe_open(str(dest / "best" / "model.safetensors"), "pt") as f:
@@ -71,6 +72,7 @@ def test_export_writes_half_precision_and_the_metrics_of_what_it_ships(tiny_run,
         assert (dest / name).read_bytes() == (tiny_run / name).read_bytes()
 
 
+@pytest.mark.slow  # trains a model
 def test_load_prefers_the_shipped_folder_and_names_what_is_missing(tiny_run, demo_root, tmp_path, monkeypatch):
     monkeypatch.setenv(demo_models.MODELS_ENV, str(tmp_path))
     assert not demo_models.is_shipped("demo")
@@ -118,6 +120,7 @@ def regenerated_demo(tmp_path_factory):
     return root
 
 
+@pytest.mark.docs
 @pytest.mark.slow  # generates the full demo data (15 s) and evaluates three models on 500 test images
 @pytest.mark.parametrize("arm", SHIPPED_ARMS)
 def test_shipped_model_reproduces_its_recorded_test_metrics(arm, regenerated_demo):
@@ -153,6 +156,7 @@ def test_an_interrupted_training_is_never_exported(demo_root, tmp_path, monkeypa
     assert not (models / "demo").exists()
 
 
+@pytest.mark.docs
 def test_models_readme_is_what_the_export_writes(tmp_path):
     """models/README.md is generated (its table is the recorded metrics): never edited by hand."""
     export_models.write_readme(tmp_path / "README.md")

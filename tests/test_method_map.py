@@ -121,6 +121,7 @@ def test_no_two_texts_overlap(preset):
     plt.close(fig)
 
 
+@pytest.mark.docs
 def test_method_table_covers_every_notebook():
     table = method_table()
     assert list(table.columns) == list(METHOD_COLUMNS[1:])

@@ -104,6 +104,7 @@ def _next_markdown(cells, i):
     return next(c.source for c in cells[i + 1:] if c.cell_type == "markdown")
 
 
+@pytest.mark.docs
 def test_02_prose_quotes_the_printed_diagonal_count():
     cells = _cells("02_cross_attention_similarity.ipynb")
     i, m = next((i, m) for i, c in enumerate(cells) if c.cell_type == "code"
@@ -113,6 +114,7 @@ def test_02_prose_quotes_the_printed_diagonal_count():
     assert int(rows) > int(n) / 2, "the trained model's diagonal should win in most rows"
 
 
+@pytest.mark.docs
 def test_03_prose_says_which_toy_token_moves_most():
     cells = _cells("03_feature_discriminability.ipynb")
     i, m = next((i, m) for i, c in enumerate(cells) if c.cell_type == "code"

@@ -96,6 +96,7 @@ def test_collect_refuses_recipes_scored_on_different_data(tmp_path, monkeypatch)
         rs.collect(tmp_path / "runs", tmp_path / "out", "data/demo")
 
 
+@pytest.mark.docs
 def test_committed_table_quotes_the_shipped_model_and_known_recipes():
     path = REPO / "results" / "recipe_search" / "runs.csv"
     table = pd.read_csv(path).set_index("recipe")
@@ -118,6 +119,7 @@ def test_committed_table_quotes_the_shipped_model_and_known_recipes():
         assert row["data_sha256"] == shipped["data"]["sha256"]
 
 
+@pytest.mark.docs
 def test_wide_hat_warmup_table_is_the_committed_losses():
     """The README's warm-up table is recomputed from wide_hat_warmup.csv, and what it says holds:
     the equal-scores loss is 2*B*(B-1)*m, wide seed 0 stays at it, the shipped narrow arm leaves it."""
@@ -145,6 +147,7 @@ def test_wide_hat_warmup_table_is_the_committed_losses():
     assert by.apply(lambda x: x.iloc[-10:].mean())["shipped_demo_hat"] < 0.25 * flat
 
 
+@pytest.mark.docs
 def test_the_seed_difference_both_readmes_quote_is_the_committed_rows():
     table = pd.read_csv(REPO / "results" / "recipe_search" / "runs.csv").set_index("recipe")
     a, b = table.loc["wide", "test_rsum"], table.loc["wide_seed1", "test_rsum"]
@@ -209,6 +212,7 @@ def test_seed_summary_needs_two_seeds_of_each():
         rs.seed_summary(_seed_table({"shipped": 390.0, "wide": 430.0, "wide_seed1": 440.0}))
 
 
+@pytest.mark.docs
 def test_readmes_quote_the_committed_seed_summary(capsys):
     """What ``recipe_search.py --seeds`` prints from the committed runs.csv is what the READMEs say."""
     rs.print_seed_summary(REPO / "results" / "recipe_search" / "runs.csv")
@@ -223,6 +227,7 @@ def test_readmes_quote_the_committed_seed_summary(capsys):
         assert f"{c['diff']:+.1f} test RSUM (95% CI [{c['lo']:.1f}, {c['hi']:.1f}]" in readme, name
 
 
+@pytest.mark.docs
 def test_the_arms_by_seed_table_and_the_numbers_beside_it_are_the_committed_rows():
     """README's table of the three arms by seed, and what both READMEs say of the i2t arm's seeds,
     recomputed from runs.csv (seed k of an arm: the k-th recipe of its SEED_GROUPS entry)."""
@@ -253,6 +258,7 @@ def test_the_arms_by_seed_table_and_the_numbers_beside_it_are_the_committed_rows
     assert f"DAIM's three\n  within {max(daim) - min(daim):.1f} ({min(daim):.1f} to {max(daim):.1f})" in results
 
 
+@pytest.mark.docs
 def test_the_demo_hat_preset_notes_quote_its_seeds():
     from daimlib.config import PRESET_NOTES
 
@@ -264,6 +270,7 @@ def test_the_demo_hat_preset_notes_quote_its_seeds():
     assert f"reach {min(base):.1f}-{max(base):.1f}" in notes
 
 
+@pytest.mark.docs
 def test_the_warmup_table_and_what_the_readme_says_of_it_are_the_committed_rows(capsys):
     """``--warmup`` prints from runs.csv what the results README shows, and its reading holds: every run
     whose warm-up was at most 0.25 of the flat loss by step 150 trained, every run at 0.6 or more that

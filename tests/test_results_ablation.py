@@ -15,6 +15,8 @@ import pytest
 from scipy import optimize
 from scipy import stats as st
 
+pytestmark = pytest.mark.docs  # committed results, not behaviour: make test runs it, make test-fast skips it
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "results" / "ablation_powered"
 VARIANTS = ["baseline", "hat", "fdm", "mom", "daim", "fdm_text", "high_only", "no_low", "no_mid", "no_high"]
