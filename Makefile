@@ -10,7 +10,10 @@ DEMO_OUT := runs/executed
 setup:
 	bash scripts/setup.sh
 
-demo: setup notebooks
+# a student's set-up: the kit with the notebook extra only (no test or lint tools), then the notebooks
+demo:
+	DAIM_SETUP_EXTRAS=notebook bash scripts/setup.sh
+	$(MAKE) notebooks
 
 # a student's clone stays clean: executed copies, figures and runs all go under $(DEMO_OUT)
 notebooks:

@@ -185,7 +185,9 @@ def _add_train(sub, common) -> None:
         "(best validation R@1 sum or RSUM, see train.select_on). Ctrl-C or SIGTERM stops after the current "
         "step and writes OUT/last; --resume continues from it exactly. A non-empty --out is refused unless it "
         "holds a finished run of the same config and data (then nothing is trained) or --overwrite is given. "
-        "Under torchrun every process trains a shard of each epoch.",
+        "Under torchrun every process trains a shard of each epoch. TensorBoard: --set train.tensorboard=true "
+        "also logs every history column to OUT/tb (pip install 'daimlib[tensorboard]'; then tensorboard "
+        "--logdir OUT/tb).",
     )
     p.add_argument("--preset", default=None, help="preset name (python -m daimlib presets); or give --config")
     p.add_argument("--data-root", required=True, help="dataset folder (its layout is detected: see data/README.md)")

@@ -575,3 +575,26 @@ def test_margin_evolution_smoothed_counts_keep_the_raw_per_step_counts_visible()
     assert len(raw) == 1 and len(mean) == 1
     np.testing.assert_array_equal(raw[0].get_ydata(), h["n_correct"].astype(float))
     np.testing.assert_allclose(mean[0].get_ydata(), h["n_correct"].rolling(5, min_periods=1).mean())
+
+
+def test_the_pdf_switch_writes_a_pdf_beside_every_png(tmp_path, monkeypatch):
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1])
+    monkeypatch.delenv(viz.PDF_ENV, raising=False)
+    viz.save_figure(fig, "off", folder=tmp_path)
+    monkeypatch.setenv(viz.PDF_ENV, "1")
+    viz.save_figure(fig, "on", folder=tmp_path)
+    viz.save_figure(fig, "asked_off", folder=tmp_path, pdf=False)  # an explicit pdf= wins over the switch
+    plt.close(fig)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["asked_off.png", "off.png", "on.pdf", "on.png"]
+    assert (tmp_path / "on.pdf").read_bytes().startswith(b"%PDF")
+
+
+def test_without_umap_learn_the_projection_is_pca_and_says_so(monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "umap", None)  # as if umap-learn were not installed
+    x = np.random.default_rng(0).normal(size=(20, 5))
+    xy, used = viz.project_2d(x, method="umap")
+    assert used == "pca" and "PCA instead" in capsys.readouterr().out
+    assert np.allclose(xy, viz.project_2d(x, method="pca")[0])

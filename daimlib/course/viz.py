@@ -15,6 +15,7 @@ section 3); :func:`plot_attention_on_image` the SCAN text-to-image attention (sp
 from __future__ import annotations
 
 import math
+import os
 import textwrap
 import warnings
 from collections.abc import Mapping, Sequence
@@ -33,6 +34,7 @@ from daimlib.paths import display_path, figures_dir, repo_path
 PALETTE = ("#0173B2", "#DE8F05", "#029E73", "#D55E00", "#CC78BC", "#CA9161", "#FBAFE4", "#949494", "#ECE133", "#56B4E9")
 POS_COLOR, NEG_COLOR, BOUNDARY_COLOR = PALETTE[0], PALETTE[3], "#222222"
 GT_COLOR, OTHER_COLOR = PALETTE[1], "#BBBBBB"  # retrieval grids: the true match, the other results
+PDF_ENV = "DAIM_FIGURES_PDF"  # "1": save_figure writes a PDF beside every PNG
 HEADROOM = 1.35  # count panel of plot_margin_evolution: y range above the batch size, for the legends
 # Axis labels with their units (scores are unitless: a sum of three level cosines, in [-3, 3]).
 SCORE_LABEL = "score S (sum of 3 level cosines)"
@@ -125,7 +127,8 @@ def project_2d(feats, method: str = "umap", seed: int = 0) -> tuple[np.ndarray, 
 
     ``method="pca"`` centres the features and projects them on the top two right singular
     vectors (signs fixed so the largest coordinate of each axis is positive). ``"umap"`` uses
-    umap-learn (cosine metric) and falls back to PCA when umap-learn is missing or N < 16.
+    umap-learn (cosine metric, the optional ``umap`` extra) and falls back to PCA when umap-learn is
+    missing or N < 16, saying so in the output (the plot's title names the method used as well).
     """
     x = to_numpy(feats)
     if x.ndim != 2:
@@ -136,7 +139,8 @@ def project_2d(feats, method: str = "umap", seed: int = 0) -> tuple[np.ndarray, 
         try:
             import umap  # noqa: PLC0415 - slow import (numba), only when asked for
         except ImportError:
-            pass
+            print("UMAP asked for, but umap-learn is not installed (pip install 'daimlib[umap]'): "
+                  "projecting with PCA instead")  # fmt: skip
         else:
             n_neighbors = min(15, x.shape[0] - 1)
             reducer = umap.UMAP(n_components=2, n_neighbors=n_neighbors, metric="cosine", random_state=seed)
@@ -639,13 +643,16 @@ def save_figure(
     name: str,
     dpi: int = 100,
     root: str | Path | None = None,
-    pdf: bool = False,
+    pdf: bool | None = None,
     data: str | Path | None = None,
     folder: str | Path | None = None,
     smoke: bool = False,
 ) -> str:
-    """Write ``fig`` as ``<folder>/<name>.png`` (and ``.pdf`` with ``pdf=True``, for a paper); return
+    """Write ``fig`` as ``<folder>/<name>.png`` (and ``.pdf`` beside it, for a paper); return
     the PNG's path as the kit prints it (repo-relative, e.g. ``"figures/margin_evolution.png"``).
+
+    ``pdf``: ``True`` / ``False``; ``None`` (default) follows the switch ``DAIM_FIGURES_PDF=1``, so a
+    whole notebook run (``DAIM_FIGURES_PDF=1 make notebooks``) also writes every figure as PDF.
 
     The folder, first match wins:
 
@@ -669,6 +676,8 @@ def save_figure(
     out = out_dir / f"{stem}.png"
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=dpi, bbox_inches="tight")
+    if pdf is None:
+        pdf = os.environ.get(PDF_ENV, "0").strip().lower() in ("1", "true", "yes", "on")
     if pdf:
         fig.savefig(out.with_suffix(".pdf"), bbox_inches="tight", metadata={"CreationDate": None})
     if root is not None:
