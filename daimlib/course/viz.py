@@ -23,9 +23,12 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
+import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.transforms import ScaledTranslation
 
+from daimlib.course.stats import mean_ci
 from daimlib.metrics import positive_and_hardest_negative, separation_auc, to_numpy  # noqa: F401 - re-exported
 from daimlib.paths import display_path, figures_dir, repo_path
 
@@ -685,67 +688,71 @@ def save_figure(
     return display_path(out)
 
 
-# --- feature separation and ablations (notebooks 08, 09) ----------------------------------------
+# --- ablations (notebook 09) and feature separation (notebook 08) -----------------------------------
 
 
 def plot_ablation(
-    summary, metric: str = "rsum", runs=None, ax=None, title: str | None = None, zero_based: bool = True
+    runs: pd.DataFrame,
+    table: pd.DataFrame,
+    metric: str = "rsum",
+    reference: str = "baseline",
+    claimed: dict[str, float] | None = None,
+    confidence: float = 0.95,
+    title: str | None = None,
 ) -> Figure:
-    """An ablation metric per variant: mean with a ± std error bar, seeds as dots.
-
-    ``summary``: :func:`experiments.ablation.summarize` output (index = variant, columns
-    ``<metric>_mean``, ``<metric>_std``, ``n_seeds``). ``runs``: optional per-run table (columns
-    ``variant``, ``metric``) whose values are drawn as dots.
-
-    ``zero_based=True`` (default): bars on a y axis that starts at 0, so their heights compare.
-    ``zero_based=False``: no bars (a bar's length would lie on a cut axis) but the mean as a
-    marker with its error bar, on an axis zoomed to the data, and the y label says that the axis
-    does not start at 0. The legend sits under the axes.
+    """The kit's one ablation plot (notebook 09: the short runs and the powered ablation). Two panels. Left: ``metric`` of every run (one dot per seed) with each variant's mean and
+    its t interval. Right: each variant minus ``reference``, paired by seed (dots per seed, mean and
+    interval), the zero line, the band ± the minimal detectable difference of the design
+    (``table["mdd"]`` from :func:`daimlib.course.stats.powered_summary`, which makes ``table``) and the ``claimed`` effects
+    (label -> size, e.g. the paper's claimed gain) as vertical lines.
     """
-    mean_col, std_col = f"{metric}_mean", f"{metric}_std"
-    if mean_col not in summary.columns:
-        raise ValueError(
-            f"summary has no column {mean_col!r}; pass experiments.ablation.summarize() output "
-            f"(columns: {list(summary.columns)})"
-        )
-    variants = [str(v) for v in summary.index]
-    means = summary[mean_col].to_numpy(dtype=float)
-    stds = summary[std_col].to_numpy(dtype=float) if std_col in summary.columns else np.zeros_like(means)
-    fig, (a,) = _new_axes(ax, 1, (1.1 * len(variants) + 2, 3.8))
-    xs = np.arange(len(variants))
-    if zero_based:
-        a.bar(xs, means, yerr=np.nan_to_num(stds), capsize=4, color="#A6CBE3", edgecolor=PALETTE[0],
-              label="mean ± std over seeds")  # fmt: skip
-    else:
-        a.errorbar(xs, means, yerr=np.nan_to_num(stds), fmt="D", ms=6, capsize=4, color=PALETTE[0],
-                   label="mean ± std over seeds", zorder=2)  # fmt: skip
-    if runs is not None:
-        for n_drawn, (x, v) in enumerate(zip(xs, variants)):
-            vals = runs.loc[runs["variant"].astype(str) == v, metric].to_numpy(dtype=float)
-            a.scatter(np.full(vals.size, x), vals, s=14, color=BOUNDARY_COLOR, zorder=3,
-                      label="one run (seed)" if n_drawn == 0 else None)  # fmt: skip
-    a.set_xticks(xs, variants, rotation=20)
-    n = summary["n_seeds"].to_numpy() if "n_seeds" in summary.columns else None
-    seeds = (
-        f" (n = {int(n.min())}-{int(n.max())} seeds)"
-        if n is not None and n.min() != n.max()
-        else (f" ({int(n[0])} seeds)" if n is not None and len(n) else "")
-    )
-    ylabel = metric_label(metric)
-    lo = np.nanmin(means - np.nan_to_num(stds))
-    hi = np.nanmax(means + np.nan_to_num(stds))
-    if runs is not None and len(runs):
-        lo, hi = min(lo, float(runs[metric].min())), max(hi, float(runs[metric].max()))
-    if zero_based:
-        pad = 0.08 * (max(hi, 0.0) - min(lo, 0.0) + 1e-9)
-        a.set_ylim(min(0.0, lo - pad) if lo < 0 else 0.0, hi + pad)
-    else:
-        pad = 0.15 * (hi - lo + 1e-9)
-        a.set_ylim(lo - pad, hi + pad)
-        ylabel += "\n(zoomed axis: does not start at 0)"
-    a.set(ylabel=ylabel, xlabel="variant", title=(title or f"ablation: {metric}") + seeds)
-    legend_below(a, ncol=2)
-    fig.tight_layout()
+    order = list(table.index)
+    palette = dict(zip(order, sns.color_palette("colorblind", len(order))))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12.5, 0.45 * len(order) + 2.8), sharey=True)
+    sns.stripplot(data=runs, x=metric, y="variant", order=order, hue="variant", palette=palette, size=5,
+                  jitter=0.15, alpha=0.75, legend=False, ax=a)  # fmt: skip
+    ys = np.arange(len(order))
+    a.errorbar(table["mean"], ys, xerr=[table["mean"] - table["ci_lo"], table["ci_hi"] - table["mean"]],
+               fmt="D", color="black", ms=5, capsize=4, lw=1.2, label=f"mean ± {confidence:.0%} interval")  # fmt: skip
+    lo = float(min(runs[metric].min(), table["ci_lo"].min()))
+    hi = float(max(runs[metric].max(), table["ci_hi"].max()))
+    pad = 0.06 * (hi - lo or 1.0)
+    a.set_xlim(lo - pad, hi + pad)
+    a.set(xlabel=f"test {metric.upper()} (points of 600; axis cut to the data: dots and intervals, not bars)",
+          ylabel="variant", title="every run, and the mean with its interval")  # fmt: skip
+
+    ref = runs[runs["variant"] == reference].set_index("seed")[metric]
+    for y, v in zip(ys, order):
+        if v == reference:
+            continue
+        mine = runs[runs["variant"] == v].set_index("seed")[metric]
+        common = sorted(set(mine.index) & set(ref.index))
+        d = (mine.loc[common] - ref.loc[common]).to_numpy(dtype=float)
+        b.scatter(d, np.full(d.size, y) + np.random.default_rng(y).uniform(-0.15, 0.15, d.size), s=18,
+                  color=palette[v], alpha=0.75, zorder=2)  # fmt: skip
+        if d.size >= 2:
+            ci = mean_ci(d, confidence)
+            b.errorbar([ci.mean], [y], xerr=[[ci.mean - ci.lo], [ci.hi - ci.mean]], fmt="D", color="black",
+                       ms=5, capsize=4, lw=1.2, zorder=3)  # fmt: skip
+    b.axvline(0, color="0.3", lw=1)
+    mdd = table.loc[table.index != reference, "mdd"].dropna()
+    if len(mdd):
+        m = float(mdd.median())
+        b.axvspan(-m, m, color="0.85", zorder=0, label=f"± minimal detectable difference (median {m:.1f})")
+    styles = ["--", ":", "-."]
+    for (label, size), ls in zip((claimed or {}).items(), styles):
+        b.axvline(size, color="#D55E00", ls=ls, lw=1.3, label=label)
+    b.set(xlabel=f"{metric.upper()} difference from {reference}, paired by seed (points)",
+          title=f"effect of each switch vs {reference}")  # fmt: skip
+    # one legend for both panels, under them, where it cannot hide a run or an interval
+    handles, labels = [], []
+    for ax in (a, b):
+        h, lab = ax.get_legend_handles_labels()
+        handles, labels = handles + h, labels + lab
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.55 / fig.get_figheight(), 1, 1))  # 0.55 in at the bottom for the legend
     return fig
 
 
