@@ -601,12 +601,11 @@ def arm_scores(arm, split, tokenizer=None, split_name: str = "test", device="cpu
 def seed_spread(runs_df, metric: str = "rsum") -> pd.DataFrame:
     """Per variant: seeds (n), mean, sample standard deviation (ddof=1; NaN for one seed), min, max of
     ``metric``, and the mean final margin when the runs record it."""
+    from daimlib.course.stats import powered_summary  # the one seed-statistics table
+
     if runs_df.empty:
         return pd.DataFrame(columns=["n", "mean", "sd", "min", "max"])
-    g = runs_df.groupby("variant")[metric]
-    out = pd.DataFrame(
-        {"n": g.count(), "mean": g.mean(), "sd": g.std(ddof=1), "min": g.min(), "max": g.max()}
-    )
+    out = powered_summary(runs_df, reference=None, metric=metric)[["n", "mean", "sd", "min", "max"]].sort_index()
     if "final_margin" in runs_df:  # whether the MOM acted within the ablation's budget (0.2 = it did not)
         out["final margin (mean)"] = runs_df.groupby("variant")["final_margin"].mean()
     return out
