@@ -158,3 +158,17 @@ def test_user_errors_exit_2_with_a_message_and_no_traceback(argv, message, tmp_p
     assert all(part in err for part in message.split("|")) and "Traceback" not in err
 
 
+
+
+def test_version_prints_the_package_version_without_loading_torch():
+    import daimlib
+
+    code = (
+        "import sys, runpy; sys.argv = ['daimlib', '--version']\n"
+        "try:\n    runpy.run_module('daimlib', run_name='__main__')\nexcept SystemExit as e:\n"
+        "    assert e.code in (0, None)\nprint('torch loaded:', 'torch' in sys.modules)"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=root)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [f"daimlib {daimlib.__version__}", "torch loaded: False"]
