@@ -269,7 +269,7 @@ def test_ablation_summary_is_mean_and_sample_std_per_variant():
 
 def test_powered_summary_pairs_by_seed_and_reports_what_the_design_detects():
     from daimlib.course import stats
-    from experiments.ablation import powered_summary
+    from daimlib.course.stats import powered_summary
 
     runs = pd.DataFrame({
         "variant": ["baseline"] * 4 + ["daim"] * 4,
