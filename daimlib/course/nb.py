@@ -373,34 +373,32 @@ def load_or_score(
     evaluation protocol's matrix, spec section 7). Returns a float32 numpy array.
     """
     run = _repo_path(run_dir)
-    meta_path = next(
-        (p for p in (run / "best" / "meta.json", run / "last" / "meta.json") if p.is_file()), None
-    )
-    weights = json.loads(meta_path.read_text())["files"]["model.safetensors"]["sha256"] if meta_path else None
-    ident = data_identity(split)
+    weights = _weights_sha256(run / "best") or _weights_sha256(run / "last")
+    return _cached_scores(run, weights, model, split, tokenizer, cfg, split_name, device, progress, recompute)
+
+
+def _cached_scores(folder: Path, weights_sha256, model, split, tokenizer, cfg, split_name, device, progress,
+                   recompute: bool = False):  # fmt: skip
+    """The one score cache: ``<folder>/sims_<split_name>.npy`` beside its JSON key (the weights'
+    sha256, the split's sizes and its annotation file's sha256: the same sizes on other data are
+    scored again); without a weight hash nothing is cached."""
     key = {
-        "weights_sha256": weights,
+        "weights_sha256": weights_sha256,
         "split": split_name,
         "n_images": split.n_images,
         "n_captions": split.n_captions,
-        "annotations_sha256": ident.get("annotations_sha256"),  # the same sizes on other data: recomputed
+        "annotations_sha256": data_identity(split).get("annotations_sha256"),
     }
-    npy, key_file = run / f"sims_{split_name}.npy", run / f"sims_{split_name}.json"
-    if (
-        not recompute
-        and weights is not None
-        and npy.is_file()
-        and key_file.is_file()
-        and json.loads(key_file.read_text()) == key
-    ):
+    npy, key_file = folder / f"sims_{split_name}.npy", folder / f"sims_{split_name}.json"
+    if not recompute and weights_sha256 and npy.is_file() and key_file.is_file() and json.loads(key_file.read_text()) == key:
         return np.load(npy)
     feats = encode_split(
         model, split, tokenizer, cfg.data, max_len=cfg.text.max_len, device=device,
         batch_size=cfg.train.eval_batch_size, amp=cfg.train.amp, progress=progress,
     )  # fmt: skip
     sims = similarity_matrix(model, feats, progress=progress)  # [n_img, n_cap]
-    if weights is not None:
-        run.mkdir(parents=True, exist_ok=True)
+    if weights_sha256:
+        folder.mkdir(parents=True, exist_ok=True)
         np.save(npy, sims)
         key_file.write_text(json.dumps(key) + "\n")
     return sims
@@ -565,34 +563,8 @@ def arm_scores(arm, split, tokenizer=None, split_name: str = "test", device="cpu
     inside ``models/``; the run folder for a short run) under a key of the weights' sha256 and the
     split's identity, so a re-exported model or other data is scored again. Returns float32 numpy.
     """
-    ident = data_identity(split)
-    key = {
-        "weights_sha256": arm.weights_sha256,
-        "split": split_name,
-        "n_images": split.n_images,
-        "n_captions": split.n_captions,
-        "annotations_sha256": ident.get("annotations_sha256"),
-    }
-    folder = Path(arm.score_dir)
-    npy, key_file = folder / f"sims_{split_name}.npy", folder / f"sims_{split_name}.json"
-    if (
-        arm.weights_sha256
-        and npy.is_file()
-        and key_file.is_file()
-        and json.loads(key_file.read_text()) == key
-    ):
-        return np.load(npy)
-    cfg = arm.cfg
-    feats = encode_split(
-        arm.model, split, tokenizer if tokenizer is not None else arm.tokenizer, cfg.data, max_len=cfg.text.max_len, device=device,
-        batch_size=cfg.train.eval_batch_size, amp=cfg.train.amp, progress=progress,
-    )  # fmt: skip
-    sims = similarity_matrix(arm.model, feats, progress=progress)
-    if arm.weights_sha256:
-        folder.mkdir(parents=True, exist_ok=True)
-        np.save(npy, sims)
-        key_file.write_text(json.dumps(key) + "\n")
-    return sims
+    return _cached_scores(Path(arm.score_dir), arm.weights_sha256, arm.model, split,
+                          tokenizer if tokenizer is not None else arm.tokenizer, arm.cfg, split_name, device, progress)  # fmt: skip
 
 
 # --- the seed spread of an ablation ------------------------------------------------------------

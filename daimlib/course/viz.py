@@ -203,9 +203,8 @@ def plot_margin_evolution(history_df, trigger=None, ax=None, smooth: int = 1) ->
     when present, ``lam, mu_pos, sigma_pos, mu_neg, sigma_neg, active, n_correct, n_rows`` (aliases in
     ``HISTORY_COLUMNS``). ``trigger``: the count of correct rows the MOM needs (e.g. 45 for the
     paper, ``activation_fraction * batch_size`` in general); drawn as a dashed line.
-    ``smooth``: rolling-mean window (in rows) for the noisy per-step curves.
-    ``ax``: None or a sequence of three axes. Every legend sits under its panel, outside the data.
-    """
+    ``smooth``: rolling-mean window (in rows) for the noisy per-step curves; ``ax``: None or three
+    axes. Every legend sits under its panel, outside the data."""
     df = history_df.reset_index(drop=True)
     step_col = _find_column(df, "step")
     x = df[step_col].to_numpy() if step_col else np.arange(len(df))
@@ -519,26 +518,16 @@ def plot_attention_on_image(
     return fig
 
 
-def plot_retrieval_grid(
-    images,
-    captions: Sequence[str],
-    scores,
-    queries: Sequence[int] = (0,),
-    k: int = 5,
-    gt=None,
-    direction: str = "t2i",
-    size: float = 1.8,
-) -> Figure:
+def plot_retrieval_grid(images, captions: Sequence[str], scores, queries: Sequence[int] = (0,), k: int = 5,
+                        gt=None, direction: str = "t2i", size: float = 1.8) -> Figure:  # fmt: skip
     """Top-k retrieval results (spec section 7's layout: ``scores[i, j] = S(image i, caption j)``).
 
     ``direction="t2i"``: each query is a caption index; its row shows the k best images, with
     their scores; with ``gt`` (the image index of every caption, ``img_of_caption``) the true
     image is framed in ``GT_COLOR`` and labelled "✓ true image", and a row whose true image is
     not among the k shown says so on its right, with the true image's rank.
-    ``direction="i2t"``: each query is an image index; its row shows the image and its k best
-    captions, ticked ``[x]`` when ``gt[caption] == image``, with a note when no true caption is
-    among them.
-    """
+    ``direction="i2t"``: each query is an image index; its row shows the image and its k best captions,
+    ticked ``[x]`` when ``gt[caption] == image``, with a note when no true caption is among them."""
     s = to_numpy(scores)
     n_img, n_cap = s.shape
     if len(images) != n_img or len(captions) != n_cap:
