@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from daimlib import runs
-from daimlib import train as _training
+from daimlib import train as _training  # the public face: daimlib.train(...) trains
 from daimlib.checkpoint import load_model
 from daimlib.config import DAIMConfig, load_preset
 from daimlib.data import load_split, load_tokenizer
@@ -64,7 +64,8 @@ def summarize(runs: pd.DataFrame, metrics: tuple[str, ...] = SUMMARY_METRICS) ->
 def _result_row(res, cfg, variant, seed, data_root, eval_split, progress, minutes) -> dict:
     """The test row of one finished run: its best checkpoint on ``eval_split`` under the first protocol."""
     protocol = default_protocols(cfg.data.dataset)[0]
-    if eval_split == cfg.data.val_split and protocol == _training._val_protocol(cfg) and res.best_metrics:
+    validated_under = default_protocols(cfg.data.dataset)[-1]  # what train() scores the whole val split with
+    if eval_split == cfg.data.val_split and protocol == validated_under and res.best_metrics:
         metrics = res.best_metrics  # the best checkpoint was already scored on this split
     else:
         model = load_model(res.best_dir) if (res.best_dir / "meta.json").exists() else res.model
@@ -85,7 +86,7 @@ def _train_run(cfg, run_dir: Path, data_root, data: dict, progress: bool):
     one, start an absent one; a run folder trained on other data is refused, never replaced."""
     val = cfg.data.val_split
     if runs.reuse_problem(run_dir, cfg, data_root, val) is None:
-        return _training.train(cfg, data_root, run_dir, progress=progress, eval_split=val)
+        return _training(cfg, data_root, run_dir, progress=progress, eval_split=val)
     record = runs.read_record(run_dir)
     trained_on = (record or {}).get("data", {}).get("sha256")
     if trained_on is not None and trained_on != data["sha256"]:
@@ -95,8 +96,8 @@ def _train_run(cfg, run_dir: Path, data_root, data: dict, progress: bool):
         )
     if runs.resume_problem(run_dir, cfg) is None:
         log.info("resuming the interrupted run in %s", display_path(run_dir))
-        return _training.train(cfg, data_root, run_dir, progress=progress, eval_split=val, resume=True)
-    return _training.train(cfg, data_root, run_dir, progress=progress, eval_split=val, overwrite=True)
+        return _training(cfg, data_root, run_dir, progress=progress, eval_split=val, resume=True)
+    return _training(cfg, data_root, run_dir, progress=progress, eval_split=val, overwrite=True)
 
 
 def _one_run(preset, variant, seed, data_root, out_dir: Path, eval_split, progress, overrides) -> dict:

@@ -707,7 +707,7 @@ def plot_ablation(
     hi = float(max(runs[metric].max(), table["ci_hi"].max()))
     pad = 0.06 * (hi - lo or 1.0)
     a.set_xlim(lo - pad, hi + pad)
-    a.set(xlabel=f"test {metric.upper()} (points of 600; axis cut to the data: dots and intervals, not bars)",
+    a.set(xlabel=f"{metric.upper()} (points of 600, on the split the title names; axis cut to the data: dots and intervals, not bars)",
           ylabel="variant", title="every run, and the mean with its interval")  # fmt: skip
 
     ref = runs[runs["variant"] == reference].set_index("seed")[metric]
