@@ -1,7 +1,7 @@
 """Command line of DAIM Kit: ``python -m daimlib <command> ...`` (also installed as ``daim``).
 
-Commands: make-demo-data, make-f30k-like, get-data, train, evaluate, ablate, ablate-combine, demo-models, presets, bench,
-import-reference.
+Commands: make-demo-data, make-f30k-like, get-data, train, evaluate, presets, bench, import-reference. The
+experiments (ablations, the shipped demo models' export) have their own: ``python -m experiments``.
 ``python -m daimlib <command> --help`` explains each one. Multi-GPU: ``torchrun --nproc_per_node=N -m daimlib train ...``.
 
 The one file of the kit that imports its own modules inside functions: each command imports what it
@@ -24,8 +24,6 @@ examples (a CPU run of the demo, start to finish, in a few minutes):
   python -m daimlib make-demo-data --root data/demo
   python -m daimlib train --preset demo --data-root data/demo --out runs/demo
   python -m daimlib evaluate --checkpoint runs/demo/best --data-root data/demo --protocol demo
-  python -m daimlib ablate --preset demo --variants baseline daim --seeds 2 --data-root data/demo \\
-      --out runs/ablation --set train.max_minutes=2
   python -m daimlib get-data flickr8k --out data/f8k     # real data (also flickr30k, coco; --from DIR offline)
   torchrun --nproc_per_node=4 -m daimlib train --preset daim_coco --data-root data/coco --out runs/coco
 
@@ -211,7 +209,9 @@ def _add_train(sub, common) -> None:
         "step and writes OUT/last; --resume continues from it exactly. A non-empty --out is refused unless it "
         "holds a finished run of the same config and data (then nothing is trained) or --overwrite is given; a "
         "second train on the same --out stops at once (the folder is locked while written). "
-        "Under torchrun every process trains a shard of each epoch.",
+        "Under torchrun every process trains a shard of each epoch. TensorBoard: --set train.tensorboard=true "
+        "also logs every history column to OUT/tb (pip install 'daimlib[tensorboard]'; then tensorboard "
+        "--logdir OUT/tb).",
     )
     p.add_argument("--preset", default=None, help="preset name (python -m daimlib presets); or give --config")
     p.add_argument("--data-root", required=True, help="dataset folder (its layout is detected: see data/README.md)")
@@ -283,59 +283,6 @@ def _positive_int(text: str) -> int:
     return n
 
 
-def _add_ablate(sub, common) -> None:
-    p = sub.add_parser(
-        "ablate",
-        parents=[common],
-        help="train + evaluate ablation variants per seed; writes a mean ± std table",
-        description="Train and test-evaluate each variant (baseline, fdm, mom, daim, fdm_text, high_only, "
-        "no_low, no_mid, no_high; see daimlib.ablation) for each seed, one run after another, into OUT/<variant>_seed<k>; writes "
-        "OUT/runs.csv and OUT/summary.csv/.json (mean ± std per variant). Finished runs (same config, data "
-        "and split) are reused; Ctrl-C exits 130 without recording the interrupted run, and the same "
-        "command continues it where it stopped.",
-    )
-    p.add_argument("--preset", required=True)
-    p.add_argument("--variants", nargs="+", default=["baseline", "fdm", "mom", "daim"])
-    p.add_argument("--seeds", type=int, default=1, help="number of seeds (0..N-1)")
-    p.add_argument("--data-root", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--split", default="test", help="split the best checkpoints are evaluated on")
-    p.add_argument("--jobs", type=int, default=1,
-                   help="runs trained at once, each in its own one-thread process (with train.max_steps budgets)")  # fmt: skip
-    _add_set(p)
-
-
-def _add_ablate_combine(sub, common) -> None:
-    p = sub.add_parser(
-        "ablate-combine",
-        parents=[common],
-        help="join the runs.csv of several ablate calls into one ablation (runs.csv + summary)",
-        description="Concatenate the runs.csv files that `ablate` wrote (variants run at different times or "
-        "on different machines), refuse a (variant, seed) pair found twice or runs scored on different "
-        "splits, and write OUT/runs.csv and OUT/summary.csv/.json (mean ± std per variant) as ablate does.",
-    )
-    p.add_argument("tables", nargs="+", metavar="RUNS.csv", help="runs.csv files written by ablate")
-    p.add_argument("--out", required=True, help="folder for the combined runs.csv and summary (may be a source's)")
-    p.add_argument("--variants", nargs="+", default=None, help="keep only these variants, in this order")
-
-
-def _add_demo_models(sub, common) -> None:
-    p = sub.add_parser(
-        "demo-models",
-        parents=[common],
-        help="train (resumably) and export the shipped demo models: demo, demo_baseline, demo_hat",
-        description="Train each arm with its preset into RUNS/<arm> (a finished run of the same config and "
-        "data is reused, an interrupted one resumed), then write its best checkpoint in half precision to "
-        "models/<arm> with its histories and the test metrics of the exported weights (metrics.json). "
-        "See daimlib.demo_models.",
-    )
-    p.add_argument("--arms", nargs="+", default=["demo", "demo_baseline", "demo_hat"],
-                   choices=["demo", "demo_baseline", "demo_hat"])  # fmt: skip
-    p.add_argument("--data-root", default="data/demo", help="the generated demo data (make-demo-data)")
-    p.add_argument("--runs", default=None, help="where the training runs go (default runs/demo_models)")
-    p.add_argument("--device", type=_device, default="cpu")
-
-
 def _add_bench(sub, common) -> None:
     p = sub.add_parser(
         "bench",
@@ -382,6 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"daimlib {__version__}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -391,9 +341,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_get_data(sub, common)
     _add_train(sub, common)
     _add_evaluate(sub, common)
-    _add_ablate(sub, common)
-    _add_ablate_combine(sub, common)
-    _add_demo_models(sub, common)
     _add_presets(sub, common)
     _add_bench(sub, common)
     _add_import_reference(sub, common)
@@ -594,51 +541,6 @@ def eval_stem(checkpoint: str | os.PathLike, part: str) -> Path:
     return stem
 
 
-def cmd_ablate(args) -> int:
-    from .ablation import ablate
-
-    try:
-        runs = ablate(args.preset, args.variants, args.seeds, args.data_root, args.out, eval_split=args.split,
-                      progress=not args.quiet, jobs=args.jobs, **_overrides(args))  # fmt: skip
-    except KeyboardInterrupt as e:  # the interrupted run saved its state; nothing was recorded as a result
-        print(f"interrupted: {e or 'Ctrl-C'}", file=sys.stderr)
-        return 130
-    _print_ablation(runs, args.out)
-    return 0
-
-
-def _print_ablation(runs, out: str) -> None:
-    from .checkpoint import display_path
-
-    summary = runs.attrs["summary"]
-    cols = ["n_seeds"] + [c for c in ("i2t_r1", "t2i_r1", "rsum") if c in summary.columns]
-    print(summary[cols].to_string())
-    print(f"written: {display_path(Path(out) / 'runs.csv')}, {display_path(Path(out) / 'summary.csv')}")
-
-
-def cmd_ablate_combine(args) -> int:
-    from .ablation import combine
-
-    _print_ablation(combine(args.tables, args.out, variants=args.variants), args.out)
-    return 0
-
-
-def cmd_demo_models(args) -> int:
-    from .demo_models import main_export
-
-    try:
-        main_export(args.arms, args.data_root, out_root=args.runs, device=args.device,
-                    progress=not args.quiet)  # fmt: skip
-    except KeyboardInterrupt as e:
-        print(f"interrupted{f' ({e})' if str(e) else ''}: the arm being trained saved its state and nothing "
-              "was exported; run the same command to continue", file=sys.stderr)  # fmt: skip
-        return 130
-    except RuntimeError as e:  # a run that cannot be exported (main_export says why)
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
-
-
 def cmd_presets(args) -> int:
     from .config import PRESET_NOTES, PRESETS, load_preset, preset_notes
 
@@ -724,9 +626,6 @@ COMMANDS = {
     "get-data": cmd_get_data,
     "train": cmd_train,
     "evaluate": cmd_evaluate,
-    "ablate": cmd_ablate,
-    "ablate-combine": cmd_ablate_combine,
-    "demo-models": cmd_demo_models,
     "presets": cmd_presets,
     "bench": cmd_bench,
     "import-reference": cmd_import_reference,

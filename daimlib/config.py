@@ -241,9 +241,6 @@ class DAIMConfig:
         return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 
-_flatten = flatten  # the former private name
-
-
 @functools.cache
 def _hints(cls) -> dict[str, Any]:
     return typing.get_type_hints(cls)

@@ -75,76 +75,133 @@ def _looks_local(name: str) -> bool:
     )  # fmt: skip
 
 
-def model_card_text(model, meta: dict | None = None) -> str:
-    """The model card (README.md) of a saved DAIM: preset, data, metrics, margin, provenance, how to load."""
+DATASETS = {"demo": "daimlib-demo (generated shapes and captions)", "f30k": "flickr30k", "f8k": "flickr8k",
+            "coco": "mscoco", "coco_ids": "mscoco"}  # fmt: skip
+CITATION = """@article{wang_daim,
+  title  = {High Feature Distinguishability for Adaptive Image-text Matching with Dual-stream Transformers},
+  author = {Wang, Y. and Huang, W. and Xie, Y. and Chen, S. and Peng, W. and Tang, M. and Fang, M. and Zhang, W.}
+}"""
+_SPLITS = {"metrics": "validation", "test_metrics": "test"}  # meta.json key -> the split its numbers are on
+
+
+def _eval_results(cfg, meta: dict):
+    """One ``EvalResult`` per recorded metric, each naming its split (the checkpoint's validation
+    metrics under ``metrics``; the test split's under ``test_metrics``, when the saver recorded them)."""
+    from huggingface_hub import EvalResult
+
+    dataset = DATASETS.get(cfg.data.dataset, cfg.data.dataset)
+    out = []
+    for key, kind in _SPLITS.items():
+        split = cfg.data.val_split if kind == "validation" else cfg.data.test_split
+        for name, value in (meta.get(key) or {}).items():
+            out.append(EvalResult(task_type="image-text-retrieval", dataset_type=dataset, dataset_name=dataset,
+                                  dataset_split=split, metric_type=name, metric_value=float(value),
+                                  metric_name=f"{name} ({kind} split)"))  # fmt: skip
+    return out
+
+
+def _metric_rows(cfg, meta: dict) -> list[str]:
+    rows = []
+    for key, kind in _SPLITS.items():
+        split = cfg.data.val_split if kind == "validation" else cfg.data.test_split
+        rows += [f"| {k} | {float(v):.2f} | {kind} (`{split}`) |" for k, v in (meta.get(key) or {}).items()]
+    if not rows:
+        return ["No metrics were recorded with this checkpoint; evaluate it with `python -m daimlib evaluate`."]
+    note = ("" if meta.get("test_metrics") else "\n\nThe validation metrics are those the checkpoint was selected "
+            "on; no test-split metrics were recorded with it (`python -m daimlib evaluate --split test`).")
+    return ["| metric | value | split |", "|---|---|---|", *rows, note]
+
+
+def usage_example(model) -> str:
+    """The card's example: load the folder the card sits in, score two images against three captions.
+    It runs as written inside the saved folder (``tests/test_hub.py`` executes it)."""
     cfg = model.cfg
-    meta = meta or {}
+    vocab = int(model.text_encoder.bert.config.vocab_size)
+    return f"""import torch
+
+from daimlib import DAIM
+
+model = DAIM.from_pretrained(".")  # this folder (run it here), a path to it, or its hub repo id
+images = torch.rand(2, 3, {cfg.image.img_size}, {cfg.image.img_size})  # two images, normalised as daimlib.data.build_transforms does
+input_ids = torch.randint(1, {vocab}, (3, 12))  # three captions of 12 token ids (daimlib.data.tokenize)
+attention_mask = torch.ones_like(input_ids)
+with torch.no_grad():
+    img = model.encode_image(images)  # one [2, tokens, D] tensor per level
+    txt, lengths = model.encode_text(input_ids, attention_mask)
+    scores = model.similarity(img, txt, lengths)  # [2 images, 3 captions]
+print(tuple(scores.shape))"""  # fmt: skip
+
+
+def _provenance(meta: dict) -> list[str]:
     prov = meta.get("provenance") or {}
-    metrics = meta.get("metrics") or {}
+    if not prov:
+        return [f"Saved by daimlib {meta.get('daimlib', '?')} (torch {meta.get('torch', '?')})."]
+    lines = [f"- {k}: `{v}`" for k, v in prov.items() if not isinstance(v, dict)]
+    return lines + [f"- {k}: " + ", ".join(f"{a}=`{b}`" for a, b in v.items()) for k, v in prov.items()
+                    if isinstance(v, dict)]  # fmt: skip
+
+
+def _encoder(c, kwargs: dict) -> str:
+    """What the encoder really is: a pretrained hub model, or that architecture built from ``kwargs`` and
+    trained from scratch (the demo presets)."""
+    pretrained = c.weights is not None or c.init == "pretrained" or (c.init == "auto" and not kwargs)
+    if pretrained:
+        return f"`{c.name}` (pretrained weights" + (f" from a local file, `{c.weights}`)" if c.weights else ")")
+    return f"`{c.name}`'s architecture resized to {kwargs} (random initial weights, trained from scratch)"
+
+
+def model_card(model, meta: dict | None = None):
+    """The model card of a saved DAIM as a ``huggingface_hub.ModelCard`` (its metadata a
+    ``ModelCardData``): the real encoder names, the dataset, metrics named by their split, the
+    margin, provenance, a usage example that runs as written, limitations and the citation."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    cfg, meta = model.cfg, meta or {}
     loss = getattr(model, "hub_loss", None)
     margin = "not stored" if loss is None else f"{float(loss.margin):.6f}"
-    n_params = sum(p.numel() for p in model.parameters())
-    lines = [
-        "---",
-        "library_name: daimlib",
-        "license: mit",
-        "tags:",
-        *[f"- {t}" for t in ("image-text-matching", "cross-modal-retrieval", "daim", "model_hub_mixin")],
-        "---",
+    dataset = DATASETS.get(cfg.data.dataset, cfg.data.dataset)
+    data = ModelCardData(
+        library_name="daimlib", license="mit", model_name=cfg.name, datasets=[dataset],
+        tags=["image-text-matching", "cross-modal-retrieval", "daim", "model_hub_mixin"],
+        base_model=[c.name for c, kw in ((cfg.image, cfg.image.timm_kwargs), (cfg.text, cfg.text.model_kwargs))
+                    if "pretrained weights" in _encoder(c, dict(kw or {})) and not c.weights] or None,
+        eval_results=_eval_results(cfg, meta) or None,
+    )  # fmt: skip
+    body = [
+        f"# {cfg.name}: DAIM image-text matching",
         "",
-        f"# {cfg.name}: DAIM Kit image-text matching model",
-        "",
-        "A dual-stream image-text matching model (Swin + BERT, SCAN similarity at three levels) saved by "
-        "DAIM Kit (`daimlib`).",
+        f"A dual-stream image-text matching model saved by DAIM Kit (`daimlib`), SCAN similarity over "
+        f"{len(cfg.similarity.level_weights)} levels, trained on {dataset}.",
         "",
         "| | |",
         "|---|---|",
         f"| preset | `{cfg.name}` |",
-        f"| data | {cfg.data.dataset} (`{cfg.data.json_name}`) |",
-        f"| image encoder | `{cfg.image.name}` {dict(cfg.image.timm_kwargs) or ''} at {cfg.image.img_size} px |",
-        f"| text encoder | `{cfg.text.name}` {dict(cfg.text.model_kwargs or {}) or ''} |",
+        f"| data | {dataset}" + (f" (`{cfg.data.json_name}`)" if cfg.data.json_name else "") + " |",
+        f"| image encoder | {_encoder(cfg.image, dict(cfg.image.timm_kwargs))}, {cfg.image.img_size} px |",
+        f"| text encoder | {_encoder(cfg.text, dict(cfg.text.model_kwargs or {}))} |",
         f"| FDM (ContraNorm) | blocks {cfg.fdm.image_blocks}, stage outputs {cfg.fdm.image_stage_out}, scale {cfg.fdm.scale} |",
         f"| SCAN | {cfg.similarity.direction}, lambda {cfg.similarity.lambda_softmax:g}, D = {cfg.similarity.embed_dim} |",
         f"| margin | {margin} ({'adaptive, MOM' if cfg.loss.adaptive else 'fixed'}) |",
-        f"| parameters | {n_params:,} |",
-        "",
-        "## Metrics",
-        "",
-    ]  # fmt: skip
-    if metrics:
-        lines += [
-            "| metric | value |",
-            "|---|---|",
-            *[f"| {k} | {float(v):.2f} |" for k, v in metrics.items()],
-        ]
-    else:
-        lines.append(
-            "No metrics were recorded with this checkpoint; evaluate it with `python -m daimlib evaluate`."
-        )
-    lines += ["", "## Provenance", ""]
-    if prov:
-        lines += [f"- {k}: `{v}`" for k, v in prov.items() if not isinstance(v, dict)]
-        for k, v in prov.items():
-            if isinstance(v, dict):
-                lines.append(f"- {k}: " + ", ".join(f"{a}=`{b}`" for a, b in v.items()))
-    else:
-        lines.append(f"Saved by daimlib {meta.get('daimlib', '?')} (torch {meta.get('torch', '?')}).")
-    lines += [
-        "",
-        "## Use",
-        "",
-        "```python",
-        "from daimlib.model import DAIM",
-        'model = DAIM.from_pretrained("THIS_FOLDER_OR_REPO_ID").eval()',
-        "img = model.encode_image(images)                 # [B, 3, H, W] -> 3 levels",
-        "txt, lengths = model.encode_text(input_ids, attention_mask)",
-        "scores = model.similarity(img, txt, lengths)     # [images, captions]",
-        "```",
-        "",
+        f"| parameters | {sum(p.numel() for p in model.parameters()):,} |",
+        "", "## Metrics", "", *_metric_rows(cfg, meta),
+        "", "## Provenance", "", *_provenance(meta),
+        "", "## Use", "", "```python", usage_example(model), "```", "",
         "The folder is a DAIM Kit checkpoint: `python -m daimlib evaluate --checkpoint FOLDER ...` reads it too.",
-        "",
-    ]
-    return "\n".join(lines)
+        "", "## Limitations", "",
+        "- The numbers above are those recorded with this checkpoint, on the split each row names; they are not "
+        "the paper's and say nothing about other data.",
+        "- The demo presets use tiny encoders trained from scratch on generated shapes: they show the method, "
+        "they do not retrieve natural images.",
+        "- The kit reproduces DAIM from the abstract, the architecture figures and the reference code; details the "
+        "paper alone would settle may differ (docs/daim_spec.md lists the choices).",
+        "", "## Citation", "", "```bibtex", CITATION, "```", "",
+    ]  # fmt: skip
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))
+
+
+def model_card_text(model, meta: dict | None = None) -> str:
+    """The model card (README.md) of a saved DAIM, as text (:func:`model_card`)."""
+    return str(model_card(model, meta))
 
 
 class DAIMHubMixin(ModelHubMixin, library_name="daimlib", license="mit",
@@ -174,13 +231,26 @@ class DAIMHubMixin(ModelHubMixin, library_name="daimlib", license="mit",
             )
         meta = dict(getattr(self, "hub_meta", None) or {})
         keep = {
-            k: v for k, v in meta.items() if k in ("metrics", "provenance", "kind", "epoch", "step", "source")
-        }
+            k: v for k, v in meta.items()
+            if k in ("metrics", "test_metrics", "provenance", "kind", "epoch", "step", "source")
+        }  # fmt: skip
         tokenizer = getattr(self, "tokenizer", None)
         save_checkpoint(save_directory, self, self.cfg, meta=keep, tokenizer=tokenizer,
                         loss=getattr(self, "hub_loss", None))  # fmt: skip
         saved = read_meta(save_directory)
         (save_directory / MODEL_CARD).write_text(model_card_text(self, saved))
+
+    def push_to_hub(self, repo_id: str, *args: Any, **kwargs: Any):
+        """``ModelHubMixin.push_to_hub``, refused at once (nothing created or uploaded) when the hub is
+        unreachable or ``HF_HUB_OFFLINE`` is set, with a message naming the endpoint and the repo."""
+        if not hub_reachable():
+            endpoint = os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT
+            raise ConnectionError(
+                f"push_to_hub({repo_id!r}): the hub at {endpoint} cannot be reached (or HF_HUB_OFFLINE is set), "
+                f"so nothing was created or uploaded to {repo_id!r}. Save it with save_pretrained(FOLDER) and push "
+                "from a machine with internet, or set HF_ENDPOINT to a hub mirror you can reach."
+            )
+        return super().push_to_hub(repo_id, *args, **kwargs)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any):

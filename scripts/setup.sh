@@ -16,6 +16,8 @@
 #   TORCH_INDEX_URL=...      force a wheel index for torch (skips the GPU check and the probe)
 #   TORCH_CPU_INDEX_URL=...  PyTorch's CPU wheel index (default below)
 #   DAIM_PROBE_TIMEOUT=4     seconds to wait for the CPU index before falling back
+#   DAIM_SETUP_EXTRAS=notebook  what to install with the kit (default dev: tests, nbval, lint and the
+#                            notebook tools; `make demo` asks for notebook only: what a student needs)
 #   DAIM_SETUP_DRY_RUN=1     print the decisions and the pip commands, install nothing (also: --dry-run)
 #   DAIM_NVIDIA_SMI, DAIM_NVIDIA_PROC   what counts as a GPU (defaults nvidia-smi, /proc/driver/nvidia;
 #                            the tests point them elsewhere)
@@ -101,10 +103,15 @@ if ! venv_has "import torch, torchvision"; then
     || { echo "[setup] torch did not install; see above" >&2; exit 1; }
 fi
 
-CHECK="import daimlib, nbval, timm, transformers, jupyterlab, ipywidgets"
+EXTRAS=${DAIM_SETUP_EXTRAS:-dev}
+case "$EXTRAS" in
+  dev) CHECK="import daimlib, nbval, timm, transformers, jupyterlab, ipywidgets" ;;
+  notebook) CHECK="import daimlib, timm, transformers, jupyterlab, ipywidgets, nbclient" ;;
+  *) echo "[setup] DAIM_SETUP_EXTRAS=$EXTRAS: expected dev or notebook" >&2; exit 2 ;;
+esac
 if ! venv_has "$CHECK" || [ pyproject.toml -nt "$VENV/.daimlib-installed" ]; then
-  echo "[setup] installing daimlib and its dependencies (editable, with the dev + notebook extras)"
-  pip_install -q -e ".[dev]"
+  echo "[setup] installing daimlib and its dependencies (editable, with the $EXTRAS extra)"
+  pip_install -q -e ".[$EXTRAS]"
   if [ "$DRY_RUN" != 1 ]; then
     venv_has "$CHECK" || { echo "[setup] install failed: '$CHECK' does not run in $VENV" >&2; exit 1; }
     touch "$VENV/.daimlib-installed"

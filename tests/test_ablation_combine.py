@@ -6,8 +6,8 @@ import statistics
 import pandas as pd
 import pytest
 
-from daimlib.__main__ import main
-from daimlib.ablation import combine
+from experiments.__main__ import main
+from experiments.ablation import combine
 
 
 def _runs(variant, seeds, rsums, split="test"):

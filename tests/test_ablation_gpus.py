@@ -7,7 +7,7 @@ import os
 
 import torch
 
-from daimlib import ablation
+from experiments import ablation
 
 
 def _fake_gpus(monkeypatch, n: int, visible: str | None) -> None:

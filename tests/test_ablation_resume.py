@@ -12,8 +12,8 @@ import pytest
 
 from daimlib import runs
 from daimlib import train as train_mod
-from daimlib.ablation import ablate
 from daimlib.losses import MatchingLoss
+from experiments.ablation import ablate
 
 OVER = {"train.batch_size": 8, "train.max_steps": 2, "data.train_split": "val", "train.eval_batch_size": 64}
 pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]  # 4-6 short runs: ~25 s

@@ -40,6 +40,7 @@ def test_every_benchmark_script_returns_its_checks_exit_code():
         assert "return 0 if" in text or "return exit_code(" in text, f"{script.name} has no agreement check"
 
 
+@pytest.mark.slow  # runs the benchmark script: ~30 s
 def test_bench_recall_agrees_on_a_small_matrix():
     res = subprocess.run(
         [sys.executable, str(BENCH / "bench_recall.py"), "--images", "40", "--repeats", "1"],

@@ -11,14 +11,16 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from daimlib import demo_models, runs
+from daimlib import runs
 from daimlib.checkpoint import load_checkpoint_tokenizer, load_model
 from daimlib.config import DAIMConfig, load_preset
+from daimlib.course import demo_models
 from daimlib.data import load_split, make_demo_dataset
 from daimlib.data.tokenizer import load_tokenizer
 from daimlib.evaluate import evaluate
 from daimlib.model import dead_weight_rows
 from daimlib.train import train
+from experiments import demo_models as export_models
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "models"
@@ -34,8 +36,9 @@ def tiny_run(demo_root, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # trains a model
 def test_export_writes_half_precision_and_the_metrics_of_what_it_ships(tiny_run, demo_root, tmp_path):
-    dest = demo_models.export("demo", tiny_run, demo_root, dest=tmp_path / "demo")
+    dest = export_models.export("demo", tiny_run, demo_root, dest=tmp_path / "demo")
     with safe_open(str(dest / "best" / "model.safetensors"), "pt") as f:
         dtypes = {f.get_tensor(k).dtype for k in f.keys() if f.get_tensor(k).is_floating_point()}
     assert dtypes == {torch.float16}
@@ -69,12 +72,13 @@ def test_export_writes_half_precision_and_the_metrics_of_what_it_ships(tiny_run,
         assert (dest / name).read_bytes() == (tiny_run / name).read_bytes()
 
 
+@pytest.mark.slow  # trains a model
 def test_load_prefers_the_shipped_folder_and_names_what_is_missing(tiny_run, demo_root, tmp_path, monkeypatch):
     monkeypatch.setenv(demo_models.MODELS_ENV, str(tmp_path))
     assert not demo_models.is_shipped("demo")
     with pytest.raises(FileNotFoundError, match="demo-models"):
         demo_models.recorded_metrics("demo")
-    demo_models.export("demo", tiny_run, demo_root)
+    export_models.export("demo", tiny_run, demo_root)
     dm = demo_models.load("demo", data_root=demo_root, verbose=False)
     assert dm.source == tmp_path / "demo" and dm.test_metrics == demo_models.recorded_metrics("demo")["test"]
     assert not dm.model.training and dm.tokenizer is not None and len(dm.steps) == 2
@@ -93,7 +97,7 @@ SHIPPED_ARMS = [a for a in demo_models.ARMS if (SHIPPED / a / "metrics.json").ex
 
 
 def test_every_arm_is_shipped_small_and_in_half_precision():
-    assert SHIPPED_ARMS == list(demo_models.ARMS), "models/ lacks an arm: python -m daimlib demo-models"
+    assert SHIPPED_ARMS == list(demo_models.ARMS), "models/ lacks an arm: python -m experiments demo-models"
     for arm in SHIPPED_ARMS:
         weights = SHIPPED / arm / "best" / "model.safetensors"
         assert weights.stat().st_size <= MAX_BYTES
@@ -103,7 +107,7 @@ def test_every_arm_is_shipped_small_and_in_half_precision():
 
 
 def test_every_shipped_arm_is_its_preset_as_it_is_today():
-    """A change to a demo preset must come with retrained models (``python -m daimlib demo-models``)."""
+    """A change to a demo preset must come with retrained models (``python -m experiments demo-models``)."""
     for arm in SHIPPED_ARMS:
         shipped = DAIMConfig.from_json(SHIPPED / arm / "best" / "config.json")
         assert shipped.diff(load_preset(arm)) == {}, f"models/{arm} was trained with another {arm} preset: retrain it"
@@ -116,6 +120,7 @@ def regenerated_demo(tmp_path_factory):
     return root
 
 
+@pytest.mark.docs
 @pytest.mark.slow  # generates the full demo data (15 s) and evaluates three models on 500 test images
 @pytest.mark.parametrize("arm", SHIPPED_ARMS)
 def test_shipped_model_reproduces_its_recorded_test_metrics(arm, regenerated_demo):
@@ -142,16 +147,17 @@ def test_an_interrupted_training_is_never_exported(demo_root, tmp_path, monkeypa
 
     monkeypatch.setattr("daimlib.train.train", stopped_early)
     with pytest.raises(KeyboardInterrupt, match="demo: training stopped \\(interrupted\\) at step 7"):
-        demo_models.main_export(["demo"], demo_root, out_root=tmp_path / "runs", progress=False)
+        export_models.main_export(["demo"], demo_root, out_root=tmp_path / "runs", progress=False)
     assert not (models / "demo").exists()
     # a run that says it completed but has no finished record is refused as well
     monkeypatch.setattr("daimlib.train.train", lambda cfg, d, out, **k: types.SimpleNamespace(stopped="completed"))
     with pytest.raises(RuntimeError, match="is not exported"):
-        demo_models.main_export(["demo"], demo_root, out_root=tmp_path / "runs", progress=False)
+        export_models.main_export(["demo"], demo_root, out_root=tmp_path / "runs", progress=False)
     assert not (models / "demo").exists()
 
 
+@pytest.mark.docs
 def test_models_readme_is_what_the_export_writes(tmp_path):
     """models/README.md is generated (its table is the recorded metrics): never edited by hand."""
-    demo_models.write_readme(tmp_path / "README.md")
+    export_models.write_readme(tmp_path / "README.md")
     assert (tmp_path / "README.md").read_text() == (SHIPPED / "README.md").read_text()

@@ -3,6 +3,10 @@
 import re
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.docs  # glossary text, not behaviour: make test runs it, make test-fast skips it
+
 GLOSSARY = Path(__file__).resolve().parents[1] / "docs" / "glossary.md"
 
 

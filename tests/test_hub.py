@@ -153,6 +153,36 @@ def test_push_to_hub_uploads_the_saved_folder(model, tmp_path, monkeypatch):
             return f"https://hub.example/{repo_id}/commit/1"
 
     monkeypatch.setattr(hm, "HfApi", FakeApi)
+    monkeypatch.setattr(hub, "hub_reachable", lambda *a, **k: True)  # offline here: the probe would refuse
     assert model.push_to_hub("someone/daim-demo").endswith("/commit/1")
     assert uploaded["files"] == ["README.md", "config.json", "meta.json", "model.safetensors"]
     _same_state(model, uploaded["model"])
+
+
+def test_the_model_card_is_a_hub_model_card_whose_example_runs_as_written(model, tmp_path, monkeypatch, capsys):
+    from huggingface_hub import ModelCard
+
+    model.hub_meta = {"metrics": {"rsum": 123.4}, "test_metrics": {"rsum": 120.5, "i2t_r1": 9.5}}
+    model.save_pretrained(tmp_path / "hf")
+    card = ModelCard.load(tmp_path / "hf" / "README.md")
+    results = {(r.metric_type, r.dataset_split): r.metric_value for r in card.data.eval_results}
+    assert results == {("rsum", "val"): 123.4, ("rsum", "test"): 120.5, ("i2t_r1", "test"): 9.5}
+    assert card.data.library_name == "daimlib" and card.data.datasets == [hub.DATASETS["demo"]]
+    text = card.text
+    assert "| rsum | 120.50 | test (`test`) |" in text and "| rsum | 123.40 | validation (`val`) |" in text
+    assert f"`{model.cfg.image.name}`'s architecture resized to" in text  # the demo's Swin is built, not downloaded
+    assert "## Limitations" in text and "@article{wang_daim" in text
+    example = text.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path / "hf")  # "as written": run it in the saved folder
+    exec(compile(example, "model_card_example", "exec"), {})
+    assert capsys.readouterr().out.strip() == "(2, 3)"
+
+
+def test_push_to_hub_offline_names_the_endpoint_and_the_repo(model, monkeypatch):
+    import huggingface_hub.hub_mixin as hm
+
+    monkeypatch.setattr(hm, "HfApi", lambda *a, **k: pytest.fail("nothing may be sent offline"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_ENDPOINT", "http://mirror.example:8080")
+    with pytest.raises(ConnectionError, match=r"http://mirror\.example:8080.*'someone/daim-demo'"):
+        model.push_to_hub("someone/daim-demo")

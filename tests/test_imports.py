@@ -1,28 +1,60 @@
-"""The import graph of daimlib, built from the source with ``ast``: no cycle, plots and data never
-reach the training code (issue 12 item 3), the leaf modules import no kit module."""
+"""The import graph of daimlib and the experiments, built from the source with ``ast``: no cycle, the
+layer rules of the three places (issue 26: the library never imports the course layer or the
+experiments; the course layer never the experiments, and the training loop only through the
+library's public face), plots and data never reach the training code (issue 12 item 3), the leaf
+modules import no kit module."""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
-PKG = Path(__file__).resolve().parents[1] / "daimlib"
+REPO = Path(__file__).resolve().parents[1]
+PKG = REPO / "daimlib"
+PACKAGES = ("daimlib", "experiments")
+COURSE = "daimlib.course"
 LEAVES = ("daimlib.paths", "daimlib.runtime", "daimlib.metrics", "daimlib.tables")
-# Cycles that exist on main and are being removed by another item; each entry must still be a cycle
-# (the test fails when it disappears, so the entry is deleted then).
-KNOWN_CYCLES = {
-    frozenset({"daimlib.data.karpathy", "daimlib.data.coco_ids"})
-}  # issue 12 item 4 (helper data)
+# the training loop: the course layer reaches it only through ``daimlib`` itself (``daimlib.train``,
+# ``daimlib.TrainResult``); the run's file names and readers (history, runs) are library helpers
+TRAINING = ("daimlib.train",)
 
 
 def _module_name(path: Path) -> str:
-    parts = path.relative_to(PKG.parent).with_suffix("").parts
+    parts = path.relative_to(REPO).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def _files() -> dict[str, Path]:
+    return {_module_name(p): p for pkg in PACKAGES for p in (REPO / pkg).rglob("*.py")}
+
+
+def layer(mod: str) -> str:
+    """"library", "course" or "experiments"."""
+    if mod.split(".")[0] == "experiments":
+        return "experiments"
+    return "course" if mod == COURSE or mod.startswith(COURSE + ".") else "library"
+
+
+def direct_imports() -> list[tuple[str, str, int]]:
+    """(module, what it names after ``import`` / ``from``, line): the import statements as written."""
+    out = []
+    for mod, path in _files().items():
+        is_pkg = path.name == "__init__.py"
+        package = mod if is_pkg else mod.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                out += [(mod, a.name, node.lineno) for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                out.append((mod, base, node.lineno))
+    return out
+
+
 def import_graph() -> dict[str, set[str]]:
-    """module -> the daimlib modules it imports anywhere in its source (top level or in functions)."""
-    files = {_module_name(p): p for p in PKG.rglob("*.py")}
+    """module -> the kit modules (daimlib, experiments) it imports anywhere in its source."""
+    files = _files()
     graph: dict[str, set[str]] = {m: set() for m in files}
     for mod, path in files.items():
         is_pkg = path.name == "__init__.py"
@@ -42,7 +74,7 @@ def import_graph() -> dict[str, set[str]]:
             for t in targets:
                 while t and t not in files:  # daimlib.data.karpathy.load_image -> daimlib.data.karpathy
                     t = t.rpartition(".")[0]
-                if t and t != mod and t != "daimlib":  # the package __init__ holds only the version
+                if t and t != mod and t not in PACKAGES:  # a package's __init__: its public face
                     graph[mod].add(t)
     return graph
 
@@ -68,7 +100,7 @@ def test_the_graph_is_built_from_real_imports():
     assert "daimlib.evaluate" in g["daimlib.train"] and "daimlib.config" in g["daimlib.checkpoint"]
     assert "daimlib.data.split" in g["daimlib.data.datasets"]  # absolute imports of a subpackage
     assert "daimlib.fdm" in g["daimlib.encoders"]  # relative imports
-    assert {"daimlib.metrics", "daimlib.paths"} <= g["daimlib.viz"]
+    assert {"daimlib.metrics", "daimlib.paths"} <= g["daimlib.course.viz"]
 
 
 def test_no_import_cycle_anywhere_in_daimlib():
@@ -82,10 +114,43 @@ def test_the_cycle_finder_finds_a_cycle():
     assert cycles({"a": {"b"}, "b": set()}) == []
 
 
+def test_the_library_never_imports_the_course_layer_or_the_experiments():
+    g = import_graph()
+    for mod, targets in g.items():
+        if layer(mod) == "library":
+            wrong = {t for t in targets if layer(t) != "library"}
+            assert not wrong, f"{mod} imports {sorted(wrong)}"
+    for mod, name, line in direct_imports():  # also `import experiments`, whose __init__ the graph skips
+        if layer(mod) == "library":
+            assert not name.startswith(("experiments", COURSE)), f"{mod}:{line} imports {name}"
+
+
+def test_the_course_layer_never_imports_the_experiments():
+    for mod, name, line in direct_imports():
+        if layer(mod) == "course":
+            assert name.split(".")[0] != "experiments", f"{mod}:{line} imports {name}"
+
+
+def test_the_course_layer_reaches_training_only_through_the_public_face():
+    """``from daimlib import train`` (the public face) is fine; ``from daimlib.train import ...``,
+    ``import daimlib.history`` (the loop's own modules) are not."""
+    for mod, name, line in direct_imports():
+        if layer(mod) == "course":
+            assert name not in TRAINING, f"{mod}:{line} imports the training loop's module {name} directly"
+
+
+def test_the_layer_rules_catch_a_violation():
+    assert layer("daimlib.train") == "library" and layer("daimlib.course.nb") == "course"
+    assert layer("experiments.ablation") == "experiments" and layer("daimlib.course") == "course"
+    bad = ast.parse("from daimlib.train import train\nfrom daimlib import train as t\n")
+    names = [n.module for n in ast.walk(bad) if isinstance(n, ast.ImportFrom)]
+    assert [n in TRAINING for n in names] == [True, False]
+
+
 def test_plots_and_data_never_reach_the_training_code():
     g = import_graph()
-    training = {"daimlib.train", "daimlib.ablation", "daimlib.checkpoint", "daimlib.nb", "daimlib.model"}
-    assert not reachable(g, "daimlib.viz") & training, reachable(g, "daimlib.viz")
+    training = {"daimlib.train", "experiments.ablation", "daimlib.checkpoint", "daimlib.course.nb", "daimlib.model"}
+    assert not reachable(g, "daimlib.course.viz") & training, reachable(g, "daimlib.course.viz")
     for mod in [m for m in g if m == "daimlib.data" or m.startswith("daimlib.data.")]:
         assert "daimlib.train" not in reachable(g, mod), mod
 

@@ -214,6 +214,7 @@ def test_tiny_model_runs_on_the_f30k_folder(f30k, tmp_path):
     assert sims.shape == (8, 8) and torch.isfinite(sims).all()
 
 
+@pytest.mark.slow  # trains a model
 def test_tiny_preset_trains_and_evaluates_on_a_f30k_layout_folder_from_the_cli(tmp_path, monkeypatch, capsys):
     """Issue 14's researcher path on CPU: a Flickr30K-layout folder, preset tiny, no file name given."""
     monkeypatch.chdir(tmp_path)

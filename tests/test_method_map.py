@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from daimlib.config import load_preset  # noqa: E402
-from daimlib.method_map import (  # noqa: E402
+from daimlib.course.method_map import (  # noqa: E402
     METHOD_COLUMNS,
     STAR,
     draw_method_map,
@@ -121,6 +121,7 @@ def test_no_two_texts_overlap(preset):
     plt.close(fig)
 
 
+@pytest.mark.docs
 def test_method_table_covers_every_notebook():
     table = method_table()
     assert list(table.columns) == list(METHOD_COLUMNS[1:])

@@ -1,4 +1,4 @@
-"""daimlib.nb: the notebooks' setup cell, repo-relative paths and config tables."""
+"""daimlib.course.nb: the notebooks' setup cell, repo-relative paths and config tables."""
 
 import random
 from pathlib import Path
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from daimlib import nb
 from daimlib.config import load_preset
+from daimlib.course import nb
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -21,7 +21,7 @@ def test_repo_root_found_from_a_subfolder(monkeypatch):
 
 def test_repo_root_outside_the_tree_falls_back_to_the_package_location(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
-    assert nb.repo_root() == Path(nb.__file__).resolve().parents[1]
+    assert nb.repo_root() == Path(nb.__file__).resolve().parents[2]
 
 
 def test_rel_gives_posix_paths_relative_to_the_root_and_hides_outside_paths(monkeypatch, tmp_path):
@@ -197,6 +197,7 @@ def _forbid_training(monkeypatch):
     monkeypatch.setattr(nb, "train", fake_train)  # nb imports train at the top
 
 
+@pytest.mark.slow  # trains a model
 def test_load_or_train_trains_once_then_reloads_the_same_best_model_and_history(
     tiny_demo, tiny_run, monkeypatch
 ):
@@ -213,6 +214,7 @@ def test_load_or_train_trains_once_then_reloads_the_same_best_model_and_history(
     assert res2.best_metrics == pytest.approx(res.best_metrics) and res2.global_step == 2
 
 
+@pytest.mark.slow  # trains a model
 def test_load_or_train_trains_again_when_the_config_or_the_data_changed(
     tiny_demo, tiny_run, tmp_path, monkeypatch, capsys
 ):
@@ -236,6 +238,7 @@ def test_load_or_train_trains_again_when_the_config_or_the_data_changed(
         nb.load_or_train("demo", run, tiny_demo, progress=False, retrain=True, **TINY_RUN)
 
 
+@pytest.mark.slow  # trains a model
 def test_a_run_trained_by_train_itself_is_reused_by_the_notebooks(tiny_demo, tmp_path, monkeypatch, capsys):
     from daimlib.config import load_preset
     from daimlib.train import train
@@ -271,6 +274,7 @@ def test_load_or_score_equals_the_evaluation_matrix_and_is_read_back_from_the_ca
     assert np.array_equal(nb.load_or_score(run, model, split, tok, cfg, "test"), sims)
 
 
+@pytest.mark.slow  # trains a model
 def test_load_or_score_recomputes_for_other_data_of_the_same_size(tiny_demo, tiny_run, tmp_path, monkeypatch):
     import json
     import shutil

@@ -63,10 +63,12 @@ def _output_texts(cell):
             yield "\n".join(out.get("traceback", []))
 
 
+@pytest.mark.docs
 def test_the_sequence_is_there():
     assert [p.name[:2] for p in NOTEBOOKS] == [f"{i:02d}" for i in range(11)]
 
 
+@pytest.mark.docs
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name[:2])
 def test_parameters_cell_has_data_preset_device_smoke(path):
     cell = _parameters_cell(_nb(path))
@@ -80,6 +82,7 @@ def test_parameters_cell_has_data_preset_device_smoke(path):
     )
 
 
+@pytest.mark.docs
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name[:2])
 def test_papermill_reads_every_parameter(path):
     """papermill skips a line with two '=' (e.g. in its comment): such a parameter would be unknown to it."""
@@ -90,6 +93,7 @@ def test_papermill_reads_every_parameter(path):
     assert names == inspected, f"{path.name}: papermill cannot read {sorted(names - inspected)}"
 
 
+@pytest.mark.docs
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name[:2])
 def test_smoke_changes_something_after_the_parameters(path):
     """SMOKE is read after the parameters cell (where papermill's injected values are in force)."""
@@ -99,6 +103,7 @@ def test_smoke_changes_something_after_the_parameters(path):
     assert re.search(r"\bSMOKE\b", later), f"{path.name}: SMOKE is never used"
 
 
+@pytest.mark.docs
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name[:2])
 def test_no_machine_paths(path):
     nb = _nb(path)
@@ -110,6 +115,7 @@ def test_no_machine_paths(path):
             )
 
 
+@pytest.mark.docs
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name[:2])
 def test_no_progress_bar_spam(path):
     nb = _nb(path)
@@ -128,6 +134,7 @@ def test_no_progress_bar_spam(path):
                 )
 
 
+@pytest.mark.docs
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name[:2])
 def test_harness_markers_are_tags_not_comments(path):
     nb = _nb(path)
@@ -141,6 +148,7 @@ def test_harness_markers_are_tags_not_comments(path):
                                "raises-exception"}, f"{path.name} cell {i}: unknown tag {tag!r}"  # fmt: skip
 
 
+@pytest.mark.docs
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name[:2])
 def test_figures_go_through_the_save_rule(path):
     """Only the notebook's ``save`` helper calls ``viz.save_figure`` with the tracked default, and only for
@@ -157,6 +165,7 @@ def test_figures_go_through_the_save_rule(path):
         assert "data=DATA" in call and "smoke=SMOKE" in call, f"{path.name}: {call.strip()}"
 
 
+@pytest.mark.docs
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name[:2])
 def test_run_folders_follow_the_data(path):
     """Runs, checkpoints and caches of DATA other than the demo (or of a smoke run) never share a folder with
@@ -169,6 +178,7 @@ def test_run_folders_follow_the_data(path):
     assert not re.search(r"runs/(demo|demo_hat|daim_f30k|ablation_short)\b[^\"]*\"\)", src)
 
 
+@pytest.mark.docs
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name[:2])
 def test_under_one_megabyte(path):
     assert path.stat().st_size < 1_000_000, f"{path.name}: {path.stat().st_size / 1e6:.2f} MB"

@@ -14,13 +14,15 @@ import pandas as pd
 import pytest
 import torch
 
-from daimlib import nb
-from daimlib.config import _flatten
+from daimlib.config import flatten
+from daimlib.course import nb
 from daimlib.similarity import scan
+from experiments import recipe_search as rs
+from experiments.ablation import ablation_runs
 
 
 def _diff(a, b) -> set[str]:
-    fa, fb = _flatten(a.to_dict()), _flatten(b.to_dict())
+    fa, fb = flatten(a.to_dict()), flatten(b.to_dict())
     return {k for k in set(fa) | set(fb) if k not in ("name", "notes") and str(fa.get(k)) != str(fb.get(k))}
 
 
@@ -135,7 +137,7 @@ def test_long_run_seeds_and_their_welch_gap(tmp_path):
     csv = _recipe_csv(tmp_path / "runs.csv", {"hat_shipped": 350.0, "hat_seed1": 80.0, "hat_seed3": 300.0,
                                               "baseline_shipped": 398.0, "baseline_seed1": 402.0, "shipped": 394.0,
                                               "wide": 438.0})  # fmt: skip
-    long = nb.long_run_seeds(csv)
+    long = rs.long_run_seeds(csv)
     # seeds come from each recipe's place in LONG_RUN_RECIPES; recipes of other groups are not arms
     assert [tuple(r) for r in long[["arm", "seed", "rsum"]].itertuples(index=False)] == [
         ("hat", 0, 350.0), ("hat", 1, 80.0), ("hat", 3, 300.0), ("baseline", 0, 398.0), ("baseline", 1, 402.0),
@@ -155,25 +157,18 @@ def test_long_run_seeds_and_their_welch_gap(tmp_path):
     f = t.loc["FDM+MOM"]  # one DAIM seed: a mean gap but no interval
     assert f["12-epoch gap of the seed means"] == pytest.approx(394.0 - 400.0)
     assert f["95% CI (Welch)"] == "needs 2 seeds of each" and f["p (Welch)"] == ""
-    assert nb.long_run_seeds(tmp_path / "missing.csv").empty
+    assert rs.long_run_seeds(tmp_path / "missing.csv").empty
 
 
 def test_long_run_recipes_are_the_recipe_search_seed_groups():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / "recipe_search.py"
-    spec = importlib.util.spec_from_file_location("recipe_search", path)
-    rs = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(rs)
     for arm, group in (("hat", "hat"), ("baseline", "baseline"), ("daim", "narrow")):
-        assert list(nb.LONG_RUN_RECIPES[arm]) == rs.SEED_GROUPS[group][1]
-        for k, recipe in enumerate(nb.LONG_RUN_RECIPES[arm]):  # the k-th recipe trains seed k
+        assert list(rs.LONG_RUN_RECIPES[arm]) == rs.SEED_GROUPS[group][1]
+        for k, recipe in enumerate(rs.LONG_RUN_RECIPES[arm]):  # the k-th recipe trains seed k
             overrides = rs.RECIPES[recipe][1]
             assert (f"train.seed={k}" in overrides) if k else not any("train.seed" in o for o in overrides)
             assert rs.PRESET.get(recipe, "demo") == nb.DEMO_ARMS[arm] or recipe in rs.SHIPPED
-        assert rs.SHIPPED[nb.LONG_RUN_RECIPES[arm][0]] == nb.DEMO_ARMS[arm]
-    for k, recipe in enumerate(nb.ADAPTIVE_HAT_RECIPES):  # the i2t arm again, seed k, with the adaptive warm-up
+        assert rs.SHIPPED[rs.LONG_RUN_RECIPES[arm][0]] == nb.DEMO_ARMS[arm]
+    for k, recipe in enumerate(rs.ADAPTIVE_HAT_RECIPES):  # the i2t arm again, seed k, with the adaptive warm-up
         overrides = rs.RECIPES[recipe][1]
         assert rs.PRESET[recipe] == nb.DEMO_ARMS["hat"] and "loss.warmup_until=0.1" in overrides
         assert (f"train.seed={k}" in overrides) if k else not any("train.seed" in o for o in overrides)
@@ -187,14 +182,14 @@ def test_warmup_runs_are_the_recipe_rows_of_the_arms_and_the_adaptive_seeds(tmp_
             {"recipe": "seed1", "test_rsum": 398.8, **cols},
             {"recipe": "wide", "test_rsum": 438.3, **cols}]  # fmt: skip
     pd.DataFrame(rows).to_csv(tmp_path / "runs.csv", index=False)
-    wu = nb.warmup_runs(tmp_path / "runs.csv")
+    wu = rs.warmup_runs(tmp_path / "runs.csv")
     assert [tuple(r) for r in wu.itertuples(index=False)] == [
         ("hat", 0, "fixed 150", 0.2, 150, 30.0, 350.0), ("hat", 3, "fixed 150", 0.69, 150, 5.5, 77.5),
         ("daim", 1, "fixed 150", 0.2, 150, 30.0, 398.8), ("hat", 3, "adaptive", 0.69, 712, 30.0, 257.5)]  # fmt: skip
-    assert nb.warmup_runs(tmp_path / "missing.csv").empty
-    committed = nb.warmup_runs()  # the committed rows: seed k of the adaptive arm is the recipe's train.seed
+    assert rs.warmup_runs(tmp_path / "missing.csv").empty
+    committed = rs.warmup_runs()  # the committed rows: seed k of the adaptive arm is the recipe's train.seed
     for seed in committed.loc[committed["warm-up"] == "adaptive", "seed"]:
-        assert nb.ADAPTIVE_HAT_RECIPES[seed] == f"hat_seed{seed}_adaptive"
+        assert rs.ADAPTIVE_HAT_RECIPES[seed] == f"hat_seed{seed}_adaptive"
 
 
 def test_ablation_runs_from_result_files_else_the_committed_csv(tmp_path):
@@ -204,12 +199,12 @@ def test_ablation_runs_from_result_files_else_the_committed_csv(tmp_path):
         d.mkdir(parents=True)
         (d / "result.json").write_text(json.dumps({"row": r, "config": {}}))
     (tmp_path / "runs" / "unfinished").mkdir()  # a run without result.json is not counted
-    runs, source = nb.ablation_runs(csv=tmp_path / "runs.csv", run_dir=tmp_path / "runs")
+    runs, source = ablation_runs(csv=tmp_path / "runs.csv", run_dir=tmp_path / "runs")
     assert sorted(runs["rsum"]) == [240.0, 241.0, 242.0] and "3 finished runs" in source
     pd.DataFrame([{"variant": "daim", "seed": 0, "rsum": 1.0}]).to_csv(tmp_path / "runs.csv", index=False)
-    runs, source = nb.ablation_runs(csv=tmp_path / "runs.csv", run_dir=tmp_path / "runs")
+    runs, source = ablation_runs(csv=tmp_path / "runs.csv", run_dir=tmp_path / "runs")
     assert list(runs["variant"]) == ["daim"] and source.endswith("runs.csv")
-    empty, source = nb.ablation_runs(csv=tmp_path / "no.csv", run_dir=tmp_path / "nothing")
+    empty, source = ablation_runs(csv=tmp_path / "no.csv", run_dir=tmp_path / "nothing")
     assert empty.empty and source.startswith("none")
 
 

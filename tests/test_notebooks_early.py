@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from daimlib import demo_models, nb
 from daimlib.checkpoint_io import WEIGHTS, save_checkpoint
 from daimlib.config import load_preset
+from daimlib.course import demo_models, nb
 from daimlib.model import DAIM
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -104,6 +104,7 @@ def _next_markdown(cells, i):
     return next(c.source for c in cells[i + 1:] if c.cell_type == "markdown")
 
 
+@pytest.mark.docs
 def test_02_prose_quotes_the_printed_diagonal_count():
     cells = _cells("02_cross_attention_similarity.ipynb")
     i, m = next((i, m) for i, c in enumerate(cells) if c.cell_type == "code"
@@ -113,6 +114,7 @@ def test_02_prose_quotes_the_printed_diagonal_count():
     assert int(rows) > int(n) / 2, "the trained model's diagonal should win in most rows"
 
 
+@pytest.mark.docs
 def test_03_prose_says_which_toy_token_moves_most():
     cells = _cells("03_feature_discriminability.ipynb")
     i, m = next((i, m) for i, c in enumerate(cells) if c.cell_type == "code"

@@ -46,6 +46,7 @@ def test_torch_is_a_range_never_an_exact_pin():
             assert "==" not in req, f"{req}: keep torch as a range so each machine gets a build that fits"
 
 
+@pytest.mark.docs
 def test_ci_runs_the_readme_test_command():
     readme = (REPO / "README.md").read_text()
     ci = (REPO / ".ci" / "run").read_text()
@@ -149,12 +150,13 @@ def test_readme_open_command_is_what_the_browser_test_starts():
     assert '"-m", "jupyter", "lab"' in browser.replace("\n", " ").replace("  ", " ")
 
 
+@pytest.mark.docs
 def test_readme_make_targets_exist_and_the_fast_tier_skips_slow_tests():
     makefile = (REPO / "Makefile").read_text()
     for target in re.findall(r"`make ([a-z-]+)`", _readme()):
         assert re.search(rf"^{re.escape(target)}:", makefile, flags=re.M), f"README names `make {target}`"
     fast = makefile.split("\ntest-fast:", 1)[1].split("\n\n", 1)[0]
-    assert '-m "not slow"' in fast
+    assert '-m "not slow and not docs"' in fast
     demo = makefile.split("\nnotebooks:", 1)[1].split("\n\n", 1)[0]
     assert "DAIM_OUTPUT_DIR=$(DEMO_OUT)" in demo and "--out $(DEMO_OUT)/notebooks" in demo
     assert "runs/" in makefile.split("DEMO_OUT :=", 1)[1].split("\n", 1)[0], (

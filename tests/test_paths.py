@@ -2,7 +2,8 @@
 
 from pathlib import Path
 
-from daimlib import checkpoint, nb, paths
+from daimlib import checkpoint, paths
+from daimlib.course import nb
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,7 +1,6 @@
-"""scripts/recipe_search.py: the collected table is what the run folders hold (hand-made folders),
+"""experiments/recipe_search.py: the collected table is what the run folders hold (hand-made folders),
 and the committed results/recipe_search/runs.csv agrees with the shipped model it quotes."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,14 +10,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("recipe_search", REPO / "scripts" / "recipe_search.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from experiments import recipe_search as rs  # noqa: E402
 
-
-rs = _load()
 KEYS = ["i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10"]
 
 
@@ -103,6 +96,7 @@ def test_collect_refuses_recipes_scored_on_different_data(tmp_path, monkeypatch)
         rs.collect(tmp_path / "runs", tmp_path / "out", "data/demo")
 
 
+@pytest.mark.docs
 def test_committed_table_quotes_the_shipped_model_and_known_recipes():
     path = REPO / "results" / "recipe_search" / "runs.csv"
     table = pd.read_csv(path).set_index("recipe")
@@ -125,6 +119,7 @@ def test_committed_table_quotes_the_shipped_model_and_known_recipes():
         assert row["data_sha256"] == shipped["data"]["sha256"]
 
 
+@pytest.mark.docs
 def test_wide_hat_warmup_table_is_the_committed_losses():
     """The README's warm-up table is recomputed from wide_hat_warmup.csv, and what it says holds:
     the equal-scores loss is 2*B*(B-1)*m, wide seed 0 stays at it, the shipped narrow arm leaves it."""
@@ -152,6 +147,7 @@ def test_wide_hat_warmup_table_is_the_committed_losses():
     assert by.apply(lambda x: x.iloc[-10:].mean())["shipped_demo_hat"] < 0.25 * flat
 
 
+@pytest.mark.docs
 def test_the_seed_difference_both_readmes_quote_is_the_committed_rows():
     table = pd.read_csv(REPO / "results" / "recipe_search" / "runs.csv").set_index("recipe")
     a, b = table.loc["wide", "test_rsum"], table.loc["wide_seed1", "test_rsum"]
@@ -173,7 +169,7 @@ def _seed_table(values: dict[str, float]) -> pd.DataFrame:
 def test_seed_summary_against_hand_worked_numbers():
     from scipy import stats as st
 
-    from daimlib.stats import seeds_needed
+    from daimlib.course.stats import seeds_needed
 
     table, cmps = rs.seed_summary(_seed_table({"shipped": 390.0, "seed1": 400.0, "wide": 430.0,
                                                "wide_seed1": 440.0, "wide_seed2": 450.0, "step6": 1.0,
@@ -216,6 +212,7 @@ def test_seed_summary_needs_two_seeds_of_each():
         rs.seed_summary(_seed_table({"shipped": 390.0, "wide": 430.0, "wide_seed1": 440.0}))
 
 
+@pytest.mark.docs
 def test_readmes_quote_the_committed_seed_summary(capsys):
     """What ``recipe_search.py --seeds`` prints from the committed runs.csv is what the READMEs say."""
     rs.print_seed_summary(REPO / "results" / "recipe_search" / "runs.csv")
@@ -230,6 +227,7 @@ def test_readmes_quote_the_committed_seed_summary(capsys):
         assert f"{c['diff']:+.1f} test RSUM (95% CI [{c['lo']:.1f}, {c['hi']:.1f}]" in readme, name
 
 
+@pytest.mark.docs
 def test_the_arms_by_seed_table_and_the_numbers_beside_it_are_the_committed_rows():
     """README's table of the three arms by seed, and what both READMEs say of the i2t arm's seeds,
     recomputed from runs.csv (seed k of an arm: the k-th recipe of its SEED_GROUPS entry)."""
@@ -260,6 +258,7 @@ def test_the_arms_by_seed_table_and_the_numbers_beside_it_are_the_committed_rows
     assert f"DAIM's three\n  within {max(daim) - min(daim):.1f} ({min(daim):.1f} to {max(daim):.1f})" in results
 
 
+@pytest.mark.docs
 def test_the_demo_hat_preset_notes_quote_its_seeds():
     from daimlib.config import PRESET_NOTES
 
@@ -271,6 +270,7 @@ def test_the_demo_hat_preset_notes_quote_its_seeds():
     assert f"reach {min(base):.1f}-{max(base):.1f}" in notes
 
 
+@pytest.mark.docs
 def test_the_warmup_table_and_what_the_readme_says_of_it_are_the_committed_rows(capsys):
     """``--warmup`` prints from runs.csv what the results README shows, and its reading holds: every run
     whose warm-up was at most 0.25 of the flat loss by step 150 trained, every run at 0.6 or more that

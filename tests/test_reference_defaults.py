@@ -52,6 +52,7 @@ def test_the_switches_are_validated_when_the_config_is_built():
     assert load_preset("daim_coco", **{"train.val_images": None}).train.val_images is None  # the switch kept
 
 
+@pytest.mark.slow  # trains a model
 @pytest.mark.usefixtures("one_torch_thread")
 def test_skip_first_eval_and_val_images_change_what_training_validates(tmp_path, monkeypatch):
     from daimlib.data import make_demo_dataset

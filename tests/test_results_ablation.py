@@ -1,6 +1,6 @@
 """The committed powered ablation (results/ablation_powered) against what the README and notebook 09 say.
 
-Every figure is recomputed here from runs.csv with scipy directly (not through daimlib.stats), so a
+Every figure is recomputed here from runs.csv with scipy directly (not through daimlib.course.stats), so a
 re-run of the ablation that changes the numbers fails this test until the prose is updated.
 """
 
@@ -14,6 +14,8 @@ import pandas as pd
 import pytest
 from scipy import optimize
 from scipy import stats as st
+
+pytestmark = pytest.mark.docs  # committed results, not behaviour: make test runs it, make test-fast skips it
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "results" / "ablation_powered"

@@ -147,7 +147,8 @@ def test_a_stale_lock_is_taken_over_and_one_from_another_host_named(demo_root, t
 
 
 def test_ablate_and_demo_models_refuse_a_folder_in_use(demo_root, tmp_path, live_pid, capsys, monkeypatch):
-    from daimlib import ablation, demo_models
+    from experiments import ablation, demo_models
+    from experiments.__main__ import main as experiments_main
 
     out = tmp_path / "abl"
     _lock_of(out, live_pid)
@@ -157,7 +158,7 @@ def test_ablate_and_demo_models_refuse_a_folder_in_use(demo_root, tmp_path, live
     runs_dir = tmp_path / "dm"
     _lock_of(runs_dir, live_pid)
     monkeypatch.setattr(demo_models, "train_arm", lambda *a, **k: pytest.fail("trained"))
-    assert main(["demo-models", "--data-root", str(demo_root), "--runs", str(runs_dir), "-q"]) == 2
+    assert experiments_main(["demo-models", "--data-root", str(demo_root), "--runs", str(runs_dir), "-q"]) == 2
     assert f"pid {live_pid}" in capsys.readouterr().err
 
 
@@ -233,7 +234,7 @@ def test_meta_json_files_as_a_list_is_a_named_error(demo_ckpt):
 
 
 def test_a_one_image_validation_split_is_refused_for_best_selection(demo_root, tmp_path):
-    from daimlib.ablation import ablate
+    from experiments.ablation import ablate
 
     out = tmp_path / "run"
     with pytest.raises(ValueError, match=r"cannot select a best checkpoint: a split of 1 image.*every rank is 1"):
@@ -291,7 +292,7 @@ def _permuted_tokenizer(demo_root, folder):
 
 
 def test_the_widget_and_scorers_use_the_checkpoints_tokenizer(demo_root, tmp_path):
-    from daimlib.widgets import ModelChoice, build_index
+    from daimlib.course.widgets import ModelChoice, build_index
 
     cfg = _cfg()
     own = _permuted_tokenizer(demo_root, tmp_path / "tok")
@@ -323,7 +324,7 @@ def test_a_resumed_run_keeps_the_vocabulary_it_was_trained_with(demo_root, tmp_p
 
 
 def test_widget_arguments_out_of_range_are_refused_like_image_to_text(demo_root):
-    from daimlib.widgets import ModelChoice, build_index, image_to_text, text_to_image, word_attention
+    from daimlib.course.widgets import ModelChoice, build_index, image_to_text, text_to_image, word_attention
 
     cfg = _cfg()
     index = build_index(ModelChoice("random", None, "demo"), load_split(cfg.data, demo_root, "test"), demo_root,

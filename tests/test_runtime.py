@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from daimlib import nb, runtime, train
+from daimlib import runtime, train
+from daimlib.course import nb
 
 
 def test_one_copy_of_each_helper():
@@ -60,6 +61,7 @@ def test_amp_settings_are_off_on_a_cpu_and_use_a_scaler_only_for_fp16():
         runtime.amp_settings("fp8", cpu)
 
 
+@pytest.mark.slow  # two processes with torch: ~17 s
 def test_cpu_allocator_tuning_is_opt_out_and_changes_no_result(monkeypatch):
     import subprocess
     import sys

@@ -130,6 +130,17 @@ def test_an_explicit_torch_index_wins(tmp_path):
     assert "--index-url http://127.0.0.1:9/mine torch torchvision" in _torch_command(res.stdout)
 
 
+def test_make_demo_installs_the_notebook_extra_only(tmp_path):
+    script = _copy_setup(tmp_path)
+    env = {**_no_gpu(tmp_path), "TORCH_INDEX_URL": "http://127.0.0.1:9/x", "DAIM_SETUP_EXTRAS": "notebook"}
+    res = _run(script, env, "--dry-run")
+    assert res.returncode == 0, res.stderr
+    assert "pip install -q -e .[notebook]" in res.stdout and ".[dev]" not in res.stdout
+    demo = (REPO / "Makefile").read_text().split("\ndemo:", 1)[1].split("\n\n", 1)[0]
+    assert "DAIM_SETUP_EXTRAS=notebook bash scripts/setup.sh" in demo
+    assert _run(script, {**env, "DAIM_SETUP_EXTRAS": "everything"}, "--dry-run").returncode == 2
+
+
 def test_dry_run_lists_the_dev_install_and_the_named_kernel(tmp_path):
     script = _copy_setup(tmp_path)
     res = _run(script, {**_no_gpu(tmp_path), "TORCH_INDEX_URL": "http://127.0.0.1:9/x"}, "--dry-run")

@@ -179,6 +179,7 @@ def _t2i_block_inputs(lam_dtype=torch.float64):
     return v, t.requires_grad_(True), mask, lens
 
 
+@pytest.mark.slow  # float64 gradcheck: ~37 s on 2 cores
 @pytest.mark.parametrize("lam", [9.0, 100.0], ids=["exp", "softmax-shifted"])
 def test_hand_written_t2i_backward_passes_gradcheck(lam):
     """The fused block's backward against finite differences (float64), every differentiable input."""

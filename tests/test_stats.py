@@ -1,4 +1,4 @@
-"""daimlib.stats against hand-worked numbers, textbook formulas and a Monte Carlo simulation."""
+"""daimlib.course.stats against hand-worked numbers, textbook formulas and a Monte Carlo simulation."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from daimlib import stats
+from daimlib.course import stats
 
 
 def test_mean_ci_hand_worked():

@@ -15,10 +15,11 @@ import pytest
 import torch
 
 from daimlib import train as train_mod
-from daimlib.ablation import VARIANTS, ablate, summarize, variant_config
 from daimlib.checkpoint import CheckpointError, load_checkpoint, load_train_state, read_meta
 from daimlib.config import DAIMConfig, load_preset
 from daimlib.train import selection_score, train, wants_pretrained
+from daimlib.variants import VARIANTS, variant_config
+from experiments.ablation import ablate, summarize
 
 STEPS_PER_EPOCH = 25 // 8
 
@@ -267,8 +268,8 @@ def test_ablation_summary_is_mean_and_sample_std_per_variant():
 
 
 def test_powered_summary_pairs_by_seed_and_reports_what_the_design_detects():
-    from daimlib import stats
-    from daimlib.ablation import powered_summary
+    from daimlib.course import stats
+    from daimlib.course.stats import powered_summary
 
     runs = pd.DataFrame({
         "variant": ["baseline"] * 4 + ["daim"] * 4,

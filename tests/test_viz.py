@@ -1,4 +1,4 @@
-"""daimlib.viz: plots return figures that show exactly the data given, checked against numpy."""
+"""daimlib.course.viz: plots return figures that show exactly the data given, checked against numpy."""
 
 import math
 
@@ -14,7 +14,8 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from daimlib import viz  # noqa: E402
+from daimlib.course import viz  # noqa: E402
+from daimlib.course.stats import powered_summary  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -305,7 +306,7 @@ def test_user_data_figures_go_to_the_run_folder_never_the_tracked_figures(monkey
 
 
 def test_daim_output_dir_redirects_every_figure(monkeypatch, tmp_path):
-    from daimlib import nb
+    from daimlib.course import nb
 
     out = tmp_path / "out"
     monkeypatch.setenv("DAIM_OUTPUT_DIR", str(out))
@@ -362,33 +363,6 @@ def test_separation_auc_equals_the_pairwise_win_rate_with_half_ties():
     assert viz.separation_auc([1, 1], [1, 1, 1]) == 0.5
 
 
-def test_plot_ablation_draws_the_means_the_stds_and_one_dot_per_run():
-    import pandas as pd
-
-    runs = pd.DataFrame(
-        {"variant": ["a", "a", "a", "b", "b", "b"], "rsum": [10.0, 12.0, 14.0, 20.0, 21.0, 25.0]}
-    )
-    summary = pd.DataFrame(
-        {"n_seeds": [3, 3], "rsum_mean": [12.0, 22.0], "rsum_std": [2.0, np.std([20, 21, 25], ddof=1)]},
-        index=pd.Index(["a", "b"], name="variant"),
-    )
-    fig = viz.plot_ablation(summary, "rsum", runs=runs)
-    ax = fig.axes[0]
-    assert [round(p.get_height(), 6) for p in ax.patches] == [12.0, 22.0]
-    from matplotlib.collections import LineCollection, PathCollection
-
-    dots = np.concatenate([c.get_offsets()[:, 1] for c in ax.collections if isinstance(c, PathCollection)])
-    assert sorted(dots.tolist()) == sorted(runs["rsum"].tolist())
-    (bars,) = [c for c in ax.collections if isinstance(c, LineCollection)]
-    spans = [(seg[:, 1].min(), seg[:, 1].max()) for seg in bars.get_segments()]
-    assert np.allclose(
-        spans, [(10.0, 14.0), (22.0 - summary.rsum_std.iloc[1], 22.0 + summary.rsum_std.iloc[1])]
-    )
-    assert "3 seeds" in ax.get_title()
-    with pytest.raises(ValueError, match="no column 'r1_mean'"):
-        viz.plot_ablation(summary, "r1")
-
-
 def test_mean_pool_tokens_averages_only_the_valid_tokens_of_each_item():
     x = torch.arange(2 * 4 * 3, dtype=torch.float32).reshape(2, 4, 3)
     pooled = viz.mean_pool_tokens(x, torch.tensor([2, 4]))
@@ -408,19 +382,12 @@ def _data_axes(fig):
 
 def _figures_of_every_plot():
     rng = np.random.default_rng(0)
-    summary = pd.DataFrame(
-        {"n_seeds": [3, 3], "rsum_mean": [310.0, 325.0], "rsum_std": [4.0, 5.0]},
-        index=pd.Index(["baseline", "daim"], name="variant"),
-    )
-    runs = pd.DataFrame({"variant": ["baseline"] * 3 + ["daim"] * 3, "rsum": [306, 310, 314, 320, 325, 330.0]})
     return {
         "margin_evolution": viz.plot_margin_evolution(_history().assign(n_rows=64), trigger=25),
         "score_distributions": viz.plot_score_distributions(rng.normal(1.5, 0.3, 50), rng.normal(0.2, 0.1, 50), 0.7, 0.2),
         "cosine_histograms": viz.plot_cosine_histograms(rng.normal(size=(8, 4)), rng.normal(size=(8, 4))),
         "embedding_projection": viz.plot_embedding_projection(rng.normal(size=(20, 5)), ["a"] * 10 + ["b"] * 10, method="pca"),
         "training_curves": viz.plot_training_curves({"DAIM": pd.DataFrame({"step": range(5), "loss": [5.0, 4, 3, 2, 1]})}, columns=("loss",)),
-        "ablation": viz.plot_ablation(summary, "rsum", runs=runs),
-        "ablation_zoomed": viz.plot_ablation(summary, "rsum", runs=runs, zero_based=False),
     }  # fmt: skip
 
 
@@ -489,21 +456,15 @@ def test_margin_evolution_names_n_i_a_statistic_not_a_negative_score():
     assert not any(t.startswith("negatives") for t in labels)
 
 
-def test_ablation_bars_start_at_zero_even_when_all_values_are_far_from_it():
-    fig = _figures_of_every_plot()["ablation"]
-    ax = fig.axes[0]
-    heights = _bar_heights(ax)
-    assert heights.tolist() == [310.0, 325.0]
-    assert ax.get_ylim()[0] == 0.0 and ax.get_ylim()[1] >= 330.0  # the highest run is inside
-    assert all(p.get_y() == 0.0 for p in ax.patches)  # each bar is drawn from 0
-
-
-def test_ablation_zoomed_axis_has_no_bars_and_says_so():
-    ax = _figures_of_every_plot()["ablation_zoomed"].axes[0]
-    assert _bar_heights(ax).size == 0  # no bar lengths on a cut axis
-    lo, hi = ax.get_ylim()
+def test_the_ablation_axis_is_cut_to_the_data_and_says_so():
+    """(Its labels and legend: tests/test_viz_ablation.py; one legend under both panels.)"""
+    runs = pd.DataFrame({"variant": ["baseline"] * 3 + ["daim"] * 3, "seed": [0, 1, 2] * 2,
+                         "rsum": [306, 310, 314, 320, 325, 330.0]})  # fmt: skip
+    ax = viz.plot_ablation(runs, powered_summary(runs)).axes[0]
+    assert _bar_heights(ax).size == 0  # dots and intervals: no bar lengths on a cut axis
+    lo, hi = ax.get_xlim()
     assert 290 < lo < 306 and hi > 330  # zoomed to the runs, all of them inside
-    assert "does not start at 0" in ax.get_ylabel()
+    assert "axis cut to the data" in ax.get_xlabel()
 
 
 def _grid_case():
@@ -575,3 +536,26 @@ def test_margin_evolution_smoothed_counts_keep_the_raw_per_step_counts_visible()
     assert len(raw) == 1 and len(mean) == 1
     np.testing.assert_array_equal(raw[0].get_ydata(), h["n_correct"].astype(float))
     np.testing.assert_allclose(mean[0].get_ydata(), h["n_correct"].rolling(5, min_periods=1).mean())
+
+
+def test_the_pdf_switch_writes_a_pdf_beside_every_png(tmp_path, monkeypatch):
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1])
+    monkeypatch.delenv(viz.PDF_ENV, raising=False)
+    viz.save_figure(fig, "off", folder=tmp_path)
+    monkeypatch.setenv(viz.PDF_ENV, "1")
+    viz.save_figure(fig, "on", folder=tmp_path)
+    viz.save_figure(fig, "asked_off", folder=tmp_path, pdf=False)  # an explicit pdf= wins over the switch
+    plt.close(fig)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["asked_off.png", "off.png", "on.pdf", "on.png"]
+    assert (tmp_path / "on.pdf").read_bytes().startswith(b"%PDF")
+
+
+def test_without_umap_learn_the_projection_is_pca_and_says_so(monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "umap", None)  # as if umap-learn were not installed
+    x = np.random.default_rng(0).normal(size=(20, 5))
+    xy, used = viz.project_2d(x, method="umap")
+    assert used == "pca" and "PCA instead" in capsys.readouterr().out
+    assert np.allclose(xy, viz.project_2d(x, method="pca")[0])

@@ -1,4 +1,4 @@
-"""viz_ablation.plot_powered_ablation: what it draws is the data (hand-computed means, paired
+"""viz.plot_ablation (the one ablation plot): what it draws is the data (hand-computed means, paired
 differences and t intervals), and its legends sit outside the data area."""
 
 import matplotlib
@@ -11,8 +11,8 @@ import pytest
 from matplotlib.container import ErrorbarContainer
 from scipy import stats as sps
 
-from daimlib.ablation import powered_summary
-from daimlib.viz_ablation import plot_powered_ablation
+from daimlib.course.stats import powered_summary
+from daimlib.course.viz import plot_ablation
 
 RSUM = {  # variant -> test RSUM of seeds 0..3 (made up; no_low's seed 3 is an outlier near the axis end)
     "baseline": [250.0, 262.0, 241.0, 255.0],
@@ -27,7 +27,7 @@ def drawn():
         [{"variant": v, "seed": s, "rsum": x} for v, xs in RSUM.items() for s, x in enumerate(xs)]
     )
     table = powered_summary(runs, reference="baseline", metric="rsum")
-    fig = plot_powered_ablation(runs, table, claimed={"claimed": 11.8, "4.7 points": 4.7}, title="t")
+    fig = plot_ablation(runs, table, claimed={"claimed": 11.8, "4.7 points": 4.7}, title="t")
     fig.canvas.draw()
     yield fig
     import matplotlib.pyplot as plt

@@ -1,4 +1,4 @@
-"""daimlib.widgets, the classroom search of notebook 12 (issue 11 item 2): the scores and rankings
+"""daimlib.course.widgets, the classroom search of notebook 12 (issue 11 item 2): the scores and rankings
 against the model's own full similarity matrix, the drawn attention against SCAN's score, the model
 list against run folders made here, and the ipywidgets app reacting to a typed caption."""
 
@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from daimlib import widgets as W
 from daimlib.checkpoint import save_checkpoint
 from daimlib.config import load_preset
+from daimlib.course import widgets as W
 from daimlib.data import load_split, make_demo_dataset
 from daimlib.model import DAIM
 from daimlib.similarity import scan_t2i

@@ -34,10 +34,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .evaluate import i2t_t2i_ranks
-from .fdm import contranorm
-from .losses import gaussian_boundary
-from .similarity import scan_t2i
+from daimlib.fdm import contranorm
+from daimlib.losses import gaussian_boundary
+from daimlib.metrics import i2t_t2i_ranks
+from daimlib.similarity import scan_t2i
 
 MARKS = {"right": "\u2713 right", "wrong": "\u2717 not yet", "not attempted": "\u2026 not attempted yet"}
 
@@ -519,6 +519,13 @@ QUESTIONS: dict[str, Question] = {
         "04", "The MOM's boundary λ_MOM comes out at 1.4. Which branch of the update rule runs: 'ema', 'reset' or "
         "'unchanged'?", "choice", "2d45a4f42e4e1e66f053", "read step 4 of the MOM (spec section 4)",
         options=("ema", "reset", "unchanged")),
+    "11.embed_dim": Question(
+        "11", "The imported checkpoint's patch_embed.proj.weight has shape [128, 3, 4, 4]. What Swin embed dim "
+        "does the import read from it?", "ints", "73020f7872ad392806e3",
+        "a convolution's weight is [out channels, in channels, kernel height, kernel width]"),
+    "12.scores_per_image": Question(
+        "12", "The search encodes 100 test images with 5 captions each. How many scores does one image → captions "
+        "query compute?", "ints", "85f1ac1ed3ec9e454851", "the image is scored against every encoded caption"),
 }  # fmt: skip
 
 

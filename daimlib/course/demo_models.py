@@ -23,9 +23,9 @@ Each shipped model is a folder ``models/<arm>/`` (UvA-notebook style: load it, e
                           compute), the data identity they were measured on, and how it was trained
 
 One command trains what is missing (resumable run by run: an interrupted arm continues where it
-stopped) and exports it::
+stopped) and exports it (``experiments/demo_models.py``; this module only loads them)::
 
-    python -m daimlib demo-models --data-root data/demo
+    python -m experiments demo-models --data-root data/demo
 
 ``load(arm)`` returns the shipped model; ``load(arm, retrain=True)`` trains it from scratch into
 ``runs/demo_models/<arm>`` instead (about 21 minutes per arm on one idle core: 104 s per epoch).
@@ -36,33 +36,22 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import time
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from daimlib import runlock
+from daimlib import runs
+from daimlib.checkpoint import load_model
+from daimlib.checkpoint_io import CONFIG, WEIGHTS, load_checkpoint_tokenizer
+from daimlib.config import DAIMConfig, load_preset
+from daimlib.data import load_split, load_tokenizer
+from daimlib.evaluate import evaluate
+from daimlib.history import EPOCHS_CSV, STEPS_CSV
+from daimlib.paths import display_path, repo_root, run_root
+from daimlib.tables import read_csv
 
-from . import runs
-from .checkpoint import load_model
-from .checkpoint_io import (
-    CONFIG,
-    WEIGHTS,
-    load_checkpoint_tokenizer,
-    read_meta,
-    save_checkpoint,
-)
-from .config import DAIMConfig, load_preset
-from .data import load_split, load_tokenizer
-from .evaluate import evaluate
-from .history import EPOCHS_CSV, STEPS_CSV
-from .model import dead_weight_rows
-from .paths import display_path, repo_root, run_root
-from .tables import read_csv
-
-log = logging.getLogger("daimlib.demo_models")
+log = logging.getLogger("daimlib.course.demo_models")
 
 ARMS: dict[str, str] = {
     "demo": "DAIM: t2i SCAN + FDM (ContraNorm in the image encoder) + MOM (adaptive margin)",
@@ -70,7 +59,7 @@ ARMS: dict[str, str] = {
     "demo_hat": "HAT-style baseline: i2t SCAN, no FDM, fixed margin 0.2",
 }
 METRICS_JSON = "metrics.json"
-COMMAND = "python -m daimlib demo-models --data-root data/demo"
+COMMAND = "python -m experiments demo-models --data-root data/demo"  # experiments/demo_models.py
 METRIC_KEYS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum")
 
 
@@ -174,7 +163,7 @@ def train_arm(arm: str, data_root, out_root=None, device="cpu", progress: bool =
     Resumable: a finished run of the same config and data is reused, an interrupted one resumed.
     Returns the run folder.
     """
-    from .train import train  # heavy; only needed when training
+    from daimlib import train  # heavy; only needed when training (the library's public face)
 
     _check_arm(arm)
     cfg = load_preset(arm)
@@ -202,54 +191,6 @@ def test_metrics(model, cfg: DAIMConfig, data_root, device="cpu", progress: bool
     return {k: float(metrics[k]) for k in METRIC_KEYS}
 
 
-def export(arm: str, run_dir, data_root, dest=None, device="cpu") -> Path:
-    """Write ``run_dir/best`` in half precision to ``models/<arm>`` with its histories and the test
-    metrics of the exported (half-precision) weights. Returns the folder."""
-    _check_arm(arm)
-    run_dir = Path(run_dir)
-    dest = Path(dest) if dest is not None else model_dir(arm)
-    src = load_model(run_dir / "best", device="cpu")
-    meta = read_meta(run_dir / "best")
-    half = src.half()
-    tmp = dest.parent / f".{dest.name}.export"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    keep = {k: meta[k] for k in ("epoch", "step", "metrics") if k in meta}
-    tokenizer = load_checkpoint_tokenizer(run_dir / "best")
-    # rows that cannot change an output (the query/key rows of one-token windows) are not shipped
-    save_checkpoint(tmp / "best", half, half.cfg, meta={**keep, "dtype": "float16", "exported_from": arm},
-                    tokenizer=tokenizer, trim=dead_weight_rows(half))  # fmt: skip
-    for name in (STEPS_CSV, EPOCHS_CSV):
-        shutil.copy2(run_dir / name, tmp / name)
-    shipped = load_model(tmp / "best", device=device)  # float32 again: what users get
-    t0 = time.time()
-    metrics = test_metrics(shipped, shipped.cfg, data_root, device=device, tokenizer=tokenizer)
-    epochs = read_csv(run_dir / EPOCHS_CSV)
-    record = {
-        "arm": arm,
-        "description": ARMS[arm],
-        "test": metrics,
-        "eval_seconds": round(time.time() - t0, 1),
-        "data": runs.data_identity(Path(data_root), shipped.cfg),
-        "steps": int(read_csv(run_dir / STEPS_CSV)["step"].iloc[-1]) + 1,
-        "minutes": float(epochs["elapsed_min"].iloc[-1]) if "elapsed_min" in epochs else None,
-        "best_epoch": meta.get("epoch"),
-        "val_curve": _val_curve(epochs),
-        "command": COMMAND,
-        "threads": torch.get_num_threads(),
-    }
-    (tmp / METRICS_JSON).write_text(json.dumps(record, indent=2, default=float) + "\n")
-    if dest.exists():
-        shutil.rmtree(dest)
-    os.replace(tmp, dest)
-    return dest
-
-
-def _val_curve(epochs: pd.DataFrame) -> list[dict]:
-    cols = [c for c in ("epoch", "step", "elapsed_min", "rsum", "r1_sum") if c in epochs]
-    return epochs[cols].to_dict(orient="records") if cols else []
-
-
 def summary_table(arms=tuple(ARMS)) -> pd.DataFrame:
     """The shipped arms side by side: recorded test recalls, RSUM, steps, minutes (wall clock), final margin."""
     rows = []
@@ -261,76 +202,7 @@ def summary_table(arms=tuple(ARMS)) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("arm")
 
 
-def write_readme(dest: Path | None = None) -> Path:
-    """``models/README.md``: what each shipped arm is, its recorded test metrics, steps and minutes,
-    its validation curve, and the command that trains it (regenerated by every export)."""
-    dest = Path(dest) if dest is not None else models_dir() / "README.md"
-    lines = [
-        "# The shipped demo models",
-        "",
-        "Written by `" + COMMAND + "` (see `daimlib/demo_models.py`); do not edit by hand.",
-        "Each folder holds `best/` (half-precision weights, config, tokenizer, sha256 of every file),",
-        "the training history (`history_steps.csv`, `history_epochs.csv`) and `metrics.json` (the test",
-        "metrics of the shipped weights on the generated demo data, the data's sha256, the curve).",
-        "`tests/test_demo_models.py` checks that each one reproduces its recorded test metrics.",
-        "",
-        "| arm | what it is | test R@1 i2t / t2i | test RSUM | steps | minutes to train (wall clock) |",
-        "|---|---|---|---|---|---|",
-    ]
-    curves = []
-    for arm in ARMS:
-        if not is_shipped(arm):
-            continue
-        rec = recorded_metrics(arm)
-        t = rec["test"]
-        minutes = f"{rec['minutes']:.1f}" if rec.get("minutes") is not None else "n/a"
-        lines.append(f"| `{arm}` | {ARMS[arm]} | {t['i2t_r1']:.1f} / {t['t2i_r1']:.1f} | {t['rsum']:.1f} | "
-                     f"{rec['steps']} | {minutes} |")  # fmt: skip
-        pts = ", ".join(f"{c['elapsed_min']:.0f} min: {c['rsum']:.0f}" for c in rec.get("val_curve", []) if "rsum" in c)
-        curves.append(f"- `{arm}`: {pts}")
-    lines += ["", "Validation RSUM (200-image val split) against training minutes, one point per epoch:", ""]
-    lines += curves + ["", *_minutes_note(), ""]
-    dest.write_text("\n".join(lines))
-    return dest
-
-
-def _minutes_note() -> list[str]:
-    """What the minutes column means, with each arm's mean epoch time read from its history."""
-    rates = []
-    for arm in ARMS:
-        if is_shipped(arm):
-            ep = read_csv(model_dir(arm) / EPOCHS_CSV)
-            if "epoch_s" in ep and len(ep):
-                rates.append(f"`{arm}` {ep['epoch_s'].mean():.0f} s (fastest {ep['epoch_s'].min():.0f} s)")
-    threads = {recorded_metrics(a).get("threads") for a in ARMS if is_shipped(a)}
-    how = "one torch thread" if threads == {1} else "torch threads " + " / ".join(map(str, sorted(threads, key=str)))
-    lines = [
-        f"Minutes are the wall clock of each run ({how}, `threads` in metrics.json) on the machine that",
-        "trained it, which other jobs may have shared: they are what the run took, not a speed figure",
-        "(`python -m daimlib bench` measures speed).",
-    ]
-    if rates:
-        lines.append("Mean seconds per epoch (312 steps and the val evaluation): " + ", ".join(rates) + ".")
-    return lines
-
-
-def main_export(arms, data_root, out_root=None, device="cpu", progress=True) -> list[Path]:
-    """Train (resumably) and export every arm in ``arms``: what ``python -m daimlib demo-models`` runs."""
-    done = []
-    runs_folder = Path(out_root) if out_root is not None else run_root() / "demo_models"
-    with runlock.run_folder(runs_folder, "demo-models", flag="--runs"), \
-            runlock.run_folder(models_dir(), "demo-models", flag="models/"):  # one export at a time (issue 28)
-        for arm in arms:
-            run = train_arm(arm, data_root, out_root=out_root, device=device, progress=progress)
-            dest = export(arm, run, data_root, device=device)
-            rec = recorded_metrics(arm)
-            print(f"{arm}: exported {display_path(dest)} (test RSUM {rec['test']['rsum']:.1f})")
-            done.append(dest)
-        write_readme()
-    return done
-
-
 __all__ = [
-    "ARMS", "COMMAND", "DemoModel", "export", "is_shipped", "load", "main_export", "model_dir",
-    "models_dir", "recorded_metrics", "summary_table", "test_metrics", "train_arm",
+    "ARMS", "COMMAND", "DemoModel", "is_shipped", "load", "model_dir", "models_dir", "recorded_metrics",
+    "summary_table", "test_metrics", "train_arm",
 ]  # fmt: skip

@@ -2,7 +2,7 @@
 
 Every notebook starts with::
 
-    from daimlib import nb
+    from daimlib.course import nb
     env = nb.setup(seed=0, device=DEVICE)      # seeds, device, plot defaults, repo-relative paths
     data_root = nb.data_root(DATA)             # "demo" -> data/demo (generated when missing)
 
@@ -24,16 +24,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from daimlib import runs
+from daimlib import TrainResult, runs, train
 from daimlib.checkpoint import load_loss, load_model
-from daimlib.config import DAIMConfig, _flatten, load_preset
+from daimlib.config import DAIMConfig, flatten, load_preset
 from daimlib.data import make_demo_dataset, tokenize
 from daimlib.evaluate import data_identity, encode_split, similarity_matrix
+from daimlib.history import EPOCHS_CSV, STEPS_CSV
 from daimlib.model import DAIM
 from daimlib.paths import display_path, figures_dir, output_root, repo_path, repo_root, run_root
 from daimlib.runtime import resolve_device, seed_everything
 from daimlib.tables import read_csv
-from daimlib.train import EPOCHS_CSV, STEPS_CSV, TrainResult, train
+from daimlib.variants import variant_overrides
 
 # the notebooks' names for the leaf helpers (one copy each, in daimlib.paths / daimlib.runtime)
 rel = display_path
@@ -160,7 +161,7 @@ def config_table(cfg, keys=None):
 
     ``keys``: dotted keys or section prefixes to keep (``["image", "loss.margin"]``); all when None.
     """
-    flat = _flatten(cfg.to_dict())
+    flat = flatten(cfg.to_dict())
     if keys is not None:
         keys = list(keys)
         flat = {k: v for k, v in flat.items() if any(k == p or k.startswith(p + ".") for p in keys)}
@@ -212,7 +213,7 @@ def trained_demo_model(
 ):
     """The model a teaching notebook (01-03) looks at: the shipped trained demo model when it fits.
 
-    The shipped ``models/<arm>`` (``daimlib.demo_models``; trained from scratch with ``retrain=True``)
+    The shipped ``models/<arm>`` (``daimlib.course.demo_models``; trained from scratch with ``retrain=True``)
     is used when the notebook runs the arm's own config (``PRESET`` = ``arm``, no ``OVERRIDES``) on the
     demo data (``DATA="demo"``) with ``checkpoint="auto"``. Otherwise, and in a smoke run where the arm
     is not shipped (training it takes about 21 minutes on one idle core), the notebook falls back to
@@ -221,7 +222,7 @@ def trained_demo_model(
 
     Returns ``(model in eval mode, description, DemoModel or None)``.
     """
-    from daimlib import demo_models
+    from daimlib.course import demo_models
 
     why = None
     if checkpoint != "auto":
@@ -256,13 +257,6 @@ def trained_demo_model(
 
 
 # --- load-else-train, cached test scores, text search (notebooks 05-09) -----------------------
-
-
-def data_fingerprint(cfg, data_root: str | os.PathLike) -> dict:
-    """What a trained run depends on besides its config: the data's identity (layout, the sha256 of
-    its annotation file, image count and split sizes; :func:`daimlib.runs.data_identity`, the one
-    the training loop records in ``run.json``). A copy of the same data elsewhere is the same data."""
-    return runs.data_identity(_repo_path(data_root), cfg)
 
 
 def _reuse_problem(run: Path, cfg, data_root: str | os.PathLike, eval_split) -> str | None:
@@ -379,34 +373,32 @@ def load_or_score(
     evaluation protocol's matrix, spec section 7). Returns a float32 numpy array.
     """
     run = _repo_path(run_dir)
-    meta_path = next(
-        (p for p in (run / "best" / "meta.json", run / "last" / "meta.json") if p.is_file()), None
-    )
-    weights = json.loads(meta_path.read_text())["files"]["model.safetensors"]["sha256"] if meta_path else None
-    ident = data_identity(split)
+    weights = _weights_sha256(run / "best") or _weights_sha256(run / "last")
+    return _cached_scores(run, weights, model, split, tokenizer, cfg, split_name, device, progress, recompute)
+
+
+def _cached_scores(folder: Path, weights_sha256, model, split, tokenizer, cfg, split_name, device, progress,
+                   recompute: bool = False):  # fmt: skip
+    """The one score cache: ``<folder>/sims_<split_name>.npy`` beside its JSON key (the weights'
+    sha256, the split's sizes and its annotation file's sha256: the same sizes on other data are
+    scored again); without a weight hash nothing is cached."""
     key = {
-        "weights_sha256": weights,
+        "weights_sha256": weights_sha256,
         "split": split_name,
         "n_images": split.n_images,
         "n_captions": split.n_captions,
-        "annotations_sha256": ident.get("annotations_sha256"),  # the same sizes on other data: recomputed
+        "annotations_sha256": data_identity(split).get("annotations_sha256"),
     }
-    npy, key_file = run / f"sims_{split_name}.npy", run / f"sims_{split_name}.json"
-    if (
-        not recompute
-        and weights is not None
-        and npy.is_file()
-        and key_file.is_file()
-        and json.loads(key_file.read_text()) == key
-    ):
+    npy, key_file = folder / f"sims_{split_name}.npy", folder / f"sims_{split_name}.json"
+    if not recompute and weights_sha256 and npy.is_file() and key_file.is_file() and json.loads(key_file.read_text()) == key:
         return np.load(npy)
     feats = encode_split(
         model, split, tokenizer, cfg.data, max_len=cfg.text.max_len, device=device,
         batch_size=cfg.train.eval_batch_size, amp=cfg.train.amp, progress=progress,
     )  # fmt: skip
     sims = similarity_matrix(model, feats, progress=progress)  # [n_img, n_cap]
-    if weights is not None:
-        run.mkdir(parents=True, exist_ok=True)
+    if weights_sha256:
+        folder.mkdir(parents=True, exist_ok=True)
         np.save(npy, sims)
         key_file.write_text(json.dumps(key) + "\n")
     return sims
@@ -449,7 +441,6 @@ GAPS = (
     ("direction", "hat", "baseline", "SCAN direction i2t -> t2i"),
     ("FDM+MOM", "baseline", "daim", "ContraNorm + adaptive margin added"),
 )
-_NO_FDM = {"fdm.image_blocks": False, "fdm.image_stage_out": False, "fdm.text_layers": ()}
 
 
 def comparison_configs(preset: str = "demo", baseline: str = "auto", **overrides) -> dict[str, DAIMConfig]:
@@ -464,7 +455,8 @@ def comparison_configs(preset: str = "demo", baseline: str = "auto", **overrides
     if preset == "demo":
         base = load_preset("demo_baseline", **overrides)
     else:
-        base = load_preset(preset, **overrides, **_NO_FDM, **{"loss.adaptive": False})
+        base = load_preset(preset, **overrides)
+        base = base.replace(**variant_overrides("baseline", base))
         base.name = f"{preset}_baseline"  # names its run folder (a preset's name is not an override)
     hat_preset = {"demo": "demo_hat", "daim_f30k": "hat_f30k", "daim_coco": "hat_coco"}.get(preset)
     if baseline != "auto":
@@ -472,9 +464,8 @@ def comparison_configs(preset: str = "demo", baseline: str = "auto", **overrides
     if hat_preset:
         hat = load_preset(hat_preset, **overrides)
     else:
-        hat = load_preset(
-            preset, **overrides, **_NO_FDM, **{"loss.adaptive": False, "similarity.direction": "i2t"}
-        )
+        hat = load_preset(preset, **overrides)
+        hat = hat.replace(**variant_overrides("hat", hat))
         hat.name = f"{preset}_hat"
     return {"hat": hat, "baseline": base, "daim": daim}
 
@@ -511,7 +502,7 @@ def load_comparison(
     """The arms of the comparison, ``{"hat", "baseline", "daim"} -> arm`` (fewer when one is missing).
 
     On the demo data with the demo preset (:func:`uses_shipped_models`) each arm is the shipped
-    model ``models/<arm>`` (:func:`daimlib.demo_models.load`; trained from scratch with
+    model ``models/<arm>`` (:func:`daimlib.course.demo_models.load`; trained from scratch with
     ``retrain=True``, about 25 CPU-minutes per arm); a shipped arm missing from the checkout is
     skipped with a printed note (never trained behind the reader's back). Otherwise (other data, another
     preset, overrides, a smoke run) each arm is a short run of ``train_steps`` steps, trained or
@@ -523,8 +514,8 @@ def load_comparison(
     recorded test metrics of a shipped model, else None), ``source`` (its folder), ``shipped``,
     ``score_dir`` / ``weights_sha256`` (where :func:`arm_scores` caches its score matrices).
     """
-    from daimlib import demo_models  # noqa: PLC0415 - demo_models imports this module's neighbours
     from daimlib.checkpoint import scoring_tokenizer  # noqa: PLC0415 - the checkpoint's own tokenizer
+    from daimlib.course import demo_models  # noqa: PLC0415 - demo_models imports this module's neighbours
 
     overrides = dict(overrides or {})
     arms: dict[str, SimpleNamespace] = {}
@@ -575,72 +566,21 @@ def arm_scores(arm, split, tokenizer=None, split_name: str = "test", device="cpu
     inside ``models/``; the run folder for a short run) under a key of the weights' sha256 and the
     split's identity, so a re-exported model or other data is scored again. Returns float32 numpy.
     """
-    ident = data_identity(split)
-    key = {
-        "weights_sha256": arm.weights_sha256,
-        "split": split_name,
-        "n_images": split.n_images,
-        "n_captions": split.n_captions,
-        "annotations_sha256": ident.get("annotations_sha256"),
-    }
-    folder = Path(arm.score_dir)
-    npy, key_file = folder / f"sims_{split_name}.npy", folder / f"sims_{split_name}.json"
-    if (
-        arm.weights_sha256
-        and npy.is_file()
-        and key_file.is_file()
-        and json.loads(key_file.read_text()) == key
-    ):
-        return np.load(npy)
-    cfg = arm.cfg
-    feats = encode_split(
-        arm.model, split, tokenizer if tokenizer is not None else arm.tokenizer, cfg.data, max_len=cfg.text.max_len, device=device,
-        batch_size=cfg.train.eval_batch_size, amp=cfg.train.amp, progress=progress,
-    )  # fmt: skip
-    sims = similarity_matrix(arm.model, feats, progress=progress)
-    if arm.weights_sha256:
-        folder.mkdir(parents=True, exist_ok=True)
-        np.save(npy, sims)
-        key_file.write_text(json.dumps(key) + "\n")
-    return sims
+    return _cached_scores(Path(arm.score_dir), arm.weights_sha256, arm.model, split,
+                          tokenizer if tokenizer is not None else arm.tokenizer, arm.cfg, split_name, device, progress)  # fmt: skip
 
 
-# --- the seed spread of the powered ablation ------------------------------------------------------
-
-ABLATION_CSV = "results/ablation_powered/runs.csv"
-
-
-def ablation_runs(csv: str | os.PathLike | None = None, run_dir: str | os.PathLike | None = None):
-    """The finished runs of the powered ablation as a DataFrame (one row per run: variant, seed,
-    rsum, the recalls, steps, ...) and where they were read from.
-
-    ``results/ablation_powered/runs.csv`` (committed) when it exists, else the ``result.json`` of
-    every finished run under ``runs/ablation_powered/`` (an ablation still running). Returns
-    ``(runs, source)``; ``runs`` is empty (and ``source`` says so) when neither exists.
-    """
-    csv = repo_path(csv or ABLATION_CSV)
-    if csv.is_file():
-        return read_csv(csv), rel(csv)
-    folder = repo_path(run_dir) if run_dir is not None else run_root() / "ablation_powered"
-    rows = []
-    for path in sorted(folder.glob("*/result.json")):
-        row = json.loads(path.read_text()).get("row")
-        if row:
-            rows.append(row)
-    if rows:
-        return pd.DataFrame(rows), f"{rel(folder)}/*/result.json ({len(rows)} finished runs)"
-    return pd.DataFrame(columns=["variant", "seed", "rsum"]), f"none ({rel(csv)} and {rel(folder)} not found)"
+# --- the seed spread of an ablation ------------------------------------------------------------
 
 
 def seed_spread(runs_df, metric: str = "rsum") -> pd.DataFrame:
     """Per variant: seeds (n), mean, sample standard deviation (ddof=1; NaN for one seed), min, max of
     ``metric``, and the mean final margin when the runs record it."""
+    from daimlib.course.stats import powered_summary  # the one seed-statistics table
+
     if runs_df.empty:
         return pd.DataFrame(columns=["n", "mean", "sd", "min", "max"])
-    g = runs_df.groupby("variant")[metric]
-    out = pd.DataFrame(
-        {"n": g.count(), "mean": g.mean(), "sd": g.std(ddof=1), "min": g.min(), "max": g.max()}
-    )
+    out = powered_summary(runs_df, reference=None, metric=metric)[["n", "mean", "sd", "min", "max"]].sort_index()
     if "final_margin" in runs_df:  # whether the MOM acted within the ablation's budget (0.2 = it did not)
         out["final margin (mean)"] = runs_df.groupby("variant")["final_margin"].mean()
     return out
@@ -671,7 +611,7 @@ def gap_table(values: dict, runs_df=None, metric: str = "rsum", arms=None, long_
     sd). ``arms`` (``{key: arm}``) names the columns.
 
     ``long_runs`` (:func:`long_run_seeds`: the full-budget runs of each arm, several seeds) adds the
-    gap of the seed means with Welch's 95 % interval and p (``daimlib.stats.welch``; both as text,
+    gap of the seed means with Welch's 95 % interval and p (``daimlib.course.stats.welch``; both as text,
     so that a notebook's ``.round(1)`` keeps p's two decimals); pass it only
     when ``values`` come from the shipped demo models, the seed-0 runs it includes.
     """
@@ -703,70 +643,9 @@ def gap_table(values: dict, runs_df=None, metric: str = "rsum", arms=None, long_
     return pd.DataFrame(rows).set_index("gap") if rows else pd.DataFrame()
 
 
-# the full-budget (12-epoch) runs of each demo arm, several seeds: committed by
-# scripts/recipe_search.py, whose SEED_GROUPS "hat", "baseline" and "narrow" are these; seed 0 is the shipped model
-LONG_RUNS_CSV = "results/recipe_search/runs.csv"
-LONG_RUN_RECIPES = {
-    "hat": ("hat_shipped", "hat_seed1", "hat_seed2", "hat_seed3"),
-    "baseline": ("baseline_shipped", "baseline_seed1", "baseline_seed2"),
-    "daim": ("shipped", "seed1", "seed2"),
-}
-
-
-def long_run_seeds(csv: str | os.PathLike | None = None) -> pd.DataFrame:
-    """The full-budget runs of the three demo arms (12 epochs each, the shipped recipe, several
-    seeds): one row per run with ``arm``, ``seed``, ``recipe``, the test recalls and ``rsum``, from
-    the committed ``results/recipe_search/runs.csv`` (empty when it is missing). Seed 0 of each arm
-    is its shipped model in ``models/``."""
-    path = repo_path(csv or LONG_RUNS_CSV)
-    cols = ["arm", "seed", "recipe", "rsum"]
-    if not path.is_file():
-        return pd.DataFrame(columns=cols)
-    table = read_csv(path).set_index("recipe")
-    rows = []
-    for arm, recipes in LONG_RUN_RECIPES.items():
-        for seed, recipe in enumerate(recipes):  # the recipes are seeds 0, 1, 2, ... in this order
-            if recipe in table.index:
-                r = table.loc[recipe]
-                rows.append({"arm": arm, "seed": seed, "recipe": recipe,
-                             **{k: float(r[f"test_{k}"]) for k in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10")},
-                             "rsum": float(r["test_rsum"])})  # fmt: skip
-    return pd.DataFrame(rows, columns=None if rows else cols)
-
-
-# the i2t arm's seeds trained again with the adaptive warm-up (loss.warmup_until=0.1), seed k = k-th entry
-ADAPTIVE_HAT_RECIPES = ("hat_seed0_adaptive", "hat_seed1_adaptive", "hat_seed2_adaptive", "hat_seed3_adaptive")
-
-
-def warmup_runs(csv: str | os.PathLike | None = None) -> pd.DataFrame:
-    """How far the warm-up of each 12-epoch run had come, and what followed: one row per run of
-    ``LONG_RUN_RECIPES`` (warm-up "fixed 150") and ``ADAPTIVE_HAT_RECIPES`` ("adaptive") in the
-    committed ``results/recipe_search/runs.csv``, with the mean loss of steps 140-149 over its
-    equal-scores value ``2B(B-1)m`` (1: nothing learned), the step the warm-up ended at, the batch
-    rows (of 64) ranked right over the 500 steps after, and the test RSUM. Empty when it is missing."""
-    path = repo_path(csv or LONG_RUNS_CSV)
-    cols = ["arm", "seed", "warm-up", "L_sum / equal-scores, steps 140-149", "warm-up ended at step",
-            "rows right (of 64), 500 steps after", "test RSUM"]  # fmt: skip
-    if not path.is_file():
-        return pd.DataFrame(columns=cols)
-    table = read_csv(path).set_index("recipe")
-    if "warmup_end" not in table.columns:  # a runs.csv collected before the warm-up columns
-        return pd.DataFrame(columns=cols)
-    groups = [(arm, "fixed 150", recipes) for arm, recipes in LONG_RUN_RECIPES.items()]
-    groups.append(("hat", "adaptive", ADAPTIVE_HAT_RECIPES))
-    rows = []
-    for arm, warmup, recipes in groups:
-        for seed, recipe in enumerate(recipes):
-            if recipe in table.index:
-                r = table.loc[recipe]
-                rows.append(dict(zip(cols, [arm, seed, warmup, float(r["flat_ratio_end_fixed"]), int(r["warmup_end"]),
-                                            float(r["rows_right_after_warmup"]), float(r["test_rsum"])])))  # fmt: skip
-    return pd.DataFrame(rows, columns=cols)
-
-
 def _long_gap(long_runs: pd.DataFrame, a: str, b: str, metric: str) -> dict:
     """Mean ``metric`` of arm ``b`` minus arm ``a`` over their full-budget seeds, with Welch's interval."""
-    from daimlib import stats
+    from daimlib.course import stats
 
     if metric not in long_runs:
         return {}

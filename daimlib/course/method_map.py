@@ -11,7 +11,7 @@ or fixed margin, warm-up) from the config fields. Paper scale (``daim_f30k``) an
     >>> fig = draw_method_map(load_preset("demo"))      # doctest: +SKIP
     >>> method_table().loc["02", "part of the figure"]  # doctest: +SKIP
 
-``python -m daimlib.method_map`` rewrites ``figures/method_map.png`` (paper preset) and
+``python -m daimlib.course.method_map`` rewrites ``figures/method_map.png`` (paper preset) and
 ``figures/method_map_demo.png`` (demo preset).
 """
 
@@ -25,9 +25,9 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch
 
-from .config import LEVELS, DAIMConfig, load_preset
-from .encoders import ImageEncoder
-from .viz import save_figure
+from daimlib.config import LEVELS, DAIMConfig, load_preset
+from daimlib.course.viz import save_figure
+from daimlib.encoders import ImageEncoder
 
 # Okabe-Ito colours (safe for the common colour-vision deficiencies): edge colour, light fill
 PALETTE = {
@@ -391,7 +391,7 @@ METHOD_TABLE: tuple[tuple[str, str, str, str, str], ...] = (
      "import-reference: safe weights-only loading, key mapping, architecture from the tensor shapes"),
     ("12", "interactive search", "the trained model used as a search engine: SCAN attention of each word",
      "fine-grained word-region alignment (title: 'image-text matching'; SCAN cross-attention)",
-     "daimlib.widgets: caption -> images with word attention, image -> captions"),
+     "daimlib.course.widgets: caption -> images with word attention, image -> captions"),
 )  # fmt: skip
 METHOD_COLUMNS = ("notebook", "title", "part of the figure", "claim of the paper", "what the code does")
 

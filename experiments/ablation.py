@@ -1,33 +1,15 @@
-"""Ablations: DAIM's two modules switched on one at a time, as named config overrides.
+"""Ablations: each variant of :mod:`daimlib.variants` trained and tested for several seeds.
 
-Every variant is a set of dotted-key overrides applied to a preset. The baseline keeps the
-preset's similarity direction (t2i for ``daim_*`` and ``demo``), so that each variant differs from
-the baseline in exactly one thing; HAT itself (``hat_*`` / ``demo_hat``) also changes the direction
-to i2t, and is a preset, not a variant.
-
-============  =================================================================================
-variant       what changes, relative to the preset
-============  =================================================================================
-baseline      no FDM anywhere, fixed margin (``loss.adaptive=False``)
-fdm           + FDM as the reference code places it (every Swin block and the used stage outputs)
-mom           + MOM (adaptive margin), no FDM
-daim          + FDM + MOM: the method as the reference implements it
-fdm_text      FDM on the text side only, after every BERT layer up to the highest used hidden
-              state (the paper figure's placement, spec section 10 B1); fixed margin, so that it
-              compares with ``fdm``
-high_only     ``daim`` scored on the high level only (``similarity.level_weights=(0, 0, 1)``)
-no_low        ``daim`` without the low level (weights ``(0, 1, 1)``): leave one level out
-no_mid        ``daim`` without the mid level (weights ``(1, 0, 1)``)
-no_high       ``daim`` without the high level (weights ``(1, 1, 0)``)
-============  =================================================================================
+``python -m experiments ablate ...`` runs :func:`ablate`; notebook 09 runs a short one live and
+reads the committed powered one (``results/ablation_powered``) with :func:`ablation_runs`.
 
 :func:`ablate` trains and evaluates each variant for each seed, one run after another or
 ``jobs`` at a time in one-thread worker processes (then with step budgets only: runs at once ruin
-each other's wall-clock budget, field notes section 7), and writes ``runs.csv`` (one row per run)
-and ``summary.csv`` / ``summary.json`` (mean and std per variant). A run whose ``result.json``
-matches the config, data and split is read back instead of being trained again; an interrupted run
-is resumed (:mod:`daimlib.runs` holds the rule). :func:`combine` joins the ``runs.csv`` of several
-ablations (variants run at different times or places) into one.
+each other's wall-clock budget, field notes section 7), and writes ``runs.csv`` (one row per run:
+the columns the notebooks read) and ``summary.csv`` / ``summary.json`` (mean and std per variant).
+A run whose ``result.json`` matches the config, data and split is read back instead of being
+trained again; an interrupted run is resumed (:mod:`daimlib.runs` holds the rule). :func:`combine`
+joins the ``runs.csv`` of several ablations (variants run at different times or places) into one.
 """
 
 from __future__ import annotations
@@ -42,70 +24,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from daimlib import runlock
+from daimlib import runlock, runs
+from daimlib import train as _training  # the public face: daimlib.train(...) trains
+from daimlib.checkpoint import load_model, scoring_tokenizer
+from daimlib.config import DAIMConfig, load_preset
+from daimlib.data import load_split
+from daimlib.evaluate import MIN_IMAGES, default_protocols, degenerate_problem, evaluate
+from daimlib.paths import display_path, repo_path, run_root
+from daimlib.tables import read_csv
+from daimlib.variants import VARIANTS, variant_config
 
-from . import runs
-from . import train as _training
-from .checkpoint import display_path, load_model, scoring_tokenizer
-from .config import DAIMConfig, load_preset
-from .data import load_split
-from .evaluate import MIN_IMAGES, default_protocols, degenerate_problem, evaluate
-
-log = logging.getLogger("daimlib.ablation")
-
-_FDM_OFF = {"fdm.image_blocks": False, "fdm.image_stage_out": False, "fdm.text_layers": ()}
-_FDM_IMAGE = {"fdm.image_blocks": True, "fdm.image_stage_out": True, "fdm.text_layers": ()}
-
-VARIANTS: dict[str, str] = {
-    "baseline": "no FDM, fixed margin (the preset's similarity direction kept)",
-    "hat": "the baseline with image-to-text SCAN (HAT's direction): no FDM, fixed margin",
-    "fdm": "+ FDM in the image encoder (reference placement), fixed margin",
-    "mom": "+ MOM adaptive margin, no FDM",
-    "daim": "+ FDM + MOM (the reference method)",
-    "fdm_text": "FDM after every text layer instead of the image encoder, fixed margin",
-    "high_only": "DAIM scored on the high level only (level weights 0, 0, 1)",
-    "no_low": "DAIM without the low level (level weights 0, 1, 1)",
-    "no_mid": "DAIM without the mid level (level weights 1, 0, 1)",
-    "no_high": "DAIM without the high level (level weights 1, 1, 0)",
-}
-_LEAVE_OUT = {"no_low": 0, "no_mid": 1, "no_high": 2}
+log = logging.getLogger("experiments.ablation")
 
 SUMMARY_METRICS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum")
-
-
-def variant_overrides(variant: str, cfg: DAIMConfig) -> dict[str, Any]:
-    """The dotted-key overrides that turn ``cfg`` (a preset) into ``variant`` (see the module table)."""
-    if variant == "baseline":
-        return {**_FDM_OFF, "loss.adaptive": False}
-    if variant == "hat":  # the comparison's HAT-style arm: only the direction differs from ``baseline``
-        return {**_FDM_OFF, "loss.adaptive": False, "similarity.direction": "i2t"}
-    if variant == "fdm":
-        return {**_FDM_IMAGE, "loss.adaptive": False}
-    if variant == "mom":
-        return {**_FDM_OFF, "loss.adaptive": True}
-    if variant == "daim":
-        return {**_FDM_IMAGE, "loss.adaptive": True}
-    if variant == "fdm_text":
-        n_layers = max(cfg.text.hidden_states)  # layers above the highest used state cannot change the levels
-        return {**_FDM_OFF, "fdm.text_layers": tuple(range(1, n_layers + 1)), "loss.adaptive": False}
-    if variant == "high_only":
-        n_levels = len(cfg.similarity.level_weights)  # any number of levels: all weight on the highest
-        return {**_FDM_IMAGE, "loss.adaptive": True, "similarity.level_weights": (0.0,) * (n_levels - 1) + (1.0,)}
-    if variant in _LEAVE_OUT:
-        weights = list(cfg.similarity.level_weights)
-        if len(weights) != 3:
-            raise ValueError(f"{variant} assumes three levels (low, mid, high); this preset has {len(weights)}")
-        weights[_LEAVE_OUT[variant]] = 0.0
-        return {**_FDM_IMAGE, "loss.adaptive": True, "similarity.level_weights": tuple(weights)}
-    raise ValueError(f"unknown ablation variant {variant!r}; variants are {list(VARIANTS)}")
-
-
-def variant_config(preset: str, variant: str, seed: int = 0, **overrides: Any) -> DAIMConfig:
-    """``preset`` with ``overrides`` (e.g. short budgets), then the variant's switches and the seed."""
-    cfg = load_preset(preset, **overrides)
-    cfg = cfg.replace(**variant_overrides(variant, cfg), **{"train.seed": int(seed)})
-    cfg.name = f"{cfg.name}-{variant}-seed{seed}"
-    return cfg
 
 
 def summarize(runs: pd.DataFrame, metrics: tuple[str, ...] = SUMMARY_METRICS) -> pd.DataFrame:
@@ -130,49 +61,11 @@ def summarize(runs: pd.DataFrame, metrics: tuple[str, ...] = SUMMARY_METRICS) ->
     return out
 
 
-def powered_summary(
-    runs: pd.DataFrame, reference: str = "baseline", metric: str = "rsum", confidence: float = 0.95,
-    target_power: float = 0.8, alpha: float = 0.05,
-) -> pd.DataFrame:  # fmt: skip
-    """Each variant's ``metric`` with a t interval, its difference from ``reference`` and what the
-    design could detect (:mod:`daimlib.stats`).
-
-    Columns: ``n``, ``mean``, ``ci_lo``, ``ci_hi`` (``confidence`` interval of the mean), ``sd``;
-    ``diff`` (variant - reference, paired by seed over the seeds both have), ``diff_lo``,
-    ``diff_hi``, ``p_paired`` (paired t-test), ``p_welch`` (Welch's t-test over all runs), and
-    ``mdd`` (the minimal detectable difference: the smallest true difference a paired t-test at
-    ``alpha`` finds with ``target_power``, for this number of seeds and the observed sd of the
-    paired differences). The reference row has NaN in the comparison columns.
-    """
-    from . import stats
-
-    if reference not in set(runs["variant"]):
-        raise ValueError(f"reference variant {reference!r} is not among the runs ({sorted(set(runs['variant']))})")
-    ref = runs[runs["variant"] == reference].set_index("seed")[metric]
-    out = []
-    for variant, g in runs.groupby("variant", sort=False):
-        ci = stats.mean_ci(g[metric], confidence)
-        row = {"variant": variant, "n": ci.n, "mean": ci.mean, "ci_lo": ci.lo, "ci_hi": ci.hi, "sd": ci.sd}
-        nan = float("nan")
-        row.update(diff=nan, diff_lo=nan, diff_hi=nan, p_paired=nan, p_welch=nan, mdd=nan)
-        if variant != reference:
-            mine = g.set_index("seed")[metric]
-            common = sorted(set(mine.index) & set(ref.index))
-            if len(common) >= 2:
-                cmp = stats.paired_diff(ref.loc[common], mine.loc[common], confidence)
-                row.update(diff=cmp.diff.mean, diff_lo=cmp.diff.lo, diff_hi=cmp.diff.hi, p_paired=cmp.p)
-                if cmp.diff.sd > 0:
-                    row["mdd"] = stats.min_detectable_difference(cmp.diff.sd, len(common), alpha, target_power)
-            if len(mine) >= 2 and len(ref) >= 2:
-                row["p_welch"] = stats.welch(ref, mine, confidence).p
-        out.append(row)
-    return pd.DataFrame(out).set_index("variant")
-
-
 def _result_row(res, cfg, variant, seed, data_root, eval_split, progress, minutes) -> dict:
     """The test row of one finished run: its best checkpoint on ``eval_split`` under the first protocol."""
     protocol = default_protocols(cfg.data.dataset)[0]
-    if eval_split == cfg.data.val_split and protocol == _training._val_protocol(cfg) and res.best_metrics:
+    validated_under = default_protocols(cfg.data.dataset)[-1]  # what train() scores the whole val split with
+    if eval_split == cfg.data.val_split and protocol == validated_under and res.best_metrics:
         metrics = res.best_metrics  # the best checkpoint was already scored on this split
     else:
         model = load_model(res.best_dir) if (res.best_dir / "meta.json").exists() else res.model
@@ -194,7 +87,7 @@ def _train_run(cfg, run_dir: Path, data_root, data: dict, progress: bool):
     one, start an absent one; a run folder trained on other data is refused, never replaced."""
     val = cfg.data.val_split
     if runs.reuse_problem(run_dir, cfg, data_root, val) is None:
-        return _training.train(cfg, data_root, run_dir, progress=progress, eval_split=val)
+        return _training(cfg, data_root, run_dir, progress=progress, eval_split=val)
     record = runs.read_record(run_dir)
     trained_on = (record or {}).get("data", {}).get("sha256")
     if trained_on is not None and trained_on != data["sha256"]:
@@ -204,8 +97,8 @@ def _train_run(cfg, run_dir: Path, data_root, data: dict, progress: bool):
         )
     if runs.resume_problem(run_dir, cfg) is None:
         log.info("resuming the interrupted run in %s", display_path(run_dir))
-        return _training.train(cfg, data_root, run_dir, progress=progress, eval_split=val, resume=True)
-    return _training.train(cfg, data_root, run_dir, progress=progress, eval_split=val, overwrite=True)
+        return _training(cfg, data_root, run_dir, progress=progress, eval_split=val, resume=True)
+    return _training(cfg, data_root, run_dir, progress=progress, eval_split=val, overwrite=True)
 
 
 def _one_run(preset, variant, seed, data_root, out_dir: Path, eval_split, progress, overrides) -> dict:
@@ -414,3 +307,30 @@ def combine(
         meta.update(preset=settings[0]["preset"], overrides=settings[0]["overrides"])
     meta["combined_from"] = settings
     return _write_results(table, Path(out_dir), meta)
+
+
+# --- reading a finished ablation (notebooks 05, 06, 08, 09) -------------------------------------
+
+ABLATION_CSV = "results/ablation_powered/runs.csv"
+
+
+def ablation_runs(csv: str | os.PathLike | None = None, run_dir: str | os.PathLike | None = None):
+    """The finished runs of the powered ablation as a DataFrame (one row per run: variant, seed,
+    rsum, the recalls, steps, ...) and where they were read from.
+
+    ``results/ablation_powered/runs.csv`` (committed) when it exists, else the ``result.json`` of
+    every finished run under ``runs/ablation_powered/`` (an ablation still running). Returns
+    ``(runs, source)``; ``runs`` is empty (and ``source`` says so) when neither exists.
+    """
+    csv = repo_path(csv or ABLATION_CSV)
+    if csv.is_file():
+        return read_csv(csv), display_path(csv)
+    folder = repo_path(run_dir) if run_dir is not None else run_root() / "ablation_powered"
+    rows = []
+    for path in sorted(folder.glob("*/result.json")):
+        row = json.loads(path.read_text()).get("row")
+        if row:
+            rows.append(row)
+    if rows:
+        return pd.DataFrame(rows), f"{display_path(folder)}/*/result.json ({len(rows)} finished runs)"
+    return pd.DataFrame(columns=["variant", "seed", "rsum"]), f"none ({display_path(csv)} and {display_path(folder)} not found)"

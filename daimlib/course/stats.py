@@ -14,7 +14,7 @@ not the normal approximation:
   :func:`power` is its inverse and :func:`seeds_needed` the number of seeds for a target difference.
 
 Everything takes plain sequences of numbers (one per seed) and returns floats, so a table is one
-``pd.DataFrame`` of calls (:func:`daimlib.ablation.powered_summary`).
+``pd.DataFrame`` of calls: :func:`powered_summary`, the one seed-statistics table of the kit.
 """
 
 from __future__ import annotations
@@ -24,10 +24,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import pandas as pd
 from scipy import integrate, optimize
 from scipy import stats as st
 
-__all__ = ["Interval", "mean_ci", "paired_diff", "welch", "power", "min_detectable_difference", "seeds_needed"]
+__all__ = ["powered_summary", "Interval", "mean_ci", "paired_diff", "welch", "power", "min_detectable_difference", "seeds_needed"]
 
 
 @dataclass(frozen=True)
@@ -178,3 +179,48 @@ def seeds_needed(delta: float, sd: float, alpha: float = 0.05, target_power: flo
         if power(delta, sd, n, alpha, paired) >= target_power:
             return n
     raise ValueError(f"more than {max_n} seeds would be needed")
+
+
+def _versus(ref: pd.Series, mine: pd.Series, confidence: float, alpha: float, target_power: float) -> dict:
+    """``mine - ref`` (both indexed by seed): paired over the common seeds, Welch over all, and the
+    minimal detectable difference of the paired design."""
+    nan = float("nan")
+    row = dict(diff=nan, diff_lo=nan, diff_hi=nan, p_paired=nan, p_welch=nan, mdd=nan)
+    common = sorted(set(mine.index) & set(ref.index))
+    if len(common) >= 2:
+        cmp = paired_diff(ref.loc[common], mine.loc[common], confidence)
+        row.update(diff=cmp.diff.mean, diff_lo=cmp.diff.lo, diff_hi=cmp.diff.hi, p_paired=cmp.p)
+        if cmp.diff.sd > 0:
+            row["mdd"] = min_detectable_difference(cmp.diff.sd, len(common), alpha, target_power)
+    if len(mine) >= 2 and len(ref) >= 2:
+        row["p_welch"] = welch(ref, mine, confidence).p
+    return row
+
+
+def powered_summary(
+    runs: pd.DataFrame, reference: str | None = "baseline", metric: str = "rsum", confidence: float = 0.95,
+    target_power: float = 0.8, alpha: float = 0.05,
+) -> pd.DataFrame:  # fmt: skip
+    """The kit's one seed-statistics table: per variant (in run order) ``metric``'s seeds ``n``,
+    ``mean``, the ``confidence`` t interval ``ci_lo`` / ``ci_hi``, ``sd`` (ddof=1; NaN for one seed),
+    ``min``, ``max``; with a ``reference`` variant also ``diff`` (variant - reference, paired by seed
+    over the seeds both have), ``diff_lo``, ``diff_hi``, ``p_paired`` (paired t-test), ``p_welch``
+    (Welch's t-test over all runs) and ``mdd`` (the minimal detectable difference: the smallest true
+    difference a paired t-test at ``alpha`` finds with ``target_power``, for this number of seeds and
+    the observed sd of the paired differences). The reference row has NaN in the comparison columns.
+    """
+    if reference is not None and reference not in set(runs["variant"]):
+        raise ValueError(f"reference variant {reference!r} is not among the runs ({sorted(set(runs['variant']))})")
+    ref = runs[runs["variant"] == reference].set_index("seed")[metric] if reference is not None else None
+    out = []
+    for variant, g in runs.groupby("variant", sort=False):
+        x = g[metric].dropna()
+        ci = mean_ci(x, confidence)
+        row = {"variant": variant, "n": ci.n, "mean": ci.mean, "ci_lo": ci.lo, "ci_hi": ci.hi, "sd": ci.sd,
+               "min": float(x.min()), "max": float(x.max())}  # fmt: skip
+        if ref is not None:
+            mine = g.set_index("seed")[metric]
+            row.update(_versus(ref, mine, confidence, alpha, target_power) if variant != reference else
+                       _versus(ref.iloc[:0], mine.iloc[:0], confidence, alpha, target_power))  # fmt: skip
+        out.append(row)
+    return pd.DataFrame(out).set_index("variant")

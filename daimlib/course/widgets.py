@@ -31,12 +31,14 @@ import seaborn as sns
 import torch
 import torch.nn.functional as F
 
-from daimlib import runs, viz
+from daimlib import runs
 from daimlib.checkpoint import load_model, scoring_tokenizer
 from daimlib.config import DAIMConfig, load_preset
-from daimlib.data import build_transforms, load_image, tokenize
+from daimlib.course import viz
+from daimlib.course.nb import rel, search_images
+from daimlib.data import first_images, load_image, tokenize
+from daimlib.evaluate import encode_split
 from daimlib.model import DAIM
-from daimlib.nb import rel, search_images
 
 try:  # optional (the `notebook` extra): without it everything but SearchApp works
     import ipywidgets
@@ -169,22 +171,6 @@ class SearchIndex:
         return not self.label.startswith("random weights")
 
 
-def _encode_captions(model, tokenizer, cfg, captions: list[str], device, batch_size: int):
-    ids, mask = tokenize(tokenizer, captions, cfg.text.max_len)  # [n_cap, max_len]
-    parts, lens = None, []
-    for s in range(0, len(captions), batch_size):
-        levels, lengths = model.encode_text(
-            ids[s : s + batch_size].to(device), mask[s : s + batch_size].to(device)
-        )
-        parts = [[] for _ in levels] if parts is None else parts
-        for k, lv in enumerate(levels):
-            parts[k].append(lv.float())
-        lens.append(lengths)
-    txt_lens = torch.cat(lens)
-    width = int(txt_lens.max())  # padding past the longest caption never enters the scores
-    return [torch.cat(p)[:, :width] for p in parts], txt_lens
-
-
 @torch.no_grad()
 def build_index(choice: ModelChoice, split, data_root: str | os.PathLike, n_images: int = 100,
                 device: str = "cpu", batch_size: int = 64) -> SearchIndex:  # fmt: skip
@@ -194,26 +180,15 @@ def build_index(choice: ModelChoice, split, data_root: str | os.PathLike, n_imag
         raise ValueError(f"n_images must be at least 1, got {n_images}")
     model, cfg = load_choice(choice, device=device)
     tokenizer = scoring_tokenizer(choice.checkpoint, cfg, data_root)  # the checkpoint's vocabulary, not the data's
-    n = min(int(n_images), split.n_images)
-    images = [load_image(p) for p in split.image_paths[:n]]
-    transform = build_transforms(cfg.data, train=False)
-    img_parts = None
-    for s in range(0, n, batch_size):
-        batch = torch.stack([transform(im) for im in images[s : s + batch_size]]).to(device)  # [B, 3, H, W]
-        levels = model.encode_image(batch)  # levels x [B, R, D]
-        img_parts = [[] for _ in levels] if img_parts is None else img_parts
-        for k, lv in enumerate(levels):
-            img_parts[k].append(lv.float())
-    captions, owner = [], []
-    for i in range(n):
-        for c in split.captions_of(i):
-            captions.append(c)
-            owner.append(i)
-    txt_levels, txt_lens = _encode_captions(model, tokenizer, cfg, captions, device, batch_size)
+    subset = first_images(split, int(n_images))
+    # the library's one encoding loop (evaluation transform, each image and caption once), in float32
+    feats = encode_split(model, subset, tokenizer, cfg.data, max_len=cfg.text.max_len, device=device,
+                         batch_size=batch_size, amp="off", progress=False, features="fp32")  # fmt: skip
     return SearchIndex(
-        label=choice.label, model=model, cfg=cfg, tokenizer=tokenizer, images=images, captions=captions,
-        img_of_caption=np.asarray(owner), img_levels=[torch.cat(p) for p in img_parts],
-        txt_levels=txt_levels, txt_lens=txt_lens,
+        label=choice.label, model=model, cfg=cfg, tokenizer=tokenizer,
+        images=[load_image(p) for p in subset.image_paths], captions=list(subset.captions),
+        img_of_caption=subset.img_of_caption.numpy(), img_levels=feats.img_levels,
+        txt_levels=feats.txt_levels, txt_lens=feats.txt_lens,
     )  # fmt: skip
 
 

@@ -1,9 +1,9 @@
 """Schedule and capacity variants of the demo DAIM: train each, score its best checkpoint on the test
 split, and collect one row per recipe (issue 9: how far can the demo model go within about 30 CPU-minutes?).
 
-    OMP_NUM_THREADS=1 python scripts/recipe_search.py step4 step6        # train + evaluate what is missing
-    python scripts/recipe_search.py --collect results/recipe_search      # runs.csv from the finished ones
-    python scripts/recipe_search.py --seeds                              # seeds of one recipe: spread, test
+    OMP_NUM_THREADS=1 python -m experiments.recipe_search step4 step6        # train + evaluate what is missing
+    python -m experiments.recipe_search --collect results/recipe_search      # runs.csv from the finished ones
+    python -m experiments.recipe_search --seeds                            # seeds of one recipe: spread, test
 
 Every recipe is a demo preset (``demo``, or ``PRESET[name]`` for another arm; same tiny encoders,
 same code path as the paper presets) with the overrides in ``RECIPES``, which name the Swin, so a
@@ -29,9 +29,71 @@ from pathlib import Path
 
 import pandas as pd
 
-from daimlib.nb import ADAPTIVE_HAT_RECIPES, LONG_RUN_RECIPES
+from daimlib.paths import repo_path
+from daimlib.tables import read_csv
 
 REPO = Path(__file__).resolve().parents[1]
+
+# the full-budget (12-epoch) runs of each demo arm, several seeds (SEED_GROUPS "hat", "baseline" and
+# "narrow" below are these); seed 0 is the shipped model. Notebooks 05, 06, 08 and 09 read them.
+LONG_RUNS_CSV = "results/recipe_search/runs.csv"
+LONG_RUN_RECIPES = {
+    "hat": ("hat_shipped", "hat_seed1", "hat_seed2", "hat_seed3"),
+    "baseline": ("baseline_shipped", "baseline_seed1", "baseline_seed2"),
+    "daim": ("shipped", "seed1", "seed2"),
+}
+
+
+def long_run_seeds(csv: str | os.PathLike | None = None) -> pd.DataFrame:
+    """The full-budget runs of the three demo arms (12 epochs each, the shipped recipe, several
+    seeds): one row per run with ``arm``, ``seed``, ``recipe``, the test recalls and ``rsum``, from
+    the committed ``results/recipe_search/runs.csv`` (empty when it is missing). Seed 0 of each arm
+    is its shipped model in ``models/``."""
+    path = repo_path(csv or LONG_RUNS_CSV)
+    cols = ["arm", "seed", "recipe", "rsum"]
+    if not path.is_file():
+        return pd.DataFrame(columns=cols)
+    table = read_csv(path).set_index("recipe")
+    rows = []
+    for arm, recipes in LONG_RUN_RECIPES.items():
+        for seed, recipe in enumerate(recipes):  # the recipes are seeds 0, 1, 2, ... in this order
+            if recipe in table.index:
+                r = table.loc[recipe]
+                rows.append({"arm": arm, "seed": seed, "recipe": recipe,
+                             **{k: float(r[f"test_{k}"]) for k in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10")},
+                             "rsum": float(r["test_rsum"])})  # fmt: skip
+    return pd.DataFrame(rows, columns=None if rows else cols)
+
+
+# the i2t arm's seeds trained again with the adaptive warm-up (loss.warmup_until=0.1), seed k = k-th entry
+ADAPTIVE_HAT_RECIPES = ("hat_seed0_adaptive", "hat_seed1_adaptive", "hat_seed2_adaptive", "hat_seed3_adaptive")
+
+
+def warmup_runs(csv: str | os.PathLike | None = None) -> pd.DataFrame:
+    """How far the warm-up of each 12-epoch run had come, and what followed: one row per run of
+    ``LONG_RUN_RECIPES`` (warm-up "fixed 150") and ``ADAPTIVE_HAT_RECIPES`` ("adaptive") in the
+    committed ``results/recipe_search/runs.csv``, with the mean loss of steps 140-149 over its
+    equal-scores value ``2B(B-1)m`` (1: nothing learned), the step the warm-up ended at, the batch
+    rows (of 64) ranked right over the 500 steps after, and the test RSUM. Empty when it is missing."""
+    path = repo_path(csv or LONG_RUNS_CSV)
+    cols = ["arm", "seed", "warm-up", "L_sum / equal-scores, steps 140-149", "warm-up ended at step",
+            "rows right (of 64), 500 steps after", "test RSUM"]  # fmt: skip
+    if not path.is_file():
+        return pd.DataFrame(columns=cols)
+    table = read_csv(path).set_index("recipe")
+    if "warmup_end" not in table.columns:  # a runs.csv collected before the warm-up columns
+        return pd.DataFrame(columns=cols)
+    groups = [(arm, "fixed 150", recipes) for arm, recipes in LONG_RUN_RECIPES.items()]
+    groups.append(("hat", "adaptive", ADAPTIVE_HAT_RECIPES))
+    rows = []
+    for arm, warmup, recipes in groups:
+        for seed, recipe in enumerate(recipes):
+            if recipe in table.index:
+                r = table.loc[recipe]
+                rows.append(dict(zip(cols, [arm, seed, warmup, float(r["flat_ratio_end_fixed"]), int(r["warmup_end"]),
+                                            float(r["rows_right_after_warmup"]), float(r["test_rsum"])])))  # fmt: skip
+    return pd.DataFrame(rows, columns=cols)
+
 
 WIDE = ('image.timm_kwargs={"embed_dim": 64, "depths": [1, 1, 2, 1], "num_heads": [2, 4, 8, 16], '
         '"window_size": 4, "patch_size": 8}')
@@ -77,7 +139,7 @@ for _k, _name in enumerate(ADAPTIVE_HAT_RECIPES):
                       [NARROW, *([f"train.seed={_k}"] if _k else []), *ADAPTIVE_WARMUP])
 # the seeds of one recipe (seed 0 first): group -> (what it is, recipes). ``shipped``,
 # ``hat_shipped`` and ``baseline_shipped`` are the shipped models (models/, seed 0)
-# (the three arms' groups are the notebooks' LONG_RUN_RECIPES, defined once in daimlib.nb)
+# (the three arms' groups are LONG_RUN_RECIPES above, which the notebooks read)
 SEED_GROUPS: dict[str, tuple[str, list[str]]] = {
     "narrow": ("DAIM, the demo preset (Swin embed 32)", list(LONG_RUN_RECIPES["daim"])),
     "wide": ("DAIM, Swin embed 64", ["wide", "wide_seed1", "wide_seed2"]),
@@ -244,7 +306,7 @@ def seed_summary(table: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     Welch's t-test with its interval, and how many seeds per group a two-group t-test needs to detect
     a true difference of that size with 80 % power at the 5 % level, given the pooled sd of one run.
     A comparison with fewer than two seeds on a side is ``None``; if none can be made, ValueError."""
-    from daimlib import stats
+    from daimlib.course import stats
 
     by = table.set_index("recipe")["test_rsum"].astype(float)
     rows, values, sds = [], {}, {}

@@ -15,26 +15,29 @@ section 3); :func:`plot_attention_on_image` the SCAN text-to-image attention (sp
 from __future__ import annotations
 
 import math
+import os
 import textwrap
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
+import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.transforms import ScaledTranslation
 
+from daimlib.course.stats import mean_ci
 from daimlib.metrics import positive_and_hardest_negative, separation_auc, to_numpy  # noqa: F401 - re-exported
 from daimlib.paths import display_path, figures_dir, repo_path
 
 # The kit's palette: seaborn's "colorblind" (Okabe-Ito-like), safe for the common colour-vision
 # deficiencies. Every plot here takes its colours from it (matplotlib's default cycle is not used).
 PALETTE = ("#0173B2", "#DE8F05", "#029E73", "#D55E00", "#CC78BC", "#CA9161", "#FBAFE4", "#949494", "#ECE133", "#56B4E9")
-LEVEL_COLORS = {"low": PALETTE[0], "mid": PALETTE[1], "high": PALETTE[2]}
 POS_COLOR, NEG_COLOR, BOUNDARY_COLOR = PALETTE[0], PALETTE[3], "#222222"
 GT_COLOR, OTHER_COLOR = PALETTE[1], "#BBBBBB"  # retrieval grids: the true match, the other results
+PDF_ENV = "DAIM_FIGURES_PDF"  # "1": save_figure writes a PDF beside every PNG
 HEADROOM = 1.35  # count panel of plot_margin_evolution: y range above the batch size, for the legends
 # Axis labels with their units (scores are unitless: a sum of three level cosines, in [-3, 3]).
 SCORE_LABEL = "score S (sum of 3 level cosines)"
@@ -127,7 +130,8 @@ def project_2d(feats, method: str = "umap", seed: int = 0) -> tuple[np.ndarray, 
 
     ``method="pca"`` centres the features and projects them on the top two right singular
     vectors (signs fixed so the largest coordinate of each axis is positive). ``"umap"`` uses
-    umap-learn (cosine metric) and falls back to PCA when umap-learn is missing or N < 16.
+    umap-learn (cosine metric, the optional ``umap`` extra) and falls back to PCA when umap-learn is
+    missing or N < 16, saying so in the output (the plot's title names the method used as well).
     """
     x = to_numpy(feats)
     if x.ndim != 2:
@@ -138,7 +142,8 @@ def project_2d(feats, method: str = "umap", seed: int = 0) -> tuple[np.ndarray, 
         try:
             import umap  # noqa: PLC0415 - slow import (numba), only when asked for
         except ImportError:
-            pass
+            print("UMAP asked for, but umap-learn is not installed (pip install 'daimlib[umap]'): "
+                  "projecting with PCA instead")  # fmt: skip
         else:
             n_neighbors = min(15, x.shape[0] - 1)
             reducer = umap.UMAP(n_components=2, n_neighbors=n_neighbors, metric="cosine", random_state=seed)
@@ -198,9 +203,8 @@ def plot_margin_evolution(history_df, trigger=None, ax=None, smooth: int = 1) ->
     when present, ``lam, mu_pos, sigma_pos, mu_neg, sigma_neg, active, n_correct, n_rows`` (aliases in
     ``HISTORY_COLUMNS``). ``trigger``: the count of correct rows the MOM needs (e.g. 45 for the
     paper, ``activation_fraction * batch_size`` in general); drawn as a dashed line.
-    ``smooth``: rolling-mean window (in rows) for the noisy per-step curves.
-    ``ax``: None or a sequence of three axes. Every legend sits under its panel, outside the data.
-    """
+    ``smooth``: rolling-mean window (in rows) for the noisy per-step curves; ``ax``: None or three
+    axes. Every legend sits under its panel, outside the data."""
     df = history_df.reset_index(drop=True)
     step_col = _find_column(df, "step")
     x = df[step_col].to_numpy() if step_col else np.arange(len(df))
@@ -514,26 +518,16 @@ def plot_attention_on_image(
     return fig
 
 
-def plot_retrieval_grid(
-    images,
-    captions: Sequence[str],
-    scores,
-    queries: Sequence[int] = (0,),
-    k: int = 5,
-    gt=None,
-    direction: str = "t2i",
-    size: float = 1.8,
-) -> Figure:
+def plot_retrieval_grid(images, captions: Sequence[str], scores, queries: Sequence[int] = (0,), k: int = 5,
+                        gt=None, direction: str = "t2i", size: float = 1.8) -> Figure:  # fmt: skip
     """Top-k retrieval results (spec section 7's layout: ``scores[i, j] = S(image i, caption j)``).
 
     ``direction="t2i"``: each query is a caption index; its row shows the k best images, with
     their scores; with ``gt`` (the image index of every caption, ``img_of_caption``) the true
     image is framed in ``GT_COLOR`` and labelled "✓ true image", and a row whose true image is
     not among the k shown says so on its right, with the true image's rank.
-    ``direction="i2t"``: each query is an image index; its row shows the image and its k best
-    captions, ticked ``[x]`` when ``gt[caption] == image``, with a note when no true caption is
-    among them.
-    """
+    ``direction="i2t"``: each query is an image index; its row shows the image and its k best captions,
+    ticked ``[x]`` when ``gt[caption] == image``, with a note when no true caption is among them."""
     s = to_numpy(scores)
     n_img, n_cap = s.shape
     if len(images) != n_img or len(captions) != n_cap:
@@ -641,13 +635,16 @@ def save_figure(
     name: str,
     dpi: int = 100,
     root: str | Path | None = None,
-    pdf: bool = False,
+    pdf: bool | None = None,
     data: str | Path | None = None,
     folder: str | Path | None = None,
     smoke: bool = False,
 ) -> str:
-    """Write ``fig`` as ``<folder>/<name>.png`` (and ``.pdf`` with ``pdf=True``, for a paper); return
+    """Write ``fig`` as ``<folder>/<name>.png`` (and ``.pdf`` beside it, for a paper); return
     the PNG's path as the kit prints it (repo-relative, e.g. ``"figures/margin_evolution.png"``).
+
+    ``pdf``: ``True`` / ``False``; ``None`` (default) follows the switch ``DAIM_FIGURES_PDF=1``, so a
+    whole notebook run (``DAIM_FIGURES_PDF=1 make notebooks``) also writes every figure as PDF.
 
     The folder, first match wins:
 
@@ -671,6 +668,8 @@ def save_figure(
     out = out_dir / f"{stem}.png"
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=dpi, bbox_inches="tight")
+    if pdf is None:
+        pdf = os.environ.get(PDF_ENV, "0").strip().lower() in ("1", "true", "yes", "on")
     if pdf:
         fig.savefig(out.with_suffix(".pdf"), bbox_inches="tight", metadata={"CreationDate": None})
     if root is not None:
@@ -678,72 +677,71 @@ def save_figure(
     return display_path(out)
 
 
-def use_agg() -> None:
-    """Switch matplotlib to the non-interactive Agg backend (tests, scripts, CI)."""
-    matplotlib.use("Agg", force=True)
-
-
-# --- feature separation and ablations (notebooks 08, 09) ----------------------------------------
+# --- ablations (notebook 09) and feature separation (notebook 08) -----------------------------------
 
 
 def plot_ablation(
-    summary, metric: str = "rsum", runs=None, ax=None, title: str | None = None, zero_based: bool = True
+    runs: pd.DataFrame,
+    table: pd.DataFrame,
+    metric: str = "rsum",
+    reference: str = "baseline",
+    claimed: dict[str, float] | None = None,
+    confidence: float = 0.95,
+    title: str | None = None,
 ) -> Figure:
-    """An ablation metric per variant: mean with a ± std error bar, seeds as dots.
-
-    ``summary``: :func:`daimlib.ablation.summarize` output (index = variant, columns
-    ``<metric>_mean``, ``<metric>_std``, ``n_seeds``). ``runs``: optional per-run table (columns
-    ``variant``, ``metric``) whose values are drawn as dots.
-
-    ``zero_based=True`` (default): bars on a y axis that starts at 0, so their heights compare.
-    ``zero_based=False``: no bars (a bar's length would lie on a cut axis) but the mean as a
-    marker with its error bar, on an axis zoomed to the data, and the y label says that the axis
-    does not start at 0. The legend sits under the axes.
+    """The kit's one ablation plot (notebook 09: the short runs and the powered ablation). Two panels. Left: ``metric`` of every run (one dot per seed) with each variant's mean and
+    its t interval. Right: each variant minus ``reference``, paired by seed (dots per seed, mean and
+    interval), the zero line, the band ± the minimal detectable difference of the design
+    (``table["mdd"]`` from :func:`daimlib.course.stats.powered_summary`, which makes ``table``) and the ``claimed`` effects
+    (label -> size, e.g. the paper's claimed gain) as vertical lines.
     """
-    mean_col, std_col = f"{metric}_mean", f"{metric}_std"
-    if mean_col not in summary.columns:
-        raise ValueError(
-            f"summary has no column {mean_col!r}; pass daimlib.ablation.summarize() output "
-            f"(columns: {list(summary.columns)})"
-        )
-    variants = [str(v) for v in summary.index]
-    means = summary[mean_col].to_numpy(dtype=float)
-    stds = summary[std_col].to_numpy(dtype=float) if std_col in summary.columns else np.zeros_like(means)
-    fig, (a,) = _new_axes(ax, 1, (1.1 * len(variants) + 2, 3.8))
-    xs = np.arange(len(variants))
-    if zero_based:
-        a.bar(xs, means, yerr=np.nan_to_num(stds), capsize=4, color="#A6CBE3", edgecolor=PALETTE[0],
-              label="mean ± std over seeds")  # fmt: skip
-    else:
-        a.errorbar(xs, means, yerr=np.nan_to_num(stds), fmt="D", ms=6, capsize=4, color=PALETTE[0],
-                   label="mean ± std over seeds", zorder=2)  # fmt: skip
-    if runs is not None:
-        for n_drawn, (x, v) in enumerate(zip(xs, variants)):
-            vals = runs.loc[runs["variant"].astype(str) == v, metric].to_numpy(dtype=float)
-            a.scatter(np.full(vals.size, x), vals, s=14, color=BOUNDARY_COLOR, zorder=3,
-                      label="one run (seed)" if n_drawn == 0 else None)  # fmt: skip
-    a.set_xticks(xs, variants, rotation=20)
-    n = summary["n_seeds"].to_numpy() if "n_seeds" in summary.columns else None
-    seeds = (
-        f" (n = {int(n.min())}-{int(n.max())} seeds)"
-        if n is not None and n.min() != n.max()
-        else (f" ({int(n[0])} seeds)" if n is not None and len(n) else "")
-    )
-    ylabel = metric_label(metric)
-    lo = np.nanmin(means - np.nan_to_num(stds))
-    hi = np.nanmax(means + np.nan_to_num(stds))
-    if runs is not None and len(runs):
-        lo, hi = min(lo, float(runs[metric].min())), max(hi, float(runs[metric].max()))
-    if zero_based:
-        pad = 0.08 * (max(hi, 0.0) - min(lo, 0.0) + 1e-9)
-        a.set_ylim(min(0.0, lo - pad) if lo < 0 else 0.0, hi + pad)
-    else:
-        pad = 0.15 * (hi - lo + 1e-9)
-        a.set_ylim(lo - pad, hi + pad)
-        ylabel += "\n(zoomed axis: does not start at 0)"
-    a.set(ylabel=ylabel, xlabel="variant", title=(title or f"ablation: {metric}") + seeds)
-    legend_below(a, ncol=2)
-    fig.tight_layout()
+    order = list(table.index)
+    palette = dict(zip(order, sns.color_palette("colorblind", len(order))))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12.5, 0.45 * len(order) + 2.8), sharey=True)
+    sns.stripplot(data=runs, x=metric, y="variant", order=order, hue="variant", palette=palette, size=5,
+                  jitter=0.15, alpha=0.75, legend=False, ax=a)  # fmt: skip
+    ys = np.arange(len(order))
+    a.errorbar(table["mean"], ys, xerr=[table["mean"] - table["ci_lo"], table["ci_hi"] - table["mean"]],
+               fmt="D", color="black", ms=5, capsize=4, lw=1.2, label=f"mean ± {confidence:.0%} interval")  # fmt: skip
+    lo = float(min(runs[metric].min(), table["ci_lo"].min()))
+    hi = float(max(runs[metric].max(), table["ci_hi"].max()))
+    pad = 0.06 * (hi - lo or 1.0)
+    a.set_xlim(lo - pad, hi + pad)
+    a.set(xlabel=f"{metric.upper()} (points of 600, on the split the title names; axis cut to the data: dots and intervals, not bars)",
+          ylabel="variant", title="every run, and the mean with its interval")  # fmt: skip
+
+    ref = runs[runs["variant"] == reference].set_index("seed")[metric]
+    for y, v in zip(ys, order):
+        if v == reference:
+            continue
+        mine = runs[runs["variant"] == v].set_index("seed")[metric]
+        common = sorted(set(mine.index) & set(ref.index))
+        d = (mine.loc[common] - ref.loc[common]).to_numpy(dtype=float)
+        b.scatter(d, np.full(d.size, y) + np.random.default_rng(y).uniform(-0.15, 0.15, d.size), s=18,
+                  color=palette[v], alpha=0.75, zorder=2)  # fmt: skip
+        if d.size >= 2:
+            ci = mean_ci(d, confidence)
+            b.errorbar([ci.mean], [y], xerr=[[ci.mean - ci.lo], [ci.hi - ci.mean]], fmt="D", color="black",
+                       ms=5, capsize=4, lw=1.2, zorder=3)  # fmt: skip
+    b.axvline(0, color="0.3", lw=1)
+    mdd = table.loc[table.index != reference, "mdd"].dropna()
+    if len(mdd):
+        m = float(mdd.median())
+        b.axvspan(-m, m, color="0.85", zorder=0, label=f"± minimal detectable difference (median {m:.1f})")
+    styles = ["--", ":", "-."]
+    for (label, size), ls in zip((claimed or {}).items(), styles):
+        b.axvline(size, color="#D55E00", ls=ls, lw=1.3, label=label)
+    b.set(xlabel=f"{metric.upper()} difference from {reference}, paired by seed (points)",
+          title=f"effect of each switch vs {reference}")  # fmt: skip
+    # one legend for both panels, under them, where it cannot hide a run or an interval
+    handles, labels = [], []
+    for ax in (a, b):
+        h, lab = ax.get_legend_handles_labels()
+        handles, labels = handles + h, labels + lab
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.55 / fig.get_figheight(), 1, 1))  # 0.55 in at the bottom for the legend
     return fig
 
 
