@@ -283,9 +283,9 @@ def collate_cached(items: list[dict]) -> dict:
 
 def default_cache_dir() -> Path:
     """``<daimlib cache>/features``: ``$DAIM_CACHE_DIR`` or ``runs/cache`` of the checkout (ignored by git)."""
-    from .data.tokenizer import default_cache_dir as base
+    from .paths import cache_root
 
-    return base() / "features"
+    return cache_root() / "features"
 
 
 def cached_pairs(model, cfg, split, tokenizer, device, amp_dtype=None, cache_dir=None,
