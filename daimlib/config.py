@@ -485,7 +485,12 @@ What it cannot tell about the paper: its numbers are not comparable with the pap
 tables (other data, other backbones, frozen encoders, smaller D and images), and whether FDM and
 MOM help here says nothing about a fine-tuned Swin-B, where FDM changes what the backbone learns.
 It shows the pipeline on real photographs and what pretrained features plus DAIM's heads reach.
-Timing: see README (measured per epoch on a Flickr8k-sized folder on 2 CPU cores)."""
+With train.feature_cache=off, also set train.frozen_train_mode=false for laptop_f8k_offline:
+EfficientNet has BatchNorm, whose running statistics a train-mode "frozen" module still updates.
+Timing (scripts/time_laptop_preset.py, laptop_f8k_offline, Flickr8k-sized stand-in folder, a
+fraction timed and scaled, 2 threads on a shared 2-core machine at load average 7): cache build
+24 min once; an epoch from the cache 66 min (951 steps of 3.8 s + 5 min validation). SCAN's
+heads, not the encoders, are what a CPU epoch costs; the 20-minute aim is not met there."""
 
 PRESET_NOTES: dict[str, tuple[str, str]] = {
     "laptop_f8k": (
