@@ -1,0 +1,82 @@
+"""daimlib.sample_photos (notebook 13): the photos that ship inside packages, our captions, and the
+zero-shot label-bridge scores, checked against naive loops and hand-worked numbers."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from daimlib import sample_photos as sp
+
+
+def test_every_photo_states_a_licence_and_two_captions():
+    assert len({p.name for p in sp.PHOTOS}) == len(sp.PHOTOS) >= 6
+    for p in sp.PHOTOS:
+        assert p.licence and p.package in {"scikit-image", "scikit-learn", "matplotlib"}
+        assert len(p.captions) == 2 and all(c == c.strip() and len(c.split()) >= 4 for c in p.captions)
+    every = [c for p in sp.PHOTOS for c in p.captions] + list(sp.DISTRACTORS)
+    assert len(set(every)) == len(every), "a caption is repeated"
+
+
+def test_caption_set_owner_index():
+    caps, owner = sp.caption_set()
+    assert len(caps) == len(owner) == 2 * len(sp.PHOTOS) + len(sp.DISTRACTORS)
+    for cap, o in zip(caps, owner):
+        if o >= 0:
+            assert cap in sp.PHOTOS[o].captions
+        else:
+            assert cap in sp.DISTRACTORS
+
+
+@pytest.mark.parametrize("photo", sp.PHOTOS, ids=lambda p: p.name)
+def test_photos_load_from_their_packages(photo):
+    pytest.importorskip({"scikit-image": "skimage", "scikit-learn": "sklearn"}.get(photo.package, "matplotlib"))
+    [(got, img)] = sp.load_photos([photo.name])
+    assert got is photo and img.mode == "RGB" and min(img.size) >= 256
+    arr = np.asarray(img)
+    assert arr.std() > 10, "a real photo is not a flat image"
+
+
+def test_unknown_photo_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown sample photo.*'rocket'"):
+        sp.load_photos(["rockett"])
+
+
+def test_imagenet_classes_are_torchvisions_list():
+    names = sp.imagenet_classes()
+    assert len(names) == 1000 and names[281] == "tabby" and names[967] == "espresso"
+
+
+def test_top_classes_against_a_sort():
+    logits = torch.tensor([[0.0, 2.0, 1.0, -1.0], [3.0, 0.0, 0.0, 0.0]])
+    got = sp.top_classes(logits, ["a", "b", "c", "d"], k=2)
+    assert [n for n, _ in got[0]] == ["b", "c"] and [n for n, _ in got[1]][0] == "a"
+    e = np.exp([0.0, 2.0, 1.0, -1.0])
+    assert got[0][0][1] == pytest.approx(e[1] / e.sum(), rel=1e-6)
+
+
+def test_mean_pool_ignores_padding():
+    hidden = torch.arange(2 * 3 * 2, dtype=torch.float32).reshape(2, 3, 2)
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    out = sp.mean_pool(hidden, mask)
+    assert torch.allclose(out[0], (hidden[0, 0] + hidden[0, 1]) / 2) and torch.allclose(out[1], hidden[1, 0])
+
+
+def test_bridge_scores_against_a_naive_loop():
+    g = torch.Generator().manual_seed(0)
+    probs = torch.rand(3, 6, generator=g).softmax(-1)
+    cls, cap = torch.randn(6, 5, generator=g), torch.randn(4, 5, generator=g)
+    got = sp.bridge_scores(probs, cls, cap, top_k=2)
+    for i, j in itertools.product(range(3), range(4)):
+        top = sorted(range(6), key=lambda c: -probs[i, c])[:2]
+        num = sum(probs[i, c] * torch.cosine_similarity(cls[c], cap[j], dim=0) for c in top)
+        assert got[i, j] == pytest.approx(float(num / sum(probs[i, c] for c in top)), abs=1e-5)
+
+
+def test_own_caption_ranks_hand_worked():
+    scores = torch.tensor([[0.9, 0.1, 0.5, 0.95], [0.2, 0.3, 0.3, 0.0]])
+    owner = [0, 0, 1, -1]
+    # photo 0: best own 0.9, beaten by the distractor 0.95 -> rank 2; photo 1: own 0.3 tied with 0.3 -> 2
+    assert sp.own_caption_ranks(scores, owner) == [2, 2]
+    assert sp.chance_top1(18) == pytest.approx(2 / 18)
