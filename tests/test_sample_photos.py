@@ -80,3 +80,33 @@ def test_own_caption_ranks_hand_worked():
     # photo 0: best own 0.9, beaten by the distractor 0.95 -> rank 2; photo 1: own 0.3 tied with 0.3 -> 2
     assert sp.own_caption_ranks(scores, owner) == [2, 2]
     assert sp.chance_top1(18) == pytest.approx(2 / 18)
+
+
+def test_daim_scores_equal_one_pair_at_a_time(tmp_path):
+    """The batched photo x caption matrix equals S(I, T) computed for each pair alone (no cross-talk
+    between images or captions of a batch, padding ignored)."""
+    from PIL import Image
+    from transformers import BertTokenizerFast
+
+    from daimlib.config import load_preset
+    from daimlib.data import build_transforms, tokenize
+    from daimlib.model import DAIM
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "red", "cat", "on", "big", "blue", "table"]
+    (tmp_path / "vocab.txt").write_text("\n".join(words) + "\n")
+    tok = BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt"))
+    cfg = load_preset("demo")
+    torch.manual_seed(0)
+    model = DAIM.from_config(cfg, pretrained=False).eval()
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, (80 + 10 * k, 90, 3), dtype=np.uint8)) for k in range(3)]
+    captions = ["a red cat", "a big blue cat on a table", "table", "a cat on a red table"]
+    got = sp.daim_scores(model, cfg, tok, images, captions)
+    assert got.shape == (3, 4)
+    transform = build_transforms(cfg.data, train=False)
+    with torch.no_grad():
+        for i, j in itertools.product(range(3), range(4)):
+            img = model.encode_image(transform(images[i]).unsqueeze(0))
+            ids, mask = tokenize(tok, [captions[j]], cfg.text.max_len)
+            txt, lens = model.encode_text(ids, mask)
+            assert got[i, j] == pytest.approx(float(model.similarity(img, txt, lens)[0, 0]), abs=1e-4)
