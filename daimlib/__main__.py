@@ -408,12 +408,18 @@ def cmd_get_data(args) -> int:
     from .data.get_data import get_data
     from .paths import display_path
 
-    res = get_data(args.name, args.out, source=args.source, revision=args.revision, progress=not args.quiet)
+    try:
+        res = get_data(args.name, args.out, source=args.source, revision=args.revision, progress=not args.quiet)
+    except KeyboardInterrupt:
+        print("interrupted: the images written so far are kept; run the same command to continue",
+              file=sys.stderr)  # fmt: skip
+        return 130
     sizes = " / ".join(f"{k} {v:,}" for k, v in res.counts.items())
+    source = res.source if res.source.startswith("hf://") else display_path(res.source)
     if res.already_complete:
         print(f"{args.name}: {display_path(res.out)} is already complete ({sizes} images); nothing to do")
     else:
-        print(f"{args.name}: {sizes} images in {display_path(res.out)} from {res.source} ({res.fmt}; "
+        print(f"{args.name}: {sizes} images in {display_path(res.out)} from {source} ({res.fmt}; "
               f"{res.written:,} written, {res.skipped:,} kept from an earlier call) in {res.seconds:.1f} s; "
               "verified: images per split, 5 captions per val/test image, every image opens")  # fmt: skip
     for note in res.notes:

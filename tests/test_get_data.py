@@ -232,6 +232,7 @@ def check_against(out: Path, name: str, recs: list[dict], named: bool = True) ->
             assert np.array_equal(np.asarray(Image.open(path).convert("RGB")), _pixels(r["seed"]))
         if name == "coco":
             assert g["filepath"] == r["year"] and g["cocoid"] == r["cocoid"]
+    assert sum(p.is_file() for p in (out / target.image_dir).rglob("*")) == len(recs)  # nothing else
     sids = [s["sentid"] for g in got for s in g["sentences"]]
     assert sids == list(range(len(sids)))
     test = load_split(out, "test")
@@ -486,12 +487,40 @@ def test_network_error_becomes_the_offline_message(tmp_path, monkeypatch):
         gd.get_data("coco", tmp_path / "out", progress=False)
 
 
+def test_a_missing_local_folder_given_as_source_is_named(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    class RepositoryNotFoundError(Exception):  # huggingface_hub's name; its constructor needs a response
+        pass
+
+    def not_found(**kwargs):
+        raise RepositoryNotFoundError("404 Client Error: Repository Not Found")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", not_found)
+    with pytest.raises(gd.GetDataError, match="(?s)no dataset 'data/f8k-src' on the Hugging Face hub.*"
+                       "--from data/f8k-src: no such folder here either"):  # fmt: skip
+        gd.get_data("flickr8k", tmp_path / "out", source="data/f8k-src", progress=False)
+
+
 def test_cli_get_data_from_a_local_folder(tmp_path, capsys):
     recs = _records(F8K)
     src = make_karpathy(tmp_path / "src", recs, "flickr8k", "dataset_flickr8k.json", "Flickr8k_Dataset", True)
+    with zipfile.ZipFile(src / "Flickr8k_Dataset.zip", "a") as zf:  # as the real download: macOS forks, and
+        for r in recs[:3]:  # images the split file does not list
+            zf.writestr(f"__MACOSX/Flickr8k_Dataset/._{r['filename']}", b"resource fork")
+        zf.writestr("Flickr8k_Dataset/unlisted_1.jpg", _encode(99))
     assert main(["get-data", "flickr8k", "--out", str(tmp_path / "out"), "--from", str(src), "-q"]) == 0
     text = capsys.readouterr().out
     assert "train 6 / val 3 / test 5 images" in text and "not Karpathy's split sizes" in text
     check_against(tmp_path / "out", "flickr8k", recs)
     assert main(["get-data", "flickr8k", "--out", str(tmp_path / "out"), "--from", str(src), "-q"]) == 0
     assert "already complete" in capsys.readouterr().out
+
+
+def test_cli_ctrl_c_exits_130_and_says_how_to_continue(tmp_path, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gd, "get_data", interrupted)
+    assert main(["get-data", "coco", "--out", str(tmp_path / "out"), "-q"]) == 130
+    assert "run the same command to continue" in capsys.readouterr().err

@@ -374,6 +374,8 @@ def verify_output(out: str | Path, name: str, expected: dict[str, int] | None = 
     if expected is not None and counts != expected:
         raise DatasetFormatError(f"verification failed: {target.json_name} lists {counts} images per split, "
                                  f"the source has {expected}; run the same command again to finish it")  # fmt: skip
+    order = ("train", "restval", "val", "test")
+    counts = dict(sorted(counts.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
     _check_captions(annotation, target.json_name)
     for split in ("train", "val", "test"):
         if split in counts:
@@ -430,14 +432,23 @@ def _resolve_source(target: Target, source: str | None, revision: str | None, ou
     if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo_id):
         raise GetDataError(f"--from {source}: no such folder here, and not a hub dataset id (owner/name)")
     rev = revision or (target.hub.revision if repo_id == target.hub.repo_id else "main")
-    return download(target, repo_id, rev, out), rev
+    try:
+        return download(target, repo_id, rev, out), rev
+    except GetDataError as e:
+        if source is None:
+            raise
+        raise type(e)(f"{e}\n(--from {source}: no such folder here either; if you meant a local folder, check "
+                      "the path)") from e.__cause__  # fmt: skip
 
 
 def _size_notes(target: Target, counts: dict[str, int]) -> list[str]:
+    def listing(sizes):
+        return ", ".join(f"{k} {v:,}" for k, v in sizes.items())
+
     if counts == target.sizes:
-        return [f"the split sizes are Karpathy's ({', '.join(f'{k} {v:,}' for k, v in counts.items())})"]
-    return [f"these are not Karpathy's split sizes for {target.name} ({target.sizes}): a subset or another "
-            "split; the paper's protocols need the full test split"]  # fmt: skip
+        return [f"the split sizes are Karpathy's ({listing(counts)})"]
+    return [f"these are not Karpathy's split sizes for {target.name} ({listing(target.sizes)}): a subset or "
+            "another split; the paper's protocols need the full test split"]  # fmt: skip
 
 
 def get_data(name: str, out: str | Path, source: str | None = None, revision: str | None = None,

@@ -191,7 +191,8 @@ class ImageIndex:
             zf = self._zips[zpath] = zipfile.ZipFile(zpath)
             for info in zf.infolist():
                 name = info.filename.rsplit("/", 1)[-1]
-                if not info.is_dir() and os.path.splitext(name)[1].lower() in IMAGE_EXTS:
+                hidden = name.startswith(".") or "__MACOSX/" in info.filename  # macOS resource forks
+                if not info.is_dir() and not hidden and os.path.splitext(name)[1].lower() in IMAGE_EXTS:
                     self._loc.setdefault(name, ("zip", zf, info))
 
     def locate(self, filename: str) -> tuple[Callable[[], bytes], int] | None:

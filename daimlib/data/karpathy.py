@@ -66,7 +66,8 @@ def read_karpathy_json(json_path: str | Path) -> dict:
         raise FileNotFoundError(
             f"Karpathy split file not found: expected {json_path.name} in {json_path.parent}. "
             f"Flickr30K needs dataset_flickr30k.json, COCO dataset_coco.json, Flickr8k dataset_flickr8k.json, "
-            f"the demo dataset_demo.json (python -m daimlib make-demo-data); {DATA_HELP}"
+            f"the demo dataset_demo.json (python -m daimlib make-demo-data); python -m daimlib get-data "
+            f"flickr8k|flickr30k|coco --out DIR writes the real ones; {DATA_HELP}"
         )
     try:
         data = json.loads(
