@@ -155,6 +155,12 @@ class TrainConfig:
     val_images: int | None = None  # validate on the first N val images (reference COCO: 1000); None = all
     skip_first_eval: bool = False  # True skips the validation after the first epoch, as the reference does
     eval_features: str = "auto"  # feature cache of validation/evaluation: "auto" (half on a GPU) | "fp32"
+    # frozen-phase feature cache (daimlib.feature_cache): "off" = the reference (frozen encoders in train mode
+    # per frozen_train_mode, random crops); "frozen" = while frozen, encoders in eval mode (no dropout/DropPath)
+    # and eval crops, their features computed once into a memory-mapped cache and the heads trained from it;
+    # "frozen_live" = the same deterministic frozen phase computed live (the cache's control)
+    feature_cache: str = "off"
+    feature_cache_dtype: str = "fp16"  # "fp16" | "fp32" (exact: the loss equals the frozen_live run's)
 
 
 @dataclass

@@ -34,6 +34,8 @@ CHOICES: dict[str, tuple] = {
     "train.amp": ("auto", "bf16", "fp16", "off"),
     "train.select_on": ("r1_sum", "rsum"),
     "train.eval_features": ("auto", "fp32"),
+    "train.feature_cache": ("off", "frozen", "frozen_live"),
+    "train.feature_cache_dtype": ("fp16", "fp32"),
 }
 
 # (lower bound, inclusive?), (upper bound, inclusive?) per numeric key; None = unbounded
@@ -230,11 +232,23 @@ def _check_levels(cfg) -> None:
         raise ConfigError(
             f"similarity.level_weights must be >= 0 and not all 0; found {cfg.similarity.level_weights}"
         )
-    n_stages = len(cfg.image.timm_kwargs.get("depths", [0] * SWIN_STAGES))
+    # Swin: four stages (or timm_kwargs' depths); other timm backbones: their feature_info, checked at build
+    swin = "swin" in cfg.image.name
+    n_stages = len(cfg.image.timm_kwargs.get("depths", [0] * SWIN_STAGES)) if swin else 10**6
     stages = cfg.image.stages
     if list(stages) != sorted(set(stages)) or not all(0 <= s < n_stages for s in stages):
         raise ConfigError(
-            f"image.stages must be increasing 0-based stage indices in 0..{n_stages - 1}; found {stages}"
+            f"image.stages must be increasing 0-based stage indices in "
+            f"{f'0..{n_stages - 1}' if swin else 'the backbone feature_info'}; found {stages}"
+        )
+
+
+def _check_cache(cfg) -> None:
+    tc = cfg.train
+    if tc.feature_cache != "off" and tc.freeze_epochs == 0:
+        raise ConfigError(
+            f"train.feature_cache is {tc.feature_cache!r} but train.freeze_epochs is 0: features are cached only "
+            "while the encoders are frozen; set train.freeze_epochs > 0 or train.feature_cache=off"
         )
 
 
@@ -337,3 +351,4 @@ def validate(cfg, flat: dict | None = None) -> None:
     _check_image(cfg)
     _check_init(cfg)
     _check_text(cfg)
+    _check_cache(cfg)

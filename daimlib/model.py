@@ -103,9 +103,16 @@ class DAIM(nn.Module, DAIMHubMixin):
         (:class:`daimlib.losses.MatchingLoss`), so the model never needs the training step.
 
         ``batch``: "images" ``[B, 3, H, W]``, "input_ids" / "attention_mask" ``[B, L]``, optional
-        "img_index" ``[B]`` (passed through for same-image masking). Returns a :class:`MatchOutput`
+        "img_index" ``[B]`` (passed through for same-image masking); or, instead of images and ids,
+        the frozen encoders' cached outputs "image_feats" / "text_feats" (a list per level,
+        :mod:`daimlib.feature_cache`), which only the projections and SCAN then see. Returns a :class:`MatchOutput`
         whose ``scores [B, B]`` (rows images, columns captions, fp32) carry the gradient.
         """
+        if "image_feats" in batch:  # frozen encoders' cached level features (daimlib.feature_cache)
+            img_levels = [proj(x) for proj, x in zip(self.img_proj, batch["image_feats"])]
+            txt_levels = [proj(x) for proj, x in zip(self.txt_proj, batch["text_feats"])]
+            lengths = batch["attention_mask"].long().sum(1)
+            return MatchOutput(scores=self.similarity(img_levels, txt_levels, lengths), img_index=batch.get("img_index"))
         images, ids, mask = batch["images"], batch["input_ids"], batch["attention_mask"]
         if images.shape[0] != ids.shape[0]:
             raise ValueError(

