@@ -26,6 +26,7 @@ examples (a CPU run of the demo, start to finish, in a few minutes):
   python -m daimlib evaluate --checkpoint runs/demo/best --data-root data/demo --protocol demo
   python -m daimlib ablate --preset demo --variants baseline daim --seeds 2 --data-root data/demo \\
       --out runs/ablation --set train.max_minutes=2
+  python -m daimlib get-data flickr8k --out data/f8k     # real data (also flickr30k, coco; --from DIR offline)
   torchrun --nproc_per_node=4 -m daimlib train --preset daim_coco --data-root data/coco --out runs/coco
 
 pretrained weights on a machine without internet: --image-weights PATH --text-weights DIR (a timm

@@ -403,6 +403,19 @@ def test_test_image_with_four_captions_fails_verification(tmp_path):
         gd.get_data("flickr8k", tmp_path / "out", source=str(src), progress=False)
 
 
+def test_a_train_image_without_captions_fails_verification(tmp_path):
+    recs = _records(F30K)
+    recs[1]["captions"] = []
+    src = make_karpathy(
+        tmp_path / "src", recs, "flickr30k", "dataset_flickr30k.json", "flickr30k-images", False
+    )
+    with pytest.raises(
+        DatasetFormatError,
+        match=f"1 images in dataset_flickr30k.json have no caption \\({recs[1]['filename']}\\)",
+    ):
+        gd.get_data("flickr30k", tmp_path / "out", source=str(src), progress=False)
+
+
 def test_missing_images_of_a_karpathy_json_are_listed(tmp_path):
     recs = _records(F30K)
     src = make_karpathy(
@@ -411,6 +424,29 @@ def test_missing_images_of_a_karpathy_json_are_listed(tmp_path):
     (src / "flickr30k-images" / recs[2]["filename"]).unlink()
     with pytest.raises(gd.GetDataError, match=rf"1 of 14 images .* missing \({recs[2]['filename']}\)"):
         gd.get_data("flickr30k", tmp_path / "out", source=str(src), progress=False)
+
+
+def test_one_file_name_in_two_splits_or_for_two_images_is_refused(tmp_path):
+    recs = _records(F30K)
+    recs[9]["filename"] = recs[0]["filename"]  # a test image named as a train image
+    with pytest.raises(
+        DatasetFormatError, match=f"image {recs[0]['filename']} is in split 'train' and again in 'test'"
+    ):
+        gd.get_data(
+            "flickr30k",
+            tmp_path / "a",
+            source=str(make_nlphuji_parquet(tmp_path / "s1", recs)),
+            progress=False,
+        )
+    recs = _records(F30K)
+    recs[1]["filename"] = recs[0]["filename"]  # two train images, one name
+    with pytest.raises(DatasetFormatError, match=f"two different images are named {recs[0]['filename']}"):
+        gd.get_data(
+            "flickr30k",
+            tmp_path / "b",
+            source=str(make_nlphuji_parquet(tmp_path / "s2", recs)),
+            progress=False,
+        )
 
 
 def test_unknown_folder_says_what_each_format_needs(tmp_path):
@@ -446,7 +482,9 @@ def test_default_source_calls_the_hub_with_the_pinned_repo_and_revision(tmp_path
     res = gd.get_data(name, tmp_path / "out", progress=False)
     assert calls == [{"repo_id": target.hub.repo_id, "repo_type": "dataset", "revision": target.hub.revision,
                       "allow_patterns": list(target.hub.allow_patterns)}]  # fmt: skip
-    assert res.source == f"hf://datasets/{target.hub.repo_id}"
+    assert res.source == f"hf://datasets/{target.hub.repo_id}@{target.hub.revision}"
+    with pytest.raises(FileExistsError, match="holds .* from hf://datasets/.*@.*, not .*@v2"):  # other files
+        gd.get_data(name, tmp_path / "out", revision="v2", progress=False)
     assert {"flickr8k": "jxie/flickr8k", "flickr30k": "nlphuji/flickr30k", "coco": "bitmind/MS-COCO"}[name] == (
         target.hub.repo_id)  # fmt: skip
     if name == "flickr30k":
@@ -468,7 +506,10 @@ def test_offline_default_fails_with_the_command_to_run(tmp_path, monkeypatch, ca
     assert (
         "outgoing traffic has been disabled" in msg
     )  # huggingface_hub's own offline refusal: no request made
-    assert "hf download nlphuji/flickr30k --repo-type dataset --revision 2b239be" in msg
+    assert (
+        "hf download nlphuji/flickr30k flickr_annotations_30k.csv flickr30k-images.zip --repo-type dataset "
+        "--revision 2b239befc81b6e3f035ce6bd52f5f4d60f5625f7 --local-dir flickr30k-src"
+    ) in msg
     assert f"python -m daimlib get-data flickr30k --out {tmp_path / 'out'} --from flickr30k-src" in msg
     assert "dataset_flickr30k.json" in msg  # the original distribution, as the other way
     assert not (tmp_path / "out").exists()
@@ -483,8 +524,24 @@ def test_network_error_becomes_the_offline_message(tmp_path, monkeypatch):
         raise ConnectionError("Failed to resolve 'huggingface.co'")
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", no_network)
-    with pytest.raises(gd.HubUnreachableError, match="(?s)Failed to resolve.*--from coco-src"):
+    with pytest.raises(gd.HubUnreachableError, match="(?s)Failed to resolve.*--from coco-src") as err:
         gd.get_data("coco", tmp_path / "out", progress=False)
+    assert 'hf download bitmind/MS-COCO --include "data/*.parquet" --repo-type dataset --revision main' in str(
+        err.value)  # fmt: skip
+
+
+def test_a_full_disk_during_download_is_not_called_offline(tmp_path, monkeypatch):
+    import errno
+
+    import huggingface_hub
+
+    def disk_full(**kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "cache"))
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", disk_full)
+    with pytest.raises(OSError) as err:
+        gd.get_data("flickr8k", tmp_path / "out", progress=False)
+    assert err.value.errno == errno.ENOSPC and not isinstance(err.value, gd.GetDataError)
 
 
 def test_a_missing_local_folder_given_as_source_is_named(tmp_path, monkeypatch):
@@ -524,3 +581,22 @@ def test_cli_ctrl_c_exits_130_and_says_how_to_continue(tmp_path, monkeypatch, ca
     monkeypatch.setattr(gd, "get_data", interrupted)
     assert main(["get-data", "coco", "--out", str(tmp_path / "out"), "-q"]) == 130
     assert "run the same command to continue" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["parquet", "karpathy"])
+def test_the_flickr8k_sized_standin_script_converts_to_karpathy_sizes(tmp_path, fmt):
+    """scripts/f8k_standin.py (the source of the speed figures in data/README.md), at a tiny image size."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "f8k_standin", Path(__file__).parents[1] / "scripts" / "f8k_standin.py"
+    )
+    standin = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(standin)
+    assert standin.main([str(tmp_path / "src"), "--format", fmt, "--size", "16x12"]) == 0
+    res = gd.get_data("flickr8k", tmp_path / "out", source=str(tmp_path / "src"), progress=False)
+    assert res.counts == gd.TARGETS["flickr8k"].sizes == {"train": 6000, "val": 1000, "test": 1000}
+    assert res.written == 8000 and res.notes[0].startswith("the split sizes are Karpathy's")
+    test = load_split(tmp_path / "out", "test")
+    assert test.n_captions == 5000 and test.captions[0].startswith("A photograph numbered 7000,")

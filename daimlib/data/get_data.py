@@ -33,6 +33,7 @@ each split.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -132,12 +133,22 @@ class GetDataResult:
 # ---------------------------------------------------------------- the hub
 
 
-def _offline_help(target: Target, repo_id: str, revision: str, patterns: Iterable[str], out: Path) -> str:
-    include = " ".join(f'"{p}"' for p in patterns)
+def _download_files(repo_id: str, target: Target) -> str:
+    """What to download, as ``hf download`` arguments every version of it reads: the default's file
+    names as positional arguments, or its one glob as ``--include``; another repo whole."""
+    if repo_id != target.hub.repo_id:
+        return ""
+    wanted = [p for p in target.hub.allow_patterns if p != "README.md"]
+    if any("*" in p for p in wanted):
+        return " " + " ".join(f'--include "{p}"' for p in wanted)
+    return " " + " ".join(wanted)
+
+
+def _offline_help(target: Target, repo_id: str, revision: str, out: Path) -> str:
     folder = f"{target.name}-src"
     return (
         f"Without a network: on a machine with one, run\n"
-        f"  hf download {repo_id} --repo-type dataset --revision {revision} --include {include} "
+        f"  hf download {repo_id}{_download_files(repo_id, target)} --repo-type dataset --revision {revision} "
         f"--local-dir {folder}\n"
         f"(older huggingface_hub: huggingface-cli download with the same arguments), copy {folder}/ here and run\n"
         f"  python -m daimlib get-data {target.name} --out {out} --from {folder}\n"
@@ -146,9 +157,7 @@ def _offline_help(target: Target, repo_id: str, revision: str, patterns: Iterabl
     )
 
 
-def _hub_error(
-    exc: Exception, target: Target, repo_id: str, revision: str, patterns, out: Path
-) -> GetDataError:
+def _hub_error(exc: Exception, target: Target, repo_id: str, revision: str, out: Path) -> GetDataError:
     names = {c.__name__ for c in type(exc).__mro__}
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if "GatedRepoError" in names:
@@ -161,7 +170,7 @@ def _hub_error(
         return GetDataError(f"{repo_id} has no revision {revision!r}: give another with --revision ({first})")
     return HubUnreachableError(
         f"cannot download {repo_id} (revision {revision}) from the Hugging Face hub: {first}\n"
-        + _offline_help(target, repo_id, revision, patterns, out)
+        + _offline_help(target, repo_id, revision, out)
     )
 
 
@@ -176,7 +185,9 @@ def download(target: Target, repo_id: str, revision: str, out: Path) -> Path:
         path = snapshot_download(repo_id=repo_id, repo_type="dataset", revision=revision,
                                  allow_patterns=list(patterns))  # fmt: skip
     except Exception as e:  # noqa: BLE001 - every failure becomes a message that says what to do
-        raise _hub_error(e, target, repo_id, revision, patterns, out) from e
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+            raise  # the local disk, not the network: the command line names the folder
+        raise _hub_error(e, target, repo_id, revision, out) from e
     return Path(path)
 
 
@@ -276,13 +287,14 @@ def _annotation(target: Target, records: Iterable[dict]) -> dict:
         if rec.get("cocoid") is not None:
             out["cocoid"] = rec["cocoid"]
         images.append(out)
-    return {"images": images, "dataset": "flickr8k" if target.name == "flickr8k" else target.name}
+    return {"images": images, "dataset": target.name}
 
 
 def _convert(target: Target, source: Source, out: Path, progress: bool):
     """Write every image of the source (skipping finished ones); return the records and the counts."""
     image_root = out / target.image_dir
     records: dict = {}
+    taken: set[Path] = set()
     written = skipped = 0
     bar = tqdm(total=count_items(source), unit="item", desc=f"{target.name}: images",
                disable=not progress, dynamic_ncols=True)  # fmt: skip
@@ -292,6 +304,10 @@ def _convert(target: Target, source: Source, out: Path, progress: bool):
         if not new:
             continue
         path = image_root / _safe_relpath(target, rec, item.where)
+        if path in taken:
+            raise DatasetFormatError(f"{item.where}: a second image would be written to {path.relative_to(out)}; "
+                                     "image file names must be unique in the dataset")  # fmt: skip
+        taken.add(path)
         if _is_done(path, item.size):
             skipped += 1
             continue
@@ -325,6 +341,12 @@ def _image_problem(path: Path) -> str | None:
 
 
 def _check_captions(annotation: dict, json_name: str) -> None:
+    bare = [r["filename"] for r in annotation["images"] if not r["sentences"]]
+    if bare:
+        raise DatasetFormatError(
+            f"verification failed: {len(bare)} images in {json_name} have no caption ({', '.join(bare[:5])}"
+            f"{' ...' if len(bare) > 5 else ''}); the source lacks their captions: check it"
+        )
     short = [(r["split"], r["filename"], len(r["sentences"])) for r in annotation["images"]
              if r["split"] in ("val", "test") and len(r["sentences"]) < 5]  # fmt: skip
     if short:
@@ -414,11 +436,14 @@ def _check_out(out: Path, name: str, source: str) -> dict | None:
     return marker
 
 
-def _source_label(target: Target, source: str | None) -> str:
-    """What the marker records as the source: the folder's absolute path or ``hf://datasets/ID``."""
+def _source_label(target: Target, source: str | None, revision: str | None) -> str:
+    """What the marker records as the source: the folder's absolute path or ``hf://datasets/ID@REVISION``
+    (another revision is another source: its files may differ in content, not in size)."""
     if source is not None and Path(source).expanduser().exists():
         return str(Path(source).expanduser().resolve())
-    return f"hf://datasets/{source or target.hub.repo_id}"
+    repo_id = source or target.hub.repo_id
+    rev = revision or (target.hub.revision if repo_id == target.hub.repo_id else "main")
+    return f"hf://datasets/{repo_id}@{rev}"
 
 
 def _resolve_source(target: Target, source: str | None, revision: str | None, out: Path) -> tuple[Path, str]:
@@ -461,7 +486,7 @@ def get_data(name: str, out: str | Path, source: str | None = None, revision: st
     if name not in TARGETS:
         raise GetDataError(f"unknown dataset {name!r}; get-data knows {', '.join(TARGETS)}")
     target, out, t0 = TARGETS[name], Path(out), time.perf_counter()
-    label = _source_label(target, source)
+    label = _source_label(target, source, revision)
     marker = _check_out(out, name, label)
     if marker and marker.get("complete"):
         counts = verify_output(out, name, expected=marker["images"], open_images=False)
