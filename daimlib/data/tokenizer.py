@@ -65,12 +65,9 @@ BERT_BASE_VOCAB = 30522
 def default_cache_dir() -> Path:
     """Where built tokenizers are cached: ``$DAIM_CACHE_DIR``, else ``runs/cache`` of the checkout the
     package runs from (beside the runs, ignored by git), else ``~/.cache/daimlib``."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    checkout = Path(__file__).resolve().parents[2]
-    if (checkout / "pyproject.toml").is_file() and (checkout / "daimlib").is_dir():
-        return checkout / "runs" / "cache"
-    return Path.home() / ".cache" / "daimlib"
+    from daimlib.paths import cache_root  # the one rule (converted weights and frozen features use it too)
+
+    return cache_root()
 
 
 def _inside(path: Path, folder: Path) -> bool:
