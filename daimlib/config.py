@@ -488,9 +488,9 @@ It shows the pipeline on real photographs and what pretrained features plus DAIM
 With train.feature_cache=off, also set train.frozen_train_mode=false for laptop_f8k_offline:
 EfficientNet has BatchNorm, whose running statistics a train-mode "frozen" module still updates.
 Timing (scripts/time_laptop_preset.py, laptop_f8k_offline, Flickr8k-sized stand-in folder, a
-fraction timed and scaled, 2 threads on a shared 2-core machine at load average 7): cache build
-24 min once; an epoch from the cache 66 min (951 steps of 3.8 s + 5 min validation). SCAN's
-heads, not the encoders, are what a CPU epoch costs; the 20-minute aim is not met there."""
+fraction timed and scaled, 2 threads on a shared 2-core machine): cache build 24-30 min, once;
+an epoch from the cache 10.7 min at load average 3-5 (951 steps of 0.56 s + 1.8 min validation),
+66 min at load 7. SCAN's heads, not the encoders, are what a CPU epoch from the cache costs."""
 
 PRESET_NOTES: dict[str, tuple[str, str]] = {
     "laptop_f8k": (

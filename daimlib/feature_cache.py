@@ -259,6 +259,17 @@ class CachedPairs(Dataset):
     def __len__(self) -> int:
         return len(self.mask)
 
+    def __getstate__(self) -> dict:  # DataLoader workers under "spawn": send file names, not the arrays
+        d = dict(self.__dict__)
+        d["img"], d["txt"] = [a.filename for a in self.img], [a.filename for a in self.txt]
+        d["offsets"] = self.offsets.filename
+        return d
+
+    def __setstate__(self, d: dict) -> None:
+        d["img"], d["txt"] = [[np.load(f, mmap_mode="r") for f in d[k]] for k in ("img", "txt")]
+        d["offsets"] = np.load(d["offsets"], mmap_mode="r")
+        self.__dict__.update(d)
+
     def __getitem__(self, j: int) -> dict:
         i = int(self.img_of_caption[j])
         a, b = int(self.offsets[j]), int(self.offsets[j + 1])

@@ -117,6 +117,13 @@ def test_cached_features_equal_the_eval_mode_encoders(demo_root, tmp_path):
     for got, want in zip(batch["text_feats"], txt):
         torch.testing.assert_close(got, want * mask, rtol=1e-5, atol=1e-5)  # zeros past each caption
     assert batch["attention_mask"].sum(1).tolist() == lens.tolist()
+    import pickle
+
+    blob = pickle.dumps(pairs)  # what a spawned DataLoader worker receives: file names, not the features
+    assert len(blob) < sum(a.nbytes for a in [*pairs.img, *pairs.txt]) / 4  # (the token masks are in it)
+    again = pickle.loads(blob)
+    for a, b in zip(fc.collate_cached([again[j] for j in (0, 7, 13)])["image_feats"], batch["image_feats"]):
+        assert torch.equal(a, b)
 
 
 def _built_stream(demo_root, tmp_path, stream="image"):
