@@ -13,7 +13,7 @@ import pytest
 pytestmark = pytest.mark.docs  # notebook sources, not behaviour: make test runs it, make test-fast skips it
 
 REPO = Path(__file__).resolve().parents[1]
-NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))  # 11 and 12 included
+NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))  # 11-13 included
 KEY = "daimkit_course"
 CHECKERS = ("check_scan_t2i", "check_contranorm", "check_gaussian_boundary", "check_recall_at_k", "check_answer")
 IMPLEMENT = {"02": "check_scan_t2i", "03": "check_contranorm", "04": "check_gaussian_boundary", "06": "check_recall_at_k"}
@@ -31,8 +31,8 @@ def _role(cell):
     return cell.get("metadata", {}).get(KEY)
 
 
-def test_all_thirteen_notebooks_are_there():
-    assert [p.name[:2] for p in NOTEBOOKS] == [f"{k:02d}" for k in range(13)]
+def test_all_fourteen_notebooks_are_there():
+    assert [p.name[:2] for p in NOTEBOOKS] == [f"{k:02d}" for k in range(14)]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name[:2])

@@ -526,6 +526,10 @@ QUESTIONS: dict[str, Question] = {
     "12.scores_per_image": Question(
         "12", "The search encodes 100 test images with 5 captions each. How many scores does one image → captions "
         "query compute?", "ints", "85f1ac1ed3ec9e454851", "the image is scored against every encoded caption"),
+    "13.pairs_f8k": Question(
+        "13", "Evaluating on Flickr8k's test split (1,000 images, 5 captions each): how many image-caption pairs "
+        "does SCAN score at each level?", "ints", "1c919403aa60a76a216c",
+        "every test image against every test caption, not only its own five"),
 }  # fmt: skip
 
 

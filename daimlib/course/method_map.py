@@ -392,12 +392,15 @@ METHOD_TABLE: tuple[tuple[str, str, str, str, str], ...] = (
     ("12", "interactive search", "the trained model used as a search engine: SCAN attention of each word",
      "fine-grained word-region alignment (title: 'image-text matching'; SCAN cross-attention)",
      "daimlib.course.widgets: caption -> images with word attention, image -> captions"),
+    ("13", "real photos and real data", "the figure's two encoders replaced by real pretrained ones, frozen",
+     "the reference freezes both backbones for its first epochs (spec 1.5)",
+     "get-data, the wheel encoders (daimlib.pretrained), the frozen-feature cache, the laptop preset"),
 )  # fmt: skip
 METHOD_COLUMNS = ("notebook", "title", "part of the figure", "claim of the paper", "what the code does")
 
 
 def method_table() -> pd.DataFrame:
-    """:data:`METHOD_TABLE` as a DataFrame indexed by notebook number ("00" ... "12")."""
+    """:data:`METHOD_TABLE` as a DataFrame indexed by notebook number ("00" ... "13")."""
     return pd.DataFrame(list(METHOD_TABLE), columns=list(METHOD_COLUMNS)).set_index("notebook")
 
 
