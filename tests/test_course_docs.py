@@ -90,3 +90,31 @@ def test_session_plan_estimate_against_a_hand_count(tmp_path):
     assert s["words"] == words and s["exercises"] == 2
     assert s["minutes"] == pytest.approx(words / 200 + 20)
     assert s["cpu"] == "about 7 s (measured)"
+
+
+def test_results_page_quotes_the_shipped_models_metrics_and_curves():
+    """docs/results.md's table of the three shipped arms and its curve are models/*/ (metrics.json, history)."""
+    import csv
+
+    text = (REPO / "docs" / "results.md").read_text()
+    arms = ("demo_hat", "demo_baseline", "demo")
+    m = {a: json.loads((REPO / "models" / a / "metrics.json").read_text())["test"] for a in arms}
+    for arm in arms:
+        row = re.search(
+            rf"^\| `{arm}` \| [it]2[it] \| (?:yes|no) \| (?:yes|no) \| ([\d.]+) / ([\d.]+) \| ([\d.]+) \|$",
+            text,
+            re.M,
+        )
+        assert row, arm
+        assert [float(x) for x in row.groups()] == [round(m[arm][k], 1) for k in ("i2t_r1", "t2i_r1", "rsum")]
+    gaps = (
+        m["demo_baseline"]["rsum"] - m["demo_hat"]["rsum"],
+        m["demo"]["rsum"] - m["demo_baseline"]["rsum"],
+    )
+    assert f"+{gaps[0]:.1f} RSUM" in text and f"(FDM +\nMOM): {gaps[1]:.1f}".replace("-", "−") in text
+    curves = {a: list(csv.DictReader((REPO / "models" / a / "history_epochs.csv").open())) for a in arms}
+    first_rate = float(curves["demo"][0]["elapsed_min"])  # minutes per epoch at the first epoch's rate
+    for e, rec in enumerate(curves["demo"]):
+        vals = " | ".join(f"{float(curves[a][e]['rsum']):.1f}" for a in ("demo", "demo_baseline", "demo_hat"))
+        row = f"| {e} | {rec['step']} | {(e + 1) * first_rate:.1f} | {vals} |"
+        assert row in text, row
