@@ -118,3 +118,92 @@ def test_results_page_quotes_the_shipped_models_metrics_and_curves():
         vals = " | ".join(f"{float(curves[a][e]['rsum']):.1f}" for a in ("demo", "demo_baseline", "demo_hat"))
         row = f"| {e} | {rec['step']} | {(e + 1) * first_rate:.1f} | {vals} |"
         assert row in text, row
+
+
+# --- every command the README and the docs pages give exists, with the flags they give it -------------
+
+EXTERNAL_FLAGS = {  # flags of other tools the pages show: torchrun, pip, conda, jupyter, ipykernel
+    "--nnodes", "--nproc_per_node", "--rdzv_backend", "--rdzv_endpoint", "--rdzv_id", "--index-url",
+    "--allow-root", "--sys-prefix", "--user", "--name", "--display-name", "--depth", "--dry-run",
+}  # fmt: skip
+
+
+def _parsers():
+    import argparse
+
+    from daimlib.__main__ import build_parser as kit_parser
+    from experiments.__main__ import build_parser as experiments_parser
+
+    found = {}
+    for module, build in (("daimlib", kit_parser), ("experiments", experiments_parser)):
+        sub = next(a for a in build()._actions if isinstance(a, argparse._SubParsersAction))
+        found.update({(module, name): p for name, p in sub.choices.items()})
+    return found
+
+
+def _commands(text: str) -> list[str]:
+    """Command lines of fenced bash blocks (continuations joined, comments cut) and inline `...` code."""
+    lines = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split("  #", 1)[0].strip()
+            if line and not line.startswith("#"):
+                lines.append(line)
+    lines += re.findall(r"`([^`\n]+)`", re.sub(r"```.*?```", "", text, flags=re.S))
+    return lines
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(REPO).as_posix())
+def test_every_kit_command_and_flag_on_the_page_exists(page):
+    from daimlib.config import PRESETS
+
+    parsers = _parsers()
+    checked = 0
+    for line in _commands(page.read_text()):
+        m = re.search(r"-m (daimlib|experiments) ([a-z][a-z0-9-]+)", line)
+        if not m:
+            continue
+        assert (m.group(1), m.group(2)) in parsers, f"{page.name}: no command `{m.group(2)}` ({line})"
+        options = parsers[(m.group(1), m.group(2))]._option_string_actions
+        for flag in re.findall(r"(?<![\w-])(--?[a-z][a-z0-9_-]*)", line[m.end() :]):
+            assert flag in options, f"{page.name}: `{m.group(2)}` has no {flag} ({line})"
+        for name in re.findall(r"--preset ([\w]+)", line):
+            assert name in PRESETS, f"{page.name}: no preset {name} ({line})"
+        for value in re.findall(r"--protocol (\w+)", line):
+            assert value in options["--protocol"].choices, f"{page.name}: no protocol {value}"
+        checked += 1
+    if page.name in ("reproduce.md",):
+        assert checked >= 20, checked
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(REPO).as_posix())
+def test_every_script_the_page_runs_exists_with_its_flags(page):
+    for line in _commands(page.read_text()):
+        for script, args in re.findall(r"python3? ((?:scripts|benchmarks)/\w+\.py)([^`|]*)", line):
+            path = REPO / script
+            assert path.is_file(), f"{page.name}: {script} does not exist"
+            source = path.read_text()
+            for flag in re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", args):
+                assert f'"{flag}"' in source, f"{page.name}: {script} has no {flag}"
+        for extra in re.findall(r'-e "\.\[([\w,-]+)\]"', line):
+            import tomllib
+
+            extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+            assert set(extra.split(",")) <= set(extras), f"{page.name}: no extra {extra}"
+
+
+def test_every_long_flag_in_the_researchers_page_is_a_real_option():
+    """A looser net over inline code too: each --flag on docs/reproduce.md is an option of a kit command,
+    of a script or benchmark, or of the other tools the page shows."""
+    known = set(EXTERNAL_FLAGS)
+    from daimlib.__main__ import build_parser
+
+    known |= set(build_parser()._option_string_actions)  # --version, --help
+    for p in _parsers().values():
+        known |= set(p._option_string_actions)
+    for path in [*(REPO / "scripts").glob("*.py"), *(REPO / "benchmarks").glob("*.py")]:
+        known |= set(re.findall(r'"(--[a-z][a-z0-9-]*)"', path.read_text()))
+    text = (REPO / "docs" / "reproduce.md").read_text()
+    code = " ".join(_commands(text))
+    unknown = sorted(set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9_-]*)", code)) - known)
+    assert not unknown, unknown
