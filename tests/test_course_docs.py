@@ -186,8 +186,10 @@ def test_every_script_the_page_runs_exists_with_its_flags(page):
             for flag in re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", args):
                 assert f'"{flag}"' in source, f"{page.name}: {script} has no {flag}"
         for extra in re.findall(r'-e "\.\[([\w,-]+)\]"', line):
-            import tomllib
-
+            try:
+                import tomllib
+            except ImportError:  # Python 3.10
+                tomllib = pytest.importorskip("tomli")
             extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
             assert set(extra.split(",")) <= set(extras), f"{page.name}: no extra {extra}"
 
