@@ -61,6 +61,16 @@ def rewrite_links(page: str, names: dict[str, str]) -> str:
     return re.sub(r'(href=)"([^"#]+?)(#[^"]*)?"', repl, page)
 
 
+def with_nav(page: str, prev: tuple[str, str] | None = None, nxt: tuple[str, str] | None = None) -> str:
+    """A bar at the top of the page: the index, and the previous and next notebooks (href, title)."""
+    parts = ['<a href="index.html">DAIM Kit: the course book</a>']
+    for label, link in (("previous", prev), ("next", nxt)):
+        if link:
+            parts.append(f'{label}: <a href="{link[0]}">{html.escape(link[1])}</a>')
+    bar = f'<nav class="daim-book-nav" style="padding:0.5em 1em;border-bottom:1px solid #ccc">{" · ".join(parts)}</nav>'
+    return re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + bar, page, count=1)
+
+
 def render_markdown_page(md: Path, exporter: HTMLExporter) -> str:
     """A markdown file rendered by the same exporter, as a notebook of one markdown cell."""
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(md.read_text())])
@@ -98,22 +108,23 @@ def build(out: Path, notebooks: list[Path]) -> list[Path]:
     exporter.log.setLevel(logging.ERROR)  # not one warning per figure without alt text
     names = {nb.name: nb.with_suffix(".html").name for nb in notebooks}
     names.update({f"../{src}": page for src, page, _ in PAGES})
-    written, entries = [], []
-    for path in notebooks:
-        nb = nbformat.read(path, as_version=4)
-        title = title_of(nb, path.stem)
-        nb.metadata["title"] = title
+    written = []
+    books = [nbformat.read(path, as_version=4) for path in notebooks]
+    entries = [(names[path.name], title_of(nb, path.stem)) for path, nb in zip(notebooks, books)]
+    for k, (path, nb) in enumerate(zip(notebooks, books)):
+        nb.metadata["title"] = entries[k][1]
         body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"path": str(path.parent)}})
+        prev, nxt = entries[k - 1] if k else None, entries[k + 1] if k + 1 < len(entries) else None
         page = out / names[path.name]
-        page.write_text(rewrite_links(body, names), encoding="utf-8")
+        page.write_text(with_nav(rewrite_links(body, names), prev, nxt), encoding="utf-8")
         written.append(page)
-        entries.append((page.name, title))
     pages = []
     for src, name, title in PAGES:
         if (REPO / src).is_file():
             body = render_markdown_page(REPO / src, exporter)
             (out / name).write_text(
-                rewrite_links(body, {**names, **{Path(s).name: p for s, p, _ in PAGES}}), encoding="utf-8"
+                with_nav(rewrite_links(body, {**names, **{Path(s).name: p for s, p, _ in PAGES}})),
+                encoding="utf-8",
             )
             written.append(out / name)
             pages.append((name, title))
