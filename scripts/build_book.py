@@ -3,7 +3,8 @@
 Each ``notebooks/NN_*.ipynb`` is rendered with nbconvert's HTML exporter from its committed outputs
 (nothing is executed), images embedded, so every page stands alone; the session plan and the glossary
 (``docs/*.md``) become pages too, and an ``index.html`` lists them all. Links between notebooks and to
-those two pages are rewritten to the rendered pages. Everything works offline: no theme, font or
+those two pages are rewritten to the rendered pages, and a figure a notebook links to (the method map)
+is copied along; a bar on each page links the index and the neighbouring notebooks. Everything works offline: no theme, font or
 script is downloaded at build time (a page may still ask a CDN for MathJax when it is opened).
 
 This is not Jupyter Book: Jupyter Book 2 (MyST) downloads its HTML theme from api.mystmd.org when it
@@ -108,6 +109,13 @@ def build(out: Path, notebooks: list[Path]) -> list[Path]:
     exporter.log.setLevel(logging.ERROR)  # not one warning per figure without alt text
     names = {nb.name: nb.with_suffix(".html").name for nb in notebooks}
     names.update({f"../{src}": page for src, page, _ in PAGES})
+    (out / "figures").mkdir(exist_ok=True)  # figures the notebooks link to (the method map), copied
+    for figure in sorted(
+        {m for nb in notebooks for m in re.findall(r"\(\.\./(figures/[\w.-]+\.png)\)", nb.read_text())}
+    ):
+        if (REPO / figure).is_file():
+            (out / figure).write_bytes((REPO / figure).read_bytes())
+            names[f"../{figure}"] = figure
     written = []
     books = [nbformat.read(path, as_version=4) for path in notebooks]
     entries = [(names[path.name], title_of(nb, path.stem)) for path, nb in zip(notebooks, books)]

@@ -303,6 +303,8 @@ def test_the_book_index_lists_every_notebook_and_opens_a_page_with_its_figures(b
     # links between notebooks lead to rendered pages, never to .ipynb files
     hrefs = page.locator("a[href]").evaluate_all("els => els.map(e => e.getAttribute('href'))")
     assert not [h for h in hrefs if re.match(r"^\d\d_\w+\.ipynb", h)], hrefs
+    method_map = [h for h in hrefs if h.endswith("method_map.png")]  # linked from the header, copied along
+    assert method_map == ["figures/method_map.png"] and (out / method_map[0]).is_file()
     nav = page.locator("nav.daim-book-nav")
     assert nav.locator('a[href="index.html"]').count() == 1 and titles[k + 1] in nav.inner_text()
     nxt = next(h for h in hrefs if h.startswith("03_") and h.endswith(".html"))
