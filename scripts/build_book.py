@@ -3,9 +3,10 @@
 Each ``notebooks/NN_*.ipynb`` is rendered with nbconvert's HTML exporter from its committed outputs
 (nothing is executed), images embedded, so every page stands alone; the session plan and the glossary
 (``docs/*.md``) become pages too, and an ``index.html`` lists them all. Links between notebooks and to
-those two pages are rewritten to the rendered pages, and a figure a notebook links to (the method map)
-is copied along; a bar on each page links the index and the neighbouring notebooks. Everything works offline: no theme, font or
-script is downloaded at build time (a page may still ask a CDN for MathJax when it is opened).
+those two pages are rewritten to the rendered pages, and a figure a notebook links to (the method
+map) is copied along; a bar on each page links the index and the neighbouring notebooks. Everything
+works offline: nothing is downloaded at build time (a page asks a CDN for MathJax when it is opened,
+so offline its formulas show as TeX).
 
 This is not Jupyter Book: Jupyter Book 2 (MyST) downloads its HTML theme from api.mystmd.org when it
 builds, which CI cannot reach.
