@@ -72,7 +72,9 @@ def with_badge(markdown: str, filename: str, owner: str = OWNER) -> str:
         return BADGE.sub(line.replace("\\", "\\\\"), markdown, count=1)
     lines = markdown.split("\n")
     title = next((i for i, s in enumerate(lines) if s.startswith("# ")), -1)
-    return "\n".join(lines[: title + 1] + ["", line] + lines[title + 1 :])
+    rest = lines[title + 1 :]
+    gap = [""] if rest and rest[0].strip() else []  # the badge stays a paragraph of its own
+    return "\n".join(lines[: title + 1] + ["", line] + gap + rest)
 
 
 def _is_install_cell(cell: dict) -> bool:
