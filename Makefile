@@ -1,11 +1,11 @@
 # DAIM Kit. `make demo` = set up + run the notebook sequence on the demo data into ignored folders;
-# `make test` = set up + unit tests + the notebooks under nbval + the smoke run on F30K-layout data; `make test-fast` = the fast tests only.
+# `make test` = set up + unit tests + the notebooks under nbval + the smoke run on F30K-layout data + the book; `make test-fast` = the fast tests only.
 PY := .venv/bin/python
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 # where `make demo` writes (ignored by git): executed notebooks, figures and runs (DAIM_OUTPUT_DIR)
 DEMO_OUT := runs/executed
 
-.PHONY: setup demo notebooks refresh-notebooks editions test test-fast unit nbval smoke lint bench clean-runs
+.PHONY: setup demo notebooks refresh-notebooks editions book test test-fast unit nbval smoke lint bench clean-runs
 
 setup:
 	bash scripts/setup.sh
@@ -29,7 +29,11 @@ refresh-notebooks: setup
 editions:
 	$(PY) scripts/editions.py --out runs/editions
 
-test: setup unit nbval smoke
+# the course book: the committed notebooks (never executed here) as a static HTML site in runs/book/
+book:
+	$(PY) scripts/build_book.py --out runs/book
+
+test: setup unit nbval smoke book
 
 unit:
 	$(PY) -m pytest -q tests

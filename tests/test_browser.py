@@ -1,6 +1,7 @@
 """JupyterLab in a real browser (issue 11 items 1 and 2): start JupyterLab on localhost, drive Debian's
 headless Chromium with Playwright, run notebook 00's first cells and see their output, then run
-notebook 12 and type a caption into the search app and see its results change.
+notebook 12 and type a caption into the search app and see its results change; then open the course
+book (`make book`, built here into a temporary folder) offline: its index and a notebook page.
 
 Nothing downloads a browser: Playwright drives /usr/bin/chromium (``apt-get install chromium``).
 Without it the test skips, except under CI (``CI=true``), where a missing browser is a failure.
@@ -90,7 +91,11 @@ def _first_cells_of_00(tmp: Path) -> None:
     """Notebook 00 cut after its first cells (run in the browser with Run All, which selects no
     cell by position and so cannot run more than these)."""
     nb = json.loads((REPO / "notebooks" / "00_setup_and_data.ipynb").read_text())
-    code = [i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code"]
+    code = [  # the Colab install cell (scripts/colab.py) does nothing here and is not counted
+        i
+        for i, c in enumerate(nb["cells"])
+        if c["cell_type"] == "code" and c["metadata"].get("daimkit_course") != "colab"
+    ]
     nb["cells"] = nb["cells"][: code[N_FIRST - 1] + 1]  # up to its N_FIRST-th code cell, whatever the prose
     for cell in nb["cells"]:
         if cell["cell_type"] == "code":
@@ -153,16 +158,23 @@ def lab(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def page(playwright_api, lab):
+def chromium(playwright_api):
+    """One headless Chromium for the module (Playwright's sync API allows one instance per thread)."""
     SHOTS.mkdir(parents=True, exist_ok=True)
     with playwright_api() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
         try:
-            pg = browser.new_page(viewport={"width": 1400, "height": 1100})
-            pg.set_default_timeout(120_000)
-            yield pg
+            yield browser
         finally:
             browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(chromium, lab):
+    pg = chromium.new_page(viewport={"width": 1400, "height": 1100})
+    pg.set_default_timeout(120_000)
+    yield pg
+    pg.close()
 
 
 PANEL = ".jp-NotebookPanel:not(.lm-mod-hidden)"
@@ -236,3 +248,71 @@ def test_notebook_12_search_answers_a_typed_caption(page, lab):
     assert after != first
     assert after.count("score") == 3  # top k = 3 results listed
     assert "random weights" in page.locator(PANEL).inner_text()
+
+
+# --- the course book (`make book`): its index and a notebook page, offline --------------------------
+
+
+def _load_build_book():
+    import importlib.util  # noqa: PLC0415
+
+    spec = importlib.util.spec_from_file_location("build_book", REPO / "scripts" / "build_book.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def book(tmp_path_factory):
+    """The book built from the committed notebooks into a temporary folder (what `make book` runs)."""
+    build_book = _load_build_book()
+    out = tmp_path_factory.mktemp("book")
+    notebooks = build_book.notebook_files()
+    build_book.build(out, notebooks)
+    return out, build_book, notebooks
+
+
+@pytest.fixture(scope="module")
+def offline_page(chromium):
+    pg = chromium.new_page(viewport={"width": 1400, "height": 1100})
+    pg.set_default_timeout(60_000)
+    pg.route(re.compile(r"^https?://"), lambda route: route.abort())  # the book must work offline
+    yield pg
+    pg.close()
+
+
+def test_the_book_index_lists_every_notebook_and_opens_a_page_with_its_figures(book, offline_page):
+    out, build_book, notebooks = book
+    page = offline_page
+    page.goto((out / "index.html").as_uri())
+    titles = [build_book.title_of(nbformat_read(nb), nb.stem) for nb in notebooks]
+    links = page.locator("ol a")
+    assert links.count() == len(notebooks) >= 14
+    assert [links.nth(i).inner_text() for i in range(links.count())] == titles
+    # a notebook page, reached by clicking its entry: its title, its prose, a figure that rendered
+    k = next(i for i, nb in enumerate(notebooks) if nb.name.startswith("02_"))
+    links.nth(k).click()
+    page.wait_for_url(f"**/{notebooks[k].stem}.html")
+    assert page.locator("h1").first.inner_text().strip().rstrip("¶").strip() == titles[k]
+    figures = page.locator(".jp-OutputArea-output img")
+    assert figures.count() >= 1, "no figure in the rendered notebook"
+    sizes = figures.first.evaluate("img => [img.complete, img.naturalWidth, img.naturalHeight]")
+    assert sizes[0] and sizes[1] > 100 and sizes[2] > 100, sizes
+    assert page.locator(".jp-CodeCell").count() >= 5
+    page.screenshot(path=str(SHOTS / "book_02.png"))
+    # links between notebooks lead to rendered pages, never to .ipynb files
+    hrefs = page.locator("a[href]").evaluate_all("els => els.map(e => e.getAttribute('href'))")
+    assert not [h for h in hrefs if re.match(r"^\d\d_\w+\.ipynb", h)], hrefs
+    method_map = [h for h in hrefs if h.endswith("method_map.png")]  # linked from the header, copied along
+    assert method_map == ["figures/method_map.png"] and (out / method_map[0]).is_file()
+    nav = page.locator("nav.daim-book-nav")
+    assert nav.locator('a[href="index.html"]').count() == 1 and titles[k + 1] in nav.inner_text()
+    nxt = next(h for h in hrefs if h.startswith("03_") and h.endswith(".html"))
+    page.goto((out / nxt).as_uri())
+    assert page.locator("h1").first.inner_text().strip().rstrip("¶").strip() == titles[k + 1]
+
+
+def nbformat_read(path: Path):
+    import nbformat  # noqa: PLC0415
+
+    return nbformat.read(path, as_version=4)

@@ -1,4 +1,4 @@
-"""The switches for the defaults that differ from the reference (README, "Defaults that differ"):
+"""The switches for the defaults that differ from the reference (docs/reproduce.md, "Defaults that differ from the reference"):
 validation on the first N images (the reference's COCO dev 1K), skipping the first epoch's
 validation (as the reference does), and the feature precision of validation."""
 

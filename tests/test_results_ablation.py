@@ -59,7 +59,7 @@ def test_design_ten_variants_five_paired_seeds_300_steps(runs):
 
 
 def test_readme_table_is_the_committed_runs(runs):
-    readme = (REPO / "README.md").read_text()
+    readme = (REPO / "docs" / "results.md").read_text()
     pairs = runs.pivot(index="seed", columns="variant", values="rsum")
     for v in VARIANTS:
         m, lo, hi = _interval(pairs[v])
@@ -119,7 +119,7 @@ def test_the_i2t_seeds_the_readme_quotes(runs):
     hat = runs[runs["variant"] == "hat"].set_index("seed")["rsum"]
     started, stuck = hat[hat > 100], hat[hat <= 100]
     assert list(started.index) == [0, 2] and list(stuck.index) == [1, 3, 4]
-    text = " ".join((REPO / "README.md").read_text().split())
+    text = " ".join((REPO / "docs" / "results.md").read_text().split())
     assert f"seeds 0 and 2 (test RSUM {started[0]:.1f}, {started[2]:.1f})" in text
     assert f"on seeds 1, 3 and 4 ({stuck[1]:.1f}, {stuck[3]:.1f}, {stuck[4]:.1f};" in text
     base = runs[runs["variant"] == "baseline"].set_index("seed")["rsum"]
