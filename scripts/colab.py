@@ -27,7 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 OWNER = "REPLACE-WITH-GITHUB-OWNER"  # the kit's GitHub owner, a placeholder until it is published
 NAME, BRANCH = "daim-kit", "main"
 KEY, ROLE = "daimkit_course", "colab"
-EXTRAS = {"13": "notebook,pretrained-test"}  # pip extras per notebook number; default: notebook
+EXTRAS = {"13": "colab,pretrained-test"}  # pip extras per notebook number; default: colab (not notebook:
+# Colab ships Jupyter itself, and upgrading ipykernel or IPython inside its kernel can break it)
 BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
 BADGE = re.compile(r"^\[!\[Open In Colab\]\([^)]*\)\]\([^)]*\)[ \t]*$", re.M)
 NOTEBOOK_NAME = re.compile(r"^\d\d_[A-Za-z0-9_]+\.ipynb$")
@@ -39,7 +40,7 @@ def badge_line(filename: str, owner: str = OWNER) -> str:
 
 
 def install_source(number: str, owner: str = OWNER) -> str:
-    extras = EXTRAS.get(number, "notebook")
+    extras = EXTRAS.get(number, "colab")
     return f"""# Colab only: clone the kit and install it with pip (nothing happens, and nothing is printed, elsewhere).
 # Written by scripts/colab.py.
 import sys

@@ -98,7 +98,7 @@ def test_the_install_cell_is_a_silent_no_op_outside_colab(copies, name, monkeypa
     assert out.getvalue() == ""
 
 
-@pytest.mark.parametrize("number, extras", [("00", "notebook"), ("13", "notebook,pretrained-test")])
+@pytest.mark.parametrize("number, extras", [("00", "colab"), ("13", "colab,pretrained-test")])
 def test_in_colab_it_clones_once_and_installs_the_kit(monkeypatch, number, extras):
     calls, dirs, path = [], [], []
     monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
