@@ -474,7 +474,7 @@ class SearchApp:
         """What the app shows, as plain output (nbval, a script): both directions for one query."""
         query, image = query or self.query, self.image if image is None else int(image)
         idx = self.index()
-        print(f"model: {idx.label} | {idx.n_images} images, {len(idx.captions)} captions encoded")
+        print(f"model: {idx.label} | the first {idx.n_images} test images and their captions encoded")
         print(f"\ncaption -> images: {query!r}")
         print(text_to_image(idx, query, k=self.k).round(3).to_string())
         display(plot_text_query(idx, query, k=self.k, level=level))
