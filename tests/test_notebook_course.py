@@ -47,7 +47,24 @@ def test_header_right_after_the_title(path):
         assert part in text, part
     assert "TIME_TBD" not in text, "fill the measured time: course_insert.py --times times.json"
     for link in re.findall(r"\]\(([0-9]{2}_[^)]+\.ipynb)\)", text):
+        if link == CAPSTONE and path.name.startswith("13_"):
+            continue  # 13's "next": the capstone notebook, added beside the sequence by its own change
         assert (path.parent / link).exists(), link
+
+
+# these keep their solutions in a last "Solutions" section, before the references
+SOLUTIONS_AT_END = {f"{k:02d}" for k in range(7, 14)}
+CAPSTONE = "14_capstone.ipynb"
+
+
+@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if p.name[:2] in SOLUTIONS_AT_END], ids=lambda p: p.name[:2])  # fmt: skip
+def test_previous_and_next_are_the_neighbours(path):
+    text = _src(next(c for c in _cells(path) if _role(c) == "header"))
+    num = int(path.name[:2])
+    prev = re.search(r"\| previous \| \[[^]]*\]\(([0-9]{2})_[^)]+\.ipynb\)", text)
+    nxt = re.search(r"\| next \| \[[^]]*\]\(([0-9]{2})_[^)]+\.ipynb\)", text)
+    assert prev and int(prev.group(1)) == num - 1, "previous must link the notebook before"
+    assert nxt and int(nxt.group(1)) == num + 1, "next must link the notebook after (13: the capstone)"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name[:2])
@@ -62,9 +79,20 @@ def test_a_self_checked_exercise_with_a_folded_solution(path):
     cells = _cells(path)
     checks = [i for i, c in enumerate(cells) if c["cell_type"] == "code" and any(f"{k}(" in _src(c) for k in CHECKERS)]
     assert checks, "no exercise checked by daimlib.course.exercises"
-    after = cells[checks[0] + 1]
-    assert after["cell_type"] == "markdown" and "<details>" in _src(after), "solution not folded below the check"
     num = path.name[:2]
+    if num in SOLUTIONS_AT_END:  # one folded "Solutions" section at the end, before the references
+        sols = [i for i, c in enumerate(cells) if _role(c) == "check-solution"]
+        first = sols[0] if sols else None
+        assert first is not None and _src(cells[first]).startswith("## Solutions"), "no Solutions section"
+        assert "<details>" in _src(cells[first]) and first > max(checks)
+        last = cells[first:-1]
+        assert all(_role(c) == "check-solution" for c in last), "only solutions between it and the references"
+        assert all(_role(c) != "check-solution" for c in cells[:first]), "a solution left beside its question"
+        folded = [c for c in cells[:first] if "<summary>Solution" in _src(c)]
+        assert not folded, "a folded solution left in the text"
+    else:
+        after = cells[checks[0] + 1]
+        assert after["cell_type"] == "markdown" and "<details>" in _src(after), "solution not folded below the check"
     if num in IMPLEMENT:
         assert any(IMPLEMENT[num] + "(my_" in _src(cells[i]) for i in checks), f"{num}: implement-it exercise"
 

@@ -99,6 +99,31 @@ def test_the_figures_have_one_row_per_result(index):
     assert len(fig.axes[1].patches) >= 5  # the seaborn bars
 
 
+def test_attention_panels_share_one_colour_scale(index):
+    fig = W.plot_text_query(index, "a big red circle", k=3)
+    heats = [im for a in fig.axes for im in a.get_images() if im.get_cmap().name == "inferno"]
+    assert len(heats) >= 6  # 3 images x at least 2 words
+    largest = max(float(np.max(im.get_array())) for im in heats)
+    (clim,) = {im.get_clim() for im in heats}  # one scale ...
+    assert clim == (0.0, pytest.approx(largest))  # ... from 0 to the largest weight shown
+    assert sum(a.get_label() == "<colorbar>" for a in fig.axes) == 1
+
+
+def test_image_query_zooms_the_score_axis_and_wraps_captions_at_words(index):
+    table = W.image_to_text(index, 2, k=5)
+    fig = W.plot_image_query(index, 2, k=5, wrap=20)
+    ax = fig.axes[1]
+    lo, hi = ax.get_xlim()
+    assert lo > 0 or table["score"].min() <= 0  # not from zero when all scores are positive
+    assert lo < table["score"].min() and hi > table["score"].max()
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    for rank, (label, caption) in enumerate(zip(labels, table["caption"]), start=1):
+        assert label.replace("\n", " ") == f"#{rank} {caption}"  # whole caption, broken only at spaces
+        assert all(len(line) <= 20 or " " not in line for line in label.split("\n"))
+    texts = [t.get_text().strip() for t in ax.texts]
+    assert texts == [f"{v:.4f}" for v in table["score"]]  # every score printed on its bar
+
+
 def _fake_run(run, cfg, data_root=None):
     model = DAIM.from_config(cfg)
     save_checkpoint(run / "best", model, cfg, meta={"step": 12})
@@ -129,6 +154,9 @@ def test_available_models_lists_finished_runs_and_skips_others(tmp_path, demo):
         json.dumps({"format": "daimlib-run", "data": {"sha256": digest}})
     )
     _fake_run(runs / "executed" / "x", cfg)  # run outputs of `make demo`, not a model
+    collapsed = runs / "05_collapse_warmup0"  # notebook 05's collapse demo: never validated, only last/
+    save_checkpoint(collapsed / "last", DAIM.from_config(cfg), cfg, meta={"step": 40})
+    cfg.to_json(collapsed / "config.json")
     (runs / "unfinished").mkdir()
     (runs / "unfinished" / "config.json").write_text("{}")
     assert [c.checkpoint.parent.name for c in W.available_models(runs, root)] == ["cli_same_data", "demo"]
@@ -137,6 +165,60 @@ def test_available_models_lists_finished_runs_and_skips_others(tmp_path, demo):
     assert all(c.trained and "12 steps" in c.label for c in choices)
     model, got_cfg = W.load_choice(choices[2])
     assert not model.training and got_cfg.name == "demo"
+
+
+def _fake_shipped(models, arm, cfg, sha):
+    save_checkpoint(models / arm / "best", DAIM.from_config(cfg), cfg, meta={"step": 3})
+    cfg.to_json(models / arm / "best" / "config.json")
+    (models / arm / "metrics.json").write_text(json.dumps({"arm": arm, "steps": 3, "data": {"sha256": sha}}))
+
+
+def test_available_models_offers_the_shipped_models_first(tmp_path, demo):
+    root, _ = demo
+    cfg = load_preset("demo")
+    digest = hashlib.sha256((root / "dataset_demo.json").read_bytes()).hexdigest()
+    models = tmp_path / "models"
+    for arm in ("demo_hat", "demo", "demo_baseline"):
+        _fake_shipped(models, arm, cfg, digest)
+    _fake_shipped(models, "other_data", cfg, "2" * 64)  # trained on other data: not offered
+    (models / "README.md").write_text("not a model")
+    _fake_run(tmp_path / "runs" / "mine", cfg, data_root=root)
+    choices = W.available_models(tmp_path / "runs", root, models_root=models)
+    assert [c.checkpoint.parent.name for c in choices] == ["demo", "demo_baseline", "demo_hat", "mine"]
+    assert all(c.trained for c in choices) and "shipped" in choices[0].label
+    assert "shipped" not in choices[-1].label
+    # shipped models alone are enough: no random-weight fallback
+    only = W.available_models(tmp_path / "no-runs", root, models_root=models)
+    assert len(only) == 3 and all(c.trained for c in only)
+
+
+def test_the_repositorys_shipped_models_are_offered_on_the_demo_data():
+    from daimlib.course import demo_models
+
+    data_root = demo_models.repo_root() / "data" / "demo"
+    if not (data_root / "dataset_demo.json").is_file() or not demo_models.is_shipped("demo"):
+        pytest.skip("needs data/demo and the shipped models/")
+    choices = W.available_models(data_root / "no-runs-here", data_root)
+    shipped = [c for c in choices if "shipped" in c.label]
+    assert [c.checkpoint.parent.name for c in shipped] == ["demo", "demo_baseline", "demo_hat"]
+    assert all(c.checkpoint.parent.parent.name == "models" for c in shipped)
+
+
+def test_compare_puts_two_models_side_by_side(demo, tmp_path):
+    root, split = demo
+    cfg = load_preset("demo")
+    _fake_run(tmp_path / "runs" / "a", cfg, data_root=root)
+    random_choice = W.available_models(tmp_path / "none", root)[0]
+    trained = W.available_models(tmp_path / "runs", root)[0]
+    a = W.build_index(trained, split, root, n_images=N_IMAGES)
+    b = W.build_index(random_choice, split, root, n_images=N_IMAGES)
+    table = W.compare_text_to_image([a, b], "a small blue square", k=3)
+    for idx, name in zip((a, b), table.columns.get_level_values(0).unique()):
+        expected = W.text_to_image(idx, "a small blue square", k=3)
+        assert list(table[name]["image"]) == list(expected["image"])
+    fig = W.plot_compare_query([a, b], "a small blue square")
+    heats = [im for ax in fig.axes for im in ax.get_images() if im.get_cmap().name == "inferno"]
+    assert len({im.get_clim() for im in heats}) == 1
 
 
 def test_no_run_means_one_labelled_random_model_that_is_always_the_same(tmp_path, demo):

@@ -1,19 +1,20 @@
 """Interactive search for the classroom (notebook 12): type a caption, see the top images with each
 word's SCAN attention drawn on them; pick an image, see its top captions; switch between the
-trained models under ``runs/``.
+shipped trained models under ``models/`` and the finished runs under ``runs/``.
 
 The pieces work without a widget front end (nbval, a plain kernel, a script)::
 
-    choices = available_models("runs", data_root, preset="demo")   # finished runs, else random weights
+    choices = available_models("runs", data_root)   # shipped models, then runs; else random weights
     index = build_index(choices[0], split, data_root, n_images=100)  # encode a subset once
     text_to_image(index, "a big red circle", k=5)                     # table of the top images
     fig = plot_text_query(index, "a big red circle", k=3)             # + each word's attention (spec 2.1)
     image_to_text(index, 0, k=5); plot_image_query(index, 0)          # the other direction
-    SearchApp(choices, split, data_root).show()                       # the ipywidgets app
+    app = SearchApp(choices, split, data_root); app.compare("a big red circle")  # two models side by side
+    app.show()                                                        # the ipywidgets app
 
 Scores are the model's own ``DAIM.similarity`` (SCAN over the levels, spec section 2.2, the
 configured direction); the attention drawn is SCAN's text-to-image weights α (spec 2.1) of one
-level, for the image and caption tokens as the model encodes them.
+level, for the image and caption tokens as the model encodes them (``evaluate.encode_split``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +36,7 @@ import torch.nn.functional as F
 from daimlib import runs
 from daimlib.checkpoint import load_model, scoring_tokenizer
 from daimlib.config import DAIMConfig, load_preset
-from daimlib.course import viz
+from daimlib.course import demo_models, viz
 from daimlib.course.nb import rel, search_images
 from daimlib.data import first_images, load_image, tokenize
 from daimlib.evaluate import encode_split
@@ -58,7 +60,8 @@ _SPECIAL_TOKENS = {"[CLS]", "[SEP]", "[PAD]", "<s>", "</s>", "<pad>"}
 
 @dataclass(frozen=True)
 class ModelChoice:
-    """One model the app can switch to: a finished run's checkpoint folder, or random weights."""
+    """One model the app can switch to: a shipped model (``models/<arm>/best``), a finished run's
+    ``best/`` checkpoint, or random weights (``checkpoint`` None)."""
 
     label: str
     checkpoint: Path | None  # None: random initial weights of ``preset``
@@ -70,9 +73,12 @@ class ModelChoice:
 
 
 def _checkpoint_of(run: Path) -> Path | None:
-    for name in ("best", "last"):
-        if (run / name / "meta.json").is_file() and (run / name / "model.safetensors").is_file():
-            return run / name
+    """A run's ``best/`` checkpoint: the one selected on the validation split. A run with only
+    ``last/`` was never validated (notebook 05's deliberately collapsed runs are such runs) and is
+    not offered."""
+    best = run / "best"
+    if (best / "meta.json").is_file() and (best / "model.safetensors").is_file():
+        return best
     return None
 
 
@@ -86,25 +92,59 @@ def _recorded_data_sha(run: Path) -> str | None:
     return sha
 
 
-def _data_matches(run: Path, data_root: Path) -> bool:
-    """False only when the run records the sha256 of its data and ``data_root``'s differs (or
-    ``data_root`` holds no dataset the run's config can read)."""
-    sha = _recorded_data_sha(run)
+def _same_data(sha: str | None, config_json: Path, data_root: Path) -> bool:
+    """False only when ``sha`` (the recorded sha256 of a model's data) is given and ``data_root``'s
+    differs (or ``data_root`` holds no dataset the model's config can read)."""
     if sha is None:
         return True
     try:
-        current = runs.data_identity(data_root, DAIMConfig.from_json(run / "config.json"))
+        current = runs.data_identity(data_root, DAIMConfig.from_json(config_json))
     except (OSError, ValueError):
         return False
     return current["sha256"] == sha
 
 
+def _data_matches(run: Path, data_root: Path) -> bool:
+    return _same_data(_recorded_data_sha(run), run / "config.json", data_root)
+
+
+def shipped_models(
+    data_root: str | os.PathLike, models_root: str | os.PathLike | None = None
+) -> list[ModelChoice]:
+    """The trained models shipped in ``models/`` (``demo_models.models_dir()``) whose recorded data
+    (``metrics.json``) is ``data_root``'s: DAIM first, then its baselines (``demo_models.ARMS``
+    order), then any other exported folder by name."""
+    root = Path(models_root) if models_root is not None else demo_models.models_dir()
+    if not root.is_dir():
+        return []
+    order = {arm: k for k, arm in enumerate(demo_models.ARMS)}
+    folders = sorted(
+        (p for p in root.iterdir() if p.is_dir()), key=lambda p: (order.get(p.name, len(order)), p.name)
+    )
+    found = []
+    for d in folders:
+        best, metrics = d / "best", d / demo_models.METRICS_JSON
+        if not (
+            (best / "model.safetensors").is_file() and (best / "config.json").is_file() and metrics.is_file()
+        ):
+            continue
+        rec = json.loads(metrics.read_text())
+        if not _same_data((rec.get("data") or {}).get("sha256"), best / "config.json", Path(data_root)):
+            continue
+        what = rec.get("description") or demo_models.ARMS.get(d.name, d.name)
+        steps = f", {rec['steps']} steps" if rec.get("steps") is not None else ""
+        found.append(ModelChoice(f"{rel(d)} (shipped{steps}): {what}", best, d.name))
+    return found
+
+
 def available_models(runs_root: str | os.PathLike, data_root: str | os.PathLike, preset: str = "demo",
-                     max_depth: int = 1) -> list[ModelChoice]:  # fmt: skip
-    """The finished runs under ``runs_root`` (folders with ``config.json`` and a ``best/`` or
-    ``last/`` checkpoint, up to ``max_depth`` levels down: 1 = ``runs/<name>`` as notebook 05 and
-    the CLI write them, 3 also finds ablation runs) trained on ``data_root``'s data, sorted
-    by path; when there is none, one clearly labelled random-weight model of ``preset``."""
+                     max_depth: int = 1, models_root: str | os.PathLike | None = None) -> list[ModelChoice]:  # fmt: skip
+    """The models the search offers, trained on ``data_root``'s data: first the shipped ones
+    (:func:`shipped_models`), then the finished runs under ``runs_root`` (folders with
+    ``config.json`` and a validated ``best/`` checkpoint, up to ``max_depth`` levels down: 1 =
+    ``runs/<name>`` as notebook 05 and the CLI write them, 3 also finds ablation runs), sorted by
+    path. A run with only ``last/`` is never offered (notebook 05's collapse runs). When nothing
+    trained exists: one clearly labelled random-weight model of ``preset``."""
     runs_root, data_root = Path(runs_root), Path(data_root)
     found: list[ModelChoice] = []
     if runs_root.is_dir():
@@ -127,9 +167,10 @@ def available_models(runs_root: str | os.PathLike, data_root: str | os.PathLike,
                     for p in folder.iterdir()
                     if p.is_dir() and p.name not in _SKIP_DIRS and not p.name.startswith(".")
                 )
-    if not found:
+    trained = shipped_models(data_root, models_root) + sorted(found, key=lambda c: c.label)
+    if not trained:
         return [ModelChoice(RANDOM_LABEL.format(preset=preset), None, preset)]
-    return sorted(found, key=lambda c: c.label)
+    return trained
 
 
 def load_choice(choice: ModelChoice, device: str = "cpu") -> tuple[DAIM, DAIMConfig]:
@@ -179,7 +220,9 @@ def build_index(choice: ModelChoice, split, data_root: str | os.PathLike, n_imag
     if n_images < 1:
         raise ValueError(f"n_images must be at least 1, got {n_images}")
     model, cfg = load_choice(choice, device=device)
-    tokenizer = scoring_tokenizer(choice.checkpoint, cfg, data_root)  # the checkpoint's vocabulary, not the data's
+    tokenizer = scoring_tokenizer(
+        choice.checkpoint, cfg, data_root
+    )  # the checkpoint's vocabulary, not the data's
     subset = first_images(split, int(n_images))
     # the library's one encoding loop (evaluation transform, each image and caption once), in float32
     feats = encode_split(model, subset, tokenizer, cfg.data, max_len=cfg.text.max_len, device=device,
@@ -273,45 +316,114 @@ def word_attention(index: SearchIndex, query: str, image: int, level: int = 0):
     return [tokens[j] for j in keep], attn[keep].cpu().numpy(), _grid(attn.shape[1])
 
 
+def _attention_panel(ax, img, att, grid, vmax: float, word: str):
+    """One word's attention drawn on the image with a fixed colour scale 0..``vmax``."""
+    ax.imshow(img)
+    heat = viz.attention_to_pixels(att, grid, np.asarray(img).shape[:2])
+    shown = ax.imshow(heat, cmap="inferno", alpha=0.55, vmin=0.0, vmax=vmax)
+    ax.set_title(word, fontsize=8)
+    ax.axis("off")
+    return shown
+
+
+def _attention_rows(fig, axes, rows) -> None:
+    """Draw ``rows`` = [(index, image, words, attn, grid, row_title)] into ``axes`` (one row each):
+    the image, then one panel per word, all on ONE colour scale (0 to the largest weight shown),
+    with one colour bar for the whole figure."""
+    vmax = max(max(float(att.max()) for _, _, _, att, _, _ in rows), 1e-12)
+    shown = None
+    for row_axes, (index, image, words, attn, grid, row_title) in zip(axes, rows):
+        img = index.images[int(image)]
+        for a in row_axes:
+            a.axis("off")
+        row_axes[0].imshow(img)
+        row_axes[0].set_title(row_title, fontsize=8)
+        for a, w, att in zip(row_axes[1:], words, attn):
+            shown = _attention_panel(a, img, att, grid, vmax, w)
+    if shown is not None:
+        bar = fig.colorbar(shown, ax=list(np.ravel(axes)), fraction=0.025, pad=0.02)
+        bar.set_label("attention weight (one scale for all panels)", fontsize=7)
+        bar.ax.tick_params(labelsize=6)
+
+
 def plot_text_query(index: SearchIndex, query: str, k: int = 3, level: int = 0, max_words: int = 8):
-    """One row per top image: the image with its rank and score, then each word's attention on it
-    (``viz.plot_attention_on_image``, one panel per word)."""
+    """One row per top image: the image with its rank and score, then each word's attention on it,
+    all panels on one colour scale."""
     table = text_to_image(index, query, k=k)
     rows = []
     for _, r in table.iterrows():
         words, attn, grid = word_attention(index, query, int(r["image"]), level)
-        rows.append((r, words[:max_words], attn[:max_words], grid))
-    ncols = 1 + max(len(w) for _, w, _, _ in rows)
-    fig, axes = plt.subplots(len(rows), ncols, figsize=(1.6 * ncols, 1.8 * len(rows)), squeeze=False)
-    for row_axes, (r, words, attn, grid) in zip(axes, rows):
-        img = index.images[int(r["image"])]
-        row_axes[0].imshow(img)
-        row_axes[0].set_title(f"#{r.name} image {int(r['image'])}\nscore {r['score']:.3f}", fontsize=8)
-        for a in row_axes:
-            a.axis("off")
-        for a, w, att in zip(row_axes[1:], words, attn):
-            viz.plot_attention_on_image(img, att, grid, words=[w], ax=a)
+        title = f"#{r.name} image {int(r['image'])}\nscore {r['score']:.3f}"
+        rows.append((index, int(r["image"]), words[:max_words], attn[:max_words], grid, title))
+    ncols = 1 + max(len(w) for _, _, w, _, _, _ in rows)
+    fig, axes = plt.subplots(
+        len(rows), ncols, figsize=(1.6 * ncols + 0.8, 1.8 * len(rows) + 0.5), squeeze=False
+    )
+    _attention_rows(fig, axes, rows)
     kind = "trained" if index.trained else "RANDOM WEIGHTS"
-    fig.suptitle(f"{query!r}: word attention at level {level}\nmodel: {index.label} [{kind}]", fontsize=9)
-    fig.tight_layout()
+    fig.suptitle(
+        f"{query!r}: word attention at level {level}\nmodel: {_short(index.label)} [{kind}]", fontsize=9
+    )
     return fig
 
 
-def plot_image_query(index: SearchIndex, image: int, k: int = 5):
+def _short(label: str, width: int = 70) -> str:
+    return textwrap.shorten(label, width=width, placeholder=" ...")
+
+
+def compare_text_to_image(indexes: list[SearchIndex], query: str, k: int = 3) -> pd.DataFrame:
+    """The same typed caption on several models: each model's top ``k`` images and scores, side by
+    side (columns: model name -> image, score; rows: rank)."""
+    parts = {}
+    for index in indexes:
+        t = text_to_image(index, query, k=k)[["image", "score"]]
+        parts[_short(index.label.split(" (")[0], 30)] = t
+    return pd.concat(parts, axis=1)
+
+
+def plot_compare_query(indexes: list[SearchIndex], query: str, level: int = 0, max_words: int = 8):
+    """The same query on several models: one row per model with its top image and each word's
+    attention on it, every panel on ONE colour scale, so the models' maps can be compared."""
+    rows = []
+    for index in indexes:
+        top = text_to_image(index, query, k=1).iloc[0]
+        words, attn, grid = word_attention(index, query, int(top["image"]), level)
+        title = (
+            f"{_short(index.label.split(' (')[0], 24)}\ntop: image {int(top['image'])}, {top['score']:.3f}"
+        )
+        rows.append((index, int(top["image"]), words[:max_words], attn[:max_words], grid, title))
+    ncols = 1 + max(len(w) for _, _, w, _, _, _ in rows)
+    fig, axes = plt.subplots(
+        len(rows), ncols, figsize=(1.6 * ncols + 0.8, 1.9 * len(rows) + 0.5), squeeze=False
+    )
+    _attention_rows(fig, axes, rows)
+    fig.suptitle(f"{query!r}: each model's top image and word attention at level {level}", fontsize=9)
+    return fig
+
+
+def plot_image_query(index: SearchIndex, image: int, k: int = 5, wrap: int = 40):
     """The image beside a bar chart (seaborn) of its ``k`` best captions' scores, its own captions
-    in another colour."""
+    in another colour. The score axis is zoomed to the scores' range (they often differ only in the
+    third decimal), each bar is labelled with its score, and captions wrap at word boundaries."""
     table = image_to_text(index, image, k=k).reset_index()
     table["whose"] = np.where(table["own"], "its own caption", "another image's")
-    table["label"] = [f"#{r} {c[:48]}" for r, c in zip(table["rank"], table["caption"])]
-    fig, (ax_img, ax_bar) = plt.subplots(1, 2, figsize=(9, 0.45 * len(table) + 1.6), width_ratios=(1, 3.2))
+    table["label"] = [textwrap.fill(f"#{r} {c}", wrap) for r, c in zip(table["rank"], table["caption"])]
+    lines = sum(lab.count("\n") + 1 for lab in table["label"])
+    fig, (ax_img, ax_bar) = plt.subplots(1, 2, figsize=(10, 0.3 * lines + 1.8), width_ratios=(1, 3.2))
     ax_img.imshow(index.images[int(image)])
     ax_img.set_title(f"image {int(image)}", fontsize=9)
     ax_img.axis("off")
     sns.barplot(data=table, x="score", y="label", hue="whose", dodge=False, ax=ax_bar,
                 palette={"its own caption": "tab:green", "another image's": "tab:gray"})  # fmt: skip
-    ax_bar.set(ylabel="", xlabel="score S(image, caption)")
+    lo, hi = float(table["score"].min()), float(table["score"].max())
+    pad = max(hi - lo, 1e-3) * 0.35
+    ax_bar.set_xlim(lo - pad, hi + pad)
+    for y, v in enumerate(table["score"]):
+        ax_bar.text(v, y, f" {v:.4f}", va="center", fontsize=7)
+    ax_bar.set(ylabel="", xlabel="score S(image, caption); axis zoomed to the scores' range, not from 0")
+    ax_bar.tick_params(axis="y", labelsize=7)
     ax_bar.legend(fontsize=7, loc="lower right")
-    fig.suptitle(f"model: {index.label}", fontsize=9)
+    fig.suptitle(f"model: {_short(index.label)}", fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -362,7 +474,7 @@ class SearchApp:
         """What the app shows, as plain output (nbval, a script): both directions for one query."""
         query, image = query or self.query, self.image if image is None else int(image)
         idx = self.index()
-        print(f"model: {idx.label} | {idx.n_images} images, {len(idx.captions)} captions encoded")
+        print(f"model: {idx.label} | the first {idx.n_images} test images and their captions encoded")
         print(f"\ncaption -> images: {query!r}")
         print(text_to_image(idx, query, k=self.k).round(3).to_string())
         display(plot_text_query(idx, query, k=self.k, level=level))
@@ -370,6 +482,22 @@ class SearchApp:
         print(image_to_text(idx, image, k=5).round(3).to_string())
         display(plot_image_query(idx, image, k=5))
         plt.close("all")
+
+    def compare(
+        self, query: str | None = None, labels: list[str] | None = None, level: int = 0, k: int | None = None
+    ):
+        """The same query on several models (default: the first two choices, e.g. shipped DAIM and
+        its t2i baseline): their top images side by side, and each one's top image with its word
+        attention, all on one colour scale. Returns the table."""
+        query = query or self.query
+        labels = labels or list(self.choices)[:2]
+        indexes = [self.index(label) for label in labels]
+        table = compare_text_to_image(indexes, query, k=k or self.k)
+        print(f"caption -> images on {len(indexes)} models: {query!r}")
+        print(table.round(3).to_string())
+        display(plot_compare_query(indexes, query, level=level))
+        plt.close("all")
+        return table
 
     def show(self):
         """Build and display the widgets (needs ipywidgets); the top-level box is ``self.box``."""
