@@ -42,12 +42,33 @@ from .config import DAIMConfig
 from .model import DAIM
 
 __all__ = [
-    "CONFIG", "FORMAT", "FORMAT_VERSION", "LEGACY_MARGIN_KEY", "LOSS_PREFIX", "META", "TOKENIZER",
-    "TRAIN_STATE", "WEIGHTS", "CheckpointError", "clean_stale_temporaries", "display_path",
-    "has_tokenizer", "load_checkpoint", "load_checkpoint_into", "load_checkpoint_tokenizer",
-    "load_config", "load_loss", "load_model", "load_state_into", "load_train_state",
-    "model_config_diff", "read_meta", "save_checkpoint", "scoring_tokenizer", "split_loss_state",
-]  # fmt: skip
+    "CONFIG",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "LEGACY_MARGIN_KEY",
+    "LOSS_PREFIX",
+    "META",
+    "TOKENIZER",
+    "TRAIN_STATE",
+    "WEIGHTS",
+    "CheckpointError",
+    "clean_stale_temporaries",
+    "display_path",
+    "has_tokenizer",
+    "load_checkpoint",
+    "load_checkpoint_into",
+    "load_checkpoint_tokenizer",
+    "load_config",
+    "load_loss",
+    "load_model",
+    "load_state_into",
+    "load_train_state",
+    "model_config_diff",
+    "read_meta",
+    "save_checkpoint",
+    "scoring_tokenizer",
+    "split_loss_state",
+]
 
 
 @contextlib.contextmanager
@@ -105,9 +126,15 @@ def load_checkpoint(
     if model is None:
         model = _build_offline(load_config(directory, verify=verify), directory)
     return load_checkpoint_into(
-        model, directory, device=device, strict=strict, expect_cfg=expect_cfg, verify=verify,
-        read_train_state=read_train_state, loss=loss,
-    )  # fmt: skip
+        model,
+        directory,
+        device=device,
+        strict=strict,
+        expect_cfg=expect_cfg,
+        verify=verify,
+        read_train_state=read_train_state,
+        loss=loss,
+    )
 
 
 def scoring_tokenizer(directory: str | os.PathLike | None, cfg: DAIMConfig, data_root=None):

@@ -289,7 +289,9 @@ def _install(tmp_dir: Path, directory: Path) -> Path | None:
 
 
 def link_checkpoint(
-    source: str | os.PathLike, directory: str | os.PathLike, meta: dict | None = None,
+    source: str | os.PathLike,
+    directory: str | os.PathLike,
+    meta: dict | None = None,
     drop: tuple[str, ...] = (TRAIN_STATE,),
 ) -> Path:
     """``directory`` as a copy of the checkpoint folder ``source`` without the files ``drop``, written
@@ -318,7 +320,9 @@ def link_checkpoint(
                 os.link(source / rel, dst)
             except OSError:  # no hard links here (some network or FAT filesystems)
                 shutil.copy2(source / rel, dst)
-        _atomic_write(tmp_dir / META, lambda p: Path(p).write_text(json.dumps(info, indent=2, default=str) + "\n"))
+        _atomic_write(
+            tmp_dir / META, lambda p: Path(p).write_text(json.dumps(info, indent=2, default=str) + "\n")
+        )
         _normal_permissions(tmp_dir)
         old_dir = _install(tmp_dir, directory)
     except BaseException:
@@ -383,7 +387,7 @@ def read_meta(directory: str | os.PathLike) -> dict:
     )
     if bad:
         raise CheckpointError(
-            f"{display_path(path)}: its \"files\" entry must map each file name to {{\"bytes\", \"sha256\"}} (found "
+            f'{display_path(path)}: its "files" entry must map each file name to {{"bytes", "sha256"}} (found '
             f"{type(files).__name__}); without it nothing in the folder can be checked. The file was edited or "
             "damaged: copy the checkpoint again."
         )
@@ -433,10 +437,12 @@ def check_listing(directory: Path, meta: dict) -> None:
             "incomplete: copy it again, or use the run's other checkpoint (last/best)."
         )
     extra = sorted(
-        f.relative_to(directory).as_posix() for f in directory.rglob("*")
-        if f.is_file() and f.suffix.lower() in WEIGHT_SUFFIXES
+        f.relative_to(directory).as_posix()
+        for f in directory.rglob("*")
+        if f.is_file()
+        and f.suffix.lower() in WEIGHT_SUFFIXES
         and f.relative_to(directory).as_posix() not in meta["files"]
-    )  # fmt: skip
+    )
     if extra:
         raise CheckpointError(
             f"{display_path(directory)} holds weight files that meta.json does not list: {', '.join(extra)}; "
@@ -516,7 +522,9 @@ def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], stri
 def _refuse_non_finite(model: torch.nn.Module, where: str) -> None:
     """A weight that holds NaN/Inf makes every score NaN: name the tensors instead of failing in the ranks.
     (Training never saves such weights: its guard stops before the update; so the file was damaged.)"""
-    bad = [n for n, p in model.named_parameters() if p.is_floating_point() and not bool(torch.isfinite(p).all())]
+    bad = [
+        n for n, p in model.named_parameters() if p.is_floating_point() and not bool(torch.isfinite(p).all())
+    ]
     if bad:
         raise CheckpointError(
             f"{where} holds non-finite weights (NaN/Inf) in {len(bad)} tensor(s): {_format_keys(bad, 5)}; every "

@@ -70,13 +70,21 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
 def _looks_local(name: str) -> bool:
     """A path rather than a hub repo id (``owner/name``)."""
-    return name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep in name.replace("/", "") or (
-        os.altsep is not None and os.altsep in name
-    )  # fmt: skip
+    return (
+        name.startswith((".", "/", "~"))
+        or name.count("/") > 1
+        or os.sep in name.replace("/", "")
+        or (os.altsep is not None and os.altsep in name)
+    )
 
 
-DATASETS = {"demo": "daimlib-demo (generated shapes and captions)", "f30k": "flickr30k", "f8k": "flickr8k",
-            "coco": "mscoco", "coco_ids": "mscoco"}  # fmt: skip
+DATASETS = {
+    "demo": "daimlib-demo (generated shapes and captions)",
+    "f30k": "flickr30k",
+    "f8k": "flickr8k",
+    "coco": "mscoco",
+    "coco_ids": "mscoco",
+}
 CITATION = """@article{wang_daim,
   title  = {High Feature Distinguishability for Adaptive Image-text Matching with Dual-stream Transformers},
   author = {Wang, Y. and Huang, W. and Xie, Y. and Chen, S. and Peng, W. and Tang, M. and Fang, M. and Zhang, W.}
@@ -94,9 +102,17 @@ def _eval_results(cfg, meta: dict):
     for key, kind in _SPLITS.items():
         split = cfg.data.val_split if kind == "validation" else cfg.data.test_split
         for name, value in (meta.get(key) or {}).items():
-            out.append(EvalResult(task_type="image-text-retrieval", dataset_type=dataset, dataset_name=dataset,
-                                  dataset_split=split, metric_type=name, metric_value=float(value),
-                                  metric_name=f"{name} ({kind} split)"))  # fmt: skip
+            out.append(
+                EvalResult(
+                    task_type="image-text-retrieval",
+                    dataset_type=dataset,
+                    dataset_name=dataset,
+                    dataset_split=split,
+                    metric_type=name,
+                    metric_value=float(value),
+                    metric_name=f"{name} ({kind} split)",
+                )
+            )
     return out
 
 
@@ -106,9 +122,15 @@ def _metric_rows(cfg, meta: dict) -> list[str]:
         split = cfg.data.val_split if kind == "validation" else cfg.data.test_split
         rows += [f"| {k} | {float(v):.2f} | {kind} (`{split}`) |" for k, v in (meta.get(key) or {}).items()]
     if not rows:
-        return ["No metrics were recorded with this checkpoint; evaluate it with `python -m daimlib evaluate`."]
-    note = ("" if meta.get("test_metrics") else "\n\nThe validation metrics are those the checkpoint was selected "
-            "on; no test-split metrics were recorded with it (`python -m daimlib evaluate --split test`).")
+        return [
+            "No metrics were recorded with this checkpoint; evaluate it with `python -m daimlib evaluate`."
+        ]
+    note = (
+        ""
+        if meta.get("test_metrics")
+        else "\n\nThe validation metrics are those the checkpoint was selected "
+        "on; no test-split metrics were recorded with it (`python -m daimlib evaluate --split test`)."
+    )
     return ["| metric | value | split |", "|---|---|---|", *rows, note]
 
 
@@ -129,7 +151,7 @@ with torch.no_grad():
     img = model.encode_image(images)  # one [2, tokens, D] tensor per level
     txt, lengths = model.encode_text(input_ids, attention_mask)
     scores = model.similarity(img, txt, lengths)  # [2 images, 3 captions]
-print(tuple(scores.shape))"""  # fmt: skip
+print(tuple(scores.shape))"""
 
 
 def _provenance(meta: dict) -> list[str]:
@@ -137,8 +159,11 @@ def _provenance(meta: dict) -> list[str]:
     if not prov:
         return [f"Saved by daimlib {meta.get('daimlib', '?')} (torch {meta.get('torch', '?')})."]
     lines = [f"- {k}: `{v}`" for k, v in prov.items() if not isinstance(v, dict)]
-    return lines + [f"- {k}: " + ", ".join(f"{a}=`{b}`" for a, b in v.items()) for k, v in prov.items()
-                    if isinstance(v, dict)]  # fmt: skip
+    return lines + [
+        f"- {k}: " + ", ".join(f"{a}=`{b}`" for a, b in v.items())
+        for k, v in prov.items()
+        if isinstance(v, dict)
+    ]
 
 
 def _encoder(c, kwargs: dict) -> str:
@@ -146,7 +171,9 @@ def _encoder(c, kwargs: dict) -> str:
     trained from scratch (the demo presets)."""
     pretrained = c.weights is not None or c.init == "pretrained" or (c.init == "auto" and not kwargs)
     if pretrained:
-        return f"`{c.name}` (pretrained weights" + (f" from a local file, `{c.weights}`)" if c.weights else ")")
+        return f"`{c.name}` (pretrained weights" + (
+            f" from a local file, `{c.weights}`)" if c.weights else ")"
+        )
     return f"`{c.name}`'s architecture resized to {kwargs} (random initial weights, trained from scratch)"
 
 
@@ -161,12 +188,19 @@ def model_card(model, meta: dict | None = None):
     margin = "not stored" if loss is None else f"{float(loss.margin):.6f}"
     dataset = DATASETS.get(cfg.data.dataset, cfg.data.dataset)
     data = ModelCardData(
-        library_name="daimlib", license="mit", model_name=cfg.name, datasets=[dataset],
+        library_name="daimlib",
+        license="mit",
+        model_name=cfg.name,
+        datasets=[dataset],
         tags=["image-text-matching", "cross-modal-retrieval", "daim", "model_hub_mixin"],
-        base_model=[c.name for c, kw in ((cfg.image, cfg.image.timm_kwargs), (cfg.text, cfg.text.model_kwargs))
-                    if "pretrained weights" in _encoder(c, dict(kw or {})) and not c.weights] or None,
+        base_model=[
+            c.name
+            for c, kw in ((cfg.image, cfg.image.timm_kwargs), (cfg.text, cfg.text.model_kwargs))
+            if "pretrained weights" in _encoder(c, dict(kw or {})) and not c.weights
+        ]
+        or None,
         eval_results=_eval_results(cfg, meta) or None,
-    )  # fmt: skip
+    )
     body = [
         f"# {cfg.name}: DAIM image-text matching",
         "",
@@ -183,19 +217,39 @@ def model_card(model, meta: dict | None = None):
         f"| SCAN | {cfg.similarity.direction}, lambda {cfg.similarity.lambda_softmax:g}, D = {cfg.similarity.embed_dim} |",
         f"| margin | {margin} ({'adaptive, MOM' if cfg.loss.adaptive else 'fixed'}) |",
         f"| parameters | {sum(p.numel() for p in model.parameters()):,} |",
-        "", "## Metrics", "", *_metric_rows(cfg, meta),
-        "", "## Provenance", "", *_provenance(meta),
-        "", "## Use", "", "```python", usage_example(model), "```", "",
+        "",
+        "## Metrics",
+        "",
+        *_metric_rows(cfg, meta),
+        "",
+        "## Provenance",
+        "",
+        *_provenance(meta),
+        "",
+        "## Use",
+        "",
+        "```python",
+        usage_example(model),
+        "```",
+        "",
         "The folder is a DAIM Kit checkpoint: `python -m daimlib evaluate --checkpoint FOLDER ...` reads it too.",
-        "", "## Limitations", "",
+        "",
+        "## Limitations",
+        "",
         "- The numbers above are those recorded with this checkpoint, on the split each row names; they are not "
         "the paper's and say nothing about other data.",
         "- The demo presets use tiny encoders trained from scratch on generated shapes: they show the method, "
         "they do not retrieve natural images.",
         "- The kit reproduces DAIM from the abstract, the architecture figures and the reference code; details the "
         "paper alone would settle may differ (docs/daim_spec.md lists the choices).",
-        "", "## Citation", "", "```bibtex", CITATION, "```", "",
-    ]  # fmt: skip
+        "",
+        "## Citation",
+        "",
+        "```bibtex",
+        CITATION,
+        "```",
+        "",
+    ]
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))
 
 
@@ -204,8 +258,9 @@ def model_card_text(model, meta: dict | None = None) -> str:
     return str(model_card(model, meta))
 
 
-class DAIMHubMixin(ModelHubMixin, library_name="daimlib", license="mit",
-                   tags=["image-text-matching", "daim"]):  # fmt: skip
+class DAIMHubMixin(
+    ModelHubMixin, library_name="daimlib", license="mit", tags=["image-text-matching", "daim"]
+):
     """``save_pretrained`` / ``from_pretrained`` / ``push_to_hub`` for DAIM (issue 11 item 4).
 
     ``hub_meta`` (a dict on the instance: "metrics", "provenance", ...) is written into meta.json
@@ -221,8 +276,11 @@ class DAIMHubMixin(ModelHubMixin, library_name="daimlib", license="mit",
 
     def _save_pretrained(self, save_directory: Path) -> None:
         save_directory = Path(save_directory)
-        foreign = sorted(p.name for p in save_directory.iterdir() if p.name not in _KIT_NAMES) if (
-            save_directory.is_dir()) else []  # fmt: skip
+        foreign = (
+            sorted(p.name for p in save_directory.iterdir() if p.name not in _KIT_NAMES)
+            if (save_directory.is_dir())
+            else []
+        )
         if foreign:
             raise FileExistsError(
                 f"{display_path(save_directory)} holds files that are not part of a DAIM checkpoint "
@@ -231,12 +289,19 @@ class DAIMHubMixin(ModelHubMixin, library_name="daimlib", license="mit",
             )
         meta = dict(getattr(self, "hub_meta", None) or {})
         keep = {
-            k: v for k, v in meta.items()
+            k: v
+            for k, v in meta.items()
             if k in ("metrics", "test_metrics", "provenance", "kind", "epoch", "step", "source")
-        }  # fmt: skip
+        }
         tokenizer = getattr(self, "tokenizer", None)
-        save_checkpoint(save_directory, self, self.cfg, meta=keep, tokenizer=tokenizer,
-                        loss=getattr(self, "hub_loss", None))  # fmt: skip
+        save_checkpoint(
+            save_directory,
+            self,
+            self.cfg,
+            meta=keep,
+            tokenizer=tokenizer,
+            loss=getattr(self, "hub_loss", None),
+        )
         saved = read_meta(save_directory)
         (save_directory / MODEL_CARD).write_text(model_card_text(self, saved))
 
@@ -272,8 +337,18 @@ class DAIMHubMixin(ModelHubMixin, library_name="daimlib", license="mit",
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     @classmethod
-    def _from_pretrained(cls, *, model_id: str, revision=None, cache_dir=None, force_download=False,
-                         local_files_only=False, token=None, device: str = "cpu", **kwargs: Any):  # fmt: skip
+    def _from_pretrained(
+        cls,
+        *,
+        model_id: str,
+        revision=None,
+        cache_dir=None,
+        force_download=False,
+        local_files_only=False,
+        token=None,
+        device: str = "cpu",
+        **kwargs: Any,
+    ):
         folder = Path(model_id)  # from_pretrained has already fetched a repo id into a local folder
         model = cls.from_config(load_config(folder), pretrained=False)
         load_checkpoint_into(model, folder, device=device, strict=True, read_train_state=False)

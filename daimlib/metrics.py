@@ -35,9 +35,18 @@ import numpy as np
 import torch
 
 METRIC_KEYS = (
-    "i2t_r1", "i2t_r5", "i2t_r10", "i2t_medr", "i2t_meanr",
-    "t2i_r1", "t2i_r5", "t2i_r10", "t2i_medr", "t2i_meanr", "rsum",
-)  # fmt: skip
+    "i2t_r1",
+    "i2t_r5",
+    "i2t_r10",
+    "i2t_medr",
+    "i2t_meanr",
+    "t2i_r1",
+    "t2i_r5",
+    "t2i_r10",
+    "t2i_medr",
+    "t2i_meanr",
+    "rsum",
+)
 TIES = ("pessimistic", "optimistic")
 
 
@@ -68,9 +77,11 @@ def _as_tensors(sims, img_of_caption) -> tuple[torch.Tensor, torch.Tensor]:
         missing = torch.nonzero(counts == 0).flatten()[:5].tolist()
         raise ValueError(f"every image needs at least one caption; images {missing} have none")
     if torch.isnan(s).any():
-        raise ValueError("sims contains NaN: the model scored some pairs as not-a-number, so no rank is defined; "
-                         "its weights are probably not finite (a checkpoint from a diverged run or a damaged file: "
-                         "load it with daimlib.checkpoint.load_model, which names such weights)")
+        raise ValueError(
+            "sims contains NaN: the model scored some pairs as not-a-number, so no rank is defined; "
+            "its weights are probably not finite (a checkpoint from a diverged run or a damaged file: "
+            "load it with daimlib.checkpoint.load_model, which names such weights)"
+        )
     return s, idx
 
 

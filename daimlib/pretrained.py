@@ -97,8 +97,14 @@ _TOP = {
 }
 # inside a block: the depthwise-separable first block (no expansion) and the inverted residuals
 _DS = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
-_IR = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
-       "_project_conv": "conv_pwl", "_bn2": "bn3"}  # fmt: skip
+_IR = {
+    "_expand_conv": "conv_pw",
+    "_bn0": "bn1",
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn2",
+    "_project_conv": "conv_pwl",
+    "_bn2": "bn3",
+}
 
 
 def lukemelas_to_timm(state: dict, stage_depths: list[int]) -> dict:
@@ -147,8 +153,10 @@ def efficientnet_lite0_timm_state() -> dict:
     missing, extra = sorted(set(want) - set(mapped)), sorted(set(mapped) - set(want))
     bad = [k for k in want if k in mapped and mapped[k].shape != want[k].shape]
     if missing or extra or bad:
-        raise ValueError(f"EfficientNet-Lite0 wheel does not match timm {EFFNET_TIMM}: missing {missing[:3]}, "
-                         f"extra {extra[:3]}, shapes differ {bad[:3]}")  # fmt: skip
+        raise ValueError(
+            f"EfficientNet-Lite0 wheel does not match timm {EFFNET_TIMM}: missing {missing[:3]}, "
+            f"extra {extra[:3]}, shapes differ {bad[:3]}"
+        )
     return mapped
 
 

@@ -279,13 +279,18 @@ def read_reference(path: str | Path) -> ReferenceCheckpoint:
         "lightning_version": obj.get("pytorch-lightning_version"),
         "epoch": obj.get("epoch"),
         "global_step": obj.get("global_step"),
-        "stored_config": {k: config.get(k) for k in ("datasets", "direction", "lambda_softmax", "margin",
-                                                      "vit", "tokenizer", "exp_name") if k in config},
-    }  # fmt: skip
+        "stored_config": {
+            k: config.get(k)
+            for k in ("datasets", "direction", "lambda_softmax", "margin", "vit", "tokenizer", "exp_name")
+            if k in config
+        },
+    }
     return ReferenceCheckpoint(
-        state_dict=dict(sd), modules=list(meta) if meta is not None else None, config=config,
+        state_dict=dict(sd),
+        modules=list(meta) if meta is not None else None,
+        config=config,
         provenance=provenance,
-    )  # fmt: skip
+    )
 
 
 def detect_family(ref: ReferenceCheckpoint) -> tuple[str | None, dict]:
@@ -402,7 +407,9 @@ def find_local_tokenizer(cfg: DAIMConfig, vocab_size: int, stored: dict | None =
             tried.append(f"{source}: not found locally ({type(e).__name__})")
             continue
         if len(tok) > vocab_size:
-            tried.append(f"{source}: {len(tok):,} entries, more than the checkpoint's {vocab_size:,} embeddings")
+            tried.append(
+                f"{source}: {len(tok):,} entries, more than the checkpoint's {vocab_size:,} embeddings"
+            )
             continue
         return tok, f"{source} (found locally)"
     return None, "; ".join(tried) or "the checkpoint names no tokenizer"
@@ -453,14 +460,26 @@ def import_reference(
     margin = ref.stored_margin if ref.stored_margin is not None else float(cfg.loss.margin)
     loss = MatchingLoss.from_config(cfg.loss)
     loss.margin_module.margin.fill_(margin)  # not in the state dict: config["margin"] (fixture README §1)
-    provenance = {**ref.provenance, "family": family, "preset": preset_name, "margin": margin,
-                  "imported_with": "daimlib.reference.import_reference"}  # fmt: skip
+    provenance = {
+        **ref.provenance,
+        "family": family,
+        "preset": preset_name,
+        "margin": margin,
+        "imported_with": "daimlib.reference.import_reference",
+    }
     tokenizer, note = _choose_tokenizer(tokenizer, cfg, arch.vocab_size, ref.config)
-    result = ImportResult(model=model, loss=loss, cfg=cfg, arch=arch, provenance=provenance, report=report,
-                          tokenizer_note=note)  # fmt: skip
+    result = ImportResult(
+        model=model, loss=loss, cfg=cfg, arch=arch, provenance=provenance, report=report, tokenizer_note=note
+    )
     if out is not None:
-        result.out_dir = save_checkpoint(out, model, cfg, meta={"provenance": provenance, "source": "reference"},
-                                         tokenizer=tokenizer, loss=loss)  # fmt: skip
+        result.out_dir = save_checkpoint(
+            out,
+            model,
+            cfg,
+            meta={"provenance": provenance, "source": "reference"},
+            tokenizer=tokenizer,
+            loss=loss,
+        )
     return result
 
 
@@ -519,11 +538,20 @@ def _import_kit_folder(path: Path, out, preset, tokenizer) -> ImportResult:
             f"{display_path(path)} holds a {preset_family(cfg).upper()} model; preset {preset!r} is "
             f"{preset_family(expect).upper()}. A kit folder carries its own config: omit --preset."
         )
-    provenance = {"source_file": path.name, "source_format": "daimlib",
-                  "source_meta_sha256": sha256_file(path / META)}  # fmt: skip
+    provenance = {
+        "source_file": path.name,
+        "source_format": "daimlib",
+        "source_meta_sha256": sha256_file(path / META),
+    }
     model.eval()
     result = ImportResult(model=model, loss=loss, cfg=cfg, arch=None, provenance=provenance, report={})
     if out is not None:
-        result.out_dir = save_checkpoint(out, model, cfg, meta={"provenance": provenance, "source": "daimlib"},
-                                         tokenizer=tokenizer, loss=loss)  # fmt: skip
+        result.out_dir = save_checkpoint(
+            out,
+            model,
+            cfg,
+            meta={"provenance": provenance, "source": "daimlib"},
+            tokenizer=tokenizer,
+            loss=loss,
+        )
     return result

@@ -16,9 +16,14 @@ import pandas as pd
 
 # the paper's column order: R@1 R@5 R@10 for i2t, then t2i, then RSUM
 PAPER_COLUMNS = {
-    "i2t_r1": "i2t R@1", "i2t_r5": "i2t R@5", "i2t_r10": "i2t R@10",
-    "t2i_r1": "t2i R@1", "t2i_r5": "t2i R@5", "t2i_r10": "t2i R@10", "rsum": "RSUM",
-}  # fmt: skip
+    "i2t_r1": "i2t R@1",
+    "i2t_r5": "i2t R@5",
+    "i2t_r10": "i2t R@10",
+    "t2i_r1": "t2i R@1",
+    "t2i_r5": "t2i R@5",
+    "t2i_r10": "t2i R@10",
+    "rsum": "RSUM",
+}
 TABLE_FORMATS = ("csv", "md", "tex")
 
 
@@ -40,8 +45,18 @@ def results_table(rows, decimals: int | None = 1) -> pd.DataFrame:
 
 
 def _latex_escape(text: str) -> str:
-    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("$", r"\$"), ("#", r"\#"),
-                 ("_", r"\_"), ("{", r"\{"), ("}", r"\}"), ("~", r"\textasciitilde{}"), ("^", r"\^{}")):  # fmt: skip
+    for a, b in (
+        ("\\", r"\textbackslash{}"),
+        ("&", r"\&"),
+        ("%", r"\%"),
+        ("$", r"\$"),
+        ("#", r"\#"),
+        ("_", r"\_"),
+        ("{", r"\{"),
+        ("}", r"\}"),
+        ("~", r"\textasciitilde{}"),
+        ("^", r"\^{}"),
+    ):
         text = text.replace(a, b)
     return text
 

@@ -18,9 +18,19 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _cfg(mode, **over):
-    return load_preset("demo", **{"train.freeze_epochs": 2, "train.epochs": 2, "train.batch_size": 8,
-                                  "train.feature_cache": mode, "train.feature_cache_dtype": "fp32",
-                                  "data.num_workers": 0, "loss.warmup_steps": 2, **over})  # fmt: skip
+    return load_preset(
+        "demo",
+        **{
+            "train.freeze_epochs": 2,
+            "train.epochs": 2,
+            "train.batch_size": 8,
+            "train.feature_cache": mode,
+            "train.feature_cache_dtype": "fp32",
+            "data.num_workers": 0,
+            "loss.warmup_steps": 2,
+            **over,
+        },
+    )
 
 
 @pytest.fixture
@@ -53,8 +63,13 @@ def test_the_reference_setting_differs_from_the_deterministic_frozen_phase(demo_
     off = train(
         _cfg("off", **{"train.max_steps": 4}), demo_root, tmp_path / "off", progress=False, eval_split=None
     )
-    live = train(_cfg("frozen_live", **{"train.max_steps": 4}), demo_root, tmp_path / "live", progress=False,
-                 eval_split=None)  # fmt: skip
+    live = train(
+        _cfg("frozen_live", **{"train.max_steps": 4}),
+        demo_root,
+        tmp_path / "live",
+        progress=False,
+        eval_split=None,
+    )
     assert not np.allclose(off.steps["loss"], live.steps["loss"], rtol=1e-4)
 
 

@@ -159,7 +159,9 @@ def test_push_to_hub_uploads_the_saved_folder(model, tmp_path, monkeypatch):
     _same_state(model, uploaded["model"])
 
 
-def test_the_model_card_is_a_hub_model_card_whose_example_runs_as_written(model, tmp_path, monkeypatch, capsys):
+def test_the_model_card_is_a_hub_model_card_whose_example_runs_as_written(
+    model, tmp_path, monkeypatch, capsys
+):
     from huggingface_hub import ModelCard
 
     model.hub_meta = {"metrics": {"rsum": 123.4}, "test_metrics": {"rsum": 120.5, "i2t_r1": 9.5}}
@@ -170,7 +172,9 @@ def test_the_model_card_is_a_hub_model_card_whose_example_runs_as_written(model,
     assert card.data.library_name == "daimlib" and card.data.datasets == [hub.DATASETS["demo"]]
     text = card.text
     assert "| rsum | 120.50 | test (`test`) |" in text and "| rsum | 123.40 | validation (`val`) |" in text
-    assert f"`{model.cfg.image.name}`'s architecture resized to" in text  # the demo's Swin is built, not downloaded
+    assert (
+        f"`{model.cfg.image.name}`'s architecture resized to" in text
+    )  # the demo's Swin is built, not downloaded
     assert "## Limitations" in text and "@article{wang_daim" in text
     example = text.split("```python\n", 1)[1].split("```", 1)[0]
     monkeypatch.chdir(tmp_path / "hf")  # "as written": run it in the saved folder

@@ -29,7 +29,7 @@ def _files() -> dict[str, Path]:
 
 
 def layer(mod: str) -> str:
-    """"library", "course" or "experiments"."""
+    """ "library", "course" or "experiments"."""
     if mod.split(".")[0] == "experiments":
         return "experiments"
     return "course" if mod == COURSE or mod.startswith(COURSE + ".") else "library"
@@ -47,7 +47,10 @@ def direct_imports() -> list[tuple[str, str, int]]:
             elif isinstance(node, ast.ImportFrom):
                 base = node.module or ""
                 if node.level:
-                    base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                    base = ".".join(
+                        package.split(".")[: len(package.split(".")) - node.level + 1]
+                        + ([base] if base else [])
+                    )
                 out.append((mod, base, node.lineno))
     return out
 
@@ -91,8 +94,13 @@ def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
 
 def cycles(graph: dict[str, set[str]]) -> list[frozenset[str]]:
     """The strongly connected components with more than one module (every cycle lies in one)."""
-    return list({frozenset(m for m in graph if m in reachable(graph, s) and s in reachable(graph, m)) | {s}
-                 for s in graph if s in reachable(graph, s)})  # fmt: skip
+    return list(
+        {
+            frozenset(m for m in graph if m in reachable(graph, s) and s in reachable(graph, m)) | {s}
+            for s in graph
+            if s in reachable(graph, s)
+        }
+    )
 
 
 def test_the_graph_is_built_from_real_imports():
@@ -149,7 +157,13 @@ def test_the_layer_rules_catch_a_violation():
 
 def test_plots_and_data_never_reach_the_training_code():
     g = import_graph()
-    training = {"daimlib.train", "experiments.ablation", "daimlib.checkpoint", "daimlib.course.nb", "daimlib.model"}
+    training = {
+        "daimlib.train",
+        "experiments.ablation",
+        "daimlib.checkpoint",
+        "daimlib.course.nb",
+        "daimlib.model",
+    }
     assert not reachable(g, "daimlib.course.viz") & training, reachable(g, "daimlib.course.viz")
     for mod in [m for m in g if m == "daimlib.data" or m.startswith("daimlib.data.")]:
         assert "daimlib.train" not in reachable(g, mod), mod

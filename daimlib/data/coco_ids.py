@@ -176,10 +176,18 @@ def load_coco_ids(
             captions.extend(c for _, c in anns)
             img_of_caption.extend([n] * len(anns))
     out = Split(
-        image_paths=image_paths, captions=captions, img_of_caption=torch.tensor(img_of_caption, dtype=torch.long),
-        image_ids=image_ids, splits=splits, layout="coco_ids", dataset="coco", source=annotation_dir,
-        image_root=image_root, meta=meta, caption_ids=caption_ids,
-    )  # fmt: skip
+        image_paths=image_paths,
+        captions=captions,
+        img_of_caption=torch.tensor(img_of_caption, dtype=torch.long),
+        image_ids=image_ids,
+        splits=splits,
+        layout="coco_ids",
+        dataset="coco",
+        source=annotation_dir,
+        image_root=image_root,
+        meta=meta,
+        caption_ids=caption_ids,
+    )
     if check_files:
         out.check_files()
     return out
@@ -195,8 +203,9 @@ def CocoIdSplit(  # noqa: N802 - the former class name, kept as the loader's nam
     annotations_dir: str = ANNOTATIONS_DIR,
 ) -> Split:
     """:func:`load_coco_ids` under the name of the former class (``image_dir`` inside ``root``)."""
-    return load_coco_ids(root, split, Path(root) / image_dir, captions_per_image, check_files,
-                         caption_limits, annotations_dir)  # fmt: skip
+    return load_coco_ids(
+        root, split, Path(root) / image_dir, captions_per_image, check_files, caption_limits, annotations_dir
+    )
 
 
 def _image_runs(ids: np.ndarray, coco, id_file: str, year: str) -> list[tuple[int, list[tuple[int, str]]]]:

@@ -49,7 +49,7 @@ def _caption_text(sentence, i: int, k: int, filename: str) -> str:
     except UnicodeEncodeError as e:  # valid JSON (\ud800 escapes) but no text: a lone surrogate
         raise DatasetFormatError(
             f"images[{i}] ({filename}): sentences[{k}] holds the lone surrogate U+{ord(raw[e.start]):04X} at "
-            f"character {e.start} ({raw[:e.start][-30:]!r} before it), which is not a character (a broken "
+            f"character {e.start} ({raw[: e.start][-30:]!r} before it), which is not a character (a broken "
             "UTF-16 conversion); fix or remove that caption"
         ) from None
     text = clean_caption(raw)
@@ -190,11 +190,18 @@ def load_karpathy(
         image_ids.append(rec.get("cocoid", rec.get("imgid", i)))
         meta.append({k: v for k, v in rec.items() if k not in ("sentences", "filename", "filepath")})
     out = Split(
-        image_paths=image_paths, captions=captions, img_of_caption=torch.tensor(img_of_caption, dtype=torch.long),
-        image_ids=image_ids, splits=splits, layout=layout, dataset=str(data.get("dataset", "")),
-        source=json_path, image_root=image_root, meta=meta,
+        image_paths=image_paths,
+        captions=captions,
+        img_of_caption=torch.tensor(img_of_caption, dtype=torch.long),
+        image_ids=image_ids,
+        splits=splits,
+        layout=layout,
+        dataset=str(data.get("dataset", "")),
+        source=json_path,
+        image_root=image_root,
+        meta=meta,
         caption_meta=caption_meta if any(caption_meta) else None,
-    )  # fmt: skip
+    )
     if check_files:
         out.check_files()
     return out

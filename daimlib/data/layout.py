@@ -43,19 +43,40 @@ class Layout:
 
 
 LAYOUTS: dict[str, Layout] = {
-    "demo": Layout("demo", "dataset_demo.json", ("images",),
-                   "dataset_demo.json + images/ (python -m daimlib make-demo-data --root DIR)"),
-    "f30k": Layout("f30k", "dataset_flickr30k.json", ("flickr30k-images", "images"),
-                   "dataset_flickr30k.json + flickr30k-images/ (or images/)"),
-    "coco": Layout("coco", "dataset_coco.json", ("images", "."),
-                   "dataset_coco.json + images/train2014/ and images/val2014/ (or train2014/, val2014/ in the root)",
-                   year_folders=True),
-    "coco_ids": Layout("coco_ids", "annotations", ("images",),
-                       "annotations/coco_{train,dev,test}_ids.npy + annotations/captions_{train,val}2014.json "
-                       "+ images/train2014/ and images/val2014/ (VSE++ id layout)", year_folders=True),
-    "f8k": Layout("f8k", "dataset_flickr8k.json", ("Flicker8k_Dataset", "Flickr8k_Dataset", "images"),
-                  "dataset_flickr8k.json + Flicker8k_Dataset/ (or images/)"),
-}  # fmt: skip
+    "demo": Layout(
+        "demo",
+        "dataset_demo.json",
+        ("images",),
+        "dataset_demo.json + images/ (python -m daimlib make-demo-data --root DIR)",
+    ),
+    "f30k": Layout(
+        "f30k",
+        "dataset_flickr30k.json",
+        ("flickr30k-images", "images"),
+        "dataset_flickr30k.json + flickr30k-images/ (or images/)",
+    ),
+    "coco": Layout(
+        "coco",
+        "dataset_coco.json",
+        ("images", "."),
+        "dataset_coco.json + images/train2014/ and images/val2014/ (or train2014/, val2014/ in the root)",
+        year_folders=True,
+    ),
+    "coco_ids": Layout(
+        "coco_ids",
+        "annotations",
+        ("images",),
+        "annotations/coco_{train,dev,test}_ids.npy + annotations/captions_{train,val}2014.json "
+        "+ images/train2014/ and images/val2014/ (VSE++ id layout)",
+        year_folders=True,
+    ),
+    "f8k": Layout(
+        "f8k",
+        "dataset_flickr8k.json",
+        ("Flicker8k_Dataset", "Flickr8k_Dataset", "images"),
+        "dataset_flickr8k.json + Flicker8k_Dataset/ (or images/)",
+    ),
+}
 JSON_LAYOUT = {lay.marker: name for name, lay in LAYOUTS.items() if lay.marker.endswith(".json")}
 
 
@@ -242,11 +263,18 @@ def load_split(root, split="test", cfg=None, check_files: bool = True) -> Split:
     splits: tuple[str, ...] = (name, "restval") if is_train and data_cfg.use_restval else (name,)
     per_image = None if is_train else 5
     if res.name == "coco_ids":
-        out = load_coco_ids(res.root, splits, image_root=res.image_root,
-                            captions_per_image=per_image, check_files=check_files)  # fmt: skip
+        out = load_coco_ids(
+            res.root, splits, image_root=res.image_root, captions_per_image=per_image, check_files=check_files
+        )
     else:
-        out = load_karpathy(res.source, res.image_root, splits, captions_per_image=per_image,
-                            check_files=check_files, layout=res.name)  # fmt: skip
+        out = load_karpathy(
+            res.source,
+            res.image_root,
+            splits,
+            captions_per_image=per_image,
+            check_files=check_files,
+            layout=res.name,
+        )
     if check_files:
         out.check_duplicates(error=not is_train)
     return out
