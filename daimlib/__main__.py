@@ -74,14 +74,14 @@ def check_device(spec: str) -> str:
     return spec
 
 
-def _device(spec: str) -> str:
+def device_arg(spec: str) -> str:
     try:
         return check_device(spec)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _add_set_only(
+def add_set_arg(
     p: argparse.ArgumentParser, example: str = "train.epochs=3 train.lr=1e-4 loss.adaptive=false"
 ) -> None:
     p.add_argument(
@@ -95,8 +95,8 @@ def _add_set_only(
     )
 
 
-def _add_set(p: argparse.ArgumentParser) -> None:
-    _add_set_only(p)
+def add_config_args(p: argparse.ArgumentParser) -> None:
+    add_set_arg(p)
     p.add_argument(
         "--config",
         metavar="FILE.json",
@@ -128,7 +128,7 @@ def _add_set(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _overrides(args) -> dict:
+def config_overrides(args) -> dict:
     """Dotted-key overrides from --config (when a preset is the base), the weight flags and --set, in that order."""
     from .config import DAIMConfig, flatten
 
@@ -158,8 +158,8 @@ def config_from_args(args):
             "train needs --preset NAME or --config FILE.json (python -m daimlib presets lists the presets)"
         )
     if args.preset is None:
-        return DAIMConfig.from_json(args.config).replace(**_overrides(args))
-    return load_preset(args.preset, **_overrides(args))
+        return DAIMConfig.from_json(args.config).replace(**config_overrides(args))
+    return load_preset(args.preset, **config_overrides(args))
 
 
 def _add_make_f30k_like(sub, common: argparse.ArgumentParser) -> None:
@@ -262,7 +262,7 @@ def _add_train(sub, common) -> None:
         "--data-root", required=True, help="dataset folder (its layout is detected: see data/README.md)"
     )
     p.add_argument("--out", required=True, help="run folder for checkpoints and history")
-    _add_set(p)
+    add_config_args(p)
     p.add_argument(
         "--resume",
         action="store_true",
@@ -274,7 +274,7 @@ def _add_train(sub, common) -> None:
         help="replace the kit run in --out (deletes only the files the kit wrote)",
     )
     p.add_argument(
-        "--device", default=None, type=_device, help="cpu, cuda, cuda:1 ... (default: cuda if available)"
+        "--device", default=None, type=device_arg, help="cpu, cuda, cuda:1 ... (default: cuda if available)"
     )
     p.add_argument("--no-val", action="store_true", help="skip validation (no best checkpoint)")
 
@@ -309,7 +309,7 @@ def _add_evaluate(sub, common) -> None:
         help="paper: every row the data admits from one encoding; or one protocol",
     )
     p.add_argument("--split", default="test", help="split to evaluate (default test)")
-    p.add_argument("--device", default=None, type=_device, help="auto, cpu, cuda, cuda:1, mps (default auto)")
+    p.add_argument("--device", default=None, type=device_arg, help="auto, cpu, cuda, cuda:1, mps (default auto)")
     p.add_argument(
         "--batch-size", type=int, default=None, help="encoding batch size (default train.eval_batch_size)"
     )
@@ -339,7 +339,7 @@ def _add_evaluate(sub, common) -> None:
         "--images 500: how well the model fits its own training data); the files get _first<N> "
         "in their names",
     )
-    _add_set_only(p, "text.tokenizer=DIR data.num_workers=0 train.eval_batch_size=64")
+    add_set_arg(p, "text.tokenizer=DIR data.num_workers=0 train.eval_batch_size=64")
     p.epilog = f"--set changes how the checkpoint is evaluated, not the model it holds: keys {', '.join(EVAL_SET_KEYS)}"
 
 
@@ -809,7 +809,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet = args.quiet or int(os.environ.get("RANK", "0")) > 0  # under torchrun, rank 0 speaks
     args.quiet = quiet
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(name)s: %(message)s")
-    from .checkpoint_io import DISK_ERRNOS, CheckpointError
+    from .checkpoint import DISK_ERRNOS, CheckpointError
     from .paths import display_path
     from .train import NonFiniteError, PretrainedWeightsError
 

@@ -38,7 +38,7 @@ from daimlib.data import ImageDataset, TextDataset, build_transforms, collate
 from daimlib.metrics import (  # noqa: F401 - re-exported: the protocol's ranking lives in daimlib.metrics
     METRIC_KEYS,
     TIES,
-    _as_tensors,
+    as_tensors,
     coco_fold5,
     fold_metrics,
     i2t_t2i_ranks,

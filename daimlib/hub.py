@@ -1,8 +1,6 @@
 """Hugging Face Hub access: the one reachability probe, and ``save_pretrained`` / ``from_pretrained``.
 
-- :func:`hub_reachable` is the kit's only hub probe (the encoders and the tokenizer loader import
-  it). It honours ``HF_HUB_OFFLINE`` and ``HF_ENDPOINT`` (a mirror such as
-  ``http://mirror.local:8080``: its host and port are probed, not huggingface.co).
+- the reachability probe (:func:`daimlib.runtime.hub_reachable`) is used, not defined, here;
 - :class:`DAIMHubMixin` gives :class:`daimlib.model.DAIM` the interface users of timm, open_clip
   and transformers expect, through ``huggingface_hub.ModelHubMixin``:
   ``model.save_pretrained(dir)``, ``DAIM.from_pretrained(dir_or_repo_id)``, ``model.push_to_hub(repo_id)``.
@@ -15,14 +13,12 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from huggingface_hub import ModelHubMixin
 
-from .checkpoint_io import (
+from .checkpoint import (
     CONFIG,
     META,
     TOKENIZER,
@@ -37,35 +33,10 @@ from .checkpoint_io import (
     read_meta,
     save_checkpoint,
 )
+from .runtime import DEFAULT_ENDPOINT, hub_reachable
 
-DEFAULT_ENDPOINT = "https://huggingface.co"
 MODEL_CARD = "README.md"
 _KIT_NAMES = {WEIGHTS, CONFIG, META, TRAIN_STATE, TOKENIZER, MODEL_CARD}
-
-
-def hub_endpoint() -> tuple[str, int]:
-    """``(host, port)`` of the hub: ``HF_ENDPOINT`` when set (default port from its scheme), else huggingface.co:443."""
-    url = os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT
-    parts = urlsplit(url if "://" in url else f"https://{url}")
-    if not parts.hostname:
-        raise ValueError(f"HF_ENDPOINT={url!r} has no host; expected a URL such as https://hf-mirror.example")
-    return parts.hostname, parts.port or (80 if parts.scheme == "http" else 443)
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the hub answers a TCP connection (False at once when ``HF_HUB_OFFLINE`` is set).
-
-    The one probe of the kit: it saves a minute of retries on an offline machine, and it probes the
-    mirror named by ``HF_ENDPOINT`` when one is set.
-    """
-    if os.environ.get("HF_HUB_OFFLINE", "0").strip().lower() in ("1", "true", "yes", "on"):
-        return False
-    host, port = hub_endpoint()
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def _looks_local(name: str) -> bool:

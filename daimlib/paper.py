@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 
-from daimlib.checkpoint_io import CheckpointError, load_train_state, read_meta
+from daimlib.checkpoint import CheckpointError, load_train_state, read_meta
 from daimlib.evaluate import (
     PROTOCOL_NAMES,
     data_identity,
@@ -37,7 +37,7 @@ from daimlib.evaluate import (
 )
 from daimlib.paths import display_path, output_root, repo_root
 from daimlib.published import BENCHMARKS, published_rows
-from daimlib.tables import PAPER_COLUMNS, _latex_escape, to_latex, to_markdown
+from daimlib.tables import PAPER_COLUMNS, latex_escape, to_latex, to_markdown
 
 # the rows each dataset layout admits (daimlib.data.LAYOUTS); any other data: its whole test split
 PAPER_ROWS = {
@@ -356,7 +356,7 @@ def write_paper(
     notes_md = "".join(f"- {n}\n" for n in result.notes)
     paths[1].write_text(to_markdown(result.table, decimals) + "\nNotes:\n\n" + notes_md)
     tex = to_latex(result.table, decimals, caption=caption or "Image-text retrieval, paper protocol")
-    notes_tex = "\\par\\smallskip{\\footnotesize " + "; ".join(_latex_escape(n) for n in result.notes) + "}\n"
+    notes_tex = "\\par\\smallskip{\\footnotesize " + "; ".join(latex_escape(n) for n in result.notes) + "}\n"
     paths[2].write_text(tex.replace("\\end{table}", notes_tex + "\\end{table}"))
     paths[3].write_text(json.dumps(result.record, indent=2) + "\n")
     return paths

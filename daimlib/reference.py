@@ -18,7 +18,6 @@ The key mapping and the architecture read from the tensors are in :mod:`daimlib.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import pickle
 import pickletools
@@ -43,6 +42,7 @@ from .checkpoint import (
 )
 from .config import PRESETS, DAIMConfig, load_preset
 from .losses import MatchingLoss
+from .paths import sha256_file
 from .reference_map import (
     ReferenceArch,
     build_config,
@@ -77,15 +77,6 @@ STAND_INS: dict[str, type] = {
 }
 
 _ZIP_MAGIC = b"PK\x03\x04"
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file, read in 4 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # --- what the pickle names ---------------------------------------------------------------------

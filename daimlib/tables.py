@@ -44,7 +44,7 @@ def results_table(rows, decimals: int | None = 1) -> pd.DataFrame:
     return df.round(decimals) if decimals is not None else df
 
 
-def _latex_escape(text: str) -> str:
+def latex_escape(text: str) -> str:
     for a, b in (
         ("\\", r"\textbackslash{}"),
         ("&", r"\&"),
@@ -85,17 +85,17 @@ def to_latex(
     body = [
         r"\begin{tabular}{" + spec + "}",
         r"\toprule",
-        " & ".join([_latex_escape(str(df.index.name or ""))] + [_latex_escape(str(c)) for c in df.columns])
+        " & ".join([latex_escape(str(df.index.name or ""))] + [latex_escape(str(c)) for c in df.columns])
         + r" \\",
         r"\midrule",
     ]
     for name, row in df.iterrows():
-        cells = [_latex_escape(str(name))] + [_latex_escape(_cell(v, decimals)) for v in row.tolist()]
+        cells = [latex_escape(str(name))] + [latex_escape(_cell(v, decimals)) for v in row.tolist()]
         body.append(" & ".join(cells) + r" \\")
     body += [r"\bottomrule", r"\end{tabular}"]
     if caption is None:
         return "\n".join(body) + "\n"
-    out = [r"\begin{table}[t]", r"\centering", r"\caption{" + _latex_escape(caption) + "}"]
+    out = [r"\begin{table}[t]", r"\centering", r"\caption{" + latex_escape(caption) + "}"]
     if label:
         out.append(r"\label{" + label + "}")
     return "\n".join(out + body + [r"\end{table}"]) + "\n"

@@ -57,8 +57,14 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from tqdm.auto import tqdm
 
 from . import feature_cache, runlock, runs
-from .checkpoint import CheckpointError, display_path, load_checkpoint, read_meta, save_checkpoint
-from .checkpoint_io import link_checkpoint
+from .checkpoint import (
+    CheckpointError,
+    display_path,
+    link_checkpoint,
+    load_checkpoint,
+    read_meta,
+    save_checkpoint,
+)
 from .config import DAIMConfig
 from .data import CaptionDataset, build_transforms, collate, first_images, load_split, load_tokenizer
 from .encoders import image_pretrained, text_pretrained
@@ -703,7 +709,7 @@ class _Writer:
 
 def _link_best(out_dir: Path, meta: dict) -> None:
     """``best/`` from the ``last/`` just written (the same weights, margin and tokenizer; no train state):
-    hard links, so the weights are written once per epoch (:func:`daimlib.checkpoint_io.link_checkpoint`)."""
+    hard links, so the weights are written once per epoch (:func:`daimlib.checkpoint.link_checkpoint`)."""
     link_checkpoint(out_dir / "last", out_dir / "best", meta=dict(meta, stopped=None))
 
 

@@ -11,7 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-from daimlib.__main__ import _add_set, _device, _overrides
+from daimlib.__main__ import add_config_args, config_overrides, device_arg
 
 EPILOG = """\
 examples:
@@ -45,7 +45,7 @@ def _add_ablate(sub, common) -> None:
         default=1,
         help="runs trained at once, each in its own one-thread process (with train.max_steps budgets)",
     )
-    _add_set(p)
+    add_config_args(p)
 
 
 def _add_ablate_combine(sub, common) -> None:
@@ -82,7 +82,7 @@ def _add_demo_models(sub, common) -> None:
     )
     p.add_argument("--data-root", default="data/demo", help="the generated demo data (make-demo-data)")
     p.add_argument("--runs", default=None, help="where the training runs go (default runs/demo_models)")
-    p.add_argument("--device", type=_device, default="cpu")
+    p.add_argument("--device", type=device_arg, default="cpu")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,7 +123,7 @@ def cmd_ablate(args) -> int:
             eval_split=args.split,
             progress=not args.quiet,
             jobs=args.jobs,
-            **_overrides(args),
+            **config_overrides(args),
         )
     except KeyboardInterrupt as e:  # the interrupted run saved its state; nothing was recorded as a result
         print(f"interrupted: {e or 'Ctrl-C'}", file=sys.stderr)
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return int(e.code) if isinstance(e.code, int) else 2
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(name)s: %(message)s")
-    from daimlib.checkpoint_io import CheckpointError
+    from daimlib.checkpoint import CheckpointError
     from daimlib.train import NonFiniteError, PretrainedWeightsError
 
     try:

@@ -19,8 +19,7 @@ import pandas as pd
 import torch
 
 from daimlib import runlock, runs
-from daimlib.checkpoint import load_model
-from daimlib.checkpoint_io import load_checkpoint_tokenizer, read_meta, save_checkpoint
+from daimlib.checkpoint import load_checkpoint_tokenizer, load_model, read_meta, save_checkpoint
 from daimlib.course.demo_models import (
     ARMS,
     COMMAND,

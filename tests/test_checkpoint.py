@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 from daimlib import checkpoint as ck
-from daimlib import checkpoint_io
 from daimlib.checkpoint import CheckpointError, load_checkpoint, load_model, load_train_state, save_checkpoint
 from daimlib.config import load_preset
 from daimlib.losses import MatchingLoss
@@ -180,7 +179,7 @@ def test_pickle_that_would_run_code_is_refused_without_running_it(tmp_path):
         tmp_path / "ck" / "meta.json"
     )  # a consistent (malicious) meta.json, so only the pickle is at stake
     meta = json.loads(meta_path.read_text())
-    meta["files"]["train_state.pt"] = {"bytes": evil.stat().st_size, "sha256": checkpoint_io._sha256(evil)}
+    meta["files"]["train_state.pt"] = {"bytes": evil.stat().st_size, "sha256": ck.sha256_file(evil)}
     meta_path.write_text(json.dumps(meta))
 
     with pytest.raises(CheckpointError, match="refused to load .*train_state.pt"):
@@ -203,7 +202,7 @@ def test_crash_while_saving_leaves_the_previous_checkpoint_intact(tmp_path, monk
             f.write(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(checkpoint_io, "save_file", broken_save)
+    monkeypatch.setattr(ck, "save_file", broken_save)
     with pytest.raises(OSError, match="disk full"):
         save_checkpoint(tmp_path / "last", Tiny(), cfg, train_state={"step": 2})
     monkeypatch.undo()
@@ -363,7 +362,7 @@ def test_a_full_or_read_only_disk_is_a_clear_error_and_keeps_the_previous_checkp
     def full_disk(tensors, path, metadata=None):
         raise OSError(code, os.strerror(code), path)
 
-    monkeypatch.setattr(checkpoint_io, "save_file", full_disk)
+    monkeypatch.setattr(ck, "save_file", full_disk)
     with pytest.raises(
         CheckpointError, match=r"cannot write the checkpoint .*last.*previous checkpoint there is kept"
     ):

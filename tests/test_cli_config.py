@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from daimlib.__main__ import _overrides, build_parser, config_from_args, main
+from daimlib.__main__ import build_parser, config_from_args, config_overrides, main
 from daimlib.config import PRESET_NOTES, PRESETS, DAIMConfig, load_preset
 
 
@@ -85,7 +85,7 @@ def test_config_file_alone_or_on_a_preset_then_set_on_top(tmp_path, capsys):
     }
     part.write_text(json.dumps({"train": {"batch_size": 1}}))
     with pytest.raises(ValueError, match=r"train\.batch_size must be >= 2"):
-        _overrides(_train_args("--preset", "demo", "--config", str(part)))
+        config_overrides(_train_args("--preset", "demo", "--config", str(part)))
     assert main(["train", "--data-root", "d", "--out", "o", "-q"]) == 2
     assert "train needs --preset NAME or --config FILE.json" in capsys.readouterr().err
     assert (

@@ -6,8 +6,7 @@ import json
 import pytest
 import torch
 
-from daimlib.checkpoint import CheckpointError, load_model
-from daimlib.checkpoint_io import WEIGHTS, save_checkpoint
+from daimlib.checkpoint import WEIGHTS, CheckpointError, load_model, save_checkpoint
 from daimlib.config import load_preset
 from daimlib.losses import MatchingLoss
 from daimlib.model import DAIM, dead_weight_rows

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from daimlib import checkpoint as ck
-from daimlib import encoders, hub
+from daimlib import encoders, hub, runtime
 from daimlib.checkpoint import CheckpointError, save_checkpoint
 from daimlib.config import DAIMConfig, load_preset
 from daimlib.data import tokenizer as tokmod
@@ -107,7 +107,7 @@ def test_a_checkpoint_saved_with_its_tokenizer_gives_it_back(model, tmp_path):
 
 
 def test_every_module_uses_the_same_probe():
-    assert encoders.hub_reachable is hub.hub_reachable is tokmod.hub_reachable
+    assert encoders.hub_reachable is hub.hub_reachable is tokmod.hub_reachable is runtime.hub_reachable
 
 
 def test_probe_honours_hf_endpoint_and_hf_hub_offline(monkeypatch):
@@ -118,20 +118,20 @@ def test_probe_honours_hf_endpoint_and_hf_hub_offline(monkeypatch):
     try:
         monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
         monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
-        assert hub.hub_endpoint() == ("127.0.0.1", port)
-        assert hub.hub_reachable(timeout=2)
+        assert runtime.hub_endpoint() == ("127.0.0.1", port)
+        assert runtime.hub_reachable(timeout=2)
         monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-        assert not hub.hub_reachable(timeout=2)
+        assert not runtime.hub_reachable(timeout=2)
     finally:
         server.close()
     monkeypatch.delenv("HF_HUB_OFFLINE")
-    assert not hub.hub_reachable(timeout=2)  # the same endpoint, now closed
+    assert not runtime.hub_reachable(timeout=2)  # the same endpoint, now closed
     monkeypatch.setenv("HF_ENDPOINT", "http://mirror.example")
-    assert hub.hub_endpoint() == ("mirror.example", 80)
+    assert runtime.hub_endpoint() == ("mirror.example", 80)
     monkeypatch.setenv("HF_ENDPOINT", "https://mirror.example/sub/path")
-    assert hub.hub_endpoint() == ("mirror.example", 443)
+    assert runtime.hub_endpoint() == ("mirror.example", 443)
     monkeypatch.delenv("HF_ENDPOINT")
-    assert hub.hub_endpoint() == ("huggingface.co", 443)
+    assert runtime.hub_endpoint() == ("huggingface.co", 443)
 
 
 def test_push_to_hub_uploads_the_saved_folder(model, tmp_path, monkeypatch):

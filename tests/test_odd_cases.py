@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors import SafetensorError
 
-from daimlib import checkpoint_io
+from daimlib import checkpoint
 from daimlib.__main__ import eval_stem, main
 from daimlib.checkpoint import (
     CheckpointError,
@@ -54,7 +54,7 @@ def test_a_full_disk_inside_safetensors_is_a_named_error_and_keeps_the_checkpoin
     def full(*a, **k):
         raise SafetensorError(FULL)
 
-    monkeypatch.setattr(checkpoint_io, "save_file", full)
+    monkeypatch.setattr(checkpoint, "save_file", full)
     cfg = load_preset("demo")
     with pytest.raises(
         CheckpointError, match=r"No space left on device \(the previous checkpoint there is kept\)"

@@ -23,6 +23,7 @@ from daimlib import reference as R
 from daimlib.checkpoint import CheckpointError, load_loss, load_model, model_config_diff, read_meta
 from daimlib.config import load_preset
 from daimlib.losses import AdaptiveMargin, triplet_loss
+from daimlib.paths import sha256_file
 from daimlib.reference_map import reference_to_kit
 from daimlib.similarity import scan
 
@@ -212,7 +213,7 @@ def test_written_folder_carries_margin_and_provenance_and_loads_with_load_model(
     prov = meta["provenance"]
     info = CONFIGS["checkpoints"][family]
     assert prov["source_file"] == info["file"]
-    assert prov["source_sha256"] == R.sha256_file(CKPT[family])
+    assert prov["source_sha256"] == sha256_file(CKPT[family])
     assert (prov["lightning_version"], prov["epoch"], prov["global_step"]) == (
         "1.3.2",
         info["epoch"],

@@ -11,8 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from daimlib import train as train_mod
-from daimlib.checkpoint import load_model, read_meta, save_checkpoint
-from daimlib.checkpoint_io import TRAIN_STATE, link_checkpoint
+from daimlib.checkpoint import TRAIN_STATE, link_checkpoint, load_model, read_meta, save_checkpoint
 from daimlib.config import load_preset
 from daimlib.losses import MatchingLoss
 from daimlib.model import DAIM

@@ -242,16 +242,16 @@ class ImageIndex:
 
 
 def _karpathy_items(src: Source, index: ImageIndex) -> Iterator[Item]:
-    from daimlib.data.karpathy import _caption_text, _check_record, read_karpathy_json
+    from daimlib.data.karpathy import caption_text, check_record, read_karpathy_json
 
     json_path = src.files[0]
     data = read_karpathy_json(json_path)
     for i, rec in enumerate(data["images"]):
-        _check_record(rec, i, json_path.name)
+        check_record(rec, i, json_path.name)
     index.require([rec["filename"] for rec in data["images"]], src.root, src.zips)
     for i, rec in enumerate(data["images"]):
         where = f"{json_path.name}: images[{i}] ({rec['filename']})"
-        caps = [_caption_text(s, i, k, rec["filename"]) for k, s in enumerate(rec["sentences"])]
+        caps = [caption_text(s, i, k, rec["filename"]) for k, s in enumerate(rec["sentences"])]
         toks = [s.get("tokens") for s in rec["sentences"]]
         read, size = index.locate(rec["filename"])
         yield Item(

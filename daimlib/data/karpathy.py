@@ -31,7 +31,7 @@ __all__ = [
 _STANDARD_SENTENCE_KEYS = {"raw", "tokens", "imgid", "sentid"}
 
 
-def _caption_text(sentence, i: int, k: int, filename: str) -> str:
+def caption_text(sentence, i: int, k: int, filename: str) -> str:
     if not isinstance(sentence, dict):
         raise DatasetFormatError(
             f"images[{i}] ({filename}): sentences[{k}] must be an object with 'raw', "
@@ -94,7 +94,7 @@ def read_karpathy_json(json_path: str | Path) -> dict:
     return data
 
 
-def _check_record(rec, i: int, name: str) -> None:
+def check_record(rec, i: int, name: str) -> None:
     if not isinstance(rec, dict):
         raise DatasetFormatError(f"{name}: images[{i}] must be an object, got {type(rec).__name__}")
     for field in ("filename", "split", "sentences"):
@@ -159,7 +159,7 @@ def load_karpathy(
     present: dict[str, int] = {}
     records = []
     for i, rec in enumerate(data["images"]):
-        _check_record(rec, i, json_path.name)
+        check_record(rec, i, json_path.name)
         present[rec["split"]] = present.get(rec["split"], 0) + 1
         if rec["split"] in splits:
             records.append((i, rec))
@@ -172,7 +172,7 @@ def load_karpathy(
     img_of_caption: list[int] = []
     for n, (i, rec) in enumerate(records):
         fname = rec["filename"]
-        caps = [_caption_text(s, i, k, fname) for k, s in enumerate(rec["sentences"])]
+        caps = [caption_text(s, i, k, fname) for k, s in enumerate(rec["sentences"])]
         if captions_per_image is not None:
             if len(caps) < captions_per_image:
                 raise DatasetFormatError(

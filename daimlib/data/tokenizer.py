@@ -16,7 +16,7 @@ import torch
 
 from daimlib.data.layout import load_split
 from daimlib.data.split import clean_caption
-from daimlib.hub import hub_reachable  # the kit's one hub probe (HF_ENDPOINT, HF_HUB_OFFLINE)
+from daimlib.runtime import hub_reachable  # the kit's one hub probe (HF_ENDPOINT, HF_HUB_OFFLINE)
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
