@@ -309,7 +309,9 @@ def _add_evaluate(sub, common) -> None:
         help="paper: every row the data admits from one encoding; or one protocol",
     )
     p.add_argument("--split", default="test", help="split to evaluate (default test)")
-    p.add_argument("--device", default=None, type=device_arg, help="auto, cpu, cuda, cuda:1, mps (default auto)")
+    p.add_argument(
+        "--device", default=None, type=device_arg, help="auto, cpu, cuda, cuda:1, mps (default auto)"
+    )
     p.add_argument(
         "--batch-size", type=int, default=None, help="encoding batch size (default train.eval_batch_size)"
     )
@@ -597,7 +599,7 @@ def cmd_evaluate(args) -> int:
 
 def _evaluate_one(args, model, cfg, split, tokenizer, device, part: str, rank: int, problem) -> int:
     """``evaluate --protocol NAME``: one protocol's table, written beside the checkpoint folder."""
-    from .evaluate import data_identity, evaluate
+    from .evaluate import evaluate, split_identity
     from .paths import display_path
     from .tables import write_table
 
@@ -629,7 +631,7 @@ def _evaluate_one(args, model, cfg, split, tokenizer, device, part: str, rank: i
         "protocol_note": problem,
         "ties": args.ties,
         "features": args.features or getattr(cfg.train, "eval_features", "auto"),
-        "data": data_identity(split),
+        "data": split_identity(split),
         "metrics": {k: float(v) for k, v in metrics.items()},
     }
     stem.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")

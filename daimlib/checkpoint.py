@@ -183,19 +183,7 @@ def save_checkpoint(
     model = _unwrap(model)
     if tokenizer is None:
         tokenizer = getattr(model, "tokenizer", None)
-    # Detached CPU copies: safetensors refuses tensors that share storage (tied weights, views).
-    weights = model.state_dict() if state_dict is None else state_dict
-    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in weights.items()}
-    if loss is not None:
-        state.update(
-            {LOSS_PREFIX + k: v.detach().to("cpu").contiguous().clone() for k, v in loss.state_dict().items()}
-        )
-    trimmed = {}
-    for key, (start, stop) in (trim or {}).items():
-        if key not in state or not 0 <= start < stop <= state[key].shape[0]:
-            raise ValueError(f"cannot trim {key!r} to rows [{start}, {stop})")
-        trimmed[key] = {"shape": list(state[key].shape), "rows": [start, stop]}
-        state[key] = state[key][start:stop].contiguous().clone()
+    state, trimmed = _state_to_save(model.state_dict() if state_dict is None else state_dict, loss, trim)
     if trimmed:
         meta = {**(meta or {}), "trimmed": trimmed}
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=parent))
@@ -226,18 +214,40 @@ def save_checkpoint(
         shutil.rmtree(tmp_dir, ignore_errors=True)
         if old_dir is not None and old_dir.exists() and not directory.exists():
             os.replace(old_dir, directory)  # put the previous checkpoint back
-        disk = isinstance(e, OSError) and e.errno in DISK_ERRNOS
-        if disk or isinstance(e, SafetensorError):  # safetensors reports a full disk as its own error
-            kept = "the previous checkpoint there is kept" if directory.exists() else "nothing was written"
-            why = (e.strerror or str(e)) if isinstance(e, OSError) else _safetensors_io_reason(e)
-            raise CheckpointError(
-                f"cannot write the checkpoint {display_path(directory)}: {why} ({kept}); free "
-                "space on that disk, make the folder writable, or choose another --out"
-            ) from e
+        _raise_disk_error(e, directory)
         raise
     if old_dir is not None:
         shutil.rmtree(old_dir, ignore_errors=True)
     return directory
+
+
+def _state_to_save(weights: dict, loss, trim) -> tuple[dict, dict]:
+    """Detached CPU copies of the weights (safetensors refuses tensors that share storage: tied
+    weights, views), the loss's state under ``loss.``, and the ``trim`` rows: ``(state, trimmed)``."""
+    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in weights.items()}
+    if loss is not None:
+        state.update(
+            {LOSS_PREFIX + k: v.detach().to("cpu").contiguous().clone() for k, v in loss.state_dict().items()}
+        )
+    trimmed = {}
+    for key, (start, stop) in (trim or {}).items():
+        if key not in state or not 0 <= start < stop <= state[key].shape[0]:
+            raise ValueError(f"cannot trim {key!r} to rows [{start}, {stop})")
+        trimmed[key] = {"shape": list(state[key].shape), "rows": [start, stop]}
+        state[key] = state[key][start:stop].contiguous().clone()
+    return state, trimmed
+
+
+def _raise_disk_error(e: BaseException, directory: Path) -> None:
+    """A full disk, a quota or a read-only folder as a CheckpointError that says what to do."""
+    disk = isinstance(e, OSError) and e.errno in DISK_ERRNOS
+    if disk or isinstance(e, SafetensorError):  # safetensors reports a full disk as its own error
+        kept = "the previous checkpoint there is kept" if directory.exists() else "nothing was written"
+        why = (e.strerror or str(e)) if isinstance(e, OSError) else _safetensors_io_reason(e)
+        raise CheckpointError(
+            f"cannot write the checkpoint {display_path(directory)}: {why} ({kept}); free "
+            "space on that disk, make the folder writable, or choose another --out"
+        ) from e
 
 
 def _safetensors_io_reason(e: Exception) -> str:

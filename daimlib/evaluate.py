@@ -23,7 +23,6 @@ single process computes.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from daimlib.data import ImageDataset, TextDataset, build_transforms, collate
+from daimlib.data.layout import annotation_digest
 from daimlib.metrics import (  # noqa: F401 - re-exported: the protocol's ranking lives in daimlib.metrics
     METRIC_KEYS,
     TIES,
@@ -129,22 +129,22 @@ def split_sizes(split) -> dict[str, int]:
     return {"n_images": int(split.n_images), "n_captions": int(split.n_captions)}
 
 
-def data_identity(split) -> dict:
-    """What identifies the data a result was measured on: the layout, the folder (as displayed), the
-    annotation file's name and sha256 (a Karpathy JSON; the COCO id layout's folder is named, not
-    hashed), the split's name(s) and sizes. A copy of the same data elsewhere has the same hash."""
-    json_path = getattr(split, "source", None) or getattr(split, "json_path", None)
+def split_identity(split) -> dict:
+    """The data a result was measured on: the layout, the split's name(s) and sizes, the folder (as
+    displayed) and the annotations with the digest :func:`daimlib.data.data_identity` gives the same
+    folder (:func:`daimlib.data.layout.annotation_digest`). A copy elsewhere has the same digest."""
+    source = getattr(split, "source", None)
     ident: dict = {
         "layout": getattr(split, "layout", None),
         "splits": list(getattr(split, "splits", ()) or ()),
         **split_sizes(split),
     }
-    if json_path is not None and Path(json_path).is_file():
-        h = hashlib.sha256(Path(json_path).read_bytes()).hexdigest()
+    if source is not None and Path(source).exists():
+        source = Path(source)
         ident.update(
-            data_root=display_path(Path(json_path).parent),
-            annotations=Path(json_path).name,
-            annotations_sha256=h,
+            data_root=display_path(source if source.is_dir() else source.parent),
+            annotations=source.name,
+            annotations_sha256=annotation_digest(source)[1],
         )
     image_root = getattr(split, "image_root", None)
     if image_root is not None:

@@ -30,10 +30,10 @@ import torch.distributed as dist
 from daimlib.checkpoint import CheckpointError, load_train_state, read_meta
 from daimlib.evaluate import (
     PROTOCOL_NAMES,
-    data_identity,
     evaluate,
     protocol_label,
     protocol_problem,
+    split_identity,
 )
 from daimlib.paths import display_path, output_root, repo_root
 from daimlib.published import BENCHMARKS, published_rows
@@ -309,7 +309,7 @@ def evaluate_paper(
     table = paper_table(per, name=name, **sizes)
     ctx = evaluation_context(device, batch_size, features, ties, df.attrs["seconds"])
     prov = checkpoint_provenance(checkpoint, cfg) if checkpoint is not None else None
-    data = data_identity(split)
+    data = split_identity(split)
     notes = paper_notes(split_name, sizes, protocols, ctx, prov, data)
     record = {
         "protocol": "paper",

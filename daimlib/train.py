@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import inspect
 import logging
 import math
@@ -1074,6 +1075,9 @@ def _prepare_out_dir(
         return "fresh"
     problem = runs.reuse_problem(out_dir, cfg, data_root, eval_split)
     if problem is None:
+        log.info(
+            "%s already holds this finished run (same config and data): reusing it", display_path(out_dir)
+        )
         return "reuse"
     raise FileExistsError(
         f"{display_path(out_dir)} already holds a run that cannot be reused: {problem}. Pass resume=True "
@@ -1081,14 +1085,21 @@ def _prepare_out_dir(
     )
 
 
-def _finished_result(out_dir: Path, cfg: DAIMConfig, device) -> TrainResult:
-    """The :class:`TrainResult` of a finished run folder, read back instead of training again."""
+def read_run(
+    out_dir: str | os.PathLike, device="cpu", checkpoint: str = "last", cfg: DAIMConfig | None = None
+) -> TrainResult:
+    """The :class:`TrainResult` of a finished run folder, read back instead of training again: the
+    library's one run reader. ``checkpoint="last"`` gives the weights a fresh ``train`` returns;
+    ``"best"`` the best validation checkpoint (``last`` when the run had no validation). ``cfg``:
+    the config to hold the folder to (default its own config.json)."""
+    out_dir = Path(out_dir)
+    cfg = DAIMConfig.from_json(out_dir / "config.json") if cfg is None else cfg
     record = runs.read_record(out_dir) or {}
     model = DAIM.from_config(cfg, pretrained=False)
     loss = MatchingLoss.from_config(cfg.loss)
-    load_checkpoint(out_dir / "last", device=device, strict=True, model=model, expect_cfg=cfg, loss=loss)
     best = read_meta(out_dir / "best") if (out_dir / "best" / "meta.json").is_file() else {}
-    log.info("%s already holds this finished run (same config and data): reusing it", display_path(out_dir))
+    folder = out_dir / ("best" if checkpoint == "best" and best else "last")
+    load_checkpoint(folder, device=device, strict=True, model=model, expect_cfg=cfg, loss=loss)
     return TrainResult(
         model=model.eval(),
         cfg=cfg,
@@ -1106,34 +1117,55 @@ def _finished_result(out_dir: Path, cfg: DAIMConfig, device) -> TrainResult:
 # --- the entry point ----------------------------------------------------------------------------
 
 
-def train(
-    cfg: DAIMConfig,
-    data_root: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    resume: bool = False,
-    device: str | torch.device | None = None,
-    progress: bool = True,
-    eval_split: str | None = "val",
-    pretrained: bool | None = None,
-    overwrite: bool = False,
-) -> TrainResult:
-    """:func:`_train` while owning ``out_dir`` (:func:`daimlib.runlock.run_folder`: one writer per folder,
-    a second ``train`` on it fails at once naming the holder; a failed start leaves no empty folder)."""
-    with runlock.run_folder(out_dir, "train", enabled=int(os.environ.get("RANK", "0")) == 0):
-        return _train(
-            cfg,
-            data_root,
-            out_dir,
-            resume=resume,
-            device=device,
-            progress=progress,
-            eval_split=eval_split,
-            pretrained=pretrained,
-            overwrite=overwrite,
+def _owning_out_dir(fn):
+    """Run ``fn(cfg, data_root, out_dir, ...)`` while owning ``out_dir`` (:func:`daimlib.runlock.run_folder`:
+    one writer per folder, a second ``train`` on it fails at once naming the holder; a failed start
+    leaves no empty folder). Under ``torchrun`` rank 0 holds the lock."""
+
+    @functools.wraps(fn)
+    def owning(cfg, data_root, out_dir, *args, **kwargs):
+        with runlock.run_folder(out_dir, "train", enabled=int(os.environ.get("RANK", "0")) == 0):
+            return fn(cfg, data_root, out_dir, *args, **kwargs)
+
+    return owning
+
+
+def _result(ctx: _Loop, st: TrainState, stopped: str, out_dir: Path) -> TrainResult:
+    """The :class:`TrainResult` of the run just trained (the model as it ends, in eval mode)."""
+    return TrainResult(
+        model=ctx.model.eval(),
+        cfg=ctx.cfg,
+        out_dir=out_dir,
+        steps=read_csv(out_dir / STEPS_CSV),
+        epochs=read_csv(out_dir / EPOCHS_CSV),
+        best_metrics=dict(st.best_metrics),
+        best_epoch=st.best_epoch if st.best_epoch >= 0 else None,
+        global_step=st.global_step,
+        stopped=stopped,
+        loss=ctx.loss_fn.eval(),
+    )
+
+
+def _start_state(ctx: _Loop, out_dir: Path, data_root, data_id: dict, resume: bool, dd: _Dist):
+    """``(TrainState, history rows)`` to start from: restored from ``out_dir/last`` on ``resume`` (the
+    same data only), else a fresh state with every generator seeded."""
+    if not resume:
+        seed_everything(ctx.cfg.train.seed + dd.rank)  # dropout/augmentation streams differ across ranks
+        return TrainState(), None
+    trained_on = ((runs.read_record(out_dir) or {}).get("data") or {}).get("sha256")
+    if trained_on is not None and trained_on != data_id["sha256"]:
+        raise ValueError(
+            f"cannot resume {display_path(out_dir)} on {display_path(data_root)}: the run was trained on other "
+            "data (its run.json records another dataset sha256); resume with the run's own data root"
         )
+    st, rows = _restore(ctx, out_dir / "last")
+    if dd.main:
+        _repair_best(out_dir, st)
+    return st, rows
 
 
-def _train(
+@_owning_out_dir
+def train(
     cfg: DAIMConfig,
     data_root: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -1161,7 +1193,7 @@ def _train(
     if dd.enabled:
         dist.barrier()
     if plan == "reuse":
-        return _finished_result(out_dir, cfg, device)
+        return read_run(out_dir, device, cfg=cfg)
     if dd.main:
         out_dir.mkdir(parents=True, exist_ok=True)
     use_pretrained = (wants_pretrained(cfg) if pretrained is None else pretrained) and not resume
@@ -1169,19 +1201,7 @@ def _train(
         tune_cpu_allocator()  # freed activations are reused, not returned to the OS (bit-identical results)
     ctx = _build(cfg, data_root, out_dir, device, dd, eval_split, use_pretrained, progress)
     data_id = runs.data_identity(data_root, cfg)
-    st, rows = TrainState(), None
-    if resume:
-        trained_on = ((runs.read_record(out_dir) or {}).get("data") or {}).get("sha256")
-        if trained_on is not None and trained_on != data_id["sha256"]:
-            raise ValueError(
-                f"cannot resume {display_path(out_dir)} on {display_path(data_root)}: the run was trained on other "
-                "data (its run.json records another dataset sha256); resume with the run's own data root"
-            )
-        st, rows = _restore(ctx, out_dir / "last")
-        if dd.main:
-            _repair_best(out_dir, st)
-    else:
-        seed_everything(cfg.train.seed + dd.rank)  # dropout/augmentation streams differ across ranks
+    st, rows = _start_state(ctx, out_dir, data_root, data_id, resume, dd)
     ctx.elapsed0 = st.elapsed_s
 
     def record(stopped: str, state: TrainState) -> None:
@@ -1212,18 +1232,7 @@ def _train(
     record(stopped, st)
     if dd.enabled:
         dist.barrier()
-    result = TrainResult(
-        model=ctx.model.eval(),
-        cfg=cfg,
-        out_dir=out_dir,
-        steps=read_csv(out_dir / STEPS_CSV),
-        epochs=read_csv(out_dir / EPOCHS_CSV),
-        best_metrics=dict(st.best_metrics),
-        best_epoch=st.best_epoch if st.best_epoch >= 0 else None,
-        global_step=st.global_step,
-        stopped=stopped,
-        loss=ctx.loss_fn.eval(),
-    )
+    result = _result(ctx, st, stopped, out_dir)
     if dd.owns_group:
         dist.destroy_process_group()
     return result

@@ -438,6 +438,26 @@ def _refuse_foreign_folder(root: Path, json_path: Path) -> None:
     )
 
 
+def _demo_spec(size: str | tuple[int, int, int], knobs: dict) -> DemoSpec:
+    """The checked :class:`DemoSpec` of ``make_demo_dataset``'s ``size`` and ``knobs``."""
+    if isinstance(size, str):
+        if size not in SPLIT_SIZES:
+            raise ValueError(
+                f"size must be one of {sorted(SPLIT_SIZES)} or a (train, val, test) tuple, got {size!r}"
+            )
+        sizes = SPLIT_SIZES[size]
+    else:
+        sizes = tuple(int(v) for v in size)
+    unknown = sorted(set(knobs) - {f for f in DemoSpec.__dataclass_fields__ if f != "split_sizes"})
+    if unknown:
+        raise ValueError(f"unknown demo knobs {unknown}; knobs are the fields of DemoSpec")
+    spec = DemoSpec(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in knobs.items()}, split_sizes=sizes
+    )
+    spec.check()
+    return spec
+
+
 def make_demo_dataset(
     root: str | Path,
     seed: int = 0,
@@ -457,21 +477,8 @@ def make_demo_dataset(
     (``FileExistsError``), whatever ``overwrite`` says.
     """
     root = Path(root)
-    if isinstance(size, str):
-        if size not in SPLIT_SIZES:
-            raise ValueError(
-                f"size must be one of {sorted(SPLIT_SIZES)} or a (train, val, test) tuple, got {size!r}"
-            )
-        sizes = SPLIT_SIZES[size]
-    else:
-        sizes = tuple(int(v) for v in size)
-    unknown = sorted(set(knobs) - {f for f in DemoSpec.__dataclass_fields__ if f != "split_sizes"})
-    if unknown:
-        raise ValueError(f"unknown demo knobs {unknown}; knobs are the fields of DemoSpec")
-    spec = DemoSpec(
-        **{k: tuple(v) if isinstance(v, list) else v for k, v in knobs.items()}, split_sizes=sizes
-    )
-    spec.check()
+    spec = _demo_spec(size, knobs)
+    sizes = spec.split_sizes
     json_path = root / "dataset_demo.json"
     _refuse_foreign_folder(root, json_path)
     header = {"seed": seed, **asdict(spec)}

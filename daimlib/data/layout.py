@@ -29,6 +29,7 @@ from daimlib.config import DataConfig
 from daimlib.data.coco_ids import ID_FILES, load_coco_ids
 from daimlib.data.karpathy import DATA_HELP, DatasetFormatError, load_karpathy, read_karpathy_json
 from daimlib.data.split import Split
+from daimlib.paths import sha256_file
 
 
 @dataclass(frozen=True)
@@ -191,23 +192,27 @@ def resolve_layout(root: str | Path, data_cfg=None) -> ResolvedLayout:
     return ResolvedLayout(layout, root, source, _image_root(root, lay, image_dir))
 
 
+def annotation_digest(source: str | Path) -> tuple[list[Path], str]:
+    """The annotation files of a layout's source and their sha256: a Karpathy JSON's own (what
+    ``sha256sum`` prints); for the COCO id layout's folder, over the names and sha256s of its .npy /
+    .json files in name order. The one digest of the data, for runs and for results."""
+    source = Path(source)
+    if not source.is_dir():
+        return [source], sha256_file(source)
+    files = sorted(p for p in source.iterdir() if p.suffix in (".npy", ".json"))
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode() + b"\0" + sha256_file(f).encode())
+    return files, h.hexdigest()
+
+
 def data_identity(root: str | Path, cfg=None) -> dict:
     """What identifies the data in ``root``, for run reuse and for results: ``{"layout", "files" (names),
     "sha256" (of the annotation file; of the id files' names and sha256s), "images" ({split: count}, Karpathy layouts) or
     "caption_ids" ({id file: count}, the COCO id layout), "n_images"}``. Reads the split files only,
     no image; the same data copied elsewhere has the same identity."""
     res = resolve_layout(root, _data_cfg(cfg))
-    if res.name == "coco_ids":
-        files = sorted(p for p in res.source.iterdir() if p.suffix in (".npy", ".json"))
-    else:
-        files = [res.source]
-    if len(files) == 1:  # the annotation file's own sha256 (what `sha256sum` prints)
-        digest = hashlib.sha256(files[0].read_bytes()).hexdigest()
-    else:  # the id layout: names and sha256s of its files, in name order
-        h = hashlib.sha256()
-        for f in files:
-            h.update(f.name.encode() + b"\0" + hashlib.sha256(f.read_bytes()).hexdigest().encode())
-        digest = h.hexdigest()
+    files, digest = annotation_digest(res.source)
     out = {"layout": res.name, "files": [f.name for f in files], "sha256": digest}
     if res.name == "coco_ids":
         out["caption_ids"] = {
