@@ -421,25 +421,25 @@ def seed_summary(table: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     from daimlib.course import stats
 
     by = table.set_index("recipe")["test_rsum"].astype(float)
-    rows, values, sds = [], {}, {}
-    for group, (what, names) in SEED_GROUPS.items():
-        x = [by[n] for n in names if n in by.index]
-        values[group] = x
-        if not x:
-            continue
-        ci = stats.mean_ci(x)
-        sds[group] = ci.sd
-        rows.append(
-            {
-                "group": group,
-                "what": what,
-                "seeds": len(x),
-                "test RSUM per seed": " ".join(f"{v:.1f}" for v in x),
-                "mean": ci.mean,
-                "sd": ci.sd,
-                "95% CI": f"[{ci.lo:.1f}, {ci.hi:.1f}]" if len(x) > 1 else "-",
-            }
-        )
+    values = {g: [by[n] for n in names if n in by.index] for g, (_, names) in SEED_GROUPS.items()}
+    long = pd.DataFrame(
+        [{"variant": g, "seed": i, "test_rsum": v} for g, x in values.items() for i, v in enumerate(x)],
+        columns=["variant", "seed", "test_rsum"],
+    )
+    summ = stats.powered_summary(long, reference=None, metric="test_rsum")  # the kit's one seed table
+    sds = summ["sd"].to_dict()
+    rows = [
+        {
+            "group": g,
+            "what": SEED_GROUPS[g][0],
+            "seeds": int(r["n"]),
+            "test RSUM per seed": " ".join(f"{v:.1f}" for v in values[g]),
+            "mean": r["mean"],
+            "sd": r["sd"],
+            "95% CI": f"[{r['ci_lo']:.1f}, {r['ci_hi']:.1f}]" if r["n"] > 1 else "-",
+        }
+        for g, r in summ.iterrows()
+    ]
     out = {}
     for name, (ga, gb, _) in COMPARISONS.items():
         a, b = values[ga], values[gb]
