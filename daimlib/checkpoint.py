@@ -186,35 +186,48 @@ def save_checkpoint(
     state, trimmed = _state_to_save(model.state_dict() if state_dict is None else state_dict, loss, trim)
     if trimmed:
         meta = {**(meta or {}), "trimmed": trimmed}
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=parent))
-    old_dir = None
-    try:
+
+    def fill(tmp_dir: Path) -> dict:
         _atomic_write(tmp_dir / WEIGHTS, lambda p: save_file(state, p, metadata={"format": FORMAT}))
         _atomic_write(tmp_dir / CONFIG, lambda p: Path(p).write_text(cfg.to_json() + "\n"))
         if train_state is not None:
             _atomic_write(tmp_dir / TRAIN_STATE, lambda p: torch.save(train_state, p))
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp_dir / TOKENIZER))
-        files = _file_records(tmp_dir)
-        info = {
+        return {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "daimlib": __version__,
             "torch": torch.__version__,
             "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "files": files,
+            "files": _file_records(tmp_dir),
             **(meta or {}),
         }
+
+    try:
+        return _write_folder(directory, fill)
+    except BaseException as e:
+        _raise_disk_error(e, directory)
+        raise
+
+
+def _write_folder(directory: Path, fill) -> Path:
+    """Write a checkpoint folder atomically: ``fill(tmp_dir)`` writes the files into a temporary folder
+    beside ``directory`` and returns meta.json's content; the finished folder replaces ``directory``.
+    On any error the temporary folder is removed and the previous ``directory`` stays (or is put back)."""
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    old_dir = None
+    try:
+        info = fill(tmp_dir)
         _atomic_write(
             tmp_dir / META, lambda p: Path(p).write_text(json.dumps(info, indent=2, default=str) + "\n")
         )
         _normal_permissions(tmp_dir)
         old_dir = _install(tmp_dir, directory)
-    except BaseException as e:
+    except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         if old_dir is not None and old_dir.exists() and not directory.exists():
             os.replace(old_dir, directory)  # put the previous checkpoint back
-        _raise_disk_error(e, directory)
         raise
     if old_dir is not None:
         shutil.rmtree(old_dir, ignore_errors=True)
@@ -296,9 +309,8 @@ def link_checkpoint(
     files = {k: v for k, v in info.get("files", {}).items() if k.split("/")[0] not in drop}
     info = {k: v for k, v in {**info, **(meta or {}), "files": files}.items() if v is not None}
     clean_stale_temporaries(directory)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-    old_dir = None
-    try:
+
+    def fill(tmp_dir: Path) -> dict:
         for rel in files:
             dst = tmp_dir / rel
             dst.parent.mkdir(parents=True, exist_ok=True)
@@ -306,19 +318,9 @@ def link_checkpoint(
                 os.link(source / rel, dst)
             except OSError:  # no hard links here (some network or FAT filesystems)
                 shutil.copy2(source / rel, dst)
-        _atomic_write(
-            tmp_dir / META, lambda p: Path(p).write_text(json.dumps(info, indent=2, default=str) + "\n")
-        )
-        _normal_permissions(tmp_dir)
-        old_dir = _install(tmp_dir, directory)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        if old_dir is not None and old_dir.exists() and not directory.exists():
-            os.replace(old_dir, directory)
-        raise
-    if old_dir is not None:
-        shutil.rmtree(old_dir, ignore_errors=True)
-    return directory
+        return info
+
+    return _write_folder(directory, fill)
 
 
 # --- reading ---------------------------------------------------------------------------------

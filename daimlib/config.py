@@ -393,10 +393,8 @@ def _demo_baseline() -> DAIMConfig:
 
 
 def _demo_hat() -> DAIMConfig:
-    cfg = _demo()
+    cfg = _demo_baseline()
     cfg.name = "demo_hat"
-    cfg.fdm = FDMConfig(image_blocks=False, image_stage_out=False, text_layers=())
-    cfg.loss.adaptive = False
     cfg.similarity.direction = "i2t"
     return cfg
 

@@ -462,16 +462,7 @@ def import_reference(
     result = ImportResult(
         model=model, loss=loss, cfg=cfg, arch=arch, provenance=provenance, report=report, tokenizer_note=note
     )
-    if out is not None:
-        result.out_dir = save_checkpoint(
-            out,
-            model,
-            cfg,
-            meta={"provenance": provenance, "source": "reference"},
-            tokenizer=tokenizer,
-            loss=loss,
-        )
-    return result
+    return _saved(result, out, tokenizer, "reference")
 
 
 def _choose_tokenizer(tokenizer: Any, cfg: DAIMConfig, vocab_size: int, stored: dict) -> tuple[Any, str]:
@@ -489,6 +480,16 @@ def _choose_tokenizer(tokenizer: Any, cfg: DAIMConfig, vocab_size: int, stored: 
             "pass another --tokenizer DIR"
         )
     return tokenizer, "stored (given)"
+
+
+def _saved(result: ImportResult, out, tokenizer, source: str) -> ImportResult:
+    """``result``, written as a kit checkpoint folder to ``out`` first when one is given."""
+    if out is not None:
+        meta = {"provenance": result.provenance, "source": source}
+        result.out_dir = save_checkpoint(
+            out, result.model, result.cfg, meta=meta, tokenizer=tokenizer, loss=result.loss
+        )
+    return result
 
 
 def _check_out(out: Path) -> None:
@@ -536,13 +537,4 @@ def _import_kit_folder(path: Path, out, preset, tokenizer) -> ImportResult:
     }
     model.eval()
     result = ImportResult(model=model, loss=loss, cfg=cfg, arch=None, provenance=provenance, report={})
-    if out is not None:
-        result.out_dir = save_checkpoint(
-            out,
-            model,
-            cfg,
-            meta={"provenance": provenance, "source": "daimlib"},
-            tokenizer=tokenizer,
-            loss=loss,
-        )
-    return result
+    return _saved(result, out, tokenizer, "daimlib")

@@ -39,6 +39,7 @@ def cache_dir(tmp_path, monkeypatch):
     return tmp_path / "cache" / "features"
 
 
+@pytest.mark.slow  # trains a model (a few steps)
 def test_fp32_cache_gives_the_loss_trajectory_of_the_same_run_computed_live(demo_root, tmp_path, cache_dir):
     """Two frozen epochs (30 steps, hardest negatives after step 2, the MOM updating): with the cache the
     losses and margins equal those of the uncached run with the same things turned off (eval-mode
@@ -57,6 +58,7 @@ def test_fp32_cache_gives_the_loss_trajectory_of_the_same_run_computed_live(demo
     assert len(list(cache_dir.glob("image-*"))) == len(list(cache_dir.glob("text-*"))) == 1
 
 
+@pytest.mark.slow  # trains a model (a few steps)
 def test_the_reference_setting_differs_from_the_deterministic_frozen_phase(demo_root, tmp_path, cache_dir):
     """'off' keeps random crops (and train-mode encoders): its losses are not those of 'frozen_live',
     so the equality above is a property of the cache, not of a run that ignores the setting."""

@@ -9,6 +9,7 @@ code (issue 12 item 3), the leaf modules import no kit module."""
 from __future__ import annotations
 
 import ast
+import functools
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +29,12 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+@functools.cache
+def _parse(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(), str(path))
+
+
+@functools.cache
 def _files() -> dict[str, Path]:
     return {_module_name(p): p for pkg in PACKAGES for p in (REPO / pkg).rglob("*.py")}
 
@@ -52,7 +59,7 @@ def direct_imports(names: bool = False) -> list[tuple]:
     out = []
     for mod, path in _files().items():
         package = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        for node in ast.walk(_parse(path)):
             if isinstance(node, ast.Import):
                 out += [(mod, a.name, node.lineno, ()) for a in node.names]
             elif isinstance(node, ast.ImportFrom):
@@ -73,13 +80,18 @@ def _load_time_nodes(tree: ast.Module):
 
 
 def import_graph(load_time: bool = False) -> dict[str, set[str]]:
+    return {m: set(t) for m, t in _graph(load_time).items()}  # a copy: callers may change it
+
+
+@functools.cache
+def _graph(load_time: bool) -> dict[str, frozenset[str]]:
     """module -> the kit modules (daimlib, experiments) it imports anywhere in its source (with
     ``load_time``: only the imports that run when it loads)."""
     files = _files()
     graph: dict[str, set[str]] = {m: set() for m in files}
     for mod, path in files.items():
         package = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
-        tree = ast.parse(path.read_text(), str(path))
+        tree = _parse(path)
         for node in _load_time_nodes(tree) if load_time else ast.walk(tree):
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
@@ -93,7 +105,7 @@ def import_graph(load_time: bool = False) -> dict[str, set[str]]:
                     t = t.rpartition(".")[0]
                 if t and t != mod and t not in PACKAGES:  # a package's __init__: its public face
                     graph[mod].add(t)
-    return graph
+    return {m: frozenset(t) for m, t in graph.items()}
 
 
 def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
@@ -198,7 +210,7 @@ def test_course_and_experiments_use_no_private_attribute_of_a_kit_module():
     for mod, path in _files().items():
         if layer(mod) == "library":
             continue
-        tree = ast.parse(path.read_text(), str(path))
+        tree = _parse(path)
         kit = _kit_names(tree, mod if path.name == "__init__.py" else mod.rpartition(".")[0])
         for n in ast.walk(tree):
             if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id in kit:

@@ -272,6 +272,7 @@ def test_validation_never_draws_from_the_training_rng(straight, demo_root, tmp_p
     )
 
 
+@pytest.mark.slow  # trains a model (a few steps)
 def test_resuming_with_another_batch_size_is_refused(demo_root, tmp_path):
     out = tmp_path / "run"
     _run(demo_root, out, _cfg(**{"train.max_steps": 1, "train.epochs": 1}))

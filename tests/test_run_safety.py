@@ -49,6 +49,7 @@ def one_step_run(demo_root, tmp_path_factory):
 # --- the run record and the reuse rule --------------------------------------------------------------
 
 
+@pytest.mark.slow  # trains a model (a few steps)
 def test_run_record_holds_config_budget_data_identity_and_versions(one_step_run, demo_root):
     rec = runs.read_record(one_step_run.out_dir)
     assert rec["finished"] and rec["stopped"] == "max_steps" and rec["global_step"] == 1
@@ -78,6 +79,7 @@ def test_data_identity_ignores_the_folder_but_not_the_content(demo_root, tmp_pat
         runs.data_identity(tmp_path / "nowhere", cfg)
 
 
+@pytest.mark.slow  # trains a model (a few steps)
 def test_reuse_rule_names_each_reason(one_step_run, demo_root, tmp_path):
     run = one_step_run.out_dir
     assert runs.reuse_problem(run, _cfg(), demo_root, "test") is None
@@ -217,6 +219,7 @@ def test_a_nan_pixel_stops_the_run_naming_the_step_without_touching_best(demo_ro
     assert len(pd.read_csv(out / "history_steps.csv")) == 4
 
 
+@pytest.mark.slow  # trains a model (a few steps)
 def test_a_non_finite_gradient_stops_before_the_update_and_blames_the_lr(demo_root, tmp_path, monkeypatch):
     monkeypatch.setattr(torch.nn.utils, "get_total_norm", lambda grads, *a, **k: torch.tensor(float("inf")))
     with pytest.raises(
@@ -306,6 +309,7 @@ def test_resuming_on_other_data_is_refused(demo_root, other_demo_data, tmp_path)
     assert res.global_step == 2
 
 
+@pytest.mark.slow  # trains a model (a few steps)
 def test_a_trained_checkpoint_carries_its_tokenizer(one_step_run, demo_root):
     """Issue 13: evaluating a saved run never needs the hub (nor the data's tokenizer folder)."""
     from daimlib.checkpoint import has_tokenizer, load_checkpoint_tokenizer

@@ -138,6 +138,7 @@ def test_budget_stop_mid_epoch_saves_evaluates_and_resumes_exactly(straight_run,
     pd.testing.assert_frame_equal(full[full["complete"]].reset_index(drop=True), _steps(straight_run.epochs))
 
 
+@pytest.mark.slow  # trains a model (a few steps)
 def test_ctrl_c_writes_last_and_the_run_can_resume(demo_root, tmp_path, monkeypatch):
     calls = {"n": 0}
     real = train_mod._to_device
@@ -203,6 +204,7 @@ def test_frozen_backbones_stay_in_train_mode_unless_told(demo_root):
     )
 
 
+@pytest.mark.slow  # trains a model (a few steps)
 def test_existing_run_is_not_overwritten_and_resume_needs_a_checkpoint(demo_root, tmp_path):
     with pytest.raises(CheckpointError, match="holds no checkpoint"):
         _run(_cfg(), demo_root, tmp_path / "empty", resume=True)
@@ -407,6 +409,7 @@ def test_ablate_trains_each_variant_writes_tables_and_reuses_finished_runs(demo_
         )
 
 
+@pytest.mark.slow  # trains a model (a few steps)
 def test_time_budget_stops_after_the_first_step_and_clipping_bounds_the_gradient_norm(
     demo_root, tmp_path, monkeypatch
 ):
