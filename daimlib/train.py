@@ -1092,6 +1092,8 @@ def read_run(
     library's one run reader. ``checkpoint="last"`` gives the weights a fresh ``train`` returns;
     ``"best"`` the best validation checkpoint (``last`` when the run had no validation). ``cfg``:
     the config to hold the folder to (default its own config.json)."""
+    if checkpoint not in ("last", "best"):
+        raise ValueError(f"checkpoint must be 'last' or 'best', got {checkpoint!r}")
     out_dir = Path(out_dir)
     cfg = DAIMConfig.from_json(out_dir / "config.json") if cfg is None else cfg
     record = runs.read_record(out_dir) or {}

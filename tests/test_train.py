@@ -335,6 +335,21 @@ def test_powered_summary_pairs_by_seed_and_reports_what_the_design_detects():
 
 
 @pytest.mark.slow  # uses the straight run
+def test_read_run_gives_back_the_returned_model_or_the_best_checkpoint(straight_run):
+    last = train_mod.read_run(straight_run.out_dir)
+    _assert_same_weights(last.model, straight_run.model, atol=0)
+    assert last.global_step == straight_run.global_step and last.best_epoch == straight_run.best_epoch
+    assert last.best_metrics == pytest.approx(straight_run.best_metrics)
+    pd.testing.assert_frame_equal(last.epochs, straight_run.epochs)
+    best_folder = load_checkpoint(straight_run.out_dir / "best")[0]
+    _assert_same_weights(
+        train_mod.read_run(straight_run.out_dir, checkpoint="best").model, best_folder, atol=0
+    )
+    with pytest.raises(ValueError, match="'last' or 'best'"):
+        train_mod.read_run(straight_run.out_dir, checkpoint="first")
+
+
+@pytest.mark.slow  # uses the straight run
 def test_loaded_last_checkpoint_matches_the_returned_model(straight_run):
     model, cfg, state = load_checkpoint(straight_run.last_dir)
     _assert_same_weights(model, straight_run.model, atol=0)
