@@ -57,6 +57,7 @@ nbval:
 
 lint:
 	.venv/bin/ruff check daimlib tests benchmarks scripts experiments
+	.venv/bin/ruff format --check daimlib tests benchmarks scripts experiments
 
 bench: setup
 	$(PY) -m daimlib bench

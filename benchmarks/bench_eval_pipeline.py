@@ -48,8 +48,12 @@ RECALL_TOL = 1e-9  # the recalls must be identical
 def evalrank_loop(sims: np.ndarray, img_of_caption: np.ndarray) -> dict[str, float]:
     """VSE++ evalrank as the reference runs it: one argsort per query."""
     n_img, n_cap = sims.shape
-    i2t = np.array([min(np.where(np.argsort(sims[i])[::-1] == j)[0][0] for j in np.where(img_of_caption == i)[0])
-                    for i in range(n_img)])  # fmt: skip
+    i2t = np.array(
+        [
+            min(np.where(np.argsort(sims[i])[::-1] == j)[0][0] for j in np.where(img_of_caption == i)[0])
+            for i in range(n_img)
+        ]
+    )
     t2i = np.array([np.where(np.argsort(sims[:, j])[::-1] == img_of_caption[j])[0][0] for j in range(n_cap)])
     out = {}
     for name, r in (("i2t", i2t), ("t2i", t2i)):
@@ -152,8 +156,10 @@ def main(argv=None) -> int:
     )
     diff = float(np.abs(ref_sims - sims[:, : ref_sims.shape[1]]).max())
     same = all(abs(metrics[k] - ref_metrics[k]) < 1e-9 for k in ref_metrics)
-    print(f"demo test split: {split.n_images} images x {split.n_captions} captions, demo model, {device}, "
-          f"{torch.get_num_threads()} threads")  # fmt: skip
+    print(
+        f"demo test split: {split.n_images} images x {split.n_captions} captions, demo model, {device}, "
+        f"{torch.get_num_threads()} threads"
+    )
     print(f"{'stage':<14}{'daimlib (s)':>13}{'reference-style (s)':>22}{'speed-up':>10}")
     for stage in ("encoding", "similarity", "ranking"):
         print(f"{stage:<14}{kit[stage]:>13.2f}{ref[stage]:>22.2f}{ref[stage] / kit[stage]:>9.1f}x")

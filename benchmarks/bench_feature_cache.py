@@ -77,9 +77,11 @@ def main() -> int:
         off, _ = _run({"train.feature_cache": "off"}, args.preset, data, work / "off", 1)
         rows.append(("off (reference: train mode, random crops)", float(off.epochs["epoch_s"].iloc[0])))
     steps = len(live.steps)
-    print(f"# {args.preset}, {steps} steps of batch {live.cfg.train.batch_size} per epoch "
-          f"({steps * live.cfg.train.batch_size} captions), {torch.get_num_threads()} threads, "
-          f"cache {args.dtype}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")  # fmt: skip
+    print(
+        f"# {args.preset}, {steps} steps of batch {live.cfg.train.batch_size} per epoch "
+        f"({steps * live.cfg.train.batch_size} captions), {torch.get_num_threads()} threads, "
+        f"cache {args.dtype}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
     print(f"{'setting':<44} {'s/epoch':>9} {'s/step':>8} {'speed-up':>9}")
     base = rows[0][1]
     for name, sec in rows:

@@ -75,9 +75,11 @@ def main(argv=None) -> int:
             model.similarity(img, txt, lens)
         fwd_s = time.perf_counter() - t0
     n = sum(p.numel() for p in model.parameters())
-    print(f"checkpoint: {'tiny fixture' if args.quick else 'full-size random (daim_keys.tsv)'}, "
-          f"{size_mb:.0f} MiB, {n / 1e6:.1f} M parameters; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs")  # fmt: skip
+    print(
+        f"checkpoint: {'tiny fixture' if args.quick else 'full-size random (daim_keys.tsv)'}, "
+        f"{size_mb:.0f} MiB, {n / 1e6:.1f} M parameters; torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs"
+    )
     print("| step | seconds |\n|---|---|")
     if not args.quick:
         print(f"| build the random .ckpt (not part of an import) | {build_s:.1f} |")

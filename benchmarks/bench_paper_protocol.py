@@ -43,8 +43,9 @@ def separate_calls(model, split, tok, cfg, device, batch: int) -> tuple[dict, di
     metrics, seconds = {}, {}
     for protocol in ("coco1k", "coco5k"):
         t0 = time.perf_counter()
-        metrics[protocol], df = evaluate(model, split, tok, cfg, protocol=protocol, device=device,
-                                         batch_size=batch, progress=False)  # fmt: skip
+        metrics[protocol], df = evaluate(
+            model, split, tok, cfg, protocol=protocol, device=device, batch_size=batch, progress=False
+        )
         seconds[protocol] = {**df.attrs["seconds"], "total": time.perf_counter() - t0}
     return metrics, seconds
 
@@ -76,8 +77,16 @@ def main(argv=None) -> int:
 
     def paper_call():
         t0 = time.perf_counter()
-        res = evaluate_paper(model, split, tok, cfg, name="tiny (random weights)", device=device,
-                             batch_size=args.batch_size, progress=False)  # fmt: skip
+        res = evaluate_paper(
+            model,
+            split,
+            tok,
+            cfg,
+            name="tiny (random weights)",
+            device=device,
+            batch_size=args.batch_size,
+            progress=False,
+        )
         return res, {**res.record["evaluation"]["seconds"], "total": time.perf_counter() - t0}
 
     # paper, the two calls, paper again: the paper protocol's time is the mean of its two runs, so
@@ -86,8 +95,10 @@ def main(argv=None) -> int:
     sep_metrics, sep_s = separate_calls(model, split, tok, cfg, device, args.batch_size)
     _, second = paper_call()
     ctx = {k: (first[k] + second[k]) / 2 for k in first}
-    print(f"\n{split.n_images} images x {split.n_captions} captions, tiny model, {device}, "
-          f"{torch.get_num_threads()} threads; seconds")  # fmt: skip
+    print(
+        f"\n{split.n_images} images x {split.n_captions} captions, tiny model, {device}, "
+        f"{torch.get_num_threads()} threads; seconds"
+    )
     print(
         f"{'stage':<8}{'--protocol paper':>18}{'coco1k call':>13}{'coco5k call':>13}{'both calls':>12}{'saved':>8}"
     )

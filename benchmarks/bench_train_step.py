@@ -72,10 +72,19 @@ def worker(setting: str, steps: int, threads: int, data_root: str, preset: str) 
     cfg = load_preset(preset)
     tok = load_tokenizer(cfg.text, data_root)
     split = load_split(cfg.data, data_root, "train")
-    ds = CaptionDataset(split, tok, build_transforms(cfg.data, train=True), cfg.text.max_len, cache_images=opts["cache"])
+    ds = CaptionDataset(
+        split, tok, build_transforms(cfg.data, train=True), cfg.text.max_len, cache_images=opts["cache"]
+    )
     gen = torch.Generator().manual_seed(0)
-    dl = DataLoader(ds, batch_size=cfg.train.batch_size, shuffle=True, collate_fn=collate, drop_last=True,
-                    generator=gen, num_workers=0)  # fmt: skip
+    dl = DataLoader(
+        ds,
+        batch_size=cfg.train.batch_size,
+        shuffle=True,
+        collate_fn=collate,
+        drop_last=True,
+        generator=gen,
+        num_workers=0,
+    )
     torch.manual_seed(0)
     model = DAIM.from_config(cfg).train()
     loss_fn = MatchingLoss.from_config(cfg.loss)
@@ -93,15 +102,32 @@ def worker(setting: str, steps: int, threads: int, data_root: str, preset: str) 
         times.append(time.perf_counter() - t0)
         losses.append(float(lo.loss.detach()))
     t = times[WARMUP:]
-    return {"setting": setting, "threads": threads, "steps": steps, "s_per_step": sum(t) / len(t),
-            "losses": losses[:LOSS_STEPS]}  # fmt: skip
+    return {
+        "setting": setting,
+        "threads": threads,
+        "steps": steps,
+        "s_per_step": sum(t) / len(t),
+        "losses": losses[:LOSS_STEPS],
+    }
 
 
 def _spawn(setting: str, args, threads: int) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     env.pop("DAIM_CPU_ALLOCATOR", None)
-    cmd = [sys.executable, __file__, "--worker", setting, "--steps", str(args.steps), "--threads", str(threads),
-           "--data-root", args.data_root, "--preset", args.preset]  # fmt: skip
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        setting,
+        "--steps",
+        str(args.steps),
+        "--threads",
+        str(threads),
+        "--data-root",
+        args.data_root,
+        "--preset",
+        args.preset,
+    ]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
 
 
@@ -118,17 +144,26 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch threads of each single-process setting")
     ap.add_argument("--data-root", default="data/demo")
     ap.add_argument("--preset", default="demo")
-    ap.add_argument("--rounds", type=int, default=3,
-                    help="rounds of all settings in turn; the median per setting is reported (robust to a busy machine)")  # fmt: skip
-    ap.add_argument("--parallel", action="store_true",
-                    help="also time every setting as two one-thread processes side by side")  # fmt: skip
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds of all settings in turn; the median per setting is reported (robust to a busy machine)",
+    )
+    ap.add_argument(
+        "--parallel",
+        action="store_true",
+        help="also time every setting as two one-thread processes side by side",
+    )
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         print(json.dumps(worker(args.worker, args.steps, args.threads, args.data_root, args.preset)))
         return 0
     if not (Path(args.data_root) / "dataset.json").exists() and not any(Path(args.data_root).glob("*.json")):
-        raise SystemExit(f"no demo data at {args.data_root}: run `python -m daimlib make-demo-data --root {args.data_root}`")
+        raise SystemExit(
+            f"no demo data at {args.data_root}: run `python -m daimlib make-demo-data --root {args.data_root}`"
+        )
     from _check import agrees, exit_code
 
     load = os.getloadavg()[0]
@@ -138,16 +173,22 @@ def main() -> int:
         ordered = sorted((r[k] for r in rounds), key=lambda r: r["s_per_step"])
         rows.append(ordered[len(ordered) // 2])
     base = rows[0]
-    print(f"# demo training step (preset {args.preset}, batch 64), {args.steps} timed steps, {args.threads} thread(s), "
-          f"median of {len(rounds)} round(s); load average at the start: {load:.1f}")
+    print(
+        f"# demo training step (preset {args.preset}, batch 64), {args.steps} timed steps, {args.threads} thread(s), "
+        f"median of {len(rounds)} round(s); load average at the start: {load:.1f}"
+    )
     print(f"{'setting':<16}{'ms/step':>10}{'steps/s':>10}{'speed-up':>10}")
     for r in rows:
-        print(f"{r['setting']:<16}{1000 * r['s_per_step']:>10.1f}{1 / r['s_per_step']:>10.2f}"
-              f"{base['s_per_step'] / r['s_per_step']:>9.2f}x")  # fmt: skip
+        print(
+            f"{r['setting']:<16}{1000 * r['s_per_step']:>10.1f}{1 / r['s_per_step']:>10.2f}"
+            f"{base['s_per_step'] / r['s_per_step']:>9.2f}x"
+        )
     checks = []
     for r in rows[1:]:
         diff = max(abs(a - b) / max(1.0, abs(b)) for a, b in zip(r["losses"], base["losses"]))
-        checks.append(agrees(f"'{r['setting']}' first {LOSS_STEPS} losses vs 'before' (relative)", diff, 1e-5))
+        checks.append(
+            agrees(f"'{r['setting']}' first {LOSS_STEPS} losses vs 'before' (relative)", diff, 1e-5)
+        )
     if args.parallel:  # two one-thread processes of the same setting at once, in rounds as above
         prounds = []
         for _ in range(max(1, args.rounds)):
@@ -157,14 +198,18 @@ def main() -> int:
                 res = [_result(p) for p in procs]
                 row.append((setting, sum(1 / r["s_per_step"] for r in res), [r["s_per_step"] for r in res]))
             prounds.append(row)
-        print(f"# two 1-thread processes side by side (as `ablate --jobs 2`), median of {len(prounds)} round(s)")
+        print(
+            f"# two 1-thread processes side by side (as `ablate --jobs 2`), median of {len(prounds)} round(s)"
+        )
         print(f"{'setting':<16}{'steps/s (both)':>16}{'ms/step each':>16}{'speed-up':>10}")
         base_rate = None
         for k, setting in enumerate(SETTINGS):
             ordered = sorted((r[k] for r in prounds), key=lambda r: r[1])
             _, rate, each = ordered[len(ordered) // 2]
             base_rate = base_rate or rate
-            print(f"{setting:<16}{rate:>16.2f}{1000 * each[0]:>8.0f}{1000 * each[1]:>8.0f}{rate / base_rate:>9.2f}x")
+            print(
+                f"{setting:<16}{rate:>16.2f}{1000 * each[0]:>8.0f}{1000 * each[1]:>8.0f}{rate / base_rate:>9.2f}x"
+            )
     return exit_code(*checks)
 
 

@@ -70,7 +70,9 @@ def _sync(device) -> None:
 
 
 def _peak(device) -> str:
-    return f"{torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB" if device.type == "cuda" else "n/a (CPU)"
+    return (
+        f"{torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB" if device.type == "cuda" else "n/a (CPU)"
+    )
 
 
 def _reset_peak(device) -> None:
@@ -92,7 +94,11 @@ def _batch(cfg, batch: int, device, seed: int = 0, images: bool = True) -> dict:
     lens = torch.randint(8, L + 1, (batch,), generator=g)
     mask = (torch.arange(L)[None, :] < lens[:, None]).long()  # [B, L]
     ids = torch.randint(100, vocab, (batch, L), generator=g) * mask
-    out = {"input_ids": ids.to(device), "attention_mask": mask.to(device), "img_index": torch.arange(batch, device=device)}
+    out = {
+        "input_ids": ids.to(device),
+        "attention_mask": mask.to(device),
+        "img_index": torch.arange(batch, device=device),
+    }
     if images:
         gd = torch.Generator(device=device).manual_seed(seed)
         size = cfg.image.img_size
@@ -176,8 +182,10 @@ def check_precision(cfg, device, batch: int) -> dict:
             s32, l32 = _loss_of(model, loss_fn, data, None, device)
         with tf32(True, device):
             s16, l16 = _loss_of(model, loss_fn, data, amp_dtype, device)
-    return {"scores": float((s16.float() - s32).abs().max()),
-            "loss": abs(float(l16) - float(l32)) / max(abs(float(l32)), 1e-12)}  # fmt: skip
+    return {
+        "scores": float((s16.float() - s32).abs().max()),
+        "loss": abs(float(l16) - float(l32)) / max(abs(float(l32)), 1e-12),
+    }
 
 
 def _free_port() -> int:
@@ -197,17 +205,27 @@ def ddp_run(cfg, device, smoke: bool) -> dict:
         root = Path(tmp) / "data"
         make_demo_dataset(root, seed=0, size=(24, 5, 5) if smoke else (64, 10, 5), progress=False)
         batch = 8 if smoke else 58
-        over = {"text.tokenizer": "demo", "train.batch_size": batch, "train.epochs": 2, "train.freeze_epochs": 1,
-                "train.eval_batch_size": 64, "data.num_workers": 2, "train.val_images": None}  # fmt: skip
+        over = {
+            "text.tokenizer": "demo",
+            "train.batch_size": batch,
+            "train.epochs": 2,
+            "train.freeze_epochs": 1,
+            "train.eval_batch_size": 64,
+            "data.num_workers": 2,
+            "train.val_images": None,
+        }
         if not smoke:  # BERT-base's vocabulary holds the demo tokenizer's 512 ids
             over["data.dataset"] = "demo"
         run_cfg = cfg.replace(**over)
-        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), WORLD_SIZE="1", RANK="0",
-                          LOCAL_RANK="0")  # fmt: skip
+        os.environ.update(
+            MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), WORLD_SIZE="1", RANK="0", LOCAL_RANK="0"
+        )
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=0, world_size=1)
         try:
             t0 = time.perf_counter()
-            res = train(run_cfg, root, Path(tmp) / "run", progress=False, eval_split="val", device=str(device))
+            res = train(
+                run_cfg, root, Path(tmp) / "run", progress=False, eval_split="val", device=str(device)
+            )
             seconds = time.perf_counter() - t0
             ok = res.stopped == "completed" and (Path(tmp) / "run" / "best" / "meta.json").is_file()
             return {"ok": ok, "steps": res.global_step, "seconds": seconds, "backend": dist.get_backend()}
@@ -232,13 +250,19 @@ def eval_coco5k(cfg, device, smoke: bool, budget: Budget) -> dict:
         for a in range(0, n_img, bs):
             size = cfg.image.img_size
             levels = model.encode_image(torch.randn(min(bs, n_img - a), 3, size, size, device=device))
-            img_levels = [x.to(half) for x in levels] if img_levels is None else [
-                torch.cat([c, x.to(half)]) for c, x in zip(img_levels, levels)]  # fmt: skip
+            img_levels = (
+                [x.to(half) for x in levels]
+                if img_levels is None
+                else [torch.cat([c, x.to(half)]) for c, x in zip(img_levels, levels)]
+            )
         for a in range(0, n_cap, 4 * bs):
             b = _batch(cfg, min(4 * bs, n_cap - a), device, seed=10**6 + a, images=False)
             levels, ln = model.encode_text(b["input_ids"], b["attention_mask"])
-            txt_levels = [x.to(half) for x in levels] if txt_levels is None else [
-                torch.cat([c, x.to(half)]) for c, x in zip(txt_levels, levels)]  # fmt: skip
+            txt_levels = (
+                [x.to(half) for x in levels]
+                if txt_levels is None
+                else [torch.cat([c, x.to(half)]) for c, x in zip(txt_levels, levels)]
+            )
             lens.append(ln)
     _sync(device)
     out["encode_s"] = time.perf_counter() - t0
@@ -263,8 +287,15 @@ def eval_coco5k(cfg, device, smoke: bool, budget: Budget) -> dict:
     s_tf32, t_tf32 = score(rows, True)
     s_fp32, t_fp32 = score(rows, False)
     scale = n_img / rows
-    out.update(rows=rows, n_img=n_img, n_cap=n_cap, tf32_s=t_tf32 * scale, fp32_s=t_fp32 * scale,
-               diff=float((s_tf32 - s_fp32).abs().max()), peak=_peak(device))  # fmt: skip
+    out.update(
+        rows=rows,
+        n_img=n_img,
+        n_cap=n_cap,
+        tf32_s=t_tf32 * scale,
+        fp32_s=t_fp32 * scale,
+        diff=float((s_tf32 - s_fp32).abs().max()),
+        peak=_peak(device),
+    )
     return out
 
 
@@ -301,9 +332,15 @@ def _verdict(name: str, value: float, tol: float, failures: list) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--cpu-smoke", "--quick", action="store_true",
-                    help="tiny sizes on the CPU (the code paths, in about a minute); the default without CUDA")
-    ap.add_argument("--budget-min", type=float, default=8.0, help="minutes the whole check may take (default 8)")
+    ap.add_argument(
+        "--cpu-smoke",
+        "--quick",
+        action="store_true",
+        help="tiny sizes on the CPU (the code paths, in about a minute); the default without CUDA",
+    )
+    ap.add_argument(
+        "--budget-min", type=float, default=8.0, help="minutes the whole check may take (default 8)"
+    )
     ap.add_argument("--max-batch", type=int, default=1024, help="upper end of the largest-batch search")
     args = ap.parse_args(argv)
     smoke = args.cpu_smoke or not torch.cuda.is_available()
@@ -314,13 +351,25 @@ def main(argv=None) -> int:
     cfg = _cfg(smoke)
     b0 = 8 if smoke else cfg.train.batch_size
     name = "CPU" if smoke else torch.cuda.get_device_name(device)
-    print(f"# gpu_check on {name}; torch {torch.__version__}; {'CPU SMOKE (tiny sizes)' if smoke else 'paper size'}")
+    print(
+        f"# gpu_check on {name}; torch {torch.__version__}; {'CPU SMOKE (tiny sizes)' if smoke else 'paper size'}"
+    )
     rows, failures = [], []
     prec = check_precision(cfg, device, b0)
-    rows.append(("bf16+TF32 vs fp32: training scores, max |diff|", _verdict("train scores", prec["scores"],
-                 TOL_TRAIN_SCORES, failures), f"batch {b0}"))  # fmt: skip
-    rows.append(("bf16+TF32 vs fp32: loss, relative", _verdict("train loss", prec["loss"], TOL_TRAIN_LOSS, failures),
-                 f"batch {b0}"))  # fmt: skip
+    rows.append(
+        (
+            "bf16+TF32 vs fp32: training scores, max |diff|",
+            _verdict("train scores", prec["scores"], TOL_TRAIN_SCORES, failures),
+            f"batch {b0}",
+        )
+    )
+    rows.append(
+        (
+            "bf16+TF32 vs fp32: loss, relative",
+            _verdict("train loss", prec["loss"], TOL_TRAIN_LOSS, failures),
+            f"batch {b0}",
+        )
+    )
     with tf32(True, device):
         for frozen in (True, False):
             phase = "frozen" if frozen else "unfrozen"
@@ -332,34 +381,64 @@ def main(argv=None) -> int:
             cap = 16 if smoke else args.max_batch
             big = largest_batch(model, cfg, device, b0, cap, seconds=10 if smoke else 35)
             s = train_steps(model, cfg, _batch(cfg, big, device), device, steps=2)
-            rows.append((f"train step, {phase}, largest batch found: {big}", f"{s:.3f} s/step", f"peak {_peak(device)}"
-                         + (" (search capped)" if big >= cap else "")))  # fmt: skip
+            rows.append(
+                (
+                    f"train step, {phase}, largest batch found: {big}",
+                    f"{s:.3f} s/step",
+                    f"peak {_peak(device)}" + (" (search capped)" if big >= cap else ""),
+                )
+            )
             del model
             _reset_peak(device)
     d = ddp_run(cfg, device, smoke)
     if not d["ok"]:
         failures.append("ddp")
-    rows.append((f"DDP 1 process ({d['backend']}), frozen + unfrozen epoch", "ran" if d["ok"] else "FAILED",
-                 f"{d['steps']} steps + 2 validations + checkpoints in {d['seconds']:.1f} s"))  # fmt: skip
+    rows.append(
+        (
+            f"DDP 1 process ({d['backend']}), frozen + unfrozen epoch",
+            "ran" if d["ok"] else "FAILED",
+            f"{d['steps']} steps + 2 validations + checkpoints in {d['seconds']:.1f} s",
+        )
+    )
     e = eval_coco5k(cfg, device, smoke, budget)
     how = "" if e["rows"] == e["n_img"] else f", timed on {e['rows']} images and scaled"
     rows.append((f"eval encode {e['n_img']} images + {e['n_cap']} captions", f"{e['encode_s']:.1f} s", ""))
-    rows.append((f"eval score {e['n_img']} x {e['n_cap']}, TF32", f"{e['tf32_s']:.1f} s", f"peak {e['peak']}{how}"))
+    rows.append(
+        (f"eval score {e['n_img']} x {e['n_cap']}, TF32", f"{e['tf32_s']:.1f} s", f"peak {e['peak']}{how}")
+    )
     rows.append((f"eval score {e['n_img']} x {e['n_cap']}, fp32", f"{e['fp32_s']:.1f} s", how.lstrip(", ")))
-    rows.append(("TF32 vs fp32: eval scores, max |diff|", _verdict("eval tf32", e["diff"], TOL_EVAL_TF32, failures),
-                 f"{e['rows']} x {e['n_cap']}"))  # fmt: skip
+    rows.append(
+        (
+            "TF32 vs fp32: eval scores, max |diff|",
+            _verdict("eval tf32", e["diff"], TOL_EVAL_TF32, failures),
+            f"{e['rows']} x {e['n_cap']}",
+        )
+    )
     if budget.left() > (10 if smoke else COMPILE_RESERVE_S - 30):
         c = compile_rows(cfg, device, b0, smoke)
         for compiled in (False, True):
             r = c[compiled]
-            rows.append((f"torch.compile {'on' if compiled else 'off'}, unfrozen, batch {b0}", f"{r['step_s']:.3f} s/step",
-                         f"first step {r['first_s']:.1f} s" + (" (compiles)" if compiled else "")))  # fmt: skip
-        rows.append(("compile vs eager: loss, relative", _verdict("compile", c["diff"], TOL_COMPILE_LOSS, failures), ""))
+            rows.append(
+                (
+                    f"torch.compile {'on' if compiled else 'off'}, unfrozen, batch {b0}",
+                    f"{r['step_s']:.3f} s/step",
+                    f"first step {r['first_s']:.1f} s" + (" (compiles)" if compiled else ""),
+                )
+            )
+        rows.append(
+            (
+                "compile vs eager: loss, relative",
+                _verdict("compile", c["diff"], TOL_COMPILE_LOSS, failures),
+                "",
+            )
+        )
     else:
         rows.append(("torch.compile on/off", "skipped", f"{budget.left():.0f} s of the budget left"))
     _table(rows)
     spent = args.budget_min * 60 - budget.left()
-    print(f"# {spent / 60:.1f} min; {'FAILED: ' + ', '.join(failures) if failures else 'all checks within tolerance'}")
+    print(
+        f"# {spent / 60:.1f} min; {'FAILED: ' + ', '.join(failures) if failures else 'all checks within tolerance'}"
+    )
     return 1 if failures else 0
 
 

@@ -174,10 +174,17 @@ def bench_eval(
     ref_s = (time.perf_counter() - t0) * (n_img / ref_img) * (n_cap / ref_cap)
     diff = float((torch.as_tensor(sims[:ref_img, :ref_cap]) - ref.cpu()).abs().max())
     return {
-        "n_img": n_img, "n_cap": n_cap, "slice_img": slice_img, "ref_img": ref_img, "ref_cap": ref_cap,
-        "blocked_min": blocked_s / 60, "reference_min": ref_s / 60, "peak_gib": peak, "features_gib": feats_gib,
+        "n_img": n_img,
+        "n_cap": n_cap,
+        "slice_img": slice_img,
+        "ref_img": ref_img,
+        "ref_cap": ref_cap,
+        "blocked_min": blocked_s / 60,
+        "reference_min": ref_s / 60,
+        "peak_gib": peak,
+        "features_gib": feats_gib,
         "max_abs_diff": diff,
-    }  # fmt: skip
+    }
 
 
 def _level_tokens(cfg) -> list[int]:
@@ -225,13 +232,21 @@ def main(argv=None) -> int:
         )
     e = bench_eval(cfg, device=device, **ev)
     rows.append(
-        (f"eval {e['n_img']} x {e['n_cap']}, blocked (timed on {e['slice_img']} images, scaled)",
-         f"{e['blocked_min']:.2f} min", f"features {e['features_gib']:.2f} GiB", _gib(e["peak_gib"]))
-    )  # fmt: skip
+        (
+            f"eval {e['n_img']} x {e['n_cap']}, blocked (timed on {e['slice_img']} images, scaled)",
+            f"{e['blocked_min']:.2f} min",
+            f"features {e['features_gib']:.2f} GiB",
+            _gib(e["peak_gib"]),
+        )
+    )
     rows.append(
-        (f"eval {e['n_img']} x {e['n_cap']}, reference loop (timed on {e['ref_img']} x {e['ref_cap']}, scaled)",
-         f"{e['reference_min']:.2f} min", f"speed-up x{e['reference_min'] / max(e['blocked_min'], 1e-9):.0f}", "")
-    )  # fmt: skip
+        (
+            f"eval {e['n_img']} x {e['n_cap']}, reference loop (timed on {e['ref_img']} x {e['ref_cap']}, scaled)",
+            f"{e['reference_min']:.2f} min",
+            f"speed-up x{e['reference_min'] / max(e['blocked_min'], 1e-9):.0f}",
+            "",
+        )
+    )
     widths = [max(len(str(r[i])) for r in rows + [("what", "speed", "detail", "peak mem")]) for i in range(4)]
     header = ("what", "speed", "detail", "peak mem")
     for r in [header, tuple("-" * w for w in widths), *rows]:

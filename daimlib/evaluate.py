@@ -23,7 +23,6 @@ single process computes.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,10 +34,11 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from daimlib.data import ImageDataset, TextDataset, build_transforms, collate
+from daimlib.data.layout import annotation_digest
 from daimlib.metrics import (  # noqa: F401 - re-exported: the protocol's ranking lives in daimlib.metrics
     METRIC_KEYS,
     TIES,
-    _as_tensors,
+    as_tensors,
     coco_fold5,
     fold_metrics,
     i2t_t2i_ranks,
@@ -76,8 +76,10 @@ MIN_IMAGES = 2  # below this every rank is 1: R@K = 100 whatever the model
 
 def degenerate_problem(n_images: int) -> str:
     """Why a split of fewer than :data:`MIN_IMAGES` images measures nothing (issue 28)."""
-    return (f"a split of {n_images} image(s) is degenerate: with no other image to confuse, every rank is 1 and "
-            "every recall 100 (RSUM 600) whatever the model; score at least 2 images")  # fmt: skip
+    return (
+        f"a split of {n_images} image(s) is degenerate: with no other image to confuse, every rank is 1 and "
+        "every recall 100 (RSUM 600) whatever the model; score at least 2 images"
+    )
 
 
 def protocol_problem(protocol: str, n_images: int) -> str | None:
@@ -127,17 +129,23 @@ def split_sizes(split) -> dict[str, int]:
     return {"n_images": int(split.n_images), "n_captions": int(split.n_captions)}
 
 
-def data_identity(split) -> dict:
-    """What identifies the data a result was measured on: the layout, the folder (as displayed), the
-    annotation file's name and sha256 (a Karpathy JSON; the COCO id layout's folder is named, not
-    hashed), the split's name(s) and sizes. A copy of the same data elsewhere has the same hash."""
-    json_path = getattr(split, "source", None) or getattr(split, "json_path", None)
-    ident: dict = {"layout": getattr(split, "layout", None), "splits": list(getattr(split, "splits", ()) or ()),
-                   **split_sizes(split)}  # fmt: skip
-    if json_path is not None and Path(json_path).is_file():
-        h = hashlib.sha256(Path(json_path).read_bytes()).hexdigest()
-        ident.update(data_root=display_path(Path(json_path).parent), annotations=Path(json_path).name,
-                     annotations_sha256=h)  # fmt: skip
+def split_identity(split) -> dict:
+    """The data a result was measured on: the layout, the split's name(s) and sizes, the folder (as
+    displayed) and the annotations with the digest :func:`daimlib.data.data_identity` gives the same
+    folder (:func:`daimlib.data.layout.annotation_digest`). A copy elsewhere has the same digest."""
+    source = getattr(split, "source", None)
+    ident: dict = {
+        "layout": getattr(split, "layout", None),
+        "splits": list(getattr(split, "splits", ()) or ()),
+        **split_sizes(split),
+    }
+    if source is not None and Path(source).exists():
+        source = Path(source)
+        ident.update(
+            data_root=display_path(source if source.is_dir() else source.parent),
+            annotations=source.name,
+            annotations_sha256=annotation_digest(source)[1],
+        )
     image_root = getattr(split, "image_root", None)
     if image_root is not None:
         ident["image_root"] = display_path(image_root)
@@ -279,17 +287,24 @@ def encode_split(
     workers = loader_workers(getattr(data_cfg, "num_workers", 0))  # capped at the CPUs (one left free)
     # a generator of its own: a DataLoader draws its workers' base seed from the global torch RNG
     # otherwise, and validation inside training would shift the training stream (issue 13 item 3)
-    loader_kw = dict(batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=workers,
-                     generator=torch.Generator().manual_seed(0))  # fmt: skip
+    loader_kw = dict(
+        batch_size=batch_size,
+        shuffle=False,
+        collate_fn=collate,
+        num_workers=workers,
+        generator=torch.Generator().manual_seed(0),
+    )
     images = ImageDataset(split, build_transforms(data_cfg, train=False))
     texts = TextDataset(split, tokenizer, max_len)
     if ranges is not None:
         images, texts = torch.utils.data.Subset(images, ranges[0]), torch.utils.data.Subset(texts, ranges[1])
     ctx = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else torch.no_grad
-    img_levels = _encode_images(model, torch.utils.data.DataLoader(images, **loader_kw), ctx, device,
-                                cache_dtype, progress)  # fmt: skip
-    txt_levels, txt_lens = _encode_captions(model, torch.utils.data.DataLoader(texts, **loader_kw), ctx,
-                                            device, cache_dtype, progress)  # fmt: skip
+    img_levels = _encode_images(
+        model, torch.utils.data.DataLoader(images, **loader_kw), ctx, device, cache_dtype, progress
+    )
+    txt_levels, txt_lens = _encode_captions(
+        model, torch.utils.data.DataLoader(texts, **loader_kw), ctx, device, cache_dtype, progress
+    )
     model.train(was_training)
     if len(img_levels) != len(txt_levels):
         raise ValueError(
@@ -334,8 +349,10 @@ def similarity_matrix(
     start, stop, per = _rank_slice(n_img)
     off, held = features.img_offset, features.img_levels[0].shape[0]
     if start < off or stop > off + held:
-        raise ValueError(f"this rank scores images {start}..{stop - 1} but its features hold images {off}.."
-                         f"{off + held - 1}: encode with shard=True in the same process group")  # fmt: skip
+        raise ValueError(
+            f"this rank scores images {start}..{stop - 1} but its features hold images {off}.."
+            f"{off + held - 1}: encode with shard=True in the same process group"
+        )
     device = features.img_levels[0].device
     rows = torch.zeros(per, n_cap, dtype=torch.float32, device=device)  # this rank's rows (padded)
     steps = [(a, c) for a in range(start, stop, img_block) for c in range(0, n_cap, cap_block)]
@@ -389,17 +406,27 @@ def evaluate(
     single = len(protocols) == 1
     problems = {p: protocol_problem(p, split.n_images) for p in protocols}  # also rejects unknown names
     if strict and any(problems.values()):
-        raise ValueError(next(m for m in problems.values() if m) + "; evaluate the full test split "
-                         "or use the 'demo' protocol")  # fmt: skip
+        raise ValueError(
+            next(m for m in problems.values() if m) + "; evaluate the full test split "
+            "or use the 'demo' protocol"
+        )
     if ties not in TIES:
         raise ValueError(f"ties must be one of {list(TIES)} (default 'pessimistic'), got {ties!r}")
     features = features if features is not None else getattr(cfg.train, "eval_features", "auto")
     t0 = time.perf_counter()
     feats = encode_split(
-        model, split, tokenizer, cfg.data, max_len=cfg.text.max_len, device=device,
-        batch_size=batch_size or cfg.train.eval_batch_size, amp=cfg.train.amp if amp is None else amp,
-        progress=progress, features=features, shard=_world() > 1 if shard is None else shard,
-    )  # fmt: skip
+        model,
+        split,
+        tokenizer,
+        cfg.data,
+        max_len=cfg.text.max_len,
+        device=device,
+        batch_size=batch_size or cfg.train.eval_batch_size,
+        amp=cfg.train.amp if amp is None else amp,
+        progress=progress,
+        features=features,
+        shard=_world() > 1 if shard is None else shard,
+    )
     t1 = time.perf_counter()
     sims = similarity_matrix(model, feats, img_block=img_block, cap_block=cap_block, progress=progress)
     t2 = time.perf_counter()
@@ -407,7 +434,11 @@ def evaluate(
     metrics = per[protocols[0]] if single else per
     sizes = split_sizes(split)
     df = results_table({protocol_label(p, **sizes): m for p, m in per.items()})
-    df.attrs.update(sizes, protocols=list(protocols), ties=ties,
-                    paper_protocol={p: problems[p] is None and p != "demo" for p in protocols},
-                    seconds={"encode": t1 - t0, "score": t2 - t1, "rank": time.perf_counter() - t2})  # fmt: skip
+    df.attrs.update(
+        sizes,
+        protocols=list(protocols),
+        ties=ties,
+        paper_protocol={p: problems[p] is None and p != "demo" for p in protocols},
+        seconds={"encode": t1 - t0, "score": t2 - t1, "rank": time.perf_counter() - t2},
+    )
     return (metrics, df, sims) if return_sims else (metrics, df)

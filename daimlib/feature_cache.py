@@ -90,20 +90,35 @@ def _digest(obj) -> str:
 
 def image_key(model, cfg, image_paths, dtype: str) -> str:
     """The image stream's cache key: weights, image + FDM config, eval transform, image bytes, dtype."""
-    return _digest({"format": FORMAT, "stream": "image", "dtype": dtype,
-                    "weights": state_sha256(model.image_encoder), "image": dataclasses.asdict(cfg.image),
-                    "fdm": [cfg.fdm.image_blocks, cfg.fdm.image_stage_out, cfg.fdm.scale, cfg.fdm.tau],
-                    "transform": repr(build_transforms(cfg.data, train=False)),
-                    "images": files_sha256(image_paths)})  # fmt: skip
+    return _digest(
+        {
+            "format": FORMAT,
+            "stream": "image",
+            "dtype": dtype,
+            "weights": state_sha256(model.image_encoder),
+            "image": dataclasses.asdict(cfg.image),
+            "fdm": [cfg.fdm.image_blocks, cfg.fdm.image_stage_out, cfg.fdm.scale, cfg.fdm.tau],
+            "transform": repr(build_transforms(cfg.data, train=False)),
+            "images": files_sha256(image_paths),
+        }
+    )
 
 
 def text_key(model, cfg, input_ids: torch.Tensor, dtype: str) -> str:
     """The text stream's cache key: weights, text + FDM config, the token ids (tokenizer, captions, max_len)."""
     ids = input_ids.contiguous().numpy()
-    return _digest({"format": FORMAT, "stream": "text", "dtype": dtype,
-                    "weights": state_sha256(model.text_encoder), "hidden_states": list(cfg.text.hidden_states),
-                    "fdm": [list(cfg.fdm.text_layers), cfg.fdm.scale, cfg.fdm.tau],
-                    "ids": hashlib.sha256(ids.tobytes()).hexdigest(), "shape": list(ids.shape)})  # fmt: skip
+    return _digest(
+        {
+            "format": FORMAT,
+            "stream": "text",
+            "dtype": dtype,
+            "weights": state_sha256(model.text_encoder),
+            "hidden_states": list(cfg.text.hidden_states),
+            "fdm": [list(cfg.fdm.text_layers), cfg.fdm.scale, cfg.fdm.tau],
+            "ids": hashlib.sha256(ids.tobytes()).hexdigest(),
+            "shape": list(ids.shape),
+        }
+    )
 
 
 # --- one stream's folder ------------------------------------------------------------------------------
@@ -136,8 +151,10 @@ def open_stream(folder: str | os.PathLike, key: str, verify: bool = True) -> tup
     for name, digest in manifest["files"].items():
         path = folder / name
         if not path.is_file() or (verify and _file_sha256(path) != digest):
-            raise FeatureCacheError(f"{folder.name}/{name} is missing or its sha256 differs from the manifest "
-                                    "(a corrupt or partial cache)")  # fmt: skip
+            raise FeatureCacheError(
+                f"{folder.name}/{name} is missing or its sha256 differs from the manifest "
+                "(a corrupt or partial cache)"
+            )
         try:
             arrays[Path(name).stem] = np.load(path, mmap_mode="r")
         except ValueError as e:
@@ -180,8 +197,9 @@ def _autocast(device: torch.device, dtype):
 def _fill_images(model, cfg, split, device, amp_dtype, dtype, progress):
     enc = model.image_encoder.eval()
     ds = ImageDataset(split, build_transforms(cfg.data, train=False))
-    loader = DataLoader(ds, batch_size=cfg.train.eval_batch_size, collate_fn=collate,
-                        num_workers=cfg.data.num_workers)  # fmt: skip
+    loader = DataLoader(
+        ds, batch_size=cfg.train.eval_batch_size, collate_fn=collate, num_workers=cfg.data.num_workers
+    )
 
     def fill(tmp: Path) -> dict:
         arrays, shapes = None, []
@@ -190,8 +208,10 @@ def _fill_images(model, cfg, split, device, amp_dtype, dtype, progress):
                 levels = enc(batch["images"].to(device))  # each [b, R_l, C_l]
             if arrays is None:
                 shapes = [(len(ds), *lv.shape[1:]) for lv in levels]
-                arrays = [np.lib.format.open_memmap(tmp / f"level{i}.npy", mode="w+", dtype=dtype, shape=s)
-                          for i, s in enumerate(shapes)]  # fmt: skip
+                arrays = [
+                    np.lib.format.open_memmap(tmp / f"level{i}.npy", mode="w+", dtype=dtype, shape=s)
+                    for i, s in enumerate(shapes)
+                ]
             idx = batch["img_index"].numpy()
             for arr, lv in zip(arrays, levels):
                 arr[idx] = lv.float().cpu().numpy().astype(dtype)
@@ -215,8 +235,11 @@ def _fill_text(model, cfg, input_ids, attention_mask, device, amp_dtype, dtype, 
         np.save(tmp / "offsets.npy", offsets)
         width, arrays = enc.hidden_size, []
         for k in range(len(enc.hidden_states)):
-            arrays.append(np.lib.format.open_memmap(tmp / f"level{k}.npy", mode="w+", dtype=dtype,
-                                                    shape=(int(offsets[-1]), width)))  # fmt: skip
+            arrays.append(
+                np.lib.format.open_memmap(
+                    tmp / f"level{k}.npy", mode="w+", dtype=dtype, shape=(int(offsets[-1]), width)
+                )
+            )
         for s in tqdm(
             range(0, len(order), bs), desc="caching text features", disable=not progress, leave=False
         ):
@@ -238,8 +261,10 @@ def _fill_text(model, cfg, input_ids, attention_mask, device, amp_dtype, dtype, 
 
 def _check_finite(arr: np.ndarray, stream: str) -> None:
     if not np.isfinite(arr).all():
-        raise FeatureCacheError(f"the {stream} features hold non-finite values (fp16 overflow?); "
-                                "set train.feature_cache_dtype=fp32")  # fmt: skip
+        raise FeatureCacheError(
+            f"the {stream} features hold non-finite values (fp16 overflow?); "
+            "set train.feature_cache_dtype=fp32"
+        )
 
 
 # --- the training side ------------------------------------------------------------------------------
@@ -278,14 +303,21 @@ class CachedPairs(Dataset):
             t = torch.zeros(self.mask.shape[1], arr.shape[1])
             t[: b - a] = torch.from_numpy(np.array(arr[a:b], dtype=np.float32))
             txt.append(t)
-        return {"image_feats": [torch.from_numpy(np.array(arr[i], dtype=np.float32)) for arr in self.img],
-                "text_feats": txt, "attention_mask": self.mask[j], "img_index": i, "caption_index": j}  # fmt: skip
+        return {
+            "image_feats": [torch.from_numpy(np.array(arr[i], dtype=np.float32)) for arr in self.img],
+            "text_feats": txt,
+            "attention_mask": self.mask[j],
+            "img_index": i,
+            "caption_index": j,
+        }
 
 
 def collate_cached(items: list[dict]) -> dict:
     """Stack :class:`CachedPairs` items into the batch ``DAIM.forward`` takes (features per level)."""
-    out = {k: [torch.stack([it[k][lv] for it in items]) for lv in range(len(items[0][k]))]
-           for k in ("image_feats", "text_feats")}  # fmt: skip
+    out = {
+        k: [torch.stack([it[k][lv] for it in items]) for lv in range(len(items[0][k]))]
+        for k in ("image_feats", "text_feats")
+    }
     out["attention_mask"] = torch.stack([it["attention_mask"] for it in items])
     for key in ("img_index", "caption_index"):
         out[key] = torch.tensor([it[key] for it in items], dtype=torch.long)
@@ -299,8 +331,9 @@ def default_cache_dir() -> Path:
     return cache_root() / "features"
 
 
-def cached_pairs(model, cfg, split, tokenizer, device, amp_dtype=None, cache_dir=None,
-                 progress: bool = True) -> CachedPairs:  # fmt: skip
+def cached_pairs(
+    model, cfg, split, tokenizer, device, amp_dtype=None, cache_dir=None, progress: bool = True
+) -> CachedPairs:
     """The training split's frozen-encoder features, from the cache or computed into it (both streams)."""
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     dtype_name = cfg.train.feature_cache_dtype
@@ -308,12 +341,20 @@ def cached_pairs(model, cfg, split, tokenizer, device, amp_dtype=None, cache_dir
     ids, mask = tokenize(tokenizer, split.captions, cfg.text.max_len)
     was = model.training
     try:
-        image = _get_stream(cache_dir, "image", image_key(model, cfg, split.image_paths, dtype_name),
-                            _fill_images(model, cfg, split, device, amp_dtype, dtype, progress),
-                            f"{split.n_images} images")  # fmt: skip
-        text = _get_stream(cache_dir, "text", text_key(model, cfg, ids, dtype_name),
-                           _fill_text(model, cfg, ids, mask, device, amp_dtype, dtype, progress),
-                           f"{split.n_captions} captions")  # fmt: skip
+        image = _get_stream(
+            cache_dir,
+            "image",
+            image_key(model, cfg, split.image_paths, dtype_name),
+            _fill_images(model, cfg, split, device, amp_dtype, dtype, progress),
+            f"{split.n_images} images",
+        )
+        text = _get_stream(
+            cache_dir,
+            "text",
+            text_key(model, cfg, ids, dtype_name),
+            _fill_text(model, cfg, ids, mask, device, amp_dtype, dtype, progress),
+            f"{split.n_captions} captions",
+        )
     finally:
         model.train(was)
     return CachedPairs(image, text, mask, split.img_of_caption)
@@ -342,8 +383,15 @@ def epoch_source(ctx, frozen: bool) -> EpochSource:
         )
         return EpochSource(ds, collate, False)
     if getattr(ctx, "feature_pairs", None) is None:
-        ctx.feature_pairs = cached_pairs(ctx.model, ctx.cfg, split, ctx.tokenizer, ctx.device, ctx.amp_dtype,
-                                         progress=ctx.progress and ctx.dd.main)  # fmt: skip
+        ctx.feature_pairs = cached_pairs(
+            ctx.model,
+            ctx.cfg,
+            split,
+            ctx.tokenizer,
+            ctx.device,
+            ctx.amp_dtype,
+            progress=ctx.progress and ctx.dd.main,
+        )
     return EpochSource(ctx.feature_pairs, collate_cached, True)
 
 

@@ -101,8 +101,10 @@ def _tensorboard_writer(folder: Path, purge_step: int | None):
             "train.tensorboard=false"
         )
     if folder.exists() and not folder.is_dir():
-        raise ValueError(f"{folder.parent.name}/{folder.name} is a file, not a folder: TensorBoard cannot write "
-                         "there; move it away or set train.tensorboard=false")  # fmt: skip
+        raise ValueError(
+            f"{folder.parent.name}/{folder.name} is a file, not a folder: TensorBoard cannot write "
+            "there; move it away or set train.tensorboard=false"
+        )
     return SummaryWriter(log_dir=str(folder), purge_step=purge_step)
 
 
@@ -119,8 +121,15 @@ def _numeric(row: dict) -> dict[str, float]:
 class HistoryLogger:
     """Both history CSVs of a run (and TensorBoard), resumed at the rows a checkpoint counts."""
 
-    def __init__(self, out_dir: Path, enabled: bool, flush_every: int = 10, tensorboard: bool = False,
-                 resume_rows: tuple[int, int] | None = None, global_step: int = 0):  # fmt: skip
+    def __init__(
+        self,
+        out_dir: Path,
+        enabled: bool,
+        flush_every: int = 10,
+        tensorboard: bool = False,
+        resume_rows: tuple[int, int] | None = None,
+        global_step: int = 0,
+    ):
         self.out_dir = Path(out_dir)
         if enabled and resume_rows is not None:
             truncate_csv(self.out_dir / STEPS_CSV, resume_rows[0])
@@ -131,7 +140,9 @@ class HistoryLogger:
             self.steps.rows, self.epochs.rows = resume_rows
         self.tb = None
         if enabled and tensorboard:
-            self.tb = _tensorboard_writer(self.out_dir / TB_DIR, global_step if resume_rows is not None else None)
+            self.tb = _tensorboard_writer(
+                self.out_dir / TB_DIR, global_step if resume_rows is not None else None
+            )
 
     @property
     def rows(self) -> tuple[int, int]:
@@ -155,8 +166,9 @@ class HistoryLogger:
         if self.tb is not None:
             for k, v in _numeric(row).items():
                 if k not in ("step", "epoch"):
-                    self.tb.add_scalar(f"val/{k}" if k not in ("loss", "margin", "lr") else f"epoch/{k}", v,
-                                       row["step"])  # fmt: skip
+                    self.tb.add_scalar(
+                        f"val/{k}" if k not in ("loss", "margin", "lr") else f"epoch/{k}", v, row["step"]
+                    )
 
     def flush(self) -> None:
         self.steps.flush()

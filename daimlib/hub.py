@@ -1,8 +1,6 @@
 """Hugging Face Hub access: the one reachability probe, and ``save_pretrained`` / ``from_pretrained``.
 
-- :func:`hub_reachable` is the kit's only hub probe (the encoders and the tokenizer loader import
-  it). It honours ``HF_HUB_OFFLINE`` and ``HF_ENDPOINT`` (a mirror such as
-  ``http://mirror.local:8080``: its host and port are probed, not huggingface.co).
+- the reachability probe (:func:`daimlib.runtime.hub_reachable`) is used, not defined, here;
 - :class:`DAIMHubMixin` gives :class:`daimlib.model.DAIM` the interface users of timm, open_clip
   and transformers expect, through ``huggingface_hub.ModelHubMixin``:
   ``model.save_pretrained(dir)``, ``DAIM.from_pretrained(dir_or_repo_id)``, ``model.push_to_hub(repo_id)``.
@@ -15,14 +13,12 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from huggingface_hub import ModelHubMixin
 
-from .checkpoint_io import (
+from .checkpoint import (
     CONFIG,
     META,
     TOKENIZER,
@@ -37,46 +33,29 @@ from .checkpoint_io import (
     read_meta,
     save_checkpoint,
 )
+from .runtime import DEFAULT_ENDPOINT, hub_reachable
 
-DEFAULT_ENDPOINT = "https://huggingface.co"
 MODEL_CARD = "README.md"
 _KIT_NAMES = {WEIGHTS, CONFIG, META, TRAIN_STATE, TOKENIZER, MODEL_CARD}
 
 
-def hub_endpoint() -> tuple[str, int]:
-    """``(host, port)`` of the hub: ``HF_ENDPOINT`` when set (default port from its scheme), else huggingface.co:443."""
-    url = os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT
-    parts = urlsplit(url if "://" in url else f"https://{url}")
-    if not parts.hostname:
-        raise ValueError(f"HF_ENDPOINT={url!r} has no host; expected a URL such as https://hf-mirror.example")
-    return parts.hostname, parts.port or (80 if parts.scheme == "http" else 443)
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the hub answers a TCP connection (False at once when ``HF_HUB_OFFLINE`` is set).
-
-    The one probe of the kit: it saves a minute of retries on an offline machine, and it probes the
-    mirror named by ``HF_ENDPOINT`` when one is set.
-    """
-    if os.environ.get("HF_HUB_OFFLINE", "0").strip().lower() in ("1", "true", "yes", "on"):
-        return False
-    host, port = hub_endpoint()
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 def _looks_local(name: str) -> bool:
     """A path rather than a hub repo id (``owner/name``)."""
-    return name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep in name.replace("/", "") or (
-        os.altsep is not None and os.altsep in name
-    )  # fmt: skip
+    return (
+        name.startswith((".", "/", "~"))
+        or name.count("/") > 1
+        or os.sep in name.replace("/", "")
+        or (os.altsep is not None and os.altsep in name)
+    )
 
 
-DATASETS = {"demo": "daimlib-demo (generated shapes and captions)", "f30k": "flickr30k", "f8k": "flickr8k",
-            "coco": "mscoco", "coco_ids": "mscoco"}  # fmt: skip
+DATASETS = {
+    "demo": "daimlib-demo (generated shapes and captions)",
+    "f30k": "flickr30k",
+    "f8k": "flickr8k",
+    "coco": "mscoco",
+    "coco_ids": "mscoco",
+}
 CITATION = """@article{wang_daim,
   title  = {High Feature Distinguishability for Adaptive Image-text Matching with Dual-stream Transformers},
   author = {Wang, Y. and Huang, W. and Xie, Y. and Chen, S. and Peng, W. and Tang, M. and Fang, M. and Zhang, W.}
@@ -94,9 +73,17 @@ def _eval_results(cfg, meta: dict):
     for key, kind in _SPLITS.items():
         split = cfg.data.val_split if kind == "validation" else cfg.data.test_split
         for name, value in (meta.get(key) or {}).items():
-            out.append(EvalResult(task_type="image-text-retrieval", dataset_type=dataset, dataset_name=dataset,
-                                  dataset_split=split, metric_type=name, metric_value=float(value),
-                                  metric_name=f"{name} ({kind} split)"))  # fmt: skip
+            out.append(
+                EvalResult(
+                    task_type="image-text-retrieval",
+                    dataset_type=dataset,
+                    dataset_name=dataset,
+                    dataset_split=split,
+                    metric_type=name,
+                    metric_value=float(value),
+                    metric_name=f"{name} ({kind} split)",
+                )
+            )
     return out
 
 
@@ -106,9 +93,15 @@ def _metric_rows(cfg, meta: dict) -> list[str]:
         split = cfg.data.val_split if kind == "validation" else cfg.data.test_split
         rows += [f"| {k} | {float(v):.2f} | {kind} (`{split}`) |" for k, v in (meta.get(key) or {}).items()]
     if not rows:
-        return ["No metrics were recorded with this checkpoint; evaluate it with `python -m daimlib evaluate`."]
-    note = ("" if meta.get("test_metrics") else "\n\nThe validation metrics are those the checkpoint was selected "
-            "on; no test-split metrics were recorded with it (`python -m daimlib evaluate --split test`).")
+        return [
+            "No metrics were recorded with this checkpoint; evaluate it with `python -m daimlib evaluate`."
+        ]
+    note = (
+        ""
+        if meta.get("test_metrics")
+        else "\n\nThe validation metrics are those the checkpoint was selected "
+        "on; no test-split metrics were recorded with it (`python -m daimlib evaluate --split test`)."
+    )
     return ["| metric | value | split |", "|---|---|---|", *rows, note]
 
 
@@ -129,7 +122,7 @@ with torch.no_grad():
     img = model.encode_image(images)  # one [2, tokens, D] tensor per level
     txt, lengths = model.encode_text(input_ids, attention_mask)
     scores = model.similarity(img, txt, lengths)  # [2 images, 3 captions]
-print(tuple(scores.shape))"""  # fmt: skip
+print(tuple(scores.shape))"""
 
 
 def _provenance(meta: dict) -> list[str]:
@@ -137,8 +130,11 @@ def _provenance(meta: dict) -> list[str]:
     if not prov:
         return [f"Saved by daimlib {meta.get('daimlib', '?')} (torch {meta.get('torch', '?')})."]
     lines = [f"- {k}: `{v}`" for k, v in prov.items() if not isinstance(v, dict)]
-    return lines + [f"- {k}: " + ", ".join(f"{a}=`{b}`" for a, b in v.items()) for k, v in prov.items()
-                    if isinstance(v, dict)]  # fmt: skip
+    return lines + [
+        f"- {k}: " + ", ".join(f"{a}=`{b}`" for a, b in v.items())
+        for k, v in prov.items()
+        if isinstance(v, dict)
+    ]
 
 
 def _encoder(c, kwargs: dict) -> str:
@@ -146,7 +142,9 @@ def _encoder(c, kwargs: dict) -> str:
     trained from scratch (the demo presets)."""
     pretrained = c.weights is not None or c.init == "pretrained" or (c.init == "auto" and not kwargs)
     if pretrained:
-        return f"`{c.name}` (pretrained weights" + (f" from a local file, `{c.weights}`)" if c.weights else ")")
+        return f"`{c.name}` (pretrained weights" + (
+            f" from a local file, `{c.weights}`)" if c.weights else ")"
+        )
     return f"`{c.name}`'s architecture resized to {kwargs} (random initial weights, trained from scratch)"
 
 
@@ -161,12 +159,19 @@ def model_card(model, meta: dict | None = None):
     margin = "not stored" if loss is None else f"{float(loss.margin):.6f}"
     dataset = DATASETS.get(cfg.data.dataset, cfg.data.dataset)
     data = ModelCardData(
-        library_name="daimlib", license="mit", model_name=cfg.name, datasets=[dataset],
+        library_name="daimlib",
+        license="mit",
+        model_name=cfg.name,
+        datasets=[dataset],
         tags=["image-text-matching", "cross-modal-retrieval", "daim", "model_hub_mixin"],
-        base_model=[c.name for c, kw in ((cfg.image, cfg.image.timm_kwargs), (cfg.text, cfg.text.model_kwargs))
-                    if "pretrained weights" in _encoder(c, dict(kw or {})) and not c.weights] or None,
+        base_model=[
+            c.name
+            for c, kw in ((cfg.image, cfg.image.timm_kwargs), (cfg.text, cfg.text.model_kwargs))
+            if "pretrained weights" in _encoder(c, dict(kw or {})) and not c.weights
+        ]
+        or None,
         eval_results=_eval_results(cfg, meta) or None,
-    )  # fmt: skip
+    )
     body = [
         f"# {cfg.name}: DAIM image-text matching",
         "",
@@ -183,19 +188,39 @@ def model_card(model, meta: dict | None = None):
         f"| SCAN | {cfg.similarity.direction}, lambda {cfg.similarity.lambda_softmax:g}, D = {cfg.similarity.embed_dim} |",
         f"| margin | {margin} ({'adaptive, MOM' if cfg.loss.adaptive else 'fixed'}) |",
         f"| parameters | {sum(p.numel() for p in model.parameters()):,} |",
-        "", "## Metrics", "", *_metric_rows(cfg, meta),
-        "", "## Provenance", "", *_provenance(meta),
-        "", "## Use", "", "```python", usage_example(model), "```", "",
+        "",
+        "## Metrics",
+        "",
+        *_metric_rows(cfg, meta),
+        "",
+        "## Provenance",
+        "",
+        *_provenance(meta),
+        "",
+        "## Use",
+        "",
+        "```python",
+        usage_example(model),
+        "```",
+        "",
         "The folder is a DAIM Kit checkpoint: `python -m daimlib evaluate --checkpoint FOLDER ...` reads it too.",
-        "", "## Limitations", "",
+        "",
+        "## Limitations",
+        "",
         "- The numbers above are those recorded with this checkpoint, on the split each row names; they are not "
         "the paper's and say nothing about other data.",
         "- The demo presets use tiny encoders trained from scratch on generated shapes: they show the method, "
         "they do not retrieve natural images.",
         "- The kit reproduces DAIM from the abstract, the architecture figures and the reference code; details the "
         "paper alone would settle may differ (docs/daim_spec.md lists the choices).",
-        "", "## Citation", "", "```bibtex", CITATION, "```", "",
-    ]  # fmt: skip
+        "",
+        "## Citation",
+        "",
+        "```bibtex",
+        CITATION,
+        "```",
+        "",
+    ]
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))
 
 
@@ -204,8 +229,9 @@ def model_card_text(model, meta: dict | None = None) -> str:
     return str(model_card(model, meta))
 
 
-class DAIMHubMixin(ModelHubMixin, library_name="daimlib", license="mit",
-                   tags=["image-text-matching", "daim"]):  # fmt: skip
+class DAIMHubMixin(
+    ModelHubMixin, library_name="daimlib", license="mit", tags=["image-text-matching", "daim"]
+):
     """``save_pretrained`` / ``from_pretrained`` / ``push_to_hub`` for DAIM (issue 11 item 4).
 
     ``hub_meta`` (a dict on the instance: "metrics", "provenance", ...) is written into meta.json
@@ -221,8 +247,11 @@ class DAIMHubMixin(ModelHubMixin, library_name="daimlib", license="mit",
 
     def _save_pretrained(self, save_directory: Path) -> None:
         save_directory = Path(save_directory)
-        foreign = sorted(p.name for p in save_directory.iterdir() if p.name not in _KIT_NAMES) if (
-            save_directory.is_dir()) else []  # fmt: skip
+        foreign = (
+            sorted(p.name for p in save_directory.iterdir() if p.name not in _KIT_NAMES)
+            if (save_directory.is_dir())
+            else []
+        )
         if foreign:
             raise FileExistsError(
                 f"{display_path(save_directory)} holds files that are not part of a DAIM checkpoint "
@@ -231,12 +260,19 @@ class DAIMHubMixin(ModelHubMixin, library_name="daimlib", license="mit",
             )
         meta = dict(getattr(self, "hub_meta", None) or {})
         keep = {
-            k: v for k, v in meta.items()
+            k: v
+            for k, v in meta.items()
             if k in ("metrics", "test_metrics", "provenance", "kind", "epoch", "step", "source")
-        }  # fmt: skip
+        }
         tokenizer = getattr(self, "tokenizer", None)
-        save_checkpoint(save_directory, self, self.cfg, meta=keep, tokenizer=tokenizer,
-                        loss=getattr(self, "hub_loss", None))  # fmt: skip
+        save_checkpoint(
+            save_directory,
+            self,
+            self.cfg,
+            meta=keep,
+            tokenizer=tokenizer,
+            loss=getattr(self, "hub_loss", None),
+        )
         saved = read_meta(save_directory)
         (save_directory / MODEL_CARD).write_text(model_card_text(self, saved))
 
@@ -272,8 +308,18 @@ class DAIMHubMixin(ModelHubMixin, library_name="daimlib", license="mit",
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     @classmethod
-    def _from_pretrained(cls, *, model_id: str, revision=None, cache_dir=None, force_download=False,
-                         local_files_only=False, token=None, device: str = "cpu", **kwargs: Any):  # fmt: skip
+    def _from_pretrained(
+        cls,
+        *,
+        model_id: str,
+        revision=None,
+        cache_dir=None,
+        force_download=False,
+        local_files_only=False,
+        token=None,
+        device: str = "cpu",
+        **kwargs: Any,
+    ):
         folder = Path(model_id)  # from_pretrained has already fetched a repo id into a local folder
         model = cls.from_config(load_config(folder), pretrained=False)
         load_checkpoint_into(model, folder, device=device, strict=True, read_train_state=False)

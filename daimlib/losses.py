@@ -293,10 +293,14 @@ class MatchingLoss(nn.Module):
         if reduction not in ("sum", "mean"):
             raise ValueError(f"loss.reduction must be 'sum' or 'mean'; got {reduction!r}")
         if not 0.0 <= float(warmup_until) < 1.0:
-            raise ValueError(f"loss.warmup_until must be in [0, 1) (0 = a fixed warm-up); got {warmup_until!r}")
+            raise ValueError(
+                f"loss.warmup_until must be in [0, 1) (0 = a fixed warm-up); got {warmup_until!r}"
+            )
         if warmup_max_steps and int(warmup_max_steps) < int(warmup_steps):
-            raise ValueError(f"loss.warmup_max_steps ({warmup_max_steps}) must be 0 (no cap) or at least "
-                             f"loss.warmup_steps ({warmup_steps})")  # fmt: skip
+            raise ValueError(
+                f"loss.warmup_max_steps ({warmup_max_steps}) must be 0 (no cap) or at least "
+                f"loss.warmup_steps ({warmup_steps})"
+            )
         self.margin_module = margin if margin is not None else AdaptiveMargin()
         self.hardest = bool(hardest)
         self.warmup_steps = int(warmup_steps)
@@ -333,8 +337,13 @@ class MatchingLoss(nn.Module):
             return self.warmup_end is not None and step >= self.warmup_end
         return step >= self.warmup_steps
 
-    def flat_ratio(self, scores: torch.Tensor, margin: float | torch.Tensor, neg_mask: torch.Tensor | None = None,
-                   global_batch: bool = False) -> float:
+    def flat_ratio(
+        self,
+        scores: torch.Tensor,
+        margin: float | torch.Tensor,
+        neg_mask: torch.Tensor | None = None,
+        global_batch: bool = False,
+    ) -> float:
         """The batch's sum of hinges over its value when all scores are equal (``2B(B-1)m`` without
         masking): 1 = no better than identical scores, 0 = every negative below its positive by m.
         Summed over the ranks of a distributed run (unless ``global_batch``: the scores are already
@@ -362,7 +371,10 @@ class MatchingLoss(nn.Module):
         return ratio
 
     def forward(
-        self, scores: torch.Tensor, step: int | None = None, img_index: torch.Tensor | None = None,
+        self,
+        scores: torch.Tensor,
+        step: int | None = None,
+        img_index: torch.Tensor | None = None,
         global_batch: bool = False,
     ) -> LossOutput:
         """``scores [B, B]`` (rows images, columns captions, diagonal positives) at training ``step``.
@@ -385,6 +397,8 @@ class MatchingLoss(nn.Module):
         hardest = self.uses_hardest(step)
         loss = triplet_loss(scores, margin, hardest=hardest, reduction=self.reduction, neg_mask=neg_mask)
         stats["hardest"] = hardest
-        if self.training and self.warmup_until > 0:  # a column of every row (the CSV's header is the first row's)
+        if (
+            self.training and self.warmup_until > 0
+        ):  # a column of every row (the CSV's header is the first row's)
             stats["flat_ratio"] = float("nan") if ratio is None else ratio
         return LossOutput(loss=loss, margin=float(margin), hardest=hardest, stats=stats)

@@ -35,13 +35,22 @@ import numpy as np
 import torch
 
 METRIC_KEYS = (
-    "i2t_r1", "i2t_r5", "i2t_r10", "i2t_medr", "i2t_meanr",
-    "t2i_r1", "t2i_r5", "t2i_r10", "t2i_medr", "t2i_meanr", "rsum",
-)  # fmt: skip
+    "i2t_r1",
+    "i2t_r5",
+    "i2t_r10",
+    "i2t_medr",
+    "i2t_meanr",
+    "t2i_r1",
+    "t2i_r5",
+    "t2i_r10",
+    "t2i_medr",
+    "t2i_meanr",
+    "rsum",
+)
 TIES = ("pessimistic", "optimistic")
 
 
-def _as_tensors(sims, img_of_caption) -> tuple[torch.Tensor, torch.Tensor]:
+def as_tensors(sims, img_of_caption) -> tuple[torch.Tensor, torch.Tensor]:
     s = torch.from_numpy(np.ascontiguousarray(sims)) if isinstance(sims, np.ndarray) else sims
     if not isinstance(s, torch.Tensor) or s.dim() != 2:
         raise ValueError(
@@ -68,9 +77,11 @@ def _as_tensors(sims, img_of_caption) -> tuple[torch.Tensor, torch.Tensor]:
         missing = torch.nonzero(counts == 0).flatten()[:5].tolist()
         raise ValueError(f"every image needs at least one caption; images {missing} have none")
     if torch.isnan(s).any():
-        raise ValueError("sims contains NaN: the model scored some pairs as not-a-number, so no rank is defined; "
-                         "its weights are probably not finite (a checkpoint from a diverged run or a damaged file: "
-                         "load it with daimlib.checkpoint.load_model, which names such weights)")
+        raise ValueError(
+            "sims contains NaN: the model scored some pairs as not-a-number, so no rank is defined; "
+            "its weights are probably not finite (a checkpoint from a diverged run or a damaged file: "
+            "load it with daimlib.checkpoint.load_model, which names such weights)"
+        )
     return s, idx
 
 
@@ -88,7 +99,7 @@ def i2t_t2i_ranks(
     """
     if ties not in TIES:
         raise ValueError(f"ties must be one of {list(TIES)} (default 'pessimistic'), got {ties!r}")
-    s, idx = _as_tensors(sims, img_of_caption)
+    s, idx = as_tensors(sims, img_of_caption)
     n_img, n_cap = s.shape
     pos_t2i = s[idx, torch.arange(n_cap)]  # [n_cap] score of each caption with its own image
     pos_i2t = torch.full((n_img,), -math.inf, dtype=s.dtype).scatter_reduce(
@@ -135,7 +146,7 @@ def fold_metrics(sims, img_of_caption, n_folds: int = 5, **kw) -> list[dict[str,
 
     COCO 1K protocol: the 5K test images split into 1,000-image blocks 0-999, 1000-1999, ...
     """
-    s, idx = _as_tensors(sims, img_of_caption)
+    s, idx = as_tensors(sims, img_of_caption)
     n_img = s.shape[0]
     if n_folds < 1 or n_img % n_folds:
         raise ValueError(

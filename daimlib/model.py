@@ -118,7 +118,9 @@ class DAIM(nn.Module, DAIMHubMixin):
             img_levels = [proj(x) for proj, x in zip(self.img_proj, batch["image_feats"])]
             txt_levels = [proj(x) for proj, x in zip(self.txt_proj, batch["text_feats"])]
             lengths = batch["attention_mask"].long().sum(1)
-            return MatchOutput(scores=self.similarity(img_levels, txt_levels, lengths), img_index=batch.get("img_index"))
+            return MatchOutput(
+                scores=self.similarity(img_levels, txt_levels, lengths), img_index=batch.get("img_index")
+            )
         images, ids, mask = batch["images"], batch["input_ids"], batch["attention_mask"]
         if images.shape[0] != ids.shape[0]:
             raise ValueError(

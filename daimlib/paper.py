@@ -27,17 +27,17 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 
-from daimlib.checkpoint_io import CheckpointError, load_train_state, read_meta
+from daimlib.checkpoint import CheckpointError, load_train_state, read_meta
 from daimlib.evaluate import (
     PROTOCOL_NAMES,
-    data_identity,
     evaluate,
     protocol_label,
     protocol_problem,
+    split_identity,
 )
 from daimlib.paths import display_path, output_root, repo_root
 from daimlib.published import BENCHMARKS, published_rows
-from daimlib.tables import PAPER_COLUMNS, _latex_escape, to_latex, to_markdown
+from daimlib.tables import PAPER_COLUMNS, latex_escape, to_latex, to_markdown
 
 # the rows each dataset layout admits (daimlib.data.LAYOUTS); any other data: its whole test split
 PAPER_ROWS = {
@@ -72,8 +72,16 @@ def paper_table(per: Mapping[str, Mapping], n_images: int, n_captions: int, name
         if protocol in BENCHMARKS and protocol_problem(protocol, n_images) is None:
             pub = published_rows(protocol).dropna(subset=["RSUM"])
             for method, r in pub.iterrows():
-                rows.append({"benchmark": label, "method": method, "i2t R@1": r["R@1 i2t"],
-                             "t2i R@1": r["R@1 t2i"], "RSUM": r["RSUM"], "source": r["source"]})  # fmt: skip
+                rows.append(
+                    {
+                        "benchmark": label,
+                        "method": method,
+                        "i2t R@1": r["R@1 i2t"],
+                        "t2i R@1": r["R@1 t2i"],
+                        "RSUM": r["RSUM"],
+                        "source": r["source"],
+                    }
+                )
         measured = {PAPER_COLUMNS[k]: float(m[k]) for k in PAPER_COLUMNS}
         rows.append({"benchmark": label, "method": name, **measured, "source": MEASURED})
     df = pd.DataFrame(rows, columns=["benchmark", *COLUMNS]).set_index("benchmark")
@@ -138,8 +146,15 @@ def evaluation_context(device, batch_size: int, features: str, ties: str, second
     device = torch.device(device)
     world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
     gpus = world if device.type == "cuda" else 0
-    out = {"processes": world, "device": device.type, "gpus": gpus, "encode_batch_per_process": int(batch_size),
-           "features": features, "ties": ties, "seconds": {k: round(float(v), 3) for k, v in seconds.items()}}  # fmt: skip
+    out = {
+        "processes": world,
+        "device": device.type,
+        "gpus": gpus,
+        "encode_batch_per_process": int(batch_size),
+        "features": features,
+        "ties": ties,
+        "seconds": {k: round(float(v), 3) for k, v in seconds.items()},
+    }
     if gpus:
         out["gpu_name"] = torch.cuda.get_device_name(device)
     return out
@@ -150,13 +165,18 @@ def _checkpoint_note(prov: Mapping) -> str:
     imp = prov.get("imported")
     if imp:
         sha = str(imp.get("source_sha256") or "?")[:16]
-        return (f"{where}: imported from the authors' {imp.get('source_file')} (sha256 {sha}..., Lightning "
-                f"{imp.get('lightning_version')}, epoch {imp.get('epoch')}, step {imp.get('global_step')}, "
-                f"{str(imp.get('family')).upper()}); its training batch and GPU count are not recorded in the file")  # fmt: skip
+        return (
+            f"{where}: imported from the authors' {imp.get('source_file')} (sha256 {sha}..., Lightning "
+            f"{imp.get('lightning_version')}, epoch {imp.get('epoch')}, step {imp.get('global_step')}, "
+            f"{str(imp.get('family')).upper()}); its training batch and GPU count are not recorded in the file"
+        )
     world = prov.get("train_processes")
-    trained = (f"trained at batch {prov['train_batch_per_process']} per process x {world} process(es) = global batch "
-               f"{prov['train_global_batch']}" if world else
-               f"trained at batch {prov['train_batch_per_process']} per process (process count not recorded)")  # fmt: skip
+    trained = (
+        f"trained at batch {prov['train_batch_per_process']} per process x {world} process(es) = global batch "
+        f"{prov['train_global_batch']}"
+        if world
+        else f"trained at batch {prov['train_batch_per_process']} per process (process count not recorded)"
+    )
     when = ", ".join(f"{k} {prov[k]}" for k in ("kind", "epoch", "step") if k in prov)
     return f"{where}: {when}; {trained}"
 
@@ -165,14 +185,18 @@ def paper_notes(
     split_name: str, sizes: Mapping, protocols, ctx: Mapping, prov: Mapping | None, data: Mapping
 ) -> list[str]:
     """The table's notes: protocol, evaluation (processes, GPUs, batch, seconds), checkpoint, data, sources."""
-    rows = ", ".join(PROTOCOL_NAMES[p] if protocol_problem(p, sizes["n_images"]) is None else
-                     protocol_label(p, **sizes) for p in protocols)  # fmt: skip
+    rows = ", ".join(
+        PROTOCOL_NAMES[p] if protocol_problem(p, sizes["n_images"]) is None else protocol_label(p, **sizes)
+        for p in protocols
+    )
     sec = ctx["seconds"]
     folds = ""
     if "coco1k" in protocols:  # the 1K folds are diagonal blocks of the one matrix
         fold = sizes["n_images"] // 5
-        folds = (f"; the coco1k row is the mean over 5 folds of {fold:,} images (their diagonal blocks of the "
-                 f"one {sizes['n_images']:,}-image matrix)")  # fmt: skip
+        folds = (
+            f"; the coco1k row is the mean over 5 folds of {fold:,} images (their diagonal blocks of the "
+            f"one {sizes['n_images']:,}-image matrix)"
+        )
     gpu = f"{ctx['gpus']} GPU(s) ({ctx['gpu_name']})" if ctx["gpus"] else "no GPU"
     notes = [
         f"protocol: evaluate --protocol paper; one encoding of the {split_name} split ({sizes['n_images']:,} images x "
@@ -181,7 +205,7 @@ def paper_notes(
         f"evaluation: {ctx['processes']} process(es) on {ctx['device']}, {gpu}; encoding batch "
         f"{ctx['encode_batch_per_process']} per process; features {ctx['features']}; {sec['encode']:.1f} s encoding, "
         f"{sec['score']:.1f} s scoring, {sec['rank']:.1f} s ranking",
-    ]  # fmt: skip
+    ]
     if prov:
         notes.append(_checkpoint_note(prov))
     sha = data.get("annotations_sha256")
@@ -189,11 +213,15 @@ def paper_notes(
         f"data: {data.get('layout')} layout"
         + (f", {data.get('annotations')} sha256 {sha[:16]}..." if sha else "")
     )
-    notes.append("published rows: daimlib.published (verified, each with its source; '-' = not stated in any "
-                 "source found); the DAIM and HAT papers' tables are not public, so neither has a row")  # fmt: skip
+    notes.append(
+        "published rows: daimlib.published (verified, each with its source; '-' = not stated in any "
+        "source found); the DAIM and HAT papers' tables are not public, so neither has a row"
+    )
     if any(protocol_problem(p, sizes["n_images"]) for p in protocols):
-        notes.append("a row labelled 'not ...' is the protocol's rule on a split of another size: it is not "
-                     "comparable with published numbers and stands without them")  # fmt: skip
+        notes.append(
+            "a row labelled 'not ...' is the protocol's rule on a split of another size: it is not "
+            "comparable with published numbers and stands without them"
+        )
     return notes
 
 
@@ -238,9 +266,21 @@ class PaperResult:
     sims: np.ndarray | None = field(default=None, repr=False)
 
 
-def evaluate_paper(model, split, tokenizer, cfg, name: str, checkpoint=None, device=None, batch_size=None,
-                   ties: str = "pessimistic", features: str | None = None, progress: bool = True,
-                   split_name: str = "test", return_sims: bool = False) -> PaperResult:  # fmt: skip
+def evaluate_paper(
+    model,
+    split,
+    tokenizer,
+    cfg,
+    name: str,
+    checkpoint=None,
+    device=None,
+    batch_size=None,
+    ties: str = "pessimistic",
+    features: str | None = None,
+    progress: bool = True,
+    split_name: str = "test",
+    return_sims: bool = False,
+) -> PaperResult:
     """Every row of the paper's table that ``split``'s dataset admits, from one encoding
     (:func:`paper_protocols`, :func:`daimlib.evaluate.evaluate`), as :func:`paper_table` with notes.
 
@@ -250,21 +290,40 @@ def evaluate_paper(model, split, tokenizer, cfg, name: str, checkpoint=None, dev
     device = torch.device(device) if device is not None else next(model.parameters()).device
     batch_size = batch_size or cfg.train.eval_batch_size
     features = features or getattr(cfg.train, "eval_features", "auto")
-    metrics, df, sims = evaluate(model, split, tokenizer, cfg, protocol=protocols, device=device,
-                                 batch_size=batch_size, progress=progress, ties=ties, features=features,
-                                 return_sims=True)  # fmt: skip
+    metrics, df, sims = evaluate(
+        model,
+        split,
+        tokenizer,
+        cfg,
+        protocol=protocols,
+        device=device,
+        batch_size=batch_size,
+        progress=progress,
+        ties=ties,
+        features=features,
+        return_sims=True,
+    )
     per = {protocols[0]: metrics} if len(protocols) == 1 else metrics
     per = {p: {k: float(v) for k, v in m.items()} for p, m in per.items()}
     sizes = {"n_images": int(split.n_images), "n_captions": int(split.n_captions)}
     table = paper_table(per, name=name, **sizes)
     ctx = evaluation_context(device, batch_size, features, ties, df.attrs["seconds"])
     prov = checkpoint_provenance(checkpoint, cfg) if checkpoint is not None else None
-    data = data_identity(split)
+    data = split_identity(split)
     notes = paper_notes(split_name, sizes, protocols, ctx, prov, data)
-    record = {"protocol": "paper", "protocols": list(protocols), "split": split_name, **sizes,
-              "paper_protocol": df.attrs["paper_protocol"], "metrics": per, "evaluation": ctx,
-              "checkpoint": prov, "data": data, "notes": notes,
-              "table": json.loads(table.reset_index().to_json(orient="records"))}  # fmt: skip
+    record = {
+        "protocol": "paper",
+        "protocols": list(protocols),
+        "split": split_name,
+        **sizes,
+        "paper_protocol": df.attrs["paper_protocol"],
+        "metrics": per,
+        "evaluation": ctx,
+        "checkpoint": prov,
+        "data": data,
+        "notes": notes,
+        "table": json.loads(table.reset_index().to_json(orient="records")),
+    }
     return PaperResult(
         table=table, metrics=per, notes=notes, record=record, sims=sims if return_sims else None
     )
@@ -297,7 +356,7 @@ def write_paper(
     notes_md = "".join(f"- {n}\n" for n in result.notes)
     paths[1].write_text(to_markdown(result.table, decimals) + "\nNotes:\n\n" + notes_md)
     tex = to_latex(result.table, decimals, caption=caption or "Image-text retrieval, paper protocol")
-    notes_tex = "\\par\\smallskip{\\footnotesize " + "; ".join(_latex_escape(n) for n in result.notes) + "}\n"
+    notes_tex = "\\par\\smallskip{\\footnotesize " + "; ".join(latex_escape(n) for n in result.notes) + "}\n"
     paths[2].write_text(tex.replace("\\end{table}", notes_tex + "\\end{table}"))
     paths[3].write_text(json.dumps(result.record, indent=2) + "\n")
     return paths

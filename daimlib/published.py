@@ -23,22 +23,58 @@ _TABLE = "third-party table (Paranioar/Cross-modal_Retrieval_Tutorial)"
 
 # method, backbone, ensemble, {benchmark: (R@1 i2t, R@1 t2i, RSUM)}, source, claim
 PUBLISHED = [
-    ("VSE++", "ResNet-152 + GRU", False,
-     {"f30k": (52.9, 39.6, 409.8), "coco1k": (64.6, 52.0, 478.6), "coco5k": (41.3, 30.3, 355.7)}, _TABLE, ""),
-    ("SCAN*", "BUTD + BiGRU", True,
-     {"f30k": (67.4, 48.6, 465.0), "coco1k": (72.7, 58.8, 507.9), "coco5k": (50.4, 38.6, 410.9)}, _TABLE, ""),
-    ("GPO*", "WSL grid + BERT", True,
-     {"f30k": (88.7, 76.1, 555.1), "coco1k": (85.6, 73.1, 548.1), "coco5k": (68.1, 52.7, 474.7)}, _TABLE, ""),
+    (
+        "VSE++",
+        "ResNet-152 + GRU",
+        False,
+        {"f30k": (52.9, 39.6, 409.8), "coco1k": (64.6, 52.0, 478.6), "coco5k": (41.3, 30.3, 355.7)},
+        _TABLE,
+        "",
+    ),
+    (
+        "SCAN*",
+        "BUTD + BiGRU",
+        True,
+        {"f30k": (67.4, 48.6, 465.0), "coco1k": (72.7, 58.8, 507.9), "coco5k": (50.4, 38.6, 410.9)},
+        _TABLE,
+        "",
+    ),
+    (
+        "GPO*",
+        "WSL grid + BERT",
+        True,
+        {"f30k": (88.7, 76.1, 555.1), "coco1k": (85.6, 73.1, 548.1), "coco5k": (68.1, 52.7, 474.7)},
+        _TABLE,
+        "",
+    ),
     ("D2S-VSE", "Swin 224 + BERT", False, {"f30k": (87.2, 73.0, 548.7)}, "liuyyy111/d2s-vse README", ""),
-    ("CLIP zero-shot", "ViT-B/16 (OpenAI)", False,
-     {"f30k": (82.2, 62.2, 517.6), "coco5k": (52.4, 33.1, 374.2)}, "open_clip retrieval results CSV", ""),
-    ("HAT (ACM MM'23)", "Swin-B 224 + BERT", False, {}, "HAT README; arXiv 2308.04343 abstract",
-     "abstract: relative R@1 gains over the previous SOTA of 7.6% (i2t) and 16.7% (t2i) on MSCOCO, "
-     "4.4% (i2t) and 11.6% (t2i) on Flickr30K; absolute numbers n/s"),
-    ("DAIM", "Swin-B 224 + BERT", False, {}, "DAIM README / abstract (Hudjkfhdsjfhdjkg/DAIM)",
-     "abstract: '4.7% RSUM gain on MSCOCO' over the state of the art (absolute or relative, and which COCO "
-     "split, not stated); tables n/s"),
-]  # fmt: skip
+    (
+        "CLIP zero-shot",
+        "ViT-B/16 (OpenAI)",
+        False,
+        {"f30k": (82.2, 62.2, 517.6), "coco5k": (52.4, 33.1, 374.2)},
+        "open_clip retrieval results CSV",
+        "",
+    ),
+    (
+        "HAT (ACM MM'23)",
+        "Swin-B 224 + BERT",
+        False,
+        {},
+        "HAT README; arXiv 2308.04343 abstract",
+        "abstract: relative R@1 gains over the previous SOTA of 7.6% (i2t) and 16.7% (t2i) on MSCOCO, "
+        "4.4% (i2t) and 11.6% (t2i) on Flickr30K; absolute numbers n/s",
+    ),
+    (
+        "DAIM",
+        "Swin-B 224 + BERT",
+        False,
+        {},
+        "DAIM README / abstract (Hudjkfhdsjfhdjkg/DAIM)",
+        "abstract: '4.7% RSUM gain on MSCOCO' over the state of the art (absolute or relative, and which COCO "
+        "split, not stated); tables n/s",
+    ),
+]
 
 
 def published_table() -> pd.DataFrame:
@@ -95,8 +131,10 @@ def paper_block(
             continue
         metrics, n_images = entry
         if int(n_images) != need:
-            note = (f"not comparable: measured on {int(n_images):,} test images "
-                    f"({BENCHMARK_NAMES[benchmark]} needs {need:,})")  # fmt: skip
+            note = (
+                f"not comparable: measured on {int(n_images):,} test images "
+                f"({BENCHMARK_NAMES[benchmark]} needs {need:,})"
+            )
             table.loc[name] = [np.nan, np.nan, np.nan, note]
             continue
         table.loc[name] = [

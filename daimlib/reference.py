@@ -18,7 +18,6 @@ The key mapping and the architecture read from the tensors are in :mod:`daimlib.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import pickle
 import pickletools
@@ -43,6 +42,7 @@ from .checkpoint import (
 )
 from .config import PRESETS, DAIMConfig, load_preset
 from .losses import MatchingLoss
+from .paths import sha256_file
 from .reference_map import (
     ReferenceArch,
     build_config,
@@ -77,15 +77,6 @@ STAND_INS: dict[str, type] = {
 }
 
 _ZIP_MAGIC = b"PK\x03\x04"
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file, read in 4 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # --- what the pickle names ---------------------------------------------------------------------
@@ -279,13 +270,18 @@ def read_reference(path: str | Path) -> ReferenceCheckpoint:
         "lightning_version": obj.get("pytorch-lightning_version"),
         "epoch": obj.get("epoch"),
         "global_step": obj.get("global_step"),
-        "stored_config": {k: config.get(k) for k in ("datasets", "direction", "lambda_softmax", "margin",
-                                                      "vit", "tokenizer", "exp_name") if k in config},
-    }  # fmt: skip
+        "stored_config": {
+            k: config.get(k)
+            for k in ("datasets", "direction", "lambda_softmax", "margin", "vit", "tokenizer", "exp_name")
+            if k in config
+        },
+    }
     return ReferenceCheckpoint(
-        state_dict=dict(sd), modules=list(meta) if meta is not None else None, config=config,
+        state_dict=dict(sd),
+        modules=list(meta) if meta is not None else None,
+        config=config,
         provenance=provenance,
-    )  # fmt: skip
+    )
 
 
 def detect_family(ref: ReferenceCheckpoint) -> tuple[str | None, dict]:
@@ -402,7 +398,9 @@ def find_local_tokenizer(cfg: DAIMConfig, vocab_size: int, stored: dict | None =
             tried.append(f"{source}: not found locally ({type(e).__name__})")
             continue
         if len(tok) > vocab_size:
-            tried.append(f"{source}: {len(tok):,} entries, more than the checkpoint's {vocab_size:,} embeddings")
+            tried.append(
+                f"{source}: {len(tok):,} entries, more than the checkpoint's {vocab_size:,} embeddings"
+            )
             continue
         return tok, f"{source} (found locally)"
     return None, "; ".join(tried) or "the checkpoint names no tokenizer"
@@ -453,15 +451,18 @@ def import_reference(
     margin = ref.stored_margin if ref.stored_margin is not None else float(cfg.loss.margin)
     loss = MatchingLoss.from_config(cfg.loss)
     loss.margin_module.margin.fill_(margin)  # not in the state dict: config["margin"] (fixture README §1)
-    provenance = {**ref.provenance, "family": family, "preset": preset_name, "margin": margin,
-                  "imported_with": "daimlib.reference.import_reference"}  # fmt: skip
+    provenance = {
+        **ref.provenance,
+        "family": family,
+        "preset": preset_name,
+        "margin": margin,
+        "imported_with": "daimlib.reference.import_reference",
+    }
     tokenizer, note = _choose_tokenizer(tokenizer, cfg, arch.vocab_size, ref.config)
-    result = ImportResult(model=model, loss=loss, cfg=cfg, arch=arch, provenance=provenance, report=report,
-                          tokenizer_note=note)  # fmt: skip
-    if out is not None:
-        result.out_dir = save_checkpoint(out, model, cfg, meta={"provenance": provenance, "source": "reference"},
-                                         tokenizer=tokenizer, loss=loss)  # fmt: skip
-    return result
+    result = ImportResult(
+        model=model, loss=loss, cfg=cfg, arch=arch, provenance=provenance, report=report, tokenizer_note=note
+    )
+    return _saved(result, out, tokenizer, "reference")
 
 
 def _choose_tokenizer(tokenizer: Any, cfg: DAIMConfig, vocab_size: int, stored: dict) -> tuple[Any, str]:
@@ -479,6 +480,16 @@ def _choose_tokenizer(tokenizer: Any, cfg: DAIMConfig, vocab_size: int, stored: 
             "pass another --tokenizer DIR"
         )
     return tokenizer, "stored (given)"
+
+
+def _saved(result: ImportResult, out, tokenizer, source: str) -> ImportResult:
+    """``result``, written as a kit checkpoint folder to ``out`` first when one is given."""
+    if out is not None:
+        meta = {"provenance": result.provenance, "source": source}
+        result.out_dir = save_checkpoint(
+            out, result.model, result.cfg, meta=meta, tokenizer=tokenizer, loss=result.loss
+        )
+    return result
 
 
 def _check_out(out: Path) -> None:
@@ -519,11 +530,11 @@ def _import_kit_folder(path: Path, out, preset, tokenizer) -> ImportResult:
             f"{display_path(path)} holds a {preset_family(cfg).upper()} model; preset {preset!r} is "
             f"{preset_family(expect).upper()}. A kit folder carries its own config: omit --preset."
         )
-    provenance = {"source_file": path.name, "source_format": "daimlib",
-                  "source_meta_sha256": sha256_file(path / META)}  # fmt: skip
+    provenance = {
+        "source_file": path.name,
+        "source_format": "daimlib",
+        "source_meta_sha256": sha256_file(path / META),
+    }
     model.eval()
     result = ImportResult(model=model, loss=loss, cfg=cfg, arch=None, provenance=provenance, report={})
-    if out is not None:
-        result.out_dir = save_checkpoint(out, model, cfg, meta={"provenance": provenance, "source": "daimlib"},
-                                         tokenizer=tokenizer, loss=loss)  # fmt: skip
-    return result
+    return _saved(result, out, tokenizer, "daimlib")

@@ -40,10 +40,24 @@ DROPPED = {
 }
 
 # Swin-B patch4 window7 224 and BERT-base: the sizes of the released checkpoints (and presets).
-SWIN_B = dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), window_size=7,
-              patch_size=4, mlp_ratio=4.0, img_size=224)  # fmt: skip
-BERT_BASE = dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                 intermediate_size=3072, max_position_embeddings=512, type_vocab_size=2)  # fmt: skip
+SWIN_B = dict(
+    embed_dim=128,
+    depths=(2, 2, 18, 2),
+    num_heads=(4, 8, 16, 32),
+    window_size=7,
+    patch_size=4,
+    mlp_ratio=4.0,
+    img_size=224,
+)
+BERT_BASE = dict(
+    vocab_size=30522,
+    hidden_size=768,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    intermediate_size=3072,
+    max_position_embeddings=512,
+    type_vocab_size=2,
+)
 BERT_HEAD_WIDTH = 64  # every released BERT (base 768/12, large 1024/16)
 
 
@@ -160,8 +174,15 @@ def _swin_sizes(sd: dict, image_size) -> dict:
             break
     if img is None:
         img = int(image_size) if isinstance(image_size, int) else 224
-    return dict(embed_dim=int(proj.shape[0]), depths=depths, num_heads=tuple(int(t.shape[1]) for t in tables),
-                window_size=window, patch_size=patch, mlp_ratio=fc1.shape[0] / fc1.shape[1], img_size=img)  # fmt: skip
+    return dict(
+        embed_dim=int(proj.shape[0]),
+        depths=depths,
+        num_heads=tuple(int(t.shape[1]) for t in tables),
+        window_size=window,
+        patch_size=patch,
+        mlp_ratio=fc1.shape[0] / fc1.shape[1],
+        img_size=img,
+    )
 
 
 def _bert_sizes(sd: dict, text_heads: int | None) -> dict:
@@ -180,12 +201,16 @@ def _bert_sizes(sd: dict, text_heads: int | None) -> dict:
     if hidden % text_heads:
         raise ValueError(f"text_heads={text_heads} does not divide BERT's hidden size {hidden}")
     return dict(
-        vocab_size=int(words.shape[0]), hidden_size=hidden, num_hidden_layers=len(layers),
+        vocab_size=int(words.shape[0]),
+        hidden_size=hidden,
+        num_hidden_layers=len(layers),
         num_attention_heads=int(text_heads),
-        intermediate_size=int(_need(sd, "text_transformer.encoder.layer.0.intermediate.dense.weight").shape[0]),
+        intermediate_size=int(
+            _need(sd, "text_transformer.encoder.layer.0.intermediate.dense.weight").shape[0]
+        ),
         max_position_embeddings=int(_need(sd, p + "position_embeddings.weight").shape[0]),
         type_vocab_size=int(_need(sd, p + "token_type_embeddings.weight").shape[0]),
-    )  # fmt: skip
+    )
 
 
 def infer_arch(sd: dict, text_heads: int | None = None, image_size=None) -> ReferenceArch:
@@ -243,8 +268,11 @@ def build_config(
         if not family_preset_given:
             setattr(cfg.similarity, field, value)
         elif getattr(cfg.similarity, field) != value:
-            warnings.warn(f"the checkpoint was trained with {key}={value!r}; the preset uses "
-                          f"{getattr(cfg.similarity, field)!r}", stacklevel=3)  # fmt: skip
+            warnings.warn(
+                f"the checkpoint was trained with {key}={value!r}; the preset uses "
+                f"{getattr(cfg.similarity, field)!r}",
+                stacklevel=3,
+            )
     margin = stored.get("margin")
     if not cfg.loss.adaptive and isinstance(margin, (int, float)):
         cfg.loss.margin = float(margin)  # HAT: the fixed margin it trained with
@@ -293,14 +321,20 @@ def map_state_dict(sd: dict, model: torch.nn.Module, where: str) -> tuple[dict, 
         else:
             state[target] = tensor.detach().to(own[target].dtype)
             source[target] = key
-    missing = sorted(k for k in own if k not in state and k != "margin_module.margin" and
-                     not any(r.startswith(f"{k}:") for r in reshaped))  # fmt: skip
+    missing = sorted(
+        k
+        for k in own
+        if k not in state and k != "margin_module.margin" and not any(r.startswith(f"{k}:") for r in reshaped)
+    )
     missing = [m for m in missing if not any(f" vs kit {m} " in r for r in reshaped)]
     problems = []
-    for name, items in (("extra keys (not part of the DAIM/HAT model)", extra),
-                        ("reshaped keys", reshaped), ("keys mapped twice", duplicated),
-                        ("buffers that differ from the kit's geometry (another architecture)", buffer_diff),
-                        ("missing keys (kit parameters with no tensor in the checkpoint)", missing)):  # fmt: skip
+    for name, items in (
+        ("extra keys (not part of the DAIM/HAT model)", extra),
+        ("reshaped keys", reshaped),
+        ("keys mapped twice", duplicated),
+        ("buffers that differ from the kit's geometry (another architecture)", buffer_diff),
+        ("missing keys (kit parameters with no tensor in the checkpoint)", missing),
+    ):
         if items:
             shown = ", ".join(items[:12]) + (f", ... ({len(items) - 12} more)" if len(items) > 12 else "")
             problems.append(f"{len(items)} {name}: {shown}")

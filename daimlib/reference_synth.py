@@ -88,16 +88,23 @@ def _module_list(keys: list[str], family: str) -> list[str]:
     return sorted(mods, key=lambda m: (m.count("."), m))
 
 
-def write_synthetic_reference(manifest: str | Path, path: str | Path, family: str = "daim", seed: int = 0,
-                              dataset: str = "f30k") -> Path:  # fmt: skip
+def write_synthetic_reference(
+    manifest: str | Path, path: str | Path, family: str = "daim", seed: int = 0, dataset: str = "f30k"
+) -> Path:
     """Write a random checkpoint in the reference layout for every ``state_dict`` row of ``manifest``."""
     g = torch.Generator().manual_seed(seed)
     rows = [r for r in read_manifest(manifest) if r["kind"] in ("param", "buffer")]
     sd = OrderedDict((r["reference_key"], _tensor(r, g)) for r in rows)
     sd._metadata = OrderedDict((m, {"version": 1}) for m in _module_list(list(sd), family))
-    config = {"exp_name": f"finetune_irtr_{dataset}", "datasets": dataset, "image_size": 224,
-              "max_text_len": 32, "direction": "t2i" if family == "daim" else "i2t", "lambda_softmax": 9,
-              "margin": 0.2137 if family == "daim" else 0.2}  # fmt: skip
+    config = {
+        "exp_name": f"finetune_irtr_{dataset}",
+        "datasets": dataset,
+        "image_size": 224,
+        "max_text_len": 32,
+        "direction": "t2i" if family == "daim" else "i2t",
+        "lambda_softmax": 9,
+        "margin": 0.2137 if family == "daim" else 0.2,
+    }
     if family == "daim":
         config.update(dropout=0.1, dim_feedforward=2048, positive_example=[], negative_example=[])
     name = "pytorch_lightning.callbacks.model_checkpoint"
@@ -108,10 +115,17 @@ def write_synthetic_reference(manifest: str | Path, path: str | Path, family: st
     for m in added:
         sys.modules[m] = mod if m == name else types.ModuleType(m)
     try:
-        ckpt = {"epoch": 1, "global_step": 2500, "pytorch-lightning_version": "1.3.2", "state_dict": sd,
-                "callbacks": {ModelCheckpoint: {"monitor": "best_irtr", "best_model_score": torch.tensor(1.0)}},
-                "optimizer_states": [], "lr_schedulers": [], "hparams_name": "kwargs",
-                "hyper_parameters": {"config": config}}  # fmt: skip
+        ckpt = {
+            "epoch": 1,
+            "global_step": 2500,
+            "pytorch-lightning_version": "1.3.2",
+            "state_dict": sd,
+            "callbacks": {ModelCheckpoint: {"monitor": "best_irtr", "best_model_score": torch.tensor(1.0)}},
+            "optimizer_states": [],
+            "lr_schedulers": [],
+            "hparams_name": "kwargs",
+            "hyper_parameters": {"config": config},
+        }
         torch.save(ckpt, path)
     finally:
         for m in added:

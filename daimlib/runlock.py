@@ -84,8 +84,10 @@ def is_stale(owner: dict) -> bool:
 def describe(owner: dict) -> str:
     if not owner:
         return "an unknown process (its lock file is unreadable)"
-    return (f"{owner.get('command', '?')} (pid {owner.get('pid', '?')} on host {owner.get('host', '?')}, "
-            f"since {owner.get('started_utc', '?')})")  # fmt: skip
+    return (
+        f"{owner.get('command', '?')} (pid {owner.get('pid', '?')} on host {owner.get('host', '?')}, "
+        f"since {owner.get('started_utc', '?')})"
+    )
 
 
 def check_folder_path(folder: str | os.PathLike, flag: str = "--out") -> None:
@@ -122,9 +124,13 @@ def _created_chain(folder: Path) -> list[Path]:
 def acquire(folder: Path, command: str) -> Path:
     """Create ``folder``'s lock file or raise :class:`RunBusyError` (a stale lock is replaced)."""
     path = folder / LOCK_NAME
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "command": command,
-          "proc_start": _proc_start(os.getpid()),
-          "started_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}  # fmt: skip
+    me = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "command": command,
+        "proc_start": _proc_start(os.getpid()),
+        "started_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
     for _ in range(3):
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -133,15 +139,21 @@ def acquire(folder: Path, command: str) -> Path:
             if owner is None:
                 continue  # released meanwhile: try again
             if not is_stale(owner):
-                host_note = ("" if owner.get("host") in (None, socket.gethostname()) else
-                             f"; it was written on another host, so if no run is active there, delete {display_path(path)}")  # fmt: skip
+                host_note = (
+                    ""
+                    if owner.get("host") in (None, socket.gethostname())
+                    else f"; it was written on another host, so if no run is active there, delete {display_path(path)}"
+                )
                 raise RunBusyError(
                     f"{display_path(folder)} is in use by {describe(owner)}; two runs writing one folder would "
                     f"mix their histories and checkpoints. Wait for it to finish, stop it, or choose another "
                     f"folder{host_note}"
                 ) from None
-            log.warning("%s: taking over the lock left by %s, which no longer runs", display_path(folder),
-                        describe(owner))  # fmt: skip
+            log.warning(
+                "%s: taking over the lock left by %s, which no longer runs",
+                display_path(folder),
+                describe(owner),
+            )
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
             continue
@@ -176,7 +188,9 @@ def run_folder(folder: str | os.PathLike, command: str, enabled: bool = True, fl
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         if e.errno == errno.ENAMETOOLONG:
-            raise ValueError(f"{flag} {display_path(folder)}: the path is too long for this file system") from None
+            raise ValueError(
+                f"{flag} {display_path(folder)}: the path is too long for this file system"
+            ) from None
         raise
     try:
         lock = acquire(folder, command)

@@ -31,8 +31,15 @@ FINISHED = ("completed", "max_steps", "max_minutes")  # budget stops finish a ru
 # What the kit writes into a run folder; ``--overwrite`` deletes these names and nothing else.
 KIT_FILES = ("run.json", "config.json", "history_steps.csv", "history_epochs.csv", "data.json", "result.json")
 KIT_DIRS = ("last", "best", "tb")
-KIT_GLOBS = (".last.old-*", ".best.old-*", ".last.tmp-*", ".best.tmp-*", "sims_*.npy", "sims_*.json",
-             "history_*.csv.tmp")  # fmt: skip
+KIT_GLOBS = (
+    ".last.old-*",
+    ".best.old-*",
+    ".last.tmp-*",
+    ".best.tmp-*",
+    "sims_*.npy",
+    "sims_*.json",
+    "history_*.csv.tmp",
+)
 
 
 def config_sha256(cfg: DAIMConfig) -> str:
@@ -44,9 +51,13 @@ def git_commit() -> str | None:
     """The commit of the checkout daimlib runs from, or None (not a git checkout, no git)."""
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
-            text=True, timeout=5, check=False,
-        )  # fmt: skip
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     commit = out.stdout.strip()
@@ -76,9 +87,16 @@ def read_record(run_dir: str | os.PathLike) -> dict | None:
 
 
 def write_record(
-    run_dir: str | os.PathLike, cfg: DAIMConfig, data: dict, *, stopped: str, global_step: int, epoch: int,
-    eval_split: str | None, extra: dict | None = None,
-) -> dict:  # fmt: skip
+    run_dir: str | os.PathLike,
+    cfg: DAIMConfig,
+    data: dict,
+    *,
+    stopped: str,
+    global_step: int,
+    epoch: int,
+    eval_split: str | None,
+    extra: dict | None = None,
+) -> dict:
     """Write ``<run_dir>/run.json`` atomically (``stopped="running"`` while the run trains)."""
     tc = cfg.train
     record = {
@@ -182,9 +200,11 @@ def checkpoint_folder_problem(folder: str | os.PathLike) -> str | None:
     for p in (folder, *folder.parents):
         if _is_kit_checkpoint(p):
             inside = "" if p == folder else f" (it lies inside the checkpoint folder {p.name}/)"
-            return (f"{display_path(folder)} is a checkpoint folder{inside}, not a run folder: a run writes its "
-                    f"checkpoints into <out>/last and <out>/best; give --out the run folder (e.g. "
-                    f"{display_path(p.parent)}) or a new one. Nothing was changed.")
+            return (
+                f"{display_path(folder)} is a checkpoint folder{inside}, not a run folder: a run writes its "
+                f"checkpoints into <out>/last and <out>/best; give --out the run folder (e.g. "
+                f"{display_path(p.parent)}) or a new one. Nothing was changed."
+            )
         if p.parent == p:
             break
     return None

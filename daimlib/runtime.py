@@ -1,6 +1,6 @@
 """Run-time choices shared by training, evaluation, the CLI and the notebooks: seeds, device, AMP.
 
-A leaf module (torch and numpy only), one copy of each rule:
+A leaf module (torch, numpy and the standard library only), one copy of each rule:
 
 - :func:`seed_everything`: Python's ``random``, numpy and torch (CPU and every GPU) from one seed,
   any non-negative integer (numpy takes the seed modulo 2**32, and torch's CPU generator also
@@ -9,7 +9,9 @@ A leaf module (torch and numpy only), one copy of each rule:
   there is a clear error;
 - :func:`amp_settings`: the mixed-precision mode (``train.amp``) -> autocast dtype and whether a
   GradScaler is needed. ``"auto"`` is bf16 on GPUs that support it (Ampere and newer) and fp16 +
-  GradScaler otherwise; the reference always uses fp16 + GradScaler (``--set train.amp=fp16``).
+  GradScaler otherwise; the reference always uses fp16 + GradScaler (``--set train.amp=fp16``);
+- :func:`hub_reachable`: the kit's one Hugging Face hub probe (honours ``HF_HUB_OFFLINE`` and the
+  mirror named by ``HF_ENDPOINT``), and :func:`no_hub`, the hub switched off for a block.
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import socket
+from urllib.parse import urlsplit
 
 import numpy as np
 import torch
 
 AMP_MODES = ("auto", "bf16", "fp16", "off")
+DEFAULT_ENDPOINT = "https://huggingface.co"
 
 
 class DeviceError(RuntimeError, ValueError):
@@ -172,3 +177,49 @@ def tune_cpu_allocator() -> bool:
     ok = bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 30))
     _allocator_tuned = ok
     return ok
+
+
+# --- the Hugging Face hub: the kit's one reachability probe ---------------------------------------
+
+
+def hub_endpoint() -> tuple[str, int]:
+    """``(host, port)`` of the hub: ``HF_ENDPOINT`` when set (default port from its scheme), else huggingface.co:443."""
+    url = os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT
+    parts = urlsplit(url if "://" in url else f"https://{url}")
+    if not parts.hostname:
+        raise ValueError(f"HF_ENDPOINT={url!r} has no host; expected a URL such as https://hf-mirror.example")
+    return parts.hostname, parts.port or (80 if parts.scheme == "http" else 443)
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the hub answers a TCP connection (False at once when ``HF_HUB_OFFLINE`` is set).
+
+    The one probe of the kit: it saves a minute of retries on an offline machine, and it probes the
+    mirror named by ``HF_ENDPOINT`` when one is set.
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "0").strip().lower() in ("1", "true", "yes", "on"):
+        return False
+    host, port = hub_endpoint()
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def no_hub():
+    """The Hugging Face hub switched off for the block (``HF_HUB_OFFLINE``, read by the kit's probe and by
+    huggingface_hub): nothing is looked up online, not even a DNS name; the local cache still answers."""
+    import huggingface_hub.constants as hc
+
+    old_env, old_const = os.environ.get("HF_HUB_OFFLINE"), hc.HF_HUB_OFFLINE
+    os.environ["HF_HUB_OFFLINE"], hc.HF_HUB_OFFLINE = "1", True
+    try:
+        yield
+    finally:
+        hc.HF_HUB_OFFLINE = old_const
+        if old_env is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = old_env

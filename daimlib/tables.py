@@ -16,9 +16,14 @@ import pandas as pd
 
 # the paper's column order: R@1 R@5 R@10 for i2t, then t2i, then RSUM
 PAPER_COLUMNS = {
-    "i2t_r1": "i2t R@1", "i2t_r5": "i2t R@5", "i2t_r10": "i2t R@10",
-    "t2i_r1": "t2i R@1", "t2i_r5": "t2i R@5", "t2i_r10": "t2i R@10", "rsum": "RSUM",
-}  # fmt: skip
+    "i2t_r1": "i2t R@1",
+    "i2t_r5": "i2t R@5",
+    "i2t_r10": "i2t R@10",
+    "t2i_r1": "t2i R@1",
+    "t2i_r5": "t2i R@5",
+    "t2i_r10": "t2i R@10",
+    "rsum": "RSUM",
+}
 TABLE_FORMATS = ("csv", "md", "tex")
 
 
@@ -39,9 +44,19 @@ def results_table(rows, decimals: int | None = 1) -> pd.DataFrame:
     return df.round(decimals) if decimals is not None else df
 
 
-def _latex_escape(text: str) -> str:
-    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("$", r"\$"), ("#", r"\#"),
-                 ("_", r"\_"), ("{", r"\{"), ("}", r"\}"), ("~", r"\textasciitilde{}"), ("^", r"\^{}")):  # fmt: skip
+def latex_escape(text: str) -> str:
+    for a, b in (
+        ("\\", r"\textbackslash{}"),
+        ("&", r"\&"),
+        ("%", r"\%"),
+        ("$", r"\$"),
+        ("#", r"\#"),
+        ("_", r"\_"),
+        ("{", r"\{"),
+        ("}", r"\}"),
+        ("~", r"\textasciitilde{}"),
+        ("^", r"\^{}"),
+    ):
         text = text.replace(a, b)
     return text
 
@@ -70,17 +85,17 @@ def to_latex(
     body = [
         r"\begin{tabular}{" + spec + "}",
         r"\toprule",
-        " & ".join([_latex_escape(str(df.index.name or ""))] + [_latex_escape(str(c)) for c in df.columns])
+        " & ".join([latex_escape(str(df.index.name or ""))] + [latex_escape(str(c)) for c in df.columns])
         + r" \\",
         r"\midrule",
     ]
     for name, row in df.iterrows():
-        cells = [_latex_escape(str(name))] + [_latex_escape(_cell(v, decimals)) for v in row.tolist()]
+        cells = [latex_escape(str(name))] + [latex_escape(_cell(v, decimals)) for v in row.tolist()]
         body.append(" & ".join(cells) + r" \\")
     body += [r"\bottomrule", r"\end{tabular}"]
     if caption is None:
         return "\n".join(body) + "\n"
-    out = [r"\begin{table}[t]", r"\centering", r"\caption{" + _latex_escape(caption) + "}"]
+    out = [r"\begin{table}[t]", r"\centering", r"\caption{" + latex_escape(caption) + "}"]
     if label:
         out.append(r"\label{" + label + "}")
     return "\n".join(out + body + [r"\end{table}"]) + "\n"

@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import inspect
 import logging
 import math
@@ -57,8 +58,14 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from tqdm.auto import tqdm
 
 from . import feature_cache, runlock, runs
-from .checkpoint import CheckpointError, display_path, load_checkpoint, read_meta, save_checkpoint
-from .checkpoint_io import link_checkpoint
+from .checkpoint import (
+    CheckpointError,
+    display_path,
+    link_checkpoint,
+    load_checkpoint,
+    read_meta,
+    save_checkpoint,
+)
 from .config import DAIMConfig
 from .data import CaptionDataset, build_transforms, collate, first_images, load_split, load_tokenizer
 from .encoders import image_pretrained, text_pretrained
@@ -72,9 +79,22 @@ from .runtime import loader_workers, seed_everything, tf32, torch_device, tune_c
 
 log = logging.getLogger("daimlib.train")
 
-__all__ = ["EPOCHS_CSV", "STEPS_CSV", "STEP_COLUMNS", "NonFiniteError", "PretrainedWeightsError", "TrainResult",
-           "TrainState", "save_last", "selection_score", "train", "train_one_epoch", "train_step",
-           "validate_and_checkpoint", "wants_pretrained"]  # fmt: skip
+__all__ = [
+    "EPOCHS_CSV",
+    "STEPS_CSV",
+    "STEP_COLUMNS",
+    "NonFiniteError",
+    "PretrainedWeightsError",
+    "TrainResult",
+    "TrainState",
+    "save_last",
+    "selection_score",
+    "train",
+    "train_one_epoch",
+    "train_step",
+    "validate_and_checkpoint",
+    "wants_pretrained",
+]
 
 
 class PretrainedWeightsError(RuntimeError):
@@ -288,17 +308,33 @@ def _epoch_batches(ctx, epoch: int, skip_batches: int, src=None):
     if src is not None and src.dataset is not ctx.dataset:
         order = _EpochSampler(ctx.sampler, cfg.train.seed, seeded=False)
         order.start(epoch, skip_batches * cfg.train.batch_size)
-        return iter(DataLoader(src.dataset, batch_size=cfg.train.batch_size, sampler=order, collate_fn=src.collate,
-                               num_workers=0, drop_last=True, pin_memory=ctx.device.type == "cuda"))  # fmt: skip
+        return iter(
+            DataLoader(
+                src.dataset,
+                batch_size=cfg.train.batch_size,
+                sampler=order,
+                collate_fn=src.collate,
+                num_workers=0,
+                drop_last=True,
+                pin_memory=ctx.device.type == "cuda",
+            )
+        )
     if ctx.loader is None:
         per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
         workers = loader_workers(cfg.data.num_workers, per_node)
         ctx.epoch_sampler = _EpochSampler(ctx.sampler, cfg.train.seed, seeded=workers > 0)
-        ctx.loader = DataLoader(_SeededItems(ctx.dataset) if workers else ctx.dataset, batch_size=cfg.train.batch_size,
-                                sampler=ctx.epoch_sampler, collate_fn=collate, num_workers=workers, drop_last=True,
-                                pin_memory=ctx.device.type == "cuda", persistent_workers=workers > 0,
-                                # its own generator: a DataLoader without one draws a seed from the training RNG
-                                generator=torch.Generator().manual_seed(cfg.train.seed + 1_000_003 * ctx.dd.rank))  # fmt: skip
+        ctx.loader = DataLoader(
+            _SeededItems(ctx.dataset) if workers else ctx.dataset,
+            batch_size=cfg.train.batch_size,
+            sampler=ctx.epoch_sampler,
+            collate_fn=collate,
+            num_workers=workers,
+            drop_last=True,
+            pin_memory=ctx.device.type == "cuda",
+            persistent_workers=workers > 0,
+            # its own generator: a DataLoader without one draws a seed from the training RNG
+            generator=torch.Generator().manual_seed(cfg.train.seed + 1_000_003 * ctx.dd.rank),
+        )
     ctx.epoch_sampler.start(epoch, skip_batches * cfg.train.batch_size)
     return iter(ctx.loader)
 
@@ -348,7 +384,6 @@ def _set_frozen(model, frozen: bool, train_mode: bool) -> None:
         model.text_encoder.eval()
 
 
-
 def selection_score(metrics: dict, select_on: str) -> float:
     """Model selection on val: R@1(i2t)+R@1(t2i) (the reference's ``best_irtr``) or RSUM."""
     if select_on == "r1_sum":
@@ -361,7 +396,6 @@ def selection_score(metrics: dict, select_on: str) -> float:
 def _val_protocol(cfg: DAIMConfig) -> str:
     """Validation scores the whole val split (F30K 1,014 images, COCO dev 1K, the demo's val)."""
     return default_protocols(cfg.data.dataset)[-1]
-
 
 
 def _scalar(v) -> float | bool | str:
@@ -487,15 +521,35 @@ def _build(cfg, data_root, out_dir, device, dd, eval_split, use_pretrained, prog
     if val_split is not None and cfg.train.val_images is not None:
         val_split = first_images(val_split, cfg.train.val_images)
     if val_split is not None and val_split.n_images < MIN_IMAGES:  # best could never improve (issue 28)
-        raise ValueError(f"validation on {eval_split!r} cannot select a best checkpoint: {degenerate_problem(val_split.n_images)}"
-                         " (data.val_split, train.val_images), or train without validation (--no-val)")  # fmt: skip
+        raise ValueError(
+            f"validation on {eval_split!r} cannot select a best checkpoint: {degenerate_problem(val_split.n_images)}"
+            " (data.val_split, train.val_images), or train without validation (--no-val)"
+        )
     optimizer = _optimizer(cfg, model)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.train.lr_step, gamma=cfg.train.lr_gamma)
+    scheduler = torch.optim.lr_scheduler.StepLR(
+        optimizer, step_size=cfg.train.lr_step, gamma=cfg.train.lr_gamma
+    )
     amp_dtype, use_scaler = _amp(cfg, device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    ctx = _Loop(cfg, dd, device, model, loss_fn, optimizer, scheduler, torch.amp.GradScaler("cuda", enabled=use_scaler),
-                amp_dtype, use_scaler, dataset, sampler, tokenizer, val_split, Path(out_dir), progress)  # fmt: skip
+    ctx = _Loop(
+        cfg,
+        dd,
+        device,
+        model,
+        loss_fn,
+        optimizer,
+        scheduler,
+        torch.amp.GradScaler("cuda", enabled=use_scaler),
+        amp_dtype,
+        use_scaler,
+        dataset,
+        sampler,
+        tokenizer,
+        val_split,
+        Path(out_dir),
+        progress,
+    )
     ctx.ddp_model = model
     optimizer.register_step_post_hook(lambda *_: setattr(ctx, "stepped", True))
     return ctx
@@ -504,8 +558,9 @@ def _build(cfg, data_root, out_dir, device, dd, eval_split, use_pretrained, prog
 def _restore(ctx: _Loop, last_dir: Path) -> tuple[TrainState, tuple[int, int]]:
     """Weights strictly into the model built from cfg, the margin into the loss, then the training state."""
     cfg = ctx.cfg
-    _, saved_cfg, state = load_checkpoint(last_dir, device=ctx.device, strict=True, model=ctx.model,
-                                          expect_cfg=cfg, loss=ctx.loss_fn)  # fmt: skip
+    _, saved_cfg, state = load_checkpoint(
+        last_dir, device=ctx.device, strict=True, model=ctx.model, expect_cfg=cfg, loss=ctx.loss_fn
+    )
     if state is None:
         raise CheckpointError(f"{display_path(last_dir)} has no train_state.pt; it cannot be resumed")
     if saved_cfg.train.batch_size != cfg.train.batch_size:
@@ -531,8 +586,11 @@ def _restore(ctx: _Loop, last_dir: Path) -> tuple[TrainState, tuple[int, int]]:
     if len(rngs) == ctx.dd.world:
         _set_rng_state(rngs[ctx.dd.rank])
     else:
-        log.warning("checkpoint was written by %d process(es), this run has %d: RNG streams reseeded",
-                    len(rngs), ctx.dd.world)  # fmt: skip
+        log.warning(
+            "checkpoint was written by %d process(es), this run has %d: RNG streams reseeded",
+            len(rngs),
+            ctx.dd.world,
+        )
     log.info("resumed from %s at epoch %d, step %d", display_path(last_dir), st.epoch, st.global_step)
     return st, (int(state["steps_rows"]), int(state["epochs_rows"]))
 
@@ -546,8 +604,11 @@ def _keep_run_tokenizer(ctx: _Loop, last_dir: Path) -> None:
     saved = load_checkpoint_tokenizer(last_dir)
     if saved is None or saved.get_vocab() == ctx.tokenizer.get_vocab():
         return
-    log.warning("the data's tokenizer differs from the one %s was trained with: continuing with the run's own "
-                "(%s)", display_path(last_dir.parent), display_path(last_dir / "tokenizer"))  # fmt: skip
+    log.warning(
+        "the data's tokenizer differs from the one %s was trained with: continuing with the run's own (%s)",
+        display_path(last_dir.parent),
+        display_path(last_dir / "tokenizer"),
+    )
     ctx.tokenizer = saved
     ds = ctx.dataset
     ds.input_ids, ds.attention_mask = tokenize(saved, ds.split.captions, ctx.cfg.text.max_len)
@@ -557,25 +618,46 @@ def save_last(ctx: _Loop, st: TrainState, stopped: str, gather: bool = True) -> 
     """Write ``<out>/last``: weights, margin, optimizer, scheduler, scaler, RNG of every rank, history position."""
     rng = _gather_rng(ctx.dd) if gather else [_rng_state()]  # gather is a collective: not after Ctrl-C
     steps_rows, epochs_rows = ctx.history.rows
-    state = dict(st.to_dict(), warmup_end=ctx.loss_fn.warmup_end, optimizer=ctx.optimizer.state_dict(), scheduler=ctx.scheduler.state_dict(),
-                 scaler=ctx.scaler.state_dict() if ctx.use_scaler else {}, rng=rng, world_size=ctx.dd.world,
-                 steps_rows=steps_rows, epochs_rows=epochs_rows, elapsed_s=ctx.elapsed(), stopped=stopped)  # fmt: skip
+    state = dict(
+        st.to_dict(),
+        warmup_end=ctx.loss_fn.warmup_end,
+        optimizer=ctx.optimizer.state_dict(),
+        scheduler=ctx.scheduler.state_dict(),
+        scaler=ctx.scaler.state_dict() if ctx.use_scaler else {},
+        rng=rng,
+        world_size=ctx.dd.world,
+        steps_rows=steps_rows,
+        epochs_rows=epochs_rows,
+        elapsed_s=ctx.elapsed(),
+        stopped=stopped,
+    )
     ctx.history.flush()  # the rows the checkpoint counts must be on disk
     if ctx.dd.main:
         ctx.writer.wait()  # the previous write first: one snapshot in memory, writes in order
         weights = {k: v.detach().to("cpu", copy=True) for k, v in ctx.model.state_dict().items()}
         state, loss, best = _cpu_copy(state), copy.deepcopy(ctx.loss_fn).cpu(), ctx.best_due
-        tokenizer = copy.deepcopy(ctx.tokenizer)  # the loader tokenizes on: a fast tokenizer is not shared by threads
+        tokenizer = copy.deepcopy(
+            ctx.tokenizer
+        )  # the loader tokenizes on: a fast tokenizer is not shared by threads
         meta = dict(kind="last", epoch=st.epoch, step=st.global_step, stopped=stopped)
 
         def write() -> None:
-            save_checkpoint(ctx.out_dir / "last", ctx.model, ctx.cfg, train_state=state, loss=loss, meta=meta,
-                            tokenizer=tokenizer,  # the folder carries its tokenizer: evaluating needs no hub
-                            state_dict=weights)  # fmt: skip
+            save_checkpoint(
+                ctx.out_dir / "last",
+                ctx.model,
+                ctx.cfg,
+                train_state=state,
+                loss=loss,
+                meta=meta,
+                tokenizer=tokenizer,  # the folder carries its tokenizer: evaluating needs no hub
+                state_dict=weights,
+            )
             if best is not None:
                 _link_best(ctx.out_dir, best)
 
-        ctx.writer.submit(write, background=stopped == "running")  # a run's last save is written before it returns
+        ctx.writer.submit(
+            write, background=stopped == "running"
+        )  # a run's last save is written before it returns
     ctx.best_due = None
 
 
@@ -628,7 +710,7 @@ class _Writer:
 
 def _link_best(out_dir: Path, meta: dict) -> None:
     """``best/`` from the ``last/`` just written (the same weights, margin and tokenizer; no train state):
-    hard links, so the weights are written once per epoch (:func:`daimlib.checkpoint_io.link_checkpoint`)."""
+    hard links, so the weights are written once per epoch (:func:`daimlib.checkpoint.link_checkpoint`)."""
     link_checkpoint(out_dir / "last", out_dir / "best", meta=dict(meta, stopped=None))
 
 
@@ -641,8 +723,16 @@ def _repair_best(out_dir: Path, st: TrainState) -> None:
     last = read_meta(out_dir / "last")
     if best.get("epoch") != st.best_epoch and last.get("step") == st.best_step:
         log.warning("best/ was one best behind last/ (a stop between their writes): linking it again")
-        _link_best(out_dir, dict(kind="best", epoch=st.best_epoch, step=st.best_step,
-                                 select_on=st.best_select_on, metrics=st.best_metrics))  # fmt: skip
+        _link_best(
+            out_dir,
+            dict(
+                kind="best",
+                epoch=st.best_epoch,
+                step=st.best_step,
+                select_on=st.best_select_on,
+                metrics=st.best_metrics,
+            ),
+        )
 
 
 # --- one step, one epoch, one validation --------------------------------------------------------
@@ -657,8 +747,10 @@ def _nonfinite(ctx: _Loop, st: TrainState, what: str, batch: dict) -> NonFiniteE
     if not math.isfinite(margin):
         causes.append(f"the margin is {margin} (loss.margin={ctx.cfg.loss.margin})")
     if not causes:
-        causes.append(f"training diverged: train.lr={ctx.cfg.train.lr} is probably too high (lower it, or set "
-                      "train.grad_clip)")  # fmt: skip
+        causes.append(
+            f"training diverged: train.lr={ctx.cfg.train.lr} is probably too high (lower it, or set "
+            "train.grad_clip)"
+        )
     return NonFiniteError(
         f"step {st.global_step} (epoch {st.epoch}): the {what} is not finite; likely cause: {'; '.join(causes)}. "
         f"The run stopped before this step's update: {display_path(ctx.out_dir / 'last')} holds the state before "
@@ -682,7 +774,9 @@ def train_step(ctx: _Loop, st: TrainState, batch: dict) -> dict:
     grads = [p.grad for p in ctx.model.parameters() if p.grad is not None]
     if tc.grad_clip:
         ctx.scaler.unscale_(ctx.optimizer)
-        torch.nn.utils.clip_grad_norm_([p for p in ctx.model.parameters() if p.grad is not None], tc.grad_clip)
+        torch.nn.utils.clip_grad_norm_(
+            [p for p in ctx.model.parameters() if p.grad is not None], tc.grad_clip
+        )
     if not ctx.use_scaler and not bool(torch.isfinite(torch.nn.utils.get_total_norm(grads))):
         raise _nonfinite(ctx, st, "gradient", batch)  # (a GradScaler skips such steps itself)
     loss_value = lo.loss.detach().float()
@@ -690,8 +784,14 @@ def train_step(ctx: _Loop, st: TrainState, batch: dict) -> dict:
         dist.all_reduce(loss_value)
         loss_value /= ctx.dd.world
     stats = {k: _scalar(v) for k, v in lo.stats.items() if k not in STEP_COLUMNS}
-    row = dict(step=st.global_step, epoch=st.epoch, lr=ctx.optimizer.param_groups[0]["lr"],
-               loss=float(loss_value.item()), margin=lo.margin, **stats)  # fmt: skip
+    row = dict(
+        step=st.global_step,
+        epoch=st.epoch,
+        lr=ctx.optimizer.param_groups[0]["lr"],
+        loss=float(loss_value.item()),
+        margin=lo.margin,
+        **stats,
+    )
     ctx.pending = row  # from here on an interrupt completes this step instead of undoing it
     ctx.scaler.step(ctx.optimizer)
     ctx.scaler.update()
@@ -734,8 +834,12 @@ def _settle_interrupted_step(ctx: _Loop, st: TrainState) -> None:
 def _stop_reason(ctx: _Loop, st: TrainState) -> str | None:
     """Budget or signal, decided alike on every rank."""
     tc = ctx.cfg.train
-    flags = torch.tensor([float(ctx.signals.requested is not None),
-                          float(tc.max_minutes is not None and ctx.elapsed() >= tc.max_minutes * 60)])  # fmt: skip
+    flags = torch.tensor(
+        [
+            float(ctx.signals.requested is not None),
+            float(tc.max_minutes is not None and ctx.elapsed() >= tc.max_minutes * 60),
+        ]
+    )
     if ctx.dd.enabled:
         flags = flags.to(ctx.device)
         dist.all_reduce(flags, op=dist.ReduceOp.MAX)
@@ -747,8 +851,11 @@ def _stop_reason(ctx: _Loop, st: TrainState) -> str | None:
 
 
 # torch >= 2.14 names it forward_sync_buffers (and deprecates broadcast_buffers)
-_NO_BUFFER_SYNC = ({"forward_sync_buffers": False} if "forward_sync_buffers" in
-                   inspect.signature(DistributedDataParallel.__init__).parameters else {"broadcast_buffers": False})  # fmt: skip
+_NO_BUFFER_SYNC = (
+    {"forward_sync_buffers": False}
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
+    else {"broadcast_buffers": False}
+)
 
 
 def train_one_epoch(ctx: _Loop, st: TrainState) -> str | None:
@@ -762,17 +869,26 @@ def train_one_epoch(ctx: _Loop, st: TrainState) -> str | None:
         # static in both phases (every trainable parameter gets a gradient at every step: heads only while
         # frozen, all after; tests/test_train_speed.py), so no find_unused_parameters pass per step. The
         # buffers are constants (Swin's position index and masks, BERT's position ids): not broadcast.
-        ctx.ddp_model = DistributedDataParallel(ctx.model, device_ids=[dd.local_rank] if ctx.device.type == "cuda"
-                                                else None, **_NO_BUFFER_SYNC)  # fmt: skip
+        ctx.ddp_model = DistributedDataParallel(
+            ctx.model, device_ids=[dd.local_rank] if ctx.device.type == "cuda" else None, **_NO_BUFFER_SYNC
+        )
         ctx.wrapped_trainable = not frozen
     batches = _epoch_batches(ctx, st.epoch, st.batch_in_epoch, src)
-    bar = tqdm(total=ctx.steps_per_epoch, desc=f"epoch {st.epoch}" + (" (backbones frozen)" if frozen else ""),
-               disable=not (ctx.progress and dd.main), leave=False, dynamic_ncols=True)  # fmt: skip
+    bar = tqdm(
+        total=ctx.steps_per_epoch,
+        desc=f"epoch {st.epoch}" + (" (backbones frozen)" if frozen else ""),
+        disable=not (ctx.progress and dd.main),
+        leave=False,
+        dynamic_ncols=True,
+    )
     stop = None
     try:
         while stop is None and st.batch_in_epoch < ctx.steps_per_epoch:
-            ctx.snap = {"rng": _rng_state(), "margin": ctx.loss_fn.margin.detach().clone(),
-                        "warmup_end": ctx.loss_fn.warmup_end}  # the boundary
+            ctx.snap = {
+                "rng": _rng_state(),
+                "margin": ctx.loss_fn.margin.detach().clone(),
+                "warmup_end": ctx.loss_fn.warmup_end,
+            }  # the boundary
             ctx.stepped = False
             batch = next(batches, None)  # augmentation draws from the training RNG: after the snapshot
             if batch is None:
@@ -805,18 +921,33 @@ def validate_and_checkpoint(ctx: _Loop, st: TrainState) -> None:
     if pending is None:
         return
     epoch, complete = pending["epoch"], pending["complete"]
-    row = dict(epoch=epoch, step=st.global_step, complete=complete, lr=ctx.optimizer.param_groups[0]["lr"],
-               loss=st.loss_sum / max(st.loss_n, 1), margin=float(ctx.loss_fn.margin))  # fmt: skip
+    row = dict(
+        epoch=epoch,
+        step=st.global_step,
+        complete=complete,
+        lr=ctx.optimizer.param_groups[0]["lr"],
+        loss=st.loss_sum / max(st.loss_n, 1),
+        margin=float(ctx.loss_fn.margin),
+    )
     if _val_due(ctx, pending):
         with ctx.signals.immediate(), _own_rng(tc.seed * 7919 + epoch):
-            metrics, _ = evaluate(ctx.model, ctx.val_split, ctx.tokenizer, ctx.cfg, protocol=_val_protocol(ctx.cfg),
-                                  device=ctx.device, progress=ctx.progress and ctx.dd.main)  # fmt: skip
+            metrics, _ = evaluate(
+                ctx.model,
+                ctx.val_split,
+                ctx.tokenizer,
+                ctx.cfg,
+                protocol=_val_protocol(ctx.cfg),
+                device=ctx.device,
+                progress=ctx.progress and ctx.dd.main,
+            )
         metrics = {k: float(v) for k, v in metrics.items()}
         score = selection_score(metrics, tc.select_on)
         row.update(metrics, select=score)
         improved = score > st.best_score
         if improved:  # best/ is made from the last/ that save_last writes next (_link_best)
-            ctx.best_due = dict(kind="best", epoch=epoch, step=st.global_step, select_on=tc.select_on, metrics=metrics)
+            ctx.best_due = dict(
+                kind="best", epoch=epoch, step=st.global_step, select_on=tc.select_on, metrics=metrics
+            )
             st.best_score, st.best_epoch, st.best_metrics = score, epoch, metrics
             st.best_step, st.best_select_on = st.global_step, tc.select_on
         row["best"] = improved  # this row saved best/ (an epoch's complete row after its partial one may not)
@@ -843,7 +974,9 @@ def _epochs(ctx: _Loop, st: TrainState) -> str:
         stop = train_one_epoch(ctx, st)
         if st.batch_in_epoch >= ctx.steps_per_epoch:  # end of epoch: schedule, validation, checkpoints
             with warnings.catch_warnings():  # a run resumed exactly at an epoch end steps no optimizer first
-                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+                warnings.filterwarnings(
+                    "ignore", message="Detected call of `lr_scheduler.step", category=UserWarning
+                )
                 ctx.scheduler.step()
             st.epoch, st.batch_in_epoch = epoch + 1, 0
             st.val_pending = dict(epoch=epoch, complete=True, epoch_s=time.time() - t0)
@@ -891,12 +1024,17 @@ def _restore_backup(last_dir: Path) -> bool:
     if not olds:
         return False
     os.replace(olds[-1], last_dir)
-    log.warning("restored %s from the backup %s left by an interrupted save", display_path(last_dir),
-                display_path(olds[-1]))  # fmt: skip
+    log.warning(
+        "restored %s from the backup %s left by an interrupted save",
+        display_path(last_dir),
+        display_path(olds[-1]),
+    )
     return True
 
 
-def _prepare_out_dir(out_dir: Path, cfg, data_root, eval_split, resume: bool, overwrite: bool, main: bool) -> str:
+def _prepare_out_dir(
+    out_dir: Path, cfg, data_root, eval_split, resume: bool, overwrite: bool, main: bool
+) -> str:
     """What to do with ``out_dir``: "resume", "fresh" or "reuse" (a finished run of this config and data).
 
     Never destroys what the kit did not write: a non-empty folder that is not a kit run is refused
@@ -904,8 +1042,10 @@ def _prepare_out_dir(out_dir: Path, cfg, data_root, eval_split, resume: bool, ov
     """
     last_dir = out_dir / "last"
     if resume and overwrite:
-        raise ValueError("resume=True (--resume) and overwrite=True (--overwrite) exclude each other: resume "
-                         "continues the run in the folder, overwrite replaces it; pass one of them")  # fmt: skip
+        raise ValueError(
+            "resume=True (--resume) and overwrite=True (--overwrite) exclude each other: resume "
+            "continues the run in the folder, overwrite replaces it; pass one of them"
+        )
     if resume:
         backups = [p for p in out_dir.glob(".last.old-*") if (p / "meta.json").is_file()]
         if not (last_dir / "meta.json").is_file() and not backups:
@@ -935,6 +1075,9 @@ def _prepare_out_dir(out_dir: Path, cfg, data_root, eval_split, resume: bool, ov
         return "fresh"
     problem = runs.reuse_problem(out_dir, cfg, data_root, eval_split)
     if problem is None:
+        log.info(
+            "%s already holds this finished run (same config and data): reusing it", display_path(out_dir)
+        )
         return "reuse"
     raise FileExistsError(
         f"{display_path(out_dir)} already holds a run that cannot be reused: {problem}. Pass resume=True "
@@ -942,42 +1085,89 @@ def _prepare_out_dir(out_dir: Path, cfg, data_root, eval_split, resume: bool, ov
     )
 
 
-def _finished_result(out_dir: Path, cfg: DAIMConfig, device) -> TrainResult:
-    """The :class:`TrainResult` of a finished run folder, read back instead of training again."""
+def read_run(
+    out_dir: str | os.PathLike, device="cpu", checkpoint: str = "last", cfg: DAIMConfig | None = None
+) -> TrainResult:
+    """The :class:`TrainResult` of a finished run folder, read back instead of training again: the
+    library's one run reader. ``checkpoint="last"`` gives the weights a fresh ``train`` returns;
+    ``"best"`` the best validation checkpoint (``last`` when the run had no validation). ``cfg``:
+    the config to hold the folder to (default its own config.json)."""
+    if checkpoint not in ("last", "best"):
+        raise ValueError(f"checkpoint must be 'last' or 'best', got {checkpoint!r}")
+    out_dir = Path(out_dir)
+    cfg = DAIMConfig.from_json(out_dir / "config.json") if cfg is None else cfg
     record = runs.read_record(out_dir) or {}
     model = DAIM.from_config(cfg, pretrained=False)
     loss = MatchingLoss.from_config(cfg.loss)
-    load_checkpoint(out_dir / "last", device=device, strict=True, model=model, expect_cfg=cfg, loss=loss)
     best = read_meta(out_dir / "best") if (out_dir / "best" / "meta.json").is_file() else {}
-    log.info("%s already holds this finished run (same config and data): reusing it", display_path(out_dir))
-    return TrainResult(model=model.eval(), cfg=cfg, out_dir=out_dir, steps=read_csv(out_dir / STEPS_CSV),
-                       epochs=read_csv(out_dir / EPOCHS_CSV), best_metrics=dict(best.get("metrics", {})),
-                       best_epoch=best.get("epoch"), global_step=int(record.get("global_step", 0)),
-                       stopped=str(record.get("stopped", "completed")), loss=loss.eval())  # fmt: skip
+    folder = out_dir / ("best" if checkpoint == "best" and best else "last")
+    load_checkpoint(folder, device=device, strict=True, model=model, expect_cfg=cfg, loss=loss)
+    return TrainResult(
+        model=model.eval(),
+        cfg=cfg,
+        out_dir=out_dir,
+        steps=read_csv(out_dir / STEPS_CSV),
+        epochs=read_csv(out_dir / EPOCHS_CSV),
+        best_metrics=dict(best.get("metrics", {})),
+        best_epoch=best.get("epoch"),
+        global_step=int(record.get("global_step", 0)),
+        stopped=str(record.get("stopped", "completed")),
+        loss=loss.eval(),
+    )
 
 
 # --- the entry point ----------------------------------------------------------------------------
 
 
+def _owning_out_dir(fn):
+    """Run ``fn(cfg, data_root, out_dir, ...)`` while owning ``out_dir`` (:func:`daimlib.runlock.run_folder`:
+    one writer per folder, a second ``train`` on it fails at once naming the holder; a failed start
+    leaves no empty folder). Under ``torchrun`` rank 0 holds the lock."""
+
+    @functools.wraps(fn)
+    def owning(cfg, data_root, out_dir, *args, **kwargs):
+        with runlock.run_folder(out_dir, "train", enabled=int(os.environ.get("RANK", "0")) == 0):
+            return fn(cfg, data_root, out_dir, *args, **kwargs)
+
+    return owning
+
+
+def _result(ctx: _Loop, st: TrainState, stopped: str, out_dir: Path) -> TrainResult:
+    """The :class:`TrainResult` of the run just trained (the model as it ends, in eval mode)."""
+    return TrainResult(
+        model=ctx.model.eval(),
+        cfg=ctx.cfg,
+        out_dir=out_dir,
+        steps=read_csv(out_dir / STEPS_CSV),
+        epochs=read_csv(out_dir / EPOCHS_CSV),
+        best_metrics=dict(st.best_metrics),
+        best_epoch=st.best_epoch if st.best_epoch >= 0 else None,
+        global_step=st.global_step,
+        stopped=stopped,
+        loss=ctx.loss_fn.eval(),
+    )
+
+
+def _start_state(ctx: _Loop, out_dir: Path, data_root, data_id: dict, resume: bool, dd: _Dist):
+    """``(TrainState, history rows)`` to start from: restored from ``out_dir/last`` on ``resume`` (the
+    same data only), else a fresh state with every generator seeded."""
+    if not resume:
+        seed_everything(ctx.cfg.train.seed + dd.rank)  # dropout/augmentation streams differ across ranks
+        return TrainState(), None
+    trained_on = ((runs.read_record(out_dir) or {}).get("data") or {}).get("sha256")
+    if trained_on is not None and trained_on != data_id["sha256"]:
+        raise ValueError(
+            f"cannot resume {display_path(out_dir)} on {display_path(data_root)}: the run was trained on other "
+            "data (its run.json records another dataset sha256); resume with the run's own data root"
+        )
+    st, rows = _restore(ctx, out_dir / "last")
+    if dd.main:
+        _repair_best(out_dir, st)
+    return st, rows
+
+
+@_owning_out_dir
 def train(
-    cfg: DAIMConfig,
-    data_root: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    resume: bool = False,
-    device: str | torch.device | None = None,
-    progress: bool = True,
-    eval_split: str | None = "val",
-    pretrained: bool | None = None,
-    overwrite: bool = False,
-) -> TrainResult:
-    """:func:`_train` while owning ``out_dir`` (:func:`daimlib.runlock.run_folder`: one writer per folder,
-    a second ``train`` on it fails at once naming the holder; a failed start leaves no empty folder)."""
-    with runlock.run_folder(out_dir, "train", enabled=int(os.environ.get("RANK", "0")) == 0):
-        return _train(cfg, data_root, out_dir, resume=resume, device=device, progress=progress,
-                      eval_split=eval_split, pretrained=pretrained, overwrite=overwrite)  # fmt: skip
-
-
-def _train(
     cfg: DAIMConfig,
     data_root: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -1005,7 +1195,7 @@ def _train(
     if dd.enabled:
         dist.barrier()
     if plan == "reuse":
-        return _finished_result(out_dir, cfg, device)
+        return read_run(out_dir, device, cfg=cfg)
     if dd.main:
         out_dir.mkdir(parents=True, exist_ok=True)
     use_pretrained = (wants_pretrained(cfg) if pretrained is None else pretrained) and not resume
@@ -1013,42 +1203,38 @@ def _train(
         tune_cpu_allocator()  # freed activations are reused, not returned to the OS (bit-identical results)
     ctx = _build(cfg, data_root, out_dir, device, dd, eval_split, use_pretrained, progress)
     data_id = runs.data_identity(data_root, cfg)
-    st, rows = TrainState(), None
-    if resume:
-        trained_on = ((runs.read_record(out_dir) or {}).get("data") or {}).get("sha256")
-        if trained_on is not None and trained_on != data_id["sha256"]:
-            raise ValueError(
-                f"cannot resume {display_path(out_dir)} on {display_path(data_root)}: the run was trained on other "
-                "data (its run.json records another dataset sha256); resume with the run's own data root"
-            )
-        st, rows = _restore(ctx, out_dir / "last")
-        if dd.main:
-            _repair_best(out_dir, st)
-    else:
-        seed_everything(cfg.train.seed + dd.rank)  # dropout/augmentation streams differ across ranks
+    st, rows = _start_state(ctx, out_dir, data_root, data_id, resume, dd)
     ctx.elapsed0 = st.elapsed_s
 
     def record(stopped: str, state: TrainState) -> None:
         if dd.main:
-            runs.write_record(out_dir, cfg, data_id, stopped=stopped, global_step=state.global_step,
-                              epoch=state.epoch, eval_split=eval_split,
-                              extra={"signal": ctx.signals.requested if ctx.signals else None})  # fmt: skip
+            runs.write_record(
+                out_dir,
+                cfg,
+                data_id,
+                stopped=stopped,
+                global_step=state.global_step,
+                epoch=state.epoch,
+                eval_split=eval_split,
+                extra={"signal": ctx.signals.requested if ctx.signals else None},
+            )
 
     record("running", st)  # first: run.json is the marker by which --overwrite knows a kit run folder
     if dd.main:
         cfg.to_json(out_dir / "config.json")
-    ctx.history = HistoryLogger(out_dir, dd.main, flush_every=cfg.train.log_every, resume_rows=rows,
-                                tensorboard=cfg.train.tensorboard, global_step=st.global_step)  # fmt: skip
+    ctx.history = HistoryLogger(
+        out_dir,
+        dd.main,
+        flush_every=cfg.train.log_every,
+        resume_rows=rows,
+        tensorboard=cfg.train.tensorboard,
+        global_step=st.global_step,
+    )
     stopped = _run(ctx, st, record)
     record(stopped, st)
     if dd.enabled:
         dist.barrier()
-    result = TrainResult(
-        model=ctx.model.eval(), cfg=cfg, out_dir=out_dir, steps=read_csv(out_dir / STEPS_CSV),
-        epochs=read_csv(out_dir / EPOCHS_CSV), best_metrics=dict(st.best_metrics),
-        best_epoch=st.best_epoch if st.best_epoch >= 0 else None, global_step=st.global_step, stopped=stopped,
-        loss=ctx.loss_fn.eval(),
-    )  # fmt: skip
+    result = _result(ctx, st, stopped, out_dir)
     if dd.owns_group:
         dist.destroy_process_group()
     return result

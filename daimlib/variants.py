@@ -66,7 +66,9 @@ def variant_overrides(variant: str, cfg: DAIMConfig) -> dict[str, Any]:
     if variant in _LEAVE_OUT:
         weights = list(cfg.similarity.level_weights)
         if len(weights) != 3:
-            raise ValueError(f"{variant} assumes three levels (low, mid, high); this preset has {len(weights)}")
+            raise ValueError(
+                f"{variant} assumes three levels (low, mid, high); this preset has {len(weights)}"
+            )
         weights[_LEAVE_OUT[variant]] = 0.0
         return {**_SWITCHES["daim"], "similarity.level_weights": tuple(weights)}
     raise ValueError(f"unknown ablation variant {variant!r}; variants are {list(VARIANTS)}")

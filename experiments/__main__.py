@@ -11,7 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-from daimlib.__main__ import _add_set, _device, _overrides
+from daimlib.__main__ import add_config_args, config_overrides, device_arg
 
 EPILOG = """\
 examples:
@@ -39,9 +39,13 @@ def _add_ablate(sub, common) -> None:
     p.add_argument("--data-root", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--split", default="test", help="split the best checkpoints are evaluated on")
-    p.add_argument("--jobs", type=int, default=1,
-                   help="runs trained at once, each in its own one-thread process (with train.max_steps budgets)")  # fmt: skip
-    _add_set(p)
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs trained at once, each in its own one-thread process (with train.max_steps budgets)",
+    )
+    add_config_args(p)
 
 
 def _add_ablate_combine(sub, common) -> None:
@@ -54,7 +58,9 @@ def _add_ablate_combine(sub, common) -> None:
         "splits, and write OUT/runs.csv and OUT/summary.csv/.json (mean ± std per variant) as ablate does.",
     )
     p.add_argument("tables", nargs="+", metavar="RUNS.csv", help="runs.csv files written by ablate")
-    p.add_argument("--out", required=True, help="folder for the combined runs.csv and summary (may be a source's)")
+    p.add_argument(
+        "--out", required=True, help="folder for the combined runs.csv and summary (may be a source's)"
+    )
     p.add_argument("--variants", nargs="+", default=None, help="keep only these variants, in this order")
 
 
@@ -68,16 +74,24 @@ def _add_demo_models(sub, common) -> None:
         "models/<arm> with its histories and the test metrics of the exported weights (metrics.json). "
         "See experiments/demo_models.py.",
     )
-    p.add_argument("--arms", nargs="+", default=["demo", "demo_baseline", "demo_hat"],
-                   choices=["demo", "demo_baseline", "demo_hat"])  # fmt: skip
+    p.add_argument(
+        "--arms",
+        nargs="+",
+        default=["demo", "demo_baseline", "demo_hat"],
+        choices=["demo", "demo_baseline", "demo_hat"],
+    )
     p.add_argument("--data-root", default="data/demo", help="the generated demo data (make-demo-data)")
     p.add_argument("--runs", default=None, help="where the training runs go (default runs/demo_models)")
-    p.add_argument("--device", type=_device, default="cpu")
+    p.add_argument("--device", type=device_arg, default="cpu")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m experiments", description=__doc__.split("\n\n")[0],
-                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments",
+        description=__doc__.split("\n\n")[0],
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -100,8 +114,17 @@ def cmd_ablate(args) -> int:
     from experiments.ablation import ablate
 
     try:
-        runs = ablate(args.preset, args.variants, args.seeds, args.data_root, args.out, eval_split=args.split,
-                      progress=not args.quiet, jobs=args.jobs, **_overrides(args))  # fmt: skip
+        runs = ablate(
+            args.preset,
+            args.variants,
+            args.seeds,
+            args.data_root,
+            args.out,
+            eval_split=args.split,
+            progress=not args.quiet,
+            jobs=args.jobs,
+            **config_overrides(args),
+        )
     except KeyboardInterrupt as e:  # the interrupted run saved its state; nothing was recorded as a result
         print(f"interrupted: {e or 'Ctrl-C'}", file=sys.stderr)
         return 130
@@ -120,11 +143,15 @@ def cmd_demo_models(args) -> int:
     from experiments.demo_models import main_export
 
     try:
-        main_export(args.arms, args.data_root, out_root=args.runs, device=args.device,
-                    progress=not args.quiet)  # fmt: skip
+        main_export(
+            args.arms, args.data_root, out_root=args.runs, device=args.device, progress=not args.quiet
+        )
     except KeyboardInterrupt as e:
-        print(f"interrupted{f' ({e})' if str(e) else ''}: the arm being trained saved its state and nothing "
-              "was exported; run the same command to continue", file=sys.stderr)  # fmt: skip
+        print(
+            f"interrupted{f' ({e})' if str(e) else ''}: the arm being trained saved its state and nothing "
+            "was exported; run the same command to continue",
+            file=sys.stderr,
+        )
         return 130
     except RuntimeError as e:  # a run that cannot be exported (main_export says why)
         print(f"error: {e}", file=sys.stderr)
@@ -143,13 +170,19 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return int(e.code) if isinstance(e.code, int) else 2
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(name)s: %(message)s")
-    from daimlib.checkpoint_io import CheckpointError
+    from daimlib.checkpoint import CheckpointError
     from daimlib.train import NonFiniteError, PretrainedWeightsError
 
     try:
         return COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError, FileExistsError, CheckpointError, PretrainedWeightsError,
-            NonFiniteError) as e:  # fmt: skip  # a user's mistake: the message, no traceback
+    except (
+        ValueError,
+        FileNotFoundError,
+        FileExistsError,
+        CheckpointError,
+        PretrainedWeightsError,
+        NonFiniteError,
+    ) as e:  # a user's mistake: the message, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -71,15 +71,21 @@ def _result_row(res, cfg, variant, seed, data_root, eval_split, progress, minute
         model = load_model(res.best_dir) if (res.best_dir / "meta.json").exists() else res.model
         split = load_split(cfg.data, data_root, eval_split)
         tokenizer = scoring_tokenizer(res.best_dir, cfg, data_root)  # the checkpoint's own
-        metrics, _ = evaluate(model, split, tokenizer, cfg, protocol=protocol,
-                              progress=progress)  # fmt: skip
+        metrics, _ = evaluate(model, split, tokenizer, cfg, protocol=protocol, progress=progress)
     margin = float(res.steps["margin"].iloc[-1]) if len(res.steps) else float(cfg.loss.margin)
     return dict(
-        variant=variant, seed=seed, split=eval_split, protocol=protocol,
+        variant=variant,
+        seed=seed,
+        split=eval_split,
+        protocol=protocol,
         **{k: float(v) for k, v in metrics.items()},
-        best_epoch=res.best_epoch, best_val_select=res.epochs["select"].max() if "select" in res.epochs else None,
-        final_margin=margin, steps=res.global_step, minutes=minutes, stopped=res.stopped,
-    )  # fmt: skip
+        best_epoch=res.best_epoch,
+        best_val_select=res.epochs["select"].max() if "select" in res.epochs else None,
+        final_margin=margin,
+        steps=res.global_step,
+        minutes=minutes,
+        stopped=res.stopped,
+    )
 
 
 def _train_run(cfg, run_dir: Path, data_root, data: dict, progress: bool):
@@ -129,8 +135,12 @@ def _one_run(preset, variant, seed, data_root, out_dir: Path, eval_split, progre
     if "elapsed_min" in res.epochs and len(res.epochs):  # the whole training, across resumes
         minutes = float(res.epochs["elapsed_min"].iloc[-1])
     row = _result_row(res, cfg, variant, seed, data_root, eval_split, progress, minutes)
-    result_file.write_text(json.dumps({"row": row, "config": cfg.to_dict(), "data": data, "split": eval_split},
-                                      indent=2, default=float) + "\n")  # fmt: skip
+    result_file.write_text(
+        json.dumps(
+            {"row": row, "config": cfg.to_dict(), "data": data, "split": eval_split}, indent=2, default=float
+        )
+        + "\n"
+    )
     return row
 
 
@@ -168,8 +178,9 @@ def _run_parallel(tasks: list[tuple], jobs: int) -> list[dict]:
     gpus = tuple(job_gpus())
     if len(gpus) > 1:
         log.info("%d jobs on %d GPUs (CUDA_VISIBLE_DEVICES %s, round-robin)", jobs, len(gpus), ",".join(gpus))
-    with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init,
-                                initargs=(ctx.Value("i", 0), gpus)) as pool:  # fmt: skip
+    with cf.ProcessPoolExecutor(
+        max_workers=jobs, mp_context=ctx, initializer=_worker_init, initargs=(ctx.Value("i", 0), gpus)
+    ) as pool:
         futures = {pool.submit(_one_run, *task): i for i, task in enumerate(tasks)}
         try:
             for fut in cf.as_completed(futures):
@@ -221,24 +232,33 @@ def ablate(
     if int(jobs) < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs}")
     if jobs > 1 and overrides.get("train.max_minutes") is not None:
-        raise ValueError("jobs > 1 with a train.max_minutes budget: runs at once share the CPU, so each would "
-                         "train less; give the budget as train.max_steps")  # fmt: skip
+        raise ValueError(
+            "jobs > 1 with a train.max_minutes budget: runs at once share the CPU, so each would "
+            "train less; give the budget as train.max_steps"
+        )
     base = load_preset(preset, **overrides)
     n_eval = load_split(data_root, eval_split, base.data, check_files=False).n_images
     if n_eval < MIN_IMAGES:  # every rank 1: each variant would score RSUM 600 (issue 28)
         raise ValueError(f"ablate on the {eval_split!r} split: {degenerate_problem(n_eval)} (--split)")
     out_dir = Path(out_dir)
     with runlock.run_folder(out_dir, "ablate"):  # one ablation per folder at a time (issue 28)
-        tasks = [(preset, v, s, data_root, out_dir, eval_split, progress and jobs == 1, overrides)
-                 for v in variants for s in seed_list]  # fmt: skip
+        tasks = [
+            (preset, v, s, data_root, out_dir, eval_split, progress and jobs == 1, overrides)
+            for v in variants
+            for s in seed_list
+        ]
         if jobs == 1:
             rows = [_one_run(*task) for task in tasks]
         else:
             rows = _run_parallel(tasks, int(jobs))
         table = pd.DataFrame(rows)
-        meta = {"preset": preset, "seeds": seed_list, "overrides": {k: str(v) for k, v in overrides.items()},
-                # the preset as it resolved when this ran: a preset may change later
-                "base_config": json.loads(load_preset(preset, **overrides).to_json())}  # fmt: skip
+        meta = {
+            "preset": preset,
+            "seeds": seed_list,
+            "overrides": {k: str(v) for k, v in overrides.items()},
+            # the preset as it resolved when this ran: a preset may change later
+            "base_config": json.loads(load_preset(preset, **overrides).to_json()),
+        }
         return _write_results(table, out_dir, meta)
 
 
@@ -249,7 +269,9 @@ def _write_results(table: pd.DataFrame, out_dir: Path, meta: dict) -> pd.DataFra
     table.to_csv(out_dir / "runs.csv", index=False)
     summary.to_csv(out_dir / "summary.csv")
     (out_dir / "summary.json").write_text(
-        json.dumps({**meta, "summary": summary.reset_index().to_dict(orient="records")}, indent=2, default=float)
+        json.dumps(
+            {**meta, "summary": summary.reset_index().to_dict(orient="records")}, indent=2, default=float
+        )
         + "\n"
     )
     table.attrs["summary"] = summary
@@ -277,33 +299,47 @@ def combine(
         df = pd.read_csv(path)
         missing = [c for c in ("variant", "seed", "rsum") if c not in df.columns]
         if missing:
-            raise ValueError(f"{display_path(path)} is not an ablation runs table: it lacks the columns {missing}")
+            raise ValueError(
+                f"{display_path(path)} is not an ablation runs table: it lacks the columns {missing}"
+            )
         parts.append(df.assign(_source=display_path(path)))
         side = path.parent / "summary.json"  # what ablate recorded beside it: preset and overrides
         info = json.loads(side.read_text()) if side.is_file() else {}
-        settings.append({"runs": display_path(path), "preset": info.get("preset"), "overrides": info.get("overrides")})
+        settings.append(
+            {"runs": display_path(path), "preset": info.get("preset"), "overrides": info.get("overrides")}
+        )
     table = pd.concat(parts, ignore_index=True)
     for col in ("split", "protocol"):
         if col in table.columns and table[col].nunique(dropna=False) > 1:
             seen = {v: sorted(set(g["_source"])) for v, g in table.groupby(col, dropna=False)}
-            raise ValueError(f"the runs were scored on different {col}s: {seen}; combine runs of one {col} only")
+            raise ValueError(
+                f"the runs were scored on different {col}s: {seen}; combine runs of one {col} only"
+            )
     dup = table[table.duplicated(["variant", "seed"], keep=False)]
     if len(dup):
         first = dup.iloc[0]
-        where = sorted(set(dup[(dup["variant"] == first["variant"]) & (dup["seed"] == first["seed"])]["_source"]))
-        raise ValueError(f"{len(dup)} rows repeat a (variant, seed) pair, e.g. {first['variant']} seed "
-                         f"{first['seed']} in {where}; keep each run in one table")  # fmt: skip
+        where = sorted(
+            set(dup[(dup["variant"] == first["variant"]) & (dup["seed"] == first["seed"])]["_source"])
+        )
+        raise ValueError(
+            f"{len(dup)} rows repeat a (variant, seed) pair, e.g. {first['variant']} seed "
+            f"{first['seed']} in {where}; keep each run in one table"
+        )
     if variants is not None:
         absent = [v for v in variants if v not in set(table["variant"])]
         if absent:
-            raise ValueError(f"variants {absent} are in none of the tables (they hold {sorted(set(table['variant']))})")
+            raise ValueError(
+                f"variants {absent} are in none of the tables (they hold {sorted(set(table['variant']))})"
+            )
         table = pd.concat([table[table["variant"] == v] for v in variants], ignore_index=True)
     sources = list(dict.fromkeys(table["_source"]))
     table = table.drop(columns="_source").reset_index(drop=True)
     settings = [x for x in settings if x["runs"] in sources]
     meta = {"seeds": sorted(int(s) for s in set(table["seed"]))}
     shared = {json.dumps({k: x[k] for k in ("preset", "overrides")}, sort_keys=True) for x in settings}
-    if len(shared) == 1 and settings[0]["preset"] is not None:  # one preset and overrides for all: say it once
+    if (
+        len(shared) == 1 and settings[0]["preset"] is not None
+    ):  # one preset and overrides for all: say it once
         meta.update(preset=settings[0]["preset"], overrides=settings[0]["overrides"])
     meta["combined_from"] = settings
     return _write_results(table, Path(out_dir), meta)
@@ -333,4 +369,6 @@ def ablation_runs(csv: str | os.PathLike | None = None, run_dir: str | os.PathLi
             rows.append(row)
     if rows:
         return pd.DataFrame(rows), f"{display_path(folder)}/*/result.json ({len(rows)} finished runs)"
-    return pd.DataFrame(columns=["variant", "seed", "rsum"]), f"none ({display_path(csv)} and {display_path(folder)} not found)"
+    return pd.DataFrame(
+        columns=["variant", "seed", "rsum"]
+    ), f"none ({display_path(csv)} and {display_path(folder)} not found)"

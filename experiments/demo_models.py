@@ -19,8 +19,7 @@ import pandas as pd
 import torch
 
 from daimlib import runlock, runs
-from daimlib.checkpoint import load_model
-from daimlib.checkpoint_io import load_checkpoint_tokenizer, read_meta, save_checkpoint
+from daimlib.checkpoint import load_checkpoint_tokenizer, load_model, read_meta, save_checkpoint
 from daimlib.course.demo_models import (
     ARMS,
     COMMAND,
@@ -53,8 +52,14 @@ def export(arm: str, run_dir, data_root, dest=None, device="cpu") -> Path:
     keep = {k: meta[k] for k in ("epoch", "step", "metrics") if k in meta}
     tokenizer = load_checkpoint_tokenizer(run_dir / "best")
     # rows that cannot change an output (the query/key rows of one-token windows) are not shipped
-    save_checkpoint(tmp / "best", half, half.cfg, meta={**keep, "dtype": "float16", "exported_from": arm},
-                    tokenizer=tokenizer, trim=dead_weight_rows(half))  # fmt: skip
+    save_checkpoint(
+        tmp / "best",
+        half,
+        half.cfg,
+        meta={**keep, "dtype": "float16", "exported_from": arm},
+        tokenizer=tokenizer,
+        trim=dead_weight_rows(half),
+    )
     for name in (STEPS_CSV, EPOCHS_CSV):
         shutil.copy2(run_dir / name, tmp / name)
     shipped = load_model(tmp / "best", device=device)  # float32 again: what users get
@@ -109,9 +114,13 @@ def write_readme(dest: Path | None = None) -> Path:
         rec = recorded_metrics(arm)
         t = rec["test"]
         minutes = f"{rec['minutes']:.1f}" if rec.get("minutes") is not None else "n/a"
-        lines.append(f"| `{arm}` | {ARMS[arm]} | {t['i2t_r1']:.1f} / {t['t2i_r1']:.1f} | {t['rsum']:.1f} | "
-                     f"{rec['steps']} | {minutes} |")  # fmt: skip
-        pts = ", ".join(f"{c['elapsed_min']:.0f} min: {c['rsum']:.0f}" for c in rec.get("val_curve", []) if "rsum" in c)
+        lines.append(
+            f"| `{arm}` | {ARMS[arm]} | {t['i2t_r1']:.1f} / {t['t2i_r1']:.1f} | {t['rsum']:.1f} | "
+            f"{rec['steps']} | {minutes} |"
+        )
+        pts = ", ".join(
+            f"{c['elapsed_min']:.0f} min: {c['rsum']:.0f}" for c in rec.get("val_curve", []) if "rsum" in c
+        )
         curves.append(f"- `{arm}`: {pts}")
     lines += ["", "Validation RSUM (200-image val split) against training minutes, one point per epoch:", ""]
     lines += curves + ["", *_minutes_note(), ""]
@@ -128,7 +137,11 @@ def _minutes_note() -> list[str]:
             if "epoch_s" in ep and len(ep):
                 rates.append(f"`{arm}` {ep['epoch_s'].mean():.0f} s (fastest {ep['epoch_s'].min():.0f} s)")
     threads = {recorded_metrics(a).get("threads") for a in ARMS if is_shipped(a)}
-    how = "one torch thread" if threads == {1} else "torch threads " + " / ".join(map(str, sorted(threads, key=str)))
+    how = (
+        "one torch thread"
+        if threads == {1}
+        else "torch threads " + " / ".join(map(str, sorted(threads, key=str)))
+    )
     lines = [
         f"Minutes are the wall clock of each run ({how}, `threads` in metrics.json) on the machine that",
         "trained it, which other jobs may have shared: they are what the run took, not a speed figure",
@@ -143,8 +156,10 @@ def main_export(arms, data_root, out_root=None, device="cpu", progress=True) -> 
     """Train (resumably) and export every arm in ``arms``: what ``python -m experiments demo-models`` runs."""
     done = []
     runs_folder = Path(out_root) if out_root is not None else run_root() / "demo_models"
-    with runlock.run_folder(runs_folder, "demo-models", flag="--runs"), \
-            runlock.run_folder(models_dir(), "demo-models", flag="models/"):  # one export at a time
+    with (
+        runlock.run_folder(runs_folder, "demo-models", flag="--runs"),
+        runlock.run_folder(models_dir(), "demo-models", flag="models/"),
+    ):  # one export at a time
         for arm in arms:
             run = train_arm(arm, data_root, out_root=out_root, device=device, progress=progress)
             dest = export(arm, run, data_root, device=device)

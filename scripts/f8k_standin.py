@@ -54,8 +54,15 @@ def records(n_images: int) -> list[dict]:
     out, n = [], 0
     for split, count in SPLITS:
         for _ in range(count):
-            out.append({"split": split, "filename": f"{1000000 + 7919 * n}_{n:05x}.jpg",
-                        "captions": [f"A photograph numbered {n}, described for the {j + 1}th time." for j in range(5)]})  # fmt: skip
+            out.append(
+                {
+                    "split": split,
+                    "filename": f"{1000000 + 7919 * n}_{n:05x}.jpg",
+                    "captions": [
+                        f"A photograph numbered {n}, described for the {j + 1}th time." for j in range(5)
+                    ],
+                }
+            )
             n += 1
     for k in range(n_images - n):  # in the image zip only, as in the real download
         out.append({"split": None, "filename": f"{2000000 + k}_extra.jpg", "captions": []})
@@ -80,10 +87,24 @@ def write_karpathy(dst: Path, recs: list[dict], size) -> None:
     dst.mkdir(parents=True, exist_ok=True)
     images, sid = [], 0
     for i, r in enumerate(x for x in recs if x["split"] is not None):
-        sents = [{"tokens": c.lower().rstrip(".").replace(",", "").split(), "raw": c, "imgid": i, "sentid": sid + j}
-                 for j, c in enumerate(r["captions"])]  # fmt: skip
-        images.append({"sentids": [s["sentid"] for s in sents], "imgid": i, "sentences": sents,
-                       "split": r["split"], "filename": r["filename"]})  # fmt: skip
+        sents = [
+            {
+                "tokens": c.lower().rstrip(".").replace(",", "").split(),
+                "raw": c,
+                "imgid": i,
+                "sentid": sid + j,
+            }
+            for j, c in enumerate(r["captions"])
+        ]
+        images.append(
+            {
+                "sentids": [s["sentid"] for s in sents],
+                "imgid": i,
+                "sentences": sents,
+                "split": r["split"],
+                "filename": r["filename"],
+            }
+        )
         sid += len(sents)
     (dst / "dataset_flickr8k.json").write_text(json.dumps({"images": images, "dataset": "flickr8k"}))
     with zipfile.ZipFile(dst / "Flickr8k_Dataset.zip", "w", zipfile.ZIP_STORED) as zf:

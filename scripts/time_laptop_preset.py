@@ -61,7 +61,9 @@ def main() -> int:
         data = work / "data"
         t = time.time()
         make_f30k_layout(data, n_train=args.images, n_val=cfg.train.val_images or 250, n_test=5, seed=0)
-        print(f"# generated {args.images} + {cfg.train.val_images} stand-in images in {time.time() - t:.0f} s")
+        print(
+            f"# generated {args.images} + {cfg.train.val_images} stand-in images in {time.time() - t:.0f} s"
+        )
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     print(f"# {preset}, {torch.get_num_threads()} threads; before: {uptime}")
     # 1. the cache build, on the fraction (the same model train() builds: same seed, same weights)
@@ -89,17 +91,27 @@ def main() -> int:
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     print(f"# after: {uptime}")
     print(f"{'part':<52} {'measured':>16} {'Flickr8k-sized':>16}")
-    print(f"{'cache build (both encoders, images + 5 captions)':<52} {per_image:10.3f} s/img "
-          f"{full_build / 60:12.1f} min")  # fmt: skip
-    print(f"{'training step from the cache (median)':<52} {per_step:11.3f} s/step "
-          f"{n_steps * per_step / 60:12.1f} min")  # fmt: skip
-    print(f"{'validation (' + str(cfg.train.val_images) + ' val images) + checkpoints':<52} {val:13.1f} s "
-          f"{val / 60:12.1f} min")  # fmt: skip
-    print(f"{'epoch from the cache (' + str(n_steps) + ' steps + validation)':<52} {'':>16} {epoch / 60:12.1f} min")
+    print(
+        f"{'cache build (both encoders, images + 5 captions)':<52} {per_image:10.3f} s/img "
+        f"{full_build / 60:12.1f} min"
+    )
+    print(
+        f"{'training step from the cache (median)':<52} {per_step:11.3f} s/step "
+        f"{n_steps * per_step / 60:12.1f} min"
+    )
+    print(
+        f"{'validation (' + str(cfg.train.val_images) + ' val images) + checkpoints':<52} {val:13.1f} s "
+        f"{val / 60:12.1f} min"
+    )
+    print(
+        f"{'epoch from the cache (' + str(n_steps) + ' steps + validation)':<52} {'':>16} {epoch / 60:12.1f} min"
+    )
     print(f"{'first epoch (cache build + epoch)':<52} {'':>16} {(full_build + epoch) / 60:12.1f} min")
     n_ep = load_preset(preset).train.epochs
-    print(f"{'the preset: ' + str(n_ep) + ' epochs (build once)':<52} {'':>16} "
-          f"{(full_build + n_ep * epoch) / 60:12.1f} min")  # fmt: skip
+    print(
+        f"{'the preset: ' + str(n_ep) + ' epochs (build once)':<52} {'':>16} "
+        f"{(full_build + n_ep * epoch) / 60:12.1f} min"
+    )
     return 0
 
 

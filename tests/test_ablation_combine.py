@@ -11,8 +11,16 @@ from experiments.ablation import combine
 
 
 def _runs(variant, seeds, rsums, split="test"):
-    return pd.DataFrame({"variant": variant, "seed": seeds, "split": split, "protocol": "demo",
-                         "t2i_r1": [r / 10 for r in rsums], "rsum": rsums})  # fmt: skip
+    return pd.DataFrame(
+        {
+            "variant": variant,
+            "seed": seeds,
+            "split": split,
+            "protocol": "demo",
+            "t2i_r1": [r / 10 for r in rsums],
+            "rsum": rsums,
+        }
+    )
 
 
 def _write(tmp_path, name, *frames):
@@ -24,18 +32,30 @@ def _write(tmp_path, name, *frames):
 
 def test_combine_concatenates_and_summarises_like_a_hand_computation(tmp_path):
     a = _write(tmp_path, "a", _runs("baseline", [0, 1, 2], [250.0, 262.0, 241.0]))
-    b = _write(tmp_path, "b", _runs("no_low", [0, 1, 2], [300.5, 280.0, 291.5]), _runs("no_mid", [0, 1], [10.0, 30.0]))
+    b = _write(
+        tmp_path,
+        "b",
+        _runs("no_low", [0, 1, 2], [300.5, 280.0, 291.5]),
+        _runs("no_mid", [0, 1], [10.0, 30.0]),
+    )
     out = tmp_path / "all"
     runs = combine([a, b], out)
     assert list(runs["variant"]) == ["baseline"] * 3 + ["no_low"] * 3 + ["no_mid"] * 2
     summary = pd.read_csv(out / "summary.csv").set_index("variant")
-    for variant, values in {"baseline": [250.0, 262.0, 241.0], "no_low": [300.5, 280.0, 291.5], "no_mid": [10.0, 30.0]}.items():
+    for variant, values in {
+        "baseline": [250.0, 262.0, 241.0],
+        "no_low": [300.5, 280.0, 291.5],
+        "no_mid": [10.0, 30.0],
+    }.items():
         assert summary.loc[variant, "n_seeds"] == len(values)
         assert summary.loc[variant, "rsum_mean"] == pytest.approx(statistics.mean(values))
         assert summary.loc[variant, "rsum_std"] == pytest.approx(statistics.stdev(values))
     assert summary.loc["no_mid", "rsum"] == "20.0 ± 14.1"  # mean 20, sample sd sqrt(200)
     meta = json.loads((out / "summary.json").read_text())
-    assert meta["seeds"] == [0, 1, 2] and [m["runs"][-10:] for m in meta["combined_from"]] == ["a/runs.csv", "b/runs.csv"]
+    assert meta["seeds"] == [0, 1, 2] and [m["runs"][-10:] for m in meta["combined_from"]] == [
+        "a/runs.csv",
+        "b/runs.csv",
+    ]
     assert "preset" not in meta  # neither source recorded one
     assert pd.read_csv(out / "runs.csv").shape == (8, 6)
 

@@ -19,13 +19,15 @@ OVER = {"train.batch_size": 8, "train.max_steps": 2, "data.train_split": "val", 
 pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]  # 4-6 short runs: ~25 s
 
 
-
-
 def _ablate(root, out, **kw):
-    return ablate("demo", ["baseline", "daim"], seeds=1, data_root=root, out_dir=out, progress=False, **OVER, **kw)
+    return ablate(
+        "demo", ["baseline", "daim"], seeds=1, data_root=root, out_dir=out, progress=False, **OVER, **kw
+    )
 
 
-def test_ctrl_c_is_never_a_result_and_the_same_call_continues_where_it_stopped(demo_root, tmp_path, monkeypatch):
+def test_ctrl_c_is_never_a_result_and_the_same_call_continues_where_it_stopped(
+    demo_root, tmp_path, monkeypatch
+):
     real, calls = MatchingLoss.forward, {"n": 0}
 
     def sigint_in_daims_first_step(self, *a, **k):
@@ -57,11 +59,15 @@ def test_ctrl_c_is_never_a_result_and_the_same_call_continues_where_it_stopped(d
     assert list(pd.read_csv(tmp_path / "daim_seed0" / "history_steps.csv")["step"]) == [0, 1]
 
 
-def test_results_are_reused_only_for_the_same_data_and_split(demo_root, other_demo_data, tmp_path, monkeypatch):
+def test_results_are_reused_only_for_the_same_data_and_split(
+    demo_root, other_demo_data, tmp_path, monkeypatch
+):
     _ablate(demo_root, tmp_path / "abl")
     trained = []
     real_epoch = train_mod.train_one_epoch
-    monkeypatch.setattr(train_mod, "train_one_epoch", lambda ctx, st: trained.append(1) or real_epoch(ctx, st))
+    monkeypatch.setattr(
+        train_mod, "train_one_epoch", lambda ctx, st: trained.append(1) or real_epoch(ctx, st)
+    )
     on_val = _ablate(demo_root, tmp_path / "abl", eval_split="val")  # same training, another split
     assert trained == [] and set(on_val["split"]) == {"val"}
     assert json.loads((tmp_path / "abl" / "daim_seed0" / "result.json").read_text())["split"] == "val"

@@ -13,8 +13,16 @@ sys.path.insert(0, str(BENCH))
 import _check  # noqa: E402 - benchmarks/_check.py, imported as the scripts import it
 
 
-@pytest.mark.parametrize(("diff", "tol", "ok"), [(0.0, 0.0, True), (1e-6, 1e-5, True), (2e-5, 1e-5, False),
-                                                 (float("nan"), 1.0, False), (float("inf"), 1.0, False)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("diff", "tol", "ok"),
+    [
+        (0.0, 0.0, True),
+        (1e-6, 1e-5, True),
+        (2e-5, 1e-5, False),
+        (float("nan"), 1.0, False),
+        (float("inf"), 1.0, False),
+    ],
+)
 def test_agrees_is_within_tolerance_and_never_for_nan(diff, tol, ok, capsys):
     assert _check.agrees("x", diff, tol) is ok
     assert ("DISAGREE" in capsys.readouterr().out) is (not ok)
@@ -44,7 +52,9 @@ def test_every_benchmark_script_returns_its_checks_exit_code():
 def test_bench_recall_agrees_on_a_small_matrix():
     res = subprocess.run(
         [sys.executable, str(BENCH / "bench_recall.py"), "--images", "40", "--repeats", "1"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     assert "agree" in res.stdout and "DISAGREE" not in res.stdout

@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 from daimlib import checkpoint as ck
-from daimlib import checkpoint_io
 from daimlib.checkpoint import CheckpointError, load_checkpoint, load_model, load_train_state, save_checkpoint
 from daimlib.config import load_preset
 from daimlib.losses import MatchingLoss
@@ -71,8 +70,11 @@ def test_daim_round_trip_restores_every_tensor_config_and_train_state(tmp_path, 
     state = _train_state()
     save_checkpoint(tmp_path / "ck", model, cfg, train_state=state, meta={"epoch": 3}, loss=loss)
     assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == [
-        "config.json", "meta.json", "model.safetensors", "train_state.pt"
-    ]  # fmt: skip
+        "config.json",
+        "meta.json",
+        "model.safetensors",
+        "train_state.pt",
+    ]
     loaded, cfg2, state2 = load_checkpoint(tmp_path / "ck")
     assert cfg2 == cfg
     sd, sd2 = model.state_dict(), loaded.state_dict()
@@ -142,7 +144,9 @@ def test_truncated_file_gives_an_error_naming_it(tmp_path, name):
     meta = json.loads(meta_path.read_text())
     del meta["files"][name]
     meta_path.write_text(json.dumps(meta))
-    with pytest.raises(CheckpointError, match=rf"(weight files that meta.json does not list: {name}|{name} is not listed)"):
+    with pytest.raises(
+        CheckpointError, match=rf"(weight files that meta.json does not list: {name}|{name} is not listed)"
+    ):
         load_checkpoint(tmp_path / "ck", model=Tiny())
 
 
@@ -175,7 +179,7 @@ def test_pickle_that_would_run_code_is_refused_without_running_it(tmp_path):
         tmp_path / "ck" / "meta.json"
     )  # a consistent (malicious) meta.json, so only the pickle is at stake
     meta = json.loads(meta_path.read_text())
-    meta["files"]["train_state.pt"] = {"bytes": evil.stat().st_size, "sha256": checkpoint_io._sha256(evil)}
+    meta["files"]["train_state.pt"] = {"bytes": evil.stat().st_size, "sha256": ck.sha256_file(evil)}
     meta_path.write_text(json.dumps(meta))
 
     with pytest.raises(CheckpointError, match="refused to load .*train_state.pt"):
@@ -198,7 +202,7 @@ def test_crash_while_saving_leaves_the_previous_checkpoint_intact(tmp_path, monk
             f.write(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(checkpoint_io, "save_file", broken_save)
+    monkeypatch.setattr(ck, "save_file", broken_save)
     with pytest.raises(OSError, match="disk full"):
         save_checkpoint(tmp_path / "last", Tiny(), cfg, train_state={"step": 2})
     monkeypatch.undo()
@@ -264,8 +268,12 @@ def test_stale_temporary_folders_of_a_killed_save_are_removed_and_nothing_else(t
     stale = tmp_path / ".last.tmp-ab12cd_3"  # what tempfile.mkdtemp names them
     stale.mkdir()
     (stale / "model.safetensors").write_bytes(b"partial")
-    keep = [tmp_path / ".best.tmp-ab12cd34", tmp_path / ".last.tmp-mine", tmp_path / "last.tmp-ab12cd34",
-            tmp_path / ".last.old-1234abcd"]  # fmt: skip
+    keep = [
+        tmp_path / ".best.tmp-ab12cd34",
+        tmp_path / ".last.tmp-mine",
+        tmp_path / "last.tmp-ab12cd34",
+        tmp_path / ".last.old-1234abcd",
+    ]
     for p in keep:
         p.mkdir()
     (tmp_path / ".last.tmp-ab12cd99").write_text("a file, not a folder")
@@ -345,15 +353,19 @@ def test_a_reference_ckpt_with_a_code_running_global_is_refused_without_running_
 
 
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS])
-def test_a_full_or_read_only_disk_is_a_clear_error_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch, code):
+def test_a_full_or_read_only_disk_is_a_clear_error_and_keeps_the_previous_checkpoint(
+    tmp_path, monkeypatch, code
+):
     cfg = load_preset("demo")
     save_checkpoint(tmp_path / "last", Tiny(), cfg, train_state={"step": 1})
 
     def full_disk(tensors, path, metadata=None):
         raise OSError(code, os.strerror(code), path)
 
-    monkeypatch.setattr(checkpoint_io, "save_file", full_disk)
-    with pytest.raises(CheckpointError, match=r"cannot write the checkpoint .*last.*previous checkpoint there is kept"):
+    monkeypatch.setattr(ck, "save_file", full_disk)
+    with pytest.raises(
+        CheckpointError, match=r"cannot write the checkpoint .*last.*previous checkpoint there is kept"
+    ):
         save_checkpoint(tmp_path / "last", Tiny(), cfg, train_state={"step": 2})
     monkeypatch.undo()
     assert load_checkpoint(tmp_path / "last", model=Tiny())[2] == {"step": 1}

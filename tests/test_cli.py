@@ -62,8 +62,20 @@ def test_make_demo_data_train_evaluate_smoke(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "data" / "dataset_demo.json").exists()
 
     monkeypatch.chdir(tmp_path)
-    argv = ["train", "--preset", "demo", "--data-root", "data", "--out", "run", "-q", "--no-val",
-            "--set", "train.batch_size=8", "train.max_steps=3"]  # fmt: skip
+    argv = [
+        "train",
+        "--preset",
+        "demo",
+        "--data-root",
+        "data",
+        "--out",
+        "run",
+        "-q",
+        "--no-val",
+        "--set",
+        "train.batch_size=8",
+        "train.max_steps=3",
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "max_steps: 3 steps; run folder run" in out
@@ -104,28 +116,73 @@ def test_make_demo_data_train_evaluate_smoke(tmp_path, monkeypatch, capsys):
     from daimlib.evaluate import evaluate
 
     model, cfg, _ = load_checkpoint(tmp_path / "run" / "last")
-    metrics, _ = evaluate(model.eval(), load_split(cfg.data, tmp_path / "data", "test"),
-                          load_tokenizer(cfg.text, tmp_path / "data"), cfg, protocol="demo", progress=False)  # fmt: skip
+    metrics, _ = evaluate(
+        model.eval(),
+        load_split(cfg.data, tmp_path / "data", "test"),
+        load_tokenizer(cfg.text, tmp_path / "data"),
+        cfg,
+        protocol="demo",
+        progress=False,
+    )
     assert saved["metrics"] == pytest.approx(metrics)
     rsum = sum(metrics[k] for k in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10"))
     assert saved["metrics"]["rsum"] == pytest.approx(rsum)
 
     # --images N: the first N images of a split with their captions, in files of their own
     train = load_split(cfg.data, tmp_path / "data", "train")
-    assert main(["evaluate", "--checkpoint", "run/last", "--data-root", "data", "--protocol", "demo", "-q",
-                 "--split", "train", "--images", "4"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                "run/last",
+                "--data-root",
+                "data",
+                "--protocol",
+                "demo",
+                "-q",
+                "--split",
+                "train",
+                "--images",
+                "4",
+            ]
+        )
+        == 0
+    )
     assert "demo train (first 4 images)" in capsys.readouterr().out
     part = json.loads((tmp_path / "run" / "eval_last_train_first4_demo.json").read_text())
     first = [j for j in range(train.n_captions) if int(train.img_of_caption[j]) < 4]
     assert part["images"] == 4 and part["data"]["n_images"] == 4 and part["data"]["n_captions"] == len(first)
-    sub = dataclasses.replace(train, image_paths=train.image_paths[:4], captions=[train.captions[j] for j in first],
-                              img_of_caption=train.img_of_caption[first], image_ids=train.image_ids[:4],
-                              meta=train.meta[:4], caption_meta=None)  # fmt: skip
-    metrics4, _ = evaluate(model.eval(), sub, load_tokenizer(cfg.text, tmp_path / "data"), cfg, protocol="demo",
-                           progress=False)  # fmt: skip
+    sub = dataclasses.replace(
+        train,
+        image_paths=train.image_paths[:4],
+        captions=[train.captions[j] for j in first],
+        img_of_caption=train.img_of_caption[first],
+        image_ids=train.image_ids[:4],
+        meta=train.meta[:4],
+        caption_meta=None,
+    )
+    metrics4, _ = evaluate(
+        model.eval(), sub, load_tokenizer(cfg.text, tmp_path / "data"), cfg, protocol="demo", progress=False
+    )
     assert part["metrics"] == pytest.approx(metrics4)
-    assert main(["evaluate", "--checkpoint", "run/last", "--data-root", "data", "--protocol", "demo", "-q",
-                 "--images", "100000"]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                "run/last",
+                "--data-root",
+                "data",
+                "--protocol",
+                "demo",
+                "-q",
+                "--images",
+                "100000",
+            ]
+        )
+        == 2
+    )
     assert "the test split has only" in capsys.readouterr().err
 
 
@@ -156,8 +213,6 @@ def test_user_errors_exit_2_with_a_message_and_no_traceback(argv, message, tmp_p
     assert main(argv + ["-q"]) == 2
     err = capsys.readouterr().err
     assert all(part in err for part in message.split("|")) and "Traceback" not in err
-
-
 
 
 def test_version_prints_the_package_version_without_loading_torch():

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from daimlib.__main__ import _overrides, build_parser, config_from_args, main
+from daimlib.__main__ import build_parser, config_from_args, config_overrides, main
 from daimlib.config import PRESET_NOTES, PRESETS, DAIMConfig, load_preset
 
 
@@ -79,11 +79,13 @@ def test_config_file_alone_or_on_a_preset_then_set_on_top(tmp_path, capsys):
         _train_args("--preset", "demo", "--config", str(part), "--set", "train.batch_size=8")
     )
     assert load_preset("demo").diff(cfg) == {
-        "train.lr": (5e-4, 0.002), "train.batch_size": (64, 8), "loss.margin": (0.2, 0.3),
-    }  # fmt: skip
+        "train.lr": (5e-4, 0.002),
+        "train.batch_size": (64, 8),
+        "loss.margin": (0.2, 0.3),
+    }
     part.write_text(json.dumps({"train": {"batch_size": 1}}))
     with pytest.raises(ValueError, match=r"train\.batch_size must be >= 2"):
-        _overrides(_train_args("--preset", "demo", "--config", str(part)))
+        config_overrides(_train_args("--preset", "demo", "--config", str(part)))
     assert main(["train", "--data-root", "d", "--out", "o", "-q"]) == 2
     assert "train needs --preset NAME or --config FILE.json" in capsys.readouterr().err
     assert (
@@ -94,9 +96,13 @@ def test_config_file_alone_or_on_a_preset_then_set_on_top(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "device,message",
-    [("gpu", "unknown device 'gpu'"), ("tpu", "unknown device 'tpu'"), ("cuda:x", "unknown device 'cuda:x'"),
-     ("xla", "the kit runs on cpu, cuda or mps, not xla")],
-)  # fmt: skip
+    [
+        ("gpu", "unknown device 'gpu'"),
+        ("tpu", "unknown device 'tpu'"),
+        ("cuda:x", "unknown device 'cuda:x'"),
+        ("xla", "the kit runs on cpu, cuda or mps, not xla"),
+    ],
+)
 def test_unknown_devices_exit_2_when_parsed(device, message, capsys):
     assert main(["train", "--preset", "demo", "--data-root", "d", "--out", "o", "--device", device]) == 2
     err = capsys.readouterr().err
@@ -111,7 +117,12 @@ def test_cuda_without_a_gpu_and_a_missing_gpu_index_are_refused(monkeypatch, cap
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match="asks for CUDA but this machine shows no GPU"):
         check_device("cuda")
-    assert main(["evaluate", "--checkpoint", "c", "--data-root", "d", "--protocol", "demo", "--device", "cuda:0"]) == 2
+    assert (
+        main(
+            ["evaluate", "--checkpoint", "c", "--data-root", "d", "--protocol", "demo", "--device", "cuda:0"]
+        )
+        == 2
+    )
     assert "shows no GPU" in capsys.readouterr().err
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)

@@ -151,12 +151,17 @@ def test_load_split_uses_the_id_layout_when_the_karpathy_json_is_absent(coco_roo
 @pytest.mark.parametrize(
     "dev_ids, match",
     [
-        (_ids(11, range(4)) + _ids(10, range(5)), r"image 11 \(COCO_val2014_000000000011\.jpg\) has 4 consecutive"),
-        (_ids(11, range(5)) + _ids(10, range(5)) + _ids(11, [5, 6]),
-         r"image 11 \(COCO_val2014_000000000011\.jpg\) has caption ids at positions 0 and 10"),
+        (
+            _ids(11, range(4)) + _ids(10, range(5)),
+            r"image 11 \(COCO_val2014_000000000011\.jpg\) has 4 consecutive",
+        ),
+        (
+            _ids(11, range(5)) + _ids(10, range(5)) + _ids(11, [5, 6]),
+            r"image 11 \(COCO_val2014_000000000011\.jpg\) has caption ids at positions 0 and 10",
+        ),
         (_ids(11, range(7)), r"image 11 .* has 7 consecutive caption ids at positions 0-6"),
     ],
-)  # fmt: skip
+)
 def test_val_ids_not_in_blocks_of_five_per_image_name_the_image(coco_root, dev_ids, match):
     pytest.importorskip("pycocotools")
     np.save(coco_root / "annotations" / "coco_dev_ids.npy", np.array(dev_ids, dtype=np.int64))

@@ -58,16 +58,38 @@ def test_bad_overrides_are_refused_when_parsed_naming_the_key(item, match):
         ({"text.hidden_states": [1, 2, 4]}, r"text\.hidden_states must index 0\.\.3"),
         ({"image.stages": [1, 2, 4]}, r"image\.stages must be increasing 0-based stage indices in 0\.\.3"),
         ({"image.stages": [2, 1, 3]}, r"image\.stages must be increasing"),
-        ({"similarity.level_weights": [1, 1]}, r"image\.stages has 3, text\.hidden_states 3, similarity\.level_weights 2"),
+        (
+            {"similarity.level_weights": [1, 1]},
+            r"image\.stages has 3, text\.hidden_states 3, similarity\.level_weights 2",
+        ),
         ({"similarity.level_weights": [0, 0, 0]}, r"not all 0"),
         ({"fdm.text_layers": [4]}, r"fdm\.text_layers are 1-based BERT layers in 1\.\.3"),
-        ({"text.model_kwargs": {"vocab_size": 512, "hidden_size": 100, "num_hidden_layers": 3,
-                                "num_attention_heads": 3, "max_position_embeddings": 64}},
-         r"hidden_size 100 is not divisible by num_attention_heads 3"),
-        ({"image.timm_kwargs": {"embed_dim": 32, "depths": [1, 1, 2, 1], "num_heads": [1, 2, 3, 8],
-                                "window_size": 4, "patch_size": 8}}, r"stage 2 has width 128, not divisible"),
+        (
+            {
+                "text.model_kwargs": {
+                    "vocab_size": 512,
+                    "hidden_size": 100,
+                    "num_hidden_layers": 3,
+                    "num_attention_heads": 3,
+                    "max_position_embeddings": 64,
+                }
+            },
+            r"hidden_size 100 is not divisible by num_attention_heads 3",
+        ),
+        (
+            {
+                "image.timm_kwargs": {
+                    "embed_dim": 32,
+                    "depths": [1, 1, 2, 1],
+                    "num_heads": [1, 2, 3, 8],
+                    "window_size": 4,
+                    "patch_size": 8,
+                }
+            },
+            r"stage 2 has width 128, not divisible",
+        ),
     ],
-)  # fmt: skip
+)
 def test_rules_between_fields_fail_when_the_config_is_built(overrides, match, monkeypatch):
     import timm
 
@@ -89,21 +111,50 @@ def test_paper_preset_limits_come_from_bert_base_without_the_hub():
 
 @pytest.mark.parametrize(
     "word,value",
-    [("true", True), ("True", True), ("yes", True), ("on", True), ("1", True), ("y", True),
-     ("false", False), ("FALSE", False), ("no", False), ("off", False), ("0", False), ("n", False)],
-)  # fmt: skip
+    [
+        ("true", True),
+        ("True", True),
+        ("yes", True),
+        ("on", True),
+        ("1", True),
+        ("y", True),
+        ("false", False),
+        ("FALSE", False),
+        ("no", False),
+        ("off", False),
+        ("0", False),
+        ("n", False),
+    ],
+)
 def test_booleans_in_every_common_spelling(word, value):
     assert parse_override(f"loss.adaptive={word}") == ("loss.adaptive", value)
 
 
 def test_values_are_parsed_to_their_field_types():
     got = parse_overrides(
-        ["train.max_steps=1e3", "train.epochs=3", "train.lr=1e-3", "loss.margin=1", "train.max_minutes=none",
-         "similarity.level_weights=[0, 0, 1]", "text.weights=some/folder", "data.layout=f30k", "data.image_dir=null"]
-    )  # fmt: skip
-    assert got == {"train.max_steps": 1000, "train.epochs": 3, "train.lr": 1e-3, "loss.margin": 1.0,
-                   "train.max_minutes": None, "similarity.level_weights": (0.0, 0.0, 1.0),
-                   "text.weights": "some/folder", "data.layout": "f30k", "data.image_dir": None}  # fmt: skip
+        [
+            "train.max_steps=1e3",
+            "train.epochs=3",
+            "train.lr=1e-3",
+            "loss.margin=1",
+            "train.max_minutes=none",
+            "similarity.level_weights=[0, 0, 1]",
+            "text.weights=some/folder",
+            "data.layout=f30k",
+            "data.image_dir=null",
+        ]
+    )
+    assert got == {
+        "train.max_steps": 1000,
+        "train.epochs": 3,
+        "train.lr": 1e-3,
+        "loss.margin": 1.0,
+        "train.max_minutes": None,
+        "similarity.level_weights": (0.0, 0.0, 1.0),
+        "text.weights": "some/folder",
+        "data.layout": "f30k",
+        "data.image_dir": None,
+    }
     assert type(got["train.max_steps"]) is int and type(got["loss.margin"]) is float
     cfg = load_preset("demo", **got)
     assert cfg.train.max_steps == 1000 and cfg.similarity.level_weights == (0.0, 0.0, 1.0)
@@ -138,7 +189,9 @@ def test_every_choice_is_accepted_and_the_choices_match_the_code_that_reads_them
         for option in options:
             if key == "data.dataset" or (key == "text.init" and option == "pretrained"):
                 continue
-            extra = {"train.freeze_epochs": 1} if key == "train.feature_cache" else {}  # a cache needs frozen epochs
+            extra = (
+                {"train.freeze_epochs": 1} if key == "train.feature_cache" else {}
+            )  # a cache needs frozen epochs
             load_preset("demo", **{key: option}, **extra)
 
 

@@ -26,8 +26,13 @@ from daimlib.data import (
     tokenize,
 )
 
-CAPS = ["a dog runs on the grass", "a brown dog running", "the dog plays outside", "one dog in a park",
-        "a happy dog on green grass"]  # fmt: skip
+CAPS = [
+    "a dog runs on the grass",
+    "a brown dog running",
+    "the dog plays outside",
+    "one dog in a park",
+    "a happy dog on green grass",
+]
 
 
 def _write_images(folder: Path) -> dict[str, tuple]:
@@ -79,7 +84,7 @@ def karpathy(tmp_path):
                 "a dog — running",
                 "dog",
             ],
-        ),  # fmt: skip
+        ),
         _record("cmyk.jpg", "test", CAPS),
     ]
     path = tmp_path / "dataset_toy.json"
@@ -179,12 +184,20 @@ def test_unknown_split_lists_the_present_ones(karpathy):
     [
         ("{not json", "not valid JSON"),
         (json.dumps([1, 2]), "'images' list"),
-        (json.dumps({"images": [{"filename": "a.jpg", "sentences": []}]}), r"images\[0\] lacks the field 'split'"),
-        (json.dumps({"images": [{"filename": "a.jpg", "split": "test", "sentences": "x"}]}), "must be a list"),
-        (json.dumps({"images": [{"filename": "a.jpg", "split": "test", "sentences": [{"x": 1}]}]}),
-         r"images\[0\] \(a\.jpg\): sentences\[0\] has neither"),
+        (
+            json.dumps({"images": [{"filename": "a.jpg", "sentences": []}]}),
+            r"images\[0\] lacks the field 'split'",
+        ),
+        (
+            json.dumps({"images": [{"filename": "a.jpg", "split": "test", "sentences": "x"}]}),
+            "must be a list",
+        ),
+        (
+            json.dumps({"images": [{"filename": "a.jpg", "split": "test", "sentences": [{"x": 1}]}]}),
+            r"images\[0\] \(a\.jpg\): sentences\[0\] has neither",
+        ),
     ],
-)  # fmt: skip
+)
 def test_malformed_json_names_field_and_image_index(tmp_path, content, match):
     (tmp_path / "images").mkdir()
     p = tmp_path / "bad.json"
@@ -319,8 +332,12 @@ def test_caption_dataset_caches_decoded_images_without_changing_a_sample(demo_ro
     opened = []
     real = ds_mod.load_image
     monkeypatch.setattr(ds_mod, "load_image", lambda p: opened.append(p) or real(p))
-    cached = CaptionDataset(split, tok, build_transforms(cfg.data, train=True), cfg.text.max_len)  # auto: small split
-    plain = CaptionDataset(split, tok, build_transforms(cfg.data, train=True), cfg.text.max_len, cache_images=False)
+    cached = CaptionDataset(
+        split, tok, build_transforms(cfg.data, train=True), cfg.text.max_len
+    )  # auto: small split
+    plain = CaptionDataset(
+        split, tok, build_transforms(cfg.data, train=True), cfg.text.max_len, cache_images=False
+    )
     n = split.n_captions
     for j in list(range(n)) + list(range(n)):  # two epochs
         torch.manual_seed(j)

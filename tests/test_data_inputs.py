@@ -73,9 +73,13 @@ def test_non_finite_numbers_in_the_json_are_refused(tmp_path):
 
 @pytest.mark.parametrize(
     "record",
-    [_rec("../dataset_flickr30k.json"), _rec("/etc/hostname"), _rec("a.jpg", filepath="../../"),
-     _rec("x/../../a.jpg")],
-)  # fmt: skip
+    [
+        _rec("../dataset_flickr30k.json"),
+        _rec("/etc/hostname"),
+        _rec("a.jpg", filepath="../../"),
+        _rec("x/../../a.jpg"),
+    ],
+)
 def test_image_paths_escaping_the_image_folder_are_refused(tmp_path, record):
     root = _folder(tmp_path, [record], ["a.jpg"])
     with pytest.raises(

@@ -6,8 +6,7 @@ import json
 import pytest
 import torch
 
-from daimlib.checkpoint import CheckpointError, load_model
-from daimlib.checkpoint_io import WEIGHTS, save_checkpoint
+from daimlib.checkpoint import WEIGHTS, CheckpointError, load_model, save_checkpoint
 from daimlib.config import load_preset
 from daimlib.losses import MatchingLoss
 from daimlib.model import DAIM, dead_weight_rows
@@ -44,8 +43,14 @@ def test_the_demo_swin_has_one_single_token_window_and_only_its_query_key_rows_a
         "image_encoder.backbone.layers.3.blocks.0.attn.qkv.bias": (512, 768),
     }
     # at 224 px (the paper's Swin) no window holds a single token: nothing is dead
-    assert dead_weight_rows(DAIM.from_config(load_preset("demo", **{"image.img_size": 224, "data.img_size": 224,
-                                                                   "data.resize": 224}))) == {}  # fmt: skip
+    assert (
+        dead_weight_rows(
+            DAIM.from_config(
+                load_preset("demo", **{"image.img_size": 224, "data.img_size": 224, "data.resize": 224})
+            )
+        )
+        == {}
+    )
 
 
 def test_any_values_in_the_dead_rows_give_the_same_outputs_and_no_gradient_reaches_them(model):
@@ -65,7 +70,11 @@ def test_any_values_in_the_dead_rows_give_the_same_outputs_and_no_gradient_reach
     params = dict(other.named_parameters())
     for key, (start, _) in dead_weight_rows(other).items():
         grad = params[key].grad
-        assert grad is not None and torch.count_nonzero(grad[:start]) == 0 and torch.count_nonzero(grad[start:]) > 0
+        assert (
+            grad is not None
+            and torch.count_nonzero(grad[:start]) == 0
+            and torch.count_nonzero(grad[start:]) > 0
+        )
 
 
 def test_a_trimmed_checkpoint_stores_the_kept_rows_and_loads_zeros_elsewhere(model, tmp_path):
@@ -73,7 +82,9 @@ def test_a_trimmed_checkpoint_stores_the_kept_rows_and_loads_zeros_elsewhere(mod
     save_checkpoint(tmp_path / "ck", model, model.cfg, trim=dead)
     meta = json.loads((tmp_path / "ck" / "meta.json").read_text())
     assert meta["trimmed"]["image_encoder.backbone.layers.3.blocks.0.attn.qkv.weight"] == {
-        "shape": [768, 256], "rows": [512, 768]}  # fmt: skip
+        "shape": [768, 256],
+        "rows": [512, 768],
+    }
     loaded = load_model(tmp_path / "ck").eval()
     full = model.state_dict()
     for key, value in loaded.state_dict().items():

@@ -103,13 +103,22 @@ def test_caption_text_states_its_claims(small):
 
 
 def test_caption_truth_on_hand_made_scenes():
-    red_left = {"objects": [{"shape": "circle", "colour": "red", "size": "small", "row": 1, "col": 0},
-                            {"shape": "square", "colour": "blue", "size": "big", "row": 1, "col": 2}]}  # fmt: skip
+    red_left = {
+        "objects": [
+            {"shape": "circle", "colour": "red", "size": "small", "row": 1, "col": 0},
+            {"shape": "square", "colour": "blue", "size": "big", "row": 1, "col": 2},
+        ]
+    }
     swapped = {"objects": [dict(red_left["objects"][0], col=2), dict(red_left["objects"][1], col=0)]}
     recoloured = {"objects": [dict(red_left["objects"][0], colour="green"), red_left["objects"][1]]}
-    claims = {"objects": [{"shape": "square", "colour": "blue", "size": "big"},
-                          {"shape": "circle", "colour": "red", "size": "small"}],
-              "relations": [[0, "right", 1]], "locations": []}  # fmt: skip
+    claims = {
+        "objects": [
+            {"shape": "square", "colour": "blue", "size": "big"},
+            {"shape": "circle", "colour": "red", "size": "small"},
+        ],
+        "relations": [[0, "right", 1]],
+        "locations": [],
+    }
     assert caption_is_true(claims, red_left)  # the square is right of the circle
     assert not caption_is_true(claims, swapped)  # one relation differs
     assert not caption_is_true(claims, recoloured)  # one attribute differs
@@ -122,8 +131,10 @@ def test_caption_truth_on_hand_made_scenes():
 
 
 def test_rendered_object_has_its_colour_at_its_centre():
-    scene = {"objects": [{"shape": "square", "colour": "orange", "size": "big", "x": 20.0, "y": 40.0, "r": 8.5}],
-             "background": [50, 50, 50]}  # fmt: skip
+    scene = {
+        "objects": [{"shape": "square", "colour": "orange", "size": "big", "x": 20.0, "y": 40.0, "r": 8.5}],
+        "background": [50, 50, 50],
+    }
     a = np.asarray(render_scene(scene)).astype(int)
     assert np.abs(a[40, 20] - COLOURS["orange"]).max() <= 2
     assert np.abs(a[5, 60] - 50).max() <= 1
@@ -156,8 +167,14 @@ def test_existing_dataset_is_reused_and_bad_knobs_rejected(small, tmp_path):
 
 
 def test_knobs_change_the_scenes(tmp_path):
-    path = make_demo_dataset(tmp_path, size=(20, 5, 10), progress=False, object_probs=(0.0, 0.0, 1.0),
-                             relations=("horizontal",), shapes=("star", "cross", "circle", "square"))  # fmt: skip
+    path = make_demo_dataset(
+        tmp_path,
+        size=(20, 5, 10),
+        progress=False,
+        object_probs=(0.0, 0.0, 1.0),
+        relations=("horizontal",),
+        shapes=("star", "cross", "circle", "square"),
+    )
     data = json.loads(path.read_text())
     for r in data["images"]:
         objs = r["scene"]["objects"]

@@ -49,14 +49,18 @@ def test_export_writes_half_precision_and_the_metrics_of_what_it_ships(tiny_run,
     assert next(model.parameters()).dtype == torch.float32  # users compute in float32
     cfg = model.cfg
     split = load_split(cfg.data, demo_root, "test")
-    metrics, _ = evaluate(model, split, load_tokenizer(cfg.text, demo_root), cfg, protocol="demo", progress=False)
+    metrics, _ = evaluate(
+        model, split, load_tokenizer(cfg.text, demo_root), cfg, protocol="demo", progress=False
+    )
     assert rec["test"] == pytest.approx({k: metrics[k] for k in demo_models.METRIC_KEYS})
     assert rec["data"]["sha256"] == runs.data_identity(demo_root, cfg)["sha256"]
     # the fp16 weights are the fp32 best checkpoint rounded, nothing else, except the rows that cannot
     # change an output (query/key of the one-token windows), which are not shipped and load as zeros
     src = load_model(tiny_run / "best")
     dead = dead_weight_rows(src)
-    assert sorted(dead) == [f"image_encoder.backbone.layers.3.blocks.0.attn.qkv.{p}" for p in ("bias", "weight")]
+    assert sorted(dead) == [
+        f"image_encoder.backbone.layers.3.blocks.0.attn.qkv.{p}" for p in ("bias", "weight")
+    ]
     meta = json.loads((dest / "best" / "meta.json").read_text())
     assert {k: tuple(v["rows"]) for k, v in meta["trimmed"].items()} == dead
     for (name, a), (_, b) in zip(src.state_dict().items(), model.state_dict().items()):
@@ -73,7 +77,9 @@ def test_export_writes_half_precision_and_the_metrics_of_what_it_ships(tiny_run,
 
 
 @pytest.mark.slow  # trains a model
-def test_load_prefers_the_shipped_folder_and_names_what_is_missing(tiny_run, demo_root, tmp_path, monkeypatch):
+def test_load_prefers_the_shipped_folder_and_names_what_is_missing(
+    tiny_run, demo_root, tmp_path, monkeypatch
+):
     monkeypatch.setenv(demo_models.MODELS_ENV, str(tmp_path))
     assert not demo_models.is_shipped("demo")
     with pytest.raises(FileNotFoundError, match="demo-models"):
@@ -110,7 +116,9 @@ def test_every_shipped_arm_is_its_preset_as_it_is_today():
     """A change to a demo preset must come with retrained models (``python -m experiments demo-models``)."""
     for arm in SHIPPED_ARMS:
         shipped = DAIMConfig.from_json(SHIPPED / arm / "best" / "config.json")
-        assert shipped.diff(load_preset(arm)) == {}, f"models/{arm} was trained with another {arm} preset: retrain it"
+        assert shipped.diff(load_preset(arm)) == {}, (
+            f"models/{arm} was trained with another {arm} preset: retrain it"
+        )
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +158,9 @@ def test_an_interrupted_training_is_never_exported(demo_root, tmp_path, monkeypa
         export_models.main_export(["demo"], demo_root, out_root=tmp_path / "runs", progress=False)
     assert not (models / "demo").exists()
     # a run that says it completed but has no finished record is refused as well
-    monkeypatch.setattr("daimlib.train.train", lambda cfg, d, out, **k: types.SimpleNamespace(stopped="completed"))
+    monkeypatch.setattr(
+        "daimlib.train.train", lambda cfg, d, out, **k: types.SimpleNamespace(stopped="completed")
+    )
     with pytest.raises(RuntimeError, match="is not exported"):
         export_models.main_export(["demo"], demo_root, out_root=tmp_path / "runs", progress=False)
     assert not (models / "demo").exists()

@@ -31,9 +31,16 @@ def _cfg():
     # backbones frozen in epoch 0 and trained in epoch 1 (DDP must be rebuilt to sync them)
     return load_preset(
         "demo",
-        **{"train.batch_size": PER_RANK_BATCH, "train.epochs": 2, "train.freeze_epochs": 1, "data.train_split": "val",
-           "loss.warmup_steps": 1, "loss.activation_fraction": 0.0, "train.eval_batch_size": 64},
-    )  # fmt: skip
+        **{
+            "train.batch_size": PER_RANK_BATCH,
+            "train.epochs": 2,
+            "train.freeze_epochs": 1,
+            "data.train_split": "val",
+            "loss.warmup_steps": 1,
+            "loss.activation_fraction": 0.0,
+            "train.eval_batch_size": 64,
+        },
+    )
 
 
 def _worker(rank: int, port: int, root: str, out: str, result_dir: str) -> None:
@@ -45,8 +52,13 @@ def _worker(rank: int, port: int, root: str, out: str, result_dir: str) -> None:
     from daimlib.losses import MatchingLoss
     from daimlib.train import train
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(WORLD), RANK=str(rank),
-                      LOCAL_RANK=str(rank))  # fmt: skip
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        WORLD_SIZE=str(WORLD),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+    )
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     seen = []  # (margin used, rows the MOM saw) per step, on this rank
@@ -61,13 +73,26 @@ def _worker(rank: int, port: int, root: str, out: str, result_dir: str) -> None:
     cfg = _cfg()
     res = train(cfg, root, out, progress=False, eval_split="test", device="cpu")
     split = load_split(cfg.data, root, "test")
-    metrics, _, sims = evaluate(res.model, split, load_tokenizer(cfg.text, root), cfg, protocol="demo",
-                                device="cpu", progress=False, return_sims=True)  # fmt: skip
+    metrics, _, sims = evaluate(
+        res.model,
+        split,
+        load_tokenizer(cfg.text, root),
+        cfg,
+        protocol="demo",
+        device="cpu",
+        progress=False,
+        return_sims=True,
+    )
     torch.save(
-        {"seen": seen, "state": res.model.state_dict(), "metrics": metrics, "sims": torch.from_numpy(sims),
-         "steps": res.global_step},
+        {
+            "seen": seen,
+            "state": res.model.state_dict(),
+            "metrics": metrics,
+            "sims": torch.from_numpy(sims),
+            "steps": res.global_step,
+        },
         Path(result_dir) / f"rank{rank}.pt",
-    )  # fmt: skip
+    )
     dist.destroy_process_group()
 
 
@@ -87,8 +112,13 @@ def ddp_run(tmp_path_factory):
     make_demo_dataset(root, seed=0, size=TINY, progress=False)
     out = tmp_path_factory.mktemp("ddp") / "run"
     results = tmp_path_factory.mktemp("ddp_results")
-    ctx = mp.start_processes(_worker, args=(_free_port(), str(root), str(out), str(results)), nprocs=WORLD,
-                             join=False, start_method="spawn")  # fmt: skip
+    ctx = mp.start_processes(
+        _worker,
+        args=(_free_port(), str(root), str(out), str(results)),
+        nprocs=WORLD,
+        join=False,
+        start_method="spawn",
+    )
     deadline = time.time() + 240
     while not ctx.join(timeout=5):
         if time.time() > deadline:
@@ -136,8 +166,16 @@ def test_two_process_evaluation_equals_the_single_process_one(ddp_run):
     root, out, ranks = ddp_run
     cfg = _cfg()
     split = load_split(cfg.data, root, "test")
-    metrics, _, sims = evaluate(load_model(out / "last"), split, load_tokenizer(cfg.text, root), cfg,
-                                protocol="demo", device="cpu", progress=False, return_sims=True)  # fmt: skip
+    metrics, _, sims = evaluate(
+        load_model(out / "last"),
+        split,
+        load_tokenizer(cfg.text, root),
+        cfg,
+        protocol="demo",
+        device="cpu",
+        progress=False,
+        return_sims=True,
+    )
     for r in ranks:
         torch.testing.assert_close(r["sims"], torch.from_numpy(sims), atol=1e-5, rtol=1e-5)
         assert r["metrics"] == pytest.approx(metrics)

@@ -81,7 +81,7 @@ def test_every_flag_an_error_message_names_exists_on_the_command_line():
             for where, text in error_messages()
             for m in FLAG.findall(text)
             if f"--{m}" not in flags and f"--{m}" not in OTHER_PROGRAMS
-        }  # fmt: skip
+        }
     )
     assert not missing, f"error messages name flags no command has: {missing}"
 

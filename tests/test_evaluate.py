@@ -69,8 +69,7 @@ def test_float32_tensor_input_gives_the_same_metrics_as_numpy():
 
 def test_hand_worked_two_image_example():
     # image 0 owns captions 0,1; image 1 owns captions 2,3
-    sims = np.array([[0.9, 0.1, 0.5, 0.2],
-                     [0.3, 0.8, 0.4, 0.7]])  # fmt: skip
+    sims = np.array([[0.9, 0.1, 0.5, 0.2], [0.3, 0.8, 0.4, 0.7]])
     idx = np.array([0, 0, 1, 1])
     i2t, t2i = i2t_t2i_ranks(sims, idx)
     # image 0: caption 0 (0.9) is first -> rank 0; image 1: best own caption 3 (0.7) is behind caption 1 (0.8)
@@ -129,8 +128,7 @@ def test_default_tie_rule_gives_a_constant_score_model_the_lowest_recall_not_100
 
 def test_an_images_own_tied_captions_do_not_count_against_it():
     # image 0 owns captions 0-2, all tied at 0.9; image 1 owns 3-4; caption 3 ties image 0's best
-    sims = np.array([[0.9, 0.9, 0.9, 0.9, 0.1],
-                     [0.2, 0.3, 0.1, 0.8, 0.7]])  # fmt: skip
+    sims = np.array([[0.9, 0.9, 0.9, 0.9, 0.1], [0.2, 0.3, 0.1, 0.8, 0.7]])
     idx = np.array([0, 0, 0, 1, 1])
     i2t, t2i = i2t_t2i_ranks(sims, idx)
     # image 0: its own tied captions 1, 2 are not negatives; caption 3 (image 1's) ties it -> rank 1
@@ -276,8 +274,9 @@ def test_evaluate_tiny_daim_matrix_equals_per_pair_similarity(demo_small):
     model = model_mod.DAIM.from_config(cfg).eval()
     split = load_split(cfg.data, demo_small, "test")
     tok = load_tokenizer(cfg.text, demo_small)
-    metrics, df, sims = evaluate(model, split, tok, cfg, batch_size=50, img_block=25, cap_block=125,
-                                 progress=False, return_sims=True)  # fmt: skip
+    metrics, df, sims = evaluate(
+        model, split, tok, cfg, batch_size=50, img_block=25, cap_block=125, progress=False, return_sims=True
+    )
     assert sims.shape == (50, 250)
     assert metrics == recall_metrics(sims, split.img_of_caption)
     assert list(df.index) == ["demo (50 images x 250 captions)"] and df.attrs["n_images"] == 50

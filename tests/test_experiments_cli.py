@@ -18,13 +18,32 @@ def test_help_names_every_command_and_the_library_cli_has_none_of_them(capsys):
     with pytest.raises(SystemExit):
         main(["ablate", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    for flag in ["--preset", "--variants", "--seeds", "--data-root", "--out", "--jobs", "--set", "mean ± std"]:
+    for flag in [
+        "--preset",
+        "--variants",
+        "--seeds",
+        "--data-root",
+        "--out",
+        "--jobs",
+        "--set",
+        "mean ± std",
+    ]:
         assert flag in text, flag
     assert not set(COMMANDS) & set(LIBRARY_COMMANDS)
 
 
 def test_a_wrong_variant_is_a_message_and_exit_2(tmp_path, capsys):
-    argv = ["ablate", "--preset", "demo", "--variants", "nope", "--data-root", str(tmp_path), "--out", str(tmp_path)]
+    argv = [
+        "ablate",
+        "--preset",
+        "demo",
+        "--variants",
+        "nope",
+        "--data-root",
+        str(tmp_path),
+        "--out",
+        str(tmp_path),
+    ]
     assert main(argv) == 2
     assert "unknown ablation variants ['nope']" in capsys.readouterr().err
 
@@ -38,8 +57,25 @@ def test_ablate_command_prints_the_mean_std_table_and_writes_it(
     root = tmp_path_factory.getbasetemp() / "demo_tiny"  # the tiny dataset of test_train.py (reused if made)
     make_demo_dataset(root, seed=0, size=(24, 5, 5), progress=False)
     monkeypatch.chdir(tmp_path)
-    argv = ["ablate", "--preset", "demo", "--variants", "baseline", "mom", "--seeds", "1", "--data-root", str(root),
-            "--out", "abl", "-q", "--set", "train.batch_size=8", "train.max_steps=1", "data.train_split=val"]  # fmt: skip
+    argv = [
+        "ablate",
+        "--preset",
+        "demo",
+        "--variants",
+        "baseline",
+        "mom",
+        "--seeds",
+        "1",
+        "--data-root",
+        str(root),
+        "--out",
+        "abl",
+        "-q",
+        "--set",
+        "train.batch_size=8",
+        "train.max_steps=1",
+        "data.train_split=val",
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()

@@ -105,8 +105,17 @@ def test_patched_swin_block_equals_timms_own_block_when_contranorm_is_identity(t
     with that call made the identity it must equal timm's own forward (both window kinds, drop path on)."""
     from timm.models.swin_transformer import SwinTransformerBlock
 
-    model = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, num_classes=0, img_size=32,
-                              embed_dim=16, depths=[2, 1], num_heads=[1, 2], window_size=4, drop_path_rate=0.3)  # fmt: skip
+    model = timm.create_model(
+        "swin_tiny_patch4_window7_224",
+        pretrained=False,
+        num_classes=0,
+        img_size=32,
+        embed_dim=16,
+        depths=[2, 1],
+        num_heads=[1, 2],
+        window_size=4,
+        drop_path_rate=0.3,
+    )
     model.train(train)
     attach_to_swin_blocks(model, 0.1)
     blocks = swin_blocks(model)

@@ -18,9 +18,19 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _cfg(mode, **over):
-    return load_preset("demo", **{"train.freeze_epochs": 2, "train.epochs": 2, "train.batch_size": 8,
-                                  "train.feature_cache": mode, "train.feature_cache_dtype": "fp32",
-                                  "data.num_workers": 0, "loss.warmup_steps": 2, **over})  # fmt: skip
+    return load_preset(
+        "demo",
+        **{
+            "train.freeze_epochs": 2,
+            "train.epochs": 2,
+            "train.batch_size": 8,
+            "train.feature_cache": mode,
+            "train.feature_cache_dtype": "fp32",
+            "data.num_workers": 0,
+            "loss.warmup_steps": 2,
+            **over,
+        },
+    )
 
 
 @pytest.fixture
@@ -29,6 +39,7 @@ def cache_dir(tmp_path, monkeypatch):
     return tmp_path / "cache" / "features"
 
 
+@pytest.mark.slow  # trains a model (a few steps)
 def test_fp32_cache_gives_the_loss_trajectory_of_the_same_run_computed_live(demo_root, tmp_path, cache_dir):
     """Two frozen epochs (30 steps, hardest negatives after step 2, the MOM updating): with the cache the
     losses and margins equal those of the uncached run with the same things turned off (eval-mode
@@ -47,14 +58,20 @@ def test_fp32_cache_gives_the_loss_trajectory_of_the_same_run_computed_live(demo
     assert len(list(cache_dir.glob("image-*"))) == len(list(cache_dir.glob("text-*"))) == 1
 
 
+@pytest.mark.slow  # trains a model (a few steps)
 def test_the_reference_setting_differs_from_the_deterministic_frozen_phase(demo_root, tmp_path, cache_dir):
     """'off' keeps random crops (and train-mode encoders): its losses are not those of 'frozen_live',
     so the equality above is a property of the cache, not of a run that ignores the setting."""
     off = train(
         _cfg("off", **{"train.max_steps": 4}), demo_root, tmp_path / "off", progress=False, eval_split=None
     )
-    live = train(_cfg("frozen_live", **{"train.max_steps": 4}), demo_root, tmp_path / "live", progress=False,
-                 eval_split=None)  # fmt: skip
+    live = train(
+        _cfg("frozen_live", **{"train.max_steps": 4}),
+        demo_root,
+        tmp_path / "live",
+        progress=False,
+        eval_split=None,
+    )
     assert not np.allclose(off.steps["loss"], live.steps["loss"], rtol=1e-4)
 
 

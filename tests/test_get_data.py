@@ -49,8 +49,18 @@ def _records(
             name = f"COCO_{year}_{100000 + n:012d}{ext}" if coco else f"{1000 + 37 * n}_{n:04x}{ext}"
             k = 5 + (n % 3 if extra_caps else 0)
             caps = [f"Picture {n} of the {split} split, caption number {j}." for j in range(k)]
-            out.append({"split": split, "filename": name, "captions": caps, "bytes": _encode(seed + n, fmt),
-                        "fmt": fmt, "seed": seed + n, "year": year, "cocoid": 100000 + n})  # fmt: skip
+            out.append(
+                {
+                    "split": split,
+                    "filename": name,
+                    "captions": caps,
+                    "bytes": _encode(seed + n, fmt),
+                    "fmt": fmt,
+                    "seed": seed + n,
+                    "year": year,
+                    "cocoid": 100000 + n,
+                }
+            )
             n += 1
     return out
 
@@ -68,27 +78,36 @@ def _hf_features_meta(features: dict) -> dict:
 
 
 def _image_struct(recs, with_path: bool):
-    return pa.array([{"bytes": r["bytes"], "path": r["filename"] if with_path else None} for r in recs],
-                    type=pa.struct([("bytes", pa.binary()), ("path", pa.string())]))  # fmt: skip
+    return pa.array(
+        [{"bytes": r["bytes"], "path": r["filename"] if with_path else None} for r in recs],
+        type=pa.struct([("bytes", pa.binary()), ("path", pa.string())]),
+    )
 
 
 def make_nlphuji_parquet(root: Path, recs: list[dict], shards: int = 2) -> Path:
     """nlphuji/flickr30k as parquet (its loading script's features; the parquet-converter's layout):
     image {bytes, path}, caption list of 5, sentids list of str, split, img_id, filename; one HF split."""
-    features = {"image": {"_type": "Image"}, "caption": [{"dtype": "string", "_type": "Value"}],
-                "sentids": [{"dtype": "string", "_type": "Value"}], "split": {"dtype": "string", "_type": "Value"},
-                "img_id": {"dtype": "string", "_type": "Value"}, "filename": {"dtype": "string", "_type": "Value"}}  # fmt: skip
+    features = {
+        "image": {"_type": "Image"},
+        "caption": [{"dtype": "string", "_type": "Value"}],
+        "sentids": [{"dtype": "string", "_type": "Value"}],
+        "split": {"dtype": "string", "_type": "Value"},
+        "img_id": {"dtype": "string", "_type": "Value"},
+        "filename": {"dtype": "string", "_type": "Value"},
+    }
     per = -(-len(recs) // shards)
     for s in range(shards):
         part = recs[s * per : (s + 1) * per]
-        table = pa.table({
-            "image": _image_struct(part, with_path=True),
-            "caption": pa.array([r["captions"] for r in part], type=pa.list_(pa.string())),
-            "sentids": pa.array([[str(5 * i + j) for j in range(5)] for i, _ in enumerate(part)]),
-            "split": pa.array([r["split"] for r in part]),
-            "img_id": pa.array([str(i) for i, _ in enumerate(part)]),
-            "filename": pa.array([r["filename"] for r in part]),
-        }).replace_schema_metadata(_hf_features_meta(features))  # fmt: skip
+        table = pa.table(
+            {
+                "image": _image_struct(part, with_path=True),
+                "caption": pa.array([r["captions"] for r in part], type=pa.list_(pa.string())),
+                "sentids": pa.array([[str(5 * i + j) for j in range(5)] for i, _ in enumerate(part)]),
+                "split": pa.array([r["split"] for r in part]),
+                "img_id": pa.array([str(i) for i, _ in enumerate(part)]),
+                "filename": pa.array([r["filename"] for r in part]),
+            }
+        ).replace_schema_metadata(_hf_features_meta(features))
         (root / "TEST" / "test").mkdir(parents=True, exist_ok=True)
         pq.write_table(table, root / "TEST" / "test" / f"{s:04d}.parquet")
     return root
@@ -110,8 +129,14 @@ def make_bitmind_parquet(root: Path, recs: list[dict]) -> Path:
     """bitmind/MS-COCO: one row per caption: image, filepath, sentids, filename, imgid, split (train /
     restval / val / test), sentences {tokens, raw, imgid, sentid}, cocoid; HF splits train (train +
     restval), validation, test; rows of one image need not be adjacent."""
-    sent = pa.struct([("tokens", pa.list_(pa.string())), ("raw", pa.string()), ("imgid", pa.int32()),
-                      ("sentid", pa.int32())])  # fmt: skip
+    sent = pa.struct(
+        [
+            ("tokens", pa.list_(pa.string())),
+            ("raw", pa.string()),
+            ("imgid", pa.int32()),
+            ("sentid", pa.int32()),
+        ]
+    )
     (root / "data").mkdir(parents=True, exist_ok=True)
     sid = 0
     for hf, splits in (("train", ("train", "restval")), ("validation", ("val",)), ("test", ("test",))):
@@ -122,17 +147,29 @@ def make_bitmind_parquet(root: Path, recs: list[dict]) -> Path:
                     rows.append((i, r, c, sid))
                     sid += 1
         rows = rows[::2] + rows[1::2]  # interleave: an image's rows are not consecutive
-        table = pa.table({
-            "image": _image_struct([r for _, r, _, _ in rows], with_path=False),
-            "filepath": pa.array([r["year"] for _, r, _, _ in rows]),
-            "sentids": pa.array([[s] for *_, s in rows], type=pa.list_(pa.int32())),
-            "filename": pa.array([r["filename"] for _, r, _, _ in rows]),
-            "imgid": pa.array([i for i, *_ in rows], type=pa.int32()),
-            "split": pa.array([r["split"] for _, r, _, _ in rows]),
-            "sentences": pa.array([{"tokens": c.lower().rstrip(".").replace(",", "").split(), "raw": c,
-                                    "imgid": i, "sentid": s} for i, _, c, s in rows], type=sent),
-            "cocoid": pa.array([r["cocoid"] for _, r, _, _ in rows], type=pa.int32()),
-        })  # fmt: skip
+        table = pa.table(
+            {
+                "image": _image_struct([r for _, r, _, _ in rows], with_path=False),
+                "filepath": pa.array([r["year"] for _, r, _, _ in rows]),
+                "sentids": pa.array([[s] for *_, s in rows], type=pa.list_(pa.int32())),
+                "filename": pa.array([r["filename"] for _, r, _, _ in rows]),
+                "imgid": pa.array([i for i, *_ in rows], type=pa.int32()),
+                "split": pa.array([r["split"] for _, r, _, _ in rows]),
+                "sentences": pa.array(
+                    [
+                        {
+                            "tokens": c.lower().rstrip(".").replace(",", "").split(),
+                            "raw": c,
+                            "imgid": i,
+                            "sentid": s,
+                        }
+                        for i, _, c, s in rows
+                    ],
+                    type=sent,
+                ),
+                "cocoid": pa.array([r["cocoid"] for _, r, _, _ in rows], type=pa.int32()),
+            }
+        )
         pq.write_table(table, root / "data" / f"{hf}-00000-of-00001.parquet")
     return root
 
@@ -147,8 +184,10 @@ def make_wds(root: Path, recs: list[dict], per_tar: int = 3) -> Path:
             with tarfile.open(root / split / f"{t // per_tar}.tar", "w") as tf:
                 for k, r in enumerate(part[t : t + per_tar], start=t):
                     ext = "png" if r["fmt"] == "PNG" else "jpg"
-                    for name, data in ((f"s{k:07d}.{ext}", r["bytes"]),
-                                       (f"s{k:07d}.txt", "\n".join(r["captions"]).encode())):  # fmt: skip
+                    for name, data in (
+                        (f"s{k:07d}.{ext}", r["bytes"]),
+                        (f"s{k:07d}.txt", "\n".join(r["captions"]).encode()),
+                    ):
                         info = tarfile.TarInfo(name)
                         info.size = len(data)
                         tf.addfile(info, io.BytesIO(data))
@@ -158,10 +197,22 @@ def make_wds(root: Path, recs: list[dict], per_tar: int = 3) -> Path:
 def karpathy_json(recs: list[dict], dataset: str) -> dict:
     images, sid = [], 0
     for i, r in enumerate(recs):
-        sents = [{"tokens": c.lower().rstrip(".").replace(",", "").split(), "raw": c, "imgid": i,
-                  "sentid": sid + j} for j, c in enumerate(r["captions"])]  # fmt: skip
-        rec = {"sentids": [s["sentid"] for s in sents], "imgid": i, "sentences": sents, "split": r["split"],
-               "filename": r["filename"]}  # fmt: skip
+        sents = [
+            {
+                "tokens": c.lower().rstrip(".").replace(",", "").split(),
+                "raw": c,
+                "imgid": i,
+                "sentid": sid + j,
+            }
+            for j, c in enumerate(r["captions"])
+        ]
+        rec = {
+            "sentids": [s["sentid"] for s in sents],
+            "imgid": i,
+            "sentences": sents,
+            "split": r["split"],
+            "filename": r["filename"],
+        }
         if dataset == "coco":
             rec.update(filepath=r["year"], cocoid=r["cocoid"])
         images.append(rec)
@@ -193,8 +244,15 @@ def make_nlphuji_csv(root: Path, recs: list[dict]) -> Path:
         w = csv.writer(fh)
         w.writerow(["raw", "sentids", "split", "filename", "img_id"])
         for i, r in enumerate(recs):
-            w.writerow([json.dumps(r["captions"]), json.dumps([5 * i + j for j in range(5)]), r["split"],
-                        r["filename"], i])  # fmt: skip
+            w.writerow(
+                [
+                    json.dumps(r["captions"]),
+                    json.dumps([5 * i + j for j in range(5)]),
+                    r["split"],
+                    r["filename"],
+                    i,
+                ]
+            )
     with zipfile.ZipFile(root / "flickr30k-images.zip", "w") as zf:
         for r in recs:
             zf.writestr(f"flickr30k-images/{r['filename']}", r["bytes"])
@@ -221,8 +279,13 @@ def check_against(out: Path, name: str, recs: list[dict], named: bool = True) ->
     assert len(got) == len(recs)
     by_name = {g["filename"]: g for g in got}
     for r in recs:
-        g = by_name[r["filename"]] if named else [x for x in got if x["split"] == r["split"]][
-            [q for q in recs if q["split"] == r["split"]].index(r)]  # fmt: skip
+        g = (
+            by_name[r["filename"]]
+            if named
+            else [x for x in got if x["split"] == r["split"]][
+                [q for q in recs if q["split"] == r["split"]].index(r)
+            ]
+        )
         assert g["split"] == r["split"]
         assert [s["raw"] for s in g["sentences"]] == r["captions"]
         assert g["sentids"] == [s["sentid"] for s in g["sentences"]]
@@ -273,8 +336,9 @@ def test_flickr30k_every_source_format_round_trips(tmp_path, fmt):
 
 def test_flickr8k_from_jxie_parquet_without_file_names(tmp_path):
     recs = _records(F8K)
-    res = gd.get_data("flickr8k", tmp_path / "out", source=str(make_jxie_parquet(tmp_path / "src", recs)),
-                      progress=False)  # fmt: skip
+    res = gd.get_data(
+        "flickr8k", tmp_path / "out", source=str(make_jxie_parquet(tmp_path / "src", recs)), progress=False
+    )
     assert res.counts == F8K
     check_against(tmp_path / "out", "flickr8k", recs, named=False)
     got = json.loads((tmp_path / "out" / "dataset_flickr8k.json").read_text())["images"]
@@ -480,13 +544,20 @@ def test_default_source_calls_the_hub_with_the_pinned_repo_and_revision(tmp_path
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
     res = gd.get_data(name, tmp_path / "out", progress=False)
-    assert calls == [{"repo_id": target.hub.repo_id, "repo_type": "dataset", "revision": target.hub.revision,
-                      "allow_patterns": list(target.hub.allow_patterns)}]  # fmt: skip
+    assert calls == [
+        {
+            "repo_id": target.hub.repo_id,
+            "repo_type": "dataset",
+            "revision": target.hub.revision,
+            "allow_patterns": list(target.hub.allow_patterns),
+        }
+    ]
     assert res.source == f"hf://datasets/{target.hub.repo_id}@{target.hub.revision}"
     with pytest.raises(FileExistsError, match="holds .* from hf://datasets/.*@.*, not .*@v2"):  # other files
         gd.get_data(name, tmp_path / "out", revision="v2", progress=False)
-    assert {"flickr8k": "jxie/flickr8k", "flickr30k": "nlphuji/flickr30k", "coco": "bitmind/MS-COCO"}[name] == (
-        target.hub.repo_id)  # fmt: skip
+    assert {"flickr8k": "jxie/flickr8k", "flickr30k": "nlphuji/flickr30k", "coco": "bitmind/MS-COCO"}[
+        name
+    ] == (target.hub.repo_id)
     if name == "flickr30k":
         assert target.hub.revision == "2b239befc81b6e3f035ce6bd52f5f4d60f5625f7"
     check_against(tmp_path / "out", name, recs, named=name != "flickr8k")
@@ -526,8 +597,10 @@ def test_network_error_becomes_the_offline_message(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub, "snapshot_download", no_network)
     with pytest.raises(gd.HubUnreachableError, match="(?s)Failed to resolve.*--from coco-src") as err:
         gd.get_data("coco", tmp_path / "out", progress=False)
-    assert 'hf download bitmind/MS-COCO --include "data/*.parquet" --repo-type dataset --revision main' in str(
-        err.value)  # fmt: skip
+    assert (
+        'hf download bitmind/MS-COCO --include "data/*.parquet" --repo-type dataset --revision main'
+        in str(err.value)
+    )
 
 
 def test_a_full_disk_during_download_is_not_called_offline(tmp_path, monkeypatch):
@@ -554,8 +627,11 @@ def test_a_missing_local_folder_given_as_source_is_named(tmp_path, monkeypatch):
         raise RepositoryNotFoundError("404 Client Error: Repository Not Found")
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", not_found)
-    with pytest.raises(gd.GetDataError, match="(?s)no dataset 'data/f8k-src' on the Hugging Face hub.*"
-                       "--from data/f8k-src: no such folder here either"):  # fmt: skip
+    with pytest.raises(
+        gd.GetDataError,
+        match="(?s)no dataset 'data/f8k-src' on the Hugging Face hub.*"
+        "--from data/f8k-src: no such folder here either",
+    ):
         gd.get_data("flickr8k", tmp_path / "out", source="data/f8k-src", progress=False)
 
 

@@ -29,8 +29,15 @@ pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]  # 
 
 
 def _cfg(negatives: str):
-    return load_preset("demo", **{"loss.negatives": negatives, "loss.activation_fraction": 0.0,
-                                  "loss.warmup_steps": 1, "loss.mask_same_image": True})  # fmt: skip
+    return load_preset(
+        "demo",
+        **{
+            "loss.negatives": negatives,
+            "loss.activation_fraction": 0.0,
+            "loss.warmup_steps": 1,
+            "loss.mask_same_image": True,
+        },
+    )
 
 
 def _batch(cfg) -> dict:
@@ -38,9 +45,12 @@ def _batch(cfg) -> dict:
     L = cfg.text.max_len
     lens = torch.randint(4, L + 1, (WORLD * B,), generator=g)
     mask = (torch.arange(L)[None, :] < lens[:, None]).long()
-    return {"images": torch.randn(WORLD * B, 3, cfg.image.img_size, cfg.image.img_size, generator=g),
-            "input_ids": torch.randint(5, 500, (WORLD * B, L), generator=g) * mask, "attention_mask": mask,
-            "img_index": torch.tensor(IMG_INDEX)}  # fmt: skip
+    return {
+        "images": torch.randn(WORLD * B, 3, cfg.image.img_size, cfg.image.img_size, generator=g),
+        "input_ids": torch.randint(5, 500, (WORLD * B, L), generator=g) * mask,
+        "attention_mask": mask,
+        "img_index": torch.tensor(IMG_INDEX),
+    }
 
 
 def _model(cfg):
@@ -61,9 +71,15 @@ def _two_steps(model, loss_fn, batch, global_batch: bool) -> list[dict]:
         lo = loss_fn(res.scores, step=step, img_index=res.img_index, global_batch=res.global_batch)
         lo.loss.backward()
         inner = getattr(model, "module", model)
-        out.append({"loss": float(lo.loss.detach()), "margin": float(loss_fn.margin), "hardest": lo.hardest,
-                    "rows": int(lo.stats["n_rows"]),
-                    "grads": {n: p.grad.clone() for n, p in inner.named_parameters() if p.grad is not None}})  # fmt: skip
+        out.append(
+            {
+                "loss": float(lo.loss.detach()),
+                "margin": float(loss_fn.margin),
+                "hardest": lo.hardest,
+                "rows": int(lo.stats["n_rows"]),
+                "grads": {n: p.grad.clone() for n, p in inner.named_parameters() if p.grad is not None},
+            }
+        )
     return out
 
 
@@ -74,8 +90,13 @@ def _worker(rank: int, port: int, root: str, out: str, result_dir: str) -> None:
     from daimlib.losses import MatchingLoss
     from daimlib.train import train
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(WORLD), RANK=str(rank),
-                      LOCAL_RANK=str(rank))  # fmt: skip
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        WORLD_SIZE=str(WORLD),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+    )
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     result = {}
@@ -93,9 +114,18 @@ def _worker(rank: int, port: int, root: str, out: str, result_dir: str) -> None:
         return res
 
     MatchingLoss.forward = recording_forward
-    cfg = load_preset("demo", **{"train.batch_size": B, "train.epochs": 2, "train.freeze_epochs": 1,
-                                 "data.train_split": "val", "loss.warmup_steps": 1, "loss.negatives": "global",
-                                 "train.eval_batch_size": 64})  # fmt: skip
+    cfg = load_preset(
+        "demo",
+        **{
+            "train.batch_size": B,
+            "train.epochs": 2,
+            "train.freeze_epochs": 1,
+            "data.train_split": "val",
+            "loss.warmup_steps": 1,
+            "loss.negatives": "global",
+            "train.eval_batch_size": 64,
+        },
+    )
     res = train(cfg, root, out, progress=False, eval_split="test", device="cpu")
     result.update(seen=seen, steps=res.global_step, state=res.model.state_dict())
     torch.save(result, Path(result_dir) / f"rank{rank}.pt")
@@ -119,8 +149,13 @@ def runs(tmp_path_factory):
         make_demo_dataset(root, seed=0, size=TINY, progress=False)
     out = tmp_path_factory.mktemp("global") / "run"
     results = tmp_path_factory.mktemp("global_results")
-    ctx = mp.start_processes(_worker, args=(_free_port(), str(root), str(out), str(results)), nprocs=WORLD,
-                             join=False, start_method="spawn")  # fmt: skip
+    ctx = mp.start_processes(
+        _worker,
+        args=(_free_port(), str(root), str(out), str(results)),
+        nprocs=WORLD,
+        join=False,
+        start_method="spawn",
+    )
     deadline = time.time() + 300
     while not ctx.join(timeout=5):
         if time.time() > deadline:

@@ -15,13 +15,22 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
 @pytest.mark.slow  # ~1-2 min on 2 busy cores (torch.compile's tracing is most of it)
 def test_cpu_smoke_runs_every_row_and_passes_its_checks():
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    res = subprocess.run([sys.executable, str(SCRIPT), "--cpu-smoke"], capture_output=True, text=True, timeout=600,
-                         env=env)  # fmt: skip
+    res = subprocess.run(
+        [sys.executable, str(SCRIPT), "--cpu-smoke"], capture_output=True, text=True, timeout=600, env=env
+    )
     out = res.stdout
     assert res.returncode == 0, out + res.stderr
-    for row in ("train step, frozen, batch 8", "train step, unfrozen, largest batch found", "DDP 1 process (gloo)",
-                "eval encode 40 images + 200 captions", "eval score 40 x 200, TF32", "eval score 40 x 200, fp32",
-                "torch.compile on", "torch.compile off", "compile vs eager"):  # fmt: skip
+    for row in (
+        "train step, frozen, batch 8",
+        "train step, unfrozen, largest batch found",
+        "DDP 1 process (gloo)",
+        "eval encode 40 images + 200 captions",
+        "eval score 40 x 200, TF32",
+        "eval score 40 x 200, fp32",
+        "torch.compile on",
+        "torch.compile off",
+        "compile vs eager",
+    ):
         assert row in out, row
     assert "| ran " in out and "all checks within tolerance" in out and "EXCEEDED" not in out
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from daimlib import checkpoint as ck
-from daimlib import encoders, hub
+from daimlib import encoders, hub, runtime
 from daimlib.checkpoint import CheckpointError, save_checkpoint
 from daimlib.config import DAIMConfig, load_preset
 from daimlib.data import tokenizer as tokmod
@@ -107,7 +107,7 @@ def test_a_checkpoint_saved_with_its_tokenizer_gives_it_back(model, tmp_path):
 
 
 def test_every_module_uses_the_same_probe():
-    assert encoders.hub_reachable is hub.hub_reachable is tokmod.hub_reachable
+    assert encoders.hub_reachable is hub.hub_reachable is tokmod.hub_reachable is runtime.hub_reachable
 
 
 def test_probe_honours_hf_endpoint_and_hf_hub_offline(monkeypatch):
@@ -118,20 +118,20 @@ def test_probe_honours_hf_endpoint_and_hf_hub_offline(monkeypatch):
     try:
         monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
         monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
-        assert hub.hub_endpoint() == ("127.0.0.1", port)
-        assert hub.hub_reachable(timeout=2)
+        assert runtime.hub_endpoint() == ("127.0.0.1", port)
+        assert runtime.hub_reachable(timeout=2)
         monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-        assert not hub.hub_reachable(timeout=2)
+        assert not runtime.hub_reachable(timeout=2)
     finally:
         server.close()
     monkeypatch.delenv("HF_HUB_OFFLINE")
-    assert not hub.hub_reachable(timeout=2)  # the same endpoint, now closed
+    assert not runtime.hub_reachable(timeout=2)  # the same endpoint, now closed
     monkeypatch.setenv("HF_ENDPOINT", "http://mirror.example")
-    assert hub.hub_endpoint() == ("mirror.example", 80)
+    assert runtime.hub_endpoint() == ("mirror.example", 80)
     monkeypatch.setenv("HF_ENDPOINT", "https://mirror.example/sub/path")
-    assert hub.hub_endpoint() == ("mirror.example", 443)
+    assert runtime.hub_endpoint() == ("mirror.example", 443)
     monkeypatch.delenv("HF_ENDPOINT")
-    assert hub.hub_endpoint() == ("huggingface.co", 443)
+    assert runtime.hub_endpoint() == ("huggingface.co", 443)
 
 
 def test_push_to_hub_uploads_the_saved_folder(model, tmp_path, monkeypatch):
@@ -159,7 +159,9 @@ def test_push_to_hub_uploads_the_saved_folder(model, tmp_path, monkeypatch):
     _same_state(model, uploaded["model"])
 
 
-def test_the_model_card_is_a_hub_model_card_whose_example_runs_as_written(model, tmp_path, monkeypatch, capsys):
+def test_the_model_card_is_a_hub_model_card_whose_example_runs_as_written(
+    model, tmp_path, monkeypatch, capsys
+):
     from huggingface_hub import ModelCard
 
     model.hub_meta = {"metrics": {"rsum": 123.4}, "test_metrics": {"rsum": 120.5, "i2t_r1": 9.5}}
@@ -170,7 +172,9 @@ def test_the_model_card_is_a_hub_model_card_whose_example_runs_as_written(model,
     assert card.data.library_name == "daimlib" and card.data.datasets == [hub.DATASETS["demo"]]
     text = card.text
     assert "| rsum | 120.50 | test (`test`) |" in text and "| rsum | 123.40 | validation (`val`) |" in text
-    assert f"`{model.cfg.image.name}`'s architecture resized to" in text  # the demo's Swin is built, not downloaded
+    assert (
+        f"`{model.cfg.image.name}`'s architecture resized to" in text
+    )  # the demo's Swin is built, not downloaded
     assert "## Limitations" in text and "@article{wang_daim" in text
     example = text.split("```python\n", 1)[1].split("```", 1)[0]
     monkeypatch.chdir(tmp_path / "hf")  # "as written": run it in the saved folder

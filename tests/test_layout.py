@@ -151,8 +151,23 @@ def test_f30k_like_is_deterministic_reused_and_refuses_foreign_folders(f30k, tmp
 
 
 def test_f30k_like_cli(tmp_path, capsys):
-    assert main(["make-f30k-like", "--root", str(tmp_path / "d"), "--train", "6", "--val", "5", "--test", "5",
-                 "-q"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "make-f30k-like",
+                "--root",
+                str(tmp_path / "d"),
+                "--train",
+                "6",
+                "--val",
+                "5",
+                "--test",
+                "5",
+                "-q",
+            ]
+        )
+        == 0
+    )
     assert "Flickr30K-layout folder (6/5/5 images" in capsys.readouterr().out
     assert load_split(tmp_path / "d", "test").n_captions == 25
     (tmp_path / "x").mkdir()
@@ -221,8 +236,22 @@ def test_tiny_preset_trains_and_evaluates_on_a_f30k_layout_folder_from_the_cli(t
     monkeypatch.setenv("DAIM_CACHE_DIR", str(tmp_path / "cache"))
     assert main(["make-f30k-like", "--root", "f30k", "--train", "24", "--val", "5", "--test", "5", "-q"]) == 0
     before = _listing(tmp_path / "f30k")
-    argv = ["train", "--preset", "tiny", "--data-root", "f30k", "--out", "run", "-q", "--device", "cpu",
-            "--set", "train.max_steps=2", "train.batch_size=8", "train.eval_batch_size=10"]  # fmt: skip
+    argv = [
+        "train",
+        "--preset",
+        "tiny",
+        "--data-root",
+        "f30k",
+        "--out",
+        "run",
+        "-q",
+        "--device",
+        "cpu",
+        "--set",
+        "train.max_steps=2",
+        "train.batch_size=8",
+        "train.eval_batch_size=10",
+    ]
     assert main(argv) == 0
     assert (
         main(["evaluate", "--checkpoint", "run/best", "--data-root", "f30k", "--protocol", "demo", "-q"]) == 0
@@ -242,8 +271,13 @@ def test_data_identity_names_layout_hash_and_split_sizes(f30k, tmp_path):
     ident = data_identity(f30k)
     raw = (f30k / "dataset_flickr30k.json").read_bytes()
     want = hashlib.sha256(raw).hexdigest()
-    assert ident == {"layout": "f30k", "files": ["dataset_flickr30k.json"], "sha256": want,
-                     "images": {"train": 40, "val": 10, "test": 10}, "n_images": 60}  # fmt: skip
+    assert ident == {
+        "layout": "f30k",
+        "files": ["dataset_flickr30k.json"],
+        "sha256": want,
+        "images": {"train": 40, "val": 10, "test": 10},
+        "n_images": 60,
+    }
     assert (
         describe_data(f30k)
         == f"f30k layout (dataset_flickr30k.json, sha256 {want[:12]}): train 40 / val 10 / test 10 images"
@@ -257,9 +291,16 @@ def test_data_identity_names_layout_hash_and_split_sizes(f30k, tmp_path):
 
 
 def test_coco_karpathy_images_may_sit_in_the_root_or_under_images(tmp_path):
-    recs = [{"filename": f"{s}.jpg", "filepath": year, "split": s, "cocoid": i,
-             "sentences": [{"raw": f"caption {k} of {s}"} for k in range(5)]}
-            for i, (s, year) in enumerate([("train", "train2014"), ("test", "val2014")])]  # fmt: skip
+    recs = [
+        {
+            "filename": f"{s}.jpg",
+            "filepath": year,
+            "split": s,
+            "cocoid": i,
+            "sentences": [{"raw": f"caption {k} of {s}"} for k in range(5)],
+        }
+        for i, (s, year) in enumerate([("train", "train2014"), ("test", "val2014")])
+    ]
     for base in ("root", "images"):
         root = tmp_path / base
         folder = root if base == "root" else root / "images"

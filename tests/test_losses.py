@@ -232,7 +232,9 @@ def test_flat_ratio_is_the_sum_of_hinges_over_its_equal_scores_value():
 
 def test_adaptive_warmup_waits_for_the_model_to_leave_the_flat_start_then_stays_hardest():
     flat, learned = torch.full((3, 3), 0.5), torch.eye(3)  # ratio 1 and ratio 0
-    loss_fn = MatchingLoss(AdaptiveMargin(enabled=False), hardest=True, warmup_steps=2, warmup_until=0.5).train()
+    loss_fn = MatchingLoss(
+        AdaptiveMargin(enabled=False), hardest=True, warmup_steps=2, warmup_until=0.5
+    ).train()
     seen = []
     for step, S in enumerate([learned, learned, flat, flat, S3, flat, learned]):
         out = loss_fn(S, step=step)
@@ -251,7 +253,9 @@ def test_adaptive_warmup_waits_for_the_model_to_leave_the_flat_start_then_stays_
 
 def test_adaptive_warmup_is_capped_and_off_by_default_and_in_eval_mode():
     flat = torch.full((3, 3), 0.5)
-    capped = MatchingLoss(AdaptiveMargin(enabled=False), warmup_steps=1, warmup_until=0.2, warmup_max_steps=3).train()
+    capped = MatchingLoss(
+        AdaptiveMargin(enabled=False), warmup_steps=1, warmup_until=0.2, warmup_max_steps=3
+    ).train()
     assert [capped(flat, step=k).hardest for k in range(5)] == [False, False, False, True, True]
     assert capped.warmup_end == 3
     fixed = MatchingLoss(AdaptiveMargin(enabled=False), warmup_steps=2).train()
@@ -281,7 +285,9 @@ def test_matching_loss_moves_the_margin_in_training_mode_only_and_the_hinge_uses
 
 
 def test_matching_loss_masks_same_image_pairs_from_the_negatives():
-    S = torch.tensor([[0.9, 0.5, 0.8, 0.1], [0.4, 0.7, 0.2, 0.3], [0.85, 0.1, 0.6, 0.2], [0.0, 0.3, 0.1, 0.5]])
+    S = torch.tensor(
+        [[0.9, 0.5, 0.8, 0.1], [0.4, 0.7, 0.2, 0.3], [0.85, 0.1, 0.6, 0.2], [0.0, 0.3, 0.1, 0.5]]
+    )
     idx = torch.tensor([0, 1, 0, 2])
     mask = torch.zeros(4, 4, dtype=torch.bool)
     mask[0, 2] = mask[2, 0] = True
@@ -296,13 +302,25 @@ def test_matching_loss_masks_same_image_pairs_from_the_negatives():
 def test_matching_loss_from_config_carries_every_knob():
     from daimlib.config import load_preset
 
-    cfg = load_preset("demo", **{"loss.warmup_steps": 7, "loss.margin": 0.35, "loss.adaptive": False,
-                                 "loss.mask_same_image": True, "loss.reduction": "mean"})  # fmt: skip
+    cfg = load_preset(
+        "demo",
+        **{
+            "loss.warmup_steps": 7,
+            "loss.margin": 0.35,
+            "loss.adaptive": False,
+            "loss.mask_same_image": True,
+            "loss.reduction": "mean",
+        },
+    )
     loss_fn = MatchingLoss.from_config(cfg.loss)
     assert (loss_fn.warmup_steps, loss_fn.mask_same_image, loss_fn.reduction) == (7, True, "mean")
     assert float(loss_fn.margin) == pytest.approx(0.35) and not loss_fn.margin_module.enabled
-    assert list(loss_fn.state_dict()) == ["margin_module.margin"]  # the warm-up's end is train state, not a weight
-    adaptive = MatchingLoss.from_config(load_preset("demo", **{"loss.warmup_until": 0.3, "loss.warmup_max_steps": 900}).loss)
+    assert list(loss_fn.state_dict()) == [
+        "margin_module.margin"
+    ]  # the warm-up's end is train state, not a weight
+    adaptive = MatchingLoss.from_config(
+        load_preset("demo", **{"loss.warmup_until": 0.3, "loss.warmup_max_steps": 900}).loss
+    )
     assert (adaptive.warmup_until, adaptive.warmup_max_steps) == (0.3, 900)
 
 

@@ -52,7 +52,9 @@ def test_folder_of_the_old_layout_loads_model_and_margin(tmp_path, model_cfg):
     model, cfg = model_cfg
     folder = _legacy_folder(tmp_path / "old", model, cfg, margin=0.4242)
     keys = set(load_file(str(folder / "model.safetensors")))
-    assert "margin_module.margin" in keys and not any(k.startswith("loss.") for k in keys)  # really the old layout
+    assert "margin_module.margin" in keys and not any(
+        k.startswith("loss.") for k in keys
+    )  # really the old layout
     loaded = load_model(folder)  # strict: the legacy key is the loss's, not an unexpected model key
     sd = model.state_dict()
     assert loaded.state_dict().keys() == sd.keys()

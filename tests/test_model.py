@@ -88,8 +88,9 @@ def test_model_then_loss_equals_the_triplet_loss_of_the_scores(tiny_cfg):
 
 
 def test_two_level_model_encodes_two_levels_and_scores_their_weighted_sum(tiny_cfg):
-    cfg = tiny_cfg.replace(**{"image.stages": (1, 2), "text.hidden_states": (2, 3),
-                              "similarity.level_weights": (1.0, 0.5)})  # fmt: skip
+    cfg = tiny_cfg.replace(
+        **{"image.stages": (1, 2), "text.hidden_states": (2, 3), "similarity.level_weights": (1.0, 0.5)}
+    )
     model = DAIM.from_config(cfg).eval()
     assert len(model.img_proj) == len(model.txt_proj) == 2
     batch = _batch(3)
@@ -130,7 +131,9 @@ def test_similarity_is_fp32_under_autocast(tiny_cfg):
 
 
 def test_mismatched_level_counts_raise(tiny_cfg):
-    with pytest.raises(ValueError, match="image.stages has 3.*level_weights 2"):  # refused when the config is built
+    with pytest.raises(
+        ValueError, match="image.stages has 3.*level_weights 2"
+    ):  # refused when the config is built
         DAIM.from_config(tiny_cfg.replace(**{"similarity.level_weights": [1.0, 1.0]}))
     model = DAIM.from_config(tiny_cfg)
     b = _batch(3)

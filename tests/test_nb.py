@@ -256,6 +256,7 @@ def test_a_run_trained_by_train_itself_is_reused_by_the_notebooks(tiny_demo, tmp
         nb.load_or_train("demo", run, tiny_demo, progress=False, eval_split=None, **TINY_RUN)
 
 
+@pytest.mark.slow  # trains a model (a few steps)
 def test_load_or_score_equals_the_evaluation_matrix_and_is_read_back_from_the_cache(
     tiny_demo, tiny_run, monkeypatch
 ):

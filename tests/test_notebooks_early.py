@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from daimlib.checkpoint_io import WEIGHTS, save_checkpoint
+from daimlib.checkpoint import WEIGHTS, save_checkpoint
 from daimlib.config import load_preset
 from daimlib.course import demo_models, nb
 from daimlib.model import DAIM

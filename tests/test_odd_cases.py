@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors import SafetensorError
 
-from daimlib import checkpoint_io
+from daimlib import checkpoint
 from daimlib.__main__ import eval_stem, main
 from daimlib.checkpoint import (
     CheckpointError,
@@ -35,7 +35,9 @@ from daimlib.paths import repo_root
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-FULL = 'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })'
+FULL = (
+    'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })'
+)
 
 
 @pytest.fixture
@@ -52,9 +54,11 @@ def test_a_full_disk_inside_safetensors_is_a_named_error_and_keeps_the_checkpoin
     def full(*a, **k):
         raise SafetensorError(FULL)
 
-    monkeypatch.setattr(checkpoint_io, "save_file", full)
+    monkeypatch.setattr(checkpoint, "save_file", full)
     cfg = load_preset("demo")
-    with pytest.raises(CheckpointError, match=r"No space left on device \(the previous checkpoint there is kept\)"):
+    with pytest.raises(
+        CheckpointError, match=r"No space left on device \(the previous checkpoint there is kept\)"
+    ):
         save_checkpoint(ckpt, DAIM.from_config(cfg), cfg)
     assert (ckpt / "model.safetensors").read_bytes() == before
     assert [p.name for p in ckpt.parent.iterdir()] == ["last"]  # no temporary folder left
@@ -70,7 +74,9 @@ def test_a_lone_surrogate_in_a_caption_names_the_record(tmp_path):
     text = json.dumps({"images": [record]})  # ASCII JSON: the unpaired surrogate becomes the escape \ud800
     assert "\\ud800" in text
     (tmp_path / "dataset_flickr30k.json").write_text(text)
-    with pytest.raises(DatasetFormatError, match=r"images\[0\] \(a.jpg\): sentences\[2\] holds the lone surrogate U\+D800"):
+    with pytest.raises(
+        DatasetFormatError, match=r"images\[0\] \(a.jpg\): sentences\[2\] holds the lone surrogate U\+D800"
+    ):
         load_split(tmp_path, "test")
 
 
@@ -89,7 +95,10 @@ def test_make_demo_data_on_a_file_is_a_named_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--root notes.txt is a file" in err and "Traceback" not in err
     assert (tmp_path / "notes.txt").read_text() == "mine"
-    assert main(["train", "--preset", "demo", "--data-root", "d", "--out", str(tmp_path / "notes.txt"), "-q"]) == 2
+    assert (
+        main(["train", "--preset", "demo", "--data-root", "d", "--out", str(tmp_path / "notes.txt"), "-q"])
+        == 2
+    )
     assert "notes.txt is a file, not a folder" in capsys.readouterr().err
 
 
@@ -104,11 +113,15 @@ def test_a_corrupt_or_empty_data_tokenizer_names_the_folder_and_the_cause(small_
     text_cfg = load_preset("demo").text
     tok = small_demo / "tokenizer"
     (tok / "tokenizer.json").write_text('{"version": "1.0", "model": ')  # cut short
-    with pytest.raises(ValueError, match=r"cannot read the demo tokenizer folder tokenizer/ \(it holds tokenizer.json"):
+    with pytest.raises(
+        ValueError, match=r"cannot read the demo tokenizer folder tokenizer/ \(it holds tokenizer.json"
+    ):
         load_tokenizer(text_cfg, small_demo)
     for f in tok.iterdir():
         f.unlink()
-    with pytest.raises(ValueError, match=r"the demo tokenizer folder tokenizer/ is empty: expected tokenizer.json"):
+    with pytest.raises(
+        ValueError, match=r"the demo tokenizer folder tokenizer/ is empty: expected tokenizer.json"
+    ):
         load_tokenizer(text_cfg, small_demo)
     make_demo_dataset(small_demo, size=(5, 5, 5), progress=False)  # the advice works: written again
     assert len(load_tokenizer(text_cfg, small_demo)) > 10
@@ -144,7 +157,9 @@ def test_non_finite_weights_are_named_not_blamed_on_captions(ckpt):
     with torch.no_grad():
         model.txt_proj[0].weight[0, 0] = float("nan")
     save_checkpoint(ckpt, model, model.cfg)
-    with pytest.raises(CheckpointError, match=r"non-finite weights \(NaN/Inf\) in 1 tensor\(s\): txt_proj.0.weight"):
+    with pytest.raises(
+        CheckpointError, match=r"non-finite weights \(NaN/Inf\) in 1 tensor\(s\): txt_proj.0.weight"
+    ):
         load_model(ckpt)
     sims = torch.tensor([[0.5, float("nan")], [0.1, 0.2]])
     with pytest.raises(ValueError, match="weights are probably not finite") as err:
@@ -162,8 +177,10 @@ def test_a_checkpoint_naming_a_hub_text_model_makes_no_network_attempt(ckpt, mon
     cfg = json.loads((ckpt / "config.json").read_text())
     cfg["text"].update(name="someone/a-text-model", model_kwargs=None, tokenizer=None)
     (ckpt / "config.json").write_text(json.dumps(cfg))
-    record = {"bytes": (ckpt / "config.json").stat().st_size,
-              "sha256": hashlib.sha256((ckpt / "config.json").read_bytes()).hexdigest()}
+    record = {
+        "bytes": (ckpt / "config.json").stat().st_size,
+        "sha256": hashlib.sha256((ckpt / "config.json").read_bytes()).hexdigest(),
+    }
     _edit_meta(ckpt, lambda m: m["files"].update({"config.json": record}))  # as if it had been saved so
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
 
@@ -173,9 +190,13 @@ def test_a_checkpoint_naming_a_hub_text_model_makes_no_network_attempt(ckpt, mon
     monkeypatch.setattr(socket, "getaddrinfo", no_network)
     monkeypatch.setattr(socket, "create_connection", no_network)
     monkeypatch.setenv("HF_HOME", str(ckpt.parent / "empty_hf_home"))
-    with pytest.raises(CheckpointError, match=r"names the hub text model 'someone/a-text-model'.*never goes online"):
+    with pytest.raises(
+        CheckpointError, match=r"names the hub text model 'someone/a-text-model'.*never goes online"
+    ):
         load_checkpoint(ckpt)
-    shutil.rmtree(ckpt / "tokenizer")  # a checkpoint without its tokenizer: the config's, from local files only
+    shutil.rmtree(
+        ckpt / "tokenizer"
+    )  # a checkpoint without its tokenizer: the config's, from local files only
     _edit_meta(ckpt, lambda m: [m["files"].pop(k) for k in list(m["files"]) if k.startswith("tokenizer/")])
     with pytest.raises(CheckpointError, match=r"carries no tokenizer/ folder.*not on this machine"):
         scoring_tokenizer(ckpt, load_config(ckpt), None)
@@ -185,7 +206,9 @@ def test_a_checkpoint_naming_a_hub_text_model_makes_no_network_attempt(ckpt, mon
 def test_only_rank_0_prints_the_summary_under_torchrun(monkeypatch, capsys):
     from daimlib import train as train_mod
 
-    done = SimpleNamespace(stopped="completed", global_step=3, out_dir=Path("runs/x"), best_metrics={}, best_epoch=None)
+    done = SimpleNamespace(
+        stopped="completed", global_step=3, out_dir=Path("runs/x"), best_metrics={}, best_epoch=None
+    )
     monkeypatch.setattr(train_mod, "train", lambda *a, **k: done)
     argv = ["train", "--preset", "demo", "--data-root", "d", "--out", "runs/x"]
     for rank, printed in (("1", False), ("0", True)):
@@ -199,8 +222,10 @@ def test_advice_names_no_option_that_does_not_exist(ckpt):
     other = cfg.replace(**{"similarity.lambda_softmax": 4.0})
     with pytest.raises(CheckpointError) as diff:
         load_checkpoint(ckpt, model=DAIM.from_config(other), expect_cfg=other)
-    small = load_preset("demo", **{"text.hidden_states": (2, 3), "image.stages": (1, 2),
-                                   "similarity.level_weights": (1.0, 1.0)})  # fmt: skip
+    small = load_preset(
+        "demo",
+        **{"text.hidden_states": (2, 3), "image.stages": (1, 2), "similarity.level_weights": (1.0, 1.0)},
+    )
     with pytest.raises(CheckpointError) as keys:
         load_checkpoint(ckpt, model=DAIM.from_config(small), expect_cfg=cfg)
     for err in (diff, keys):
@@ -212,15 +237,31 @@ def test_evaluating_a_shipped_model_writes_nothing_into_models(demo_root, tmp_pa
     if not (shipped / "meta.json").is_file():
         pytest.skip("the shipped demo model is not in this checkout")
     monkeypatch.setenv("DAIM_OUTPUT_DIR", str(tmp_path / "out"))
-    assert eval_stem(shipped, "test_demo") == tmp_path / "out" / "runs" / "eval" / "models" / "demo" / "eval_best_test_demo"
+    assert (
+        eval_stem(shipped, "test_demo")
+        == tmp_path / "out" / "runs" / "eval" / "models" / "demo" / "eval_best_test_demo"
+    )
     assert eval_stem(tmp_path / "run" / "best", "test_demo") == tmp_path / "run" / "eval_best_test_demo"
 
     def tracked_state():
-        return subprocess.run(["git", "status", "--porcelain", "--ignored", "models"], cwd=repo_root(),
-                              capture_output=True, text=True).stdout  # fmt: skip
+        return subprocess.run(
+            ["git", "status", "--porcelain", "--ignored", "models"],
+            cwd=repo_root(),
+            capture_output=True,
+            text=True,
+        ).stdout
 
     before = tracked_state()
-    argv = ["evaluate", "--checkpoint", str(shipped), "--data-root", str(demo_root), "--protocol", "demo", "-q"]
+    argv = [
+        "evaluate",
+        "--checkpoint",
+        str(shipped),
+        "--data-root",
+        str(demo_root),
+        "--protocol",
+        "demo",
+        "-q",
+    ]
     assert main(argv) == 0
     captured = capsys.readouterr()
     assert "is a shipped model (tracked by git); its results go to the ignored folder" in captured.err

@@ -35,15 +35,43 @@ def _fake_hub_cache(cache: Path, captions: list[str]) -> None:
 
 
 def _run(args: list[str], cache: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "PYTHONPATH": str(ROOT),
-           "OMP_NUM_THREADS": "1", "DAIM_CACHE_DIR": str(cache.parent / "daim_cache")}  # fmt: skip
-    return subprocess.run([sys.executable, "-m", "daimlib", *args], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=300)  # fmt: skip
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_HUB_CACHE": str(cache),
+        "PYTHONPATH": str(ROOT),
+        "OMP_NUM_THREADS": "1",
+        "DAIM_CACHE_DIR": str(cache.parent / "daim_cache"),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "daimlib", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )
 
 
 def _evaluate(out: Path, data: Path, cache: Path, *extra: str) -> subprocess.CompletedProcess:
-    return _run(["evaluate", "--checkpoint", str(out), "--data-root", str(data), "--protocol", "demo", "--images",
-                 "3", "-q", "--set", "data.num_workers=0", *extra], cache)  # fmt: skip
+    return _run(
+        [
+            "evaluate",
+            "--checkpoint",
+            str(out),
+            "--data-root",
+            str(data),
+            "--protocol",
+            "demo",
+            "--images",
+            "3",
+            "-q",
+            "--set",
+            "data.num_workers=0",
+            *extra,
+        ],
+        cache,
+    )
 
 
 def test_import_stores_the_locally_found_tokenizer_and_evaluate_needs_no_flag(demo_root, tmp_path):

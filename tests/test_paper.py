@@ -55,10 +55,15 @@ def _images(split, a: int, b: int):
     keep = (split.img_of_caption >= a) & (split.img_of_caption < b)
     idx = keep.nonzero().flatten().tolist()
     return dataclasses.replace(
-        split, image_paths=split.image_paths[a:b], image_ids=split.image_ids[a:b], meta=split.meta[a:b],
-        captions=[split.captions[j] for j in idx], img_of_caption=split.img_of_caption[keep] - a,
-        caption_meta=None, caption_ids=None,
-    )  # fmt: skip
+        split,
+        image_paths=split.image_paths[a:b],
+        image_ids=split.image_ids[a:b],
+        meta=split.meta[a:b],
+        captions=[split.captions[j] for j in idx],
+        img_of_caption=split.img_of_caption[keep] - a,
+        caption_meta=None,
+        caption_ids=None,
+    )
 
 
 def test_a_coco_layout_admits_coco1k_and_coco5k_and_others_their_own_rows(coco_like):
@@ -78,8 +83,12 @@ def test_coco_rows_from_one_matrix_equal_separate_1k_fold_and_5k_evaluations(coc
     whole = evaluate(model, split, tok, cfg, protocol="coco5k", progress=False)[0]
     # COCO 1K: each fold of N_TEST / 5 images encoded and evaluated on its own, then the mean
     fold = N_TEST // 5
-    folds = [evaluate(model, _images(split, k * fold, (k + 1) * fold), tok, cfg, protocol="demo", progress=False)[0]
-             for k in range(5)]  # fmt: skip
+    folds = [
+        evaluate(model, _images(split, k * fold, (k + 1) * fold), tok, cfg, protocol="demo", progress=False)[
+            0
+        ]
+        for k in range(5)
+    ]
     for key in METRIC_KEYS:
         assert res.metrics["coco5k"][key] == pytest.approx(whole[key], abs=1e-6), key
         assert res.metrics["coco1k"][key] == pytest.approx(np.mean([f[key] for f in folds]), abs=1e-6), key
@@ -103,8 +112,9 @@ def test_the_paper_table_puts_published_rows_only_beside_a_benchmark_at_its_size
         assert block.loc[pub.index, "RSUM"].tolist() == pub["RSUM"].tolist()
         assert block.loc[pub.index, "i2t R@1"].tolist() == pub["R@1 i2t"].tolist()
         assert block.loc[pub.index, "i2t R@5"].isna().all()  # published sources give R@1 and RSUM only
-        assert block.loc["mine", METRICS].tolist() == [per[protocol][k] for k in METRIC_KEYS if "med" not in k
-                                                       and "mean" not in k]  # fmt: skip
+        assert block.loc["mine", METRICS].tolist() == [
+            per[protocol][k] for k in METRIC_KEYS if "med" not in k and "mean" not in k
+        ]
         assert block.loc["mine", "source"] == MEASURED
     small = paper_table(per, n_images=500, n_captions=2500, name="mine")
     assert list(small["method"]) == ["mine", "mine"]  # another size: no published row beside it
@@ -146,8 +156,10 @@ def test_the_paper_files_parse_back_to_the_table(tmp_path):
     assert all(f"- {n}" in md for n in res.notes)
     tex = paths[2].read_text()
     body = tex.split("\\midrule\n")[1].split("\n\\bottomrule")[0].splitlines()
-    tex_rows = [[c.replace("\\_", "_").replace("\\%", "%") for c in line.removesuffix(" \\\\").split(" & ")]
-                for line in body]  # fmt: skip
+    tex_rows = [
+        [c.replace("\\_", "_").replace("\\%", "%") for c in line.removesuffix(" \\\\").split(" & ")]
+        for line in body
+    ]
     assert tex_rows == want
     assert "50\\%" in tex.split("\\end{tabular}")[1]  # the notes under the table, escaped
     rec = json.loads(paths[3].read_text())
@@ -176,8 +188,20 @@ def test_evaluate_protocol_paper_writes_every_file_with_the_notes(coco_like, tmp
     save_checkpoint(
         tmp_path / "run" / "best", _model(cfg), cfg, tokenizer=tok, meta={"kind": "best", "epoch": 3}
     )
-    rc = main(["evaluate", "--checkpoint", str(tmp_path / "run" / "best"), "--data-root", str(root), "--protocol",
-               "paper", "-q", "--set", "train.eval_batch_size=20"])  # fmt: skip
+    rc = main(
+        [
+            "evaluate",
+            "--checkpoint",
+            str(tmp_path / "run" / "best"),
+            "--data-root",
+            str(root),
+            "--protocol",
+            "paper",
+            "-q",
+            "--set",
+            "train.eval_batch_size=20",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     stem = tmp_path / "run" / "eval_best_test_paper"
     rec = json.loads(stem.with_suffix(".json").read_text())
@@ -195,8 +219,19 @@ def test_evaluate_protocol_paper_writes_every_file_with_the_notes(coco_like, tmp
 def test_evaluate_set_refuses_a_key_of_the_model_and_names_the_ones_it_takes(tmp_path, capsys):
     from daimlib.__main__ import main
 
-    rc = main(["evaluate", "--checkpoint", str(tmp_path), "--data-root", str(tmp_path), "--protocol", "demo",
-               "--set", "similarity.direction=i2t"])  # fmt: skip
+    rc = main(
+        [
+            "evaluate",
+            "--checkpoint",
+            str(tmp_path),
+            "--data-root",
+            str(tmp_path),
+            "--protocol",
+            "demo",
+            "--set",
+            "similarity.direction=i2t",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "similarity.direction" in err and "text.tokenizer" in err and "data.*" in err
 
@@ -215,9 +250,16 @@ def _dist_worker(rank: int, port: int, root: str, out: str) -> None:
         model = _model(cfg)
         feats = encode_split(model, split, tok, cfg.data, progress=False, shard=True)
         res = evaluate_paper(model, split, tok, cfg, name="tiny", progress=False, return_sims=True)
-        torch.save({"held": feats.img_levels[0].shape[0], "offset": feats.img_offset, "metrics": res.metrics,
-                    "sims": torch.from_numpy(res.sims), "processes": res.record["evaluation"]["processes"]},
-                   f"{out}/rank{rank}.pt")  # fmt: skip
+        torch.save(
+            {
+                "held": feats.img_levels[0].shape[0],
+                "offset": feats.img_offset,
+                "metrics": res.metrics,
+                "sims": torch.from_numpy(res.sims),
+                "processes": res.record["evaluation"]["processes"],
+            },
+            f"{out}/rank{rank}.pt",
+        )
     finally:
         dist.destroy_process_group()
 

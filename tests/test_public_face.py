@@ -19,7 +19,10 @@ def _python(code: str) -> str:
 
 
 def test_import_daimlib_loads_no_heavy_module():
-    assert _python("import sys, daimlib; print(sorted({'torch', 'timm', 'transformers'} & set(sys.modules)))") == "[]"
+    assert (
+        _python("import sys, daimlib; print(sorted({'torch', 'timm', 'transformers'} & set(sys.modules)))")
+        == "[]"
+    )
 
 
 def test_every_public_name_is_the_object_its_module_defines():
@@ -27,8 +30,17 @@ def test_every_public_name_is_the_object_its_module_defines():
 
     for name, module in daimlib._PUBLIC.items():
         assert getattr(daimlib, name) is getattr(importlib.import_module(f"daimlib.{module}"), name), name
-    assert set(daimlib.__all__) >= {"DAIM", "DAIMConfig", "load_preset", "load_model", "train", "evaluate",
-                                    "load_split", "make_demo_dataset", "__version__"}  # fmt: skip
+    assert set(daimlib.__all__) >= {
+        "DAIM",
+        "DAIMConfig",
+        "load_preset",
+        "load_model",
+        "train",
+        "evaluate",
+        "load_split",
+        "make_demo_dataset",
+        "__version__",
+    }
 
 
 def test_train_and_evaluate_call_their_functions_whichever_import_came_first():

@@ -20,12 +20,27 @@ def _run_folder(path: Path, val_rsums, best, sha="abc", test=None, shipped=False
     path.mkdir(parents=True)
     n = len(val_rsums)
     steps = range(312 * n)  # the step history: sum of hinges before warmup_end, hardest negatives from it on
-    pd.DataFrame({"step": steps, "loss": [806.4 if k < 150 else 5.0 for k in steps], "n_correct": [k % 4 for k in steps],
-                  "hardest": [k >= warmup_end for k in steps]}).to_csv(path / "history_steps.csv", index=False)  # fmt: skip
-    (path / "config.json").write_text(json.dumps({"train": {"batch_size": 64}, "loss": {"margin": 0.2, "warmup_steps": 150}}))
-    pd.DataFrame({"epoch": range(n), "step": [312 * (e + 1) for e in range(n)], "rsum": val_rsums,
-                  "best": best, "epoch_s": [100.0 + e for e in range(n)],
-                  "elapsed_min": [2.0 * (e + 1) for e in range(n)]}).to_csv(path / "history_epochs.csv", index=False)  # fmt: skip
+    pd.DataFrame(
+        {
+            "step": steps,
+            "loss": [806.4 if k < 150 else 5.0 for k in steps],
+            "n_correct": [k % 4 for k in steps],
+            "hardest": [k >= warmup_end for k in steps],
+        }
+    ).to_csv(path / "history_steps.csv", index=False)
+    (path / "config.json").write_text(
+        json.dumps({"train": {"batch_size": 64}, "loss": {"margin": 0.2, "warmup_steps": 150}})
+    )
+    pd.DataFrame(
+        {
+            "epoch": range(n),
+            "step": [312 * (e + 1) for e in range(n)],
+            "rsum": val_rsums,
+            "best": best,
+            "epoch_s": [100.0 + e for e in range(n)],
+            "elapsed_min": [2.0 * (e + 1) for e in range(n)],
+        }
+    ).to_csv(path / "history_epochs.csv", index=False)
     test = test or dict(zip(KEYS, [30.0, 60.0, 75.0, 35.0, 85.0, 95.0]))
     test = {**test, "rsum": sum(test[k] for k in KEYS)}
     if shipped:
@@ -46,8 +61,13 @@ def test_collect_reads_best_epoch_test_metrics_and_curve(tmp_path, monkeypatch):
     monkeypatch.setattr(rs, "train_fit", _fake_fit)
     _run_folder(tmp_path / "models" / "demo", [350.0, 380.5, 379.0], [True, True, False], shipped=True)
     runs = tmp_path / "runs"
-    _run_folder(runs / "step6", [340.0, 390.0, 395.25, 391.0], [True, True, True, False],
-                test=dict(zip(KEYS, [31.0, 61.0, 76.0, 36.0, 86.0, 96.0])), warmup_end=437)  # fmt: skip
+    _run_folder(
+        runs / "step6",
+        [340.0, 390.0, 395.25, 391.0],
+        [True, True, True, False],
+        test=dict(zip(KEYS, [31.0, 61.0, 76.0, 36.0, 86.0, 96.0])),
+        warmup_end=437,
+    )
     (runs / "step4").mkdir(parents=True)  # started, not scored: left out
     table = rs.collect(runs, tmp_path / "out", "data/demo")
     assert list(table["recipe"]) == ["shipped", "step6"]
@@ -77,8 +97,12 @@ def test_collect_keeps_committed_rows_of_recipes_not_run_here(tmp_path, monkeypa
     _run_folder(runs / "step6", [340.0, 390.0], [True, True])
     first = rs.collect(runs, out, "data/demo")
     (tmp_path / "runs2").mkdir()
-    _run_folder(tmp_path / "runs2" / "wide", [360.0, 401.5], [True, True],
-                test=dict(zip(KEYS, [40.0, 70.0, 85.0, 41.0, 90.0, 97.0])))  # fmt: skip
+    _run_folder(
+        tmp_path / "runs2" / "wide",
+        [360.0, 401.5],
+        [True, True],
+        test=dict(zip(KEYS, [40.0, 70.0, 85.0, 41.0, 90.0, 97.0])),
+    )
     second = rs.collect(tmp_path / "runs2", out, "data/demo").set_index("recipe")
     assert list(second.index) == ["shipped", "step6", "wide"]  # RECIPES order
     assert second.loc["wide", "test_rsum"] == pytest.approx(40 + 70 + 85 + 41 + 90 + 97)
@@ -133,12 +157,20 @@ def test_wide_hat_warmup_table_is_the_committed_losses():
     for probe, g in losses.groupby("probe", sort=False):
         assert (g["step"].to_numpy() == range(len(g))).all(), probe
         first, last = g["loss"].iloc[:10].mean(), g["loss"].iloc[-10:].mean()
-        row = re.search(rf"\| `{re.escape(probe)}` \| (\w+) \| (\d+) \| [^|]+ \| (\d+) \| (\d+) \| ([\d.]+) \| ([\d.]+) \| ([^|]+) \|",
-                        readme)  # fmt: skip
+        row = re.search(
+            rf"\| `{re.escape(probe)}` \| (\w+) \| (\d+) \| [^|]+ \| (\d+) \| (\d+) \| ([\d.]+) \| ([\d.]+) \| ([^|]+) \|",
+            readme,
+        )
         assert row, f"README has no row for {probe}"
         assert [row.group(1), int(row.group(2)), int(row.group(3)), int(row.group(4))] == [
-            g["swin"].iloc[0], g["seed"].iloc[0], g["warmup_steps"].iloc[0], len(g)]  # fmt: skip
-        assert float(row.group(5)) == pytest.approx(first, abs=0.05) and float(row.group(6)) == pytest.approx(last, abs=0.05)
+            g["swin"].iloc[0],
+            g["seed"].iloc[0],
+            g["warmup_steps"].iloc[0],
+            len(g),
+        ]
+        assert float(row.group(5)) == pytest.approx(first, abs=0.05) and float(row.group(6)) == pytest.approx(
+            last, abs=0.05
+        )
         # "starts at step": a naive scan for the first 10-step window whose mean is below 90 % of flat
         loss = g["loss"].tolist()
         start = next((i for i in range(9, len(loss)) if sum(loss[i - 9 : i + 1]) / 10 < 0.9 * flat), None)
@@ -172,9 +204,21 @@ def test_seed_summary_against_hand_worked_numbers():
 
     from daimlib.course.stats import seeds_needed
 
-    table, cmps = rs.seed_summary(_seed_table({"shipped": 390.0, "seed1": 400.0, "wide": 430.0,
-                                               "wide_seed1": 440.0, "wide_seed2": 450.0, "step6": 1.0,
-                                               "hat_shipped": 350.0, "hat_seed1": 80.0, "baseline_shipped": 398.0}))  # fmt: skip
+    table, cmps = rs.seed_summary(
+        _seed_table(
+            {
+                "shipped": 390.0,
+                "seed1": 400.0,
+                "wide": 430.0,
+                "wide_seed1": 440.0,
+                "wide_seed2": 450.0,
+                "step6": 1.0,
+                "hat_shipped": 350.0,
+                "hat_seed1": 80.0,
+                "baseline_shipped": 398.0,
+            }
+        )
+    )
     t = table.set_index("group")
     assert t.loc["narrow", "mean"] == pytest.approx(395.0) and t.loc["wide", "mean"] == pytest.approx(440.0)
     assert t.loc["narrow", "sd"] == pytest.approx(50**0.5) and t.loc["wide", "sd"] == pytest.approx(10.0)
@@ -199,7 +243,13 @@ def test_seed_summary_against_hand_worked_numbers():
 def test_seed_summary_direction_is_baseline_minus_hat():
     from scipy import stats as st
 
-    values = {"hat_shipped": 350.0, "hat_seed1": 80.0, "hat_seed2": 300.0, "baseline_shipped": 398.0, "baseline_seed1": 402.0}
+    values = {
+        "hat_shipped": 350.0,
+        "hat_seed1": 80.0,
+        "hat_seed2": 300.0,
+        "baseline_shipped": 398.0,
+        "baseline_seed1": 402.0,
+    }
     _, cmps = rs.seed_summary(_seed_table(values))
     c = cmps["direction"]
     assert c["diff"] == pytest.approx(400.0 - 730.0 / 3)  # t2i minus i2t
@@ -245,18 +295,28 @@ def test_the_arms_by_seed_table_and_the_numbers_beside_it_are_the_committed_rows
     results = (REPO / "results" / "recipe_search" / "README.md").read_text()
     stuck = table.loc[["hat_seed1", "hat_seed3"]]
     assert (stuck["test_rsum"] < 100).all()
-    assert f"best\n  val RSUM {stuck['best_val_rsum'].iloc[0]:.1f} and {stuck['best_val_rsum'].iloc[1]:.1f}" in results
+    assert (
+        f"best\n  val RSUM {stuck['best_val_rsum'].iloc[0]:.1f} and {stuck['best_val_rsum'].iloc[1]:.1f}"
+        in results
+    )
     assert f"{stuck['train500_rsum'].iloc[0]:.1f} and {stuck['train500_rsum'].iloc[1]:.1f} on 500" in results
     best = table["test_rsum"].idxmax()
     assert best == "hat_seed2" and (table["test_rsum"] >= 450).sum() == 1
     assert f"**{table.loc[best, 'test_rsum']:.1f}**" in results and "only one above 450" in results
     base = [float(table.loc[r, "test_rsum"]) for r in rs.SEED_GROUPS["baseline"][1]]
     assert f"agree within {max(base) - min(base):.1f}" in results
-    pairs = zip(rs.SEED_GROUPS["narrow"][1], rs.SEED_GROUPS["baseline"][1])  # DAIM and baseline of seeds 0, 1, 2
+    pairs = zip(
+        rs.SEED_GROUPS["narrow"][1], rs.SEED_GROUPS["baseline"][1]
+    )  # DAIM and baseline of seeds 0, 1, 2
     d = [table.loc[a, "test_rsum"] - table.loc[b, "test_rsum"] for a, b in pairs]
-    assert f"by seed, {d[0]:.1f} (seed 0), {d[1]:.1f} (seed 1) and {d[2]:+.1f} (seed 2)".replace("-", "−") in results
+    assert (
+        f"by seed, {d[0]:.1f} (seed 0), {d[1]:.1f} (seed 1) and {d[2]:+.1f} (seed 2)".replace("-", "−")
+        in results
+    )
     daim = [float(table.loc[r, "test_rsum"]) for r in rs.SEED_GROUPS["narrow"][1]]
-    assert f"DAIM's three\n  within {max(daim) - min(daim):.1f} ({min(daim):.1f} to {max(daim):.1f})" in results
+    assert (
+        f"DAIM's three\n  within {max(daim) - min(daim):.1f} ({min(daim):.1f} to {max(daim):.1f})" in results
+    )
 
 
 @pytest.mark.docs
@@ -267,7 +327,10 @@ def test_the_demo_hat_preset_notes_quote_its_seeds():
     notes = " ".join(PRESET_NOTES["demo_hat"][1].split())
     hat = [table[r] for r in rs.SEED_GROUPS["hat"][1]]
     base = [table[r] for r in rs.SEED_GROUPS["baseline"][1]]
-    assert f"test RSUM {hat[0]:.1f} (seed 0, the shipped model), {hat[1]:.1f}, {hat[2]:.1f} and {hat[3]:.1f}" in notes
+    assert (
+        f"test RSUM {hat[0]:.1f} (seed 0, the shipped model), {hat[1]:.1f}, {hat[2]:.1f} and {hat[3]:.1f}"
+        in notes
+    )
     assert f"reach {min(base):.1f}-{max(base):.1f}" in notes
 
 
@@ -282,11 +345,23 @@ def test_the_warmup_table_and_what_the_readme_says_of_it_are_the_committed_rows(
     assert len(printed) >= 2 + 14
     for line in printed:
         assert line in results, line
-    t = pd.read_csv(REPO / "results" / "recipe_search" / "runs.csv").set_index("recipe").loc[
-        [r for r in rs.WARMUP_RUNS if r in set(pd.read_csv(REPO / "results" / "recipe_search" / "runs.csv")["recipe"])]]
+    t = (
+        pd.read_csv(REPO / "results" / "recipe_search" / "runs.csv")
+        .set_index("recipe")
+        .loc[
+            [
+                r
+                for r in rs.WARMUP_RUNS
+                if r in set(pd.read_csv(REPO / "results" / "recipe_search" / "runs.csv")["recipe"])
+            ]
+        ]
+    )
     fixed = t[~t.index.str.endswith("_adaptive")]  # the fixed 150-step warm-up
     assert (fixed["warmup_end"] == 150).all()
-    started, stalled = fixed[fixed["flat_ratio_end_fixed"] <= 0.25], fixed[fixed["flat_ratio_end_fixed"] >= 0.6]
+    started, stalled = (
+        fixed[fixed["flat_ratio_end_fixed"] <= 0.25],
+        fixed[fixed["flat_ratio_end_fixed"] >= 0.6],
+    )
     assert len(started) + len(stalled) == len(fixed) and len(stalled) == 3
     assert (started["test_rsum"] > 340).all() and (stalled["test_rsum"] < 100).all()
     assert started["rows_right_after_warmup"].min() > 2 * stalled["rows_right_after_warmup"].max() > 0
@@ -296,10 +371,14 @@ def test_the_warmup_table_and_what_the_readme_says_of_it_are_the_committed_rows(
         assert a["warmup_end"] > 150 and a["test_rsum"] > f["test_rsum"] + 50
         assert f"{a['test_rsum']:.1f}" in results and f"{int(a['warmup_end'])}" in results
     adaptive = t[t.index.str.endswith("_adaptive")]
-    assert (adaptive["rows_right_after_warmup"] > 2 * stalled["rows_right_after_warmup"].max()).all()  # all four train
+    assert (
+        adaptive["rows_right_after_warmup"] > 2 * stalled["rows_right_after_warmup"].max()
+    ).all()  # all four train
     # seeds 0 and 2 had left the flat start by step 150: the adaptive rule ends their warm-up within 20 steps of it
     assert (adaptive.loc[["hat_seed0_adaptive", "hat_seed2_adaptive"], "warmup_end"] <= 170).all()
     probes = pd.read_csv(REPO / "results" / "recipe_search" / "adaptive_warmup_probes.csv").set_index("probe")
-    assert probes.loc["hat_seed1_until0.1", "warmup_end"] == t.loc["hat_seed1_adaptive", "warmup_end"]  # same rule, same run
+    assert (
+        probes.loc["hat_seed1_until0.1", "warmup_end"] == t.loc["hat_seed1_adaptive", "warmup_end"]
+    )  # same rule, same run
     for name, r in probes.iterrows():
         assert f"{r['rows_right_steps_500_699']:.1f}" in results, name

@@ -21,11 +21,18 @@ def _split(caps_per_image):
         owner += [i] * n
     n_img = len(caps_per_image)
     return Split(
-        image_paths=[f"{i}.jpg" for i in range(n_img)], captions=caps,
-        img_of_caption=torch.tensor(owner), image_ids=list(range(n_img)), splits=("val",), layout="demo",
-        dataset="demo", source=__import__("pathlib").Path("x.json"), image_root=__import__("pathlib").Path("."),
-        meta=[{"i": i} for i in range(n_img)], caption_meta=[{"c": c} for c in caps],
-    )  # fmt: skip
+        image_paths=[f"{i}.jpg" for i in range(n_img)],
+        captions=caps,
+        img_of_caption=torch.tensor(owner),
+        image_ids=list(range(n_img)),
+        splits=("val",),
+        layout="demo",
+        dataset="demo",
+        source=__import__("pathlib").Path("x.json"),
+        image_root=__import__("pathlib").Path("."),
+        meta=[{"i": i} for i in range(n_img)],
+        caption_meta=[{"c": c} for c in caps],
+    )
 
 
 def test_first_images_keeps_the_first_images_and_exactly_their_captions():
@@ -40,7 +47,9 @@ def test_first_images_keeps_the_first_images_and_exactly_their_captions():
 
 
 def test_the_switches_are_validated_when_the_config_is_built():
-    cfg = load_preset("demo", **{"train.val_images": 3, "train.skip_first_eval": True, "train.eval_features": "fp32"})
+    cfg = load_preset(
+        "demo", **{"train.val_images": 3, "train.skip_first_eval": True, "train.eval_features": "fp32"}
+    )
     assert (cfg.train.val_images, cfg.train.skip_first_eval, cfg.train.eval_features) == (3, True, "fp32")
     with pytest.raises(ConfigError, match="val_images"):
         load_preset("demo", **{"train.val_images": 0})
@@ -67,8 +76,14 @@ def test_skip_first_eval_and_val_images_change_what_training_validates(tmp_path,
         return real(model, split, *a, **kw)
 
     monkeypatch.setattr(train_mod, "evaluate", spy)
-    over = {"train.batch_size": 8, "train.epochs": 3, "train.freeze_epochs": 1, "data.train_split": "val",
-            "data.val_split": "test", "train.eval_batch_size": 64}  # fmt: skip
+    over = {
+        "train.batch_size": 8,
+        "train.epochs": 3,
+        "train.freeze_epochs": 1,
+        "data.train_split": "val",
+        "data.val_split": "test",
+        "train.eval_batch_size": 64,
+    }
     res = train(load_preset("demo", **over), root, tmp_path / "all", progress=False, eval_split="test")
     assert seen == [5, 5, 5] and res.epochs["epoch"].tolist() == [0, 1, 2]
     seen.clear()

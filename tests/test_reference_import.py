@@ -23,6 +23,7 @@ from daimlib import reference as R
 from daimlib.checkpoint import CheckpointError, load_loss, load_model, model_config_diff, read_meta
 from daimlib.config import load_preset
 from daimlib.losses import AdaptiveMargin, triplet_loss
+from daimlib.paths import sha256_file
 from daimlib.reference_map import reference_to_kit
 from daimlib.similarity import scan
 
@@ -93,8 +94,11 @@ def test_architecture_and_config_are_read_from_the_checkpoint(family, imported):
     )
     assert (a.window_size, a.patch_size, a.img_size, a.mlp_ratio) == (7, 4, 224, 4.0)
     assert (a.vocab_size, a.hidden_size, a.num_hidden_layers, a.intermediate_size) == (
-        txt["vocab_size"], txt["hidden_size"], txt["num_hidden_layers"], txt["intermediate_size"]
-    )  # fmt: skip
+        txt["vocab_size"],
+        txt["hidden_size"],
+        txt["num_hidden_layers"],
+        txt["intermediate_size"],
+    )
     assert (a.max_position_embeddings, a.type_vocab_size, a.proj_dim) == (512, 2, 20)
     # the same model as the preset with the fixture's overrides (independently written down)
     expected = load_preset(CONFIGS["daimlib_presets"][family], **CONFIGS["daimlib_overrides"][family])
@@ -166,8 +170,11 @@ def test_imported_model_in_float32_agrees_at_the_1e5_level(family, imported, out
 def test_training_loss_on_the_square_batch_matches_the_reference(family, imported, outputs):
     o, f = outputs, family
     model = imported[f].model.double().eval()
-    batch = {"images": o["inputs/images"].double(), "input_ids": o["inputs/input_ids"][:3],
-             "attention_mask": o["inputs/attention_mask"][:3]}  # fmt: skip
+    batch = {
+        "images": o["inputs/images"].double(),
+        "input_ids": o["inputs/input_ids"][:3],
+        "attention_mask": o["inputs/attention_mask"][:3],
+    }
     loss_fn = imported[f].loss.eval()  # the MatchingLoss holding the imported margin
     with torch.no_grad():
         scores = model(batch).scores
@@ -206,7 +213,7 @@ def test_written_folder_carries_margin_and_provenance_and_loads_with_load_model(
     prov = meta["provenance"]
     info = CONFIGS["checkpoints"][family]
     assert prov["source_file"] == info["file"]
-    assert prov["source_sha256"] == R.sha256_file(CKPT[family])
+    assert prov["source_sha256"] == sha256_file(CKPT[family])
     assert (prov["lightning_version"], prov["epoch"], prov["global_step"]) == (
         "1.3.2",
         info["epoch"],
@@ -247,8 +254,10 @@ def test_a_bare_state_dict_file_imports_with_its_preset(imported, tmp_path, outp
     o = outputs
     assert res.provenance["margin"] == 0.2  # no stored config: the preset's initial margin
     with torch.no_grad():
-        s = res.model.similarity(res.model.encode_image(o["inputs/images"]),
-                                 *res.model.encode_text(o["inputs/input_ids"], o["inputs/attention_mask"]))  # fmt: skip
+        s = res.model.similarity(
+            res.model.encode_image(o["inputs/images"]),
+            *res.model.encode_text(o["inputs/input_ids"], o["inputs/attention_mask"]),
+        )
     assert (s.double() - o["daim/sims/total"]).abs().max() < 1e-5
 
 
@@ -270,8 +279,10 @@ def test_other_family_preset_is_refused_unless_forced(imported, outputs, tmp_pat
         res = R.import_reference(CKPT["hat"], preset="daim_f30k", force=True, text_heads=2)
     o = outputs
     with torch.no_grad():
-        s = res.model.similarity(res.model.encode_image(o["inputs/images"]),
-                                 *res.model.encode_text(o["inputs/input_ids"], o["inputs/attention_mask"]))  # fmt: skip
+        s = res.model.similarity(
+            res.model.encode_image(o["inputs/images"]),
+            *res.model.encode_text(o["inputs/input_ids"], o["inputs/attention_mask"]),
+        )
     assert (s.double() - o["hat/sims/total"]).abs().max() > 0.1  # it loads, and computes another function
     # the same family with another dataset is fine
     with warnings.catch_warnings():
@@ -296,16 +307,29 @@ def _reshape(sd):
     "edit, pattern",
     [
         (lambda sd: sd.pop("cross_modal_text_transform_2.bias"), r"1 missing keys.*txt_proj\.1\.bias"),
-        (lambda sd: sd.__setitem__("vit_model.extra.weight", torch.zeros(2)), r"1 extra keys.*vit_model\.extra\.weight"),
+        (
+            lambda sd: sd.__setitem__("vit_model.extra.weight", torch.zeros(2)),
+            r"1 extra keys.*vit_model\.extra\.weight",
+        ),
         (_rename, r"1 extra keys.*mlp\.fc_1\.weight.*1 missing keys.*layers\.2\.blocks\.5\.mlp\.fc1\.weight"),
-        (_reshape, r"1 reshaped keys: vit_model\.layers\.2\.blocks\.5\.mlp\.fc1\.weight: checkpoint \(128, 31\) vs kit"),
-        (lambda sd: sd["vit_model.layers.1.blocks.1.attn_mask"].mul_(2),
-         r"buffers that differ.*layers\.1\.blocks\.1\.attn_mask"),
-        (lambda sd: sd.__setitem__("cross_modal_text_transform.weight", sd["cross_modal_text_transform.weight"].t()
-                                   .contiguous().repeat(2, 1)[:20]), r"reshaped keys: cross_modal_text_transform\.weight"),
+        (
+            _reshape,
+            r"1 reshaped keys: vit_model\.layers\.2\.blocks\.5\.mlp\.fc1\.weight: checkpoint \(128, 31\) vs kit",
+        ),
+        (
+            lambda sd: sd["vit_model.layers.1.blocks.1.attn_mask"].mul_(2),
+            r"buffers that differ.*layers\.1\.blocks\.1\.attn_mask",
+        ),
+        (
+            lambda sd: sd.__setitem__(
+                "cross_modal_text_transform.weight",
+                sd["cross_modal_text_transform.weight"].t().contiguous().repeat(2, 1)[:20],
+            ),
+            r"reshaped keys: cross_modal_text_transform\.weight",
+        ),
     ],
     ids=["missing", "extra", "renamed", "reshaped", "buffer", "transposed"],
-)  # fmt: skip
+)
 def test_edited_state_dicts_are_refused_with_a_list_of_keys(tmp_path, edit, pattern):
     path = _write_variant(tmp_path, edit)
     with pytest.raises(CheckpointError, match=pattern):
@@ -316,13 +340,22 @@ def test_a_plain_timm_swin_or_bert_state_dict_is_refused_as_foreign(tmp_path):
     import timm
     from transformers import BertConfig, BertModel
 
-    swin = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, embed_dim=8, depths=[1, 1, 1, 1],
-                             num_heads=[1, 1, 1, 1], num_classes=0)  # fmt: skip
+    swin = timm.create_model(
+        "swin_tiny_patch4_window7_224",
+        pretrained=False,
+        embed_dim=8,
+        depths=[1, 1, 1, 1],
+        num_heads=[1, 1, 1, 1],
+        num_classes=0,
+    )
     torch.save(swin.state_dict(), tmp_path / "swin.pth")
     with pytest.raises(CheckpointError, match="plain timm Swin state dict"):
         R.import_reference(tmp_path / "swin.pth", preset="daim_f30k")
-    bert = BertModel(BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=1,
-                                intermediate_size=16))  # fmt: skip
+    bert = BertModel(
+        BertConfig(
+            vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=16
+        )
+    )
     torch.save(bert.state_dict(), tmp_path / "bert.bin")
     with pytest.raises(CheckpointError, match="plain BERT state dict"):
         R.import_reference(tmp_path / "bert.bin", preset="daim_f30k")
@@ -350,8 +383,13 @@ def test_truncated_empty_and_non_checkpoint_files_are_refused(tmp_path):
 
 def test_list_globals_names_what_the_pickle_references_without_loading_it():
     names = R.list_globals(CKPT["daim"])
-    assert set(names) == {"collections.OrderedDict", "torch._utils._rebuild_tensor_v2", "torch.FloatStorage",
-                          "torch.LongStorage", "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint"}  # fmt: skip
+    assert set(names) == {
+        "collections.OrderedDict",
+        "torch._utils._rebuild_tensor_v2",
+        "torch.FloatStorage",
+        "torch.LongStorage",
+        "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint",
+    }
     # torch's own scan finds exactly one global outside its allow-list, the one we stand in for
     assert torch.serialization.get_unsafe_globals_in_checkpoint(str(CKPT["daim"])) == [
         "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint"
@@ -375,8 +413,9 @@ def test_sacred_read_only_containers_load_as_plain_containers(tmp_path):
         cls.__module__, cls.__qualname__ = "sacred.config.custom_containers", name
     ck = _raw("hat")
     ck.pop("callbacks")
-    ck["hyper_parameters"] = {"config": ReadOnlyDict({**ck["hyper_parameters"]["config"],
-                                                      "loss_names": ReadOnlyList([1, 2])})}  # fmt: skip
+    ck["hyper_parameters"] = {
+        "config": ReadOnlyDict({**ck["hyper_parameters"]["config"], "loss_names": ReadOnlyList([1, 2])})
+    }
     import sys
     import types
 

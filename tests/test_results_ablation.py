@@ -86,11 +86,17 @@ def _outputs_before(cells, k):
     return [float(x.replace("−", "-")) for x in NUMBER.findall("\n".join(text))]
 
 
-@pytest.mark.parametrize("heading", ["What the short runs show", "Reading the powered ablation", "What the table says"])
+@pytest.mark.parametrize(
+    "heading", ["What the short runs show", "Reading the powered ablation", "What the table says"]
+)
 def test_every_decimal_in_09s_readings_is_printed_above(heading):
     """A decimal number in these markdown cells must be one a code cell above printed (to its rounding)."""
     cells = _cells()
-    k = next(i for i, c in enumerate(cells) if c["cell_type"] == "markdown" and "".join(c["source"]).startswith(heading))
+    k = next(
+        i
+        for i, c in enumerate(cells)
+        if c["cell_type"] == "markdown" and "".join(c["source"]).startswith(heading)
+    )
     printed = np.array(_outputs_before(cells, k))
     for text in NUMBER.findall("".join(cells[k]["source"])):
         x = float(text.replace("−", "-"))

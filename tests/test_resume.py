@@ -30,14 +30,18 @@ TIME_COLUMNS = ["step_s", "epoch_s", "elapsed_min"]
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-
-
 def _cfg(**over):
     base = {
-        "train.batch_size": 8, "train.epochs": 2, "train.freeze_epochs": 1, "data.train_split": "val",
-        "data.val_split": "test", "loss.warmup_steps": 4, "loss.activation_fraction": 0.0,
-        "train.eval_batch_size": 64, "data.num_workers": 0,
-    }  # fmt: skip
+        "train.batch_size": 8,
+        "train.epochs": 2,
+        "train.freeze_epochs": 1,
+        "data.train_split": "val",
+        "data.val_split": "test",
+        "loss.warmup_steps": 4,
+        "loss.activation_fraction": 0.0,
+        "train.eval_batch_size": 64,
+        "data.num_workers": 0,
+    }
     base.update(over)
     return load_preset("demo", **base)
 
@@ -68,7 +72,10 @@ def _nested_equal(a, b, where=""):
 
 def assert_same_run(resumed, straight, partial_rows: bool = False):
     """Weights + margin (model.safetensors), optimizer, scheduler, RNG states and both histories."""
-    wa, wb = load_file(str(resumed / "last" / "model.safetensors")), load_file(str(straight / "last" / "model.safetensors"))
+    wa, wb = (
+        load_file(str(resumed / "last" / "model.safetensors")),
+        load_file(str(straight / "last" / "model.safetensors")),
+    )
     assert wa.keys() == wb.keys() and "loss.margin_module.margin" in wa
     for k in wa:
         assert torch.equal(wa[k], wb[k]), k
@@ -76,7 +83,9 @@ def assert_same_run(resumed, straight, partial_rows: bool = False):
     best_keys = () if partial_rows else ("best_epoch", "best_metrics")  # a partial row may win: checked apart
     for key in ("optimizer", "scheduler", "rng", "global_step", "epoch", *best_keys):
         _nested_equal(sa[key], sb[key], key)
-    pd.testing.assert_frame_equal(_table(resumed / "history_steps.csv"), _table(straight / "history_steps.csv"))
+    pd.testing.assert_frame_equal(
+        _table(resumed / "history_steps.csv"), _table(straight / "history_steps.csv")
+    )
     ea, eb = _table(resumed / "history_epochs.csv"), _table(straight / "history_epochs.csv")
     if partial_rows:  # a budget stop adds its partial row; the complete rows must be the straight run's
         ea = ea[ea["complete"]].reset_index(drop=True)
@@ -84,7 +93,10 @@ def assert_same_run(resumed, straight, partial_rows: bool = False):
     if partial_rows:
         _assert_best_of_partial_run(resumed, straight, sa, sb)
         return
-    bb, bs = load_file(str(resumed / "best" / "model.safetensors")), load_file(str(straight / "best" / "model.safetensors"))
+    bb, bs = (
+        load_file(str(resumed / "best" / "model.safetensors")),
+        load_file(str(straight / "best" / "model.safetensors")),
+    )
     assert all(torch.equal(bb[k], bs[k]) for k in bs)
 
 
@@ -102,7 +114,10 @@ def _assert_best_of_partial_run(resumed, straight, sa, sb):
         assert sa["best_metrics"]["rsum"] == pytest.approx(partial["rsum"])
     else:
         _nested_equal(sa["best_epoch"], sb["best_epoch"], "best_epoch")
-        bb, bs = load_file(str(resumed / "best" / "model.safetensors")), load_file(str(straight / "best" / "model.safetensors"))
+        bb, bs = (
+            load_file(str(resumed / "best" / "model.safetensors")),
+            load_file(str(straight / "best" / "model.safetensors")),
+        )
         assert all(torch.equal(bb[k], bs[k]) for k in bs)
 
 
@@ -180,15 +195,22 @@ def _inject(monkeypatch, point: str, hook):
 
 
 CASES = [
-    ("loss", "raise", 3), ("before_optimizer_step", "raise", 5), ("after_optimizer_step", "raise", 4),
-    ("before_history_write", "raise", 3), ("after_history_write", "raise", 2),
-    ("loss", "SIGINT", 4), ("after_optimizer_step", "SIGTERM", 1), ("before_history_write", "SIGTERM", 5),
-]  # fmt: skip
+    ("loss", "raise", 3),
+    ("before_optimizer_step", "raise", 5),
+    ("after_optimizer_step", "raise", 4),
+    ("before_history_write", "raise", 3),
+    ("after_history_write", "raise", 2),
+    ("loss", "SIGINT", 4),
+    ("after_optimizer_step", "SIGTERM", 1),
+    ("before_history_write", "SIGTERM", 5),
+]
 
 
 @pytest.mark.slow  # 8 interrupted + resumed runs: ~60 s on 2 loaded cores
 @pytest.mark.parametrize("point,how,k", CASES, ids=[f"{p}-{h}-step{k}" for p, h, k in CASES])
-def test_interrupt_at_any_point_of_a_step_resumes_exactly(straight, demo_root, tmp_path, monkeypatch, point, how, k):
+def test_interrupt_at_any_point_of_a_step_resumes_exactly(
+    straight, demo_root, tmp_path, monkeypatch, point, how, k
+):
     action = _raise if how == "raise" else _signal(getattr(signal, how))
     with monkeypatch.context() as m:
         _inject(m, point, _at_step(k, action))
@@ -245,9 +267,12 @@ def test_validation_never_draws_from_the_training_rng(straight, demo_root, tmp_p
     a = load_file(str(tmp_path / "noval" / "last" / "model.safetensors"))
     b = load_file(str(straight / "last" / "model.safetensors"))
     assert res.global_step == STEPS and all(torch.equal(a[k], b[k]) for k in b)
-    pd.testing.assert_frame_equal(_table(tmp_path / "noval" / "history_steps.csv"), _table(straight / "history_steps.csv"))
+    pd.testing.assert_frame_equal(
+        _table(tmp_path / "noval" / "history_steps.csv"), _table(straight / "history_steps.csv")
+    )
 
 
+@pytest.mark.slow  # trains a model (a few steps)
 def test_resuming_with_another_batch_size_is_refused(demo_root, tmp_path):
     out = tmp_path / "run"
     _run(demo_root, out, _cfg(**{"train.max_steps": 1, "train.epochs": 1}))
@@ -260,10 +285,12 @@ def test_adaptive_warmup_end_survives_a_stop_and_resume(demo_root, tmp_path, mon
     """The step an adaptive warm-up ended at is train state: a run stopped after it and resumed goes on
     with hardest negatives (a resume that forgot it would check again and, here, fall back to the sum),
     and equals the uninterrupted run."""
+
     def scripted(calls):  # the warm-up's 3rd check (step 3) finds a learned batch; every other a flat one
         def flat_ratio(self, scores, margin, neg_mask=None, global_batch=False):
             calls.append(1)
             return 0.1 if len(calls) == 3 else 0.9
+
         return flat_ratio
 
     cfg = _cfg(**{"loss.warmup_steps": 1, "loss.warmup_until": 0.5})

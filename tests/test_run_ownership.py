@@ -39,8 +39,15 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _cfg(**over):
-    base = {"train.batch_size": 8, "train.epochs": 1, "train.max_steps": 1, "train.freeze_epochs": 0,
-            "data.train_split": "val", "data.val_split": "test", "train.eval_batch_size": 64}  # fmt: skip
+    base = {
+        "train.batch_size": 8,
+        "train.epochs": 1,
+        "train.max_steps": 1,
+        "train.freeze_epochs": 0,
+        "data.train_split": "val",
+        "data.val_split": "test",
+        "train.eval_batch_size": 64,
+    }
     base.update(over)
     return load_preset("demo", **base)
 
@@ -75,16 +82,30 @@ def demo_ckpt(tmp_path, demo_root):
 # --- one writer per run folder ----------------------------------------------------------------------
 
 
-def test_a_second_train_on_a_folder_in_use_fails_at_once_naming_the_holder(demo_root, tmp_path, live_pid, capsys):
+def test_a_second_train_on_a_folder_in_use_fails_at_once_naming_the_holder(
+    demo_root, tmp_path, live_pid, capsys
+):
     out = tmp_path / "run"
     _lock_of(out, live_pid)
     (out / "history_steps.csv").write_text("step,loss\r\n0,1.0\r\n")  # the first run's rows
     before = {p: (out / p).read_bytes() for p in _listing(out)}
-    argv = ["train", "--preset", "demo", "--data-root", str(demo_root), "--out", str(out), "-q",
-            "--set", "train.max_steps=1"]  # fmt: skip
+    argv = [
+        "train",
+        "--preset",
+        "demo",
+        "--data-root",
+        str(demo_root),
+        "--out",
+        str(out),
+        "-q",
+        "--set",
+        "train.max_steps=1",
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert f"is in use by train (pid {live_pid} on host {socket.gethostname()}" in err and "Traceback" not in err
+    assert (
+        f"is in use by train (pid {live_pid} on host {socket.gethostname()}" in err and "Traceback" not in err
+    )
     assert {p: (out / p).read_bytes() for p in _listing(out)} == before  # nothing written, the lock kept
     with pytest.raises(runlock.RunBusyError, match=f"pid {live_pid}"):
         train(_cfg(), demo_root, out, progress=False, overwrite=True)
@@ -93,9 +114,26 @@ def test_a_second_train_on_a_folder_in_use_fails_at_once_naming_the_holder(demo_
 @pytest.mark.slow  # two real processes: ~25 s
 def test_two_trainings_on_one_out_the_second_stops_at_once_and_nothing_is_mixed(demo_root, tmp_path):
     out = tmp_path / "run"
-    base = [sys.executable, "-m", "daimlib", "train", "--preset", "demo", "--data-root", str(demo_root), "--out",
-            str(out), "-q", "--no-val", "--set", "train.batch_size=8", "data.train_split=val", "train.freeze_epochs=0",
-            "train.epochs=40", "train.max_steps=60"]  # fmt: skip
+    base = [
+        sys.executable,
+        "-m",
+        "daimlib",
+        "train",
+        "--preset",
+        "demo",
+        "--data-root",
+        str(demo_root),
+        "--out",
+        str(out),
+        "-q",
+        "--no-val",
+        "--set",
+        "train.batch_size=8",
+        "data.train_split=val",
+        "train.freeze_epochs=0",
+        "train.epochs=40",
+        "train.max_steps=60",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     first = subprocess.Popen(base, env=env, stderr=subprocess.PIPE, text=True)
     for _ in range(600):
@@ -111,17 +149,18 @@ def test_two_trainings_on_one_out_the_second_stops_at_once_and_nothing_is_mixed(
     assert runs.read_record(out)["config"]["train"]["seed"] == 0 and not (out / runlock.LOCK_NAME).exists()
 
 
-def test_the_lock_is_held_while_training_and_released_on_every_exit(demo_root, tmp_path, monkeypatch):
+def test_the_lock_is_held_while_training_and_released_on_every_exit(demo_root, tmp_path):
     out, seen = tmp_path / "run", []
 
-    def fake(cfg, data_root, out_dir, **kw):
+    def fake(cfg, data_root, out_dir, resume=False):
         seen.append(runlock.read_lock(out_dir))
         (out_dir / "run.json").write_text("{}")
-        if kw["resume"]:
+        if resume:
             raise KeyboardInterrupt("stop")
         return "done"
 
-    monkeypatch.setattr(train_mod, "_train", fake)
+    assert train_mod.train.__wrapped__.__name__ == "train"  # the public train() owns its folder this way
+    train = train_mod._owning_out_dir(fake)
     assert train(_cfg(), demo_root, out) == "done"
     assert seen[0]["pid"] == os.getpid() and seen[0]["host"] == socket.gethostname()
     assert not (out / runlock.LOCK_NAME).exists()
@@ -141,7 +180,9 @@ def test_a_stale_lock_is_taken_over_and_one_from_another_host_named(demo_root, t
     assert "no longer runs" in caplog.text and not (folder / runlock.LOCK_NAME).exists()
     other = tmp_path / "b"
     _lock_of(other, 1, host="gpu-node-7")
-    with pytest.raises(runlock.RunBusyError, match=r"on host gpu-node-7.*another host.*delete .*\.daimlib\.lock"):
+    with pytest.raises(
+        runlock.RunBusyError, match=r"on host gpu-node-7.*another host.*delete .*\.daimlib\.lock"
+    ):
         with runlock.run_folder(other, "train"):
             pass
 
@@ -152,13 +193,17 @@ def test_ablate_and_demo_models_refuse_a_folder_in_use(demo_root, tmp_path, live
 
     out = tmp_path / "abl"
     _lock_of(out, live_pid)
-    monkeypatch.setattr(ablation, "_one_run", lambda *a: pytest.fail("trained while another owned the folder"))
+    monkeypatch.setattr(
+        ablation, "_one_run", lambda *a: pytest.fail("trained while another owned the folder")
+    )
     with pytest.raises(runlock.RunBusyError, match=f"pid {live_pid}"):
         ablation.ablate("demo", ["baseline"], 1, demo_root, out, progress=False)
     runs_dir = tmp_path / "dm"
     _lock_of(runs_dir, live_pid)
     monkeypatch.setattr(demo_models, "train_arm", lambda *a, **k: pytest.fail("trained"))
-    assert experiments_main(["demo-models", "--data-root", str(demo_root), "--runs", str(runs_dir), "-q"]) == 2
+    assert (
+        experiments_main(["demo-models", "--data-root", str(demo_root), "--runs", str(runs_dir), "-q"]) == 2
+    )
     assert f"pid {live_pid}" in capsys.readouterr().err
 
 
@@ -191,7 +236,9 @@ def test_overwrite_never_touches_a_folder_without_the_kit_marker(demo_root, tmp_
     (out / "history_steps.csv").write_bytes(b"my,own\r\n1,2\r\n")
     with pytest.raises(FileExistsError, match="not a DAIM Kit run folder"):
         train(_cfg(), demo_root, out, progress=False, overwrite=True)
-    assert (out / "config.json").read_bytes() == b"{}" and (out / "history_steps.csv").read_bytes() == b"my,own\r\n1,2\r\n"
+    assert (out / "config.json").read_bytes() == b"{}" and (
+        out / "history_steps.csv"
+    ).read_bytes() == b"my,own\r\n1,2\r\n"
 
 
 # --- integrity ------------------------------------------------------------------------------------------
@@ -214,7 +261,9 @@ def test_a_swapped_config_with_its_record_deleted_is_refused(demo_ckpt):
 
 def test_a_listed_file_that_is_gone_or_an_extra_weight_file_is_refused(demo_ckpt, tmp_path):
     (demo_ckpt / "pytorch_model.bin").write_bytes(b"\0" * 16)
-    with pytest.raises(CheckpointError, match=r"weight files that meta.json does not list: pytorch_model.bin"):
+    with pytest.raises(
+        CheckpointError, match=r"weight files that meta.json does not list: pytorch_model.bin"
+    ):
         load_model(demo_ckpt)
     (demo_ckpt / "pytorch_model.bin").unlink()
     (demo_ckpt / "tokenizer" / "tokenizer.json").unlink()
@@ -226,7 +275,9 @@ def test_a_listed_file_that_is_gone_or_an_extra_weight_file_is_refused(demo_ckpt
 
 def test_meta_json_files_as_a_list_is_a_named_error(demo_ckpt):
     _edit_meta(demo_ckpt, lambda m: m.update(files=sorted(m["files"])))
-    with pytest.raises(CheckpointError, match=r'meta.json: its "files" entry must map each file name.*found list'):
+    with pytest.raises(
+        CheckpointError, match=r'meta.json: its "files" entry must map each file name.*found list'
+    ):
         load_model(demo_ckpt)
 
 
@@ -237,7 +288,9 @@ def test_a_one_image_validation_split_is_refused_for_best_selection(demo_root, t
     from experiments.ablation import ablate
 
     out = tmp_path / "run"
-    with pytest.raises(ValueError, match=r"cannot select a best checkpoint: a split of 1 image.*every rank is 1"):
+    with pytest.raises(
+        ValueError, match=r"cannot select a best checkpoint: a split of 1 image.*every rank is 1"
+    ):
         train(_cfg(**{"train.val_images": 1}), demo_root, out, progress=False, eval_split="test")
     assert not out.exists()
     one_val = tmp_path / "one_val"
@@ -268,8 +321,13 @@ def test_the_same_seed_gives_the_same_demo_data_byte_for_byte(tmp_path):
     for name in ("a", "b"):
         make_demo_dataset(tmp_path / name, seed=3, size=(6, 3, 5), progress=False)
         root = tmp_path / name
-        digests.append({p: hashlib.sha256((root / p).read_bytes()).hexdigest()
-                        for p in _listing(root) if (root / p).is_file()})  # fmt: skip
+        digests.append(
+            {
+                p: hashlib.sha256((root / p).read_bytes()).hexdigest()
+                for p in _listing(root)
+                if (root / p).is_file()
+            }
+        )
     assert "tokenizer/vocab.txt" in digests[0] and "tokenizer/tokenizer.json" in digests[0]
     assert digests[0] == digests[1]
 
@@ -281,7 +339,14 @@ def test_the_wordpiece_vocabulary_follows_its_rule(tmp_path):
     assert wordpiece_vocab(caps, 64) == SPECIAL_TOKENS + chars + [f"##{c}" for c in chars] + words
     tok = build_wordpiece_tokenizer(caps, tmp_path / "t", vocab_size=64)
     assert (tmp_path / "t" / "vocab.txt").read_text().split("\n")[:-1] == wordpiece_vocab(caps, 64)
-    assert tok.tokenize("Blue squares ace") == ["blue", "square", "##s", "a", "##c", "##e"]  # longest pieces first
+    assert tok.tokenize("Blue squares ace") == [
+        "blue",
+        "square",
+        "##s",
+        "a",
+        "##c",
+        "##e",
+    ]  # longest pieces first
     assert wordpiece_vocab(caps, len(SPECIAL_TOKENS) + 2 * len(chars) + 1)[-1] == "red"
 
 
@@ -299,8 +364,9 @@ def test_the_widget_and_scorers_use_the_checkpoints_tokenizer(demo_root, tmp_pat
     data_tok = load_tokenizer(cfg.text, demo_root)
     assert own.get_vocab() != data_tok.get_vocab()
     ckpt = save_checkpoint(tmp_path / "run" / "best", DAIM.from_config(cfg), cfg, tokenizer=own)
-    index = build_index(ModelChoice("trained", ckpt, "demo"), load_split(cfg.data, demo_root, "test"), demo_root,
-                        n_images=2)  # fmt: skip
+    index = build_index(
+        ModelChoice("trained", ckpt, "demo"), load_split(cfg.data, demo_root, "test"), demo_root, n_images=2
+    )
     assert index.tokenizer.get_vocab() == own.get_vocab()
     assert scoring_tokenizer(ckpt, cfg, demo_root).get_vocab() == own.get_vocab()
     assert scoring_tokenizer(None, cfg, demo_root).get_vocab() == data_tok.get_vocab()
@@ -317,8 +383,14 @@ def test_a_resumed_run_keeps_the_vocabulary_it_was_trained_with(demo_root, tmp_p
     shutil.rmtree(data / "tokenizer")
     other = _permuted_tokenizer(demo_root, data / "tokenizer")  # the data folder's vocabulary changed since
     assert other.get_vocab() != trained_with
-    res = train(_cfg(**{"train.epochs": 2, "train.max_steps": 2}), data, out, progress=False, eval_split=None,
-                resume=True)  # fmt: skip
+    res = train(
+        _cfg(**{"train.epochs": 2, "train.max_steps": 2}),
+        data,
+        out,
+        progress=False,
+        eval_split=None,
+        resume=True,
+    )
     assert res.global_step == 2 and "continuing with the run's own" in caplog.text
     assert load_checkpoint_tokenizer(out / "last").get_vocab() == trained_with
 
@@ -327,8 +399,9 @@ def test_widget_arguments_out_of_range_are_refused_like_image_to_text(demo_root)
     from daimlib.course.widgets import ModelChoice, build_index, image_to_text, text_to_image, word_attention
 
     cfg = _cfg()
-    index = build_index(ModelChoice("random", None, "demo"), load_split(cfg.data, demo_root, "test"), demo_root,
-                        n_images=3)  # fmt: skip
+    index = build_index(
+        ModelChoice("random", None, "demo"), load_split(cfg.data, demo_root, "test"), demo_root, n_images=3
+    )
     for image in (-1, 3, 1.5):
         with pytest.raises(ValueError, match=r"image must be an index in 0..2"):
             image_to_text(index, image)
@@ -339,7 +412,9 @@ def test_widget_arguments_out_of_range_are_refused_like_image_to_text(demo_root)
             text_to_image(index, "a red circle", k=k)
         with pytest.raises(ValueError, match="k must be a whole number"):
             image_to_text(index, 0, k=k)
-    assert len(text_to_image(index, "a red circle", k=10)) == 3 and len(word_attention(index, "a red circle", 2)[0])
+    assert len(text_to_image(index, "a red circle", k=10)) == 3 and len(
+        word_attention(index, "a red circle", 2)[0]
+    )
 
 
 # --- .last.old backups: one warning -----------------------------------------------------------------

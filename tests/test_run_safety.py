@@ -22,11 +22,16 @@ from daimlib.train import NonFiniteError, train
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-
-
 def _cfg(**over):
-    base = {"train.batch_size": 8, "train.epochs": 1, "train.max_steps": 1, "train.freeze_epochs": 0,
-            "data.train_split": "val", "data.val_split": "test", "train.eval_batch_size": 64}  # fmt: skip
+    base = {
+        "train.batch_size": 8,
+        "train.epochs": 1,
+        "train.max_steps": 1,
+        "train.freeze_epochs": 0,
+        "data.train_split": "val",
+        "data.val_split": "test",
+        "train.eval_batch_size": 64,
+    }
     base.update(over)
     return load_preset("demo", **base)
 
@@ -44,6 +49,7 @@ def one_step_run(demo_root, tmp_path_factory):
 # --- the run record and the reuse rule --------------------------------------------------------------
 
 
+@pytest.mark.slow  # trains a model (a few steps)
 def test_run_record_holds_config_budget_data_identity_and_versions(one_step_run, demo_root):
     rec = runs.read_record(one_step_run.out_dir)
     assert rec["finished"] and rec["stopped"] == "max_steps" and rec["global_step"] == 1
@@ -53,7 +59,9 @@ def test_run_record_holds_config_budget_data_identity_and_versions(one_step_run,
     assert rec["data"]["images"] == {"train": 24, "val": 5, "test": 5} and rec["data"]["n_images"] == 34
     assert rec["eval_split"] == "test"
     v = rec["versions"]
-    assert v["torch"] == torch.__version__.split("+")[0] or v["torch"].startswith(torch.__version__.split("+")[0])
+    assert v["torch"] == torch.__version__.split("+")[0] or v["torch"].startswith(
+        torch.__version__.split("+")[0]
+    )
     assert set(v) >= {"python", "torch", "timm", "transformers", "git_commit"}
 
 
@@ -71,6 +79,7 @@ def test_data_identity_ignores_the_folder_but_not_the_content(demo_root, tmp_pat
         runs.data_identity(tmp_path / "nowhere", cfg)
 
 
+@pytest.mark.slow  # trains a model (a few steps)
 def test_reuse_rule_names_each_reason(one_step_run, demo_root, tmp_path):
     run = one_step_run.out_dir
     assert runs.reuse_problem(run, _cfg(), demo_root, "test") is None
@@ -97,7 +106,9 @@ def test_git_commit_never_fails_without_git(monkeypatch):
 
 
 @pytest.mark.slow  # several one-step runs: ~15 s
-def test_a_finished_run_of_the_same_config_is_reused_and_anything_else_refused(demo_root, tmp_path, monkeypatch):
+def test_a_finished_run_of_the_same_config_is_reused_and_anything_else_refused(
+    demo_root, tmp_path, monkeypatch
+):
     out = tmp_path / "run"
     first = _run(demo_root, out)
     weights = (out / "last" / "model.safetensors").read_bytes()
@@ -153,11 +164,15 @@ def test_resume_and_overwrite_together_are_an_error(demo_root, tmp_path):
 def test_resume_restores_the_backup_left_between_the_two_renames_of_a_save(demo_root, tmp_path):
     out = tmp_path / "run"
     _run(demo_root, out, _cfg(**{"train.max_steps": 2, "train.epochs": 2}), eval_split=None)
-    os.replace(out / "last", out / ".last.old-deadbeef")  # the crash: last/ renamed away, new one not in place
+    os.replace(
+        out / "last", out / ".last.old-deadbeef"
+    )  # the crash: last/ renamed away, new one not in place
     with pytest.raises(FileExistsError, match="cannot be reused"):  # a plain re-run wipes nothing
         _run(demo_root, out, _cfg(**{"train.max_steps": 2, "train.epochs": 2}), eval_split=None)
     assert (out / ".last.old-deadbeef" / "meta.json").is_file()
-    res = _run(demo_root, out, _cfg(**{"train.max_steps": 3, "train.epochs": 2}), eval_split=None, resume=True)
+    res = _run(
+        demo_root, out, _cfg(**{"train.max_steps": 3, "train.epochs": 2}), eval_split=None, resume=True
+    )
     assert res.global_step == 3 and (out / "last" / "meta.json").is_file()
     assert not list(out.glob(".last.old-*"))
     assert list(pd.read_csv(out / "history_steps.csv")["step"]) == [0, 1, 2]
@@ -204,9 +219,12 @@ def test_a_nan_pixel_stops_the_run_naming_the_step_without_touching_best(demo_ro
     assert len(pd.read_csv(out / "history_steps.csv")) == 4
 
 
+@pytest.mark.slow  # trains a model (a few steps)
 def test_a_non_finite_gradient_stops_before_the_update_and_blames_the_lr(demo_root, tmp_path, monkeypatch):
     monkeypatch.setattr(torch.nn.utils, "get_total_norm", lambda grads, *a, **k: torch.tensor(float("inf")))
-    with pytest.raises(NonFiniteError, match=r"step 0 \(epoch 0\): the gradient is not finite.*train.lr=0.0003"):
+    with pytest.raises(
+        NonFiniteError, match=r"step 0 \(epoch 0\): the gradient is not finite.*train.lr=0.0003"
+    ):
         _run(demo_root, tmp_path / "run", _cfg(**{"train.lr": 3e-4}), eval_split=None)
     fresh = load_model(tmp_path / "run" / "last")  # the state before step 0: the initial weights
     train_mod.seed_everything(0)
@@ -232,7 +250,9 @@ def test_tensorboard_gets_the_same_scalars_as_the_csv(demo_root, tmp_path):
         events = acc.Scalars(tag)
         assert [e.step for e in events] == list(steps["step"])
         assert [e.value for e in events] == pytest.approx(list(steps[col]), rel=1e-6)
-    assert {"train/mu_pos", "train/sigma_pos", "train/activated", "val/rsum", "val/i2t_r1"} <= set(acc.Tags()["scalars"])
+    assert {"train/mu_pos", "train/sigma_pos", "train/activated", "val/rsum", "val/i2t_r1"} <= set(
+        acc.Tags()["scalars"]
+    )
 
 
 @pytest.mark.slow  # ~8 s
@@ -245,7 +265,9 @@ def test_a_two_level_config_trains_saves_loads_and_resumes(demo_root, tmp_path):
     model, saved, _ = load_checkpoint(out / "last")
     assert saved.similarity.level_weights == (1.0, 1.0) and len(model.txt_proj) == 2
     assert math.isfinite(float(load_loss(out / "last").margin))
-    more = _run(demo_root, out, _cfg(**two, **{"train.max_steps": 4, "train.epochs": 2}), eval_split=None, resume=True)
+    more = _run(
+        demo_root, out, _cfg(**two, **{"train.max_steps": 4, "train.epochs": 2}), eval_split=None, resume=True
+    )
     assert more.global_step == 4 and read_meta(out / "last")["step"] == 4
 
 
@@ -274,11 +296,20 @@ def test_resuming_on_other_data_is_refused(demo_root, other_demo_data, tmp_path)
     out = tmp_path / "run"
     _run(demo_root, out, _cfg(**{"train.epochs": 2}), eval_split=None)
     with pytest.raises(ValueError, match="trained on other data"):
-        _run(other_demo_data, out, _cfg(**{"train.epochs": 2, "train.max_steps": 2}), eval_split=None, resume=True)
-    res = _run(demo_root, out, _cfg(**{"train.epochs": 2, "train.max_steps": 2}), eval_split=None, resume=True)
+        _run(
+            other_demo_data,
+            out,
+            _cfg(**{"train.epochs": 2, "train.max_steps": 2}),
+            eval_split=None,
+            resume=True,
+        )
+    res = _run(
+        demo_root, out, _cfg(**{"train.epochs": 2, "train.max_steps": 2}), eval_split=None, resume=True
+    )
     assert res.global_step == 2
 
 
+@pytest.mark.slow  # trains a model (a few steps)
 def test_a_trained_checkpoint_carries_its_tokenizer(one_step_run, demo_root):
     """Issue 13: evaluating a saved run never needs the hub (nor the data's tokenizer folder)."""
     from daimlib.checkpoint import has_tokenizer, load_checkpoint_tokenizer

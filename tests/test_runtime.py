@@ -71,9 +71,13 @@ def test_cpu_allocator_tuning_is_opt_out_and_changes_no_result(monkeypatch):
         "g = torch.Generator().manual_seed(0); a = torch.randn(512, 512, generator=g); "
         "print(ok, float((a @ a).sum()))"
     )
-    tuned = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    tuned = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
     env = {**__import__("os").environ, "DAIM_CPU_ALLOCATOR": "default"}
-    plain = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout.split()
+    plain = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    ).stdout.split()
     assert plain[0] == "False"  # the opt-out leaves glibc alone
     if sys.platform.startswith("linux"):
         assert tuned[0] == "True"

@@ -87,4 +87,6 @@ def test_power_with_two_seeds_by_simulation():
     rng = np.random.default_rng(2)
     d = rng.normal(30.0, 10.0, size=(200_000, 2))
     t = d.mean(1) / (d.std(1, ddof=1) / math.sqrt(2))
-    assert stats.power(30.0, 10.0, 2) == pytest.approx(np.mean(np.abs(t) > 12.706205), abs=0.01)  # t_{0.975, 1}
+    assert stats.power(30.0, 10.0, 2) == pytest.approx(
+        np.mean(np.abs(t) > 12.706205), abs=0.01
+    )  # t_{0.975, 1}

@@ -7,8 +7,16 @@ import pytest
 
 from daimlib import evaluate, history, tables, train
 
-M = {"i2t_r1": 50.0, "i2t_r5": 80.25, "i2t_r10": 90.0, "t2i_r1": 40.0, "t2i_r5": 70.0, "t2i_r10": 85.5,
-     "rsum": 415.75, "i2t_medr": 1.0}  # fmt: skip
+M = {
+    "i2t_r1": 50.0,
+    "i2t_r5": 80.25,
+    "i2t_r10": 90.0,
+    "t2i_r1": 40.0,
+    "t2i_r5": 70.0,
+    "t2i_r10": 85.5,
+    "rsum": 415.75,
+    "i2t_medr": 1.0,
+}
 
 
 def test_one_copy_and_old_names_still_import():

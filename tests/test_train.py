@@ -24,16 +24,20 @@ from experiments.ablation import ablate, summarize
 STEPS_PER_EPOCH = 25 // 8
 
 
-
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _cfg(**over):
     base = {
-        "train.batch_size": 8, "train.epochs": 2, "train.freeze_epochs": 1, "data.train_split": "val", "data.val_split": "test",
-        "loss.warmup_steps": 4, "loss.activation_fraction": 0.0, "train.eval_batch_size": 64,
-    }  # fmt: skip
+        "train.batch_size": 8,
+        "train.epochs": 2,
+        "train.freeze_epochs": 1,
+        "data.train_split": "val",
+        "data.val_split": "test",
+        "loss.warmup_steps": 4,
+        "loss.activation_fraction": 0.0,
+        "train.eval_batch_size": 64,
+    }
     base.update(over)
     return load_preset("demo", **base)
 
@@ -74,8 +78,19 @@ def test_straight_run_writes_histories_and_checkpoints(straight_run):
     steps, epochs = res.steps, res.epochs
     assert list(steps["step"]) == list(range(2 * STEPS_PER_EPOCH))
     assert list(steps["epoch"]) == [0] * STEPS_PER_EPOCH + [1] * STEPS_PER_EPOCH
-    for col in ("lr", "loss", "margin", "hardest", "activated", "n_correct", "mu_pos", "sigma_pos", "mu_neg",
-                "sigma_neg", "lam"):  # fmt: skip
+    for col in (
+        "lr",
+        "loss",
+        "margin",
+        "hardest",
+        "activated",
+        "n_correct",
+        "mu_pos",
+        "sigma_pos",
+        "mu_neg",
+        "sigma_neg",
+        "lam",
+    ):
         assert col in steps.columns, col
     assert steps["loss"].map(math.isfinite).all()
     # the loss warm-up (sum-over-negatives hinge) ends at step 4, in epoch 1: the model gets the global step
@@ -123,6 +138,7 @@ def test_budget_stop_mid_epoch_saves_evaluates_and_resumes_exactly(straight_run,
     pd.testing.assert_frame_equal(full[full["complete"]].reset_index(drop=True), _steps(straight_run.epochs))
 
 
+@pytest.mark.slow  # trains a model (a few steps)
 def test_ctrl_c_writes_last_and_the_run_can_resume(demo_root, tmp_path, monkeypatch):
     calls = {"n": 0}
     real = train_mod._to_device
@@ -188,6 +204,7 @@ def test_frozen_backbones_stay_in_train_mode_unless_told(demo_root):
     )
 
 
+@pytest.mark.slow  # trains a model (a few steps)
 def test_existing_run_is_not_overwritten_and_resume_needs_a_checkpoint(demo_root, tmp_path):
     with pytest.raises(CheckpointError, match="holds no checkpoint"):
         _run(_cfg(), demo_root, tmp_path / "empty", resume=True)
@@ -197,8 +214,14 @@ def test_existing_run_is_not_overwritten_and_resume_needs_a_checkpoint(demo_root
         _run(_cfg(), demo_root, out)
     # overwrite starts afresh: a run without validation leaves no stale best behind
     assert (out / "best").exists()
-    train(_cfg(**{"train.epochs": 1, "train.max_steps": 1}), demo_root, out, progress=False, eval_split=None,
-          overwrite=True)  # fmt: skip
+    train(
+        _cfg(**{"train.epochs": 1, "train.max_steps": 1}),
+        demo_root,
+        out,
+        progress=False,
+        eval_split=None,
+        overwrite=True,
+    )
     assert not (out / "best").exists() and len(pd.read_csv(out / "history_steps.csv")) == 1
     # a model-defining change is refused on resume, with the differing key named
     with pytest.raises(CheckpointError, match="fdm.scale: checkpoint 0.1 vs requested 0.3"):
@@ -242,13 +265,31 @@ def test_each_ablation_variant_differs_from_the_baseline_in_its_module_only():
     assert diff("high_only") == fdm_keys | {"loss.adaptive", "similarity.level_weights"}
     assert variant_config("demo", "high_only").similarity.level_weights == (0.0, 0.0, 1.0)
     assert variant_config("demo", "daim", seed=3).train.seed == 3
-    for name, weights in (("no_low", (0.0, 1.0, 1.0)), ("no_mid", (1.0, 0.0, 1.0)), ("no_high", (1.0, 1.0, 0.0))):
+    for name, weights in (
+        ("no_low", (0.0, 1.0, 1.0)),
+        ("no_mid", (1.0, 0.0, 1.0)),
+        ("no_high", (1.0, 1.0, 0.0)),
+    ):
         assert diff(name) == fdm_keys | {"loss.adaptive", "similarity.level_weights"}  # daim minus one level
         assert variant_config("demo", name).similarity.level_weights == weights
-    assert diff("hat") == {"similarity.direction"} and variant_config("daim_f30k", "hat").similarity.direction == "i2t"
+    assert (
+        diff("hat") == {"similarity.direction"}
+        and variant_config("daim_f30k", "hat").similarity.direction == "i2t"
+    )
     # the ablation's hat is the demo_hat preset (the comparison's i2t arm) up to its name
     assert set(variant_config("demo", "hat").diff(load_preset("demo_hat"))) <= {"name"}
-    assert set(VARIANTS) == {"baseline", "hat", "fdm", "mom", "daim", "fdm_text", "high_only", "no_low", "no_mid", "no_high"}
+    assert set(VARIANTS) == {
+        "baseline",
+        "hat",
+        "fdm",
+        "mom",
+        "daim",
+        "fdm_text",
+        "high_only",
+        "no_low",
+        "no_mid",
+        "no_high",
+    }
     with pytest.raises(ValueError, match="unknown ablation variant"):
         variant_config("demo", "nope")
 
@@ -271,14 +312,18 @@ def test_powered_summary_pairs_by_seed_and_reports_what_the_design_detects():
     from daimlib.course import stats
     from daimlib.course.stats import powered_summary
 
-    runs = pd.DataFrame({
-        "variant": ["baseline"] * 4 + ["daim"] * 4,
-        "seed": [0, 1, 2, 3, 3, 2, 1, 0],  # daim's rows in another order: pairing is by seed, not by row
-        "rsum": [250.0, 260.0, 240.0, 255.0, 259.0, 249.0, 263.0, 256.0],
-    })  # fmt: skip
+    runs = pd.DataFrame(
+        {
+            "variant": ["baseline"] * 4 + ["daim"] * 4,
+            "seed": [0, 1, 2, 3, 3, 2, 1, 0],  # daim's rows in another order: pairing is by seed, not by row
+            "rsum": [250.0, 260.0, 240.0, 255.0, 259.0, 249.0, 263.0, 256.0],
+        }
+    )
     t = powered_summary(runs)
     assert list(t.index) == ["baseline", "daim"]
-    assert t.loc["daim", "diff"] == pytest.approx((6 + 3 + 9 + 4) / 4)  # per seed: 256-250, 263-260, 249-240, 259-255
+    assert t.loc["daim", "diff"] == pytest.approx(
+        (6 + 3 + 9 + 4) / 4
+    )  # per seed: 256-250, 263-260, 249-240, 259-255
     assert t.loc["daim", "mean"] == pytest.approx(256.75) and t.loc["daim", "n"] == 4
     d = [6.0, 3.0, 9.0, 4.0]
     assert t.loc["daim", "p_paired"] == pytest.approx(stats.paired_diff([0.0] * 4, d).p)
@@ -287,6 +332,21 @@ def test_powered_summary_pairs_by_seed_and_reports_what_the_design_detects():
     assert math.isnan(t.loc["baseline", "diff"])
     with pytest.raises(ValueError, match="reference variant"):
         powered_summary(runs, reference="mom")
+
+
+@pytest.mark.slow  # uses the straight run
+def test_read_run_gives_back_the_returned_model_or_the_best_checkpoint(straight_run):
+    last = train_mod.read_run(straight_run.out_dir)
+    _assert_same_weights(last.model, straight_run.model, atol=0)
+    assert last.global_step == straight_run.global_step and last.best_epoch == straight_run.best_epoch
+    assert last.best_metrics == pytest.approx(straight_run.best_metrics)
+    pd.testing.assert_frame_equal(last.epochs, straight_run.epochs)
+    best_folder = load_checkpoint(straight_run.out_dir / "best")[0]
+    _assert_same_weights(
+        train_mod.read_run(straight_run.out_dir, checkpoint="best").model, best_folder, atol=0
+    )
+    with pytest.raises(ValueError, match="'last' or 'best'"):
+        train_mod.read_run(straight_run.out_dir, checkpoint="first")
 
 
 @pytest.mark.slow  # uses the straight run
@@ -329,19 +389,42 @@ def test_ablate_trains_each_variant_writes_tables_and_reuses_finished_runs(demo_
     )
     pd.testing.assert_frame_equal(again, runs)
     with pytest.raises(ValueError, match="different config"):
-        ablate("demo", ["baseline"], seeds=1, data_root=demo_root, out_dir=tmp_path, progress=False,
-               **{**over, "train.lr": 1.0})  # fmt: skip
+        ablate(
+            "demo",
+            ["baseline"],
+            seeds=1,
+            data_root=demo_root,
+            out_dir=tmp_path,
+            progress=False,
+            **{**over, "train.lr": 1.0},
+        )
     monkeypatch.undo()
     # two worker processes give the same rows as one process, in the same order
-    parallel = ablate("demo", ["baseline", "daim"], seeds=1, data_root=demo_root, out_dir=tmp_path / "jobs2",
-                      progress=False, jobs=2, **over)  # fmt: skip
+    parallel = ablate(
+        "demo",
+        ["baseline", "daim"],
+        seeds=1,
+        data_root=demo_root,
+        out_dir=tmp_path / "jobs2",
+        progress=False,
+        jobs=2,
+        **over,
+    )
     cols = ["variant", "seed", "rsum", "i2t_r1", "t2i_r1", "steps", "final_margin"]
     pd.testing.assert_frame_equal(parallel[cols], runs[cols])
     with pytest.raises(ValueError, match="max_steps"):
-        ablate("demo", ["baseline"], seeds=1, data_root=demo_root, out_dir=tmp_path / "x", jobs=2,
-               **{**over, "train.max_minutes": 1.0})  # fmt: skip
+        ablate(
+            "demo",
+            ["baseline"],
+            seeds=1,
+            data_root=demo_root,
+            out_dir=tmp_path / "x",
+            jobs=2,
+            **{**over, "train.max_minutes": 1.0},
+        )
 
 
+@pytest.mark.slow  # trains a model (a few steps)
 def test_time_budget_stops_after_the_first_step_and_clipping_bounds_the_gradient_norm(
     demo_root, tmp_path, monkeypatch
 ):
@@ -375,11 +458,25 @@ def test_ablate_on_the_val_split_reports_the_best_checkpoints_val_evaluation(dem
         "data.train_split": "val",
         "train.eval_batch_size": 64,
     }
-    runs = ablate("demo", ["daim"], seeds=1, data_root=demo_root, out_dir=tmp_path, eval_split="val",
-                  progress=False, **over)  # fmt: skip
+    runs = ablate(
+        "demo",
+        ["daim"],
+        seeds=1,
+        data_root=demo_root,
+        out_dir=tmp_path,
+        eval_split="val",
+        progress=False,
+        **over,
+    )
     cfg = load_checkpoint(tmp_path / "daim_seed0" / "best")[1]
     model = load_checkpoint(tmp_path / "daim_seed0" / "best")[0]
-    metrics, _ = evaluate(model, load_split(cfg.data, demo_root, "val"), load_tokenizer(cfg.text, demo_root), cfg,
-                          protocol="demo", progress=False)  # fmt: skip
+    metrics, _ = evaluate(
+        model,
+        load_split(cfg.data, demo_root, "val"),
+        load_tokenizer(cfg.text, demo_root),
+        cfg,
+        protocol="demo",
+        progress=False,
+    )
     for key in ("i2t_r1", "i2t_r10", "t2i_r5", "rsum"):
         assert runs[key].iloc[0] == pytest.approx(metrics[key])

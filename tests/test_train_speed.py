@@ -11,8 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from daimlib import train as train_mod
-from daimlib.checkpoint import load_model, read_meta, save_checkpoint
-from daimlib.checkpoint_io import TRAIN_STATE, link_checkpoint
+from daimlib.checkpoint import TRAIN_STATE, link_checkpoint, load_model, read_meta, save_checkpoint
 from daimlib.config import load_preset
 from daimlib.losses import MatchingLoss
 from daimlib.model import DAIM
@@ -26,8 +25,11 @@ def _batch(cfg, n=6):
     g = torch.Generator().manual_seed(0)
     L = cfg.text.max_len
     mask = (torch.arange(L)[None, :] < torch.randint(4, L + 1, (n,), generator=g)[:, None]).long()
-    return {"images": torch.randn(n, 3, cfg.image.img_size, cfg.image.img_size, generator=g),
-            "input_ids": torch.randint(5, 500, (n, L), generator=g) * mask, "attention_mask": mask}  # fmt: skip
+    return {
+        "images": torch.randn(n, 3, cfg.image.img_size, cfg.image.img_size, generator=g),
+        "input_ids": torch.randint(5, 500, (n, L), generator=g) * mask,
+        "attention_mask": mask,
+    }
 
 
 @pytest.mark.parametrize("frozen", [True, False])
@@ -70,13 +72,21 @@ def test_seeded_items_give_each_caption_the_same_augmentation_with_any_number_of
 
     cfg = load_preset("demo", **{"data.crop_scale": [0.3, 1.0]})  # visibly random crops
     split = load_split(cfg.data, demo_root, "train")
-    ds = CaptionDataset(split, load_tokenizer(cfg.text, demo_root), build_transforms(cfg.data, train=True), 32)
+    ds = CaptionDataset(
+        split, load_tokenizer(cfg.text, demo_root), build_transforms(cfg.data, train=True), 32
+    )
     base = DistributedSampler(ds, num_replicas=1, rank=0, shuffle=True, seed=0, drop_last=True)
 
     def images(workers, epoch, skip):
         sampler = train_mod._EpochSampler(base, seed=0, seeded=True)
-        loader = DataLoader(train_mod._SeededItems(ds), batch_size=5, sampler=sampler, collate_fn=collate,
-                            num_workers=workers, persistent_workers=workers > 0)  # fmt: skip
+        loader = DataLoader(
+            train_mod._SeededItems(ds),
+            batch_size=5,
+            sampler=sampler,
+            collate_fn=collate,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+        )
         out = []
         for e in (0, epoch):  # a first epoch, then the one compared: the workers live on
             sampler.start(e, skip if e == epoch else 0)
@@ -90,8 +100,16 @@ def test_seeded_items_give_each_caption_the_same_augmentation_with_any_number_of
 
 
 def _cfg(**over):
-    base = {"train.batch_size": 8, "train.epochs": 2, "train.freeze_epochs": 1, "data.train_split": "val",
-            "data.val_split": "test", "loss.warmup_steps": 2, "train.eval_batch_size": 64, "data.num_workers": 0}  # fmt: skip
+    base = {
+        "train.batch_size": 8,
+        "train.epochs": 2,
+        "train.freeze_epochs": 1,
+        "data.train_split": "val",
+        "data.val_split": "test",
+        "loss.warmup_steps": 2,
+        "train.eval_batch_size": 64,
+        "data.num_workers": 0,
+    }
     base.update(over)
     return load_preset("demo", **base)
 
@@ -99,8 +117,13 @@ def _cfg(**over):
 @pytest.mark.slow  # two short runs, ~20 s
 def test_tf32_changes_nothing_on_a_cpu(demo_root, tmp_path):
     for flag in (True, False):
-        train(_cfg(**{"train.tf32": flag, "train.epochs": 1}), demo_root, tmp_path / str(flag), progress=False,
-              eval_split=None)  # fmt: skip
+        train(
+            _cfg(**{"train.tf32": flag, "train.epochs": 1}),
+            demo_root,
+            tmp_path / str(flag),
+            progress=False,
+            eval_split=None,
+        )
     a, b = (load_file(str(tmp_path / str(f) / "last" / "model.safetensors")) for f in (True, False))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
@@ -111,8 +134,13 @@ def test_a_run_with_persistent_workers_resumes_exactly(demo_root, tmp_path):
 
     cfg = _cfg(**{"data.num_workers": 1})
     train(cfg, demo_root, tmp_path / "straight", progress=False, eval_split="test")
-    res = train(_cfg(**{"data.num_workers": 1, "train.max_steps": 4}), demo_root, tmp_path / "run", progress=False,
-                eval_split="test")  # fmt: skip
+    res = train(
+        _cfg(**{"data.num_workers": 1, "train.max_steps": 4}),
+        demo_root,
+        tmp_path / "run",
+        progress=False,
+        eval_split="test",
+    )
     assert res.stopped == "max_steps"
     train(cfg, demo_root, tmp_path / "run", progress=False, eval_split="test", resume=True)
     assert_same_run(tmp_path / "run", tmp_path / "straight", partial_rows=True)
@@ -120,7 +148,9 @@ def test_a_run_with_persistent_workers_resumes_exactly(demo_root, tmp_path):
 
 def test_link_checkpoint_writes_no_weights_and_survives_the_source_being_replaced(tiny_cfg, tmp_path):
     model = DAIM.from_config(tiny_cfg)
-    save_checkpoint(tmp_path / "last", model, tiny_cfg, train_state={"step": 3}, meta={"kind": "last", "stopped": "x"})
+    save_checkpoint(
+        tmp_path / "last", model, tiny_cfg, train_state={"step": 3}, meta={"kind": "last", "stopped": "x"}
+    )
     link_checkpoint(tmp_path / "last", tmp_path / "best", meta={"kind": "best", "epoch": 0, "stopped": None})
     w = "model.safetensors"
     assert os.stat(tmp_path / "best" / w).st_ino == os.stat(tmp_path / "last" / w).st_ino  # one file on disk
@@ -143,7 +173,9 @@ def test_the_writer_runs_in_the_background_and_hands_its_error_on():
     writer.submit(lambda: (gate.wait(5), seen.append(threading.current_thread().name)), background=True)
     assert seen == []  # submit returned while the write waits
     gate.set()
-    writer.submit(lambda: seen.append(threading.current_thread().name), background=False)  # waits for the first
+    writer.submit(
+        lambda: seen.append(threading.current_thread().name), background=False
+    )  # waits for the first
     assert seen == ["daim-checkpoint-writer", threading.current_thread().name]
 
     def fail():
@@ -168,12 +200,17 @@ def test_best_is_linked_from_last_and_repaired_after_a_stop_between_them(demo_ro
     monkeypatch.setattr(train_mod, "save_checkpoint", spy)
     out = tmp_path / "run"
     res = train(_cfg(), demo_root, out, progress=False, eval_split="test")
-    main = threading.current_thread().name  # epoch 0's last/ was written behind the training, the final one before return
+    main = (
+        threading.current_thread().name
+    )  # epoch 0's last/ was written behind the training, the final one before return
     assert threads == [("last", "running", "daim-checkpoint-writer"), ("last", "completed", main)]
     best = read_meta(out / "best")
     assert best["kind"] == "best" and best["epoch"] == res.best_epoch
     if res.best_epoch == res.epochs["epoch"].max():  # best is the last epoch: the same file
-        assert os.stat(out / "best" / "model.safetensors").st_ino == os.stat(out / "last" / "model.safetensors").st_ino
+        assert (
+            os.stat(out / "best" / "model.safetensors").st_ino
+            == os.stat(out / "last" / "model.safetensors").st_ino
+        )
     st = train_mod.TrainState.from_dict(torch.load(out / "last" / TRAIN_STATE, weights_only=True))
     assert st.best_step == best["step"]
     # a stop after last/ was written and before best/ was linked: best/ is an older one (here: absent)

@@ -43,8 +43,7 @@ import pandas as pd
 import torch
 
 from daimlib import runs
-from daimlib.checkpoint import load_model
-from daimlib.checkpoint_io import CONFIG, WEIGHTS, load_checkpoint_tokenizer
+from daimlib.checkpoint import CONFIG, WEIGHTS, load_checkpoint_tokenizer, load_model
 from daimlib.config import DAIMConfig, load_preset
 from daimlib.data import load_split, load_tokenizer
 from daimlib.evaluate import evaluate

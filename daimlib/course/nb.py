@@ -28,7 +28,7 @@ from daimlib import TrainResult, runs, train
 from daimlib.checkpoint import load_loss, load_model
 from daimlib.config import DAIMConfig, flatten, load_preset
 from daimlib.data import make_demo_dataset, tokenize
-from daimlib.evaluate import data_identity, encode_split, similarity_matrix
+from daimlib.evaluate import encode_split, similarity_matrix, split_identity
 from daimlib.history import EPOCHS_CSV, STEPS_CSV
 from daimlib.model import DAIM
 from daimlib.paths import display_path, figures_dir, output_root, repo_path, repo_root, run_root
@@ -387,7 +387,7 @@ def _cached_scores(folder: Path, weights_sha256, model, split, tokenizer, cfg, s
         "split": split_name,
         "n_images": split.n_images,
         "n_captions": split.n_captions,
-        "annotations_sha256": data_identity(split).get("annotations_sha256"),
+        "annotations_sha256": split_identity(split).get("annotations_sha256"),
     }
     npy, key_file = folder / f"sims_{split_name}.npy", folder / f"sims_{split_name}.json"
     if not recompute and weights_sha256 and npy.is_file() and key_file.is_file() and json.loads(key_file.read_text()) == key:

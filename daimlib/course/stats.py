@@ -28,7 +28,16 @@ import pandas as pd
 from scipy import integrate, optimize
 from scipy import stats as st
 
-__all__ = ["powered_summary", "Interval", "mean_ci", "paired_diff", "welch", "power", "min_detectable_difference", "seeds_needed"]
+__all__ = [
+    "powered_summary",
+    "Interval",
+    "mean_ci",
+    "paired_diff",
+    "welch",
+    "power",
+    "min_detectable_difference",
+    "seeds_needed",
+]
 
 
 @dataclass(frozen=True)
@@ -47,7 +56,11 @@ class Interval:
         return (self.hi - self.lo) / 2
 
     def __str__(self) -> str:
-        return f"{self.mean:.1f} ± {self.half_width:.1f}" if math.isfinite(self.half_width) else f"{self.mean:.1f}"
+        return (
+            f"{self.mean:.1f} ± {self.half_width:.1f}"
+            if math.isfinite(self.half_width)
+            else f"{self.mean:.1f}"
+        )
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -85,8 +98,15 @@ class Comparison:
     test: str
 
     def as_dict(self) -> dict:
-        return {"diff": self.diff.mean, "diff_lo": self.diff.lo, "diff_hi": self.diff.hi, "t": self.t,
-                "p": self.p, "df": self.df, "test": self.test}  # fmt: skip
+        return {
+            "diff": self.diff.mean,
+            "diff_lo": self.diff.lo,
+            "diff_hi": self.diff.hi,
+            "t": self.t,
+            "p": self.p,
+            "df": self.df,
+            "test": self.test,
+        }
 
 
 def paired_diff(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> Comparison:
@@ -120,13 +140,23 @@ def welch(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> C
     se = math.sqrt(va + vb)
     diff = float(y.mean() - x.mean())
     if se == 0:
-        return Comparison(Interval(diff, diff, diff, x.size + y.size, 0.0, confidence), math.inf if diff else 0.0,
-                          0.0 if diff else 1.0, math.inf, "Welch t")  # fmt: skip
+        return Comparison(
+            Interval(diff, diff, diff, x.size + y.size, 0.0, confidence),
+            math.inf if diff else 0.0,
+            0.0 if diff else 1.0,
+            math.inf,
+            "Welch t",
+        )
     df = (va + vb) ** 2 / (va**2 / (x.size - 1) + vb**2 / (y.size - 1))
     t = diff / se
     h = float(st.t.ppf(0.5 + confidence / 2, df)) * se
-    return Comparison(Interval(diff, diff - h, diff + h, x.size + y.size, math.nan, confidence), float(t),
-                      float(2 * st.t.sf(abs(t), df)), float(df), "Welch t")  # fmt: skip
+    return Comparison(
+        Interval(diff, diff - h, diff + h, x.size + y.size, math.nan, confidence),
+        float(t),
+        float(2 * st.t.sf(abs(t), df)),
+        float(df),
+        "Welch t",
+    )
 
 
 def _df_and_scale(n: int, paired: bool) -> tuple[int, float]:
@@ -147,7 +177,10 @@ def power(delta: float, sd: float, n: int, alpha: float = 0.05, paired: bool = T
     nc = delta / (sd * scale)
     tc = float(st.t.ppf(1 - alpha / 2, df))
     p = float(st.nct.sf(tc, df, nc) + st.nct.cdf(-tc, df, nc))
-    if not math.isfinite(p):  # scipy's noncentral t can fail (small df, far tails): integrate over the chi-square
+    if not math.isfinite(
+        p
+    ):  # scipy's noncentral t can fail (small df, far tails): integrate over the chi-square
+
         def rejects(v: float) -> float:  # P(|Z + nc| > tc * sqrt(v / df)) for V = v
             c = tc * math.sqrt(v / df)
             return (st.norm.sf(c - nc) + st.norm.cdf(-c - nc)) * st.chi2.pdf(v, df)
@@ -156,8 +189,9 @@ def power(delta: float, sd: float, n: int, alpha: float = 0.05, paired: bool = T
     return min(max(p, 0.0), 1.0)
 
 
-def min_detectable_difference(sd: float, n: int, alpha: float = 0.05, target_power: float = 0.8,
-                              paired: bool = True) -> float:  # fmt: skip
+def min_detectable_difference(
+    sd: float, n: int, alpha: float = 0.05, target_power: float = 0.8, paired: bool = True
+) -> float:
     """The smallest true difference detected with probability ``target_power`` by a two-sided
     t-test at level ``alpha`` with ``n`` seeds (see :func:`power` for ``sd`` and ``paired``).
     For large ``n`` it tends to ``(z_{1-alpha/2} + z_{power}) · sd · scale`` (2.80 · sd/√n paired)."""
@@ -167,11 +201,19 @@ def min_detectable_difference(sd: float, n: int, alpha: float = 0.05, target_pow
     hi = 2 * float(st.t.ppf(1 - alpha / 2, df)) * sd * scale
     while power(hi, sd, n, alpha, paired) < target_power:
         hi *= 2
-    return float(optimize.brentq(lambda d: power(d, sd, n, alpha, paired) - target_power, 0.0, hi, xtol=1e-9 * sd))
+    return float(
+        optimize.brentq(lambda d: power(d, sd, n, alpha, paired) - target_power, 0.0, hi, xtol=1e-9 * sd)
+    )
 
 
-def seeds_needed(delta: float, sd: float, alpha: float = 0.05, target_power: float = 0.8, paired: bool = True,
-                 max_n: int = 10_000) -> int:  # fmt: skip
+def seeds_needed(
+    delta: float,
+    sd: float,
+    alpha: float = 0.05,
+    target_power: float = 0.8,
+    paired: bool = True,
+    max_n: int = 10_000,
+) -> int:
     """The fewest seeds (per variant) whose design detects ``delta`` with ``target_power``."""
     if delta <= 0:
         raise ValueError("delta must be positive")
@@ -198,9 +240,13 @@ def _versus(ref: pd.Series, mine: pd.Series, confidence: float, alpha: float, ta
 
 
 def powered_summary(
-    runs: pd.DataFrame, reference: str | None = "baseline", metric: str = "rsum", confidence: float = 0.95,
-    target_power: float = 0.8, alpha: float = 0.05,
-) -> pd.DataFrame:  # fmt: skip
+    runs: pd.DataFrame,
+    reference: str | None = "baseline",
+    metric: str = "rsum",
+    confidence: float = 0.95,
+    target_power: float = 0.8,
+    alpha: float = 0.05,
+) -> pd.DataFrame:
     """The kit's one seed-statistics table: per variant (in run order) ``metric``'s seeds ``n``,
     ``mean``, the ``confidence`` t interval ``ci_lo`` / ``ci_hi``, ``sd`` (ddof=1; NaN for one seed),
     ``min``, ``max``; with a ``reference`` variant also ``diff`` (variant - reference, paired by seed
@@ -210,17 +256,30 @@ def powered_summary(
     the observed sd of the paired differences). The reference row has NaN in the comparison columns.
     """
     if reference is not None and reference not in set(runs["variant"]):
-        raise ValueError(f"reference variant {reference!r} is not among the runs ({sorted(set(runs['variant']))})")
+        raise ValueError(
+            f"reference variant {reference!r} is not among the runs ({sorted(set(runs['variant']))})"
+        )
     ref = runs[runs["variant"] == reference].set_index("seed")[metric] if reference is not None else None
     out = []
     for variant, g in runs.groupby("variant", sort=False):
         x = g[metric].dropna()
         ci = mean_ci(x, confidence)
-        row = {"variant": variant, "n": ci.n, "mean": ci.mean, "ci_lo": ci.lo, "ci_hi": ci.hi, "sd": ci.sd,
-               "min": float(x.min()), "max": float(x.max())}  # fmt: skip
+        row = {
+            "variant": variant,
+            "n": ci.n,
+            "mean": ci.mean,
+            "ci_lo": ci.lo,
+            "ci_hi": ci.hi,
+            "sd": ci.sd,
+            "min": float(x.min()),
+            "max": float(x.max()),
+        }
         if ref is not None:
             mine = g.set_index("seed")[metric]
-            row.update(_versus(ref, mine, confidence, alpha, target_power) if variant != reference else
-                       _versus(ref.iloc[:0], mine.iloc[:0], confidence, alpha, target_power))  # fmt: skip
+            row.update(
+                _versus(ref, mine, confidence, alpha, target_power)
+                if variant != reference
+                else _versus(ref.iloc[:0], mine.iloc[:0], confidence, alpha, target_power)
+            )
         out.append(row)
     return pd.DataFrame(out).set_index("variant")

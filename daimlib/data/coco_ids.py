@@ -102,6 +102,21 @@ def _load_ids(path: Path) -> np.ndarray:
     return ids
 
 
+def _grouped_captions(name: str, annotation_dir: Path, coco, limits, captions_per_image) -> dict:
+    """``{image id: [(annotation id, caption)]}`` of one split, in id-file order (blocks checked)."""
+    id_file = ID_FILES[name]
+    ids = _load_ids(annotation_dir / id_file)
+    if name in limits:
+        ids = ids[: limits[name]]
+    runs = _image_runs(ids, coco, id_file, SOURCE[name])
+    if captions_per_image is not None:
+        _check_blocks(runs, captions_per_image, coco, id_file, name)
+    grouped: dict[int, list[tuple[int, str]]] = {}
+    for image_id, anns in runs:
+        grouped.setdefault(image_id, []).extend(anns)
+    return grouped
+
+
 def load_coco_ids(
     root: str | Path,
     split: str | tuple[str, ...] | list[str],
@@ -157,16 +172,7 @@ def load_coco_ids(
         if year not in cocos:
             cocos[year] = _load_annotations(annotation_dir / f"captions_{year}.json")
         coco = cocos[year]
-        id_file = ID_FILES[name]
-        ids = _load_ids(annotation_dir / id_file)
-        if name in limits:
-            ids = ids[: limits[name]]
-        runs = _image_runs(ids, coco, id_file, year)
-        if captions_per_image is not None:
-            _check_blocks(runs, captions_per_image, coco, id_file, name)
-        grouped: dict[int, list[tuple[int, str]]] = {}  # image id -> [(ann id, caption)]
-        for image_id, anns in runs:
-            grouped.setdefault(image_id, []).extend(anns)
+        grouped = _grouped_captions(name, annotation_dir, coco, limits, captions_per_image)
         for image_id, anns in grouped.items():
             n = len(image_paths)
             image_paths.append(str(image_root / year / coco.imgs[image_id]["file_name"]))
@@ -176,10 +182,18 @@ def load_coco_ids(
             captions.extend(c for _, c in anns)
             img_of_caption.extend([n] * len(anns))
     out = Split(
-        image_paths=image_paths, captions=captions, img_of_caption=torch.tensor(img_of_caption, dtype=torch.long),
-        image_ids=image_ids, splits=splits, layout="coco_ids", dataset="coco", source=annotation_dir,
-        image_root=image_root, meta=meta, caption_ids=caption_ids,
-    )  # fmt: skip
+        image_paths=image_paths,
+        captions=captions,
+        img_of_caption=torch.tensor(img_of_caption, dtype=torch.long),
+        image_ids=image_ids,
+        splits=splits,
+        layout="coco_ids",
+        dataset="coco",
+        source=annotation_dir,
+        image_root=image_root,
+        meta=meta,
+        caption_ids=caption_ids,
+    )
     if check_files:
         out.check_files()
     return out
@@ -195,8 +209,9 @@ def CocoIdSplit(  # noqa: N802 - the former class name, kept as the loader's nam
     annotations_dir: str = ANNOTATIONS_DIR,
 ) -> Split:
     """:func:`load_coco_ids` under the name of the former class (``image_dir`` inside ``root``)."""
-    return load_coco_ids(root, split, Path(root) / image_dir, captions_per_image, check_files,
-                         caption_limits, annotations_dir)  # fmt: skip
+    return load_coco_ids(
+        root, split, Path(root) / image_dir, captions_per_image, check_files, caption_limits, annotations_dir
+    )
 
 
 def _image_runs(ids: np.ndarray, coco, id_file: str, year: str) -> list[tuple[int, list[tuple[int, str]]]]:

@@ -42,7 +42,9 @@ class CaptionDataset(Dataset):
     decoded image, so the batches are exactly those of an uncached run.
     """
 
-    def __init__(self, split: Split, tokenizer, transform, max_len: int = 32, cache_images: bool | str = "auto"):
+    def __init__(
+        self, split: Split, tokenizer, transform, max_len: int = 32, cache_images: bool | str = "auto"
+    ):
         self.split, self.transform = split, transform
         self.input_ids, self.attention_mask = tokenize(tokenizer, split.captions, max_len)  # [N, L] each
         if cache_images == "auto":

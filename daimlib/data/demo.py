@@ -30,10 +30,15 @@ from daimlib.data.tokenizer import build_wordpiece_tokenizer
 
 SPLIT_SIZES = {"default": (4000, 200, 500), "small": (200, 50, 50)}
 COLOURS = {
-    "red": (220, 40, 40), "green": (40, 175, 70), "blue": (50, 100, 235),
-    "yellow": (235, 215, 40), "purple": (160, 70, 210), "orange": (245, 140, 20),
-    "white": (240, 240, 240), "cyan": (40, 210, 220),
-}  # fmt: skip
+    "red": (220, 40, 40),
+    "green": (40, 175, 70),
+    "blue": (50, 100, 235),
+    "yellow": (235, 215, 40),
+    "purple": (160, 70, 210),
+    "orange": (245, 140, 20),
+    "white": (240, 240, 240),
+    "cyan": (40, 210, 220),
+}
 SHAPES = ("circle", "square", "triangle", "diamond", "star", "cross")
 RADIUS = {"small": 5.0, "big": 8.5}  # pixels at 64 px
 REL_WORDS = {
@@ -122,8 +127,10 @@ def _random_scene(rng: random.Random, spec: DemoSpec) -> dict:
         t = (rng.choice(spec.shapes), rng.choice(spec.colours), rng.choice(spec.sizes))
         if t not in types:
             types.append(t)
-    objects = [{"shape": s, "colour": c, "size": z, "row": cell // spec.grid, "col": cell % spec.grid}
-               for (s, c, z), cell in zip(types, cells)]  # fmt: skip
+    objects = [
+        {"shape": s, "colour": c, "size": z, "row": cell // spec.grid, "col": cell % spec.grid}
+        for (s, c, z), cell in zip(types, cells)
+    ]
     _place(rng, objects, spec)
     return {"objects": objects, "background": [rng.randint(35, 80)] * 3}
 
@@ -162,8 +169,12 @@ def scene_signature(scene: dict, spec: DemoSpec | None = None) -> tuple:
         return (types[0], objs[0]["row"], objs[0]["col"])
     rels = DemoSpec().relations if spec is None else spec.relations
     sp = DemoSpec(relations=rels)
-    pairs = sorted((types[a], types[b], tuple(_true_relations(objs[a], objs[b], sp)))
-                   for a in range(len(objs)) for b in range(len(objs)) if a != b)  # fmt: skip
+    pairs = sorted(
+        (types[a], types[b], tuple(_true_relations(objs[a], objs[b], sp)))
+        for a in range(len(objs))
+        for b in range(len(objs))
+        if a != b
+    )
     return tuple(pairs)
 
 
@@ -200,9 +211,20 @@ def _polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, fl
         return pts
     if shape == "cross":
         a, b = r * 0.35, r
-        return [(cx - a, cy - b), (cx + a, cy - b), (cx + a, cy - a), (cx + b, cy - a), (cx + b, cy + a),
-                (cx + a, cy + a), (cx + a, cy + b), (cx - a, cy + b), (cx - a, cy + a), (cx - b, cy + a),
-                (cx - b, cy - a), (cx - a, cy - a)]  # fmt: skip
+        return [
+            (cx - a, cy - b),
+            (cx + a, cy - b),
+            (cx + a, cy - a),
+            (cx + b, cy - a),
+            (cx + b, cy + a),
+            (cx + a, cy + a),
+            (cx + a, cy + b),
+            (cx - a, cy + b),
+            (cx - a, cy + a),
+            (cx - b, cy + a),
+            (cx - b, cy - a),
+            (cx - a, cy - a),
+        ]
     raise ValueError(f"unknown shape {shape!r}")
 
 
@@ -225,9 +247,11 @@ def render_scene(scene: dict, image_size: int = 64, supersample: int = 4) -> Ima
 
 def _holds(a: dict, rel: str, b: dict) -> bool:
     return {
-        "left": a["col"] < b["col"], "right": a["col"] > b["col"],
-        "above": a["row"] < b["row"], "below": a["row"] > b["row"],
-    }[rel]  # fmt: skip
+        "left": a["col"] < b["col"],
+        "right": a["col"] > b["col"],
+        "above": a["row"] < b["row"],
+        "below": a["row"] > b["row"],
+    }[rel]
 
 
 def _true_relations(a: dict, b: dict, spec: DemoSpec) -> list[str]:
@@ -278,28 +302,44 @@ def _one_caption(rng: random.Random, scene: dict, spec: DemoSpec) -> tuple[str, 
     if len(o) == 1:
         loc = _location_phrase(rng, o[0]["row"], o[0]["col"])
         claims["locations"].append([0, o[0]["row"], o[0]["col"]])
-        t = rng.choice([
-            "a {x} {loc}", "{loc} there is a {x}", "a single {x} {loc}", "only one shape , a {x} {loc}",
-            "the image shows a {x} {loc}", "a {x} alone {loc}",
-        ])  # fmt: skip
+        t = rng.choice(
+            [
+                "a {x} {loc}",
+                "{loc} there is a {x}",
+                "a single {x} {loc}",
+                "only one shape , a {x} {loc}",
+                "the image shows a {x} {loc}",
+                "a {x} alone {loc}",
+            ]
+        )
         return t.format(x=_np(o[0]), loc=loc), claims
     rels1 = _true_relations(o[0], o[1], spec)
     claims["relations"] += [[0, r, 1] for r in rels1]
     w1 = _rel_phrase(rng, rels1)
     if len(o) == 2:
-        t = rng.choice([
-            "a {x} {r} a {y}", "a {x} is {r} a {y}", "there is a {x} {r} a {y}", "two shapes , a {x} {r} a {y}",
-            "the image shows a {x} {r} a {y}", "a {x} placed {r} a {y}",
-        ])  # fmt: skip
+        t = rng.choice(
+            [
+                "a {x} {r} a {y}",
+                "a {x} is {r} a {y}",
+                "there is a {x} {r} a {y}",
+                "two shapes , a {x} {r} a {y}",
+                "the image shows a {x} {r} a {y}",
+                "a {x} placed {r} a {y}",
+            ]
+        )
         return t.format(x=_np(o[0]), y=_np(o[1]), r=w1), claims
     anchor = rng.choice([0, 1])
     rels2 = _true_relations(o[2], o[anchor], spec)
     claims["relations"] += [[2, r, anchor] for r in rels2]
     w2 = _rel_phrase(rng, rels2)
-    t = rng.choice([
-        "a {x} {r} a {y} and a {z} {s} the {w}", "a {x} is {r} a {y} , and a {z} is {s} the {w}",
-        "three shapes , a {x} {r} a {y} and a {z} {s} the {w}", "there is a {x} {r} a {y} and a {z} {s} the {w}",
-    ])  # fmt: skip
+    t = rng.choice(
+        [
+            "a {x} {r} a {y} and a {z} {s} the {w}",
+            "a {x} is {r} a {y} , and a {z} is {s} the {w}",
+            "three shapes , a {x} {r} a {y} and a {z} {s} the {w}",
+            "there is a {x} {r} a {y} and a {z} {s} the {w}",
+        ]
+    )
     return t.format(x=_np(o[0]), y=_np(o[1]), z=_np(o[2]), w=_np(o[anchor]), r=w1, s=w2), claims
 
 
@@ -398,6 +438,26 @@ def _refuse_foreign_folder(root: Path, json_path: Path) -> None:
     )
 
 
+def _demo_spec(size: str | tuple[int, int, int], knobs: dict) -> DemoSpec:
+    """The checked :class:`DemoSpec` of ``make_demo_dataset``'s ``size`` and ``knobs``."""
+    if isinstance(size, str):
+        if size not in SPLIT_SIZES:
+            raise ValueError(
+                f"size must be one of {sorted(SPLIT_SIZES)} or a (train, val, test) tuple, got {size!r}"
+            )
+        sizes = SPLIT_SIZES[size]
+    else:
+        sizes = tuple(int(v) for v in size)
+    unknown = sorted(set(knobs) - {f for f in DemoSpec.__dataclass_fields__ if f != "split_sizes"})
+    if unknown:
+        raise ValueError(f"unknown demo knobs {unknown}; knobs are the fields of DemoSpec")
+    spec = DemoSpec(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in knobs.items()}, split_sizes=sizes
+    )
+    spec.check()
+    return spec
+
+
 def make_demo_dataset(
     root: str | Path,
     seed: int = 0,
@@ -417,21 +477,8 @@ def make_demo_dataset(
     (``FileExistsError``), whatever ``overwrite`` says.
     """
     root = Path(root)
-    if isinstance(size, str):
-        if size not in SPLIT_SIZES:
-            raise ValueError(
-                f"size must be one of {sorted(SPLIT_SIZES)} or a (train, val, test) tuple, got {size!r}"
-            )
-        sizes = SPLIT_SIZES[size]
-    else:
-        sizes = tuple(int(v) for v in size)
-    unknown = sorted(set(knobs) - {f for f in DemoSpec.__dataclass_fields__ if f != "split_sizes"})
-    if unknown:
-        raise ValueError(f"unknown demo knobs {unknown}; knobs are the fields of DemoSpec")
-    spec = DemoSpec(
-        **{k: tuple(v) if isinstance(v, list) else v for k, v in knobs.items()}, split_sizes=sizes
-    )
-    spec.check()
+    spec = _demo_spec(size, knobs)
+    sizes = spec.split_sizes
     json_path = root / "dataset_demo.json"
     _refuse_foreign_folder(root, json_path)
     header = {"seed": seed, **asdict(spec)}
@@ -466,8 +513,16 @@ def make_demo_dataset(
                     {"raw": text, "tokens": _tokens(text), "imgid": imgid, "sentid": sentid, "claims": claims}
                 )
                 sentid += 1
-            records.append({"filename": fname, "imgid": imgid, "split": split, "sentids": [s["sentid"] for s in sents],
-                            "sentences": sents, "scene": scene})  # fmt: skip
+            records.append(
+                {
+                    "filename": fname,
+                    "imgid": imgid,
+                    "split": split,
+                    "sentids": [s["sentid"] for s in sents],
+                    "sentences": sents,
+                    "scene": scene,
+                }
+            )
             bar.update()
     bar.close()
     data = {"images": records, "dataset": "demo", "demo_spec": header}

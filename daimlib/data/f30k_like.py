@@ -149,8 +149,15 @@ def make_f30k_layout(
                 raw, tokens = _flickr_text(text)
                 sents.append({"tokens": tokens, "raw": raw, "imgid": imgid, "sentid": sentid})
                 sentid += 1
-            records.append({"sentids": [s["sentid"] for s in sents], "imgid": imgid, "sentences": sents,
-                            "split": split, "filename": fname})  # fmt: skip
+            records.append(
+                {
+                    "sentids": [s["sentid"] for s in sents],
+                    "imgid": imgid,
+                    "sentences": sents,
+                    "split": split,
+                    "filename": fname,
+                }
+            )
             bar.update()
     bar.close()
     json_path = dst / JSON_NAME
@@ -200,8 +207,17 @@ def make_coco_layout(
             for k, (raw, tokens) in enumerate(caps)
         ]
         sentid += len(sents)
-        records.append({"filepath": year, "sentids": [x["sentid"] for x in sents], "filename": fname,
-                        "imgid": imgid, "split": split, "sentences": sents, "cocoid": ids[imgid]})  # fmt: skip
+        records.append(
+            {
+                "filepath": year,
+                "sentids": [x["sentid"] for x in sents],
+                "filename": fname,
+                "imgid": imgid,
+                "split": split,
+                "sentences": sents,
+                "cocoid": ids[imgid],
+            }
+        )
     json_path = dst / COCO_JSON_NAME
     json_path.write_text(json.dumps({"images": records, "dataset": "coco"}), encoding="utf-8")
     (dst / MARKER).write_text(json.dumps(args) + "\n", encoding="utf-8")

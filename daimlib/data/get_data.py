@@ -87,28 +87,49 @@ class Target:
 
 TARGETS: dict[str, Target] = {
     "flickr8k": Target(
-        "flickr8k", "f8k", "dataset_flickr8k.json", "images", {"train": 6000, "val": 1000, "test": 1000},
-        HubDefault("jxie/flickr8k", "main", ("data/*.parquet", "README.md"),
-                   "branch main (last commit seen: 56f58c9, short sha only; not verified offline)"),
+        "flickr8k",
+        "f8k",
+        "dataset_flickr8k.json",
+        "images",
+        {"train": 6000, "val": 1000, "test": 1000},
+        HubDefault(
+            "jxie/flickr8k",
+            "main",
+            ("data/*.parquet", "README.md"),
+            "branch main (last commit seen: 56f58c9, short sha only; not verified offline)",
+        ),
         "dataset_flickr8k.json (Karpathy's caption_datasets.zip) + Flickr8k_Dataset.zip or its folder",
     ),
     "flickr30k": Target(
-        "flickr30k", "f30k", "dataset_flickr30k.json", "flickr30k-images",
+        "flickr30k",
+        "f30k",
+        "dataset_flickr30k.json",
+        "flickr30k-images",
         {"train": 29000, "val": 1014, "test": 1000},
-        HubDefault("nlphuji/flickr30k", "2b239befc81b6e3f035ce6bd52f5f4d60f5625f7",
-                   ("flickr_annotations_30k.csv", "flickr30k-images.zip", "README.md"),
-                   "commit 2b239be (read from a stored copy of the hub's file listing; not verified online)"),
+        HubDefault(
+            "nlphuji/flickr30k",
+            "2b239befc81b6e3f035ce6bd52f5f4d60f5625f7",
+            ("flickr_annotations_30k.csv", "flickr30k-images.zip", "README.md"),
+            "commit 2b239be (read from a stored copy of the hub's file listing; not verified online)",
+        ),
         "dataset_flickr30k.json (Karpathy's caption_datasets.zip) + flickr30k-images.zip or its folder",
     ),
     "coco": Target(
-        "coco", "coco", "dataset_coco.json", "images",
+        "coco",
+        "coco",
+        "dataset_coco.json",
+        "images",
         {"train": 82783, "restval": 30504, "val": 5000, "test": 5000},
-        HubDefault("bitmind/MS-COCO", "main", ("data/*.parquet", "README.md"),
-                   "branch main (no commit sha could be verified offline)"),
+        HubDefault(
+            "bitmind/MS-COCO",
+            "main",
+            ("data/*.parquet", "README.md"),
+            "branch main (no commit sha could be verified offline)",
+        ),
         "dataset_coco.json (Karpathy's caption_datasets.zip) + COCO 2014 train2014.zip and val2014.zip "
         "(or their folders)",
     ),
-}  # fmt: skip
+}
 
 
 class HubUnreachableError(GetDataError):
@@ -161,11 +182,15 @@ def _hub_error(exc: Exception, target: Target, repo_id: str, revision: str, out:
     names = {c.__name__ for c in type(exc).__mro__}
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if "GatedRepoError" in names:
-        return GetDataError(f"{repo_id} is gated on the hub: accept its terms on its page and log in "
-                            f"(hf auth login), then run the command again ({first})")  # fmt: skip
+        return GetDataError(
+            f"{repo_id} is gated on the hub: accept its terms on its page and log in "
+            f"(hf auth login), then run the command again ({first})"
+        )
     if "RepositoryNotFoundError" in names:
-        return GetDataError(f"no dataset {repo_id!r} on the Hugging Face hub (or it is private): check the id "
-                            f"given to --from ({first})")  # fmt: skip
+        return GetDataError(
+            f"no dataset {repo_id!r} on the Hugging Face hub (or it is private): check the id "
+            f"given to --from ({first})"
+        )
     if "RevisionNotFoundError" in names:
         return GetDataError(f"{repo_id} has no revision {revision!r}: give another with --revision ({first})")
     return HubUnreachableError(
@@ -177,13 +202,17 @@ def _hub_error(exc: Exception, target: Target, repo_id: str, revision: str, out:
 def download(target: Target, repo_id: str, revision: str, out: Path) -> Path:
     """The local folder of ``repo_id`` at ``revision`` (huggingface_hub's ``snapshot_download``, which
     resumes interrupted downloads and reuses its cache); a clear error when the hub is unreachable."""
-    patterns = target.hub.allow_patterns if repo_id == target.hub.repo_id else (
-        "*.parquet", "*.tar", "*.csv", "*.zip", "dataset_*.json", "README.md")  # fmt: skip
+    patterns = (
+        target.hub.allow_patterns
+        if repo_id == target.hub.repo_id
+        else ("*.parquet", "*.tar", "*.csv", "*.zip", "dataset_*.json", "README.md")
+    )
     try:
         from huggingface_hub import snapshot_download
 
-        path = snapshot_download(repo_id=repo_id, repo_type="dataset", revision=revision,
-                                 allow_patterns=list(patterns))  # fmt: skip
+        path = snapshot_download(
+            repo_id=repo_id, repo_type="dataset", revision=revision, allow_patterns=list(patterns)
+        )
     except Exception as e:  # noqa: BLE001 - every failure becomes a message that says what to do
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
             raise  # the local disk, not the network: the command line names the folder
@@ -209,8 +238,10 @@ def _is_done(path: Path, size: int | None) -> bool:
 def _safe_relpath(target: Target, rec: dict, where: str) -> Path:
     rel = Path(rec["filepath"]) / rec["filename"] if rec.get("filepath") else Path(rec["filename"])
     if rel.is_absolute() or ".." in rel.parts or not rec["filename"].strip():
-        raise DatasetFormatError(f"{where}: the image name {str(rel)!r} would leave {target.image_dir}/; "
-                                 "image names must be relative file names")  # fmt: skip
+        raise DatasetFormatError(
+            f"{where}: the image name {str(rel)!r} would leave {target.image_dir}/; "
+            "image names must be relative file names"
+        )
     return rel
 
 
@@ -254,11 +285,15 @@ def _add_item(target: Target, records: dict, item: Item) -> tuple[dict, bool]:
     else:
         new = False
         if rec["split"] != item.split:
-            raise DatasetFormatError(f"{item.where}: image {item.filename} is in split {rec['split']!r} and "
-                                     f"again in {item.split!r}; an image belongs to one split")  # fmt: skip
+            raise DatasetFormatError(
+                f"{item.where}: image {item.filename} is in split {rec['split']!r} and "
+                f"again in {item.split!r}; an image belongs to one split"
+            )
         if item.size is not None and rec["size"] is not None and item.size != rec["size"]:
-            raise DatasetFormatError(f"{item.where}: two different images are named {item.filename} "
-                                     f"({rec['size']} and {item.size} bytes); file names must be unique")  # fmt: skip
+            raise DatasetFormatError(
+                f"{item.where}: two different images are named {item.filename} "
+                f"({rec['size']} and {item.size} bytes); file names must be unique"
+            )
     rec["captions"].extend(item.captions)
     rec["tokens"].extend(item.tokens or [None] * len(item.captions))
     rec["order"].extend(item.sentids or [None] * len(item.captions))
@@ -278,12 +313,25 @@ def _annotation(target: Target, records: Iterable[dict]) -> dict:
         if None not in rec["order"]:  # rows of one caption each: the source's caption order
             caps = [c for _, c in sorted(zip(rec["order"], caps), key=lambda oc: oc[0])]
         for raw, toks in caps:
-            sents.append({"tokens": toks if toks is not None else _tokens(raw), "raw": raw,
-                          "imgid": imgid, "sentid": sentid})  # fmt: skip
+            sents.append(
+                {
+                    "tokens": toks if toks is not None else _tokens(raw),
+                    "raw": raw,
+                    "imgid": imgid,
+                    "sentid": sentid,
+                }
+            )
             sentid += 1
         out = {"filepath": rec["filepath"]} if "filepath" in rec else {}
-        out.update({"sentids": [s["sentid"] for s in sents], "filename": rec["filename"], "imgid": imgid,
-                    "split": rec["split"], "sentences": sents})  # fmt: skip
+        out.update(
+            {
+                "sentids": [s["sentid"] for s in sents],
+                "filename": rec["filename"],
+                "imgid": imgid,
+                "split": rec["split"],
+                "sentences": sents,
+            }
+        )
         if rec.get("cocoid") is not None:
             out["cocoid"] = rec["cocoid"]
         images.append(out)
@@ -296,8 +344,13 @@ def _convert(target: Target, source: Source, out: Path, progress: bool):
     records: dict = {}
     taken: set[Path] = set()
     written = skipped = 0
-    bar = tqdm(total=count_items(source), unit="item", desc=f"{target.name}: images",
-               disable=not progress, dynamic_ncols=True)  # fmt: skip
+    bar = tqdm(
+        total=count_items(source),
+        unit="item",
+        desc=f"{target.name}: images",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     for item in iter_items(source):
         rec, new = _add_item(target, records, item)
         bar.update()
@@ -305,8 +358,10 @@ def _convert(target: Target, source: Source, out: Path, progress: bool):
             continue
         path = image_root / _safe_relpath(target, rec, item.where)
         if path in taken:
-            raise DatasetFormatError(f"{item.where}: a second image would be written to {path.relative_to(out)}; "
-                                     "image file names must be unique in the dataset")  # fmt: skip
+            raise DatasetFormatError(
+                f"{item.where}: a second image would be written to {path.relative_to(out)}; "
+                "image file names must be unique in the dataset"
+            )
         taken.add(path)
         if _is_done(path, item.size):
             skipped += 1
@@ -347,8 +402,11 @@ def _check_captions(annotation: dict, json_name: str) -> None:
             f"verification failed: {len(bare)} images in {json_name} have no caption ({', '.join(bare[:5])}"
             f"{' ...' if len(bare) > 5 else ''}); the source lacks their captions: check it"
         )
-    short = [(r["split"], r["filename"], len(r["sentences"])) for r in annotation["images"]
-             if r["split"] in ("val", "test") and len(r["sentences"]) < 5]  # fmt: skip
+    short = [
+        (r["split"], r["filename"], len(r["sentences"]))
+        for r in annotation["images"]
+        if r["split"] in ("val", "test") and len(r["sentences"]) < 5
+    ]
     if short:
         listing = "; ".join(f"{f} ({s}, {n} captions)" for s, f, n in short[:5])
         raise DatasetFormatError(
@@ -362,8 +420,16 @@ def _check_captions(annotation: dict, json_name: str) -> None:
 def _check_images(paths: list[Path], root: Path, progress: bool) -> None:
     workers = min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(workers) as pool:
-        results = list(tqdm(pool.map(_image_problem, paths), total=len(paths), unit="img",
-                            desc="verify: images open", disable=not progress, dynamic_ncols=True))  # fmt: skip
+        results = list(
+            tqdm(
+                pool.map(_image_problem, paths),
+                total=len(paths),
+                unit="img",
+                desc="verify: images open",
+                disable=not progress,
+                dynamic_ncols=True,
+            )
+        )
     bad = [(p, r) for p, r in zip(paths, results) if r is not None]
     if bad:
         listing = "; ".join(f"{p.relative_to(root)} ({r})" for p, r in bad[:3])
@@ -374,8 +440,13 @@ def _check_images(paths: list[Path], root: Path, progress: bool) -> None:
         )
 
 
-def verify_output(out: str | Path, name: str, expected: dict[str, int] | None = None,
-                  open_images: bool = True, progress: bool = False) -> dict[str, int]:  # fmt: skip
+def verify_output(
+    out: str | Path,
+    name: str,
+    expected: dict[str, int] | None = None,
+    open_images: bool = True,
+    progress: bool = False,
+) -> dict[str, int]:
     """Check a folder ``get-data`` wrote; return its images per split.
 
     Checks: the folder's layout is the dataset's; the image count per split equals ``expected`` (the
@@ -394,8 +465,10 @@ def verify_output(out: str | Path, name: str, expected: dict[str, int] | None = 
     for rec in annotation["images"]:
         counts[rec["split"]] = counts.get(rec["split"], 0) + 1
     if expected is not None and counts != expected:
-        raise DatasetFormatError(f"verification failed: {target.json_name} lists {counts} images per split, "
-                                 f"the source has {expected}; run the same command again to finish it")  # fmt: skip
+        raise DatasetFormatError(
+            f"verification failed: {target.json_name} lists {counts} images per split, "
+            f"the source has {expected}; run the same command again to finish it"
+        )
     order = ("train", "restval", "val", "test")
     counts = dict(sorted(counts.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
     _check_captions(annotation, target.json_name)
@@ -426,8 +499,10 @@ def _check_out(out: Path, name: str, source: str) -> dict | None:
         return None
     marker = _read_marker(out)
     if marker is None:
-        raise FileExistsError(f"{out} is not empty and was not written by get-data (no {MARKER}); it may hold "
-                              "your data: give --out an empty or new folder")  # fmt: skip
+        raise FileExistsError(
+            f"{out} is not empty and was not written by get-data (no {MARKER}); it may hold "
+            "your data: give --out an empty or new folder"
+        )
     if marker.get("name") != name or marker.get("source") != source:
         raise FileExistsError(
             f"{out} holds {marker.get('name')} from {marker.get('source')}, not {name} from {source}; give "
@@ -462,8 +537,9 @@ def _resolve_source(target: Target, source: str | None, revision: str | None, ou
     except GetDataError as e:
         if source is None:
             raise
-        raise type(e)(f"{e}\n(--from {source}: no such folder here either; if you meant a local folder, check "
-                      "the path)") from e.__cause__  # fmt: skip
+        raise type(e)(
+            f"{e}\n(--from {source}: no such folder here either; if you meant a local folder, check the path)"
+        ) from e.__cause__
 
 
 def _size_notes(target: Target, counts: dict[str, int]) -> list[str]:
@@ -472,12 +548,20 @@ def _size_notes(target: Target, counts: dict[str, int]) -> list[str]:
 
     if counts == target.sizes:
         return [f"the split sizes are Karpathy's ({listing(counts)})"]
-    return [f"these are not Karpathy's split sizes for {target.name} ({listing(target.sizes)}): a subset or "
-            "another split; the paper's protocols need the full test split"]  # fmt: skip
+    return [
+        f"these are not Karpathy's split sizes for {target.name} ({listing(target.sizes)}): a subset or "
+        "another split; the paper's protocols need the full test split"
+    ]
 
 
-def get_data(name: str, out: str | Path, source: str | None = None, revision: str | None = None,
-             progress: bool = True, verify_images: bool = True) -> GetDataResult:  # fmt: skip
+def get_data(
+    name: str,
+    out: str | Path,
+    source: str | None = None,
+    revision: str | None = None,
+    progress: bool = True,
+    verify_images: bool = True,
+) -> GetDataResult:
     """Write dataset ``name`` (``flickr8k``, ``flickr30k``, ``coco``) into ``out`` in the kit's Karpathy
     layout and verify it (module docstring). ``source``: a local folder, a hub dataset id, or None for
     the default hub mirror (``TARGETS[name].hub``, pinned); ``revision`` overrides the hub revision.
@@ -490,8 +574,15 @@ def get_data(name: str, out: str | Path, source: str | None = None, revision: st
     marker = _check_out(out, name, label)
     if marker and marker.get("complete"):
         counts = verify_output(out, name, expected=marker["images"], open_images=False)
-        return GetDataResult(out, counts, label, marker["format"], seconds=time.perf_counter() - t0,
-                             already_complete=True, notes=_size_notes(target, counts))  # fmt: skip
+        return GetDataResult(
+            out,
+            counts,
+            label,
+            marker["format"],
+            seconds=time.perf_counter() - t0,
+            already_complete=True,
+            notes=_size_notes(target, counts),
+        )
     src, rev = _resolve_source(target, source, revision, out)
     source_files = detect_source(src, target, exclude=out)
     out.mkdir(parents=True, exist_ok=True)
@@ -508,5 +599,13 @@ def get_data(name: str, out: str | Path, source: str | None = None, revision: st
     _write_atomic(out / MARKER, (json.dumps(state, indent=1) + "\n").encode())
     for part in out.rglob(".*.part"):  # temporaries of an interrupted earlier call
         part.unlink(missing_ok=True)
-    return GetDataResult(out, counts, label, source_files.fmt, written, skipped, time.perf_counter() - t0,
-                         notes=_size_notes(target, counts))  # fmt: skip
+    return GetDataResult(
+        out,
+        counts,
+        label,
+        source_files.fmt,
+        written,
+        skipped,
+        time.perf_counter() - t0,
+        notes=_size_notes(target, counts),
+    )

@@ -34,8 +34,15 @@ from daimlib.data.images import DatasetFormatError
 from daimlib.data.split import clean_caption
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-SPLIT_NAMES = {"train": "train", "val": "val", "validation": "val", "valid": "val", "dev": "val",
-               "test": "test", "restval": "restval"}  # fmt: skip
+SPLIT_NAMES = {
+    "train": "train",
+    "val": "val",
+    "validation": "val",
+    "valid": "val",
+    "dev": "val",
+    "test": "test",
+    "restval": "restval",
+}
 FORMAT_NEEDS = (
     "karpathy: dataset_<name>.json + the images (folder or zip); csv: a table with raw/split/filename columns "
     "+ the images (nlphuji/flickr30k's files); parquet: *.parquet shards with an image column; "
@@ -109,8 +116,11 @@ def captions_of(rec: dict, where: str) -> tuple[list[str], list[list[str]] | Non
         raws = [s.get("raw") if isinstance(s, dict) else s for s in sents]
         toks = [s.get("tokens") if isinstance(s, dict) else None for s in sents]
         ids = [s.get("sentid") if isinstance(s, dict) else None for s in sents]
-        return (_clean(raws, where), toks if all(isinstance(t, list) for t in toks) else None,
-                ids if all(isinstance(i, int) for i in ids) else None)  # fmt: skip
+        return (
+            _clean(raws, where),
+            toks if all(isinstance(t, list) for t in toks) else None,
+            ids if all(isinstance(i, int) for i in ids) else None,
+        )
     for key in ("caption", "captions", "alt_text", "text"):
         if rec.get(key) is not None:
             value = rec[key]
@@ -118,8 +128,10 @@ def captions_of(rec: dict, where: str) -> tuple[list[str], list[list[str]] | Non
     numbered = sorted((int(k[8:]), k) for k in rec if re.fullmatch(r"caption_\d+", k))
     if numbered:
         return _clean([rec[k] for _, k in numbered if rec[k] is not None], where), None, None
-    raise DatasetFormatError(f"{where}: no caption column (looked for sentences, caption, captions, alt_text, "
-                             f"text, caption_0 ...); the columns are {sorted(rec)}")  # fmt: skip
+    raise DatasetFormatError(
+        f"{where}: no caption column (looked for sentences, caption, captions, alt_text, "
+        f"text, caption_0 ...); the columns are {sorted(rec)}"
+    )
 
 
 # ---------------------------------------------------------------- finding the files
@@ -165,8 +177,10 @@ def detect_source(root: Path, target, exclude: Path | None = None) -> Source:
     if target.json_name in jsons:
         return Source("karpathy", root, [jsons[target.json_name]], found["image"], found["zip"])
     if jsons:
-        raise GetDataError(f"{root} holds {', '.join(sorted(jsons))}, not {target.json_name}: it is another "
-                           f"dataset's split file; {target.name} needs {target.json_name}")  # fmt: skip
+        raise GetDataError(
+            f"{root} holds {', '.join(sorted(jsons))}, not {target.json_name}: it is another "
+            f"dataset's split file; {target.name} needs {target.json_name}"
+        )
     csvs = [p for p in found["csv"] if _is_caption_csv(p)]
     if csvs:
         return Source("csv", root, csvs[:1], found["image"], found["zip"])
@@ -175,8 +189,10 @@ def detect_source(root: Path, target, exclude: Path | None = None) -> Source:
     if found["tar"]:
         return Source("wds", root, found["tar"])
     held = ", ".join(f"{len(v)} {k}" for k, v in found.items() if v) or "nothing"
-    raise GetDataError(f"no {target.name} source recognised in {root} (it holds {held}). Each format needs: "
-                       f"{FORMAT_NEEDS}. See data/README.md, 'Real data in one command'")  # fmt: skip
+    raise GetDataError(
+        f"no {target.name} source recognised in {root} (it holds {held}). Each format needs: "
+        f"{FORMAT_NEEDS}. See data/README.md, 'Real data in one command'"
+    )
 
 
 class ImageIndex:
@@ -226,21 +242,29 @@ class ImageIndex:
 
 
 def _karpathy_items(src: Source, index: ImageIndex) -> Iterator[Item]:
-    from daimlib.data.karpathy import _caption_text, _check_record, read_karpathy_json
+    from daimlib.data.karpathy import caption_text, check_record, read_karpathy_json
 
     json_path = src.files[0]
     data = read_karpathy_json(json_path)
     for i, rec in enumerate(data["images"]):
-        _check_record(rec, i, json_path.name)
+        check_record(rec, i, json_path.name)
     index.require([rec["filename"] for rec in data["images"]], src.root, src.zips)
     for i, rec in enumerate(data["images"]):
         where = f"{json_path.name}: images[{i}] ({rec['filename']})"
-        caps = [_caption_text(s, i, k, rec["filename"]) for k, s in enumerate(rec["sentences"])]
+        caps = [caption_text(s, i, k, rec["filename"]) for k, s in enumerate(rec["sentences"])]
         toks = [s.get("tokens") for s in rec["sentences"]]
         read, size = index.locate(rec["filename"])
-        yield Item(split_name(rec["split"], where), rec["filename"], caps, read, size, where,
-                   filepath=rec.get("filepath") or "", cocoid=rec.get("cocoid"),
-                   tokens=toks if all(isinstance(t, list) for t in toks) else None)  # fmt: skip
+        yield Item(
+            split_name(rec["split"], where),
+            rec["filename"],
+            caps,
+            read,
+            size,
+            where,
+            filepath=rec.get("filepath") or "",
+            cocoid=rec.get("cocoid"),
+            tokens=toks if all(isinstance(t, list) for t in toks) else None,
+        )
 
 
 def _csv_items(src: Source, index: ImageIndex) -> Iterator[Item]:
@@ -273,8 +297,10 @@ def _parquet_image(image, where: str, shard: Path) -> tuple[bytes, str | None]:
     if data is None and path and (shard.parent / path).is_file():
         data = (shard.parent / path).read_bytes()
     if data is None:
-        raise DatasetFormatError(f"{where}: the image has no bytes (path {path!r} is not a file beside the "
-                                 "shard); download the dataset's parquet files with their images")  # fmt: skip
+        raise DatasetFormatError(
+            f"{where}: the image has no bytes (path {path!r} is not a file beside the "
+            "shard); download the dataset's parquet files with their images"
+        )
     return data, path
 
 
@@ -282,8 +308,9 @@ def _pyarrow_parquet():
     try:
         import pyarrow.parquet as pq
     except ImportError as e:
-        raise GetDataError('reading parquet needs pyarrow: pip install "daimlib[data]" (or pip install '
-                           "pyarrow)") from e  # fmt: skip
+        raise GetDataError(
+            'reading parquet needs pyarrow: pip install "daimlib[data]" (or pip install pyarrow)'
+        ) from e
     return pq
 
 
@@ -311,8 +338,18 @@ def _parquet_items(src: Source) -> Iterator[Item]:
                     or (ipath.rsplit("/", 1)[-1] if ipath else None)
                 )
                 caps, toks, ids = captions_of(rec, where)
-                yield Item(split, name, caps, (lambda d=data: d), len(data), where, filepath=rec.get("filepath") or "",
-                           tokens=toks, cocoid=rec.get("cocoid"), sentids=ids)  # fmt: skip
+                yield Item(
+                    split,
+                    name,
+                    caps,
+                    (lambda d=data: d),
+                    len(data),
+                    where,
+                    filepath=rec.get("filepath") or "",
+                    tokens=toks,
+                    cocoid=rec.get("cocoid"),
+                    sentids=ids,
+                )
 
 
 def _tar_samples(tf: tarfile.TarFile) -> Iterator[tuple[str, dict[str, tarfile.TarInfo]]]:
@@ -337,15 +374,18 @@ def _wds_items(src: Source) -> Iterator[Item]:
         rel = shard.relative_to(src.root)
         split = split_from_path(rel)
         if split is None:
-            raise GetDataError(f"{rel}: no split in the folder or tar name (e.g. test/0.tar); put each split's "
-                               "tars in a folder named after it (train, val, test)")  # fmt: skip
+            raise GetDataError(
+                f"{rel}: no split in the folder or tar name (e.g. test/0.tar); put each split's "
+                "tars in a folder named after it (train, val, test)"
+            )
         with tarfile.open(shard) as tf:
             for key, group in _tar_samples(tf):
                 where = f"{rel}: sample {key}"
                 img = next((e for e in group if "." + e in IMAGE_EXTS), None)
                 if img is None or "txt" not in group:
-                    raise DatasetFormatError(f"{where}: expected an image (jpg, png, ...) and a txt member, "
-                                             f"found {sorted(group)}")  # fmt: skip
+                    raise DatasetFormatError(
+                        f"{where}: expected an image (jpg, png, ...) and a txt member, found {sorted(group)}"
+                    )
                 text = tf.extractfile(group["txt"]).read().decode("utf-8")
                 caps = _clean([c for c in text.splitlines() if c.strip()], where)
                 name = f"{split}_{key.rsplit('/', 1)[-1]}.{img}"

@@ -31,7 +31,7 @@ __all__ = [
 _STANDARD_SENTENCE_KEYS = {"raw", "tokens", "imgid", "sentid"}
 
 
-def _caption_text(sentence, i: int, k: int, filename: str) -> str:
+def caption_text(sentence, i: int, k: int, filename: str) -> str:
     if not isinstance(sentence, dict):
         raise DatasetFormatError(
             f"images[{i}] ({filename}): sentences[{k}] must be an object with 'raw', "
@@ -49,7 +49,7 @@ def _caption_text(sentence, i: int, k: int, filename: str) -> str:
     except UnicodeEncodeError as e:  # valid JSON (\ud800 escapes) but no text: a lone surrogate
         raise DatasetFormatError(
             f"images[{i}] ({filename}): sentences[{k}] holds the lone surrogate U+{ord(raw[e.start]):04X} at "
-            f"character {e.start} ({raw[:e.start][-30:]!r} before it), which is not a character (a broken "
+            f"character {e.start} ({raw[: e.start][-30:]!r} before it), which is not a character (a broken "
             "UTF-16 conversion); fix or remove that caption"
         ) from None
     text = clean_caption(raw)
@@ -94,7 +94,7 @@ def read_karpathy_json(json_path: str | Path) -> dict:
     return data
 
 
-def _check_record(rec, i: int, name: str) -> None:
+def check_record(rec, i: int, name: str) -> None:
     if not isinstance(rec, dict):
         raise DatasetFormatError(f"{name}: images[{i}] must be an object, got {type(rec).__name__}")
     for field in ("filename", "split", "sentences"):
@@ -159,7 +159,7 @@ def load_karpathy(
     present: dict[str, int] = {}
     records = []
     for i, rec in enumerate(data["images"]):
-        _check_record(rec, i, json_path.name)
+        check_record(rec, i, json_path.name)
         present[rec["split"]] = present.get(rec["split"], 0) + 1
         if rec["split"] in splits:
             records.append((i, rec))
@@ -172,7 +172,7 @@ def load_karpathy(
     img_of_caption: list[int] = []
     for n, (i, rec) in enumerate(records):
         fname = rec["filename"]
-        caps = [_caption_text(s, i, k, fname) for k, s in enumerate(rec["sentences"])]
+        caps = [caption_text(s, i, k, fname) for k, s in enumerate(rec["sentences"])]
         if captions_per_image is not None:
             if len(caps) < captions_per_image:
                 raise DatasetFormatError(
@@ -190,11 +190,18 @@ def load_karpathy(
         image_ids.append(rec.get("cocoid", rec.get("imgid", i)))
         meta.append({k: v for k, v in rec.items() if k not in ("sentences", "filename", "filepath")})
     out = Split(
-        image_paths=image_paths, captions=captions, img_of_caption=torch.tensor(img_of_caption, dtype=torch.long),
-        image_ids=image_ids, splits=splits, layout=layout, dataset=str(data.get("dataset", "")),
-        source=json_path, image_root=image_root, meta=meta,
+        image_paths=image_paths,
+        captions=captions,
+        img_of_caption=torch.tensor(img_of_caption, dtype=torch.long),
+        image_ids=image_ids,
+        splits=splits,
+        layout=layout,
+        dataset=str(data.get("dataset", "")),
+        source=json_path,
+        image_root=image_root,
+        meta=meta,
         caption_meta=caption_meta if any(caption_meta) else None,
-    )  # fmt: skip
+    )
     if check_files:
         out.check_files()
     return out

@@ -29,6 +29,7 @@ from daimlib.config import DataConfig
 from daimlib.data.coco_ids import ID_FILES, load_coco_ids
 from daimlib.data.karpathy import DATA_HELP, DatasetFormatError, load_karpathy, read_karpathy_json
 from daimlib.data.split import Split
+from daimlib.paths import sha256_file
 
 
 @dataclass(frozen=True)
@@ -43,19 +44,40 @@ class Layout:
 
 
 LAYOUTS: dict[str, Layout] = {
-    "demo": Layout("demo", "dataset_demo.json", ("images",),
-                   "dataset_demo.json + images/ (python -m daimlib make-demo-data --root DIR)"),
-    "f30k": Layout("f30k", "dataset_flickr30k.json", ("flickr30k-images", "images"),
-                   "dataset_flickr30k.json + flickr30k-images/ (or images/)"),
-    "coco": Layout("coco", "dataset_coco.json", ("images", "."),
-                   "dataset_coco.json + images/train2014/ and images/val2014/ (or train2014/, val2014/ in the root)",
-                   year_folders=True),
-    "coco_ids": Layout("coco_ids", "annotations", ("images",),
-                       "annotations/coco_{train,dev,test}_ids.npy + annotations/captions_{train,val}2014.json "
-                       "+ images/train2014/ and images/val2014/ (VSE++ id layout)", year_folders=True),
-    "f8k": Layout("f8k", "dataset_flickr8k.json", ("Flicker8k_Dataset", "Flickr8k_Dataset", "images"),
-                  "dataset_flickr8k.json + Flicker8k_Dataset/ (or images/)"),
-}  # fmt: skip
+    "demo": Layout(
+        "demo",
+        "dataset_demo.json",
+        ("images",),
+        "dataset_demo.json + images/ (python -m daimlib make-demo-data --root DIR)",
+    ),
+    "f30k": Layout(
+        "f30k",
+        "dataset_flickr30k.json",
+        ("flickr30k-images", "images"),
+        "dataset_flickr30k.json + flickr30k-images/ (or images/)",
+    ),
+    "coco": Layout(
+        "coco",
+        "dataset_coco.json",
+        ("images", "."),
+        "dataset_coco.json + images/train2014/ and images/val2014/ (or train2014/, val2014/ in the root)",
+        year_folders=True,
+    ),
+    "coco_ids": Layout(
+        "coco_ids",
+        "annotations",
+        ("images",),
+        "annotations/coco_{train,dev,test}_ids.npy + annotations/captions_{train,val}2014.json "
+        "+ images/train2014/ and images/val2014/ (VSE++ id layout)",
+        year_folders=True,
+    ),
+    "f8k": Layout(
+        "f8k",
+        "dataset_flickr8k.json",
+        ("Flicker8k_Dataset", "Flickr8k_Dataset", "images"),
+        "dataset_flickr8k.json + Flicker8k_Dataset/ (or images/)",
+    ),
+}
 JSON_LAYOUT = {lay.marker: name for name, lay in LAYOUTS.items() if lay.marker.endswith(".json")}
 
 
@@ -170,23 +192,27 @@ def resolve_layout(root: str | Path, data_cfg=None) -> ResolvedLayout:
     return ResolvedLayout(layout, root, source, _image_root(root, lay, image_dir))
 
 
+def annotation_digest(source: str | Path) -> tuple[list[Path], str]:
+    """The annotation files of a layout's source and their sha256: a Karpathy JSON's own (what
+    ``sha256sum`` prints); for the COCO id layout's folder, over the names and sha256s of its .npy /
+    .json files in name order. The one digest of the data, for runs and for results."""
+    source = Path(source)
+    if not source.is_dir():
+        return [source], sha256_file(source)
+    files = sorted(p for p in source.iterdir() if p.suffix in (".npy", ".json"))
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode() + b"\0" + sha256_file(f).encode())
+    return files, h.hexdigest()
+
+
 def data_identity(root: str | Path, cfg=None) -> dict:
     """What identifies the data in ``root``, for run reuse and for results: ``{"layout", "files" (names),
     "sha256" (of the annotation file; of the id files' names and sha256s), "images" ({split: count}, Karpathy layouts) or
     "caption_ids" ({id file: count}, the COCO id layout), "n_images"}``. Reads the split files only,
     no image; the same data copied elsewhere has the same identity."""
     res = resolve_layout(root, _data_cfg(cfg))
-    if res.name == "coco_ids":
-        files = sorted(p for p in res.source.iterdir() if p.suffix in (".npy", ".json"))
-    else:
-        files = [res.source]
-    if len(files) == 1:  # the annotation file's own sha256 (what `sha256sum` prints)
-        digest = hashlib.sha256(files[0].read_bytes()).hexdigest()
-    else:  # the id layout: names and sha256s of its files, in name order
-        h = hashlib.sha256()
-        for f in files:
-            h.update(f.name.encode() + b"\0" + hashlib.sha256(f.read_bytes()).hexdigest().encode())
-        digest = h.hexdigest()
+    files, digest = annotation_digest(res.source)
     out = {"layout": res.name, "files": [f.name for f in files], "sha256": digest}
     if res.name == "coco_ids":
         out["caption_ids"] = {
@@ -242,11 +268,18 @@ def load_split(root, split="test", cfg=None, check_files: bool = True) -> Split:
     splits: tuple[str, ...] = (name, "restval") if is_train and data_cfg.use_restval else (name,)
     per_image = None if is_train else 5
     if res.name == "coco_ids":
-        out = load_coco_ids(res.root, splits, image_root=res.image_root,
-                            captions_per_image=per_image, check_files=check_files)  # fmt: skip
+        out = load_coco_ids(
+            res.root, splits, image_root=res.image_root, captions_per_image=per_image, check_files=check_files
+        )
     else:
-        out = load_karpathy(res.source, res.image_root, splits, captions_per_image=per_image,
-                            check_files=check_files, layout=res.name)  # fmt: skip
+        out = load_karpathy(
+            res.source,
+            res.image_root,
+            splits,
+            captions_per_image=per_image,
+            check_files=check_files,
+            layout=res.name,
+        )
     if check_files:
         out.check_duplicates(error=not is_train)
     return out

@@ -26,8 +26,9 @@ STANDIN_NOTE = (
 )
 
 
-def make_flickr8k_standin(root: str | Path, n_train: int = 120, n_val: int = 20, n_test: int = 20,
-                          seed: int = 0) -> Path:  # fmt: skip
+def make_flickr8k_standin(
+    root: str | Path, n_train: int = 120, n_val: int = 20, n_test: int = 20, seed: int = 0
+) -> Path:
     """Write the stand-in source into ``root`` (three parquet shards under ``root/data`` and a README);
     the same arguments give the same pictures and captions. Returns ``root``. Needs pyarrow."""
     try:
@@ -43,8 +44,10 @@ def make_flickr8k_standin(root: str | Path, n_train: int = 120, n_val: int = 20,
         struct = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
         for split, hub_name in HUB_SPLITS:
             part = [r for r in records if r["split"] == split]
-            images = [{"bytes": (json_path.parent / "images" / r["filename"]).read_bytes(), "path": None}
-                      for r in part]  # fmt: skip
+            images = [
+                {"bytes": (json_path.parent / "images" / r["filename"]).read_bytes(), "path": None}
+                for r in part
+            ]
             cols = {"image": pa.array(images, type=struct)}
             for j in range(5):
                 cols[f"caption_{j}"] = pa.array([r["sentences"][j]["raw"] for r in part], type=pa.string())

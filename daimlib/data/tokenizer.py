@@ -16,7 +16,7 @@ import torch
 
 from daimlib.data.layout import load_split
 from daimlib.data.split import clean_caption
-from daimlib.hub import hub_reachable  # the kit's one hub probe (HF_ENDPOINT, HF_HUB_OFFLINE)
+from daimlib.runtime import hub_reachable  # the kit's one hub probe (HF_ENDPOINT, HF_HUB_OFFLINE)
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -70,8 +70,15 @@ def build_wordpiece_tokenizer(captions: list[str], folder: str | Path, vocab_siz
         pair="[CLS] $A [SEP] $B:1 [SEP]:1",
         special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
     )
-    wrapped = BertTokenizerFast(tokenizer_object=tok, do_lower_case=True, unk_token="[UNK]", pad_token="[PAD]",
-                                cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")  # fmt: skip
+    wrapped = BertTokenizerFast(
+        tokenizer_object=tok,
+        do_lower_case=True,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     wrapped.save_pretrained(str(folder))
