@@ -158,8 +158,10 @@ def main(argv: list[str] | None = None) -> int:
         shown = args.out.resolve().relative_to(REPO)
     except ValueError:
         shown = args.out
-    print(f"[book] {len(notebooks)} notebooks, {len(written) - 1 - len(notebooks)} pages and the index "
-          f"in {time.perf_counter() - start:.1f} s: {shown}/index.html")  # fmt: skip
+    print(
+        f"[book] {len(notebooks)} notebooks, {len(written) - 1 - len(notebooks)} pages and the index "
+        f"in {time.perf_counter() - start:.1f} s: {shown}/index.html"
+    )
     return 0
 
 

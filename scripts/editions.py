@@ -32,7 +32,9 @@ REPO = Path(__file__).resolve().parents[1]
 KEY = "daimkit_course"
 SOLUTION_ROLES = ("check-solution", "impl-solution")
 # a solution folded inside a prose cell (`<details><summary>Solution</summary> ... </details>`)
-FOLDED_SOLUTION = re.compile(r"\n*<details>\s*<summary>\s*solutions?\b.*?</details>[ \t]*", re.IGNORECASE | re.DOTALL)
+FOLDED_SOLUTION = re.compile(
+    r"\n*<details>\s*<summary>\s*solutions?\b.*?</details>[ \t]*", re.IGNORECASE | re.DOTALL
+)
 EDITIONS = ("student", "teacher")
 BANNER = {
     "student": "**Student edition.** The solutions are left out and the outputs cleared: run the cells yourself. "

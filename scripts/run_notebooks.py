@@ -106,9 +106,14 @@ def run_one(path: Path, out: Path, timeout: int, params: dict) -> float:
 
         try:
             papermill.execute_notebook(
-                str(path), str(out), parameters=params, cwd=str(path.parent), kernel_name="python3",
-                progress_bar=False, execution_timeout=timeout,
-            )  # fmt: skip
+                str(path),
+                str(out),
+                parameters=params,
+                cwd=str(path.parent),
+                kernel_name="python3",
+                progress_bar=False,
+                execution_timeout=timeout,
+            )
         finally:
             if out.is_file():
                 nb = nbformat.read(out, as_version=4)

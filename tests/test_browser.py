@@ -32,9 +32,15 @@ REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path(os.environ.get("DAIM_CHROMIUM", "/usr/bin/chromium"))
 SHOTS = REPO / "runs" / "browser"
 FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 pytestmark = pytest.mark.slow
@@ -128,10 +134,19 @@ def lab(tmp_path_factory):
         "PYTHONPATH": str(REPO),
     }
     cmd = [
-        sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-        f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp}", "--ServerApp.port_retries=0",
-        "--LabApp.extension_manager=readonly", "--LabApp.news_url=None",  # nothing fetched from outside
-    ] + (["--allow-root"] if os.geteuid() == 0 else [])  # fmt: skip
+        sys.executable,
+        "-m",
+        "jupyter",
+        "lab",
+        "--no-browser",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={tmp}",
+        "--ServerApp.port_retries=0",
+        "--LabApp.extension_manager=readonly",
+        "--LabApp.news_url=None",  # nothing fetched from outside
+    ] + (["--allow-root"] if os.geteuid() == 0 else [])
     log = open(tmp / "lab.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
@@ -235,8 +250,13 @@ def test_notebook_00_runs_its_first_cells_in_jupyterlab(page, lab):
 def test_notebook_12_search_answers_a_typed_caption(page, lab):
     _open(page, lab, "12_interactive_search.ipynb")
     results = page.locator(".daim-results")
-    _run_until(page, lambda: _menu(page, "Run", "Run All Cells"), results.filter(has_text="top images for").first,
-               "12", seconds=120)  # fmt: skip
+    _run_until(
+        page,
+        lambda: _menu(page, "Run", "Run All Cells"),
+        results.filter(has_text="top images for").first,
+        "12",
+        seconds=120,
+    )
     first = results.first.inner_text()
     box = page.locator(".daim-query input")
     box.fill("a small green triangle")

@@ -123,9 +123,20 @@ def test_results_page_quotes_the_shipped_models_metrics_and_curves():
 # --- every command the README and the docs pages give exists, with the flags they give it -------------
 
 EXTERNAL_FLAGS = {  # flags of other tools the pages show: torchrun, pip, conda, jupyter, ipykernel
-    "--nnodes", "--nproc_per_node", "--rdzv_backend", "--rdzv_endpoint", "--rdzv_id", "--index-url",
-    "--allow-root", "--sys-prefix", "--user", "--name", "--display-name", "--depth", "--dry-run",
-}  # fmt: skip
+    "--nnodes",
+    "--nproc_per_node",
+    "--rdzv_backend",
+    "--rdzv_endpoint",
+    "--rdzv_id",
+    "--index-url",
+    "--allow-root",
+    "--sys-prefix",
+    "--user",
+    "--name",
+    "--display-name",
+    "--depth",
+    "--dry-run",
+}
 
 
 def _parsers():

@@ -27,7 +27,9 @@ def _read(path):
 def test_a_folded_solution_is_cut_from_a_prose_cell_and_the_question_kept():
     nb = nbformat.v4.new_notebook()
     nb.cells = [
-        nbformat.v4.new_markdown_cell("## Exercise\n\nWhy?\n\n<details>\n<summary>Solution</summary>\n\nBecause.\n</details>"),
+        nbformat.v4.new_markdown_cell(
+            "## Exercise\n\nWhy?\n\n<details>\n<summary>Solution</summary>\n\nBecause.\n</details>"
+        ),
         nbformat.v4.new_markdown_cell("<details><summary> solutions </summary>all of them</details>"),
         nbformat.v4.new_markdown_cell("<details><summary>More on this</summary>not an answer</details>"),
     ]
@@ -58,7 +60,9 @@ def test_student_edition_has_no_solution_and_no_output(written, path):
             assert cell.outputs == [] and cell.execution_count is None
     # every exercise check stays, in its order
     checks = [c.source for c in source.cells if c.cell_type == "code" and CHECK_CALL.search(c.source)]
-    assert [c.source for c in student.cells if c.cell_type == "code" and CHECK_CALL.search(c.source)] == checks
+    assert [
+        c.source for c in student.cells if c.cell_type == "code" and CHECK_CALL.search(c.source)
+    ] == checks
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name[:2])
@@ -98,8 +102,14 @@ def test_a_student_edition_runs_top_to_bottom(written, tmp_path, monkeypatch):
     nb = _read(written / "student" / name)
     monkeypatch.setenv("DAIM_OUTPUT_DIR", str(tmp_path))  # its figures go here, not into figures/
     # run where the committed notebooks live, so the setup cell finds the repository
-    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(REPO / "notebooks")}}).execute()
-    shown = [o.get("text") or o.get("data", {}).get("text/plain", "") for c in nb.cells if c.cell_type == "code"
-             for o in c.outputs]  # fmt: skip
+    NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(REPO / "notebooks")}}
+    ).execute()
+    shown = [
+        o.get("text") or o.get("data", {}).get("text/plain", "")
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+    ]
     assert sum("not attempted yet" in s for s in shown) == 2  # its two exercises, unanswered
     assert not any("right" in s and "\u2713" in s for s in shown)

@@ -61,19 +61,40 @@ def test_scan_checker_accepts_the_library_and_naive_loops():
 @pytest.mark.parametrize(
     "wrong, reason",
     [
-        (lambda img, txt, lens, lambda_softmax=9.0: scan_i2t(img, txt, lens, lambda_softmax), "image-to-text"),
-        (lambda img, txt, lens, lambda_softmax=9.0: naive_batched(img, txt, lens, lambda_softmax, l2=False),
-         "not L2-normalised"),
-        (lambda img, txt, lens, lambda_softmax=9.0: naive_batched(img, txt, lens, lambda_softmax, softmax_dim=1),
-         "wrong axis"),
-        (lambda img, txt, lens, lambda_softmax=9.0: naive_batched(img, txt, lens, lambda_softmax, leaky=False),
-         "LeakyReLU"),
-        (lambda img, txt, lens, lambda_softmax=9.0: scan_t2i(img, txt, torch.full_like(lens, txt.shape[1]),
-                                                             lambda_softmax), "padding leaks in"),
-        (lambda img, txt, lens, lambda_softmax=9.0: scan_t2i(img, txt, lens, lambda_softmax).T,
-         "rows are images"),
+        (
+            lambda img, txt, lens, lambda_softmax=9.0: scan_i2t(img, txt, lens, lambda_softmax),
+            "image-to-text",
+        ),
+        (
+            lambda img, txt, lens, lambda_softmax=9.0: naive_batched(
+                img, txt, lens, lambda_softmax, l2=False
+            ),
+            "not L2-normalised",
+        ),
+        (
+            lambda img, txt, lens, lambda_softmax=9.0: naive_batched(
+                img, txt, lens, lambda_softmax, softmax_dim=1
+            ),
+            "wrong axis",
+        ),
+        (
+            lambda img, txt, lens, lambda_softmax=9.0: naive_batched(
+                img, txt, lens, lambda_softmax, leaky=False
+            ),
+            "LeakyReLU",
+        ),
+        (
+            lambda img, txt, lens, lambda_softmax=9.0: scan_t2i(
+                img, txt, torch.full_like(lens, txt.shape[1]), lambda_softmax
+            ),
+            "padding leaks in",
+        ),
+        (
+            lambda img, txt, lens, lambda_softmax=9.0: scan_t2i(img, txt, lens, lambda_softmax).T,
+            "rows are images",
+        ),
     ],
-)  # fmt: skip
+)
 def test_scan_checker_names_the_mistake(wrong, reason):
     fb = check_scan_t2i(wrong)
     assert not fb and fb.status == "wrong" and reason in fb.message, fb
@@ -126,10 +147,12 @@ def _cn(x, scale, tau, norm=True, dim=-1, sign=-1):
         (lambda x, scale=0.1, tau=1.0: _cn(x, scale, tau, sign=1), "towards their weighted mean"),
         (lambda x, scale=0.1, tau=1.0: _cn(x, scale, tau, norm=False), "cosine similarities"),
         (lambda x, scale=0.1, tau=1.0: _cn(x, scale, tau, dim=-2), "row-stochastic"),
-        (lambda x, scale=0.1, tau=1.0: _cn(x.reshape(1, -1, x.shape[-1]), scale, tau).reshape(x.shape),
-         "different images interact"),
+        (
+            lambda x, scale=0.1, tau=1.0: _cn(x.reshape(1, -1, x.shape[-1]), scale, tau).reshape(x.shape),
+            "different images interact",
+        ),
     ],
-)  # fmt: skip
+)
 def test_contranorm_checker_names_the_mistake(wrong, reason):
     fb = check_contranorm(wrong)
     assert not fb and reason in fb.message, fb

@@ -17,8 +17,20 @@ def _terms(text: str) -> set[str]:
 def test_glossary_defines_the_terms_of_the_issue():
     text = GLOSSARY.read_text()
     terms = " ".join(_terms(text))
-    for term in ("AMP", "EMA", "HAT.", "UMAP", "R@K", "RSUM", "Karpathy split", "window attention",
-                 "F30K 1K, COCO 1K, COCO 5K", "MOM", "ContraNorm, FDM", "SCAN"):  # fmt: skip
+    for term in (
+        "AMP",
+        "EMA",
+        "HAT.",
+        "UMAP",
+        "R@K",
+        "RSUM",
+        "Karpathy split",
+        "window attention",
+        "F30K 1K, COCO 1K, COCO 5K",
+        "MOM",
+        "ContraNorm, FDM",
+        "SCAN",
+    ):
         assert term in terms, term
 
 

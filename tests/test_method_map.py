@@ -63,9 +63,19 @@ def test_demo_facts_match_a_real_forward_pass(tiny_cfg):
 def test_figure_shows_the_numbers_of_the_config(paper_facts):
     fig = draw_method_map(load_preset("daim_f30k"), facts=paper_facts)
     text = _joined(fig)
-    for expected in ("784 tokens × 256", "196 tokens × 512", "49 tokens × 1024", "hidden_states[4]",
-                     "hidden_states[10]", "hidden_states[12]", "SCAN t2i, $\\lambda_{\\mathrm{SCAN}}$=9", "18 blocks, 16 heads",
-                     "α=0.3", "45 of 58 rows right", "Linear → 768"):  # fmt: skip
+    for expected in (
+        "784 tokens × 256",
+        "196 tokens × 512",
+        "49 tokens × 1024",
+        "hidden_states[4]",
+        "hidden_states[10]",
+        "hidden_states[12]",
+        "SCAN t2i, $\\lambda_{\\mathrm{SCAN}}$=9",
+        "18 blocks, 16 heads",
+        "α=0.3",
+        "45 of 58 rows right",
+        "Linear → 768",
+    ):
         assert expected in text, expected
     assert text.count(f"{STAR} CN in each block") == 4  # every stage's blocks carry ContraNorm
     plt.close(fig)
@@ -85,7 +95,7 @@ def test_figure_follows_the_switches(paper_facts):
             "similarity.level_weights": (1.0, 0.5, 1.0),
             "fdm.text_layers": (10,),
             "fdm.image_blocks": False,
-        }  # fmt: skip
+        }
     )
     fig = draw_method_map(cfg)
     text = _joined(fig)

@@ -165,9 +165,14 @@ def tiny_demo(tmp_path_factory):
 
 
 TINY_RUN = {
-    "train.batch_size": 8, "train.epochs": 1, "train.max_steps": 2, "data.train_split": "val",
-    "data.val_split": "test", "loss.warmup_steps": 1, "train.eval_batch_size": 64,
-}  # fmt: skip
+    "train.batch_size": 8,
+    "train.epochs": 1,
+    "train.max_steps": 2,
+    "data.train_split": "val",
+    "data.val_split": "test",
+    "loss.warmup_steps": 1,
+    "train.eval_batch_size": 64,
+}
 
 
 def _same_state(a, b):
@@ -350,7 +355,9 @@ def test_notebook_has_parameters_setup_figure_exercise_and_summary(path):
     assert markdown[0].lstrip().startswith("# ")
     # one list of learning objectives, in the title cell or the "At a glance" header right after it
     assert sum("After this notebook you can:" in m for m in markdown[:2]) == 1
-    assert not any("Learning goals" in m for m in markdown), "a second objectives list (merged into the header)"
+    assert not any("Learning goals" in m for m in markdown), (
+        "a second objectives list (merged into the header)"
+    )
     assert any("<details>" in m for m in markdown), "an exercise with its solution folded in <details>"
     assert any(re.search(r"^## Summary", m, re.M) for m in markdown), "a '## Summary' section"
     figures = [

@@ -52,11 +52,21 @@ def _is_module(name: str) -> bool:
 
 def _attribute_reads(source: str, modules: dict[str, str]) -> list[tuple[str, str, int]]:
     """``(module, attribute, line)`` for each ``alias.attribute`` read of a kit module alias."""
-    assigned = {t.id for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Assign)
-                for t in n.targets if isinstance(t, ast.Name)}  # fmt: skip
-    return [(modules[n.value.id], n.attr, n.lineno) for n in ast.walk(ast.parse(source))
-            if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id in modules
-            and n.value.id not in assigned]  # fmt: skip
+    assigned = {
+        t.id
+        for n in ast.walk(ast.parse(source))
+        if isinstance(n, ast.Assign)
+        for t in n.targets
+        if isinstance(t, ast.Name)
+    }
+    return [
+        (modules[n.value.id], n.attr, n.lineno)
+        for n in ast.walk(ast.parse(source))
+        if isinstance(n, ast.Attribute)
+        and isinstance(n.value, ast.Name)
+        and n.value.id in modules
+        and n.value.id not in assigned
+    ]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name[:2])
@@ -79,9 +89,13 @@ def test_every_kit_import_and_attribute_of_a_notebook_exists(path):
 
 
 def test_the_checker_sees_a_missing_name_and_a_missing_attribute():
-    imports, modules = kit_imports("from daimlib.course import nb\nfrom daimlib.config import no_such_thing\n")
+    imports, modules = kit_imports(
+        "from daimlib.course import nb\nfrom daimlib.config import no_such_thing\n"
+    )
     assert ("daimlib.config", "no_such_thing", 2) in imports and modules == {"nb": "daimlib.course.nb"}
     reads = _attribute_reads("nb.setup()\nnb.long_run_seeds()\n", modules)
     assert [a for _, a, _ in reads] == ["setup", "long_run_seeds"]
-    assert not hasattr(importlib.import_module("daimlib.course.nb"), "long_run_seeds")  # it moved to experiments
+    assert not hasattr(
+        importlib.import_module("daimlib.course.nb"), "long_run_seeds"
+    )  # it moved to experiments
     assert not hasattr(importlib.import_module("daimlib.config"), "no_such_thing")

@@ -144,8 +144,13 @@ def test_harness_markers_are_tags_not_comments(path):
                 f"{path.name} cell {i}: nbval marker as a comment; use a cell tag"
             )
             for tag in cell.metadata.get("tags", []):
-                assert tag in {"parameters", "nbval-check-output", "nbval-ignore-output", "nbval-skip",
-                               "raises-exception"}, f"{path.name} cell {i}: unknown tag {tag!r}"  # fmt: skip
+                assert tag in {
+                    "parameters",
+                    "nbval-check-output",
+                    "nbval-ignore-output",
+                    "nbval-skip",
+                    "raises-exception",
+                }, f"{path.name} cell {i}: unknown tag {tag!r}"
 
 
 @pytest.mark.docs
@@ -220,11 +225,29 @@ def test_progress_outputs_are_dropped_and_nothing_else():
 
 def test_parameters_from_the_command_line(tmp_path):
     ap = run_notebooks.build_parser()
-    args = ap.parse_args(["--smoke", "--data", "demo", "--preset", "tiny", "-p", "TRAIN_STEPS=20", "-p", "QUERY=a red dog",
-                          "--out", str(tmp_path), "x.ipynb"])  # fmt: skip
+    args = ap.parse_args(
+        [
+            "--smoke",
+            "--data",
+            "demo",
+            "--preset",
+            "tiny",
+            "-p",
+            "TRAIN_STEPS=20",
+            "-p",
+            "QUERY=a red dog",
+            "--out",
+            str(tmp_path),
+            "x.ipynb",
+        ]
+    )
     assert run_notebooks.parameters_from(args) == {
-        "TRAIN_STEPS": 20, "QUERY": "a red dog", "DATA": "demo", "PRESET": "tiny", "SMOKE": True
-    }  # fmt: skip
+        "TRAIN_STEPS": 20,
+        "QUERY": "a red dog",
+        "DATA": "demo",
+        "PRESET": "tiny",
+        "SMOKE": True,
+    }
     inside = REPO / "runs" / "smoke" / "data" / "f30k_like"
     args = ap.parse_args(["--data", str(inside), "--out", str(tmp_path), "x.ipynb"])
     assert run_notebooks.parameters_from(args) == {"DATA": "runs/smoke/data/f30k_like"}  # repo-relative
@@ -255,8 +278,19 @@ def test_smoke_run_on_a_flickr30k_layout_folder_leaves_the_checkout_clean(tmp_pa
     make_f30k_layout(data, n_train=40, n_val=10, n_test=10, seed=0)
     out = tmp_path / "executed"
     picked = [p for p in NOTEBOOKS if p.name[:2] in ("00", "04")]
-    cmd = [sys.executable, str(REPO / "scripts" / "run_notebooks.py"), "--smoke", "--preset", "tiny", "--data", str(data),
-           "--out", str(out), "--check-clean", *map(str, picked)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(REPO / "scripts" / "run_notebooks.py"),
+        "--smoke",
+        "--preset",
+        "tiny",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--check-clean",
+        *map(str, picked),
+    ]
     res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     executed = _nb(out / picked[0].name)

@@ -64,8 +64,12 @@ def test_shipped_models_only_for_the_demo_data_and_preset():
 
 
 def _runs(rng, variants=("baseline", "daim"), seeds=range(5), drop=()):
-    rows = [{"variant": v, "seed": s, "rsum": float(rng.normal(250, 10)), "t2i_r1": float(rng.normal(15, 2))}
-            for v in variants for s in seeds if (v, s) not in drop]  # fmt: skip
+    rows = [
+        {"variant": v, "seed": s, "rsum": float(rng.normal(250, 10)), "t2i_r1": float(rng.normal(15, 2))}
+        for v in variants
+        for s in seeds
+        if (v, s) not in drop
+    ]
     return pd.DataFrame(rows)
 
 
@@ -134,14 +138,28 @@ def _recipe_csv(path, values: dict[str, float]):
 def test_long_run_seeds_and_their_welch_gap(tmp_path):
     from scipy import stats as st
 
-    csv = _recipe_csv(tmp_path / "runs.csv", {"hat_shipped": 350.0, "hat_seed1": 80.0, "hat_seed3": 300.0,
-                                              "baseline_shipped": 398.0, "baseline_seed1": 402.0, "shipped": 394.0,
-                                              "wide": 438.0})  # fmt: skip
+    csv = _recipe_csv(
+        tmp_path / "runs.csv",
+        {
+            "hat_shipped": 350.0,
+            "hat_seed1": 80.0,
+            "hat_seed3": 300.0,
+            "baseline_shipped": 398.0,
+            "baseline_seed1": 402.0,
+            "shipped": 394.0,
+            "wide": 438.0,
+        },
+    )
     long = rs.long_run_seeds(csv)
     # seeds come from each recipe's place in LONG_RUN_RECIPES; recipes of other groups are not arms
     assert [tuple(r) for r in long[["arm", "seed", "rsum"]].itertuples(index=False)] == [
-        ("hat", 0, 350.0), ("hat", 1, 80.0), ("hat", 3, 300.0), ("baseline", 0, 398.0), ("baseline", 1, 402.0),
-        ("daim", 0, 394.0)]  # fmt: skip
+        ("hat", 0, 350.0),
+        ("hat", 1, 80.0),
+        ("hat", 3, 300.0),
+        ("baseline", 0, 398.0),
+        ("baseline", 1, 402.0),
+        ("daim", 0, 394.0),
+    ]
     assert long.loc[0, "t2i_r1"] == pytest.approx(350.0 / 6)
     t = nb.gap_table({"hat": 350.0, "baseline": 398.0, "daim": 394.0}, long_runs=long)
     d = t.loc["direction"]
@@ -151,9 +169,14 @@ def test_long_run_seeds_and_their_welch_gap(tmp_path):
     p = st.ttest_ind([398.0, 402.0], [350.0, 80.0, 300.0], equal_var=False).pvalue
     assert d["p (Welch)"] == f"{p:.2f}"
     se = (np.var([350.0, 80.0, 300.0], ddof=1) / 3 + np.var([398.0, 402.0], ddof=1) / 2) ** 0.5
-    df = se**4 / ((np.var([350.0, 80.0, 300.0], ddof=1) / 3) ** 2 / 2 + (np.var([398.0, 402.0], ddof=1) / 2) ** 2 / 1)
+    df = se**4 / (
+        (np.var([350.0, 80.0, 300.0], ddof=1) / 3) ** 2 / 2 + (np.var([398.0, 402.0], ddof=1) / 2) ** 2 / 1
+    )
     half = st.t.ppf(0.975, df) * se
-    assert d["95% CI (Welch)"] == f"[{d['12-epoch gap of the seed means'] - half:+.1f}, {d['12-epoch gap of the seed means'] + half:+.1f}]"
+    assert (
+        d["95% CI (Welch)"]
+        == f"[{d['12-epoch gap of the seed means'] - half:+.1f}, {d['12-epoch gap of the seed means'] + half:+.1f}]"
+    )
     f = t.loc["FDM+MOM"]  # one DAIM seed: a mean gap but no interval
     assert f["12-epoch gap of the seed means"] == pytest.approx(394.0 - 400.0)
     assert f["95% CI (Welch)"] == "needs 2 seeds of each" and f["p (Welch)"] == ""
@@ -168,7 +191,9 @@ def test_long_run_recipes_are_the_recipe_search_seed_groups():
             assert (f"train.seed={k}" in overrides) if k else not any("train.seed" in o for o in overrides)
             assert rs.PRESET.get(recipe, "demo") == nb.DEMO_ARMS[arm] or recipe in rs.SHIPPED
         assert rs.SHIPPED[rs.LONG_RUN_RECIPES[arm][0]] == nb.DEMO_ARMS[arm]
-    for k, recipe in enumerate(rs.ADAPTIVE_HAT_RECIPES):  # the i2t arm again, seed k, with the adaptive warm-up
+    for k, recipe in enumerate(
+        rs.ADAPTIVE_HAT_RECIPES
+    ):  # the i2t arm again, seed k, with the adaptive warm-up
         overrides = rs.RECIPES[recipe][1]
         assert rs.PRESET[recipe] == nb.DEMO_ARMS["hat"] and "loss.warmup_until=0.1" in overrides
         assert (f"train.seed={k}" in overrides) if k else not any("train.seed" in o for o in overrides)
@@ -176,16 +201,33 @@ def test_long_run_recipes_are_the_recipe_search_seed_groups():
 
 def test_warmup_runs_are_the_recipe_rows_of_the_arms_and_the_adaptive_seeds(tmp_path):
     cols = {"warmup_end": 150, "flat_ratio_end_fixed": 0.2, "rows_right_after_warmup": 30.0}
-    rows = [{"recipe": "hat_shipped", "test_rsum": 350.0, **cols},
-            {"recipe": "hat_seed3", "test_rsum": 77.5, **cols, "flat_ratio_end_fixed": 0.69, "rows_right_after_warmup": 5.5},
-            {"recipe": "hat_seed3_adaptive", "test_rsum": 257.5, **cols, "warmup_end": 712, "flat_ratio_end_fixed": 0.69},
-            {"recipe": "seed1", "test_rsum": 398.8, **cols},
-            {"recipe": "wide", "test_rsum": 438.3, **cols}]  # fmt: skip
+    rows = [
+        {"recipe": "hat_shipped", "test_rsum": 350.0, **cols},
+        {
+            "recipe": "hat_seed3",
+            "test_rsum": 77.5,
+            **cols,
+            "flat_ratio_end_fixed": 0.69,
+            "rows_right_after_warmup": 5.5,
+        },
+        {
+            "recipe": "hat_seed3_adaptive",
+            "test_rsum": 257.5,
+            **cols,
+            "warmup_end": 712,
+            "flat_ratio_end_fixed": 0.69,
+        },
+        {"recipe": "seed1", "test_rsum": 398.8, **cols},
+        {"recipe": "wide", "test_rsum": 438.3, **cols},
+    ]
     pd.DataFrame(rows).to_csv(tmp_path / "runs.csv", index=False)
     wu = rs.warmup_runs(tmp_path / "runs.csv")
     assert [tuple(r) for r in wu.itertuples(index=False)] == [
-        ("hat", 0, "fixed 150", 0.2, 150, 30.0, 350.0), ("hat", 3, "fixed 150", 0.69, 150, 5.5, 77.5),
-        ("daim", 1, "fixed 150", 0.2, 150, 30.0, 398.8), ("hat", 3, "adaptive", 0.69, 712, 30.0, 257.5)]  # fmt: skip
+        ("hat", 0, "fixed 150", 0.2, 150, 30.0, 350.0),
+        ("hat", 3, "fixed 150", 0.69, 150, 5.5, 77.5),
+        ("daim", 1, "fixed 150", 0.2, 150, 30.0, 398.8),
+        ("hat", 3, "adaptive", 0.69, 712, 30.0, 257.5),
+    ]
     assert rs.warmup_runs(tmp_path / "missing.csv").empty
     committed = rs.warmup_runs()  # the committed rows: seed k of the adaptive arm is the recipe's train.seed
     for seed in committed.loc[committed["warm-up"] == "adaptive", "seed"]:
@@ -218,8 +260,13 @@ def test_arm_scores_are_cached_by_weights_and_data(tiny_cfg, demo_root, tmp_path
 
     split = load_split(tiny_cfg.data, demo_root, "test")
     model = DAIM.from_config(tiny_cfg).eval()
-    arm = SimpleNamespace(model=model, cfg=tiny_cfg, tokenizer=load_tokenizer(tiny_cfg.text, demo_root),
-                          score_dir=tmp_path / "scores", weights_sha256="a" * 64)  # fmt: skip
+    arm = SimpleNamespace(
+        model=model,
+        cfg=tiny_cfg,
+        tokenizer=load_tokenizer(tiny_cfg.text, demo_root),
+        score_dir=tmp_path / "scores",
+        weights_sha256="a" * 64,
+    )
     first = nb.arm_scores(arm, split)
     assert first.shape == (split.n_images, split.n_captions)
     with (
@@ -274,20 +321,27 @@ def test_scan_changes_under_an_offset_but_not_under_rotation_or_rescaling(direct
 _NUMBER = __import__("re").compile(r"[−-]?\d+\.\d+")
 
 
-@pytest.mark.parametrize("notebook, heading", [
-    ("05_training.ipynb", "The two gaps"),
-    ("06_evaluation_and_tables.ipynb", "Reading the tables"),
-    ("08_feature_separation.ipynb", "The numbers of this run"),
-    ("09_ablation.ipynb", "What the table says"),
-    ("05_training.ipynb", "Reading the warm-up table"),
-    ("05_training.ipynb", "Reading the runs"),
-    ("05_training.ipynb", "Reading the live run"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "notebook, heading",
+    [
+        ("05_training.ipynb", "The two gaps"),
+        ("06_evaluation_and_tables.ipynb", "Reading the tables"),
+        ("08_feature_separation.ipynb", "The numbers of this run"),
+        ("09_ablation.ipynb", "What the table says"),
+        ("05_training.ipynb", "Reading the warm-up table"),
+        ("05_training.ipynb", "Reading the runs"),
+        ("05_training.ipynb", "Reading the live run"),
+    ],
+)
 def test_every_decimal_of_the_gap_readings_is_printed_above(notebook, heading):
     from pathlib import Path
 
     cells = json.loads((Path(__file__).resolve().parents[1] / "notebooks" / notebook).read_text())["cells"]
-    k = next(i for i, c in enumerate(cells) if c["cell_type"] == "markdown" and "".join(c["source"]).startswith(heading))
+    k = next(
+        i
+        for i, c in enumerate(cells)
+        if c["cell_type"] == "markdown" and "".join(c["source"]).startswith(heading)
+    )
     text = []
     for c in cells[:k]:
         for o in c.get("outputs", []):

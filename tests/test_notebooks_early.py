@@ -76,7 +76,7 @@ def test_loads_the_shipped_weights():
     meta = json.loads((demo_models.model_dir("demo") / "best" / "meta.json").read_text())
     for key, info in meta.get("trimmed", {}).items():  # rows left out of the file load as zeros
         full = torch.zeros(info["shape"], dtype=shipped[key].dtype)
-        full[info["rows"][0]:info["rows"][1]] = shipped[key]
+        full[info["rows"][0] : info["rows"][1]] = shipped[key]
         shipped[key] = full
     weights = {k: v for k, v in shipped.items() if k in model.state_dict()}
     assert len(weights) == len(model.state_dict()) and _same_weights(model, weights)
@@ -101,14 +101,22 @@ def _text(cell) -> str:
 
 
 def _next_markdown(cells, i):
-    return next(c.source for c in cells[i + 1:] if c.cell_type == "markdown")
+    return next(c.source for c in cells[i + 1 :] if c.cell_type == "markdown")
 
 
 @pytest.mark.docs
 def test_02_prose_quotes_the_printed_diagonal_count():
     cells = _cells("02_cross_attention_similarity.ipynb")
-    i, m = next((i, m) for i, c in enumerate(cells) if c.cell_type == "code"
-                and (m := re.search(r"trained model\s+rows \(images\) whose own caption scores highest: (\d+) of (\d+)", _text(c))))
+    i, m = next(
+        (i, m)
+        for i, c in enumerate(cells)
+        if c.cell_type == "code"
+        and (
+            m := re.search(
+                r"trained model\s+rows \(images\) whose own caption scores highest: (\d+) of (\d+)", _text(c)
+            )
+        )
+    )
     rows, n = m.groups()
     assert f"{rows} of {n} rows" in _next_markdown(cells, i)
     assert int(rows) > int(n) / 2, "the trained model's diagonal should win in most rows"
@@ -117,8 +125,12 @@ def test_02_prose_quotes_the_printed_diagonal_count():
 @pytest.mark.docs
 def test_03_prose_says_which_toy_token_moves_most():
     cells = _cells("03_feature_discriminability.ipynb")
-    i, m = next((i, m) for i, c in enumerate(cells) if c.cell_type == "code"
-                and (m := re.search(r"how far each token moves, \|x' - x\|: \[([^\]]+)\]", _text(c))))
+    i, m = next(
+        (i, m)
+        for i, c in enumerate(cells)
+        if c.cell_type == "code"
+        and (m := re.search(r"how far each token moves, \|x' - x\|: \[([^\]]+)\]", _text(c)))
+    )
     moves = m.group(1).split()
     prose = _next_markdown(cells, i)
     assert all(v in prose for v in moves), f"the prose should quote the printed distances {moves}"

@@ -31,7 +31,9 @@ def test_caption_set_owner_index():
 
 @pytest.mark.parametrize("photo", sp.PHOTOS, ids=lambda p: p.name)
 def test_photos_load_from_their_packages(photo):
-    pytest.importorskip({"scikit-image": "skimage", "scikit-learn": "sklearn"}.get(photo.package, "matplotlib"))
+    pytest.importorskip(
+        {"scikit-image": "skimage", "scikit-learn": "sklearn"}.get(photo.package, "matplotlib")
+    )
     [(got, img)] = sp.load_photos([photo.name])
     assert got is photo and img.mode == "RGB" and min(img.size) >= 256
     arr = np.asarray(img)

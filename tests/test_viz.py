@@ -384,18 +384,26 @@ def _figures_of_every_plot():
     rng = np.random.default_rng(0)
     return {
         "margin_evolution": viz.plot_margin_evolution(_history().assign(n_rows=64), trigger=25),
-        "score_distributions": viz.plot_score_distributions(rng.normal(1.5, 0.3, 50), rng.normal(0.2, 0.1, 50), 0.7, 0.2),
+        "score_distributions": viz.plot_score_distributions(
+            rng.normal(1.5, 0.3, 50), rng.normal(0.2, 0.1, 50), 0.7, 0.2
+        ),
         "cosine_histograms": viz.plot_cosine_histograms(rng.normal(size=(8, 4)), rng.normal(size=(8, 4))),
-        "embedding_projection": viz.plot_embedding_projection(rng.normal(size=(20, 5)), ["a"] * 10 + ["b"] * 10, method="pca"),
-        "training_curves": viz.plot_training_curves({"DAIM": pd.DataFrame({"step": range(5), "loss": [5.0, 4, 3, 2, 1]})}, columns=("loss",)),
-    }  # fmt: skip
+        "embedding_projection": viz.plot_embedding_projection(
+            rng.normal(size=(20, 5)), ["a"] * 10 + ["b"] * 10, method="pca"
+        ),
+        "training_curves": viz.plot_training_curves(
+            {"DAIM": pd.DataFrame({"step": range(5), "loss": [5.0, 4, 3, 2, 1]})}, columns=("loss",)
+        ),
+    }
 
 
 @pytest.mark.parametrize("name", list(_figures_of_every_plot()))
 def test_every_data_axis_is_labelled_and_step_axes_name_their_unit(name):
     fig = _figures_of_every_plot()[name]
     for a in _data_axes(fig):
-        xlabels = [b.get_xlabel().strip() for b in a.get_shared_x_axes().get_siblings(a)]  # a twin shares its x label
+        xlabels = [
+            b.get_xlabel().strip() for b in a.get_shared_x_axes().get_siblings(a)
+        ]  # a twin shares its x label
         assert any(xlabels) and a.get_ylabel().strip(), (name, a.get_title())
         if "step" in a.get_xlabel():
             assert "(" in a.get_xlabel(), a.get_xlabel()  # "training step (batches)", not a bare "step"
@@ -403,12 +411,20 @@ def test_every_data_axis_is_labelled_and_step_axes_name_their_unit(name):
 
 def _points_in_display(ax):
     """Every drawn data point of ``ax`` in display coordinates: line vertices, scatter offsets, bar tops."""
-    pts = [np.column_stack([ln.get_xdata(), ln.get_ydata()]).astype(float) for ln in ax.lines if len(ln.get_xdata()) > 2]
+    pts = [
+        np.column_stack([ln.get_xdata(), ln.get_ydata()]).astype(float)
+        for ln in ax.lines
+        if len(ln.get_xdata()) > 2
+    ]
     pts += [np.asarray(c.get_offsets(), dtype=float) for c in ax.collections if len(c.get_offsets())]
     for p in ax.patches:  # bars: a grid of points over the whole bar; histogram outlines: their vertices
         if isinstance(p, matplotlib.patches.Rectangle) and p.get_height() > 0:
             gx, gy = np.meshgrid(np.linspace(0, 1, 5), np.linspace(0, 1, 20))
-            pts.append(np.column_stack([p.get_x() + gx.ravel() * p.get_width(), p.get_y() + gy.ravel() * p.get_height()]))
+            pts.append(
+                np.column_stack(
+                    [p.get_x() + gx.ravel() * p.get_width(), p.get_y() + gy.ravel() * p.get_height()]
+                )
+            )
         elif isinstance(p, matplotlib.patches.Polygon):
             pts.append(np.asarray(p.get_xy(), dtype=float))
     pts = np.concatenate(pts) if pts else np.zeros((0, 2))
@@ -458,8 +474,13 @@ def test_margin_evolution_names_n_i_a_statistic_not_a_negative_score():
 
 def test_the_ablation_axis_is_cut_to_the_data_and_says_so():
     """(Its labels and legend: tests/test_viz_ablation.py; one legend under both panels.)"""
-    runs = pd.DataFrame({"variant": ["baseline"] * 3 + ["daim"] * 3, "seed": [0, 1, 2] * 2,
-                         "rsum": [306, 310, 314, 320, 325, 330.0]})  # fmt: skip
+    runs = pd.DataFrame(
+        {
+            "variant": ["baseline"] * 3 + ["daim"] * 3,
+            "seed": [0, 1, 2] * 2,
+            "rsum": [306, 310, 314, 320, 325, 330.0],
+        }
+    )
     ax = viz.plot_ablation(runs, powered_summary(runs)).axes[0]
     assert _bar_heights(ax).size == 0  # dots and intervals: no bar lengths on a cut axis
     lo, hi = ax.get_xlim()
@@ -487,7 +508,9 @@ def test_retrieval_grid_marks_the_true_image_with_a_frame_colour_and_a_text():
     from matplotlib.colors import to_hex
 
     assert to_hex(panels[1].spines["top"].get_edgecolor()) == to_hex(viz.GT_COLOR)
-    assert all(to_hex(a.spines["top"].get_edgecolor()) != to_hex(viz.GT_COLOR) for a in panels if a is not panels[1])
+    assert all(
+        to_hex(a.spines["top"].get_edgecolor()) != to_hex(viz.GT_COLOR) for a in panels if a is not panels[1]
+    )
     assert not [t for a in fig.axes for t in a.texts if "not in the top" in t.get_text()]
 
 
@@ -506,15 +529,21 @@ def test_retrieval_grid_says_when_the_true_image_is_not_in_the_top_k_and_gives_i
 def test_retrieval_grid_i2t_notes_a_query_without_a_true_caption_in_the_top_k():
     imgs = [np.zeros((4, 4, 3), dtype=np.uint8)] * 2
     scores = np.array([[0.1, 0.9, 0.5, 0.0], [0.3, 0.2, 0.1, 0.8]])
-    fig = viz.plot_retrieval_grid(imgs, list("abcd"), scores, queries=[1], k=2, gt=[1, 0, 0, 1], direction="i2t")
+    fig = viz.plot_retrieval_grid(
+        imgs, list("abcd"), scores, queries=[1], k=2, gt=[1, 0, 0, 1], direction="i2t"
+    )
     text = fig.axes[1].texts[0].get_text().splitlines()
     # image 1's captions are 0 and 3; its top 2 are caption 3 (a hit): no note
     assert text[0].startswith("[x] #1 0.800") and len(text) == 2
-    fig = viz.plot_retrieval_grid(imgs, list("abcd"), scores, queries=[0], k=2, gt=[1, 0, 0, 1], direction="i2t")
+    fig = viz.plot_retrieval_grid(
+        imgs, list("abcd"), scores, queries=[0], k=2, gt=[1, 0, 0, 1], direction="i2t"
+    )
     text = fig.axes[1].texts[0].get_text().splitlines()
     # image 0's captions are 1 and 2, ranked 1st and 2nd: hits; with gt=[0, 1, 1, 0] they rank 3rd and 4th
     assert all(line.startswith("[x]") for line in text)
-    fig = viz.plot_retrieval_grid(imgs, list("abcd"), scores, queries=[0], k=2, gt=[0, 1, 1, 0], direction="i2t")
+    fig = viz.plot_retrieval_grid(
+        imgs, list("abcd"), scores, queries=[0], k=2, gt=[0, 1, 1, 0], direction="i2t"
+    )
     text = fig.axes[1].texts[0].get_text().splitlines()
     assert text[-1] == "no true caption in the top 2 (best true caption: rank 3 of 4)"
 

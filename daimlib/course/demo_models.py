@@ -85,7 +85,9 @@ def _check_arm(arm: str) -> None:
 def is_shipped(arm: str) -> bool:
     """True when ``models/<arm>`` holds an exported model (weights, config and metrics)."""
     d = model_dir(arm)
-    return (d / "best" / WEIGHTS).is_file() and (d / "best" / CONFIG).is_file() and (d / METRICS_JSON).is_file()
+    return (
+        (d / "best" / WEIGHTS).is_file() and (d / "best" / CONFIG).is_file() and (d / METRICS_JSON).is_file()
+    )
 
 
 def recorded_metrics(arm: str) -> dict:
@@ -142,19 +144,31 @@ def load(
         d = model_dir(arm)
         model = load_model(d / "best", device=device)
         rec = recorded_metrics(arm)
-        out = DemoModel(arm, model, model.cfg, read_csv(d / STEPS_CSV), read_csv(d / EPOCHS_CSV), rec["test"], d)
+        out = DemoModel(
+            arm, model, model.cfg, read_csv(d / STEPS_CSV), read_csv(d / EPOCHS_CSV), rec["test"], d
+        )
         if verbose:
-            print(f"{arm}: loaded {display_path(d / 'best')} (shipped; test RSUM {rec['test']['rsum']:.1f}, "
-                  f"{rec['steps']} steps, {rec['minutes']:.0f} min wall-clock to train on a shared machine)")  # fmt: skip
+            print(
+                f"{arm}: loaded {display_path(d / 'best')} (shipped; test RSUM {rec['test']['rsum']:.1f}, "
+                f"{rec['steps']} steps, {rec['minutes']:.0f} min wall-clock to train on a shared machine)"
+            )
         return out
     if verbose:
         why = "retrain=True" if retrain else f"{display_path(model_dir(arm))} is not shipped here"
         print(f"{arm}: training from scratch into {display_path(run_root() / 'demo_models' / arm)} ({why})")
     run = train_arm(arm, data_root, device=device, progress=progress)
     model = load_model(run / "best", device=device)
-    metrics = test_metrics(model, model.cfg, data_root, device=device, progress=progress,
-                           tokenizer=load_checkpoint_tokenizer(run / "best"))
-    return DemoModel(arm, model, model.cfg, read_csv(run / STEPS_CSV), read_csv(run / EPOCHS_CSV), metrics, run)
+    metrics = test_metrics(
+        model,
+        model.cfg,
+        data_root,
+        device=device,
+        progress=progress,
+        tokenizer=load_checkpoint_tokenizer(run / "best"),
+    )
+    return DemoModel(
+        arm, model, model.cfg, read_csv(run / STEPS_CSV), read_csv(run / EPOCHS_CSV), metrics, run
+    )
 
 
 def train_arm(arm: str, data_root, out_root=None, device="cpu", progress: bool = True) -> Path:
@@ -183,7 +197,9 @@ def train_arm(arm: str, data_root, out_root=None, device="cpu", progress: bool =
     return run
 
 
-def test_metrics(model, cfg: DAIMConfig, data_root, device="cpu", progress: bool = False, tokenizer=None) -> dict:
+def test_metrics(
+    model, cfg: DAIMConfig, data_root, device="cpu", progress: bool = False, tokenizer=None
+) -> dict:
     """The model's metrics on the test split of ``data_root`` (the demo protocol: the whole split)."""
     split = load_split(cfg.data, data_root, cfg.data.test_split)
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(cfg.text, data_root)
@@ -197,12 +213,28 @@ def summary_table(arms=tuple(ARMS)) -> pd.DataFrame:
     for arm in arms:
         rec = recorded_metrics(arm)
         steps = read_csv(model_dir(arm) / STEPS_CSV)
-        rows.append({"arm": arm, **{k: rec["test"][k] for k in METRIC_KEYS}, "steps": rec["steps"],
-                     "minutes": rec["minutes"], "final_margin": float(steps["margin"].iloc[-1])})  # fmt: skip
+        rows.append(
+            {
+                "arm": arm,
+                **{k: rec["test"][k] for k in METRIC_KEYS},
+                "steps": rec["steps"],
+                "minutes": rec["minutes"],
+                "final_margin": float(steps["margin"].iloc[-1]),
+            }
+        )
     return pd.DataFrame(rows).set_index("arm")
 
 
 __all__ = [
-    "ARMS", "COMMAND", "DemoModel", "is_shipped", "load", "model_dir", "models_dir", "recorded_metrics",
-    "summary_table", "test_metrics", "train_arm",
-]  # fmt: skip
+    "ARMS",
+    "COMMAND",
+    "DemoModel",
+    "is_shipped",
+    "load",
+    "model_dir",
+    "models_dir",
+    "recorded_metrics",
+    "summary_table",
+    "test_metrics",
+    "train_arm",
+]

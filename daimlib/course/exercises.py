@@ -145,17 +145,27 @@ def _scan_naive(img, txt, lens, lam, direction="t2i", all_positions=False, **mis
 
 
 SCAN_MISTAKES = (
-    (dict(direction="i2t"), "this is image-to-text (regions attend to words, mean over regions); in t2i "
-     "every word attends to the image regions and S is the mean over the words"),
-    (dict(no_l2=True), "the LeakyReLU scores are not L2-normalised: divide each region's scores by their "
-     "norm over the caption's words before the softmax"),
-    (dict(softmax_queries=True), "the softmax runs over the wrong axis: each word's weights must sum to 1 "
-     "over the R regions"),
+    (
+        dict(direction="i2t"),
+        "this is image-to-text (regions attend to words, mean over regions); in t2i "
+        "every word attends to the image regions and S is the mean over the words",
+    ),
+    (
+        dict(no_l2=True),
+        "the LeakyReLU scores are not L2-normalised: divide each region's scores by their "
+        "norm over the caption's words before the softmax",
+    ),
+    (
+        dict(softmax_queries=True),
+        "the softmax runs over the wrong axis: each word's weights must sum to 1 over the R regions",
+    ),
     (dict(no_leaky=True), "the LeakyReLU (slope 0.1) on the raw dot products is missing"),
-    (dict(all_positions=True), "padding leaks in: use only the first txt_lens[j] tokens of caption j "
-     "([CLS] and [SEP] included)"),
+    (
+        dict(all_positions=True),
+        "padding leaks in: use only the first txt_lens[j] tokens of caption j ([CLS] and [SEP] included)",
+    ),
     (dict(dot=True), "the last step must be the cosine of t_w and a_w, not their dot product"),
-)  # fmt: skip
+)
 
 
 def _scan_cases() -> list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor, float]]:
@@ -194,8 +204,10 @@ def _scan_caller(fn: Callable):
                 out = _first_call(fn(img[i], txt[j, : int(lens[j])], **lam_kw(lam)))
                 s = _as_tensor(out, "one pair")
                 if s.numel() != 1:
-                    raise _Wrong(f"for one pair it returned shape {tuple(s.shape)}; expected one number, "
-                                 "the mean over the words of cos(t_w, a_w)")  # fmt: skip
+                    raise _Wrong(
+                        f"for one pair it returned shape {tuple(s.shape)}; expected one number, "
+                        "the mean over the words of cos(t_w, a_w)"
+                    )
                 row.append(float(s.reshape(())))
             rows.append(row)
         return torch.tensor(rows, dtype=torch.float64)
@@ -225,8 +237,10 @@ def _scan_body(fn: Callable) -> str:
             if _close(got, _scan_naive(img, txt, lens, lam, **mistake)):
                 raise _Wrong(f"on '{case}': {why}")
         err = float((got - want).abs().max())
-        raise _Wrong(f"on '{case}' the scores differ from the library's by up to {err:.3g}; check the five "
-                     "lines of the formula one by one (notebook 02, section 1)")  # fmt: skip
+        raise _Wrong(
+            f"on '{case}' the scores differ from the library's by up to {err:.3g}; check the five "
+            "lines of the formula one by one (notebook 02, section 1)"
+        )
     note = "" if takes_lam else " (λ fixed at 9: add a lambda_softmax argument to be checked at other λ)"
     return f"matches daimlib.similarity.scan_t2i on {len(cases)} cases{note}"
 
@@ -252,14 +266,19 @@ def _contranorm_naive(x, scale, tau, **mistake):
 
 
 CONTRANORM_MISTAKES = (
-    (dict(towards=True), "the tokens move towards their weighted mean (that is smoothing); ContraNorm "
-     "moves them away from it: X' = X + s·(X − A X)"),
+    (
+        dict(towards=True),
+        "the tokens move towards their weighted mean (that is smoothing); ContraNorm "
+        "moves them away from it: X' = X + s·(X − A X)",
+    ),
     (dict(no_norm=True), "A must use cosine similarities: L2-normalise each token (row) before X̂ X̂ᵀ"),
     (dict(columns=True), "A must be row-stochastic: the softmax runs over each row (over the keys)"),
     (dict(ax_hat=True), "A multiplies the tokens X themselves, not their normalised copies X̂"),
-    (dict(across_batch=True), "tokens of different images interact: ContraNorm acts on each image's token "
-     "set separately"),
-)  # fmt: skip
+    (
+        dict(across_batch=True),
+        "tokens of different images interact: ContraNorm acts on each image's token set separately",
+    ),
+)
 
 
 def _contranorm_cases():
@@ -288,16 +307,20 @@ def _contranorm_body(fn: Callable) -> str:
         got = _as_tensor(_first_call(out) if k == 0 else out, case)
         want = contranorm(x.float(), scale=s, tau=tau).double()
         if got.shape != want.shape:
-            raise _Wrong(f"on '{case}' it returned shape {tuple(got.shape)} but expected {tuple(want.shape)}: "
-                         "ContraNorm keeps the shape [B, N, C] of its input")  # fmt: skip
+            raise _Wrong(
+                f"on '{case}' it returned shape {tuple(got.shape)} but expected {tuple(want.shape)}: "
+                "ContraNorm keeps the shape [B, N, C] of its input"
+            )
         if _close(got, want):
             continue
         for mistake, why in CONTRANORM_MISTAKES:
             if _close(got, _contranorm_naive(x, s, tau, **mistake)):
                 raise _Wrong(f"on '{case}': {why}")
         err = float((got - want).abs().max())
-        raise _Wrong(f"on '{case}' the tokens differ from the library's by up to {err:.3g}; compare each "
-                     "step with the formula of notebook 03, section 1")  # fmt: skip
+        raise _Wrong(
+            f"on '{case}' the tokens differ from the library's by up to {err:.3g}; compare each "
+            "step with the formula of notebook 03, section 1"
+        )
     missing = [w for w, n in (("scale", s_name), ("tau", t_name)) if n is None]
     note = f" (add a {' and '.join(missing)} argument to be checked at other values)" if missing else ""
     return f"matches daimlib.fdm.contranorm on {len(cases)} cases{note}"
@@ -349,8 +372,10 @@ def _boundary_body(fn: Callable) -> str:
         mu_p, sigma_p, mu_n, sigma_n, alpha = args
         if e <= 0:
             if not math.isnan(got):
-                raise _Wrong(f"on '{case}' the discriminant E = B² − 4AC is ≤ 0, so there is no boundary "
-                             "and the margin stays: return float('nan')")  # fmt: skip
+                raise _Wrong(
+                    f"on '{case}' the discriminant E = B² − 4AC is ≤ 0, so there is no boundary "
+                    "and the margin stays: return float('nan')"
+                )
             continue
         if math.isclose(got, want, rel_tol=1e-6, abs_tol=1e-9):
             continue
@@ -359,17 +384,23 @@ def _boundary_body(fn: Callable) -> str:
                 f"on '{case}' this is the other root; the reference keeps λ = (−b + √E) / (2a) with a = σp² − σn²"
             )
         for other, why in (
-            (gaussian_boundary(mu_p, sigma_p, mu_n, sigma_n, 1 / alpha)[0], "α multiplies the positives' "
-             "density: α·N(λ; μp, σp) = N(λ; μn, σn)"),
+            (
+                gaussian_boundary(mu_p, sigma_p, mu_n, sigma_n, 1 / alpha)[0],
+                "α multiplies the positives' density: α·N(λ; μp, σp) = N(λ; μn, σn)",
+            ),
             (gaussian_boundary(mu_p, sigma_p, mu_n, sigma_n, 1.0)[0], "the prior ratio α is missing"),
-            (gaussian_boundary(mu_n, sigma_n, mu_p, sigma_p, alpha)[0], "the positives' and negatives' "
-             "statistics are swapped"),
-        ):  # fmt: skip
+            (
+                gaussian_boundary(mu_n, sigma_n, mu_p, sigma_p, alpha)[0],
+                "the positives' and negatives' statistics are swapped",
+            ),
+        ):
             if math.isclose(got, other, rel_tol=1e-6, abs_tol=1e-9):
                 raise _Wrong(f"on '{case}': {why}")
         lhs, rhs = alpha * _pdf(got, mu_p, sigma_p), _pdf(got, mu_n, sigma_n)
-        raise _Wrong(f"on '{case}' your λ = {got:.4g} gives α·N_p(λ) = {lhs:.4g} but N_n(λ) = {rhs:.4g}; "
-                     "they must be equal (check A, B and C one by one)")  # fmt: skip
+        raise _Wrong(
+            f"on '{case}' your λ = {got:.4g} gives α·N_p(λ) = {lhs:.4g} but N_n(λ) = {rhs:.4g}; "
+            "they must be equal (check A, B and C one by one)"
+        )
     return (
         f"matches daimlib.losses.gaussian_boundary on {len(BOUNDARY_CASES)} cases, the no-root case included"
     )
@@ -402,16 +433,25 @@ def _recall_variant(sims, img_of_caption, k, kind=None) -> tuple[float, float]:
 
 
 RECALL_MISTAKES = (
-    ("one_based", "off by one: ranks are 0-based (the true match in first place has rank 0) and R@K "
-     "counts the queries with rank < K"),
+    (
+        "one_based",
+        "off by one: ranks are 0-based (the true match in first place has rank 0) and R@K "
+        "counts the queries with rank < K",
+    ),
     ("leq", "off by one: R@K counts the queries whose 0-based rank is < K, not ≤ K"),
-    ("swapped", "the two directions are swapped: i2t ranks captions for each image (rows), t2i images for "
-     "each caption (columns)"),
+    (
+        "swapped",
+        "the two directions are swapped: i2t ranks captions for each image (rows), t2i images for "
+        "each caption (columns)",
+    ),
     ("fraction", "R@K is a percentage: multiply the fraction by 100"),
-    ("first_caption", "i2t: an image is found when the best-ranked of ALL its captions is in the top K, "
-     "not only its first caption"),
+    (
+        "first_caption",
+        "i2t: an image is found when the best-ranked of ALL its captions is in the top K, "
+        "not only its first caption",
+    ),
     ("per_caption", "i2t has one query per image (its best-ranked caption), not one per caption"),
-)  # fmt: skip
+)
 
 
 def _recall_cases():
@@ -446,8 +486,10 @@ def _recall_body(fn: Callable) -> str:
         for kind, why in RECALL_MISTAKES:
             if np.allclose(got, _recall_variant(sims, idx, kk, kind), atol=1e-6):
                 raise _Wrong(f"on '{case}': {why}")
-        raise _Wrong(f"on '{case}' it returned ({got[0]:.4g}, {got[1]:.4g}), which is not what the protocol "
-                     "gives; work one small matrix by hand (notebook 06, section 1)")  # fmt: skip
+        raise _Wrong(
+            f"on '{case}' it returned ({got[0]:.4g}, {got[1]:.4g}), which is not what the protocol "
+            "gives; work one small matrix by hand (notebook 06, section 1)"
+        )
     return "matches daimlib.evaluate.i2t_t2i_ranks on 5 cases, uneven captions per image included"
 
 
@@ -492,45 +534,94 @@ def _canonical(q: Question, value) -> list[str]:
 
 QUESTIONS: dict[str, Question] = {
     "00.img_of_caption": Question(
-        "00", "A split stores 5 captions per image, those of one image consecutive. What is img_of_caption[7]?",
-        "ints", "806f2de5a13560747550", "caption indices 0-4 belong to image 0; count on from there"),
+        "00",
+        "A split stores 5 captions per image, those of one image consecutive. What is img_of_caption[7]?",
+        "ints",
+        "806f2de5a13560747550",
+        "caption indices 0-4 belong to image 0; count on from there",
+    ),
     "01.tokens_384": Question(
-        "01", "Swin-B (patch 4) on 384 px images: how many image tokens at DAIM's low, mid and high level?",
-        "ints", "621a38ce1e0d60999310", "stage k's grid side is the image side / (patch · 2^(k−1))"),
+        "01",
+        "Swin-B (patch 4) on 384 px images: how many image tokens at DAIM's low, mid and high level?",
+        "ints",
+        "621a38ce1e0d60999310",
+        "stage k's grid side is the image side / (patch · 2^(k−1))",
+    ),
     "05.collapse_loss": Question(
-        "05", "All scores equal (a collapsed model), B = 58, m = 0.2: the value of the hardest-negative triplet "
+        "05",
+        "All scores equal (a collapsed model), B = 58, m = 0.2: the value of the hardest-negative triplet "
         "loss, summed over the batch in both directions?",
-        "number", "377749360922eb561122", "every hinge is m; count the hinges the summed loss keeps", 1),
+        "number",
+        "377749360922eb561122",
+        "every hinge is m; count the hinges the summed loss keeps",
+        1,
+    ),
     "07.trigger_rows": Question(
-        "07", "The paper's trigger (more than 45/58 of the rows) at batch B = 128: how many rows must at "
-        "least rank their own caption first for the MOM to act?", "ints", "5e4d37e87f12692c20b0",
-        "'more than' a fraction of 128 rows, and rows come in whole numbers"),
+        "07",
+        "The paper's trigger (more than 45/58 of the rows) at batch B = 128: how many rows must at "
+        "least rank their own caption first for the MOM to act?",
+        "ints",
+        "5e4d37e87f12692c20b0",
+        "'more than' a fraction of 128 rows, and rows come in whole numbers",
+    ),
     "08.gap": Question(
-        "08", "A caption's true image scores 1.2; the other images 1.3, 0.9 and 1.1. What is p − h, its "
-        "positive minus its hardest negative?", "number", "2288638586576701652c",
-        "h is the best-scoring wrong image", 2),
+        "08",
+        "A caption's true image scores 1.2; the other images 1.3, 0.9 and 1.1. What is p − h, its "
+        "positive minus its hardest negative?",
+        "number",
+        "2288638586576701652c",
+        "h is the best-scoring wrong image",
+        2,
+    ),
     "09.welch_t": Question(
-        "09", "Two variants differ by 10 RSUM; each has a standard deviation of 8 over 5 seeds. Welch's t?",
-        "number", "dbfa752d0177d7282263", "t = difference / sqrt(s1²/n1 + s2²/n2)", 2),
+        "09",
+        "Two variants differ by 10 RSUM; each has a standard deviation of 8 over 5 seeds. Welch's t?",
+        "number",
+        "dbfa752d0177d7282263",
+        "t = difference / sqrt(s1²/n1 + s2²/n2)",
+        2,
+    ),
     "10.tokens_per_image": Question(
-        "10", "Swin-B at 224 px: how many image tokens of one image enter SCAN over the three levels in all?",
-        "ints", "8ceef70ffdfbe3ba0cd8", "add the tokens of stages 2, 3 and 4 (notebook 01)"),
+        "10",
+        "Swin-B at 224 px: how many image tokens of one image enter SCAN over the three levels in all?",
+        "ints",
+        "8ceef70ffdfbe3ba0cd8",
+        "add the tokens of stages 2, 3 and 4 (notebook 01)",
+    ),
     "04.lambda_above_one": Question(
-        "04", "The MOM's boundary λ_MOM comes out at 1.4. Which branch of the update rule runs: 'ema', 'reset' or "
-        "'unchanged'?", "choice", "2d45a4f42e4e1e66f053", "read step 4 of the MOM (spec section 4)",
-        options=("ema", "reset", "unchanged")),
+        "04",
+        "The MOM's boundary λ_MOM comes out at 1.4. Which branch of the update rule runs: 'ema', 'reset' or "
+        "'unchanged'?",
+        "choice",
+        "2d45a4f42e4e1e66f053",
+        "read step 4 of the MOM (spec section 4)",
+        options=("ema", "reset", "unchanged"),
+    ),
     "11.embed_dim": Question(
-        "11", "The imported checkpoint's patch_embed.proj.weight has shape [128, 3, 4, 4]. What Swin embed dim "
-        "does the import read from it?", "ints", "73020f7872ad392806e3",
-        "a convolution's weight is [out channels, in channels, kernel height, kernel width]"),
+        "11",
+        "The imported checkpoint's patch_embed.proj.weight has shape [128, 3, 4, 4]. What Swin embed dim "
+        "does the import read from it?",
+        "ints",
+        "73020f7872ad392806e3",
+        "a convolution's weight is [out channels, in channels, kernel height, kernel width]",
+    ),
     "12.scores_per_image": Question(
-        "12", "The search encodes 100 test images with 5 captions each. How many scores does one image → captions "
-        "query compute?", "ints", "85f1ac1ed3ec9e454851", "the image is scored against every encoded caption"),
+        "12",
+        "The search encodes 100 test images with 5 captions each. How many scores does one image → captions "
+        "query compute?",
+        "ints",
+        "85f1ac1ed3ec9e454851",
+        "the image is scored against every encoded caption",
+    ),
     "13.pairs_f8k": Question(
-        "13", "Evaluating on Flickr8k's test split (1,000 images, 5 captions each): how many image-caption pairs "
-        "does SCAN score at each level?", "ints", "1c919403aa60a76a216c",
-        "every test image against every test caption, not only its own five"),
-}  # fmt: skip
+        "13",
+        "Evaluating on Flickr8k's test split (1,000 images, 5 captions each): how many image-caption pairs "
+        "does SCAN score at each level?",
+        "ints",
+        "1c919403aa60a76a216c",
+        "every test image against every test caption, not only its own five",
+    ),
+}
 
 
 def check_answer(name: str, value) -> Feedback:

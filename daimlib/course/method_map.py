@@ -155,10 +155,16 @@ def _box(ax, x, y, w, h, text, kind, fontsize=7.5, weight="normal", dashed=False
     edge, fill = PALETTE[kind]
     ax.add_patch(
         FancyBboxPatch(
-            (x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.02,rounding_size=0.12",
-            fc=fill, ec=edge, lw=1.4, ls="--" if dashed else "-",
+            (x - w / 2, y - h / 2),
+            w,
+            h,
+            boxstyle="round,pad=0.02,rounding_size=0.12",
+            fc=fill,
+            ec=edge,
+            lw=1.4,
+            ls="--" if dashed else "-",
         )
-    )  # fmt: skip
+    )
     ax.text(x, y, text, ha="center", va="center", fontsize=fontsize, weight=weight, linespacing=linespacing)
 
 
@@ -167,14 +173,30 @@ def _arrow(ax, start, end, kind="off", label=None, label_xy=None):
     ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=11, color=edge, lw=1.2))
     if label:
         lx, ly = label_xy or ((start[0] + end[0]) / 2, (start[1] + end[1]) / 2)
-        ax.text(lx, ly, label, fontsize=7, color=edge, ha="center", va="center",
-                bbox=dict(fc="white", ec="none", pad=0.5))  # fmt: skip
+        ax.text(
+            lx,
+            ly,
+            label,
+            fontsize=7,
+            color=edge,
+            ha="center",
+            va="center",
+            bbox=dict(fc="white", ec="none", pad=0.5),
+        )
 
 
 def _badge(ax, x, y, notebooks: str):
     """The notebooks that teach this part (see :func:`method_table`)."""
-    ax.text(x, y, f"nb {notebooks}", fontsize=6.5, ha="center", va="center", color="#333333",
-            bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="#333333", lw=0.8))  # fmt: skip
+    ax.text(
+        x,
+        y,
+        f"nb {notebooks}",
+        fontsize=6.5,
+        ha="center",
+        va="center",
+        color="#333333",
+        bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="#333333", lw=0.8),
+    )
 
 
 def _stage_x(n: int) -> list[float]:
@@ -184,9 +206,16 @@ def _stage_x(n: int) -> list[float]:
 
 def _draw_image_stream(ax, f: MethodFacts, xs: list[float], y: float) -> None:
     g0 = f.img_size // f.patch
-    _box(ax, 1.3, y, 1.9, 1.5,
-         f"Image $I$\n{f.img_size}×{f.img_size} px\npatch embed {f.patch}×{f.patch}\n→ {g0}×{g0} tokens",
-         "image", weight="bold")  # fmt: skip
+    _box(
+        ax,
+        1.3,
+        y,
+        1.9,
+        1.5,
+        f"Image $I$\n{f.img_size}×{f.img_size} px\npatch embed {f.patch}×{f.patch}\n→ {g0}×{g0} tokens",
+        "image",
+        weight="bold",
+    )
     _arrow(ax, (2.25, y), (xs[0] - 0.95, y), "image")
     for s, x in enumerate(xs):
         used = s in f.stages
@@ -207,9 +236,17 @@ def _draw_image_stream(ax, f: MethodFacts, xs: list[float], y: float) -> None:
         _box(ax, x, y, 1.95, 1.55, "\n".join(lines), "image" if used else "off", fontsize=7)
         if s + 1 < len(xs):
             _arrow(ax, (x + 0.98, y), (xs[s + 1] - 0.98, y), "image")
-    ax.text(xs[0] - 1.0, y + 1.0, f"window attention, window {f.window}×{f.window}; "
-            f"stage = blocks of W-MSA → residual" + (f" → {STAR} ContraNorm" if f.fdm_blocks else "")
-            + " → MLP → residual", fontsize=7, color=PALETTE["image"][0], ha="left")  # fmt: skip
+    ax.text(
+        xs[0] - 1.0,
+        y + 1.0,
+        f"window attention, window {f.window}×{f.window}; "
+        f"stage = blocks of W-MSA → residual"
+        + (f" → {STAR} ContraNorm" if f.fdm_blocks else "")
+        + " → MLP → residual",
+        fontsize=7,
+        color=PALETTE["image"][0],
+        ha="left",
+    )
     _badge(ax, xs[-1] + 0.75, y + 0.95, "01, 03")
 
 
@@ -223,9 +260,16 @@ def _text_groups(f: MethodFacts) -> list[tuple[int, int]]:
 
 
 def _draw_text_stream(ax, f: MethodFacts, xl: list[float], y: float) -> None:
-    _box(ax, 1.3, y, 1.9, 1.5,
-         f"Caption $T$\n[CLS] words [SEP]\npadded to {f.max_len}\n+ BERT embeddings",
-         "text", weight="bold")  # fmt: skip
+    _box(
+        ax,
+        1.3,
+        y,
+        1.9,
+        1.5,
+        f"Caption $T$\n[CLS] words [SEP]\npadded to {f.max_len}\n+ BERT embeddings",
+        "text",
+        weight="bold",
+    )
     prev_x = 2.25
     groups = _text_groups(f)
     for k, ((a, b), x) in enumerate(zip(groups, xl)):
@@ -240,9 +284,15 @@ def _draw_text_stream(ax, f: MethodFacts, xl: list[float], y: float) -> None:
         _arrow(ax, (prev_x, y), (x - 0.98, y), "text")
         prev_x = x + 0.98
     total = f"{f.text_layers} layers, width {f.text_width}" if f.text_layers else "layers: see its config"
-    ax.text(xl[0] - 1.0, y - 1.05, f"text stream: {f.text_name}, {total}" +
-            ("; no ContraNorm in the text stream" if not f.fdm_text_layers else ""),
-            fontsize=7, color=PALETTE["text"][0], ha="left")  # fmt: skip
+    ax.text(
+        xl[0] - 1.0,
+        y - 1.05,
+        f"text stream: {f.text_name}, {total}"
+        + ("; no ContraNorm in the text stream" if not f.fdm_text_layers else ""),
+        fontsize=7,
+        color=PALETTE["text"][0],
+        ha="left",
+    )
     _badge(ax, xl[-1] + 0.75, y + 0.95, "00, 01")
 
 
@@ -255,17 +305,41 @@ def _draw_levels(ax, f: MethodFacts, xl: list[float], ys: tuple[float, ...]) -> 
         if f.fdm_stage_out:
             cn = f"{STAR} CN = identity → " if f.tokens[k] == 1 else f"{STAR} CN → "
         tok = "token" if f.tokens[k] == 1 else "tokens"
-        _box(ax, x, y_img, 1.95, 0.95,
-             f"{name}: {f.tokens[k]} {tok} × {f.stage_dims[s]}\n{cn}LN\n→ Linear → {D}", "image", fontsize=7)  # fmt: skip
+        _box(
+            ax,
+            x,
+            y_img,
+            1.95,
+            0.95,
+            f"{name}: {f.tokens[k]} {tok} × {f.stage_dims[s]}\n{cn}LN\n→ Linear → {D}",
+            "image",
+            fontsize=7,
+        )
         _arrow(ax, (x, y_stream - 0.78), (x, y_img + 0.48), "image")
-        _box(ax, x, y_txt, 1.95, 0.95, f"{name}: {f.max_len} × {f.text_width or '?'}\nLinear → {D}",
-             "text", fontsize=7)  # fmt: skip
+        _box(
+            ax,
+            x,
+            y_txt,
+            1.95,
+            0.95,
+            f"{name}: {f.max_len} × {f.text_width or '?'}\nLinear → {D}",
+            "text",
+            fontsize=7,
+        )
         _arrow(ax, (x, y_stream_txt + 0.78), (x, y_txt - 0.48), "text")
         w = f.level_weights[k]
         wtxt = "" if w == 1 else f", weight {w:g}"
-        _box(ax, x, y_scan, 1.95, 0.95,
-             f"SCAN {f.direction}, $\\lambda_{{\\mathrm{{SCAN}}}}$={f.lambda_softmax:g}\n$S^{{\\mathrm{{{name.replace(' ', '')}}}}}$"
-             f" [images × captions]{wtxt}", "scan" if w != 0 else "off", fontsize=7)  # fmt: skip
+        _box(
+            ax,
+            x,
+            y_scan,
+            1.95,
+            0.95,
+            f"SCAN {f.direction}, $\\lambda_{{\\mathrm{{SCAN}}}}$={f.lambda_softmax:g}\n$S^{{\\mathrm{{{name.replace(' ', '')}}}}}$"
+            f" [images × captions]{wtxt}",
+            "scan" if w != 0 else "off",
+            fontsize=7,
+        )
         _arrow(ax, (x, y_img - 0.48), (x, y_scan + 0.48), "image")
         _arrow(ax, (x, y_txt + 0.48), (x, y_scan - 0.48), "text")
     how = (
@@ -273,8 +347,15 @@ def _draw_levels(ax, f: MethodFacts, xl: list[float], ys: tuple[float, ...]) -> 
         if f.direction == "t2i"
         else ("image regions\nattend to words" if f.direction == "i2t" else "mean of both\ndirections (HAT*)")
     )
-    ax.text(1.3, y_scan, f"cross-attention\nper level\n({f.direction}: {how})", fontsize=7,
-            color=PALETTE["scan"][0], ha="center", va="center")  # fmt: skip
+    ax.text(
+        1.3,
+        y_scan,
+        f"cross-attention\nper level\n({f.direction}: {how})",
+        fontsize=7,
+        color=PALETTE["scan"][0],
+        ha="center",
+        va="center",
+    )
     _badge(ax, xl[-1] + 0.75, y_scan + 0.62, "02")
 
 
@@ -282,9 +363,17 @@ def _draw_loss(ax, f: MethodFacts, xl: list[float], y_scan: float) -> None:
     """Sum of the levels, the triplet loss and the margin (spec 2.2, 4, 5)."""
     xs, xr = 12.3, 14.85
     n = len(f.levels)
-    _box(ax, xs, y_scan, 2.15, 1.3,
-         f"$S = \\sum_\\ell w_\\ell S^\\ell$\nrows images, cols captions\nrange [-{n}, {n}]\n(train: B×B; eval: all pairs)",
-         "scan", fontsize=7, linespacing=1.5)  # fmt: skip
+    _box(
+        ax,
+        xs,
+        y_scan,
+        2.15,
+        1.3,
+        f"$S = \\sum_\\ell w_\\ell S^\\ell$\nrows images, cols captions\nrange [-{n}, {n}]\n(train: B×B; eval: all pairs)",
+        "scan",
+        fontsize=7,
+        linespacing=1.5,
+    )
     _arrow(ax, (xl[-1] + 0.98, y_scan), (xs - 1.08, y_scan), "scan")
     _badge(ax, xs, y_scan - 0.95, "02, 06, 08")
     neg = "hardest negative (VSE++)" if f.hardest else "sum over negatives"
@@ -293,23 +382,39 @@ def _draw_loss(ax, f: MethodFacts, xl: list[float], y_scan: float) -> None:
         if f.warmup_steps and f.hardest
         else ""
     )
-    _box(ax, xr, 2.5, 2.45, 1.85,
-         f"Triplet ranking loss\n$[m + S_{{ij}} - S_{{ii}}]_+$, both directions\n{neg}\nsummed over the batch{warm}\n"
-         "→ backprop into both streams", "loss", fontsize=7)  # fmt: skip
+    _box(
+        ax,
+        xr,
+        2.5,
+        2.45,
+        1.85,
+        f"Triplet ranking loss\n$[m + S_{{ij}} - S_{{ii}}]_+$, both directions\n{neg}\nsummed over the batch{warm}\n"
+        "→ backprop into both streams",
+        "loss",
+        fontsize=7,
+    )
     _arrow(ax, (xs + 0.5, y_scan - 0.66), (xr - 0.6, 2.5 + 0.93), "scan")
     _badge(ax, xr, 1.35, "05")
     if f.adaptive:
         trig = f"{f.activation_fraction * f.batch_size:.3g} of {f.batch_size}"
-        mom = (f"MOM: adaptive margin $m$\nfit $N(\\mu_p,\\sigma_p)$, $N(\\mu_n,\\sigma_n)$\n"
-               f"boundary $\\lambda_{{\\mathrm{{MOM}}}}$: $\\alpha N_p = N_n$, α={f.alpha:g}\nacts if > {trig} rows right\n"
-               f"$m \\leftarrow {1 - f.ema:g}\\,m + {f.ema:g}\\,\\lambda_{{\\mathrm{{MOM}}}}$, $m_0$={f.margin:g}")  # fmt: skip
+        mom = (
+            f"MOM: adaptive margin $m$\nfit $N(\\mu_p,\\sigma_p)$, $N(\\mu_n,\\sigma_n)$\n"
+            f"boundary $\\lambda_{{\\mathrm{{MOM}}}}$: $\\alpha N_p = N_n$, α={f.alpha:g}\nacts if > {trig} rows right\n"
+            f"$m \\leftarrow {1 - f.ema:g}\\,m + {f.ema:g}\\,\\lambda_{{\\mathrm{{MOM}}}}$, $m_0$={f.margin:g}"
+        )
         _box(ax, xr, 7.2, 2.45, 1.9, mom, "loss", fontsize=7)
         _arrow(ax, (xs + 0.5, y_scan + 0.66), (xr - 0.6, 7.2 - 0.96), "loss", "S (detached)", (xs + 0.9, 6.0))
         _badge(ax, xr, 8.45, "04, 07")
     else:
         _box(ax, xr, 7.2, 2.45, 1.0, f"fixed margin $m$ = {f.margin:g}\n(no MOM)", "off", fontsize=7.5)
-    _arrow(ax, (xr, 7.2 - (0.96 if f.adaptive else 0.5)), (xr, 2.5 + 0.93), "loss", "margin $m$",
-           (xr + 0.45, 5.0))  # fmt: skip
+    _arrow(
+        ax,
+        (xr, 7.2 - (0.96 if f.adaptive else 0.5)),
+        (xr, 2.5 + 0.93),
+        "loss",
+        "margin $m$",
+        (xr + 0.45, 5.0),
+    )
 
 
 def draw_method_map(cfg: DAIMConfig, facts: MethodFacts | None = None) -> Figure:
@@ -336,14 +441,25 @@ def draw_method_map(cfg: DAIMConfig, facts: MethodFacts | None = None) -> Figure
         fdm.append("BERT layers " + ", ".join(map(str, f.fdm_text_layers)))
     fdm_txt = f"FDM ({STAR} ContraNorm, s={f.fdm_scale:g}) in " + " and ".join(fdm) if fdm else "FDM off"
     margin_txt = "MOM on" if f.adaptive else f"fixed margin {f.margin:g}"
-    ax.set_title(f"Method map · preset '{f.name}' · {fdm_txt} · SCAN {f.direction} · {margin_txt}",
-                 fontsize=10.5, loc="left")  # fmt: skip
-    handles = [Patch(fc=PALETTE[k][1], ec=PALETTE[k][0], label=lab) for k, lab in (
-        ("image", "image stream (Swin)"), ("text", "text stream (BERT)"), ("scan", "similarity (SCAN)"),
-        ("loss", "loss and margin"), ("off", "computed but not a level / off"))]  # fmt: skip
+    ax.set_title(
+        f"Method map · preset '{f.name}' · {fdm_txt} · SCAN {f.direction} · {margin_txt}",
+        fontsize=10.5,
+        loc="left",
+    )
+    handles = [
+        Patch(fc=PALETTE[k][1], ec=PALETTE[k][0], label=lab)
+        for k, lab in (
+            ("image", "image stream (Swin)"),
+            ("text", "text stream (BERT)"),
+            ("scan", "similarity (SCAN)"),
+            ("loss", "loss and margin"),
+            ("off", "computed but not a level / off"),
+        )
+    ]
     handles.append(Patch(fc="white", ec="white", label=f"{STAR} CN = ContraNorm (the FDM);  nb = notebook"))
-    ax.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, -0.06), ncol=6, fontsize=7.5,
-              frameon=False)  # fmt: skip
+    ax.legend(
+        handles=handles, loc="lower center", bbox_to_anchor=(0.5, -0.06), ncol=6, fontsize=7.5, frameon=False
+    )
     return fig
 
 
@@ -352,50 +468,106 @@ def draw_method_map(cfg: DAIMConfig, facts: MethodFacts | None = None) -> Figure
 _ABSTRACT = "DAIM abstract"
 # (notebook, title, part of the figure, what the paper claims (source), what the code does (spec section))
 METHOD_TABLE: tuple[tuple[str, str, str, str, str], ...] = (
-    ("00", "setup and the data", "inputs: image I, caption T (tokens padded to 32)",
-     "image-text matching: retrieve images for a caption and captions for an image (title, abstract)",
-     "Karpathy splits from raw JPEGs, 5 captions per image (spec 8)"),
-    ("01", "dual-stream encoders", "Swin stream, BERT stream, the three levels",
-     "dual-stream transformers with multi-level features (title, figures)",
-     "Swin stages 2/3/4 + BERT layers 4/10/12, six projections to 768 (spec 1)"),
-    ("02", "cross-attention similarity", "SCAN per level, the sum S",
-     "multi-level cross-attention matching, similarity matrices aggregated (paper, figures)",
-     "SCAN t2i, λ = 9, unweighted sum of the three levels (spec 2, B4)"),
-    ("03", "feature discriminability (FDM)", f"{STAR} ContraNorm in the Swin blocks and stage outputs",
-     "the FDM brings features 'closer together but with a certain degree of distinction' (paper); "
-     "the figures draw it in the text encoder",
-     "parameter-free ContraNorm s = 0.1 in the image stream only, no pull term (spec 3, B1, B2)"),
-    ("04", "adaptive margin (MOM)", "the MOM box: Gaussian boundary λ, EMA of m",
-     "the MOM adjusts the margin adaptively 'in real time' (" + _ABSTRACT + ")",
-     "per-batch Gaussians, boundary λ, m ← 0.9 m + 0.1 λ, gated by a trigger (spec 4, A7, B3)"),
-    ("05", "training", "triplet loss with margin m, backprop into both streams",
-     "no claim of its own: the paper's results come from this training",
-     "VSE++ hardest-negative triplet loss, summed, Adam 1e-4, frozen backbones 11 epochs (spec 5, 6)"),
-    ("06", "evaluation and tables", "the sum S over all test pairs -> ranks",
-     "'4.7% RSUM gain on MSCOCO' over the state of the art (" + _ABSTRACT + ")",
-     "R@1/5/10 both ways, RSUM; F30K 1K, COCO 1K 5-fold, COCO 5K (spec 7, 9)"),
-    ("07", "margin evolution", "the MOM box over a training run",
-     "the margin is adjusted 'in real time' during training (" + _ABSTRACT + ")",
-     "the reference rule drifts upward; logged every step (spec 4)"),
-    ("08", "feature separation", "the level features and S: positives vs hardest negatives",
-     "high feature distinguishability (title)",
-     "measured as the AUC of positives against hardest negatives (kit)"),
-    ("09", "ablation", "the switches: FDM on/off, MOM on/off, the levels",
-     "the two modules, FDM and MOM, are the paper's contributions (title, " + _ABSTRACT + ")",
-     "variants of one preset, several seeds, mean ± interval (spec 0, B1)"),
-    ("10", "real data on GPUs", "the same figure at paper scale (Swin-B, BERT-base, 224 px)",
-     "'4.7% RSUM gain on MSCOCO' (" + _ABSTRACT + "); the reference code also trains on Flickr30K",
-     "the paper presets daim_f30k / daim_coco, torchrun, the three protocols (spec 6, 7)"),
-    ("11", "the authors' checkpoints", "the whole figure, with the weights of a reference-code checkpoint",
-     "the released HAT checkpoints are what the DAIM README tells its users to test with",
-     "import-reference: safe weights-only loading, key mapping, architecture from the tensor shapes"),
-    ("12", "interactive search", "the trained model used as a search engine: SCAN attention of each word",
-     "fine-grained word-region alignment (title: 'image-text matching'; SCAN cross-attention)",
-     "daimlib.course.widgets: caption -> images with word attention, image -> captions"),
-    ("13", "real photos and real data", "the figure's two encoders replaced by real pretrained ones, frozen",
-     "the reference freezes both backbones for its first epochs (spec 1.5)",
-     "get-data, the wheel encoders (daimlib.pretrained), the frozen-feature cache, the laptop preset"),
-)  # fmt: skip
+    (
+        "00",
+        "setup and the data",
+        "inputs: image I, caption T (tokens padded to 32)",
+        "image-text matching: retrieve images for a caption and captions for an image (title, abstract)",
+        "Karpathy splits from raw JPEGs, 5 captions per image (spec 8)",
+    ),
+    (
+        "01",
+        "dual-stream encoders",
+        "Swin stream, BERT stream, the three levels",
+        "dual-stream transformers with multi-level features (title, figures)",
+        "Swin stages 2/3/4 + BERT layers 4/10/12, six projections to 768 (spec 1)",
+    ),
+    (
+        "02",
+        "cross-attention similarity",
+        "SCAN per level, the sum S",
+        "multi-level cross-attention matching, similarity matrices aggregated (paper, figures)",
+        "SCAN t2i, λ = 9, unweighted sum of the three levels (spec 2, B4)",
+    ),
+    (
+        "03",
+        "feature discriminability (FDM)",
+        f"{STAR} ContraNorm in the Swin blocks and stage outputs",
+        "the FDM brings features 'closer together but with a certain degree of distinction' (paper); "
+        "the figures draw it in the text encoder",
+        "parameter-free ContraNorm s = 0.1 in the image stream only, no pull term (spec 3, B1, B2)",
+    ),
+    (
+        "04",
+        "adaptive margin (MOM)",
+        "the MOM box: Gaussian boundary λ, EMA of m",
+        "the MOM adjusts the margin adaptively 'in real time' (" + _ABSTRACT + ")",
+        "per-batch Gaussians, boundary λ, m ← 0.9 m + 0.1 λ, gated by a trigger (spec 4, A7, B3)",
+    ),
+    (
+        "05",
+        "training",
+        "triplet loss with margin m, backprop into both streams",
+        "no claim of its own: the paper's results come from this training",
+        "VSE++ hardest-negative triplet loss, summed, Adam 1e-4, frozen backbones 11 epochs (spec 5, 6)",
+    ),
+    (
+        "06",
+        "evaluation and tables",
+        "the sum S over all test pairs -> ranks",
+        "'4.7% RSUM gain on MSCOCO' over the state of the art (" + _ABSTRACT + ")",
+        "R@1/5/10 both ways, RSUM; F30K 1K, COCO 1K 5-fold, COCO 5K (spec 7, 9)",
+    ),
+    (
+        "07",
+        "margin evolution",
+        "the MOM box over a training run",
+        "the margin is adjusted 'in real time' during training (" + _ABSTRACT + ")",
+        "the reference rule drifts upward; logged every step (spec 4)",
+    ),
+    (
+        "08",
+        "feature separation",
+        "the level features and S: positives vs hardest negatives",
+        "high feature distinguishability (title)",
+        "measured as the AUC of positives against hardest negatives (kit)",
+    ),
+    (
+        "09",
+        "ablation",
+        "the switches: FDM on/off, MOM on/off, the levels",
+        "the two modules, FDM and MOM, are the paper's contributions (title, " + _ABSTRACT + ")",
+        "variants of one preset, several seeds, mean ± interval (spec 0, B1)",
+    ),
+    (
+        "10",
+        "real data on GPUs",
+        "the same figure at paper scale (Swin-B, BERT-base, 224 px)",
+        "'4.7% RSUM gain on MSCOCO' (" + _ABSTRACT + "); the reference code also trains on Flickr30K",
+        "the paper presets daim_f30k / daim_coco, torchrun, the three protocols (spec 6, 7)",
+    ),
+    (
+        "11",
+        "the authors' checkpoints",
+        "the whole figure, with the weights of a reference-code checkpoint",
+        "the released HAT checkpoints are what the DAIM README tells its users to test with",
+        "import-reference: safe weights-only loading, key mapping, architecture from the tensor shapes",
+    ),
+    (
+        "12",
+        "interactive search",
+        "the trained model used as a search engine: SCAN attention of each word",
+        "fine-grained word-region alignment (title: 'image-text matching'; SCAN cross-attention)",
+        "daimlib.course.widgets: caption -> images with word attention, image -> captions",
+    ),
+    (
+        "13",
+        "real photos and real data",
+        "the figure's two encoders replaced by real pretrained ones, frozen",
+        "the reference freezes both backbones for its first epochs (spec 1.5)",
+        "get-data, the wheel encoders (daimlib.pretrained), the frozen-feature cache, the laptop preset",
+    ),
+)
 METHOD_COLUMNS = ("notebook", "title", "part of the figure", "claim of the paper", "what the code does")
 
 

@@ -86,9 +86,14 @@ def setup(seed: int = 0, device: str = "auto", verbose: bool = True) -> SimpleNa
     plot_defaults()
     quiet_warnings()
     env = SimpleNamespace(
-        root=root, data=root / "data", figures=figures_dir(), output=output_root(), runs=run_root(),
-        device=dev, seed=seed,
-    )  # fmt: skip
+        root=root,
+        data=root / "data",
+        figures=figures_dir(),
+        output=output_root(),
+        runs=run_root(),
+        device=dev,
+        seed=seed,
+    )
     if verbose:
         print(
             f"repo root: . | data: {rel(env.data)} | device: {dev} | seed: {seed} | torch {torch.__version__}"
@@ -234,24 +239,40 @@ def trained_demo_model(
     elif smoke and not demo_models.is_shipped(arm):
         why = f"{arm!r} is not shipped here and a smoke run does not train it (about 21 minutes)"
     if why is None and smoke and retrain:
-        print("RETRAIN=True is ignored in a smoke run (training takes about 21 minutes): loading the shipped model")
+        print(
+            "RETRAIN=True is ignored in a smoke run (training takes about 21 minutes): loading the shipped model"
+        )
         retrain = False
     if why is None:
-        training = retrain or not demo_models.is_shipped(arm)  # only training reads the data (and makes it when missing)
+        training = retrain or not demo_models.is_shipped(
+            arm
+        )  # only training reads the data (and makes it when missing)
         root = data_root("demo") if training else _repo_path("data/demo")
-        dm = demo_models.load(arm, retrain=retrain, data_root=root, device=device, progress=False, verbose=False)
+        dm = demo_models.load(
+            arm, retrain=retrain, data_root=root, device=device, progress=False, verbose=False
+        )
         dm.model.to(device).eval()
         how = "trained here (RETRAIN=True)" if retrain else f"shipped in {rel(dm.source)}"
-        desc = (f"model: the trained demo model {arm!r} ({how}; {int(dm.steps['step'].iloc[-1]) + 1} training steps, "
-                f"{dm.minutes:.0f} min wall-clock to train; recorded test RSUM {dm.test_metrics['rsum']:.1f} of 600)")  # fmt: skip
+        desc = (
+            f"model: the trained demo model {arm!r} ({how}; {int(dm.steps['step'].iloc[-1]) + 1} training steps, "
+            f"{dm.minutes:.0f} min wall-clock to train; recorded test RSUM {dm.test_metrics['rsum']:.1f} of 600)"
+        )
         print(desc)
         return dm.model, desc, dm
     folder = checkpoint
-    if checkpoint == "auto":  # only a run of this preset on this data (notebook 05 trains it), never one on other data
+    if (
+        checkpoint == "auto"
+    ):  # only a run of this preset on this data (notebook 05 trains it), never one on other data
         run = Path(out_root if out_root is not None else output_dir(data, smoke)) / cfg.name / "best"
         folder = run if _repo_path(run).is_dir() else None
-    print(f"not the trained demo model: {why}; falling back to "
-          + ("a checkpoint" if folder is not None else "random weights (what the cells below show is untrained)"))
+    print(
+        f"not the trained demo model: {why}; falling back to "
+        + (
+            "a checkpoint"
+            if folder is not None
+            else "random weights (what the cells below show is untrained)"
+        )
+    )
     model, desc = model_for(cfg, checkpoint=folder, device=device)
     return model, desc, None
 
@@ -377,8 +398,18 @@ def load_or_score(
     return _cached_scores(run, weights, model, split, tokenizer, cfg, split_name, device, progress, recompute)
 
 
-def _cached_scores(folder: Path, weights_sha256, model, split, tokenizer, cfg, split_name, device, progress,
-                   recompute: bool = False):  # fmt: skip
+def _cached_scores(
+    folder: Path,
+    weights_sha256,
+    model,
+    split,
+    tokenizer,
+    cfg,
+    split_name,
+    device,
+    progress,
+    recompute: bool = False,
+):
     """The one score cache: ``<folder>/sims_<split_name>.npy`` beside its JSON key (the weights'
     sha256, the split's sizes and its annotation file's sha256: the same sizes on other data are
     scored again); without a weight hash nothing is cached."""
@@ -390,12 +421,25 @@ def _cached_scores(folder: Path, weights_sha256, model, split, tokenizer, cfg, s
         "annotations_sha256": split_identity(split).get("annotations_sha256"),
     }
     npy, key_file = folder / f"sims_{split_name}.npy", folder / f"sims_{split_name}.json"
-    if not recompute and weights_sha256 and npy.is_file() and key_file.is_file() and json.loads(key_file.read_text()) == key:
+    if (
+        not recompute
+        and weights_sha256
+        and npy.is_file()
+        and key_file.is_file()
+        and json.loads(key_file.read_text()) == key
+    ):
         return np.load(npy)
     feats = encode_split(
-        model, split, tokenizer, cfg.data, max_len=cfg.text.max_len, device=device,
-        batch_size=cfg.train.eval_batch_size, amp=cfg.train.amp, progress=progress,
-    )  # fmt: skip
+        model,
+        split,
+        tokenizer,
+        cfg.data,
+        max_len=cfg.text.max_len,
+        device=device,
+        batch_size=cfg.train.eval_batch_size,
+        amp=cfg.train.amp,
+        progress=progress,
+    )
     sims = similarity_matrix(model, feats, progress=progress)  # [n_img, n_cap]
     if weights_sha256:
         folder.mkdir(parents=True, exist_ok=True)
@@ -524,18 +568,31 @@ def load_comparison(
             arm = DEMO_ARMS[key]
             if not retrain and not demo_models.is_shipped(arm):
                 if verbose:
-                    print(f"{arm}: not shipped in this checkout ({rel(demo_models.model_dir(arm))} missing): left out "
-                          f"(train it with `{demo_models.COMMAND}`, or set RETRAIN = True)")  # fmt: skip
+                    print(
+                        f"{arm}: not shipped in this checkout ({rel(demo_models.model_dir(arm))} missing): left out "
+                        f"(train it with `{demo_models.COMMAND}`, or set RETRAIN = True)"
+                    )
                 continue
-            dm = demo_models.load(arm, retrain=retrain, data_root=data_root, device=device, progress=False,
-                                  verbose=verbose)  # fmt: skip
+            dm = demo_models.load(
+                arm, retrain=retrain, data_root=data_root, device=device, progress=False, verbose=verbose
+            )
             sha = _weights_sha256(dm.source / "best")
             arms[key] = SimpleNamespace(
-                key=key, name=arm, label=f"{ARM_ROLES[key].split(' (')[0]} ({arm})", role=ARM_ROLES[key],
-                model=dm.model, cfg=dm.cfg, tokenizer=dm.tokenizer, steps=dm.steps, epochs=dm.epochs, test=dict(dm.test_metrics),
-                source=dm.source, shipped=not retrain, score_dir=run_root() / "demo_models_scores" / arm,
+                key=key,
+                name=arm,
+                label=f"{ARM_ROLES[key].split(' (')[0]} ({arm})",
+                role=ARM_ROLES[key],
+                model=dm.model,
+                cfg=dm.cfg,
+                tokenizer=dm.tokenizer,
+                steps=dm.steps,
+                epochs=dm.epochs,
+                test=dict(dm.test_metrics),
+                source=dm.source,
+                shipped=not retrain,
+                score_dir=run_root() / "demo_models_scores" / arm,
                 weights_sha256=sha,
-            )  # fmt: skip
+            )
         return arms
     if verbose:
         why = (
@@ -543,19 +600,37 @@ def load_comparison(
             if smoke
             else f"DATA={str(data)!r}, PRESET={preset!r}" + (", OVERRIDES" if overrides else "")
         )
-        print(f"the shipped demo models are for the demo data and preset only ({why}): "
-              f"each arm is a short run of {train_steps} steps instead, trained here or reused")  # fmt: skip
+        print(
+            f"the shipped demo models are for the demo data and preset only ({why}): "
+            f"each arm is a short run of {train_steps} steps instead, trained here or reused"
+        )
     budget = {"train.max_steps": train_steps, "train.seed": seed, **overrides}
     for key, cfg in comparison_configs(preset, baseline, **budget).items():
-        model, res = load_or_train(cfg, Path(out_root) / cfg.name, data_root, device=device, progress=False,
-                                   retrain=retrain, verbose=verbose)  # fmt: skip
+        model, res = load_or_train(
+            cfg,
+            Path(out_root) / cfg.name,
+            data_root,
+            device=device,
+            progress=False,
+            retrain=retrain,
+            verbose=verbose,
+        )
         arms[key] = SimpleNamespace(
-            key=key, name=cfg.name, label=f"{ARM_ROLES[key].split(' (')[0]} ({cfg.name})", role=ARM_ROLES[key],
-            model=model, cfg=cfg, tokenizer=scoring_tokenizer(res.out_dir / "last", cfg, data_root), steps=res.steps,
+            key=key,
+            name=cfg.name,
+            label=f"{ARM_ROLES[key].split(' (')[0]} ({cfg.name})",
+            role=ARM_ROLES[key],
+            model=model,
+            cfg=cfg,
+            tokenizer=scoring_tokenizer(res.out_dir / "last", cfg, data_root),
+            steps=res.steps,
             epochs=res.epochs,
-            test=None, source=res.out_dir,
-            shipped=False, score_dir=res.out_dir, weights_sha256=_weights_sha256(res.out_dir / "best"),
-        )  # fmt: skip
+            test=None,
+            source=res.out_dir,
+            shipped=False,
+            score_dir=res.out_dir,
+            weights_sha256=_weights_sha256(res.out_dir / "best"),
+        )
     return arms
 
 
@@ -566,8 +641,17 @@ def arm_scores(arm, split, tokenizer=None, split_name: str = "test", device="cpu
     inside ``models/``; the run folder for a short run) under a key of the weights' sha256 and the
     split's identity, so a re-exported model or other data is scored again. Returns float32 numpy.
     """
-    return _cached_scores(Path(arm.score_dir), arm.weights_sha256, arm.model, split,
-                          tokenizer if tokenizer is not None else arm.tokenizer, arm.cfg, split_name, device, progress)  # fmt: skip
+    return _cached_scores(
+        Path(arm.score_dir),
+        arm.weights_sha256,
+        arm.model,
+        split,
+        tokenizer if tokenizer is not None else arm.tokenizer,
+        arm.cfg,
+        split_name,
+        device,
+        progress,
+    )
 
 
 # --- the seed spread of an ablation ------------------------------------------------------------
@@ -580,7 +664,9 @@ def seed_spread(runs_df, metric: str = "rsum") -> pd.DataFrame:
 
     if runs_df.empty:
         return pd.DataFrame(columns=["n", "mean", "sd", "min", "max"])
-    out = powered_summary(runs_df, reference=None, metric=metric)[["n", "mean", "sd", "min", "max"]].sort_index()
+    out = powered_summary(runs_df, reference=None, metric=metric)[
+        ["n", "mean", "sd", "min", "max"]
+    ].sort_index()
     if "final_margin" in runs_df:  # whether the MOM acted within the ablation's budget (0.2 = it did not)
         out["final margin (mean)"] = runs_df.groupby("variant")["final_margin"].mean()
     return out
@@ -597,8 +683,11 @@ def paired_gap(runs_df, a: str, b: str, metric: str = "rsum") -> dict:
     if a not in wide or b not in wide:
         return {"n": 0, "mean": float("nan"), "sd": float("nan")}
     d = (wide[b] - wide[a]).dropna()
-    return {"n": int(d.size), "mean": float(d.mean()) if d.size else float("nan"),
-            "sd": float(d.std(ddof=1)) if d.size > 1 else float("nan")}  # fmt: skip
+    return {
+        "n": int(d.size),
+        "mean": float(d.mean()) if d.size else float("nan"),
+        "sd": float(d.std(ddof=1)) if d.size > 1 else float("nan"),
+    }
 
 
 def gap_table(values: dict, runs_df=None, metric: str = "rsum", arms=None, long_runs=None) -> pd.DataFrame:
@@ -620,13 +709,25 @@ def gap_table(values: dict, runs_df=None, metric: str = "rsum", arms=None, long_
     for name, a, b, what in GAPS:
         if a not in values or b not in values:
             continue
-        row = {"gap": name, "changes": what, "from": arms[a].name if arms else a, "to": arms[b].name if arms else b,
-               f"{metric} from": values[a], f"{metric} to": values[b], "gap (to - from)": values[b] - values[a]}  # fmt: skip
+        row = {
+            "gap": name,
+            "changes": what,
+            "from": arms[a].name if arms else a,
+            "to": arms[b].name if arms else b,
+            f"{metric} from": values[a],
+            f"{metric} to": values[b],
+            "gap (to - from)": values[b] - values[a],
+        }
         if spread is not None:
             if name == "direction" and paired_gap(runs_df, "hat", "baseline", metric)["n"] > 1:
                 pg = paired_gap(runs_df, "hat", "baseline", metric)
-                row.update({"seed sd of a gap (300 steps)": pg["sd"], "seeds": pg["n"],
-                            "spread from": "paired baseline - hat"})  # fmt: skip
+                row.update(
+                    {
+                        "seed sd of a gap (300 steps)": pg["sd"],
+                        "seeds": pg["n"],
+                        "spread from": "paired baseline - hat",
+                    }
+                )
             elif name == "direction":
                 n = int(spread.loc["baseline", "n"]) if "baseline" in spread.index else 0
                 sd = float(spread.loc["baseline", "sd"]) * math.sqrt(2) if n > 1 else float("nan")
@@ -635,8 +736,13 @@ def gap_table(values: dict, runs_df=None, metric: str = "rsum", arms=None, long_
                 )
             else:
                 pg = paired_gap(runs_df, "baseline", "daim", metric)
-                row.update({"seed sd of a gap (300 steps)": pg["sd"], "seeds": pg["n"],
-                            "spread from": "paired daim - baseline"})  # fmt: skip
+                row.update(
+                    {
+                        "seed sd of a gap (300 steps)": pg["sd"],
+                        "seeds": pg["n"],
+                        "spread from": "paired daim - baseline",
+                    }
+                )
         if long_runs is not None and len(long_runs):
             row.update(_long_gap(long_runs, a, b, metric))
         rows.append(row)
@@ -651,8 +757,10 @@ def _long_gap(long_runs: pd.DataFrame, a: str, b: str, metric: str) -> dict:
         return {}
     x = long_runs.loc[long_runs["arm"] == a, metric].astype(float).tolist()
     y = long_runs.loc[long_runs["arm"] == b, metric].astype(float).tolist()
-    out = {"12-epoch seeds (from, to)": f"{len(x)}, {len(y)}",
-           "12-epoch gap of the seed means": (np.mean(y) - np.mean(x)) if x and y else float("nan")}  # fmt: skip
+    out = {
+        "12-epoch seeds (from, to)": f"{len(x)}, {len(y)}",
+        "12-epoch gap of the seed means": (np.mean(y) - np.mean(x)) if x and y else float("nan"),
+    }
     if min(len(x), len(y)) >= 2:
         c = stats.welch(x, y)
         out.update({"95% CI (Welch)": f"[{c.diff.lo:+.1f}, {c.diff.hi:+.1f}]", "p (Welch)": f"{c.p:.2f}"})

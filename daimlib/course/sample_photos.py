@@ -37,45 +37,63 @@ class SamplePhoto:
 
 PHOTOS: tuple[SamplePhoto, ...] = (
     SamplePhoto(
-        "astronaut", "scikit-image", "skimage.data.astronaut()",
+        "astronaut",
+        "scikit-image",
+        "skimage.data.astronaut()",
         "public domain (NASA Great Images; 'No known copyright restrictions', skimage.data.astronaut docstring)",
-        ("a smiling astronaut in an orange spacesuit with an american flag behind her",
-         "a woman in a space suit posing next to a model of the space shuttle"),
+        (
+            "a smiling astronaut in an orange spacesuit with an american flag behind her",
+            "a woman in a space suit posing next to a model of the space shuttle",
+        ),
     ),
     SamplePhoto(
-        "chelsea", "scikit-image", "skimage.data.chelsea()",
+        "chelsea",
+        "scikit-image",
+        "skimage.data.chelsea()",
         "CC0 by the photographer, Stefan van der Walt (skimage.data.chelsea docstring)",
         ("a close-up of a tabby cat's face", "a cat with green eyes looking to the side"),
     ),
     SamplePhoto(
-        "coffee", "scikit-image", "skimage.data.coffee()",
+        "coffee",
+        "scikit-image",
+        "skimage.data.coffee()",
         "CC0 by the photographer, Rachel Michetti (skimage.data.coffee docstring)",
         ("a cup of espresso on a red saucer on a wooden table", "a small red coffee cup with a spoon"),
     ),
     SamplePhoto(
-        "rocket", "scikit-image", "skimage.data.rocket()",
+        "rocket",
+        "scikit-image",
+        "skimage.data.rocket()",
         "public domain, released by SpaceX (skimage.data.rocket docstring)",
         ("a rocket on the launch pad at night", "a launch tower and a rocket lit up against a dark blue sky"),
     ),
     SamplePhoto(
-        "china", "scikit-learn", "sklearn.datasets.load_sample_image('china.jpg')",
+        "china",
+        "scikit-learn",
+        "sklearn.datasets.load_sample_image('china.jpg')",
         "CC BY 2.0, Flickr user danielbuechele (sklearn/datasets/images/README.txt)",
         ("a tall chinese pagoda among trees beside a lake", "a traditional tower with many roofs on a hill"),
     ),
     SamplePhoto(
-        "flower", "scikit-learn", "sklearn.datasets.load_sample_image('flower.jpg')",
+        "flower",
+        "scikit-learn",
+        "sklearn.datasets.load_sample_image('flower.jpg')",
         "CC BY 2.0, Flickr user vultilion (sklearn/datasets/images/README.txt; its attribution line "
         "repeats danielbuechele, its source link names vultilion)",
         ("an orange dahlia flower in front of a green background", "a close-up of a round orange blossom"),
     ),
     SamplePhoto(
-        "grace_hopper", "matplotlib", "matplotlib.cbook.get_sample_data('grace_hopper.jpg')",
+        "grace_hopper",
+        "matplotlib",
+        "matplotlib.cbook.get_sample_data('grace_hopper.jpg')",
         "official U.S. Navy portrait of Grace Hopper, a work of the U.S. federal government (public domain "
         "in the U.S.); matplotlib ships it without a licence note of its own",
-        ("an elderly woman in a navy uniform and cap",
-         "a portrait of a naval officer with glasses in front of a flag"),
+        (
+            "an elderly woman in a navy uniform and cap",
+            "a portrait of a naval officer with glasses in front of a flag",
+        ),
     ),
-)  # fmt: skip
+)
 
 DISTRACTORS: tuple[str, ...] = (
     "a dog catching a frisbee on the beach",
@@ -227,7 +245,9 @@ def classify(model, transform, images: list[Image.Image]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def daim_scores(model, cfg, tokenizer, images: list[Image.Image], captions: list[str], device="cpu") -> torch.Tensor:
+def daim_scores(
+    model, cfg, tokenizer, images: list[Image.Image], captions: list[str], device="cpu"
+) -> torch.Tensor:
     """``[n_img, n_cap]`` DAIM similarities S(I, T) of photos and captions: the model's evaluation
     transform (``data``), its three levels and its own ``similarity`` (SCAN summed over the levels,
     spec sections 2.1-2.2), exactly as :func:`daimlib.evaluate.evaluate` scores a test split."""

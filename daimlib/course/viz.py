@@ -34,7 +34,18 @@ from daimlib.paths import display_path, figures_dir, repo_path
 
 # The kit's palette: seaborn's "colorblind" (Okabe-Ito-like), safe for the common colour-vision
 # deficiencies. Every plot here takes its colours from it (matplotlib's default cycle is not used).
-PALETTE = ("#0173B2", "#DE8F05", "#029E73", "#D55E00", "#CC78BC", "#CA9161", "#FBAFE4", "#949494", "#ECE133", "#56B4E9")
+PALETTE = (
+    "#0173B2",
+    "#DE8F05",
+    "#029E73",
+    "#D55E00",
+    "#CC78BC",
+    "#CA9161",
+    "#FBAFE4",
+    "#949494",
+    "#ECE133",
+    "#56B4E9",
+)
 POS_COLOR, NEG_COLOR, BOUNDARY_COLOR = PALETTE[0], PALETTE[3], "#222222"
 GT_COLOR, OTHER_COLOR = PALETTE[1], "#BBBBBB"  # retrieval grids: the true match, the other results
 PDF_ENV = "DAIM_FIGURES_PDF"  # "1": save_figure writes a PDF beside every PNG
@@ -78,8 +89,18 @@ def legend_below(ax, ncol: int = 2, fontsize: float = 8, handles=None, labels=No
     except (AttributeError, TypeError, ValueError):  # a canvas without a renderer: a typical height
         below = 0.5
     shift = ax.transAxes + ScaledTranslation(0, -(max(below, 0.0) + 0.04), fig.dpi_scale_trans)
-    return ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), bbox_transform=shift,
-                     ncol=ncol, fontsize=fontsize, frameon=False, **kw)  # fmt: skip
+    return ax.legend(
+        handles,
+        labels,
+        loc="upper center",
+        bbox_to_anchor=(0.5, 0.0),
+        bbox_transform=shift,
+        ncol=ncol,
+        fontsize=fontsize,
+        frameon=False,
+        **kw,
+    )
+
 
 # Column names of a training history (one row per step) and the aliases accepted for each.
 HISTORY_COLUMNS = {
@@ -142,8 +163,10 @@ def project_2d(feats, method: str = "umap", seed: int = 0) -> tuple[np.ndarray, 
         try:
             import umap  # noqa: PLC0415 - slow import (numba), only when asked for
         except ImportError:
-            print("UMAP asked for, but umap-learn is not installed (pip install 'daimlib[umap]'): "
-                  "projecting with PCA instead")  # fmt: skip
+            print(
+                "UMAP asked for, but umap-learn is not installed (pip install 'daimlib[umap]'): "
+                "projecting with PCA instead"
+            )
         else:
             n_neighbors = min(15, x.shape[0] - 1)
             reducer = umap.UMAP(n_components=2, n_neighbors=n_neighbors, metric="cosine", random_state=seed)
@@ -221,12 +244,21 @@ def plot_margin_evolution(history_df, trigger=None, ax=None, smooth: int = 1) ->
         keep = np.isfinite(lam)
         if act_col is not None:
             keep &= df[act_col].to_numpy().astype(bool)
-        a0.scatter(x[keep], lam[keep], s=8, color=NEG_COLOR, alpha=0.6,
-                   label=rf"boundary $\lambda_{{\text{{MOM}}}}$ (steps it acted: {int(keep.sum())})")  # fmt: skip
+        a0.scatter(
+            x[keep],
+            lam[keep],
+            s=8,
+            color=NEG_COLOR,
+            alpha=0.6,
+            label=rf"boundary $\lambda_{{\text{{MOM}}}}$ (steps it acted: {int(keep.sum())})",
+        )
     a0.set(xlabel=STEP_LABEL, ylabel="margin, boundary (score units)", title="margin and boundary")
     legend_below(a0, ncol=1)
 
-    names = {"pos": r"positives $p_i = S_{ii}$", "neg": r"negative statistic $n_i$ ($m$ minus a gap; not a score)"}
+    names = {
+        "pos": r"positives $p_i = S_{ii}$",
+        "neg": r"negative statistic $n_i$ ($m$ minus a gap; not a score)",
+    }
     for key, color in (("pos", POS_COLOR), ("neg", NEG_COLOR)):
         mu_col, sd_col = _find_column(df, f"mu_{key}"), _find_column(df, f"sigma_{key}")
         if mu_col is None:
@@ -242,10 +274,19 @@ def plot_margin_evolution(history_df, trigger=None, ax=None, smooth: int = 1) ->
     corr_col = _find_column(df, "n_correct")
     if corr_col is not None:
         counts = df[corr_col].astype(float)
-        if smooth > 1:  # the raw counts too: single steps above the trigger stay visible under the rolling mean
-            a2.plot(x, counts.to_numpy(), color=PALETTE[4], lw=0.5, alpha=0.3, label="rows ranked right, per step")
-        a2.plot(x, sm(counts), color=PALETTE[4], lw=2,
-                label=f"rows ranked right (mean of {smooth} steps)" if smooth > 1 else "rows ranked right")  # fmt: skip
+        if (
+            smooth > 1
+        ):  # the raw counts too: single steps above the trigger stay visible under the rolling mean
+            a2.plot(
+                x, counts.to_numpy(), color=PALETTE[4], lw=0.5, alpha=0.3, label="rows ranked right, per step"
+            )
+        a2.plot(
+            x,
+            sm(counts),
+            color=PALETTE[4],
+            lw=2,
+            label=f"rows ranked right (mean of {smooth} steps)" if smooth > 1 else "rows ranked right",
+        )
     if trigger is not None:
         a2.axhline(float(trigger), color="k", ls="--", lw=1, label=f"trigger > {float(trigger):.4g}")
     a2.set(xlabel=STEP_LABEL, ylabel="rows ranked right (per batch)", title="MOM activation")
@@ -258,7 +299,9 @@ def plot_margin_evolution(history_df, trigger=None, ax=None, smooth: int = 1) ->
     if act_col is not None:
         rate = df[act_col].astype(float).expanding().mean().to_numpy()
         a2r = a2.twinx()
-        a2r.plot(x, rate, color=PALETTE[2], lw=1.2, ls="-.", label="fraction of steps the MOM acted (running)")  # dash-dot: a count curve under it stays visible
+        a2r.plot(
+            x, rate, color=PALETTE[2], lw=1.2, ls="-.", label="fraction of steps the MOM acted (running)"
+        )  # dash-dot: a count curve under it stays visible
         a2r.set_ylim(-0.02, HEADROOM)
         a2r.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
         a2r.set_ylabel("fraction of steps (0-1)")
@@ -307,10 +350,16 @@ def plot_score_distributions(
         a.plot(grid, d, color=color, lw=2, label=rf"$\mathcal{{N}}$({mu:.3g}, {sd:.2g})")
     a.fill_between(grid, np.minimum(*dens), color="grey", alpha=0.35, label="overlap")
     if boundary is not None:
-        a.axvline(float(boundary), color=BOUNDARY_COLOR, lw=2,
-                  label=rf"boundary $\lambda_{{\text{{MOM}}}}$ = {float(boundary):.3g}")  # fmt: skip
+        a.axvline(
+            float(boundary),
+            color=BOUNDARY_COLOR,
+            lw=2,
+            label=rf"boundary $\lambda_{{\text{{MOM}}}}$ = {float(boundary):.3g}",
+        )
     if margin is not None:
-        a.axvline(float(margin), color=BOUNDARY_COLOR, lw=1.5, ls="--", label=f"margin m = {float(margin):.3g}")
+        a.axvline(
+            float(margin), color=BOUNDARY_COLOR, lw=1.5, ls="--", label=f"margin m = {float(margin):.3g}"
+        )
     a.set(xlabel=xlabel, ylabel="density (per score unit)", title=title or "score distributions")
     legend_below(a, ncol=2, fontsize=7)
     fig.tight_layout()
@@ -359,8 +408,11 @@ def plot_cosine_histograms(
             color=colors[i % len(colors)],
             label=f"{k} (mean {c.mean():.3f})",
         )
-    a.set(xlabel="cosine similarity of a token pair (-1 to 1)", ylabel="token pairs (count)",
-          title=title or "pairwise cosines")  # fmt: skip
+    a.set(
+        xlabel="cosine similarity of a token pair (-1 to 1)",
+        ylabel="token pairs (count)",
+        title=title or "pairwise cosines",
+    )
     legend_below(a, ncol=min(3, len(cos)))
     fig.tight_layout()
     return fig
@@ -398,11 +450,24 @@ def plot_embedding_projection(
     markers = "o^sDvP*X"  # beyond the palette's 10 colours, the marker tells labels apart
     for k, lab in enumerate(uniq):
         sel = labels == lab
-        a.scatter(xy[sel, 0], xy[sel, 1], s=10, color=PALETTE[k % len(PALETTE)], marker=markers[(k // len(PALETTE)) % len(markers)],
-                  label=f"{lab} (n={int(sel.sum())})", alpha=0.8, zorder=2)  # fmt: skip
+        a.scatter(
+            xy[sel, 0],
+            xy[sel, 1],
+            s=10,
+            color=PALETTE[k % len(PALETTE)],
+            marker=markers[(k // len(PALETTE)) % len(markers)],
+            label=f"{lab} (n={int(sel.sum())})",
+            alpha=0.8,
+            zorder=2,
+        )
     unit = "arbitrary units" if used == "umap" else "feature units"
-    a.set(xticks=[], yticks=[], xlabel=f"{used.upper()} 1 ({unit})", ylabel=f"{used.upper()} 2 ({unit})",
-          title=f"{title + ': ' if title else ''}{used.upper()}")  # fmt: skip
+    a.set(
+        xticks=[],
+        yticks=[],
+        xlabel=f"{used.upper()} 1 ({unit})",
+        ylabel=f"{used.upper()} 2 ({unit})",
+        title=f"{title + ': ' if title else ''}{used.upper()}",
+    )
     legend_below(a, ncol=2 if len(uniq) > 1 else 1, fontsize=7, markerscale=1.5)
     fig.tight_layout()
     return fig
@@ -518,8 +583,16 @@ def plot_attention_on_image(
     return fig
 
 
-def plot_retrieval_grid(images, captions: Sequence[str], scores, queries: Sequence[int] = (0,), k: int = 5,
-                        gt=None, direction: str = "t2i", size: float = 1.8) -> Figure:  # fmt: skip
+def plot_retrieval_grid(
+    images,
+    captions: Sequence[str],
+    scores,
+    queries: Sequence[int] = (0,),
+    k: int = 5,
+    gt=None,
+    direction: str = "t2i",
+    size: float = 1.8,
+) -> Figure:
     """Top-k retrieval results (spec section 7's layout: ``scores[i, j] = S(image i, caption j)``).
 
     ``direction="t2i"``: each query is a caption index; its row shows the k best images, with
@@ -541,7 +614,10 @@ def plot_retrieval_grid(images, captions: Sequence[str], scores, queries: Sequen
     if direction == "t2i":
         k = min(k, n_img)
         fig, axes = plt.subplots(
-            len(queries), k, figsize=(size * k + (1.6 if gt is not None else 0), (size + 0.6) * len(queries)), squeeze=False
+            len(queries),
+            k,
+            figsize=(size * k + (1.6 if gt is not None else 0), (size + 0.6) * len(queries)),
+            squeeze=False,
         )
         for r, q in enumerate(queries):
             order = np.argsort(-s[:, q], kind="stable")
@@ -561,8 +637,15 @@ def plot_retrieval_grid(images, captions: Sequence[str], scores, queries: Sequen
                     a.set_xlabel("✓ true image", fontsize=8, fontweight="bold", color="black")
             if gt is not None and gt[q] not in top:
                 rank = int(np.flatnonzero(order == gt[q])[0]) + 1
-                axes[r, -1].text(1.08, 0.5, f"true image\nnot in the top {k}\n(its rank: {rank}\nof {n_img})",
-                                 transform=axes[r, -1].transAxes, ha="left", va="center", fontsize=8)  # fmt: skip
+                axes[r, -1].text(
+                    1.08,
+                    0.5,
+                    f"true image\nnot in the top {k}\n(its rank: {rank}\nof {n_img})",
+                    transform=axes[r, -1].transAxes,
+                    ha="left",
+                    va="center",
+                    fontsize=8,
+                )
             axes[r, 0].set_ylabel(
                 textwrap.fill(captions[q], 22), fontsize=7, rotation=0, ha="right", va="center"
             )
@@ -586,7 +669,9 @@ def plot_retrieval_grid(images, captions: Sequence[str], scores, queries: Sequen
             true_caps = np.flatnonzero(gt == q) if gt is not None else []
             if len(true_caps) and not np.isin(top, true_caps).any():
                 ranks = np.flatnonzero(np.isin(np.argsort(-s[q], kind="stable"), true_caps)) + 1
-                lines.append(f"no true caption in the top {k} (best true caption: rank {ranks[0]} of {n_cap})")
+                lines.append(
+                    f"no true caption in the top {k} (best true caption: rank {ranks[0]} of {n_cap})"
+                )
             axes[r, 1].axis("off")
             axes[r, 1].text(0, 0.5, "\n".join(lines), va="center", fontsize=8, family="monospace")
     fig.tight_layout()
@@ -698,17 +783,40 @@ def plot_ablation(
     order = list(table.index)
     palette = dict(zip(order, sns.color_palette("colorblind", len(order))))
     fig, (a, b) = plt.subplots(1, 2, figsize=(12.5, 0.45 * len(order) + 2.8), sharey=True)
-    sns.stripplot(data=runs, x=metric, y="variant", order=order, hue="variant", palette=palette, size=5,
-                  jitter=0.15, alpha=0.75, legend=False, ax=a)  # fmt: skip
+    sns.stripplot(
+        data=runs,
+        x=metric,
+        y="variant",
+        order=order,
+        hue="variant",
+        palette=palette,
+        size=5,
+        jitter=0.15,
+        alpha=0.75,
+        legend=False,
+        ax=a,
+    )
     ys = np.arange(len(order))
-    a.errorbar(table["mean"], ys, xerr=[table["mean"] - table["ci_lo"], table["ci_hi"] - table["mean"]],
-               fmt="D", color="black", ms=5, capsize=4, lw=1.2, label=f"mean ± {confidence:.0%} interval")  # fmt: skip
+    a.errorbar(
+        table["mean"],
+        ys,
+        xerr=[table["mean"] - table["ci_lo"], table["ci_hi"] - table["mean"]],
+        fmt="D",
+        color="black",
+        ms=5,
+        capsize=4,
+        lw=1.2,
+        label=f"mean ± {confidence:.0%} interval",
+    )
     lo = float(min(runs[metric].min(), table["ci_lo"].min()))
     hi = float(max(runs[metric].max(), table["ci_hi"].max()))
     pad = 0.06 * (hi - lo or 1.0)
     a.set_xlim(lo - pad, hi + pad)
-    a.set(xlabel=f"{metric.upper()} (points of 600, on the split the title names; axis cut to the data: dots and intervals, not bars)",
-          ylabel="variant", title="every run, and the mean with its interval")  # fmt: skip
+    a.set(
+        xlabel=f"{metric.upper()} (points of 600, on the split the title names; axis cut to the data: dots and intervals, not bars)",
+        ylabel="variant",
+        title="every run, and the mean with its interval",
+    )
 
     ref = runs[runs["variant"] == reference].set_index("seed")[metric]
     for y, v in zip(ys, order):
@@ -717,12 +825,27 @@ def plot_ablation(
         mine = runs[runs["variant"] == v].set_index("seed")[metric]
         common = sorted(set(mine.index) & set(ref.index))
         d = (mine.loc[common] - ref.loc[common]).to_numpy(dtype=float)
-        b.scatter(d, np.full(d.size, y) + np.random.default_rng(y).uniform(-0.15, 0.15, d.size), s=18,
-                  color=palette[v], alpha=0.75, zorder=2)  # fmt: skip
+        b.scatter(
+            d,
+            np.full(d.size, y) + np.random.default_rng(y).uniform(-0.15, 0.15, d.size),
+            s=18,
+            color=palette[v],
+            alpha=0.75,
+            zorder=2,
+        )
         if d.size >= 2:
             ci = mean_ci(d, confidence)
-            b.errorbar([ci.mean], [y], xerr=[[ci.mean - ci.lo], [ci.hi - ci.mean]], fmt="D", color="black",
-                       ms=5, capsize=4, lw=1.2, zorder=3)  # fmt: skip
+            b.errorbar(
+                [ci.mean],
+                [y],
+                xerr=[[ci.mean - ci.lo], [ci.hi - ci.mean]],
+                fmt="D",
+                color="black",
+                ms=5,
+                capsize=4,
+                lw=1.2,
+                zorder=3,
+            )
     b.axvline(0, color="0.3", lw=1)
     mdd = table.loc[table.index != reference, "mdd"].dropna()
     if len(mdd):
@@ -731,8 +854,10 @@ def plot_ablation(
     styles = ["--", ":", "-."]
     for (label, size), ls in zip((claimed or {}).items(), styles):
         b.axvline(size, color="#D55E00", ls=ls, lw=1.3, label=label)
-    b.set(xlabel=f"{metric.upper()} difference from {reference}, paired by seed (points)",
-          title=f"effect of each switch vs {reference}")  # fmt: skip
+    b.set(
+        xlabel=f"{metric.upper()} difference from {reference}, paired by seed (points)",
+        title=f"effect of each switch vs {reference}",
+    )
     # one legend for both panels, under them, where it cannot hide a run or an interval
     handles, labels = [], []
     for ax in (a, b):

@@ -137,8 +137,13 @@ def shipped_models(
     return found
 
 
-def available_models(runs_root: str | os.PathLike, data_root: str | os.PathLike, preset: str = "demo",
-                     max_depth: int = 1, models_root: str | os.PathLike | None = None) -> list[ModelChoice]:  # fmt: skip
+def available_models(
+    runs_root: str | os.PathLike,
+    data_root: str | os.PathLike,
+    preset: str = "demo",
+    max_depth: int = 1,
+    models_root: str | os.PathLike | None = None,
+) -> list[ModelChoice]:
     """The models the search offers, trained on ``data_root``'s data: first the shipped ones
     (:func:`shipped_models`), then the finished runs under ``runs_root`` (folders with
     ``config.json`` and a validated ``best/`` checkpoint, up to ``max_depth`` levels down: 1 =
@@ -213,8 +218,14 @@ class SearchIndex:
 
 
 @torch.no_grad()
-def build_index(choice: ModelChoice, split, data_root: str | os.PathLike, n_images: int = 100,
-                device: str = "cpu", batch_size: int = 64) -> SearchIndex:  # fmt: skip
+def build_index(
+    choice: ModelChoice,
+    split,
+    data_root: str | os.PathLike,
+    n_images: int = 100,
+    device: str = "cpu",
+    batch_size: int = 64,
+) -> SearchIndex:
     """Load ``choice`` and encode the first ``n_images`` images of ``split`` and their captions
     (the evaluation transform, each image once, spec section 7)."""
     if n_images < 1:
@@ -225,14 +236,30 @@ def build_index(choice: ModelChoice, split, data_root: str | os.PathLike, n_imag
     )  # the checkpoint's vocabulary, not the data's
     subset = first_images(split, int(n_images))
     # the library's one encoding loop (evaluation transform, each image and caption once), in float32
-    feats = encode_split(model, subset, tokenizer, cfg.data, max_len=cfg.text.max_len, device=device,
-                         batch_size=batch_size, amp="off", progress=False, features="fp32")  # fmt: skip
+    feats = encode_split(
+        model,
+        subset,
+        tokenizer,
+        cfg.data,
+        max_len=cfg.text.max_len,
+        device=device,
+        batch_size=batch_size,
+        amp="off",
+        progress=False,
+        features="fp32",
+    )
     return SearchIndex(
-        label=choice.label, model=model, cfg=cfg, tokenizer=tokenizer,
-        images=[load_image(p) for p in subset.image_paths], captions=list(subset.captions),
-        img_of_caption=subset.img_of_caption.numpy(), img_levels=feats.img_levels,
-        txt_levels=feats.txt_levels, txt_lens=feats.txt_lens,
-    )  # fmt: skip
+        label=choice.label,
+        model=model,
+        cfg=cfg,
+        tokenizer=tokenizer,
+        images=[load_image(p) for p in subset.image_paths],
+        captions=list(subset.captions),
+        img_of_caption=subset.img_of_caption.numpy(),
+        img_levels=feats.img_levels,
+        txt_levels=feats.txt_levels,
+        txt_lens=feats.txt_lens,
+    )
 
 
 # --- the two directions -----------------------------------------------------------------------
@@ -262,7 +289,7 @@ def text_to_image(index: SearchIndex, query: str, k: int = 5) -> pd.DataFrame:
             "image": idx.astype(int),
             "score": scores.astype(float),
             "its first caption": [first[int(i)] for i in idx],
-        }  # fmt: skip
+        }
     ).set_index("rank")
 
 
@@ -276,9 +303,13 @@ def image_to_text(index: SearchIndex, image: int, k: int = 5) -> pd.DataFrame:
     top = torch.topk(scores, min(int(k), scores.numel()))
     idx = top.indices.cpu().numpy()
     return pd.DataFrame(
-        {"rank": np.arange(1, len(idx) + 1), "caption": [index.captions[j] for j in idx],
-         "score": top.values.cpu().numpy().astype(float), "own": index.img_of_caption[idx] == int(image)}
-    ).set_index("rank")  # fmt: skip
+        {
+            "rank": np.arange(1, len(idx) + 1),
+            "caption": [index.captions[j] for j in idx],
+            "score": top.values.cpu().numpy().astype(float),
+            "own": index.img_of_caption[idx] == int(image),
+        }
+    ).set_index("rank")
 
 
 def scan_t2i_attention(img: torch.Tensor, txt: torch.Tensor, lambda_softmax: float) -> torch.Tensor:
@@ -413,8 +444,15 @@ def plot_image_query(index: SearchIndex, image: int, k: int = 5, wrap: int = 40)
     ax_img.imshow(index.images[int(image)])
     ax_img.set_title(f"image {int(image)}", fontsize=9)
     ax_img.axis("off")
-    sns.barplot(data=table, x="score", y="label", hue="whose", dodge=False, ax=ax_bar,
-                palette={"its own caption": "tab:green", "another image's": "tab:gray"})  # fmt: skip
+    sns.barplot(
+        data=table,
+        x="score",
+        y="label",
+        hue="whose",
+        dodge=False,
+        ax=ax_bar,
+        palette={"its own caption": "tab:green", "another image's": "tab:gray"},
+    )
     lo, hi = float(table["score"].min()), float(table["score"].max())
     pad = max(hi - lo, 1e-3) * 0.35
     ax_bar.set_xlim(lo - pad, hi + pad)
@@ -451,8 +489,17 @@ class SearchApp:
     Without ipywidgets (or a front end) use :meth:`static` instead of :meth:`show`.
     """
 
-    def __init__(self, choices: list[ModelChoice], split, data_root, n_images: int = 100,
-                 device: str = "cpu", query: str = "a big red circle", image: int = 0, k: int = 3):  # fmt: skip
+    def __init__(
+        self,
+        choices: list[ModelChoice],
+        split,
+        data_root,
+        n_images: int = 100,
+        device: str = "cpu",
+        query: str = "a big red circle",
+        image: int = 0,
+        k: int = 3,
+    ):
         if not choices:
             raise ValueError("no models to show; pass available_models(...)'s list (never empty)")
         self.choices = {c.label: c for c in choices}
@@ -507,15 +554,22 @@ class SearchApp:
                 "use SearchApp.static() for plain output"
             )
         w = ipywidgets
-        self.model_menu = w.Dropdown(options=list(self.choices), value=self.label, description="model",
-                                     layout=w.Layout(width="95%"))  # fmt: skip
-        self.query_box = w.Text(value=self.query, description="caption", continuous_update=False,
-                                placeholder="type a caption, press Enter", layout=w.Layout(width="70%"))  # fmt: skip
+        self.model_menu = w.Dropdown(
+            options=list(self.choices), value=self.label, description="model", layout=w.Layout(width="95%")
+        )
+        self.query_box = w.Text(
+            value=self.query,
+            description="caption",
+            continuous_update=False,
+            placeholder="type a caption, press Enter",
+            layout=w.Layout(width="70%"),
+        )
         self.query_box.add_class("daim-query")
         self.k_slider = w.IntSlider(value=self.k, min=1, max=6, description="top k")
         n_levels = len(self.index().img_levels)
-        self.level_menu = w.Dropdown(options=[(f"level {i}", i) for i in range(n_levels)], value=0,
-                                     description="attention")  # fmt: skip
+        self.level_menu = w.Dropdown(
+            options=[(f"level {i}", i) for i in range(n_levels)], value=0, description="attention"
+        )
         self.image_picker = w.BoundedIntText(
             value=self.image, min=0, max=self.n_images - 1, description="image"
         )

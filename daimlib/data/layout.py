@@ -230,12 +230,15 @@ def data_identity(root: str | Path, cfg=None) -> dict:
 
 
 def describe_data(root: str | Path, cfg=None) -> str:
-    """One line saying which dataset a folder holds: layout, split file, hash and split sizes."""
+    """One line saying which dataset a folder holds: layout, split file and split sizes.
+
+    The digest that tells two copies apart is ``data_identity(root)["sha256"]`` (run records keep it);
+    this line is for reading, so it leaves the hash out."""
     ident = data_identity(root, cfg)
     sizes = ident.get("images") or ident.get("caption_ids") or {}
     unit = "images" if "images" in ident else "caption ids"
     parts = " / ".join(f"{k} {v:,}" for k, v in sizes.items())
-    return f"{ident['layout']} layout ({', '.join(ident['files'])}, sha256 {ident['sha256'][:12]}): {parts} {unit}"
+    return f"{ident['layout']} layout ({', '.join(ident['files'])}): {parts} {unit}"
 
 
 def _data_cfg(cfg):
