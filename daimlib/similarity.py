@@ -182,9 +182,7 @@ class _T2IBlock(torch.autograd.Function):
         return gv, ggram, gt, gtnorm, None, None, None
 
 
-FUSED_T2I_BACKWARD = (
-    False  # True: the hand-written t2i backward in training (off: no step-level gain measured, see README)
-)
+FUSED_T2I_BACKWARD = False  # True: the hand-written t2i backward in training (off: no step-level gain measured: docs/maintainers.md)
 
 
 def _i2t_block(v, vnorm, t, tgram, mask, lam):

@@ -39,8 +39,8 @@ EDITIONS = ("student", "teacher")
 BANNER = {
     "student": "**Student edition.** The solutions are left out and the outputs cleared: run the cells yourself. "
     "The exercise checks tell you right or wrong without giving the answer.",
-    "teacher": "**Teacher edition.** The notebook as committed, with every solution folded below its exercise "
-    "and the outputs of a full run. Hand out the student edition (`make editions`).",
+    "teacher": "**Teacher edition.** The notebook as committed, with the solutions in its last section "
+    "(Solutions, before the references) and the outputs of a full run. Hand out the student edition (`make editions`).",
 }
 
 

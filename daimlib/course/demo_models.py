@@ -150,7 +150,7 @@ def load(
         if verbose:
             print(
                 f"{arm}: loaded {display_path(d / 'best')} (shipped; test RSUM {rec['test']['rsum']:.1f}, "
-                f"{rec['steps']} steps, {rec['minutes']:.0f} min wall-clock to train on a shared machine)"
+                f"{rec['steps']} steps, {rec['minutes']:.0f} min wall-clock to train)"
             )
         return out
     if verbose:

@@ -221,7 +221,7 @@ def trained_demo_model(
     The shipped ``models/<arm>`` (``daimlib.course.demo_models``; trained from scratch with ``retrain=True``)
     is used when the notebook runs the arm's own config (``PRESET`` = ``arm``, no ``OVERRIDES``) on the
     demo data (``DATA="demo"``) with ``checkpoint="auto"``. Otherwise, and in a smoke run where the arm
-    is not shipped (training it takes about 21 minutes on one idle core), the notebook falls back to
+    is not shipped (training it takes about 50 minutes: the shipped arms took 49 to 55), the notebook falls back to
     :func:`model_for`: with ``checkpoint="auto"`` the run of ``cfg`` under ``out_root`` when notebook 05
     trained one, else random weights. Prints which model it is and why.
 
@@ -237,10 +237,10 @@ def trained_demo_model(
     elif cfg.to_dict() != load_preset(arm).to_dict():
         why = f"the config is not the shipped {arm!r} preset's (PRESET={cfg.name!r} or OVERRIDES differ)"
     elif smoke and not demo_models.is_shipped(arm):
-        why = f"{arm!r} is not shipped here and a smoke run does not train it (about 21 minutes)"
+        why = f"{arm!r} is not shipped here and a smoke run does not train it (about 50 minutes)"
     if why is None and smoke and retrain:
         print(
-            "RETRAIN=True is ignored in a smoke run (training takes about 21 minutes): loading the shipped model"
+            "RETRAIN=True is ignored in a smoke run (training takes about 50 minutes): loading the shipped model"
         )
         retrain = False
     if why is None:
