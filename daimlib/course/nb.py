@@ -547,7 +547,7 @@ def load_comparison(
 
     On the demo data with the demo preset (:func:`uses_shipped_models`) each arm is the shipped
     model ``models/<arm>`` (:func:`daimlib.course.demo_models.load`; trained from scratch with
-    ``retrain=True``, about 25 CPU-minutes per arm); a shipped arm missing from the checkout is
+    ``retrain=True``, about 50 CPU-minutes per arm); a shipped arm missing from the checkout is
     skipped with a printed note (never trained behind the reader's back). Otherwise (other data, another
     preset, overrides, a smoke run) each arm is a short run of ``train_steps`` steps, trained or
     reused with :func:`load_or_train` under ``out_root`` (what notebook 05 trains), and the
@@ -558,42 +558,9 @@ def load_comparison(
     recorded test metrics of a shipped model, else None), ``source`` (its folder), ``shipped``,
     ``score_dir`` / ``weights_sha256`` (where :func:`arm_scores` caches its score matrices).
     """
-    from daimlib.checkpoint import scoring_tokenizer  # noqa: PLC0415 - the checkpoint's own tokenizer
-    from daimlib.course import demo_models  # noqa: PLC0415 - demo_models imports this module's neighbours
-
     overrides = dict(overrides or {})
-    arms: dict[str, SimpleNamespace] = {}
     if uses_shipped_models(data, preset, smoke, overrides, baseline):
-        for key in ARM_ORDER:
-            arm = DEMO_ARMS[key]
-            if not retrain and not demo_models.is_shipped(arm):
-                if verbose:
-                    print(
-                        f"{arm}: not shipped in this checkout ({rel(demo_models.model_dir(arm))} missing): left out "
-                        f"(train it with `{demo_models.COMMAND}`, or set RETRAIN = True)"
-                    )
-                continue
-            dm = demo_models.load(
-                arm, retrain=retrain, data_root=data_root, device=device, progress=False, verbose=verbose
-            )
-            sha = _weights_sha256(dm.source / "best")
-            arms[key] = SimpleNamespace(
-                key=key,
-                name=arm,
-                label=f"{ARM_ROLES[key].split(' (')[0]} ({arm})",
-                role=ARM_ROLES[key],
-                model=dm.model,
-                cfg=dm.cfg,
-                tokenizer=dm.tokenizer,
-                steps=dm.steps,
-                epochs=dm.epochs,
-                test=dict(dm.test_metrics),
-                source=dm.source,
-                shipped=not retrain,
-                score_dir=run_root() / "demo_models_scores" / arm,
-                weights_sha256=sha,
-            )
-        return arms
+        return _shipped_arms(data_root, device, retrain, verbose)
     if verbose:
         why = (
             "a smoke run"
@@ -605,7 +572,57 @@ def load_comparison(
             f"each arm is a short run of {train_steps} steps instead, trained here or reused"
         )
     budget = {"train.max_steps": train_steps, "train.seed": seed, **overrides}
-    for key, cfg in comparison_configs(preset, baseline, **budget).items():
+    return _short_run_arms(
+        comparison_configs(preset, baseline, **budget), data_root, out_root, device, retrain, verbose
+    )
+
+
+def _arm(key: str, name: str, **fields) -> SimpleNamespace:
+    """One arm of :func:`load_comparison`: its key, name, label and role, and the given fields."""
+    label = f"{ARM_ROLES[key].split(' (')[0]} ({name})"
+    return SimpleNamespace(key=key, name=name, label=label, role=ARM_ROLES[key], **fields)
+
+
+def _shipped_arms(data_root, device, retrain: bool, verbose: bool) -> dict[str, SimpleNamespace]:
+    """The shipped ``models/<arm>`` of every arm in the checkout (retrained with ``retrain``)."""
+    from daimlib.course import demo_models  # noqa: PLC0415 - demo_models imports this module's neighbours
+
+    arms: dict[str, SimpleNamespace] = {}
+    for key in ARM_ORDER:
+        arm = DEMO_ARMS[key]
+        if not retrain and not demo_models.is_shipped(arm):
+            if verbose:
+                print(
+                    f"{arm}: not shipped in this checkout ({rel(demo_models.model_dir(arm))} missing): left out "
+                    f"(train it with `{demo_models.COMMAND}`, or set RETRAIN = True)"
+                )
+            continue
+        dm = demo_models.load(
+            arm, retrain=retrain, data_root=data_root, device=device, progress=False, verbose=verbose
+        )
+        arms[key] = _arm(
+            key,
+            arm,
+            model=dm.model,
+            cfg=dm.cfg,
+            tokenizer=dm.tokenizer,
+            steps=dm.steps,
+            epochs=dm.epochs,
+            test=dict(dm.test_metrics),
+            source=dm.source,
+            shipped=not retrain,
+            score_dir=run_root() / "demo_models_scores" / arm,
+            weights_sha256=_weights_sha256(dm.source / "best"),
+        )
+    return arms
+
+
+def _short_run_arms(configs: dict, data_root, out_root, device, retrain: bool, verbose: bool):
+    """Each config of ``configs`` (key -> config) trained under ``out_root``, or its finished run reused."""
+    from daimlib.checkpoint import scoring_tokenizer  # noqa: PLC0415 - the checkpoint's own tokenizer
+
+    arms: dict[str, SimpleNamespace] = {}
+    for key, cfg in configs.items():
         model, res = load_or_train(
             cfg,
             Path(out_root) / cfg.name,
@@ -615,11 +632,9 @@ def load_comparison(
             retrain=retrain,
             verbose=verbose,
         )
-        arms[key] = SimpleNamespace(
-            key=key,
-            name=cfg.name,
-            label=f"{ARM_ROLES[key].split(' (')[0]} ({cfg.name})",
-            role=ARM_ROLES[key],
+        arms[key] = _arm(
+            key,
+            cfg.name,
             model=model,
             cfg=cfg,
             tokenizer=scoring_tokenizer(res.out_dir / "last", cfg, data_root),
