@@ -2,9 +2,11 @@
 switches follow the config, its text never overlaps, and the notebook table covers every notebook."""
 
 import itertools
+import re
 from pathlib import Path
 
 import matplotlib
+import pandas as pd
 import pytest
 import torch
 
@@ -16,6 +18,7 @@ from daimlib.course.method_map import (  # noqa: E402
     METHOD_COLUMNS,
     STAR,
     draw_method_map,
+    markdown_table,
     method_facts,
     method_table,
     save_method_maps,
@@ -138,6 +141,33 @@ def test_method_table_covers_every_notebook():
     numbers = sorted(p.name[:2] for p in (REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     assert set(numbers) <= set(table.index), set(numbers) - set(table.index)
     assert table.notna().all().all() and (table.map(len) > 5).all().all()
+
+
+def _markdown_rows(text: str) -> list[list[str]]:
+    """The cells of a Markdown table, split on unescaped pipes, escapes undone."""
+    rows = []
+    for line in text.splitlines():
+        cells = re.split(r"(?<!\\)\|", line.strip())[1:-1]
+        rows.append([c.strip().replace("\\|", "|") for c in cells])
+    return rows
+
+
+def test_method_table_as_markdown_shows_every_cell_whole():
+    """Notebook 00 shows the table as Markdown: every cell whole (pandas cuts long cells to '…')."""
+    table = method_table()
+    rows = _markdown_rows(markdown_table(table))
+    assert rows[0] == ["notebook", *METHOD_COLUMNS[1:]] and set("".join(rows[1])) <= {"-"}
+    assert len(rows) == 2 + len(table)
+    for (key, row), cells in zip(table.iterrows(), rows[2:]):
+        assert cells == [key, *row.tolist()]
+    assert "…" not in markdown_table(table)
+    odd = pd.DataFrame({"a|b": ["x | y", "two\nlines"]}, index=pd.Index(["1", "2"], name="k"))
+    assert _markdown_rows(markdown_table(odd)) == [
+        ["k", "a|b"],
+        ["---", "---"],
+        ["1", "x | y"],
+        ["2", "two lines"],
+    ]
 
 
 def test_save_method_maps_writes_both_presets(tmp_path):

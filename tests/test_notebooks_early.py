@@ -1,5 +1,5 @@
-"""Notebooks 01-03 on the trained demo model: the model choice of ``nb.trained_demo_model`` and the
-numbers their prose quotes from the cells above it."""
+"""Notebooks 00-03: the model choice of ``nb.trained_demo_model``, the numbers their prose quotes from
+the cells above it, the method table shown whole, and the colour names written on the demo images."""
 
 import json
 import re
@@ -136,3 +136,56 @@ def test_03_prose_says_which_toy_token_moves_most():
     assert all(v in prose for v in moves), f"the prose should quote the printed distances {moves}"
     most = max(range(3), key=lambda k: float(moves[k]))
     assert most == 2 and "third token moves most" in prose
+
+
+@pytest.mark.docs
+def test_00_shows_the_method_table_whole():
+    """The committed output of 00's table is the Markdown of every cell, none cut to '…' by pandas."""
+    from daimlib.course.method_map import markdown_table, method_table
+
+    shown = [
+        o["data"]["text/markdown"]
+        for c in _cells("00_setup_and_data.ipynb")
+        if c.cell_type == "code" and "method_table()" in c.source
+        for o in c.get("outputs", [])
+        if "text/markdown" in o.get("data", {})
+    ]
+    assert len(shown) == 1 and "…" not in shown[0]
+    assert shown[0] == markdown_table(method_table())
+
+
+@pytest.mark.docs
+def test_02_prose_quotes_the_printed_attention_masses():
+    """Section 5's prose quotes, per kind of word, the masses the table above it printed."""
+    cells = _cells("02_cross_attention_similarity.ipynb")
+    i = next(
+        i for i, c in enumerate(cells) if c.cell_type == "code" and "attention mass on the named" in _text(c)
+    )
+    rows = {
+        m.group(1): m.groups()[1:]
+        for m in re.finditer(
+            r"^(colour|shape)\s+\d+\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)", _text(cells[i]), flags=re.M
+        )
+    }
+    assert set(rows) == {"colour", "shape"}
+    prose = _next_markdown(cells, i + 1)  # the figure cell sits between the table and the prose
+    for kind, (trained, random_w, uniform) in rows.items():
+        assert all(v in prose for v in (trained, random_w, uniform)), (kind, trained, random_w, uniform)
+    assert float(rows["colour"][0]) > float(rows["colour"][2]), "colour words should beat uniform attention"
+
+
+@pytest.mark.docs
+@pytest.mark.parametrize(
+    "name", ["00_setup_and_data", "01_dual_stream_encoders", "02_cross_attention_similarity"]
+)
+def test_demo_images_carry_their_colour_names(name):
+    """Every cell of 00-02 that draws a demo image writes the objects' colour names on it."""
+    draws = [
+        c.source
+        for c in _cells(f"{name}.ipynb")
+        if c.cell_type == "code"
+        and re.search(r"show_image_grid\(|plot_attention_on_image\(|imshow\(pil_images", c.source)
+    ]
+    assert draws
+    for src in draws:
+        assert re.search(r"scenes?=|label_scene_objects\(", src), src[:200]

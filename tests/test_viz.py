@@ -548,13 +548,90 @@ def test_retrieval_grid_i2t_notes_a_query_without_a_true_caption_in_the_top_k():
     assert text[-1] == "no true caption in the top 2 (best true caption: rank 3 of 4)"
 
 
-def test_attention_grid_has_a_labelled_colour_scale_per_panel():
+def test_attention_grid_shares_one_colour_scale_with_one_labelled_bar():
     img = Image.new("RGB", (16, 16))
-    attn = torch.softmax(torch.randn(2, 4), dim=-1)
-    fig = viz.plot_attention_on_image(img, attn, (2, 2), words=["a", "b"])
+    attn = torch.softmax(torch.randn(3, 4), dim=-1)
+    fig = viz.plot_attention_on_image(img, attn, (2, 2), words=["a", "b", "c"])
     bars = [a for a in fig.axes if a.get_label() == "<colorbar>"]
-    assert len(bars) == 2 and all(b.get_ylabel() == "attention weight" for b in bars)
-    assert [b.get_ylim()[1] for b in bars] == pytest.approx(attn.max(dim=1).values.tolist(), rel=1e-6)
+    assert len(bars) == 1 and bars[0].get_ylabel() == "attention weight"
+    heats = [a.images[1] for a in fig.axes if len(a.images) == 2]  # image + heat map in each panel
+    assert len(heats) == 3
+    assert all(h.get_clim() == pytest.approx((0.0, float(attn.max()))) for h in heats)
+    assert bars[0].get_ylim() == pytest.approx((0.0, float(attn.max())))
+    fig = viz.plot_attention_on_image(img, attn, (2, 2), vmax=1.0)  # a scale given: used as it is
+    assert {a.images[1].get_clim() for a in fig.axes if len(a.images) == 2} == {(0.0, 1.0)}
+
+
+def _scene():
+    """Two demo objects, centres in pixels of a 64 px image (the demo's layout)."""
+    return {
+        "objects": [
+            {"shape": "circle", "colour": "red", "size": "big", "x": 10.5, "y": 12.0, "r": 8.5},
+            {"shape": "square", "colour": "green", "size": "small", "x": 50.0, "y": 40.25, "r": 5.0},
+        ],
+        "background": [50, 50, 50],
+    }
+
+
+def test_scene_words_name_every_object_as_a_caption_does():
+    assert viz.scene_words(_scene()) == ["big red circle", "small green square"]
+    assert viz.scene_words(_scene(), keys=("colour",)) == ["red", "green"]
+
+
+@pytest.mark.parametrize("side", [64, 128])
+def test_colour_names_are_written_on_the_objects_themselves(side):
+    from daimlib.data.demo import COLOURS, render_scene
+
+    scene = _scene()
+    img = render_scene(scene, image_size=64).resize((side, side), Image.NEAREST)
+    fig, ax = plt.subplots()
+    ax.imshow(img)
+    texts = viz.label_scene_objects(ax, scene)
+    assert [t.get_text() for t in texts] == ["red", "green"]
+    pixels = np.asarray(img)
+    for t, obj in zip(texts, scene["objects"]):
+        x, y = t.get_position()
+        scale = side / 64
+        assert (x, y) == pytest.approx((obj["x"] * scale - 0.5, obj["y"] * scale - 0.5))
+        # the label sits on the object: the pixel under it has the object's colour
+        under = pixels[int(round(y)), int(round(x))].astype(int)
+        assert np.abs(under - np.array(COLOURS[obj["colour"]])).max() < 30, (obj["colour"], under)
+    with pytest.raises(ValueError, match="imshow"):
+        viz.label_scene_objects(plt.subplots()[1], scene)
+
+
+def test_image_grid_labels_the_objects_of_each_image_given_its_scene():
+    imgs = [np.zeros((64, 64, 3), dtype=np.uint8)] * 2
+    fig = viz.show_image_grid(imgs, titles=["x", "y"], scenes=[_scene(), None])
+    shown = [a for a in fig.axes if a.images]
+    assert [t.get_text() for t in shown[0].texts] == ["red", "green"] and not shown[1].texts
+    with pytest.raises(ValueError, match="1 scenes given for 2 images"):
+        viz.show_image_grid(imgs, scenes=[_scene()])
+
+
+def test_attention_panels_carry_the_colour_names_of_the_scene():
+    img = np.zeros((64, 64, 3), dtype=np.uint8)
+    fig = viz.plot_attention_on_image(img, np.ones((2, 16)) / 16, (4, 4), words=["a", "b"], scene=_scene())
+    panels = [a for a in fig.axes if len(a.images) == 2]
+    assert all([t.get_text() for t in a.texts] == ["red", "green"] for a in panels) and len(panels) == 2
+
+
+def test_score_matrices_share_one_scale_and_ring_each_rows_best():
+    rng = np.random.default_rng(0)
+    mats = {"low": rng.normal(size=(4, 4)), "sum S": 3 + rng.normal(size=(4, 4))}
+    fig = viz.plot_score_matrices(mats, scale_label="SCAN score")
+    panels = [a for a in fig.axes if a.images]
+    bars = [a for a in fig.axes if a.get_label() == "<colorbar>"]
+    lo = min(m.min() for m in mats.values())
+    hi = max(m.max() for m in mats.values())
+    assert [a.get_title() for a in panels] == ["low", "sum S"]
+    assert all(a.images[0].get_clim() == pytest.approx((lo, hi)) for a in panels)
+    assert len(bars) == 1 and bars[0].get_ylabel() == "SCAN score"
+    for a, m in zip(panels, mats.values()):
+        rings = a.collections[0].get_offsets()
+        np.testing.assert_array_equal(rings[:, 0], m.argmax(axis=1))
+        np.testing.assert_array_equal(rings[:, 1], np.arange(4))
+        np.testing.assert_array_equal(a.images[0].get_array(), m)
 
 
 def test_margin_evolution_smoothed_counts_keep_the_raw_per_step_counts_visible():

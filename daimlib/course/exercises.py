@@ -535,10 +535,11 @@ def _canonical(q: Question, value) -> list[str]:
 QUESTIONS: dict[str, Question] = {
     "00.img_of_caption": Question(
         "00",
-        "A split stores 5 captions per image, those of one image consecutive. What is img_of_caption[7]?",
+        "A split stores 5 captions per image, those of one image consecutive. Which image does caption 42 "
+        "belong to, i.e. what is img_of_caption[42]?",
         "ints",
-        "806f2de5a13560747550",
-        "caption indices 0-4 belong to image 0; count on from there",
+        "2ec32bf1842a63c98bb2",
+        "each image owns five consecutive captions, the first five being image zero's",
     ),
     "01.tokens_384": Question(
         "01",

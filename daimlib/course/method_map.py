@@ -576,6 +576,24 @@ def method_table() -> pd.DataFrame:
     return pd.DataFrame(list(METHOD_TABLE), columns=list(METHOD_COLUMNS)).set_index("notebook")
 
 
+def markdown_table(table: pd.DataFrame) -> str:
+    """``table`` as a Markdown table with every cell whole (pandas' own display cuts long cells to
+    "…"): the index as the first column, ``|`` in a cell escaped, line breaks turned into spaces.
+
+    >>> from IPython.display import Markdown                # doctest: +SKIP
+    >>> Markdown(markdown_table(method_table()))            # doctest: +SKIP
+    """
+
+    def cell(value) -> str:
+        return " ".join(str(value).split()).replace("|", "\\|")
+
+    head = [table.index.name or ""] + [str(c) for c in table.columns]
+    lines = ["| " + " | ".join(cell(h) for h in head) + " |", "|" + "---|" * len(head)]
+    for key, row in table.iterrows():
+        lines.append("| " + " | ".join(cell(v) for v in [key, *row.tolist()]) + " |")
+    return "\n".join(lines)
+
+
 def save_method_maps(root=None) -> list[str]:
     """Write ``figures/method_map.png`` (paper preset ``daim_f30k``) and ``figures/method_map_demo.png``
     (``demo``); return their repo-relative paths."""

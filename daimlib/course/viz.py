@@ -25,6 +25,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib import patheffects
 from matplotlib.figure import Figure
 from matplotlib.transforms import ScaledTranslation
 
@@ -489,11 +490,57 @@ def _as_image(img) -> np.ndarray:
     return arr.squeeze()
 
 
-def show_image_grid(images, titles=None, ncols: int = 5, size: float = 2.0, wrap: int = 28) -> Figure:
-    """Images (PIL, HWC arrays or CHW tensors) in a grid, each with an optional wrapped title."""
+def scene_words(scene: Mapping, keys: Sequence[str] = ("size", "colour", "shape")) -> list[str]:
+    """The caption words of each object of a demo scene, e.g. ``["big red triangle", "small green circle"]``.
+
+    ``scene``: a demo scene as the dataset JSON stores it (``split.meta[i]["scene"]``: a list of
+    ``objects``, each with its ``size``, ``colour`` and ``shape``); ``keys``: which words, in order."""
+    return [" ".join(str(obj[k]) for k in keys) for obj in scene["objects"]]
+
+
+def label_scene_objects(
+    ax, scene: Mapping, scene_size: int = 64, keys: Sequence[str] = ("colour",), fontsize: float = 6.5
+) -> list:
+    """Write each object's colour name (``keys``: also "size", "shape") on the object itself, at its
+    centre, white with a black outline, so a reader who cannot tell red from green or orange by eye
+    can still check a demo caption against the picture. Returns the text artists, one per object.
+
+    ``scene``: a demo scene (``split.meta[i]["scene"]``), whose object centres ``x``, ``y`` are pixels of
+    a ``scene_size`` image; they are scaled to the first image drawn in ``ax`` (any size)."""
+    if not ax.images:
+        raise ValueError("label_scene_objects: draw the image into ax first (ax.imshow)")
+    h, w = ax.images[0].get_array().shape[:2]
+    sx, sy = w / scene_size, h / scene_size
+    stroke = [patheffects.withStroke(linewidth=2, foreground="black")]
+    return [
+        ax.text(
+            obj["x"] * sx - 0.5,  # imshow puts pixel k's centre at k: its left edge at -0.5
+            obj["y"] * sy - 0.5,
+            words,
+            ha="center",
+            va="center",
+            fontsize=fontsize,
+            color="white",
+            fontweight="bold",
+            path_effects=stroke,
+            clip_on=True,
+        )
+        for obj, words in zip(scene["objects"], scene_words(scene, keys))
+    ]
+
+
+def show_image_grid(
+    images, titles=None, ncols: int = 5, size: float = 2.0, wrap: int = 28, scenes=None, scene_size: int = 64
+) -> Figure:
+    """Images (PIL, HWC arrays or CHW tensors) in a grid, each with an optional wrapped title.
+
+    ``scenes``: the demo scene of each image (``split.meta[i]["scene"]``, or None for an image without
+    one): each object's colour name is written on it (:func:`label_scene_objects`)."""
     images = list(images)
     if not images:
         raise ValueError("show_image_grid got no images")
+    if scenes is not None and len(scenes) != len(images):
+        raise ValueError(f"{len(scenes)} scenes given for {len(images)} images")
     ncols = max(1, min(ncols, len(images)))
     nrows = math.ceil(len(images) / ncols)
     wrapped = [textwrap.fill(str(t), wrap) for t in titles] if titles is not None else None
@@ -506,6 +553,8 @@ def show_image_grid(images, titles=None, ncols: int = 5, size: float = 2.0, wrap
             a.imshow(_as_image(images[k]))
             if wrapped is not None:
                 a.set_title(wrapped[k], fontsize=7)
+            if scenes is not None and scenes[k] is not None:
+                label_scene_objects(a, scenes[k], scene_size)
     fig.tight_layout()
     return fig
 
@@ -537,15 +586,21 @@ def plot_attention_on_image(
     ax=None,
     colorbar: bool | None = None,
     scale_label: str = "attention weight",
+    vmax: float | None = None,
+    scene: Mapping | None = None,
+    scene_size: int = 64,
 ) -> Figure:
     """SCAN text-to-image attention drawn on the image (spec section 2.1).
 
     ``attn``: [R] weights of one word over the R = h*w image tokens, or [n_words, R] for several
     words (one panel each, titled by ``words``). Each panel shows the image with the weights of
-    its tokens as a heat map on top; the colour scale runs from 0 to the panel's largest weight.
-    ``ax``: draw a single row of weights into this axes (e.g. one panel per level of a figure).
-    ``colorbar``: a colour scale beside each panel, labelled ``scale_label`` (what the weights
-    are); default: on for a grid, off when drawing into a given ``ax``.
+    its tokens as a heat map on top. All panels share **one** colour scale, from 0 to ``vmax``
+    (default: the largest weight of any panel), so equal colours mean equal weights across the
+    figure; one colour bar, labelled ``scale_label``, serves them all.
+    ``ax``: draw a single row of weights into this axes (pass the same ``vmax`` to every panel of a
+    figure). ``colorbar``: default on for a grid, off when drawing into a given ``ax``.
+    ``scene``: the demo scene of the image: each object's colour name is written on it in every panel
+    (:func:`label_scene_objects`).
     """
     img = _as_image(image)
     att = to_numpy(attn)
@@ -556,6 +611,7 @@ def plot_attention_on_image(
     if words is not None and len(words) != att.shape[0]:
         raise ValueError(f"{len(words)} words given for {att.shape[0]} attention rows")
     n = att.shape[0]
+    top = max(float(att.max()), 1e-12) if vmax is None else float(vmax)
     if ax is not None:
         if n != 1:
             raise ValueError(f"ax= takes one row of attention weights, got {n}; pass ax=None for a grid")
@@ -563,23 +619,53 @@ def plot_attention_on_image(
     else:
         ncols = max(1, min(ncols, n))
         nrows = math.ceil(n / ncols)
-        width = size + (0.6 if colorbar is not False else 0.0)  # room for each panel's colour scale
-        fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, (size + 0.3) * nrows), squeeze=False)
+        width = size * ncols + (0.8 if colorbar is not False else 0.0)  # room for the one colour bar
+        fig, axes = plt.subplots(
+            nrows, ncols, figsize=(width, (size + 0.3) * nrows), squeeze=False, layout="constrained"
+        )
     hw = img.shape[:2]
+    shown = None
     for k, a in enumerate(axes.ravel()):
         a.axis("off")
         if k >= n:
             continue
         heat = attention_to_pixels(att[k], grid_hw, hw)
         a.imshow(img)
-        shown = a.imshow(heat, cmap="inferno", alpha=alpha, vmin=0.0, vmax=max(float(heat.max()), 1e-12))
-        if colorbar if colorbar is not None else ax is None:
-            bar = fig.colorbar(shown, ax=a, fraction=0.046, pad=0.03)
-            bar.set_label(scale_label, fontsize=7)
-            bar.ax.tick_params(labelsize=6)
+        shown = a.imshow(heat, cmap="inferno", alpha=alpha, vmin=0.0, vmax=top)
+        if scene is not None:
+            label_scene_objects(a, scene, scene_size)
         a.set_title(str(words[k]) if words is not None else f"row {k}", fontsize=8)
-    if ax is None:
-        fig.tight_layout()
+    if colorbar if colorbar is not None else ax is None:
+        bar = fig.colorbar(shown, ax=axes.ravel().tolist(), fraction=0.03, pad=0.02)
+        bar.set_label(scale_label, fontsize=7)
+        bar.ax.tick_params(labelsize=6)
+    return fig
+
+
+def plot_score_matrices(
+    matrices: Mapping[str, object], scale_label: str = "score", marks: bool = True, size: float = 3.0
+) -> Figure:
+    """Score matrices side by side (rows images, columns captions), one panel each, titled by their
+    key, on **one** shared colour scale (vmin/vmax over all of them) with one labelled colour bar,
+    so the same colour is the same score in every panel. ``marks``: a ring on each row's highest score.
+    """
+    mats = {name: to_numpy(m) for name, m in matrices.items()}
+    if not mats:
+        raise ValueError("plot_score_matrices got no matrices")
+    lo = min(float(m.min()) for m in mats.values())
+    hi = max(float(m.max()) for m in mats.values())
+    fig, axes = plt.subplots(
+        1, len(mats), figsize=(size * len(mats) + 0.8, size), squeeze=False, layout="constrained"
+    )
+    for a, (name, m) in zip(axes[0], mats.items()):
+        shown = a.imshow(m, cmap="viridis", vmin=lo, vmax=hi)
+        if marks:
+            best = m.argmax(axis=1)
+            a.scatter(best, range(len(best)), marker="o", s=18, facecolors="none", edgecolors="white")
+        a.set(title=name, xlabel="caption j (of image j)", ylabel="image i")
+        a.grid(False)
+    bar = fig.colorbar(shown, ax=axes[0].tolist(), fraction=0.03, pad=0.02)
+    bar.set_label(scale_label, fontsize=8)
     return fig
 
 
