@@ -121,8 +121,15 @@ def test_previous_and_next_are_the_neighbours(path):
     num = int(path.name[:2])
     prev = re.search(r"\| previous \| \[[^]]*\]\(([0-9]{2})_[^)]+\.ipynb\)", text)
     nxt = re.search(r"\| next \| \[[^]]*\]\(([0-9]{2})_[^)]+\.ipynb\)", text)
-    assert prev and int(prev.group(1)) == num - 1, "previous must link the notebook before"
-    assert nxt and int(nxt.group(1)) == num + 1, "next must link the notebook after (13: the capstone)"
+    last = int(NOTEBOOKS[-1].name[:2])
+    if num == 0:  # the first: no notebook before it
+        assert prev is None, "00 has no previous notebook"
+    else:
+        assert prev and int(prev.group(1)) == num - 1, "previous must link the notebook before"
+    if num == last:  # the last: no notebook after it
+        assert nxt is None, "the last notebook has no next notebook"
+    else:
+        assert nxt and int(nxt.group(1)) == num + 1, "next must link the notebook after (13: the capstone)"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name[:2])
