@@ -278,10 +278,7 @@ def test_data_identity_names_layout_hash_and_split_sizes(f30k, tmp_path):
         "images": {"train": 40, "val": 10, "test": 10},
         "n_images": 60,
     }
-    assert (
-        describe_data(f30k)
-        == "f30k layout (dataset_flickr30k.json): train 40 / val 10 / test 10 images"
-    )
+    assert describe_data(f30k) == "f30k layout (dataset_flickr30k.json): train 40 / val 10 / test 10 images"
     copy = tmp_path / "copy"
     shutil.copytree(f30k, copy)
     assert data_identity(copy) == ident  # the same data elsewhere is the same data
