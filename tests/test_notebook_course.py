@@ -20,6 +20,7 @@ CHECKERS = (
     "check_contranorm",
     "check_gaussian_boundary",
     "check_recall_at_k",
+    "check_info_nce",
     "check_answer",
 )
 IMPLEMENT = {
@@ -27,6 +28,7 @@ IMPLEMENT = {
     "03": "check_contranorm",
     "04": "check_gaussian_boundary",
     "06": "check_recall_at_k",
+    "14": "check_info_nce",  # the capstone
 }
 
 
@@ -122,6 +124,9 @@ def test_previous_and_next_are_the_neighbours(path):
     prev = re.search(r"\| previous \| \[[^]]*\]\(([0-9]{2})_[^)]+\.ipynb\)", text)
     nxt = re.search(r"\| next \| \[[^]]*\]\(([0-9]{2})_[^)]+\.ipynb\)", text)
     assert prev and int(prev.group(1)) == num - 1, "previous must link the notebook before"
+    if path == NOTEBOOKS[-1]:  # the capstone ends the course: its "next" links no notebook
+        assert "| next |" in text and not nxt, "the last notebook's next links no notebook"
+        return
     assert nxt and int(nxt.group(1)) == num + 1, "next must link the notebook after (13: the capstone)"
 
 
@@ -148,7 +153,9 @@ def test_a_self_checked_exercise_with_a_folded_solution(path):
         assert first is not None and _src(cells[first]).startswith("## Solutions"), "no Solutions section"
         assert "<details>" in _src(cells[first]) and first > max(checks)
         last = cells[first:-1]
-        assert all(_role(c) == "check-solution" for c in last), "only solutions between it and the references"
+        assert all(_role(c) in ("check-solution", "impl-solution") for c in last), (
+            "only solutions between it and the references"
+        )
         assert all(_role(c) != "check-solution" for c in cells[:first]), "a solution left beside its question"
         folded = [c for c in cells[:first] if "<summary>Solution" in _src(c)]
         assert not folded, "a folded solution left in the text"
