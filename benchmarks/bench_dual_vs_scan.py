@@ -81,9 +81,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="N = 25, 50, 100 (seconds)")
     ap.add_argument("--full", action="store_true", help="N = 100, 250, 500, 1000 (minutes on a CPU)")
-    ap.add_argument(
-        "--sizes", type=int, nargs="+", default=None, help="the N to time (default 50 100 200 400)"
-    )
+    ap.add_argument("--sizes", type=int, nargs="+", default=None, help="the N to time (default 50 100 200)")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per method and N (median)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -91,7 +89,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     sizes = args.sizes or (
-        [25, 50, 100] if args.quick else [100, 250, 500, 1000] if args.full else [50, 100, 200, 400]
+        [25, 50, 100] if args.quick else [100, 250, 500, 1000] if args.full else [50, 100, 200]
     )
     dev = args.device
     print(
