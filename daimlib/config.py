@@ -75,8 +75,10 @@ class FDMConfig:
 
 @dataclass
 class SimilarityConfig:
-    """Cross-attention similarity (SCAN, spec section 2)."""
+    """Cross-attention similarity (SCAN, spec section 2), or the dual encoder's cosine."""
 
+    # "scan" (DAIM, HAT: cross-attention) | "cosine" (dual encoder: global embeddings, daimlib.dual)
+    kind: str = "scan"
     direction: str = "t2i"  # "t2i" | "i2t" | "both" (HAT*: 0.5 t2i + 0.5 i2t)
     lambda_softmax: float = 9.0
     level_weights: tuple[float, ...] = (1.0, 1.0, 1.0)  # low, mid, high
@@ -103,6 +105,10 @@ class LossConfig:
     lam_reset: float = 0.2  # ... is replaced by this
     neg_stat: str = "reference"  # "reference" | "mean_offdiag" | "hardest"
     mask_same_image: bool = False  # drop same-image off-diagonal pairs from the negatives
+    # "triplet" (the hinge above, DAIM) | "infonce" (symmetric InfoNCE, CLIP; daimlib.dual.info_nce):
+    # InfoNCE uses temperature and reduction and ignores the margin and the warm-up
+    kind: str = "triplet"
+    temperature: float = 0.05  # InfoNCE: logits = scores / temperature
     # under torchrun: "local" = negatives and MOM rows from each rank's own batch (MOM statistics gathered);
     # "global" = every rank scores and ranks the global batch (world x train.batch_size), as one process would
     negatives: str = "local"
@@ -392,6 +398,15 @@ def _demo_baseline() -> DAIMConfig:
     return cfg
 
 
+def _demo_dual() -> DAIMConfig:
+    """The demo's dual encoder: ``demo_baseline`` with cosine scores of global embeddings and InfoNCE."""
+    cfg = _demo_baseline()
+    cfg.name = "demo_dual"
+    cfg.similarity.kind = "cosine"
+    cfg.loss.kind = "infonce"
+    return cfg
+
+
 def _demo_hat() -> DAIMConfig:
     cfg = _demo_baseline()
     cfg.name = "demo_hat"
@@ -561,6 +576,14 @@ PRESET_NOTES: dict[str, tuple[str, str]] = {
         "(demo_hat -> demo_baseline changes only the SCAN direction; demo_baseline -> demo adds FDM + MOM).\n"
         + _DEMO_NOTES,
     ),
+    "demo_dual": (
+        "dual-encoder baseline of the demo preset: global embeddings, cosine scores, InfoNCE",
+        "demo_baseline with two switches: similarity.kind=cosine (each image and caption pooled to one\n"
+        "unit vector per level, no cross-attention; daimlib.dual) and loss.kind=infonce (symmetric InfoNCE,\n"
+        "temperature loss.temperature, instead of the hinge triplet loss). Encoders, levels, projections,\n"
+        "data and schedule are demo_baseline's, so the comparison isolates cross-attention plus its loss.\n"
+        + _DEMO_NOTES,
+    ),
     "tiny": (
         "the demo's CPU-sized encoders on any dataset folder, tokenizer built from its training captions",
         "The demo preset's encoders and schedule for any folder (F30K, COCO, Flickr8k, demo): a WordPiece "
@@ -590,6 +613,7 @@ PRESETS: dict[str, Callable[[], DAIMConfig]] = {
     "demo": _demo,
     "demo_hat": _demo_hat,
     "demo_baseline": _demo_baseline,
+    "demo_dual": _demo_dual,
     "tiny": _tiny,
     "laptop_f8k": lambda: _laptop(offline=False),
     "laptop_f8k_offline": lambda: _laptop(offline=True),

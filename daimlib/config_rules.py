@@ -25,7 +25,9 @@ INITS = ("auto", "pretrained", "random")
 CHOICES: dict[str, tuple] = {
     "image.init": INITS,
     "text.init": INITS,
+    "similarity.kind": ("scan", "cosine"),
     "similarity.direction": ("t2i", "i2t", "both"),
+    "loss.kind": ("triplet", "infonce"),
     "loss.reduction": ("sum", "mean"),
     "loss.neg_stat": ("reference", "mean_offdiag", "hardest"),
     "loss.negatives": ("local", "global"),
@@ -52,6 +54,7 @@ RANGES: dict[str, tuple[tuple[float, bool] | None, tuple[float, bool] | None, st
     "loss.warmup_until": ((0, True), (1, False), "a fraction of the equal-scores loss (0 = a fixed warm-up)"),
     "loss.warmup_max_steps": ((0, True), None, "steps (0 = no cap)"),
     "loss.margin": ((0, True), None, "a triplet margin"),
+    "loss.temperature": ((0, False), None, "an InfoNCE softmax temperature"),
     "loss.alpha": ((0, False), None, "the MOM prior ratio"),
     "loss.activation_fraction": ((0, True), (1, True), "a fraction of batch rows"),
     "loss.ema": ((0, True), (1, True), "an EMA weight"),

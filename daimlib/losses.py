@@ -10,7 +10,8 @@
   it by an EMA. The margin is a registered buffer, so it is saved in ``state_dict``.
 - :class:`MatchingLoss`: the module the training loop calls after the model: it owns the
   AdaptiveMargin, the warm-up schedule and same-image masking (open_clip's ``ClipLoss`` shape),
-  so that the model itself never needs the training step.
+  so that the model itself never needs the training step. With ``kind="infonce"`` it computes
+  the dual encoder's symmetric InfoNCE (:func:`daimlib.dual.info_nce`) instead of the hinge.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+
+from .dual import LOSS_KINDS, contrastive_loss
 
 NEG_STATS = ("reference", "mean_offdiag", "hardest")
 
@@ -288,8 +291,14 @@ class MatchingLoss(nn.Module):
         mask_same_image: bool = False,
         warmup_until: float = 0.0,
         warmup_max_steps: int = 0,
+        kind: str = "triplet",
+        temperature: float = 0.05,
     ):
         super().__init__()
+        if kind not in LOSS_KINDS:
+            raise ValueError(f"loss.kind must be one of {LOSS_KINDS}; got {kind!r}")
+        if not float(temperature) > 0:
+            raise ValueError(f"loss.temperature must be > 0; got {temperature!r}")
         if reduction not in ("sum", "mean"):
             raise ValueError(f"loss.reduction must be 'sum' or 'mean'; got {reduction!r}")
         if not 0.0 <= float(warmup_until) < 1.0:
@@ -309,6 +318,8 @@ class MatchingLoss(nn.Module):
         self.warmup_end: int | None = None  # the step the adaptive warm-up ended at (train() saves it)
         self.reduction = reduction
         self.mask_same_image = bool(mask_same_image)
+        self.kind = kind
+        self.temperature = float(temperature)
 
     @classmethod
     def from_config(cls, loss_cfg) -> MatchingLoss:
@@ -321,6 +332,8 @@ class MatchingLoss(nn.Module):
             mask_same_image=loss_cfg.mask_same_image,
             warmup_until=loss_cfg.warmup_until,
             warmup_max_steps=loss_cfg.warmup_max_steps,
+            kind=loss_cfg.kind,
+            temperature=loss_cfg.temperature,
         )
 
     @property
@@ -361,7 +374,9 @@ class MatchingLoss(nn.Module):
 
     def _update_warmup(self, scores, margin, step, neg_mask, global_batch=False) -> float | None:
         """The adaptive warm-up's check at ``step`` (training only): its ratio, None when not checked."""
-        if not (self.training and self.hardest and self.warmup_until > 0 and self.warmup_end is None):
+        if self.kind != "triplet" or not (
+            self.training and self.hardest and self.warmup_until > 0 and self.warmup_end is None
+        ):
             return None
         if step is None or step < self.warmup_steps:
             return None
@@ -394,8 +409,12 @@ class MatchingLoss(nn.Module):
             neg_mask = idx[:, None] == idx[None, :]  # [B, B]; the diagonal is dropped anyway
         margin = self.margin.detach().clone()
         ratio = self._update_warmup(scores, margin, step, neg_mask, global_batch)
-        hardest = self.uses_hardest(step)
-        loss = triplet_loss(scores, margin, hardest=hardest, reduction=self.reduction, neg_mask=neg_mask)
+        if self.kind == "infonce":
+            hardest = False
+            loss = contrastive_loss(scores, self.temperature, neg_mask=neg_mask, reduction=self.reduction)
+        else:
+            hardest = self.uses_hardest(step)
+            loss = triplet_loss(scores, margin, hardest=hardest, reduction=self.reduction, neg_mask=neg_mask)
         stats["hardest"] = hardest
         if (
             self.training and self.warmup_until > 0

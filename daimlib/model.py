@@ -8,6 +8,10 @@ One training step (``DAIM.forward``)::
     MatchingLoss(S, step): AdaptiveMargin.update(S.detach()) (training mode only)
         -> triplet_loss(S, m)   (hardest negatives after ``loss.warmup_steps``)
 
+The dual-encoder baseline (``similarity.kind = "cosine"``, ``loss.kind = "infonce"``, preset
+``demo_dual``; :mod:`daimlib.dual`) keeps all of this but SCAN and the hinge: S is the cosine of
+pooled, normalised level embeddings and the loss the symmetric InfoNCE.
+
 The model holds weights only; the adaptive margin, the only state of the objective, lives in
 :class:`daimlib.losses.MatchingLoss`, which the training loop calls after the model.
 """
@@ -20,6 +24,7 @@ import torch
 from torch import nn
 
 from .distributed import global_scores, world_size
+from .dual import cosine_similarity
 from .encoders import ImageEncoder, TextEncoder, freeze, unfreeze
 from .hub import DAIMHubMixin
 from .similarity import DEFAULT_BLOCK_BYTES, multilevel_similarity
@@ -87,9 +92,13 @@ class DAIM(nn.Module, DAIMHubMixin):
         txt_lens: torch.Tensor,
         max_block_bytes: int | None = DEFAULT_BLOCK_BYTES,
     ) -> torch.Tensor:
-        """S(I, T) ``[n_img, n_cap]`` in fp32 with the configured direction, λ and level weights."""
+        """S(I, T) ``[n_img, n_cap]`` in fp32 with the configured direction, λ and level weights;
+        with ``similarity.kind = "cosine"`` the dual encoder's cosine of global embeddings instead
+        (:func:`daimlib.dual.cosine_similarity`: same levels, same projections, no cross-attention)."""
         sc = self.cfg.similarity
         with torch.autocast(device_type=img_levels[0].device.type, enabled=False):
+            if sc.kind == "cosine":
+                return cosine_similarity(img_levels, txt_levels, txt_lens, weights=tuple(sc.level_weights))
             return multilevel_similarity(
                 img_levels,
                 txt_levels,

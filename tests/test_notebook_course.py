@@ -20,6 +20,7 @@ CHECKERS = (
     "check_contranorm",
     "check_gaussian_boundary",
     "check_recall_at_k",
+    "check_info_nce",
     "check_answer",
 )
 IMPLEMENT = {
@@ -27,6 +28,7 @@ IMPLEMENT = {
     "03": "check_contranorm",
     "04": "check_gaussian_boundary",
     "06": "check_recall_at_k",
+    "14": "check_info_nce",  # the capstone
 }
 
 
@@ -155,7 +157,9 @@ def test_a_self_checked_exercise_with_a_folded_solution(path):
         assert first is not None and _src(cells[first]).startswith("## Solutions"), "no Solutions section"
         assert "<details>" in _src(cells[first]) and first > max(checks)
         last = cells[first:-1]
-        assert all(_role(c) == "check-solution" for c in last), "only solutions between it and the references"
+        assert all(_role(c) in ("check-solution", "impl-solution") for c in last), (
+            "only solutions between it and the references"
+        )
         assert all(_role(c) != "check-solution" for c in cells[:first]), "a solution left beside its question"
         folded = [c for c in cells[:first] if "<summary>Solution" in _src(c)]
         assert not folded, "a folded solution left in the text"

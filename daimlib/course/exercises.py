@@ -1,6 +1,6 @@
 """Exercises that check themselves (issue 10, item 5): right or wrong, and why, never the answer.
 
-Four "implement it yourself" checkers call the student's function on random and edge-case
+Five "implement it yourself" checkers call the student's function on random and edge-case
 inputs and compare it with the library; when it disagrees they test it against the usual
 mistakes (a direction swapped, a normalisation left out, a softmax over the wrong axis, 1-based
 ranks, ...) and name the one it makes:
@@ -13,7 +13,9 @@ ranks, ...) and name the one it makes:
 - :func:`check_gaussian_boundary` (04): ``fn(mu_p, sigma_p, mu_n, sigma_n, alpha) -> λ`` (nan when
   there is no root) against :func:`daimlib.losses.gaussian_boundary` (spec 4.3);
 - :func:`check_recall_at_k` (06): ``fn(sims [n_img, n_cap], img_of_caption [n_cap], k) -> (i2t R@K,
-  t2i R@K)`` in percent, against :func:`daimlib.evaluate.i2t_t2i_ranks` (VSE++ evalrank).
+  t2i R@K)`` in percent, against :func:`daimlib.evaluate.i2t_t2i_ranks` (VSE++ evalrank);
+- :func:`check_info_nce` (14, the capstone): ``fn(scores [B, B], temperature) -> scalar tensor``, the
+  symmetric InfoNCE (mean over the batch), against :func:`daimlib.dual.info_nce`, its gradient included.
 
 :func:`check_answer` checks short numeric or multiple-choice answers of each notebook against
 salted hashes (:data:`QUESTIONS`), so the answers are not written here in plain text.
@@ -34,6 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from daimlib.dual import info_nce
 from daimlib.fdm import contranorm
 from daimlib.losses import gaussian_boundary
 from daimlib.metrics import i2t_t2i_ranks
@@ -496,6 +499,131 @@ def _recall_body(fn: Callable) -> str:
 def check_recall_at_k(fn: Callable | None) -> Feedback:
     """Check a student's R@K in both directions (VSE++ evalrank) against :func:`daimlib.evaluate.i2t_t2i_ranks`."""
     return _run("recall at K", fn, _recall_body, "my_recall_at_k")
+
+
+# --- symmetric InfoNCE (notebook 14, the capstone) ---------------------------------------------
+
+
+def _info_nce_variant(scores: torch.Tensor, tau: float, kind: str | None = None) -> torch.Tensor:
+    """The symmetric InfoNCE in float64 (mean over the B pairs), or one of the usual mistakes."""
+    S = scores.detach().to(torch.float64)
+    B = S.shape[0]
+    logits = S if kind == "no_temperature" else S * tau if kind == "times_temperature" else S / tau
+    target = torch.arange(B)
+    if kind == "positive_left_out":  # the denominator without the positive
+        off = logits.masked_fill(torch.eye(B, dtype=torch.bool), float("-inf"))
+        rows = (off.logsumexp(1) - logits.diagonal()).mean()
+        cols = (off.logsumexp(0) - logits.diagonal()).mean()
+    else:
+        rows = F.cross_entropy(logits, target)  # image -> its caption
+        cols = F.cross_entropy(logits.T, target)  # caption -> its image
+    if kind == "rows_only":
+        return rows
+    if kind == "columns_only":
+        return cols
+    if kind == "no_half":
+        return rows + cols
+    if kind == "summed":
+        return 0.5 * (rows + cols) * B
+    return 0.5 * (rows + cols)
+
+
+INFO_NCE_MISTAKES = (
+    (
+        "rows_only",
+        "only one direction: the loss is symmetric, ½ (cross-entropy over each row: image -> caption "
+        "+ cross-entropy over each column: caption -> image)",
+    ),
+    (
+        "columns_only",
+        "only one direction (the columns): add the rows' cross-entropy (image -> caption) and halve",
+    ),
+    ("no_temperature", "the temperature is ignored: the logits are scores / temperature"),
+    ("times_temperature", "the scores are multiplied by the temperature; divide them by it"),
+    ("no_half", "the two directions are added but not averaged: multiply their sum by ½"),
+    ("summed", "summed over the batch: take the mean over the B pairs (as CLIP does)"),
+    (
+        "positive_left_out",
+        "the positive is left out of the softmax's denominator; it belongs there (a cross-entropy "
+        "over all B candidates, the true one included)",
+    ),
+)
+
+
+def _info_nce_cases() -> list[tuple[str, torch.Tensor, float]]:
+    g = torch.Generator().manual_seed(0)
+    weak = torch.rand(6, 6, generator=g) * 2 - 1
+    weak += 0.5 * torch.eye(6)  # a weak model: the diagonal a little higher
+    skew = torch.rand(5, 5, generator=g) * 2 - 1  # no symmetry: rows and columns differ
+    perfect = torch.eye(4) + 0.01 * torch.rand(4, 4, generator=g)
+    return [
+        ("6 pairs, temperature 0.1", weak, 0.1),
+        ("5 pairs, not symmetric, temperature 0.5", skew, 0.5),
+        ("the same, temperature 2", skew, 2.0),
+        ("a near-perfect model, 4 pairs, temperature 0.05", perfect, 0.05),
+        ("one pair (no negative: the loss is 0)", torch.tensor([[0.3]]), 0.1),
+        ("cosines with temperature 0.01 (logits up to 100)", weak.clamp(-1, 1), 0.01),
+    ]
+
+
+def _scalar_of(out, case: str) -> torch.Tensor:
+    t = _as_tensor(out, case)
+    if t.numel() != 1:
+        raise _Wrong(
+            f"on '{case}' it returned shape {tuple(t.shape)}; expected one number (the batch's loss)"
+        )
+    return t.reshape(())
+
+
+def _info_nce_grad_check(fn: Callable) -> None:
+    case = "the gradient with respect to the scores"
+    scores = _info_nce_cases()[1][1].clone().requires_grad_()
+    out = _call(fn, case, scores, 0.5)
+    if not isinstance(out, torch.Tensor) or out.grad_fn is None:
+        raise _Wrong(
+            "the value is right, but the result carries no gradient: compute it with torch operations on "
+            "the scores tensor (no .item(), numpy or Python floats), or it cannot train a model"
+        )
+    (got,) = torch.autograd.grad(out.sum(), scores)
+    ref = scores.detach().clone().requires_grad_()
+    (want,) = torch.autograd.grad(info_nce(ref, 0.5), ref)
+    if not _close(got.double(), want.double(), 1e-4):
+        raise _Wrong(
+            "the value is right but its gradient is not: does a detach() or an in-place edit cut it?"
+        )
+
+
+def _info_nce_body(fn: Callable) -> str:
+    for k, (case, scores, tau) in enumerate(_info_nce_cases()):
+        out = _call(fn, case, scores.clone(), tau)
+        out = _first_call(out) if k == 0 else out
+        got = _scalar_of(out, case)
+        want = _info_nce_variant(scores, tau)
+        if not torch.isfinite(got):
+            raise _Wrong(
+                f"on '{case}' it returned {float(got)}: exp() overflows when the logits are large; "
+                "use torch.logsumexp or F.cross_entropy (they subtract the maximum first)"
+            )
+        if _close(got, want, 1e-4):
+            continue
+        for kind, why in INFO_NCE_MISTAKES:
+            if _close(got, _info_nce_variant(scores, tau, kind), 1e-4):
+                raise _Wrong(f"on '{case}': {why}")
+        raise _Wrong(
+            f"on '{case}' it returned {float(got):.5g}, which is not the symmetric InfoNCE; work the 2 x 2 "
+            "example of notebook 14 by hand"
+        )
+    _info_nce_grad_check(fn)
+    return (
+        "matches daimlib.dual.info_nce on 6 cases (one pair, logits up to 100 included) and its gradient "
+        "too: ready to train with"
+    )
+
+
+def check_info_nce(fn: Callable | None) -> Feedback:
+    """Check a student's symmetric InfoNCE ``fn(scores [B, B], temperature)`` (mean over the batch)
+    against :func:`daimlib.dual.info_nce`, value and gradient."""
+    return _run("symmetric InfoNCE", fn, _info_nce_body, "my_info_nce")
 
 
 # --- short answers ---------------------------------------------------------------------------
