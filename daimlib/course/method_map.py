@@ -516,7 +516,8 @@ METHOD_TABLE: tuple[tuple[str, str, str, str, str], ...] = (
         "evaluation and tables",
         "the sum S over all test pairs -> ranks",
         "'4.7% RSUM gain on MSCOCO' over the state of the art (" + _ABSTRACT + ")",
-        "R@1/5/10 both ways, RSUM; F30K 1K, COCO 1K 5-fold, COCO 5K (spec 7, 9)",
+        "R@1/5/10 both ways, RSUM; F30K 1K, COCO 1K 5-fold, COCO 5K (spec 7, 9); SCAN beside a dual "
+        "encoder (daimlib.dual): accuracy and scoring cost",
     ),
     (
         "07",
@@ -567,12 +568,19 @@ METHOD_TABLE: tuple[tuple[str, str, str, str, str], ...] = (
         "the reference freezes both backbones for its first epochs (spec 1.5)",
         "get-data, the wheel encoders (daimlib.pretrained), the frozen-feature cache, the laptop preset",
     ),
+    (
+        "14",
+        "capstone",
+        "the similarity and the loss replaced: global embeddings, cosine, InfoNCE",
+        "cross-attention matches fine-grained words and regions better than one vector per side",
+        "the student's InfoNCE checked by check_info_nce, then trained in daimlib.dual and compared with SCAN",
+    ),
 )
 METHOD_COLUMNS = ("notebook", "title", "part of the figure", "claim of the paper", "what the code does")
 
 
 def method_table() -> pd.DataFrame:
-    """:data:`METHOD_TABLE` as a DataFrame indexed by notebook number ("00" ... "13")."""
+    """:data:`METHOD_TABLE` as a DataFrame indexed by notebook number ("00" ... "14")."""
     return pd.DataFrame(list(METHOD_TABLE), columns=list(METHOD_COLUMNS)).set_index("notebook")
 
 
