@@ -19,6 +19,8 @@ high_only     ``daim`` scored on the high level only (``similarity.level_weights
 no_low        ``daim`` without the low level (weights ``(0, 1, 1)``): leave one level out
 no_mid        ``daim`` without the mid level (weights ``(1, 0, 1)``)
 no_high       ``daim`` without the high level (weights ``(1, 1, 0)``)
+dual          the baseline as a dual encoder: pooled global embeddings scored by a cosine
+              (``similarity.kind=cosine``), trained with the symmetric InfoNCE (``loss.kind=infonce``)
 ============  =================================================================================
 """
 
@@ -42,6 +44,7 @@ VARIANTS: dict[str, str] = {
     "no_low": "DAIM without the low level (level weights 0, 1, 1)",
     "no_mid": "DAIM without the mid level (level weights 1, 0, 1)",
     "no_high": "DAIM without the high level (level weights 1, 1, 0)",
+    "dual": "the baseline as a dual encoder: cosine of pooled global embeddings, symmetric InfoNCE",
 }
 _LEAVE_OUT = {"no_low": 0, "no_mid": 1, "no_high": 2}
 _SWITCHES = {
@@ -50,6 +53,7 @@ _SWITCHES = {
     "fdm": {**FDM_IMAGE, "loss.adaptive": False},
     "mom": {**FDM_OFF, "loss.adaptive": True},
     "daim": {**FDM_IMAGE, "loss.adaptive": True},
+    "dual": {**FDM_OFF, "loss.adaptive": False, "similarity.kind": "cosine", "loss.kind": "infonce"},
 }
 
 
