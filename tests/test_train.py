@@ -278,6 +278,9 @@ def test_each_ablation_variant_differs_from_the_baseline_in_its_module_only():
     )
     # the ablation's hat is the demo_hat preset (the comparison's i2t arm) up to its name
     assert set(variant_config("demo", "hat").diff(load_preset("demo_hat"))) <= {"name"}
+    # the dual encoder: the similarity and the loss, both; as a variant it is the demo_dual preset
+    assert diff("dual") == {"similarity.kind", "loss.kind"}
+    assert set(variant_config("demo", "dual").diff(load_preset("demo_dual"))) <= {"name"}
     assert set(VARIANTS) == {
         "baseline",
         "hat",
@@ -289,6 +292,7 @@ def test_each_ablation_variant_differs_from_the_baseline_in_its_module_only():
         "no_low",
         "no_mid",
         "no_high",
+        "dual",
     }
     with pytest.raises(ValueError, match="unknown ablation variant"):
         variant_config("demo", "nope")
