@@ -520,7 +520,7 @@ def plot_collapse(
         im = ax.imshow(m, cmap=cmap, vmin=vmin, vmax=vmax)
         ax.set(title=f"{name}:\nS on a val batch", xlabel="caption", ylabel="image")
     bar = fig.colorbar(im, ax=list(axes[1:]), fraction=0.05, shrink=0.9)
-    bar.set_label(f"{SCORE_LABEL}, same scale in every panel")
+    bar.set_label("score S, same scale in every panel")
     return fig
 
 
