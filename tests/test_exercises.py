@@ -275,7 +275,8 @@ def test_recall_checker_catches_first_caption_only():
 ANSWERS = {  # computed from the formulas, independently of the stored digests
     "00.img_of_caption": 42 // 5,
     "01.tokens_384": tuple((384 // (4 * 2**s)) ** 2 for s in (1, 2, 3)),
-    "04.lambda_above_one": "reset",
+    # lambda_MOM = 1.4 above lam_max = 1: the reset branch, m <- 0.9 m + 0.1 lam_reset, from m = 0.3
+    "04.reset_direction": "down" if 0.9 * 0.3 + 0.1 * 0.2 < 0.3 else "up",
     "05.collapse_loss": 2 * 58 * 0.2,
     "07.trigger_rows": math.floor(45 / 58 * 128) + 1,
     "08.gap": 1.2 - max(1.3, 0.9, 1.1),
@@ -309,6 +310,6 @@ def test_check_answer_tolerance_and_bad_input():
     assert check_answer("09.welch_t", 1.976) and check_answer("09.welch_t", 1.99)
     assert not check_answer("09.welch_t", 2.1)
     assert "whole numbers" in check_answer("07.trigger_rows", "many").message
-    assert "answer one of" in check_answer("04.lambda_above_one", "maybe").message
+    assert "answer one of" in check_answer("04.reset_direction", "maybe").message
     with pytest.raises(ValueError, match="unknown question"):
         check_answer("99.nothing", 1)

@@ -316,7 +316,7 @@ def test_scan_changes_under_an_offset_but_not_under_rotation_or_rescaling(direct
     assert (scan(img, txt * w, lens, direction) - s0).abs().max() > 1e-3
 
 
-# --- the gap readings of 05, 06 and 08 quote only what their cells printed (issue 9 item 7) --------
+# --- the readings of 03, 04, 05, 06 and 08 quote only what their cells printed (issue 9 item 7) ---
 
 _NUMBER = __import__("re").compile(r"[−-]?\d+\.\d+")
 
@@ -324,13 +324,16 @@ _NUMBER = __import__("re").compile(r"[−-]?\d+\.\d+")
 @pytest.mark.parametrize(
     "notebook, heading",
     [
-        ("05_training.ipynb", "The two gaps"),
+        ("05_training.ipynb", "What the long runs show"),
         ("06_evaluation_and_tables.ipynb", "Reading the tables"),
         ("08_feature_separation.ipynb", "The numbers of this run"),
         ("09_ablation.ipynb", "What the table says"),
-        ("05_training.ipynb", "Reading the warm-up table"),
         ("05_training.ipynb", "Reading the runs"),
         ("05_training.ipynb", "Reading the live run"),
+        ("03_feature_discriminability.ipynb", "**Comparison 1"),
+        ("03_feature_discriminability.ipynb", "DAIM's $s = 0.1$ is a gentle push"),
+        ("03_feature_discriminability.ipynb", "With attention only"),
+        ("04_adaptive_margin.ipynb", "- **reference**"),
     ],
 )
 def test_every_decimal_of_the_gap_readings_is_printed_above(notebook, heading):

@@ -665,3 +665,95 @@ def test_without_umap_learn_the_projection_is_pca_and_says_so(monkeypatch, capsy
     xy, used = viz.project_2d(x, method="umap")
     assert used == "pca" and "PCA instead" in capsys.readouterr().out
     assert np.allclose(xy, viz.project_2d(x, method="pca")[0])
+
+
+# --- notebook 03: token cosines per level; notebook 05: the collapse, on one colour scale ---------
+
+
+def _level_sets():
+    rng = np.random.default_rng(1)
+    off = [rng.normal(size=(4, 9, 6)) + 2.0, rng.normal(size=(4, 4, 6))]
+    on = [rng.normal(size=(4, 9, 6)) + 1.0, rng.normal(size=(4, 4, 6))]
+    base = [rng.normal(size=(4, 9, 6)), rng.normal(size=(4, 4, 6)) - 0.5]
+    return {"hooks off": off, "FDM on": on, "baseline": base}
+
+
+def test_cosine_histograms_by_level_one_panel_per_level_and_pairs_counted_within_each_image():
+    sets = _level_sets()
+    fig = viz.plot_cosine_histograms_by_level(sets, ["low", "mid"], bins=15)
+    assert len(fig.axes) == 2
+    for k, ax in enumerate(fig.axes):
+        outlines = [p for p in ax.patches if not p.get_fill()]
+        assert len(outlines) == 3  # one outline per set
+        # each outline's bars add up to the pairs within each image: B * N(N-1)/2 token pairs per set
+        n_tok = sets["hooks off"][k].shape[1]
+        for outline in outlines:
+            xy = outline.get_xy()  # a step outline: (edge, 0), (edge, h0), (edge, h0), (edge, h1), ...
+            heights = xy[1 : 2 * 15 : 2, 1]
+            assert heights.sum() == 4 * n_tok * (n_tok - 1) // 2
+        # the title gives every set's mean cosine, in legend order, from an independent loop
+        means = []
+        for toks in sets.values():
+            x = np.asarray(toks[k], dtype=float)
+            vals = [
+                x[b, i] @ x[b, j] / (np.linalg.norm(x[b, i]) * np.linalg.norm(x[b, j]))
+                for b in range(x.shape[0])
+                for i in range(x.shape[1])
+                for j in range(i + 1, x.shape[1])
+            ]
+            means.append(f"{np.mean(vals):.3f}")
+        assert ax.get_title().endswith("mean cosine " + " / ".join(means))
+        # told apart by line style, not colour alone
+        assert len({p.get_linestyle() for p in outlines}) == 3
+
+
+def test_cosine_histograms_by_level_has_one_legend_that_overlaps_no_panel():
+    fig = viz.plot_cosine_histograms_by_level(_level_sets(), ["low", "mid"])
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    assert len(fig.legends) == 1 and all(ax.get_legend() is None for ax in fig.axes)
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert texts == ["hooks off (filled, solid)", "FDM on (dashed)", "baseline (dotted)"]
+    box = fig.legends[0].get_window_extent(renderer)
+    boxes = [ax.get_tightbbox(renderer) for ax in fig.axes]  # each panel with its labels and title
+    for b in boxes:
+        assert not box.overlaps(b), "the legend overlaps a panel"
+        assert b.width > 0.3 * fig.bbox.width  # panels are not squeezed
+    assert not boxes[0].overlaps(boxes[1]), "the two panels overlap"
+
+
+def test_cosine_histograms_by_level_refuses_a_set_with_the_wrong_number_of_levels():
+    sets = _level_sets()
+    sets["baseline"] = sets["baseline"][:1]
+    with pytest.raises(ValueError, match="1 levels of tokens but 2"):
+        viz.plot_cosine_histograms_by_level(sets, ["low", "mid"])
+
+
+def test_collapse_puts_every_score_matrix_on_one_scale_with_one_labelled_colour_bar():
+    rng = np.random.default_rng(2)
+    flat = 0.6 + 0.01 * rng.normal(size=(8, 8))  # a collapsed model: all scores nearly equal
+    spread = torch.tensor(0.4 * rng.normal(size=(8, 8)))
+    curves = {
+        "hardest": (np.arange(5), np.array([1.4, 1.2, 1.1, 1.05, 1.02])),
+        "sum": (np.arange(5), np.linspace(1, 0.6, 5)),
+    }
+    fig = viz.plot_collapse(curves, {"hardest": flat, "sum": spread})
+    panels = [a for a in fig.axes if a.images]
+    bars = [a for a in fig.axes if a.get_label() == "<colorbar>"]
+    assert len(panels) == 2 and len(bars) == 1
+    lo, hi = min(flat.min(), float(spread.min())), max(flat.max(), float(spread.max()))
+    for a in panels:
+        assert a.images[0].get_clim() == pytest.approx((lo, hi))  # shared vmin / vmax
+    np.testing.assert_allclose(panels[0].images[0].get_array(), flat)
+    assert "score" in bars[0].get_ylabel() and "same scale" in bars[0].get_ylabel()
+    loss_ax = fig.axes[0]
+    drawn = [ln for ln in loss_ax.lines if ln.get_label() in curves]
+    assert [ln.get_label() for ln in drawn] == ["hardest", "sum"]
+    assert drawn[0].get_linestyle() != drawn[1].get_linestyle()
+    np.testing.assert_allclose(drawn[1].get_ydata(), np.linspace(1, 0.6, 5))
+    assert any(np.allclose(ln.get_ydata(), 1.0) for ln in loss_ax.lines)  # the equal-scores line
+
+
+def test_collapse_needs_a_matrix():
+    with pytest.raises(ValueError, match="no score matrices"):
+        viz.plot_collapse({"a": ([0, 1], [1, 1])}, {})

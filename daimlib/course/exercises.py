@@ -717,14 +717,14 @@ QUESTIONS: dict[str, Question] = {
         "8ceef70ffdfbe3ba0cd8",
         "add the tokens of stages 2, 3 and 4 (notebook 01)",
     ),
-    "04.lambda_above_one": Question(
+    "04.reset_direction": Question(
         "04",
-        "The MOM's boundary λ_MOM comes out at 1.4. Which branch of the update rule runs: 'ema', 'reset' or "
-        "'unchanged'?",
+        "The margin is m = 0.3 and a step's boundary comes out at λ_MOM = 1.4. Does the update move the "
+        "margin 'up', 'down', or leave it 'unchanged'?",
         "choice",
-        "2d45a4f42e4e1e66f053",
-        "read step 4 of the MOM (spec section 4)",
-        options=("ema", "reset", "unchanged"),
+        "62e705997fa7c4db062f",
+        "read step 4 of the MOM: which branch runs above the cap λ_max = 1, and towards which value does it move m?",
+        options=("up", "down", "unchanged"),
     ),
     "11.embed_dim": Question(
         "11",

@@ -49,6 +49,8 @@ PALETTE = (
 )
 POS_COLOR, NEG_COLOR, BOUNDARY_COLOR = PALETTE[0], PALETTE[3], "#222222"
 GT_COLOR, OTHER_COLOR = PALETTE[1], "#BBBBBB"  # retrieval grids: the true match, the other results
+LINESTYLES = ("-", "--", ":", "-.")  # one per compared set: told apart by line, not only by colour
+LINE_NAMES = {"-": "solid", "--": "dashed", ":": "dotted", "-.": "dash-dot"}  # named in the legends
 PDF_ENV = "DAIM_FIGURES_PDF"  # "1": save_figure writes a PDF beside every PNG
 HEADROOM = 1.35  # count panel of plot_margin_evolution: y range above the batch size, for the legends
 # Axis labels with their units (scores are unitless: a sum of three level cosines, in [-3, 3]).
@@ -382,7 +384,8 @@ def plot_cosine_histograms(
 
     ``before``: tokens [N, C] or [B, N, C]. ``after``: the same shape, or a dict
     ``{label: tokens}`` to compare several settings (e.g. one per ContraNorm scale). The mean
-    cosine of each set is printed in its legend entry.
+    cosine of each set and its line style (the first set also filled) are printed in its legend
+    entry, so the sets are told apart without colour.
     """
     sets = {labels[0]: before}
     if isinstance(after, Mapping):
@@ -394,20 +397,19 @@ def plot_cosine_histograms(
     edges = np.linspace(min(c.min() for c in cos.values()), max(c.max() for c in cos.values()), bins + 1)
     colors = PALETTE
     for i, (k, c) in enumerate(cos.items()):
-        a.hist(
-            c,
-            bins=edges,
-            histtype="stepfilled",
-            alpha=0.35 if i == 0 else 0.25,
-            color=colors[i % len(colors)],
-        )
+        ls = LINESTYLES[i % len(LINESTYLES)]
+        if (
+            i == 0
+        ):  # the reference set filled; every set an outline with its own line style (no colour needed)
+            a.hist(c, bins=edges, histtype="stepfilled", alpha=0.3, color=colors[0])
         a.hist(
             c,
             bins=edges,
             histtype="step",
-            lw=1.5,
+            lw=1.8,
+            ls=ls,
             color=colors[i % len(colors)],
-            label=f"{k} (mean {c.mean():.3f})",
+            label=f"{k} (mean {c.mean():.3f}, {'filled, ' if i == 0 else ''}{LINE_NAMES[ls]})",
         )
     a.set(
         xlabel="cosine similarity of a token pair (-1 to 1)",
@@ -416,6 +418,110 @@ def plot_cosine_histograms(
     )
     legend_below(a, ncol=min(3, len(cos)))
     fig.tight_layout()
+    return fig
+
+
+def plot_cosine_histograms_by_level(
+    sets: Mapping[str, Sequence],
+    levels: Sequence[str],
+    bins: int = 40,
+    what: str = "token pairs within an image",
+) -> Figure:
+    """Pairwise token cosines of several models, one panel per level (the FDM in the image stream,
+    spec section 3).
+
+    ``sets``: ``{name: [tokens of level 0, tokens of level 1, ...]}``, each ``[B, N, C]`` (pairs are
+    taken within each of the B images); ``levels``: the panel names, one per entry of each list.
+    The first set is drawn filled (the reference), every set as an outline with its own line style,
+    so the sets are told apart without colour. Each panel's title gives the mean cosine of every set
+    in legend order; one legend for the figure, below the panels, where it covers nothing.
+    """
+    names = list(sets)
+    if not names:
+        raise ValueError("plot_cosine_histograms_by_level got no sets; pass {name: [tokens per level]}")
+    for name, toks in sets.items():
+        if len(toks) != len(levels):
+            raise ValueError(f"set {name!r} has {len(toks)} levels of tokens but {len(levels)} level names")
+    n = len(levels)
+    fig, axes = plt.subplots(1, n, figsize=(5.0 * n, 4.2), squeeze=False, layout="constrained")
+    for k, (a, level) in enumerate(zip(axes[0], levels)):
+        cos = {name: pairwise_cosines(sets[name][k]) for name in names}
+        edges = np.linspace(
+            min(c.min() for c in cos.values()), max(c.max() for c in cos.values()) + 1e-9, bins + 1
+        )
+        for i, (name, c) in enumerate(cos.items()):
+            color = PALETTE[i % len(PALETTE)]
+            if i == 0:
+                a.hist(c, bins=edges, histtype="stepfilled", alpha=0.3, color=color)
+            a.hist(
+                c,
+                bins=edges,
+                histtype="step",
+                lw=1.8,
+                ls=LINESTYLES[i % len(LINESTYLES)],
+                color=color,
+                label=name,
+            )
+        means = " / ".join(f"{c.mean():.3f}" for c in cos.values())
+        a.set(
+            xlabel="cosine of a token pair (-1 to 1)",
+            ylabel="token pairs (count)",
+            title=f"{level} level: {what}\nmean cosine {means}",
+        )
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(
+        handles,
+        [
+            f"{lab} ({'filled, ' if i == 0 else ''}{LINE_NAMES[LINESTYLES[i % len(LINESTYLES)]]})"
+            for i, lab in enumerate(labels)
+        ],
+        loc="outside lower center",
+        ncol=min(3, len(labels)),
+        fontsize=9,
+        frameon=False,
+    )
+    return fig
+
+
+def plot_collapse(
+    curves: Mapping[str, tuple],
+    matrices: Mapping[str, object],
+    cmap: str = "viridis",
+) -> Figure:
+    """The hardest-negative collapse (notebook 05): rescaled training losses and score matrices.
+
+    ``curves``: ``{run name: (steps, loss / loss at equal scores)}``, drawn with a dashed line at 1
+    ("no better than equal scores"); ``matrices``: ``{run name: S}`` ([B, B], rows images, columns
+    captions), one panel each, all on **one** colour scale (shared vmin / vmax) with one labelled
+    colour bar, so a flat matrix looks flat beside one with structure.
+    """
+    if not matrices:
+        raise ValueError("plot_collapse got no score matrices; pass {run name: S}")
+    mats = {k: to_numpy(v).astype(np.float64) for k, v in matrices.items()}
+    vmin = min(float(m.min()) for m in mats.values())
+    vmax = max(float(m.max()) for m in mats.values())
+    n = len(mats)
+    fig, axes = plt.subplots(
+        1, n + 1, figsize=(4.3 * (n + 1) + 0.8, 3.9), layout="constrained", width_ratios=[1.25] + [1] * n
+    )
+    a = axes[0]
+    for i, (name, (xs, ys)) in enumerate(curves.items()):
+        a.plot(
+            to_numpy(xs),
+            to_numpy(ys),
+            color=PALETTE[i % len(PALETTE)],
+            ls=LINESTYLES[i % len(LINESTYLES)],
+            lw=1.6,
+            label=name,
+        )
+    a.axhline(1.0, color=BOUNDARY_COLOR, ls=(0, (2, 3)), lw=1, label="equal scores (ratio 1)")
+    a.set(xlabel=STEP_LABEL, ylabel="loss / its value at equal scores", title="training loss, rescaled")
+    a.legend(fontsize=8, loc="best")
+    for ax, (name, m) in zip(axes[1:], mats.items()):
+        im = ax.imshow(m, cmap=cmap, vmin=vmin, vmax=vmax)
+        ax.set(title=f"{name}:\nS on a val batch", xlabel="caption", ylabel="image")
+    bar = fig.colorbar(im, ax=list(axes[1:]), fraction=0.05, shrink=0.9)
+    bar.set_label("score S, same scale in every panel")
     return fig
 
 
