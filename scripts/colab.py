@@ -101,7 +101,11 @@ def update(nb: dict, filename: str, owner: str = OWNER) -> dict:
         del cells[i]
     if _src(cell) != source or cell.get("outputs"):
         cell.update(source=_lines(source), outputs=[], execution_count=None)
-    cell["metadata"] = {k: v for k, v in cell.get("metadata", {}).items() if k in ("tags",)} | {KEY: ROLE}
+        cell.get("metadata", {}).pop("execution", None)
+    # an executed cell (make refresh-notebooks) keeps its count and timing metadata: it is up to date
+    keep = ("tags", "execution")
+    cell["metadata"] = {k: v for k, v in cell.get("metadata", {}).items() if k in keep or k == KEY}
+    cell["metadata"][KEY] = ROLE
     cell.setdefault("outputs", [])
     cell.setdefault("execution_count", None)
     header = next((i for i, c in enumerate(cells) if c.get("metadata", {}).get(KEY) == "header"), first_md)

@@ -48,6 +48,21 @@ def test_running_twice_changes_nothing_the_second_time(copies):
     assert colab.main([*map(str, paths), "--check"]) == 0
 
 
+def test_an_executed_install_cell_is_up_to_date_and_an_edited_one_is_rewritten():
+    """Re-executing the notebooks (make refresh-notebooks) gives the cell a count and timing metadata:
+    that is no change for --check; an edited cell gets the script's source back and loses both."""
+    nb = colab.update(json.loads(NOTEBOOKS[0].read_text()), NOTEBOOKS[0].name)
+    cell = next(c for c in nb["cells"] if c["metadata"].get(colab.KEY) == colab.ROLE)
+    cell["execution_count"], cell["metadata"]["execution"] = 3, {"iopub.status.idle": "then"}
+    again = colab.update(nb, NOTEBOOKS[0].name)
+    assert colab.dumps(again) == colab.dumps(nb)
+    cell["source"] = ["print('edited')\n"]
+    fixed = colab.update(nb, NOTEBOOKS[0].name)
+    new = next(c for c in fixed["cells"] if c["metadata"].get(colab.KEY) == colab.ROLE)
+    assert _src(new) == colab.install_source(NOTEBOOKS[0].name[:2])
+    assert new["execution_count"] is None and "execution" not in new["metadata"]
+
+
 def test_check_reports_an_untouched_notebook_without_writing_it(tmp_path):
     nb = tmp_path / NOTEBOOKS[0].name
     shutil.copy(NOTEBOOKS[0], nb)
@@ -75,7 +90,7 @@ def test_badge_and_install_cell_in_place(copies, name):
         assert k == 1
     params = next(i for i, c in enumerate(cells) if "parameters" in c.get("metadata", {}).get("tags", []))
     assert k < params
-    assert cells[k]["outputs"] == [] and cells[k]["execution_count"] is None
+    assert cells[k]["outputs"] == [], "the install cell prints nothing outside Colab"
     # every other cell is the committed one (ids and outputs kept); only a hand-written install cell goes
     kept = [c for c in original if '"google.colab" in sys.modules' not in _src(c)]
     others = [c for i, c in enumerate(cells) if i != k]
