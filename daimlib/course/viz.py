@@ -1022,8 +1022,9 @@ def _runs_panel(ax, runs: pd.DataFrame, table: pd.DataFrame, metric: str, palett
         [table["mean"] - table["ci_lo"], table["ci_hi"] - table["mean"]],
         label=f"mean ± {confidence:.0%} interval",
     )
-    lo = float(min(runs[metric].min(), table["ci_lo"].min()))
-    hi = float(max(runs[metric].max(), table["ci_hi"].max()))
+    # a variant with one seed has no finite interval: the axis then spans the runs alone
+    ends = np.concatenate([runs[metric], table["ci_lo"], table["ci_hi"]]).astype(float)
+    lo, hi = float(np.min(ends[np.isfinite(ends)])), float(np.max(ends[np.isfinite(ends)]))
     pad = 0.06 * (hi - lo or 1.0)
     ax.set_xlim(lo - pad, hi + pad)
     ax.set(
