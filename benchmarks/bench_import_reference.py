@@ -2,7 +2,7 @@
 
 Builds a random checkpoint in the authors' Lightning layout from the full-size key table
 (``tests/fixtures/reference_checkpoints/daim_keys.tsv``: Swin-B + BERT-base, 579 entries, 199 M
-parameters; :func:`daimlib.reference_synth.write_synthetic_reference`) in a temporary folder, then
+parameters; ``write_synthetic_reference`` in ``tests/reference_synth.py``) in a temporary folder, then
 times ``python -m daimlib import-reference`` on it in a fresh process (what a user runs), and one
 CPU forward of the imported model at batch 1 (1 image, 1 caption). Nothing is kept.
 ``--quick``: the tiny DAIM fixture instead (seconds). Usage::
@@ -22,6 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # the synthetic reference checkpoint is a test helper
 FIX = ROOT / "tests" / "fixtures" / "reference_checkpoints"
 
 
@@ -30,9 +31,9 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="the tiny fixture instead of a full-size file")
     args = ap.parse_args(argv)
     import torch
+    from reference_synth import write_synthetic_reference
 
     from daimlib.checkpoint import load_model
-    from daimlib.reference_synth import write_synthetic_reference
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -801,53 +801,67 @@ COMMANDS = {
 }
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse(parser: argparse.ArgumentParser, argv):
+    """Parsed arguments, or the exit code argparse chose: --help exits 0, a bad argument returns 2."""
     try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as e:  # --help exits 0 as argparse does; a bad argument (e.g. --set) returns 2
+        return parser.parse_args(argv)
+    except SystemExit as e:
         if e.code in (0, None):
             raise
         return int(e.code) if isinstance(e.code, int) else 2
-    quiet = args.quiet or int(os.environ.get("RANK", "0")) > 0  # under torchrun, rank 0 speaks
-    args.quiet = quiet
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(name)s: %(message)s")
-    from .checkpoint import DISK_ERRNOS, CheckpointError
+
+
+def _os_error_message(e: OSError) -> str | None:
+    """What to tell the user about a path or a disk the file system refused; None: not the user's."""
+    import errno
+
+    from .checkpoint import DISK_ERRNOS
     from .paths import display_path
+
+    where = f" {display_path(e.filename)}" if e.filename else ""
+    path_problems = {
+        errno.ENAMETOOLONG: "a name in the path is longer than the file system allows (255 bytes)",
+        errno.ENOTDIR: "a part of the path is a file, not a folder",
+        errno.EISDIR: "it is a folder where a file was expected",
+    }
+    if e.errno in path_problems:
+        return f"cannot use{where}: {path_problems[e.errno]}; choose another path"
+    if e.errno in DISK_ERRNOS:  # full, read-only, not writable
+        return f"cannot write{where}: {e.strerror}; free space, make the folder writable or choose another folder"
+    return None
+
+
+def run_cli(parser: argparse.ArgumentParser, commands: dict, argv: list[str] | None = None) -> int:
+    """Parse, run ``commands[args.command]`` and turn a user's mistake into ``error: ...`` and exit code 2.
+
+    The one command-line wrapper of ``python -m daimlib`` and ``python -m experiments``: errors a user can
+    cause (a bad value, a missing or existing file, a refused checkpoint, missing pretrained weights, a
+    diverged run, a full disk or an impossible path) carry a message saying what to do and are shown
+    without a traceback; anything else is a bug and keeps its traceback. Under torchrun only rank 0 speaks.
+    """
+    args = _parse(parser, argv)
+    if isinstance(args, int):
+        return args
+    args.quiet = getattr(args, "quiet", False) or int(os.environ.get("RANK", "0")) > 0
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(name)s: %(message)s")
+    from .checkpoint import CheckpointError
     from .train import NonFiniteError, PretrainedWeightsError
 
+    user_errors = (ValueError, FileNotFoundError, FileExistsError, CheckpointError)
     try:
-        return COMMANDS[args.command](args)
-    except (
-        ValueError,
-        FileNotFoundError,
-        FileExistsError,
-        CheckpointError,
-        PretrainedWeightsError,
-        NonFiniteError,
-    ) as e:
-        # errors a user can cause carry a message saying what to do: show it without a traceback
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # a disk the user's folder is on: full, read-only, not writable
-        import errno
-
-        where = f" {display_path(e.filename)}" if e.filename else ""
-        if e.errno in (errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR):  # a path the file system refuses
-            what = {
-                errno.ENAMETOOLONG: "a name in the path is longer than the file system allows (255 bytes)",
-                errno.ENOTDIR: "a part of the path is a file, not a folder",
-                errno.EISDIR: "it is a folder where a file was expected",
-            }[e.errno]
-            print(f"error: cannot use{where}: {what}; choose another path", file=sys.stderr)
-            return 2
-        if e.errno not in DISK_ERRNOS:
+        return commands[args.command](args)
+    except (*user_errors, PretrainedWeightsError, NonFiniteError) as e:
+        message = str(e)
+    except OSError as e:
+        message = _os_error_message(e)
+        if message is None:
             raise
-        print(
-            f"error: cannot write{where}: {e.strerror}; free space, make the folder writable or choose another "
-            "folder",
-            file=sys.stderr,
-        )
-        return 2
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(build_parser(), COMMANDS, argv)
 
 
 if __name__ == "__main__":

@@ -7,11 +7,10 @@ orchestrate many runs. They share its argument helpers (``--set``, ``--config``,
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
-from daimlib.__main__ import add_config_args, config_overrides, device_arg
+from daimlib.__main__ import add_config_args, config_overrides, device_arg, run_cli
 
 EPILOG = """\
 examples:
@@ -163,28 +162,7 @@ COMMANDS = {"ablate": cmd_ablate, "ablate-combine": cmd_ablate_combine, "demo-mo
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as e:  # --help exits 0 as argparse does; a bad argument (e.g. --set) returns 2
-        if e.code in (0, None):
-            raise
-        return int(e.code) if isinstance(e.code, int) else 2
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(name)s: %(message)s")
-    from daimlib.checkpoint import CheckpointError
-    from daimlib.train import NonFiniteError, PretrainedWeightsError
-
-    try:
-        return COMMANDS[args.command](args)
-    except (
-        ValueError,
-        FileNotFoundError,
-        FileExistsError,
-        CheckpointError,
-        PretrainedWeightsError,
-        NonFiniteError,
-    ) as e:  # a user's mistake: the message, no traceback
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_cli(build_parser(), COMMANDS, argv)
 
 
 if __name__ == "__main__":

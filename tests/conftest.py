@@ -41,6 +41,16 @@ def demo_root(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="session")
+def default_demo_root(tmp_path_factory):
+    """The default demo dataset (what ``make-demo-data`` writes: 500 test images), generated once per session
+    (about 15 s) for the tests that need its real sizes. Read-only: copy it before changing anything."""
+    root = tmp_path_factory.getbasetemp() / "demo_default" / "demo"
+    if not (root / "dataset_demo.json").exists():
+        make_demo_dataset(root, seed=0, progress=False)
+    return root
+
+
 @pytest.fixture
 def other_demo_data(demo_root, tmp_path):
     """A copy of :func:`demo_root` with one caption changed: the same layout and sizes, other data."""

@@ -77,10 +77,8 @@ def test_every_caption_is_true_of_its_own_image_and_most_of_no_other(small):
 
 
 @pytest.mark.slow
-def test_default_test_split_has_at_least_90_percent_unique_captions(tmp_path):
-    root = tmp_path / "demo"
-    make_demo_dataset(root, seed=0, progress=False)
-    split = load_split(load_preset("demo").data, root, "test")
+def test_default_test_split_has_at_least_90_percent_unique_captions(default_demo_root):
+    split = load_split(load_preset("demo").data, default_demo_root, "test")
     assert split.n_images == 500 and split.n_captions == 2500
     assert caption_uniqueness(split) >= 0.90
 

@@ -15,7 +15,7 @@ from daimlib import runs
 from daimlib.checkpoint import load_checkpoint_tokenizer, load_model
 from daimlib.config import DAIMConfig, load_preset
 from daimlib.course import demo_models
-from daimlib.data import load_split, make_demo_dataset
+from daimlib.data import load_split
 from daimlib.data.tokenizer import load_tokenizer
 from daimlib.evaluate import evaluate
 from daimlib.model import dead_weight_rows
@@ -121,24 +121,17 @@ def test_every_shipped_arm_is_its_preset_as_it_is_today():
         )
 
 
-@pytest.fixture(scope="module")
-def regenerated_demo(tmp_path_factory):
-    root = tmp_path_factory.mktemp("demo_full") / "demo"
-    make_demo_dataset(root, progress=False)
-    return root
-
-
 @pytest.mark.docs
 @pytest.mark.slow  # generates the full demo data (15 s) and evaluates three models on 500 test images
 @pytest.mark.parametrize("arm", SHIPPED_ARMS)
-def test_shipped_model_reproduces_its_recorded_test_metrics(arm, regenerated_demo):
+def test_shipped_model_reproduces_its_recorded_test_metrics(arm, default_demo_root):
     rec = json.loads((SHIPPED / arm / "metrics.json").read_text())
     model = load_model(SHIPPED / arm / "best")
-    assert runs.data_identity(regenerated_demo, model.cfg)["sha256"] == rec["data"]["sha256"], (
+    assert runs.data_identity(default_demo_root, model.cfg)["sha256"] == rec["data"]["sha256"], (
         "the regenerated demo data differ from those the model was measured on"
     )
     tokenizer = load_checkpoint_tokenizer(SHIPPED / arm / "best")  # the one shipped with the model
-    got = demo_models.test_metrics(model, model.cfg, regenerated_demo, tokenizer=tokenizer)
+    got = demo_models.test_metrics(model, model.cfg, default_demo_root, tokenizer=tokenizer)
     for k in demo_models.METRIC_KEYS:  # CPU float differences can move a tie: 0.2 points per recall
         assert got[k] == pytest.approx(rec["test"][k], abs=0.6 if k == "rsum" else 0.2), k
 

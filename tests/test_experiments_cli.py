@@ -102,3 +102,43 @@ def test_demo_models_stopped_or_unexportable_exits_non_zero_and_says_why(monkeyp
     monkeypatch.setattr(dm, "main_export", refused)
     assert main(["demo-models", "--arms", "demo", "-q"]) == 1
     assert "is not exported" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "error, shown",
+    [
+        (ValueError("--seeds must be at least 1"), "error: --seeds must be at least 1"),
+        (
+            OSError(28, "No space left on device", "runs/ablation/runs.csv"),
+            "cannot write runs/ablation/runs.csv",
+        ),
+        (OSError(36, "File name too long", "runs/" + "x" * 300), "longer than the file system allows"),
+    ],
+)
+def test_both_command_lines_share_one_error_wrapper(monkeypatch, capsys, error, shown):
+    """A user's mistake (a bad value, a full disk, an impossible path) is one line on stderr and exit code 2,
+    in ``python -m experiments`` as in ``python -m daimlib``; another OSError is a bug and propagates."""
+    import daimlib.__main__ as library_cli
+    import experiments.__main__ as experiments_cli
+
+    def failing(args):
+        raise error
+
+    for cli in (library_cli, experiments_cli):
+        monkeypatch.setitem(cli.COMMANDS, "presets" if cli is library_cli else "ablate-combine", failing)
+    assert library_cli.main(["presets"]) == 2
+    assert shown in capsys.readouterr().err
+    assert experiments_cli.main(["ablate-combine", "runs.csv", "--out", "runs/combined"]) == 2
+    err = capsys.readouterr().err
+    assert shown in err and "Traceback" not in err
+
+
+def test_an_os_error_that_is_not_the_users_keeps_its_traceback(monkeypatch):
+    import experiments.__main__ as experiments_cli
+
+    def failing(args):
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+    monkeypatch.setitem(experiments_cli.COMMANDS, "ablate-combine", failing)
+    with pytest.raises(ConnectionResetError):
+        experiments_cli.main(["ablate-combine", "runs.csv", "--out", "runs/combined"])

@@ -256,3 +256,31 @@ def test_leaf_modules_import_no_kit_module():
     g = import_graph()
     for leaf in LEAVES:
         assert g[leaf] == set(), (leaf, g[leaf])
+
+
+MAX_FUNCTION_LINES = 80
+
+
+def _long_functions(source: str, name: str) -> list[str]:
+    """``name:function (lines)`` for every function of ``source`` longer than the limit (docstring included)."""
+    out = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            lines = node.end_lineno - node.lineno + 1
+            if lines > MAX_FUNCTION_LINES:
+                out.append(f"{name}:{node.name} ({lines})")
+    return out
+
+
+def test_no_function_in_the_kit_is_over_80_lines():
+    """Library, course layer, experiments and scripts: a function a reader takes in at once (benchmarks apart)."""
+    files = [p for d in ("daimlib", "experiments", "scripts") for p in sorted((REPO / d).rglob("*.py"))]
+    assert len(files) > 50
+    long = [f for p in files for f in _long_functions(p.read_text(), str(p.relative_to(REPO)))]
+    assert not long, f"split these functions: {long}"
+
+
+def test_the_length_rule_counts_a_long_function_and_spares_a_short_one():
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES))
+    assert _long_functions(f"def long():\n{body}\n", "m") == [f"m:long ({MAX_FUNCTION_LINES + 1})"]
+    assert _long_functions(f"def short():\n{body[: body.rindex(chr(10))]}\n", "m") == []

@@ -471,7 +471,7 @@ def test_cli_imports_lists_globals_and_turns_errors_into_exit_2(tmp_path, capsys
 
 
 def test_synthetic_buffers_equal_the_ones_the_reference_code_computed():
-    from daimlib.reference_synth import relative_position_index, shifted_window_mask
+    from reference_synth import relative_position_index, shifted_window_mask
 
     sd = _raw("daim")["state_dict"]
     masks = [k for k in sd if k.endswith("attn_mask")]
@@ -487,7 +487,7 @@ def test_synthetic_buffers_equal_the_ones_the_reference_code_computed():
 @pytest.mark.slow
 @pytest.mark.parametrize("family", ["daim", "hat"])
 def test_a_full_size_random_checkpoint_in_the_reference_layout_imports_and_runs(family, tmp_path):
-    from daimlib.reference_synth import write_synthetic_reference
+    from reference_synth import write_synthetic_reference
 
     path = write_synthetic_reference(FIX / f"{family}_keys.tsv", tmp_path / "full.ckpt", family=family)
     res = R.import_reference(path, out=tmp_path / "kit")  # BERT-base: 768 / 64 = 12 heads, nothing told

@@ -92,3 +92,25 @@ def test_the_legend_sits_below_both_panels_not_on_the_runs(drawn):
     assert box.y0 >= 0 and box.x0 >= 0 and box.x1 <= drawn.bbox.width + 1, (
         "the legend is cut off at the figure's edge"
     )
+
+
+def test_one_seed_per_variant_draws_the_runs_without_intervals():
+    """A first ablation with --seeds 1 has no interval (NaN): the plot still draws, its axis spans the runs."""
+    import matplotlib.pyplot as plt
+
+    runs = pd.DataFrame(
+        [
+            {"variant": v, "seed": 0, "rsum": x}
+            for v, x in {"baseline": 250.0, "fdm": 262.0, "no_low": 221.0}.items()
+        ]
+    )
+    table = powered_summary(runs, reference="baseline", metric="rsum")
+    assert not np.isfinite(table["ci_lo"]).any()  # the case: no finite interval from one seed
+    fig = plot_ablation(runs, table)
+    fig.canvas.draw()
+    lo, hi = fig.axes[0].get_xlim()
+    assert np.isfinite([lo, hi]).all() and lo < 221.0 and hi > 262.0
+    # the right panel: one paired difference per variant other than the reference, at 262-250 and 221-250
+    dots = np.concatenate([c.get_offsets()[:, 0] for c in fig.axes[1].collections if len(c.get_offsets())])
+    assert sorted(np.round(dots, 6)) == [-29.0, 12.0]
+    plt.close(fig)

@@ -215,6 +215,104 @@ def _new_axes(ax, n: int, figsize):
 # --- margin optimisation module ------------------------------------------------------------
 
 
+def _rolling_mean(series, smooth: int) -> np.ndarray:
+    """Rolling mean of a pandas series over ``smooth`` rows (one row at least), as a numpy array."""
+    return series.rolling(max(1, smooth), min_periods=1).mean().to_numpy()
+
+
+def _margin_panel(ax, df, x, margin_col: str) -> None:
+    """Panel 1 of :func:`plot_margin_evolution`: the margin m and lambda_MOM where the MOM acted."""
+    ax.plot(x, df[margin_col].to_numpy(), color=BOUNDARY_COLOR, lw=2, label="margin $m$")
+    lam_col, act_col = _find_column(df, "lam"), _find_column(df, "active")
+    if lam_col is not None:
+        lam = df[lam_col].to_numpy(dtype=float)
+        keep = np.isfinite(lam)
+        if act_col is not None:
+            keep &= df[act_col].to_numpy().astype(bool)
+        ax.scatter(
+            x[keep],
+            lam[keep],
+            s=8,
+            color=NEG_COLOR,
+            alpha=0.6,
+            label=rf"boundary $\lambda_{{\text{{MOM}}}}$ (steps it acted: {int(keep.sum())})",
+        )
+    ax.set(xlabel=STEP_LABEL, ylabel="margin, boundary (score units)", title="margin and boundary")
+    legend_below(ax, ncol=1)
+
+
+def _score_panel(ax, df, x, smooth: int) -> None:
+    """Panel 2 of :func:`plot_margin_evolution`: mean +/- std of the p_i and of the statistic n_i."""
+    names = {
+        "pos": r"positives $p_i = S_{ii}$",
+        "neg": r"negative statistic $n_i$ ($m$ minus a gap; not a score)",
+    }
+    for key, color in (("pos", POS_COLOR), ("neg", NEG_COLOR)):
+        mu_col, sd_col = _find_column(df, f"mu_{key}"), _find_column(df, f"sigma_{key}")
+        if mu_col is None:
+            continue
+        mu = _rolling_mean(df[mu_col].astype(float), smooth)
+        ax.plot(x, mu, color=color, label=names[key] + r" $\mu \pm \sigma$")
+        if sd_col is not None:
+            sd = _rolling_mean(df[sd_col].astype(float), smooth)
+            ax.fill_between(x, mu - sd, mu + sd, color=color, alpha=0.2)
+    ax.set(xlabel=STEP_LABEL, ylabel=SCORE_LABEL, title="the two samples the MOM fits")
+    legend_below(ax, ncol=1)
+
+
+def _count_curves(ax, df, x, smooth: int) -> None:
+    """The rows ranked right per batch (raw and smoothed when ``smooth`` > 1), if the history has them."""
+    corr_col = _find_column(df, "n_correct")
+    if corr_col is None:
+        return
+    counts = df[corr_col].astype(float)
+    if smooth > 1:  # the raw counts too: single steps above the trigger stay visible under the rolling mean
+        ax.plot(
+            x, counts.to_numpy(), color=PALETTE[4], lw=0.5, alpha=0.3, label="rows ranked right, per step"
+        )
+    ax.plot(
+        x,
+        _rolling_mean(counts, smooth),
+        color=PALETTE[4],
+        lw=2,
+        label=f"rows ranked right (mean of {smooth} steps)" if smooth > 1 else "rows ranked right",
+    )
+
+
+def _activation_rate_axis(ax, df, x, act_col: str) -> tuple[list, list]:
+    """A right y axis on ``ax`` with the running fraction of steps the MOM acted; its legend entries."""
+    rate = df[act_col].astype(float).expanding().mean().to_numpy()
+    right = ax.twinx()
+    right.plot(
+        x, rate, color=PALETTE[2], lw=1.2, ls="-.", label="fraction of steps the MOM acted (running)"
+    )  # dash-dot: a count curve under it stays visible
+    right.set_ylim(-0.02, HEADROOM)
+    right.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
+    right.set_ylabel("fraction of steps (0-1)")
+    right.grid(False)
+    return right.get_legend_handles_labels()
+
+
+def _activation_panel(ax, df, x, smooth: int, trigger) -> None:
+    """Panel 3 of :func:`plot_margin_evolution`: rows ranked right, the trigger and the activation rate."""
+    _count_curves(ax, df, x, smooth)
+    if trigger is not None:
+        ax.axhline(float(trigger), color="k", ls="--", lw=1, label=f"trigger > {float(trigger):.4g}")
+    ax.set(xlabel=STEP_LABEL, ylabel="rows ranked right (per batch)", title="MOM activation")
+    rows_col = _find_column(df, "n_rows")
+    if rows_col is not None:
+        ax.set_ylim(0, HEADROOM * float(df[rows_col].max()))  # room above for the legends
+    elif ax.lines:
+        ax.set_ylim(bottom=0)
+    handles, labels = ax.get_legend_handles_labels()
+    act_col = _find_column(df, "active")
+    if act_col is not None:
+        h2, l2 = _activation_rate_axis(ax, df, x, act_col)
+        handles, labels = handles + h2, labels + l2
+    if handles:  # one legend for both y axes, under the panel
+        legend_below(ax, ncol=1, handles=handles, labels=labels)
+
+
 def plot_margin_evolution(history_df, trigger=None, ax=None, smooth: int = 1) -> Figure:
     """The MOM over training (spec section 4): three panels against the training step.
 
@@ -236,83 +334,9 @@ def plot_margin_evolution(history_df, trigger=None, ax=None, smooth: int = 1) ->
     x = df[step_col].to_numpy() if step_col else np.arange(len(df))
     margin_col = _find_column(df, "margin", required=True)
     fig, (a0, a1, a2) = _new_axes(ax, 3, (13, 4.2))
-
-    def sm(series):
-        return series.rolling(max(1, smooth), min_periods=1).mean().to_numpy()
-
-    a0.plot(x, df[margin_col].to_numpy(), color=BOUNDARY_COLOR, lw=2, label="margin $m$")
-    lam_col, act_col = _find_column(df, "lam"), _find_column(df, "active")
-    if lam_col is not None:
-        lam = df[lam_col].to_numpy(dtype=float)
-        keep = np.isfinite(lam)
-        if act_col is not None:
-            keep &= df[act_col].to_numpy().astype(bool)
-        a0.scatter(
-            x[keep],
-            lam[keep],
-            s=8,
-            color=NEG_COLOR,
-            alpha=0.6,
-            label=rf"boundary $\lambda_{{\text{{MOM}}}}$ (steps it acted: {int(keep.sum())})",
-        )
-    a0.set(xlabel=STEP_LABEL, ylabel="margin, boundary (score units)", title="margin and boundary")
-    legend_below(a0, ncol=1)
-
-    names = {
-        "pos": r"positives $p_i = S_{ii}$",
-        "neg": r"negative statistic $n_i$ ($m$ minus a gap; not a score)",
-    }
-    for key, color in (("pos", POS_COLOR), ("neg", NEG_COLOR)):
-        mu_col, sd_col = _find_column(df, f"mu_{key}"), _find_column(df, f"sigma_{key}")
-        if mu_col is None:
-            continue
-        mu = sm(df[mu_col].astype(float))
-        a1.plot(x, mu, color=color, label=names[key] + r" $\mu \pm \sigma$")
-        if sd_col is not None:
-            sd = sm(df[sd_col].astype(float))
-            a1.fill_between(x, mu - sd, mu + sd, color=color, alpha=0.2)
-    a1.set(xlabel=STEP_LABEL, ylabel=SCORE_LABEL, title="the two samples the MOM fits")
-    legend_below(a1, ncol=1)
-
-    corr_col = _find_column(df, "n_correct")
-    if corr_col is not None:
-        counts = df[corr_col].astype(float)
-        if (
-            smooth > 1
-        ):  # the raw counts too: single steps above the trigger stay visible under the rolling mean
-            a2.plot(
-                x, counts.to_numpy(), color=PALETTE[4], lw=0.5, alpha=0.3, label="rows ranked right, per step"
-            )
-        a2.plot(
-            x,
-            sm(counts),
-            color=PALETTE[4],
-            lw=2,
-            label=f"rows ranked right (mean of {smooth} steps)" if smooth > 1 else "rows ranked right",
-        )
-    if trigger is not None:
-        a2.axhline(float(trigger), color="k", ls="--", lw=1, label=f"trigger > {float(trigger):.4g}")
-    a2.set(xlabel=STEP_LABEL, ylabel="rows ranked right (per batch)", title="MOM activation")
-    rows_col = _find_column(df, "n_rows")
-    if rows_col is not None:
-        a2.set_ylim(0, HEADROOM * float(df[rows_col].max()))  # room above for the legends
-    elif a2.lines:
-        a2.set_ylim(bottom=0)
-    handles, labels = a2.get_legend_handles_labels()
-    if act_col is not None:
-        rate = df[act_col].astype(float).expanding().mean().to_numpy()
-        a2r = a2.twinx()
-        a2r.plot(
-            x, rate, color=PALETTE[2], lw=1.2, ls="-.", label="fraction of steps the MOM acted (running)"
-        )  # dash-dot: a count curve under it stays visible
-        a2r.set_ylim(-0.02, HEADROOM)
-        a2r.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
-        a2r.set_ylabel("fraction of steps (0-1)")
-        a2r.grid(False)
-        h2, l2 = a2r.get_legend_handles_labels()
-        handles, labels = handles + h2, labels + l2
-    if handles:  # one legend for both y axes, under the panel
-        legend_below(a2, ncol=1, handles=handles, labels=labels)
+    _margin_panel(a0, df, x, margin_col)
+    _score_panel(a1, df, x, smooth)
+    _activation_panel(a2, df, x, smooth, trigger)
     fig.tight_layout()
     return fig
 
@@ -775,6 +799,61 @@ def plot_score_matrices(
     return fig
 
 
+def _framed_result(ax, image, title: str, hit: bool) -> None:
+    """One retrieved image without ticks, titled; framed in ``GT_COLOR`` and labelled when it is the true one."""
+    ax.imshow(_as_image(image))
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for sp in ax.spines.values():
+        sp.set_visible(True)
+        sp.set_color(GT_COLOR if hit else OTHER_COLOR)
+        sp.set_linewidth(4 if hit else 1)
+    ax.set_title(title, fontsize=8)
+    if hit:
+        ax.set_xlabel("✓ true image", fontsize=8, fontweight="bold", color="black")
+
+
+def _t2i_row(row, images, caption: str, col_scores: np.ndarray, k: int, true_image) -> None:
+    """One text-to-image row: the caption's k best images, the true one framed or its rank noted."""
+    order = np.argsort(-col_scores, kind="stable")
+    top = order[:k]
+    for c, i in enumerate(top):
+        hit = true_image is not None and true_image == i
+        _framed_result(row[c], images[i], f"#{c + 1}  {col_scores[i]:.3f}", hit)
+    if true_image is not None and true_image not in top:
+        rank = int(np.flatnonzero(order == true_image)[0]) + 1
+        row[-1].text(
+            1.08,
+            0.5,
+            f"true image\nnot in the top {k}\n(its rank: {rank}\nof {len(col_scores)})",
+            transform=row[-1].transAxes,
+            ha="left",
+            va="center",
+            fontsize=8,
+        )
+    row[0].set_ylabel(textwrap.fill(caption, 22), fontsize=7, rotation=0, ha="right", va="center")
+
+
+def _i2t_row(row, image, captions: Sequence[str], row_scores: np.ndarray, q: int, k: int, gt) -> None:
+    """One image-to-text row: the image, then its k best captions ticked ``[x]`` when true, with a note."""
+    row[0].imshow(_as_image(image))
+    row[0].axis("off")
+    ranked = np.argsort(-row_scores, kind="stable")
+    top = ranked[:k]
+    lines = []
+    for c, j in enumerate(top):
+        mark = "[x]" if gt is not None and gt[j] == q else "[ ]"
+        lines.append(f"{mark} #{c + 1} {row_scores[j]:.3f}  {textwrap.shorten(captions[j], 60)}")
+    true_caps = np.flatnonzero(gt == q) if gt is not None else []
+    if len(true_caps) and not np.isin(top, true_caps).any():
+        ranks = np.flatnonzero(np.isin(ranked, true_caps)) + 1
+        lines.append(
+            f"no true caption in the top {k} (best true caption: rank {ranks[0]} of {len(row_scores)})"
+        )
+    row[1].axis("off")
+    row[1].text(0, 0.5, "\n".join(lines), va="center", fontsize=8, family="monospace")
+
+
 def plot_retrieval_grid(
     images,
     captions: Sequence[str],
@@ -812,35 +891,7 @@ def plot_retrieval_grid(
             squeeze=False,
         )
         for r, q in enumerate(queries):
-            order = np.argsort(-s[:, q], kind="stable")
-            top = order[:k]
-            for c, i in enumerate(top):
-                a = axes[r, c]
-                a.imshow(_as_image(images[i]))
-                a.set_xticks([])
-                a.set_yticks([])
-                hit = gt is not None and gt[q] == i
-                for sp in a.spines.values():
-                    sp.set_visible(True)
-                    sp.set_color(GT_COLOR if hit else OTHER_COLOR)
-                    sp.set_linewidth(4 if hit else 1)
-                a.set_title(f"#{c + 1}  {s[i, q]:.3f}", fontsize=8)
-                if hit:
-                    a.set_xlabel("✓ true image", fontsize=8, fontweight="bold", color="black")
-            if gt is not None and gt[q] not in top:
-                rank = int(np.flatnonzero(order == gt[q])[0]) + 1
-                axes[r, -1].text(
-                    1.08,
-                    0.5,
-                    f"true image\nnot in the top {k}\n(its rank: {rank}\nof {n_img})",
-                    transform=axes[r, -1].transAxes,
-                    ha="left",
-                    va="center",
-                    fontsize=8,
-                )
-            axes[r, 0].set_ylabel(
-                textwrap.fill(captions[q], 22), fontsize=7, rotation=0, ha="right", va="center"
-            )
+            _t2i_row(axes[r], images, captions[q], s[:, q], k, None if gt is None else gt[q])
     else:
         k = min(k, n_cap)
         fig, axes = plt.subplots(
@@ -851,21 +902,7 @@ def plot_retrieval_grid(
             gridspec_kw={"width_ratios": [1, 3]},
         )
         for r, q in enumerate(queries):
-            axes[r, 0].imshow(_as_image(images[q]))
-            axes[r, 0].axis("off")
-            top = np.argsort(-s[q], kind="stable")[:k]
-            lines = []
-            for c, j in enumerate(top):
-                mark = "[x]" if gt is not None and gt[j] == q else "[ ]"
-                lines.append(f"{mark} #{c + 1} {s[q, j]:.3f}  {textwrap.shorten(captions[j], 60)}")
-            true_caps = np.flatnonzero(gt == q) if gt is not None else []
-            if len(true_caps) and not np.isin(top, true_caps).any():
-                ranks = np.flatnonzero(np.isin(np.argsort(-s[q], kind="stable"), true_caps)) + 1
-                lines.append(
-                    f"no true caption in the top {k} (best true caption: rank {ranks[0]} of {n_cap})"
-                )
-            axes[r, 1].axis("off")
-            axes[r, 1].text(0, 0.5, "\n".join(lines), va="center", fontsize=8, family="monospace")
+            _i2t_row(axes[r], images[q], captions, s[q], q, k, gt)
     fig.tight_layout()
     return fig
 
@@ -957,6 +994,85 @@ def save_figure(
 # --- ablations (notebook 09) and feature separation (notebook 08) -----------------------------------
 
 
+def _mean_diamond(ax, x, y, xerr, **kw) -> None:
+    """A mean as a black diamond with its interval as horizontal error bars (both ablation panels)."""
+    ax.errorbar(x, y, xerr=xerr, fmt="D", color="black", ms=5, capsize=4, lw=1.2, **kw)
+
+
+def _runs_panel(ax, runs: pd.DataFrame, table: pd.DataFrame, metric: str, palette, confidence: float) -> None:
+    """Left panel of :func:`plot_ablation`: every run, and each variant's mean with its interval."""
+    order = list(table.index)
+    sns.stripplot(
+        data=runs,
+        x=metric,
+        y="variant",
+        order=order,
+        hue="variant",
+        palette=palette,
+        size=5,
+        jitter=0.15,
+        alpha=0.75,
+        legend=False,
+        ax=ax,
+    )
+    _mean_diamond(
+        ax,
+        table["mean"],
+        np.arange(len(order)),
+        [table["mean"] - table["ci_lo"], table["ci_hi"] - table["mean"]],
+        label=f"mean ± {confidence:.0%} interval",
+    )
+    # a variant with one seed has no finite interval: the axis then spans the runs alone
+    ends = np.concatenate([runs[metric], table["ci_lo"], table["ci_hi"]]).astype(float)
+    lo, hi = float(np.min(ends[np.isfinite(ends)])), float(np.max(ends[np.isfinite(ends)]))
+    pad = 0.06 * (hi - lo or 1.0)
+    ax.set_xlim(lo - pad, hi + pad)
+    ax.set(
+        xlabel=f"{metric.upper()} (points of 600, on the split the title names; axis cut to the data: dots and intervals, not bars)",
+        ylabel="variant",
+        title="every run, and the mean with its interval",
+    )
+
+
+def _difference_panel(
+    ax, runs: pd.DataFrame, table: pd.DataFrame, metric: str, reference: str, palette, confidence: float
+) -> None:
+    """Right panel of :func:`plot_ablation` (its data): each variant minus ``reference``, paired by seed."""
+    ref = runs[runs["variant"] == reference].set_index("seed")[metric]
+    for y, v in zip(np.arange(len(table.index)), table.index):
+        if v == reference:
+            continue
+        mine = runs[runs["variant"] == v].set_index("seed")[metric]
+        common = sorted(set(mine.index) & set(ref.index))
+        d = (mine.loc[common] - ref.loc[common]).to_numpy(dtype=float)
+        ax.scatter(
+            d,
+            np.full(d.size, y) + np.random.default_rng(y).uniform(-0.15, 0.15, d.size),
+            s=18,
+            color=palette[v],
+            alpha=0.75,
+            zorder=2,
+        )
+        if d.size >= 2:
+            ci = mean_ci(d, confidence)
+            _mean_diamond(ax, [ci.mean], [y], [[ci.mean - ci.lo], [ci.hi - ci.mean]], zorder=3)
+
+
+def _difference_guides(ax, table: pd.DataFrame, metric: str, reference: str, claimed) -> None:
+    """Right panel of :func:`plot_ablation` (its guides): zero, the ± MDD band, the claimed effects."""
+    ax.axvline(0, color="0.3", lw=1)
+    mdd = table.loc[table.index != reference, "mdd"].dropna()
+    if len(mdd):
+        m = float(mdd.median())
+        ax.axvspan(-m, m, color="0.85", zorder=0, label=f"± minimal detectable difference (median {m:.1f})")
+    for (label, size), ls in zip((claimed or {}).items(), ["--", ":", "-."]):
+        ax.axvline(size, color="#D55E00", ls=ls, lw=1.3, label=label)
+    ax.set(
+        xlabel=f"{metric.upper()} difference from {reference}, paired by seed (points)",
+        title=f"effect of each switch vs {reference}",
+    )
+
+
 def plot_ablation(
     runs: pd.DataFrame,
     table: pd.DataFrame,
@@ -975,81 +1091,9 @@ def plot_ablation(
     order = list(table.index)
     palette = dict(zip(order, sns.color_palette("colorblind", len(order))))
     fig, (a, b) = plt.subplots(1, 2, figsize=(12.5, 0.45 * len(order) + 2.8), sharey=True)
-    sns.stripplot(
-        data=runs,
-        x=metric,
-        y="variant",
-        order=order,
-        hue="variant",
-        palette=palette,
-        size=5,
-        jitter=0.15,
-        alpha=0.75,
-        legend=False,
-        ax=a,
-    )
-    ys = np.arange(len(order))
-    a.errorbar(
-        table["mean"],
-        ys,
-        xerr=[table["mean"] - table["ci_lo"], table["ci_hi"] - table["mean"]],
-        fmt="D",
-        color="black",
-        ms=5,
-        capsize=4,
-        lw=1.2,
-        label=f"mean ± {confidence:.0%} interval",
-    )
-    lo = float(min(runs[metric].min(), table["ci_lo"].min()))
-    hi = float(max(runs[metric].max(), table["ci_hi"].max()))
-    pad = 0.06 * (hi - lo or 1.0)
-    a.set_xlim(lo - pad, hi + pad)
-    a.set(
-        xlabel=f"{metric.upper()} (points of 600, on the split the title names; axis cut to the data: dots and intervals, not bars)",
-        ylabel="variant",
-        title="every run, and the mean with its interval",
-    )
-
-    ref = runs[runs["variant"] == reference].set_index("seed")[metric]
-    for y, v in zip(ys, order):
-        if v == reference:
-            continue
-        mine = runs[runs["variant"] == v].set_index("seed")[metric]
-        common = sorted(set(mine.index) & set(ref.index))
-        d = (mine.loc[common] - ref.loc[common]).to_numpy(dtype=float)
-        b.scatter(
-            d,
-            np.full(d.size, y) + np.random.default_rng(y).uniform(-0.15, 0.15, d.size),
-            s=18,
-            color=palette[v],
-            alpha=0.75,
-            zorder=2,
-        )
-        if d.size >= 2:
-            ci = mean_ci(d, confidence)
-            b.errorbar(
-                [ci.mean],
-                [y],
-                xerr=[[ci.mean - ci.lo], [ci.hi - ci.mean]],
-                fmt="D",
-                color="black",
-                ms=5,
-                capsize=4,
-                lw=1.2,
-                zorder=3,
-            )
-    b.axvline(0, color="0.3", lw=1)
-    mdd = table.loc[table.index != reference, "mdd"].dropna()
-    if len(mdd):
-        m = float(mdd.median())
-        b.axvspan(-m, m, color="0.85", zorder=0, label=f"± minimal detectable difference (median {m:.1f})")
-    styles = ["--", ":", "-."]
-    for (label, size), ls in zip((claimed or {}).items(), styles):
-        b.axvline(size, color="#D55E00", ls=ls, lw=1.3, label=label)
-    b.set(
-        xlabel=f"{metric.upper()} difference from {reference}, paired by seed (points)",
-        title=f"effect of each switch vs {reference}",
-    )
+    _runs_panel(a, runs, table, metric, palette, confidence)
+    _difference_panel(b, runs, table, metric, reference, palette, confidence)
+    _difference_guides(b, table, metric, reference, claimed)
     # one legend for both panels, under them, where it cannot hide a run or an interval
     handles, labels = [], []
     for ax in (a, b):
