@@ -27,7 +27,7 @@ def _add_ablate(sub, common) -> None:
         parents=[common],
         help="train + evaluate ablation variants per seed; writes a mean ± std table",
         description="Train and test-evaluate each variant (baseline, hat, fdm, mom, daim, fdm_text, high_only, "
-        "no_low, no_mid, no_high; see daimlib.variants) for each seed, one run after another, into "
+        "no_low, no_mid, no_high; see daimlib.course.variants) for each seed, one run after another, into "
         "OUT/<variant>_seed<k>; writes OUT/runs.csv and OUT/summary.csv/.json (mean ± std per variant). "
         "Finished runs (same config, data and split) are reused; Ctrl-C exits 130 without recording the "
         "interrupted run, and the same command continues it where it stopped.",

@@ -1,4 +1,4 @@
-"""Ablations: each variant of :mod:`daimlib.variants` trained and tested for several seeds.
+"""Ablations: each variant of :mod:`daimlib.course.variants` trained and tested for several seeds.
 
 ``python -m experiments ablate ...`` runs :func:`ablate`; notebook 09 runs a short one live and
 reads the committed powered one (``results/ablation_powered``) with :func:`ablation_runs`.
@@ -28,11 +28,11 @@ from daimlib import runlock, runs
 from daimlib import train as _training  # the public face: daimlib.train(...) trains
 from daimlib.checkpoint import load_model, scoring_tokenizer
 from daimlib.config import DAIMConfig, load_preset
+from daimlib.course.variants import VARIANTS, variant_config
 from daimlib.data import load_split
 from daimlib.evaluate import MIN_IMAGES, default_protocols, degenerate_problem, evaluate
 from daimlib.paths import display_path, repo_path, run_root
 from daimlib.tables import read_csv
-from daimlib.variants import VARIANTS, variant_config
 
 log = logging.getLogger("experiments.ablation")
 

@@ -17,8 +17,8 @@ import torch
 from daimlib import train as train_mod
 from daimlib.checkpoint import CheckpointError, load_checkpoint, load_train_state, read_meta
 from daimlib.config import DAIMConfig, load_preset
+from daimlib.course.variants import VARIANTS, variant_config
 from daimlib.train import selection_score, train, wants_pretrained
-from daimlib.variants import VARIANTS, variant_config
 from experiments.ablation import ablate, summarize
 
 STEPS_PER_EPOCH = 25 // 8

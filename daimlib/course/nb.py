@@ -27,6 +27,7 @@ import torch
 from daimlib import TrainResult, runs, train
 from daimlib.checkpoint import load_loss, load_model
 from daimlib.config import DAIMConfig, flatten, load_preset
+from daimlib.course.variants import variant_overrides
 from daimlib.data import make_demo_dataset, tokenize
 from daimlib.evaluate import encode_split, similarity_matrix, split_identity
 from daimlib.history import EPOCHS_CSV, STEPS_CSV
@@ -34,7 +35,6 @@ from daimlib.model import DAIM
 from daimlib.paths import display_path, figures_dir, output_root, repo_path, repo_root, run_root
 from daimlib.runtime import resolve_device, seed_everything
 from daimlib.tables import read_csv
-from daimlib.variants import variant_overrides
 
 # the notebooks' names for the leaf helpers (one copy each, in daimlib.paths / daimlib.runtime)
 rel = display_path

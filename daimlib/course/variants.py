@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import DAIMConfig, load_preset
+from daimlib.config import DAIMConfig, load_preset
 
 FDM_OFF = {"fdm.image_blocks": False, "fdm.image_stage_out": False, "fdm.text_layers": ()}
 FDM_IMAGE = {"fdm.image_blocks": True, "fdm.image_stage_out": True, "fdm.text_layers": ()}
