@@ -36,7 +36,8 @@ SESSIONS = [
     ("8", "the capstone, presented", ["14"]),
 ]
 EXERCISE_HEADING = re.compile(r"^#{1,6} .*\b[Ee]xercises?\b", re.M)
-WORD = re.compile(r"[A-Za-z0-9][\w'-]*")  # a word as a strict counter sees it: each part of a name, URL or formula
+# a word as a strict counter sees it: each part of a code name, URL or formula counts
+WORD = re.compile(r"[A-Za-z0-9][\w'-]*")
 HEADER_TIME = re.compile(r"^\|\s*time on a 2-core CPU\s*\|\s*(.*?)\s*\|\s*$", re.M)
 
 
