@@ -1,5 +1,5 @@
 # DAIM Kit. `make demo` = set up + run the notebook sequence on the demo data into ignored folders;
-# `make test` = set up + unit tests + the notebooks under nbval + the smoke run on F30K-layout data + the book; `make test-fast` = the fast tests only.
+# `make test` = set up + lint + unit tests + the notebooks under nbval + the smoke run on F30K-layout data + the book; `make test-fast` = the fast tests only.
 PY := .venv/bin/python
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 # where `make demo` writes (ignored by git): executed notebooks, figures and runs (DAIM_OUTPUT_DIR)
@@ -33,10 +33,13 @@ editions:
 book:
 	$(PY) scripts/build_book.py --out runs/book
 
-test: setup unit nbval smoke book
+test: setup lint unit nbval smoke book
 
+# two test processes (pytest-xdist; a test file stays in one), one torch thread each: 2 cores kept busy
+# without oversubscribing them (6.3 min instead of 10 on 2 cores); UNIT_JOBS=1 runs them one after another
+UNIT_JOBS ?= 2
 unit:
-	$(PY) -m pytest -q tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(UNIT_JOBS) --dist loadfile tests
 
 # the inner loop: every test not marked slow or docs (CI runs them all through `unit`)
 test-fast:

@@ -168,5 +168,7 @@ def test_readme_make_targets_exist_and_the_fast_tier_skips_slow_tests():
 def test_ci_installs_chromium_runs_lint_and_marks_itself_as_ci():
     ci = (REPO / ".ci" / "run").read_text()
     assert "apt-get install" in ci and "chromium" in ci
-    assert "export CI=true" in ci and "make lint" in ci
+    assert "export CI=true" in ci and "make test" in ci
+    test_target = re.search(r"^test:(.*)$", (REPO / "Makefile").read_text(), flags=re.M).group(1).split()
+    assert test_target[:2] == ["setup", "lint"], "make test (what CI runs) sets up, then lints first"
     assert "playwright install" not in ci, "nothing may download a browser"
