@@ -1,7 +1,7 @@
 """The tables of ``docs/session_plan.md``, computed from the notebooks (``--write`` updates the page).
 
-Per notebook: the words of its markdown cells (tokens with a letter or digit; table rules and
-heading marks do not count), the student time ESTIMATED from them (reading at
+Per notebook: the words of its markdown cells, counted strictly (every part of a code name, URL or
+formula is a word: ``daimlib.course.nb`` is three; table rules and heading marks do not count), the student time ESTIMATED from them (reading at
 200 words per minute, plus 10 minutes per exercise: a markdown heading that names an exercise), and
 the CPU time its own header states (the header row "time on a 2-core CPU", quoted as written). Per
 session: the sums of the estimates. Nothing here is measured on students.
