@@ -847,10 +847,17 @@ def run_cli(parser: argparse.ArgumentParser, commands: dict, argv: list[str] | N
     from .checkpoint import CheckpointError
     from .train import NonFiniteError, PretrainedWeightsError
 
-    user_errors = (ValueError, FileNotFoundError, FileExistsError, CheckpointError)
+    user_errors = (
+        ValueError,
+        FileNotFoundError,
+        FileExistsError,
+        CheckpointError,
+        PretrainedWeightsError,
+        NonFiniteError,
+    )
     try:
         return commands[args.command](args)
-    except (*user_errors, PretrainedWeightsError, NonFiniteError) as e:
+    except user_errors as e:
         message = str(e)
     except OSError as e:
         message = _os_error_message(e)
