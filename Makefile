@@ -41,9 +41,9 @@ UNIT_JOBS ?= 2
 unit:
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(UNIT_JOBS) --dist loadfile tests
 
-# the inner loop: every test not marked slow or docs (CI runs them all through `unit`)
+# the inner loop: every test not marked slow or docs, in two processes like `unit` (CI runs them all there)
 test-fast:
-	$(PY) -m pytest -q -m "not slow and not docs" tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(UNIT_JOBS) --dist loadfile -m "not slow and not docs" tests
 
 # smoke run (CI; a first try of a new dataset): notebooks 00-10 under papermill with SMOKE=True, PRESET="tiny"
 # on a generated Flickr30K-layout folder; executed copies in runs/smoke/executed; fails if git status changes
