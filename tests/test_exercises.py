@@ -116,6 +116,21 @@ def test_checkers_say_not_attempted_for_none_and_for_the_stub():
     assert check_contranorm(lambda x, scale=0.1, tau=1.0: None).status == "not attempted"
 
 
+def test_a_one_pair_stub_is_not_attempted_and_its_own_mistakes_read_plainly():
+    """The one-pair form ``fn(v, t) -> float`` that the checker also accepts: its stub is "not
+    attempted" (not "raised _NotAttempted"), and the checker's own messages are not wrapped."""
+
+    def my_scan_t2i(v, t): ...
+
+    fb = check_scan_t2i(my_scan_t2i)
+    assert fb.status == "not attempted", fb
+    assert check_scan_t2i(lambda v, t, lambda_softmax=9.0: None).status == "not attempted"
+    fb = check_scan_t2i(lambda v, t: torch.zeros(2))
+    assert fb.status == "wrong" and "_Wrong" not in fb.message and "expected one number" in fb.message
+    fb = check_scan_t2i(lambda v, t: None if t.shape[0] < 3 else naive_pair(v, t))  # None on short captions
+    assert fb.status == "wrong" and "returned None" in fb.message and "_" not in fb.message.split(":")[0]
+
+
 def test_a_crashing_function_is_reported_with_its_error():
     fb = check_scan_t2i(lambda img, txt, lens: img @ txt)
     assert fb.status == "wrong" and "raised RuntimeError" in fb.message

@@ -75,6 +75,8 @@ def _not_attempted(exercise: str, fn_name: str = "your function") -> Feedback:
 def _call(fn: Callable, case: str, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
+    except (_NotAttempted, _Wrong):  # raised by a checker's own wrapper (SCAN's one pair at a time)
+        raise
     except Exception as err:  # noqa: BLE001 - any error of the student's code is feedback
         raise _Wrong(f"on the case '{case}' it raised {type(err).__name__}: {err}") from None
 
@@ -199,12 +201,19 @@ def _scan_caller(fn: Callable):
     if batched:
         return (lambda img, txt, lens, lam: fn(img, txt, lens, **lam_kw(lam))), lam_name is not None, True
 
+    first = [True]  # only the very first pair's None is the stub; a later None is a wrong answer
+
     def pairwise(img, txt, lens, lam):
         rows = []
         for i in range(img.shape[0]):
             row = []
             for j in range(txt.shape[0]):
-                out = _first_call(fn(img[i], txt[j, : int(lens[j])], **lam_kw(lam)))
+                out = fn(img[i], txt[j, : int(lens[j])], **lam_kw(lam))
+                if first[0]:
+                    first[0] = False
+                    out = _first_call(out)
+                if out is None:
+                    raise _Wrong(f"for the pair (image {i}, caption {j}) it returned None; return one number")
                 s = _as_tensor(out, "one pair")
                 if s.numel() != 1:
                     raise _Wrong(
