@@ -110,6 +110,7 @@ def build(out: Path, notebooks: list[Path]) -> list[Path]:
     exporter.log.setLevel(logging.ERROR)  # not one warning per figure without alt text
     names = {nb.name: nb.with_suffix(".html").name for nb in notebooks}
     names.update({f"../{src}": page for src, page, _ in PAGES})
+    names["../README.md"] = "index.html"  # the kit's front page; in the book, its index
     (out / "figures").mkdir(exist_ok=True)  # figures the notebooks link to (the method map), copied
     for figure in sorted(
         {m for nb in notebooks for m in re.findall(r"\(\.\./(figures/[\w.-]+\.png)\)", nb.read_text())}
@@ -144,6 +145,17 @@ def build(out: Path, notebooks: list[Path]) -> list[Path]:
     return [out / "index.html", *written]
 
 
+def dangling_links(out: Path) -> list[str]:
+    """Every relative ``href``/``src`` of the book's pages that names no file of the book (a link the
+    build did not rewrite, e.g. to a repository file the book does not carry), as ``page: target``."""
+    found = []
+    for page in sorted(out.glob("*.html")):
+        for target in re.findall(r'(?:href|src)="([^"#]*)[^"]*"', page.read_text(encoding="utf-8")):
+            if target and not re.match(r"^[a-z][a-z0-9+.-]*:", target) and not (out / target).is_file():
+                found.append(f"{page.name}: {html.unescape(target)}")
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
@@ -162,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
         f"[book] {len(notebooks)} notebooks, {len(written) - 1 - len(notebooks)} pages and the index "
         f"in {time.perf_counter() - start:.1f} s: {shown}/index.html"
     )
+    dangling = dangling_links(args.out)
+    if dangling:
+        print("[book] links that lead nowhere in the book:", *dangling, sep="\n  ", file=sys.stderr)
+        return 1
     return 0
 
 
