@@ -13,6 +13,9 @@ Running it twice changes nothing the second time. The badge and the clone point 
 
     python scripts/colab.py --owner THE-OWNER            # all notebooks, in place
     python scripts/colab.py --check                      # exit 1 when a notebook is not up to date
+
+Without ``--owner`` the owner is the one the notebooks' badges already name (the placeholder when
+none does), so a later run, or ``--check``, keeps a published owner instead of reverting it.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ EXTRAS = {"13": "colab,pretrained-test"}  # pip extras per notebook number; defa
 BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
 BADGE = re.compile(r"^\[!\[Open In Colab\]\([^)]*\)\]\([^)]*\)[ \t]*$", re.M)
 NOTEBOOK_NAME = re.compile(r"^\d\d_[A-Za-z0-9_]+\.ipynb$")
+BADGE_OWNER = re.compile(rf"colab\.research\.google\.com/github/([A-Za-z0-9_.-]+)/{NAME}/")
 
 
 def badge_line(filename: str, owner: str = OWNER) -> str:
@@ -130,11 +134,18 @@ def process(paths: list[Path], owner: str = OWNER, check: bool = False) -> list[
     return changed
 
 
+def owners_in(paths: list[Path]) -> set[str]:
+    """The GitHub owners that the Colab badges of these notebooks name."""
+    return {m.group(1) for path in paths for m in BADGE_OWNER.finditer(path.read_text())}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("notebooks", nargs="*", type=Path, help="default: notebooks/NN_*.ipynb")
     ap.add_argument(
-        "--owner", default=OWNER, help=f"the GitHub owner of the kit's repository (default {OWNER})"
+        "--owner",
+        default=None,
+        help=f"the GitHub owner of the kit's repository (default: the one the badges name, else {OWNER})",
     )
     ap.add_argument(
         "--check", action="store_true", help="change nothing; exit 1 when a notebook would change"
@@ -143,7 +154,17 @@ def main(argv: list[str] | None = None) -> int:
     paths = args.notebooks or sorted(
         p for p in (REPO / "notebooks").glob("*.ipynb") if NOTEBOOK_NAME.match(p.name)
     )
-    changed = process(paths, args.owner, args.check)
+    owner = args.owner
+    if owner is None:
+        named = owners_in(paths)
+        if len(named) > 1:
+            print(
+                f"[colab] the badges name several owners ({', '.join(sorted(named))}): pass --owner",
+                file=sys.stderr,
+            )
+            return 2
+        owner = named.pop() if named else OWNER
+    changed = process(paths, owner, args.check)
     verb = "would change" if args.check else "updated"
     print(
         f"[colab] {len(paths)} notebooks, {len(changed)} {verb}: {' '.join(p.name for p in changed) or '-'}"

@@ -145,3 +145,23 @@ def test_badge_rewritten_not_duplicated_and_owner_applied():
         moved.count("Open In Colab") == 1
         and "/github/me/daim-kit/blob/main/notebooks/05_training.ipynb" in moved
     )
+
+
+def test_a_published_owner_stays_when_the_script_runs_again_without_owner(tmp_path, capsys):
+    """After `--owner acme`, a plain run or `--check` keeps acme (it used to put the placeholder back
+    into every notebook, and `--check` failed on all of them)."""
+    paths = []
+    for nb in NOTEBOOKS[:2]:
+        shutil.copy(nb, tmp_path / nb.name)
+        paths.append(tmp_path / nb.name)
+    args = [*map(str, paths)]
+    assert colab.main([*args, "--owner", "acme"]) == 0
+    published = {p.name: p.read_text() for p in paths}
+    assert all("github/acme/daim-kit" in t and colab.OWNER not in t for t in published.values())
+    assert colab.main([*args, "--check"]) == 0
+    assert colab.main(args) == 0
+    assert {p.name: p.read_text() for p in paths} == published
+    # two owners at once: the script cannot tell which is meant, and says so
+    paths[1].write_text(paths[1].read_text().replace("github/acme/", "github/other/"))
+    assert colab.main(args) == 2 and "--owner" in capsys.readouterr().err
+    assert colab.main([*args, "--owner", "acme"]) == 0 and colab.owners_in(paths) == {"acme"}
