@@ -326,5 +326,11 @@ def test_check_answer_tolerance_and_bad_input():
     assert not check_answer("09.welch_t", 2.1)
     assert "whole numbers" in check_answer("07.trigger_rows", "many").message
     assert "answer one of" in check_answer("04.reset_direction", "maybe").message
+    # a whole-number answer is not rounded into the right one: 42 / 5 (not 42 // 5) is no image index
+    assert check_answer("00.img_of_caption", 42 / 5).status == "wrong"
+    assert "whole numbers" in check_answer("00.img_of_caption", 42 / 5).message
+    assert not check_answer("07.trigger_rows", 45 / 58 * 128 + 0.4)  # 99.7 rows: not a count of rows
+    assert not check_answer("01.tokens_384", (2304.4, 576, 144))
+    assert check_answer("00.img_of_caption", 8.0) and check_answer("07.trigger_rows", np.int64(100))
     with pytest.raises(ValueError, match="unknown question"):
         check_answer("99.nothing", 1)

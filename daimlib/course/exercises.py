@@ -661,9 +661,11 @@ def _canonical(q: Question, value) -> list[str]:
     of the last decimal)."""
     if q.kind == "choice":
         return [str(value).strip().lower()]
-    if q.kind == "ints":
-        vals = [value] if np.isscalar(value) else list(value)
-        return [",".join(str(int(round(float(v)))) for v in vals)]
+    if q.kind == "ints":  # whole numbers only: 42 / 5 = 8.4 is not image 8 (no rounding to the answer)
+        vals = [float(v) for v in ([value] if np.isscalar(value) else list(value))]
+        if not all(v.is_integer() for v in vals):
+            raise ValueError("not whole numbers")
+        return [",".join(str(int(v)) for v in vals)]
     x = round(float(value), q.decimals)
     step = 10.0 ** (-q.decimals)
     return [f"{x + d * step:.{q.decimals}f}" for d in (-1, 0, 1)]
