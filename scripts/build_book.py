@@ -4,7 +4,8 @@ Each ``notebooks/NN_*.ipynb`` is rendered with nbconvert's HTML exporter from it
 (nothing is executed), images embedded, so every page stands alone; the session plan and the glossary
 (``docs/*.md``) become pages too, and an ``index.html`` lists them all. Links between notebooks and to
 those two pages are rewritten to the rendered pages, and a figure a notebook links to (the method
-map) is copied along; a bar on each page links the index and the neighbouring notebooks. Everything
+map) is copied along; a bar on each page links the index and the neighbouring notebooks; an
+interactive app's output (ipywidgets: notebooks 12 and 13) becomes a note saying it runs in JupyterLab. Everything
 works offline: nothing is downloaded at build time (a page asks a CDN for MathJax when it is opened,
 so offline its formulas show as TeX).
 
@@ -61,6 +62,27 @@ def rewrite_links(page: str, names: dict[str, str]) -> str:
         return f'{m.group(1)}"{names[key]}{anchor}"' if key in names else m.group(0)
 
     return re.sub(r'(href=)"([^"#]+?)(#[^"]*)?"', repl, page)
+
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_NOTE = (
+    "<p><em>An interactive app (ipywidgets) runs here when the notebook runs in JupyterLab; "
+    "a static page cannot run it.</em></p>"
+)
+
+
+def without_widgets(nb: nbformat.NotebookNode) -> int:
+    """Replace each widget view among the outputs by a note saying where the app runs, and drop the
+    saved widget state: a static page has no kernel, and the widget manager would be fetched from a CDN
+    (offline, the output stayed blank). Returns how many views were replaced."""
+    n = 0
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if WIDGET_VIEW in out.get("data", {}):
+                out["data"] = {"text/html": WIDGET_NOTE}
+                n += 1
+    nb.metadata.pop("widgets", None)
+    return n
 
 
 def with_nav(page: str, prev: tuple[str, str] | None = None, nxt: tuple[str, str] | None = None) -> str:
@@ -123,6 +145,7 @@ def build(out: Path, notebooks: list[Path]) -> list[Path]:
     entries = [(names[path.name], title_of(nb, path.stem)) for path, nb in zip(notebooks, books)]
     for k, (path, nb) in enumerate(zip(notebooks, books)):
         nb.metadata["title"] = entries[k][1]
+        without_widgets(nb)
         body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"path": str(path.parent)}})
         prev, nxt = entries[k - 1] if k else None, entries[k + 1] if k + 1 < len(entries) else None
         page = out / names[path.name]

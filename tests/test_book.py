@@ -45,3 +45,12 @@ def test_a_link_the_book_cannot_resolve_fails_the_build(tmp_path, capsys):
     broken.write_text(nb.read_text().replace("(../README.md)", "(../docs/not_in_the_book.md)"))
     assert build_book.main(["--out", str(tmp_path / "book"), str(broken)]) == 1
     assert "14_capstone.html: ../docs/not_in_the_book.md" in capsys.readouterr().err
+
+
+def test_a_widget_app_becomes_a_note_and_no_page_fetches_the_widget_manager(book):
+    """Notebook 12's app cell: in the book it said nothing offline (the widget manager comes from a
+    CDN, and without a kernel it cannot search anyway); now a note says where the app runs."""
+    search = next(book.glob("12_*.html")).read_text(encoding="utf-8")
+    assert build_book.WIDGET_NOTE in search and build_book.WIDGET_VIEW not in search
+    for page in book.glob("*.html"):
+        assert "unpkg.com" not in page.read_text(encoding="utf-8"), page.name
