@@ -233,6 +233,9 @@ def test_boundary_checker_wants_the_plus_root_and_nan_without_root():
         lambda *args: 0.0 if gaussian_boundary(*args)[1] <= 0 else gaussian_boundary(*args)[0]
     )
     assert not fb and "no boundary" in fb.message
+    # the notebook's and the glossary's names: a, b, c (B is the batch size), never the spec's A, B, C
+    assert "E = b² − 4ac" in fb.message and "4AC" not in fb.message
+    assert "check a, b and c" in check_gaussian_boundary(lambda *args: 0.5).message
 
 
 # --- recall at K ------------------------------------------------------------------------------

@@ -385,7 +385,7 @@ def _boundary_body(fn: Callable) -> str:
         if e <= 0:
             if not math.isnan(got):
                 raise _Wrong(
-                    f"on '{case}' the discriminant E = B² − 4AC is ≤ 0, so there is no boundary "
+                    f"on '{case}' the discriminant E = b² − 4ac is ≤ 0, so there is no boundary "
                     "and the margin stays: return float('nan')"
                 )
             continue
@@ -411,7 +411,7 @@ def _boundary_body(fn: Callable) -> str:
         lhs, rhs = alpha * _pdf(got, mu_p, sigma_p), _pdf(got, mu_n, sigma_n)
         raise _Wrong(
             f"on '{case}' your λ = {got:.4g} gives α·N_p(λ) = {lhs:.4g} but N_n(λ) = {rhs:.4g}; "
-            "they must be equal (check A, B and C one by one)"
+            "they must be equal (check a, b and c one by one)"
         )
     return (
         f"matches daimlib.losses.gaussian_boundary on {len(BOUNDARY_CASES)} cases, the no-root case included"
