@@ -236,3 +236,12 @@ def test_every_long_flag_in_the_researchers_page_is_a_real_option():
     code = " ".join(_commands(text))
     unknown = sorted(set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9_-]*)", code)) - known)
     assert not unknown, unknown
+
+
+def test_session_plan_says_how_jupyterlab_reuses_make_demos_runs():
+    """`make demo` keeps its runs under DEMO_OUT (DAIM_OUTPUT_DIR); the plan used to promise that
+    later runs reuse them, which a plain `jupyter lab` (runs under runs/) does not."""
+    demo_out = re.search(r"^DEMO_OUT := (\S+)$", (REPO / "Makefile").read_text(), re.M).group(1)
+    text = " ".join((REPO / "docs" / "session_plan.md").read_text().split())
+    assert f"`DAIM_OUTPUT_DIR={demo_out} .venv/bin/jupyter lab notebooks/`" in text
+    assert "so later runs reuse the finished work" not in text
