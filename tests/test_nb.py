@@ -52,6 +52,19 @@ def test_setup_prints_only_repo_relative_paths_and_returns_the_layout(capsys, mo
     assert env.device == nb.resolve_device("auto")
 
 
+def test_setup_says_where_outputs_go_when_daim_output_dir_moves_them(capsys, monkeypatch):
+    """A JupyterLab session reuses `make demo`'s runs only under its DAIM_OUTPUT_DIR: the setup line says
+    which output folder this kernel uses (and nothing when it is the repository itself)."""
+    monkeypatch.delenv("DAIM_OUTPUT_DIR", raising=False)
+    nb.setup(seed=0)
+    assert "outputs:" not in capsys.readouterr().out
+    monkeypatch.setenv("DAIM_OUTPUT_DIR", "runs/executed")
+    env = nb.setup(seed=0)
+    out = capsys.readouterr().out
+    assert out.rstrip().endswith("| outputs: runs/executed") and str(REPO) not in out
+    assert env.runs == REPO / "runs" / "executed" / "runs"
+
+
 def test_setup_sets_the_small_figure_defaults():
     import matplotlib.pyplot as plt
 

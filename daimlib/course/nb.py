@@ -79,7 +79,8 @@ def setup(seed: int = 0, device: str = "auto", verbose: bool = True) -> SimpleNa
     Returns a namespace with ``root`` (absolute ``Path``; print it with :func:`rel`), ``data``
     (``root/data``), ``figures`` (the demo data's figure folder, :func:`figures_dir`: ``root/figures``,
     or under ``$DAIM_OUTPUT_DIR`` when set), ``output`` (``$DAIM_OUTPUT_DIR`` or ``root``), ``runs``
-    (``<output>/runs``), ``device`` and ``seed``. Prints one line with repo-relative paths only.
+    (``<output>/runs``), ``device`` and ``seed``. Prints one line with repo-relative paths only (and
+    the output folder when ``$DAIM_OUTPUT_DIR`` moves it: the runs a notebook reuses are there).
     """
     root = repo_root()
     dev = resolve_device(device)
@@ -96,8 +97,11 @@ def setup(seed: int = 0, device: str = "auto", verbose: bool = True) -> SimpleNa
         seed=seed,
     )
     if verbose:
+        # where runs, caches and figures go when $DAIM_OUTPUT_DIR moves them (make demo: runs/executed)
+        moved = f" | outputs: {rel(env.output)}" if env.output != root else ""
         print(
             f"repo root: . | data: {rel(env.data)} | device: {dev} | seed: {seed} | torch {torch.__version__}"
+            + moved
         )
     return env
 
