@@ -1,8 +1,9 @@
 """Give every course notebook an "Open in Colab" badge and a Colab-only install cell (idempotent).
 
 In each ``notebooks/NN_*.ipynb``:
-- the first markdown cell (the title) gets the badge line right under its ``# `` title, or has its
-  badge line rewritten to the current URL;
+- the markdown cell with the ``# `` title (the first markdown cell of a committed notebook; an
+  edition's banner comes before it) gets the badge line right under the title, or has its badge line
+  rewritten to the current URL;
 - a code cell right after the "At a glance" header (cell metadata ``daimkit_course: colab``) that, only
   when the notebook runs in Colab (``"google.colab" in sys.modules``), clones the kit's repository and
   installs it with pip; anywhere else it does nothing and prints nothing, so nbval's committed outputs
@@ -88,11 +89,18 @@ def _is_install_cell(cell: dict) -> bool:
     return cell["cell_type"] == "code" and '"google.colab" in sys.modules' in _src(cell)
 
 
+def _title_cell(cells: list[dict]) -> int:
+    """The markdown cell with the ``# `` title (an edition's banner comes before it), else the first one."""
+    markdown = [i for i, c in enumerate(cells) if c["cell_type"] == "markdown"]
+    titled = (i for i in markdown if any(line.startswith("# ") for line in _src(cells[i]).splitlines()))
+    return next(titled, markdown[0])
+
+
 def update(nb: dict, filename: str, owner: str = OWNER) -> dict:
     """The notebook with its badge and install cell in place (a new dict; cell ids kept)."""
     nb = json.loads(json.dumps(nb))
     cells = nb["cells"]
-    first_md = next(i for i, c in enumerate(cells) if c["cell_type"] == "markdown")
+    first_md = _title_cell(cells)
     text = with_badge(_src(cells[first_md]), filename, owner)
     if text != _src(cells[first_md]):
         cells[first_md]["source"] = _lines(text)

@@ -165,3 +165,24 @@ def test_a_published_owner_stays_when_the_script_runs_again_without_owner(tmp_pa
     paths[1].write_text(paths[1].read_text().replace("github/acme/", "github/other/"))
     assert colab.main(args) == 2 and "--owner" in capsys.readouterr().err
     assert colab.main([*args, "--owner", "acme"]) == 0 and colab.owners_in(paths) == {"acme"}
+
+
+def test_an_editions_banner_gets_no_badge_and_the_titles_badge_follows_the_owner(tmp_path):
+    """A teacher who publishes the student edition (`make editions`) runs `colab.py --owner` on it: the
+    banner cell before the title got a second badge and the title's kept the placeholder owner."""
+    spec = importlib.util.spec_from_file_location("editions", REPO / "scripts" / "editions.py")
+    editions = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(editions)
+    import nbformat
+
+    path = tmp_path / NOTEBOOKS[4].name
+    path.write_text(
+        nbformat.writes(editions.make_edition(nbformat.read(NOTEBOOKS[4], as_version=4), "student"))
+    )
+    before = json.loads(path.read_text())
+    again = colab.update(before, path.name)  # an edition of an up-to-date notebook is up to date
+    assert [_src(c) for c in again["cells"]] == [_src(c) for c in before["cells"]]
+    assert colab.main([str(path), "--owner", "teacher"]) == 0
+    banner, title = json.loads(path.read_text())["cells"][:2]
+    assert "Open In Colab" not in _src(banner) and "Student edition" in _src(banner)
+    assert _src(title).count("Open In Colab") == 1 and "/github/teacher/daim-kit/" in _src(title)
