@@ -834,11 +834,18 @@ def _os_error_message(e: OSError) -> str | None:
 def run_cli(parser: argparse.ArgumentParser, commands: dict, argv: list[str] | None = None) -> int:
     """Parse, run ``commands[args.command]`` and turn a user's mistake into ``error: ...`` and exit code 2.
 
+    No arguments at all print the whole help (the commands and examples) and return 2.
+
     The one command-line wrapper of ``python -m daimlib`` and ``python -m experiments``: errors a user can
     cause (a bad value, a missing or existing file, a refused checkpoint, missing pretrained weights, a
     diverged run, a full disk or an impossible path) carry a message saying what to do and are shown
     without a traceback; anything else is a bug and keeps its traceback. Under torchrun only rank 0 speaks.
     """
+    if not (
+        sys.argv[1:] if argv is None else argv
+    ):  # no command at all: the help, not argparse's one-line error
+        parser.print_help()
+        return 2
     args = _parse(parser, argv)
     if isinstance(args, int):
         return args

@@ -51,6 +51,21 @@ def test_help_names_and_explains_every_command(capsys):
     assert set(build_parser()._subparsers._group_actions[0].choices) == set(COMMANDS)
 
 
+def test_no_command_prints_the_whole_help_and_exits_2(capsys, monkeypatch):
+    """``python -m daimlib`` alone: the help with every command and the examples (not argparse's one-line
+    'COMMAND required'), exit code 2 as for any usage error; also through sys.argv (argv=None)."""
+    assert main([]) == 2
+    out, err = capsys.readouterr()
+    assert all(name in out for name in COMMANDS) and "examples" in out and "required" not in err
+    monkeypatch.setattr(sys, "argv", ["daimlib"])
+    assert main() == 2
+    assert capsys.readouterr().out == out
+    from experiments.__main__ import main as experiments_main  # the same wrapper: the same behaviour
+
+    assert experiments_main([]) == 2
+    assert "ablate" in capsys.readouterr().out
+
+
 @pytest.mark.slow  # trains a model
 def test_make_demo_data_train_evaluate_smoke(tmp_path, monkeypatch, capsys):
     """The three commands chained with relative paths: the first as a fresh ``python -m daimlib``
