@@ -475,6 +475,8 @@ def cmd_make_f30k_like(args) -> int:
 
 
 def cmd_get_data(args) -> int:
+    import shlex
+
     from .data.get_data import get_data
     from .paths import display_path
 
@@ -500,8 +502,9 @@ def cmd_get_data(args) -> int:
         )
     for note in res.notes:
         print(f"note: {note}")
+    # the folder as the user typed it: a command to copy, runnable from where this one ran
     print(
-        f"next: python -m daimlib train --preset tiny --data-root {display_path(res.out)} --out runs/{args.name}"
+        f"next: python -m daimlib train --preset tiny --data-root {shlex.quote(args.out)} --out runs/{args.name}"
     )
     return 0
 
