@@ -33,7 +33,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from daimlib.data import ImageDataset, TextDataset, build_transforms, collate
+from daimlib.data import ImageDataset, TextDataset, build_transforms, check_vocabulary_fits, collate
 from daimlib.data.layout import annotation_digest
 from daimlib.metrics import (  # noqa: F401 - re-exported: the protocol's ranking lives in daimlib.metrics
     METRIC_KEYS,
@@ -278,6 +278,12 @@ def encode_split(
     stream where it was. ``shard=True`` under torch.distributed: this rank encodes only its slice
     of the images and of the captions (:func:`shard_ranges`), and the captions are all-gathered.
     """
+    check_vocabulary_fits(
+        tokenizer,
+        model,
+        "Score a checkpoint with the tokenizer it was trained with (its tokenizer/ folder; evaluate: drop "
+        "--set text.tokenizer), or one of at most that many tokens.",
+    )
     device = torch.device(device) if device is not None else next(model.parameters()).device
     amp_dtype, _ = amp_settings(amp, device)
     cache_dtype = feature_dtype(features, amp_dtype, device)
