@@ -586,7 +586,11 @@ def cmd_evaluate(args) -> int:
                 )
             split = first_images(split, args.images)
             part = f"{args.split}_first{args.images}"
-        problem = None if args.protocol == "paper" else protocol_problem(args.protocol, split.n_images)
+        problem = (
+            None
+            if args.protocol == "paper"
+            else protocol_problem(args.protocol, split.n_images, split.layout)
+        )
         if problem and args.strict:
             raise ValueError(
                 f"{problem}; --strict refuses it (drop --strict to label the table with the real sizes)"
