@@ -313,7 +313,10 @@ def _add_evaluate(sub, common) -> None:
         "--device", default=None, type=device_arg, help="auto, cpu, cuda, cuda:1, mps (default auto)"
     )
     p.add_argument(
-        "--batch-size", type=int, default=None, help="encoding batch size (default train.eval_batch_size)"
+        "--batch-size",
+        type=_positive_int,
+        default=None,
+        help="encoding batch size (default train.eval_batch_size)",
     )
     p.add_argument(
         "--ties",
