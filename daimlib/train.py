@@ -653,7 +653,9 @@ def save_last(ctx: _Loop, st: TrainState, stopped: str, gather: bool = True) -> 
         tokenizer = copy.deepcopy(
             ctx.tokenizer
         )  # the loader tokenizes on: a fast tokenizer is not shared by threads
-        meta = dict(kind="last", epoch=st.epoch, step=st.global_step, stopped=stopped)
+        split = ctx.dataset.split  # the data it trains on: a preset for any folder (tiny) names none
+        data = {"layout": split.layout, "dataset": getattr(split, "dataset", None)}
+        meta = dict(kind="last", epoch=st.epoch, step=st.global_step, stopped=stopped, data=data)
 
         def write() -> None:
             save_checkpoint(
