@@ -313,7 +313,10 @@ def _add_evaluate(sub, common) -> None:
         "--device", default=None, type=device_arg, help="auto, cpu, cuda, cuda:1, mps (default auto)"
     )
     p.add_argument(
-        "--batch-size", type=int, default=None, help="encoding batch size (default train.eval_batch_size)"
+        "--batch-size",
+        type=_positive_int,
+        default=None,
+        help="encoding batch size (default train.eval_batch_size)",
     )
     p.add_argument(
         "--ties",
@@ -475,6 +478,8 @@ def cmd_make_f30k_like(args) -> int:
 
 
 def cmd_get_data(args) -> int:
+    import shlex
+
     from .data.get_data import get_data
     from .paths import display_path
 
@@ -500,8 +505,9 @@ def cmd_get_data(args) -> int:
         )
     for note in res.notes:
         print(f"note: {note}")
+    # the folder as the user typed it: a command to copy, runnable from where this one ran
     print(
-        f"next: python -m daimlib train --preset tiny --data-root {display_path(res.out)} --out runs/{args.name}"
+        f"next: python -m daimlib train --preset tiny --data-root {shlex.quote(args.out)} --out runs/{args.name}"
     )
     return 0
 
@@ -583,7 +589,11 @@ def cmd_evaluate(args) -> int:
                 )
             split = first_images(split, args.images)
             part = f"{args.split}_first{args.images}"
-        problem = None if args.protocol == "paper" else protocol_problem(args.protocol, split.n_images)
+        problem = (
+            None
+            if args.protocol == "paper"
+            else protocol_problem(args.protocol, split.n_images, split.layout)
+        )
         if problem and args.strict:
             raise ValueError(
                 f"{problem}; --strict refuses it (drop --strict to label the table with the real sizes)"
@@ -620,7 +630,8 @@ def _evaluate_one(args, model, cfg, split, tokenizer, device, part: str, rank: i
     subset = "" if args.images is None else f" (first {split.n_images} images)"
     table.index = [f"{cfg.name} {args.split}{subset}, {table.index[0]}"]
     _print_table(table, f"{display_path(args.checkpoint)}:")
-    stem = eval_stem(args.checkpoint, f"{part}_{args.protocol}")
+    data = split_identity(split)
+    stem = eval_stem(args.checkpoint, f"{part}_{args.protocol}", data, args.data_root)
     written = write_table(table, stem, caption=f"{cfg.name}, {args.split} split{subset}, {table.index[0]}")
     record = {
         "checkpoint": display_path(args.checkpoint),
@@ -631,17 +642,17 @@ def _evaluate_one(args, model, cfg, split, tokenizer, device, part: str, rank: i
         "protocol_note": problem,
         "ties": args.ties,
         "features": args.features or getattr(cfg.train, "eval_features", "auto"),
-        "data": split_identity(split),
+        "data": data,
         "metrics": {k: float(v) for k, v in metrics.items()},
     }
-    stem.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+    stem.parent.joinpath(f"{stem.name}.json").write_text(json.dumps(record, indent=2) + "\n")
     if stem.parent != Path(args.checkpoint).resolve().parent:
         print(
             f"note: {display_path(args.checkpoint)} is a shipped model (tracked by git); its results go to the "
             f"ignored folder {display_path(stem.parent)}",
             file=sys.stderr,
         )
-    print("written: " + ", ".join(display_path(p) for p in [*written, stem.with_suffix(".json")]))
+    print("written: " + ", ".join(display_path(p) for p in [*written, stem.parent / f"{stem.name}.json"]))
     return 0
 
 
@@ -672,22 +683,52 @@ def _evaluate_paper(args, model, cfg, split, tokenizer, device, part: str, rank:
     print("\n".join(f"  note: {n}" for n in res.notes))
     written = write_paper(
         res,
-        eval_stem(args.checkpoint, f"{part}_paper"),
+        eval_stem(args.checkpoint, f"{part}_paper", res.record["data"], args.data_root),
         caption=f"{cfg.name}, {args.split} split{subset}: image-text retrieval, paper protocol",
     )
     print("written: " + ", ".join(display_path(p) for p in written))
     return 0
 
 
-def eval_stem(checkpoint: str | os.PathLike, part: str) -> Path:
+def eval_stem(
+    checkpoint: str | os.PathLike,
+    part: str,
+    data: dict | None = None,
+    data_root: str | os.PathLike | None = None,
+) -> Path:
     """Where ``evaluate`` writes ``eval_<checkpoint>_<part>.*`` (:func:`daimlib.paper.paper_stem`: beside the
     checkpoint folder, or for a shipped model under the tracked ``models/`` in the ignored
-    ``<output root>/runs/eval/models/<model>/``); the folder is created."""
+    ``<output root>/runs/eval/models/<model>/``); the folder is created.
+
+    ``data`` (:func:`daimlib.evaluate.split_identity` of the split evaluated) and ``data_root``: when the
+    files there already hold an evaluation of other data (another layout or annotation file: e.g. a COCO
+    model evaluated on Flickr30K, then on COCO), this one goes to ``eval_<checkpoint>_<part>_<data folder
+    name>`` instead of replacing them, and a note says so."""
     from .paper import paper_stem
+    from .paths import display_path
 
     stem = paper_stem(checkpoint, part)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    return stem
+    previous = _recorded_data(stem.parent / f"{stem.name}.json")
+    keys = ("layout", "annotations", "annotations_sha256")
+    if data is None or previous is None or all(previous.get(k) == data.get(k) for k in keys):
+        return stem
+    other = stem.parent / f"{stem.name}_{Path(data_root or 'data').resolve().name}"
+    print(
+        f"note: {display_path(stem.parent / stem.name)}.* hold an evaluation of other data "
+        f"({previous.get('layout')}, {previous.get('data_root')}); this one is written to {display_path(other)}.*",
+        file=sys.stderr,
+    )
+    return other
+
+
+def _recorded_data(path: Path) -> dict | None:
+    """The ``data`` record of an earlier evaluation's JSON, or None (no file, or not one of ours)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8")).get("data")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def cmd_presets(args) -> int:
@@ -834,11 +875,18 @@ def _os_error_message(e: OSError) -> str | None:
 def run_cli(parser: argparse.ArgumentParser, commands: dict, argv: list[str] | None = None) -> int:
     """Parse, run ``commands[args.command]`` and turn a user's mistake into ``error: ...`` and exit code 2.
 
+    No arguments at all print the whole help (the commands and examples) and return 2.
+
     The one command-line wrapper of ``python -m daimlib`` and ``python -m experiments``: errors a user can
     cause (a bad value, a missing or existing file, a refused checkpoint, missing pretrained weights, a
     diverged run, a full disk or an impossible path) carry a message saying what to do and are shown
     without a traceback; anything else is a bug and keeps its traceback. Under torchrun only rank 0 speaks.
     """
+    if not (
+        sys.argv[1:] if argv is None else argv
+    ):  # no command at all: the help, not argparse's one-line error
+        parser.print_help()
+        return 2
     args = _parse(parser, argv)
     if isinstance(args, int):
         return args

@@ -351,6 +351,16 @@ def _resolve_dir(directory: str | os.PathLike) -> Path:
     )
 
 
+def _run_folder_hint(directory: Path) -> str:
+    """`` It is a run folder: ...`` when ``directory`` holds a run's checkpoints (``best/``, ``last/``), else ""."""
+    inside = [directory / k for k in ("best", "last") if (directory / k / META).is_file()]
+    if not inside:
+        return ""
+    return (
+        f" It is a run folder: give one of its checkpoints, {' or '.join(display_path(p) for p in inside)}."
+    )
+
+
 def read_meta(directory: str | os.PathLike) -> dict:
     """The meta.json of a checkpoint folder (format, versions, file sizes/hashes, metrics)."""
     directory = _resolve_dir(directory)
@@ -359,7 +369,7 @@ def read_meta(directory: str | os.PathLike) -> dict:
         present = sorted(p.name for p in directory.iterdir())
         raise CheckpointError(
             f"{display_path(path)} is missing: {display_path(directory)} is not a complete daimlib checkpoint "
-            f"(expected {WEIGHTS}, {CONFIG}, {META}; found {present})."
+            f"(expected {WEIGHTS}, {CONFIG}, {META}; found {present}).{_run_folder_hint(directory)}"
         )
     try:
         meta = json.loads(path.read_text())
@@ -445,6 +455,7 @@ def load_config(directory: str | os.PathLike, verify: bool = True) -> DAIMConfig
     if not path.is_file():
         raise CheckpointError(
             f"{display_path(path)} is missing; the checkpoint cannot say which model it holds."
+            + _run_folder_hint(directory)
         )
     meta = read_meta(directory)
     check_listing(directory, meta)

@@ -33,7 +33,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from daimlib.data import ImageDataset, TextDataset, build_transforms, collate
+from daimlib.data import ImageDataset, TextDataset, build_transforms, check_vocabulary_fits, collate
 from daimlib.data.layout import annotation_digest
 from daimlib.metrics import (  # noqa: F401 - re-exported: the protocol's ranking lives in daimlib.metrics
     METRIC_KEYS,
@@ -82,46 +82,74 @@ def degenerate_problem(n_images: int) -> str:
     )
 
 
-def protocol_problem(protocol: str, n_images: int) -> str | None:
+# the dataset each paper protocol is defined on, and the layouts (daimlib.data.detect_layout) that hold it
+PROTOCOL_DATA = {
+    "f30k": ("Flickr30K", ("f30k",)),
+    "f8k": ("Flickr8k", ("f8k",)),
+    "coco1k": ("MSCOCO", ("coco", "coco_ids")),
+    "coco5k": ("MSCOCO", ("coco", "coco_ids")),
+}
+
+
+def _other_data(protocol: str, layout: str | None) -> bool:
+    """Whether data of ``layout`` is not the dataset ``protocol`` is defined on (None: not known)."""
+    return layout is not None and protocol in PROTOCOL_DATA and layout not in PROTOCOL_DATA[protocol][1]
+
+
+def protocol_problem(protocol: str, n_images: int, layout: str | None = None) -> str | None:
     """Why a split of ``n_images`` test images is not ``protocol`` as published (None when it is).
 
     ``f30k`` (F30K 1K) needs the 1,000 Flickr30K test images, ``f8k`` the 1,000 Flickr8k test images,
     ``coco1k``/``coco5k`` the 5,000 COCO test images (COCO 1K = the mean over their 5 folds of 1,000);
-    ``demo`` takes any split.
+    ``demo`` takes any split. ``layout`` (the data's, :func:`daimlib.data.detect_layout`): a split of
+    another dataset is not the protocol either, whatever its size (Flickr8k's 1,000 test images are not
+    F30K 1K).
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; protocols are {list(PROTOCOLS)}")
     if n_images < MIN_IMAGES:
         return degenerate_problem(n_images)
     need = PROTOCOL_IMAGES.get(protocol)
-    if need is None or n_images == need:
+    if need is None:
         return None
-    return (
-        f"the {PROTOCOL_NAMES[protocol]} protocol is defined on {need:,} test images but this split has "
-        f"{n_images:,}; its numbers are not comparable with published {PROTOCOL_NAMES[protocol]} results"
-    )
+    if n_images != need:  # the size first: the message every split of another size has always had
+        return (
+            f"the {PROTOCOL_NAMES[protocol]} protocol is defined on {need:,} test images but this split has "
+            f"{n_images:,}; its numbers are not comparable with published {PROTOCOL_NAMES[protocol]} results"
+        )
+    if _other_data(protocol, layout):
+        return (
+            f"the {PROTOCOL_NAMES[protocol]} protocol is defined on the {PROTOCOL_DATA[protocol][0]} test split "
+            f"but this data is in the {layout} layout; its numbers are not comparable with published "
+            f"{PROTOCOL_NAMES[protocol]} results"
+        )
+    return None
 
 
-def protocol_label(protocol: str, n_images: int, n_captions: int) -> str:
+def protocol_label(protocol: str, n_images: int, n_captions: int, layout: str | None = None) -> str:
     """The table label of a protocol on a split: its paper name when the split has the protocol's
     size (``"F30K 1K"``), else the protocol with the real sizes (``"f30k rule on 100 images x 500
-    captions (not F30K 1K)"``); a degenerate split (one image) says so."""
+    captions (not F30K 1K)"``), and the data's layout when it is another dataset's (``layout``,
+    :func:`protocol_problem`); a degenerate split (one image) says so."""
     if n_images < MIN_IMAGES:
         return f"{protocol} rule on {n_images} image x {n_captions:,} captions (DEGENERATE: every rank is 1)"
-    if protocol_problem(protocol, n_images) is None:
+    if protocol_problem(protocol, n_images, layout) is None:
         return (
             PROTOCOL_NAMES[protocol]
             if protocol != "demo"
             else f"demo ({n_images:,} images x {n_captions:,} captions)"
         )
+    data = (
+        f" of {layout} data"
+        if _other_data(protocol, layout) and n_images == PROTOCOL_IMAGES[protocol]
+        else ""
+    )
     if protocol == "coco1k":
         return (
             f"coco1k rule (5 folds of {n_images // 5:,} images) on {n_images:,} images x {n_captions:,} "
-            "captions (not COCO 1K)"
+            f"captions{data} (not COCO 1K)"
         )
-    return (
-        f"{protocol} rule on {n_images:,} images x {n_captions:,} captions (not {PROTOCOL_NAMES[protocol]})"
-    )
+    return f"{protocol} rule on {n_images:,} images x {n_captions:,} captions{data} (not {PROTOCOL_NAMES[protocol]})"
 
 
 def split_sizes(split) -> dict[str, int]:
@@ -278,6 +306,12 @@ def encode_split(
     stream where it was. ``shard=True`` under torch.distributed: this rank encodes only its slice
     of the images and of the captions (:func:`shard_ranges`), and the captions are all-gathered.
     """
+    check_vocabulary_fits(
+        tokenizer,
+        model,
+        "Score a checkpoint with the tokenizer it was trained with (its tokenizer/ folder; evaluate: drop "
+        "--set text.tokenizer), or one of at most that many tokens.",
+    )
     device = torch.device(device) if device is not None else next(model.parameters()).device
     amp_dtype, _ = amp_settings(amp, device)
     cache_dtype = feature_dtype(features, amp_dtype, device)
@@ -404,7 +438,10 @@ def evaluate(
     protocols = default_protocols(cfg.data.dataset) if protocol is None else protocol
     protocols = (protocols,) if isinstance(protocols, str) else tuple(protocols)
     single = len(protocols) == 1
-    problems = {p: protocol_problem(p, split.n_images) for p in protocols}  # also rejects unknown names
+    layout = getattr(split, "layout", None)
+    problems = {
+        p: protocol_problem(p, split.n_images, layout) for p in protocols
+    }  # also rejects unknown names
     if strict and any(problems.values()):
         raise ValueError(
             next(m for m in problems.values() if m) + "; evaluate the full test split "
@@ -433,7 +470,7 @@ def evaluate(
     per = {p: protocol_metrics(sims, split.img_of_caption, p, ties=ties) for p in protocols}
     metrics = per[protocols[0]] if single else per
     sizes = split_sizes(split)
-    df = results_table({protocol_label(p, **sizes): m for p, m in per.items()})
+    df = results_table({protocol_label(p, **sizes, layout=layout): m for p, m in per.items()})
     df.attrs.update(
         sizes,
         protocols=list(protocols),

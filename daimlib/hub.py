@@ -61,6 +61,16 @@ CITATION = """@article{wang_daim,
   author = {Wang, Y. and Huang, W. and Xie, Y. and Chen, S. and Peng, W. and Tang, M. and Fang, M. and Zhang, W.}
 }"""
 _SPLITS = {"metrics": "validation", "test_metrics": "test"}  # meta.json key -> the split its numbers are on
+UNKNOWN_DATA = "unknown"  # a preset for any folder (tiny) on a checkpoint that does not record its data
+
+
+def card_dataset(cfg, meta: dict) -> str:
+    """The dataset a checkpoint was trained on, for its card: the preset's (``data.dataset``), else the layout
+    training recorded in meta.json (``data``: a preset for any folder, such as ``tiny``), else ``unknown``."""
+    if cfg.data.dataset in DATASETS or cfg.data.dataset == "flickr8k":
+        return DATASETS.get(cfg.data.dataset, cfg.data.dataset)
+    recorded = (meta.get("data") or {}).get("layout")
+    return DATASETS.get(recorded, UNKNOWN_DATA)
 
 
 def _eval_results(cfg, meta: dict):
@@ -68,7 +78,7 @@ def _eval_results(cfg, meta: dict):
     metrics under ``metrics``; the test split's under ``test_metrics``, when the saver recorded them)."""
     from huggingface_hub import EvalResult
 
-    dataset = DATASETS.get(cfg.data.dataset, cfg.data.dataset)
+    dataset = card_dataset(cfg, meta)
     out = []
     for key, kind in _SPLITS.items():
         split = cfg.data.val_split if kind == "validation" else cfg.data.test_split
@@ -157,12 +167,12 @@ def model_card(model, meta: dict | None = None):
     cfg, meta = model.cfg, meta or {}
     loss = getattr(model, "hub_loss", None)
     margin = "not stored" if loss is None else f"{float(loss.margin):.6f}"
-    dataset = DATASETS.get(cfg.data.dataset, cfg.data.dataset)
+    dataset = card_dataset(cfg, meta)
     data = ModelCardData(
         library_name="daimlib",
         license="mit",
         model_name=cfg.name,
-        datasets=[dataset],
+        datasets=None if dataset == UNKNOWN_DATA else [dataset],
         tags=["image-text-matching", "cross-modal-retrieval", "daim", "model_hub_mixin"],
         base_model=[
             c.name
@@ -176,7 +186,12 @@ def model_card(model, meta: dict | None = None):
         f"# {cfg.name}: DAIM image-text matching",
         "",
         f"A dual-stream image-text matching model saved by DAIM Kit (`daimlib`), SCAN similarity over "
-        f"{len(cfg.similarity.level_weights)} levels, trained on {dataset}.",
+        f"{len(cfg.similarity.level_weights)} levels, "
+        + (
+            f"trained on {dataset}."
+            if dataset != UNKNOWN_DATA
+            else "trained on data this checkpoint does not name."
+        ),
         "",
         "| | |",
         "|---|---|",
@@ -262,7 +277,7 @@ class DAIMHubMixin(
         keep = {
             k: v
             for k, v in meta.items()
-            if k in ("metrics", "test_metrics", "provenance", "kind", "epoch", "step", "source")
+            if k in ("metrics", "test_metrics", "provenance", "kind", "epoch", "step", "source", "data")
         }
         tokenizer = getattr(self, "tokenizer", None)
         save_checkpoint(

@@ -67,7 +67,15 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import DAIMConfig
-from .data import CaptionDataset, build_transforms, collate, first_images, load_split, load_tokenizer
+from .data import (
+    CaptionDataset,
+    build_transforms,
+    check_vocabulary_fits,
+    collate,
+    first_images,
+    load_split,
+    load_tokenizer,
+)
 from .encoders import image_pretrained, text_pretrained
 from .evaluate import MIN_IMAGES, default_protocols, degenerate_problem, evaluate
 from .history import EPOCHS_CSV, STEP_COLUMNS, STEPS_CSV, HistoryLogger, read_csv
@@ -517,6 +525,12 @@ def _build(cfg, data_root, out_dir, device, dd, eval_split, use_pretrained, prog
         model.compile_encoders()
     loss_fn = MatchingLoss.from_config(cfg.loss).to(device)
     dataset, sampler, tokenizer = _train_loader(cfg, data_root, dd, device)
+    check_vocabulary_fits(
+        tokenizer,
+        model,
+        "Set text.tokenizer to the text encoder's vocabulary (text.tokenizer=data builds one that fits), or "
+        "give the encoder that many embeddings (text.model_kwargs.vocab_size).",
+    )
     val_split = load_split(cfg.data, data_root, eval_split) if eval_split is not None else None
     if val_split is not None and cfg.train.val_images is not None:
         val_split = first_images(val_split, cfg.train.val_images)
@@ -639,7 +653,9 @@ def save_last(ctx: _Loop, st: TrainState, stopped: str, gather: bool = True) -> 
         tokenizer = copy.deepcopy(
             ctx.tokenizer
         )  # the loader tokenizes on: a fast tokenizer is not shared by threads
-        meta = dict(kind="last", epoch=st.epoch, step=st.global_step, stopped=stopped)
+        split = ctx.dataset.split  # the data it trains on: a preset for any folder (tiny) names none
+        data = {"layout": split.layout, "dataset": getattr(split, "dataset", None)}
+        meta = dict(kind="last", epoch=st.epoch, step=st.global_step, stopped=stopped, data=data)
 
         def write() -> None:
             save_checkpoint(

@@ -4,7 +4,8 @@ Each ``notebooks/NN_*.ipynb`` is rendered with nbconvert's HTML exporter from it
 (nothing is executed), images embedded, so every page stands alone; the session plan and the glossary
 (``docs/*.md``) become pages too, and an ``index.html`` lists them all. Links between notebooks and to
 those two pages are rewritten to the rendered pages, and a figure a notebook links to (the method
-map) is copied along; a bar on each page links the index and the neighbouring notebooks. Everything
+map) is copied along; a bar on each page links the index and the neighbouring notebooks; an
+interactive app's output (ipywidgets: notebooks 12 and 13) becomes a note saying it runs in JupyterLab. Everything
 works offline: nothing is downloaded at build time (a page asks a CDN for MathJax when it is opened,
 so offline its formulas show as TeX).
 
@@ -63,6 +64,27 @@ def rewrite_links(page: str, names: dict[str, str]) -> str:
     return re.sub(r'(href=)"([^"#]+?)(#[^"]*)?"', repl, page)
 
 
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_NOTE = (
+    "<p><em>An interactive app (ipywidgets) runs here when the notebook runs in JupyterLab; "
+    "a static page cannot run it.</em></p>"
+)
+
+
+def without_widgets(nb: nbformat.NotebookNode) -> int:
+    """Replace each widget view among the outputs by a note saying where the app runs, and drop the
+    saved widget state: a static page has no kernel, and the widget manager would be fetched from a CDN
+    (offline, the output stayed blank). Returns how many views were replaced."""
+    n = 0
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if WIDGET_VIEW in out.get("data", {}):
+                out["data"] = {"text/html": WIDGET_NOTE}
+                n += 1
+    nb.metadata.pop("widgets", None)
+    return n
+
+
 def with_nav(page: str, prev: tuple[str, str] | None = None, nxt: tuple[str, str] | None = None) -> str:
     """A bar at the top of the page: the index, and the previous and next notebooks (href, title)."""
     parts = ['<a href="index.html">DAIM Kit: the course book</a>']
@@ -110,6 +132,7 @@ def build(out: Path, notebooks: list[Path]) -> list[Path]:
     exporter.log.setLevel(logging.ERROR)  # not one warning per figure without alt text
     names = {nb.name: nb.with_suffix(".html").name for nb in notebooks}
     names.update({f"../{src}": page for src, page, _ in PAGES})
+    names["../README.md"] = "index.html"  # the kit's front page; in the book, its index
     (out / "figures").mkdir(exist_ok=True)  # figures the notebooks link to (the method map), copied
     for figure in sorted(
         {m for nb in notebooks for m in re.findall(r"\(\.\./(figures/[\w.-]+\.png)\)", nb.read_text())}
@@ -122,6 +145,7 @@ def build(out: Path, notebooks: list[Path]) -> list[Path]:
     entries = [(names[path.name], title_of(nb, path.stem)) for path, nb in zip(notebooks, books)]
     for k, (path, nb) in enumerate(zip(notebooks, books)):
         nb.metadata["title"] = entries[k][1]
+        without_widgets(nb)
         body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"path": str(path.parent)}})
         prev, nxt = entries[k - 1] if k else None, entries[k + 1] if k + 1 < len(entries) else None
         page = out / names[path.name]
@@ -144,6 +168,17 @@ def build(out: Path, notebooks: list[Path]) -> list[Path]:
     return [out / "index.html", *written]
 
 
+def dangling_links(out: Path) -> list[str]:
+    """Every relative ``href``/``src`` of the book's pages that names no file of the book (a link the
+    build did not rewrite, e.g. to a repository file the book does not carry), as ``page: target``."""
+    found = []
+    for page in sorted(out.glob("*.html")):
+        for target in re.findall(r'(?:href|src)="([^"#]*)[^"]*"', page.read_text(encoding="utf-8")):
+            if target and not re.match(r"^[a-z][a-z0-9+.-]*:", target) and not (out / target).is_file():
+                found.append(f"{page.name}: {html.unescape(target)}")
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
@@ -162,6 +197,10 @@ def main(argv: list[str] | None = None) -> int:
         f"[book] {len(notebooks)} notebooks, {len(written) - 1 - len(notebooks)} pages and the index "
         f"in {time.perf_counter() - start:.1f} s: {shown}/index.html"
     )
+    dangling = dangling_links(args.out)
+    if dangling:
+        print("[book] links that lead nowhere in the book:", *dangling, sep="\n  ", file=sys.stderr)
+        return 1
     return 0
 
 

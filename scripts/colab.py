@@ -1,8 +1,9 @@
 """Give every course notebook an "Open in Colab" badge and a Colab-only install cell (idempotent).
 
 In each ``notebooks/NN_*.ipynb``:
-- the first markdown cell (the title) gets the badge line right under its ``# `` title, or has its
-  badge line rewritten to the current URL;
+- the markdown cell with the ``# `` title (the first markdown cell of a committed notebook; an
+  edition's banner comes before it) gets the badge line right under the title, or has its badge line
+  rewritten to the current URL;
 - a code cell right after the "At a glance" header (cell metadata ``daimkit_course: colab``) that, only
   when the notebook runs in Colab (``"google.colab" in sys.modules``), clones the kit's repository and
   installs it with pip; anywhere else it does nothing and prints nothing, so nbval's committed outputs
@@ -13,6 +14,9 @@ Running it twice changes nothing the second time. The badge and the clone point 
 
     python scripts/colab.py --owner THE-OWNER            # all notebooks, in place
     python scripts/colab.py --check                      # exit 1 when a notebook is not up to date
+
+Without ``--owner`` the owner is the one the notebooks' badges already name (the placeholder when
+none does), so a later run, or ``--check``, keeps a published owner instead of reverting it.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ EXTRAS = {"13": "colab,pretrained-test"}  # pip extras per notebook number; defa
 BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
 BADGE = re.compile(r"^\[!\[Open In Colab\]\([^)]*\)\]\([^)]*\)[ \t]*$", re.M)
 NOTEBOOK_NAME = re.compile(r"^\d\d_[A-Za-z0-9_]+\.ipynb$")
+BADGE_OWNER = re.compile(rf"colab\.research\.google\.com/github/([A-Za-z0-9_.-]+)/{NAME}/")
 
 
 def badge_line(filename: str, owner: str = OWNER) -> str:
@@ -84,11 +89,18 @@ def _is_install_cell(cell: dict) -> bool:
     return cell["cell_type"] == "code" and '"google.colab" in sys.modules' in _src(cell)
 
 
+def _title_cell(cells: list[dict]) -> int:
+    """The markdown cell with the ``# `` title (an edition's banner comes before it), else the first one."""
+    markdown = [i for i, c in enumerate(cells) if c["cell_type"] == "markdown"]
+    titled = (i for i in markdown if any(line.startswith("# ") for line in _src(cells[i]).splitlines()))
+    return next(titled, markdown[0])
+
+
 def update(nb: dict, filename: str, owner: str = OWNER) -> dict:
     """The notebook with its badge and install cell in place (a new dict; cell ids kept)."""
     nb = json.loads(json.dumps(nb))
     cells = nb["cells"]
-    first_md = next(i for i, c in enumerate(cells) if c["cell_type"] == "markdown")
+    first_md = _title_cell(cells)
     text = with_badge(_src(cells[first_md]), filename, owner)
     if text != _src(cells[first_md]):
         cells[first_md]["source"] = _lines(text)
@@ -130,11 +142,18 @@ def process(paths: list[Path], owner: str = OWNER, check: bool = False) -> list[
     return changed
 
 
+def owners_in(paths: list[Path]) -> set[str]:
+    """The GitHub owners that the Colab badges of these notebooks name."""
+    return {m.group(1) for path in paths for m in BADGE_OWNER.finditer(path.read_text())}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("notebooks", nargs="*", type=Path, help="default: notebooks/NN_*.ipynb")
     ap.add_argument(
-        "--owner", default=OWNER, help=f"the GitHub owner of the kit's repository (default {OWNER})"
+        "--owner",
+        default=None,
+        help=f"the GitHub owner of the kit's repository (default: the one the badges name, else {OWNER})",
     )
     ap.add_argument(
         "--check", action="store_true", help="change nothing; exit 1 when a notebook would change"
@@ -143,7 +162,17 @@ def main(argv: list[str] | None = None) -> int:
     paths = args.notebooks or sorted(
         p for p in (REPO / "notebooks").glob("*.ipynb") if NOTEBOOK_NAME.match(p.name)
     )
-    changed = process(paths, args.owner, args.check)
+    owner = args.owner
+    if owner is None:
+        named = owners_in(paths)
+        if len(named) > 1:
+            print(
+                f"[colab] the badges name several owners ({', '.join(sorted(named))}): pass --owner",
+                file=sys.stderr,
+            )
+            return 2
+        owner = named.pop() if named else OWNER
+    changed = process(paths, owner, args.check)
     verb = "would change" if args.check else "updated"
     print(
         f"[colab] {len(paths)} notebooks, {len(changed)} {verb}: {' '.join(p.name for p in changed) or '-'}"

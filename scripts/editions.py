@@ -8,8 +8,9 @@ carry (``check-solution``: the folded answer below a self-checked question; ``im
 reference implementation below an "implement it yourself" exercise).
 
 - ``DIR/student/``: every solution cell removed, every solution folded inside a prose cell
-  (``<details><summary>Solution ...</details>``) cut out, and every code cell's outputs cleared, so
-  neither a solution nor a printed result gives an answer away; a first cell says which edition it is.
+  (``<details><summary>Solution ...</details>``) cut out, and every code cell's outputs cleared (with
+  the widget state saved in the notebook's metadata, notebook 12's search results), so neither a
+  solution nor a printed result gives an answer away; a first cell says which edition it is.
 - ``DIR/teacher/``: the notebooks as committed (outputs and solutions kept), with the same first cell.
 
 Both keep the notebooks' file names, so their links to each other hold. They are meant to replace
@@ -63,6 +64,7 @@ def make_edition(nb, edition: str):
             elif cell.cell_type == "markdown":
                 cell.source = FOLDED_SOLUTION.sub("", cell.source)
         out.cells = [c for c in out.cells if c.cell_type != "markdown" or c.source.strip()]
+        out.metadata.pop("widgets", None)  # the saved widget state: the cleared outputs' results
     banner = nbformat.v4.new_markdown_cell(BANNER[edition])
     banner.metadata[KEY] = f"edition-{edition}"
     banner.id = f"edition-{edition}"  # fixed, so the same notebooks give the same files

@@ -2,9 +2,10 @@
 
 Per notebook: the words of its markdown cells, counted strictly (every part of a code name, URL or
 formula is a word: ``daimlib.course.nb`` is three; table rules and heading marks do not count), the student time ESTIMATED from them (reading at
-200 words per minute, plus 10 minutes per exercise: a markdown heading that names an exercise), and
+200 words per minute, plus 10 minutes per exercise: each numbered item under a markdown heading that
+names exercises, or the heading itself when it numbers none), and
 the CPU time its own header states (the header row "time on a 2-core CPU", quoted as written). Per
-session: the sums of the estimates. Nothing here is measured on students.
+session: the sums of the estimates, flagged when over 90 minutes. Nothing here is measured on students.
 
     python scripts/session_plan.py            # print the tables
     python scripts/session_plan.py --write    # rewrite them between the markers in docs/session_plan.md
@@ -36,16 +37,30 @@ SESSIONS = [
     ("8", "the capstone, presented", ["14"]),
 ]
 EXERCISE_HEADING = re.compile(r"^#{1,6} .*\b[Ee]xercises?\b", re.M)
+HEADING = re.compile(r"^#{1,6} ", re.M)
+NUMBERED_ITEM = re.compile(r"^\d+\. ", re.M)  # a top-level numbered list item: one exercise each
+SESSION_MINUTES = 90
 # a word as a strict counter sees it: each part of a code name, URL or formula counts
 WORD = re.compile(r"[A-Za-z0-9][\w'-]*")
 HEADER_TIME = re.compile(r"^\|\s*time on a 2-core CPU\s*\|\s*(.*?)\s*\|\s*$", re.M)
+
+
+def count_exercises(text: str) -> int:
+    """The exercises of one markdown cell: each heading that names an exercise counts as many as the
+    numbered items in its section (up to the next heading), and as one when it numbers none."""
+    total = 0
+    for m in EXERCISE_HEADING.finditer(text):
+        following = HEADING.search(text, m.end())
+        section = text[m.end() : following.start() if following else len(text)]
+        total += max(1, len(NUMBERED_ITEM.findall(section)))
+    return total
 
 
 def notebook_stats(path: Path) -> dict:
     cells = json.loads(path.read_text())["cells"]
     markdown = ["".join(c["source"]) for c in cells if c["cell_type"] == "markdown"]
     words = sum(len(WORD.findall(text)) for text in markdown)
-    exercises = sum(len(EXERCISE_HEADING.findall(text)) for text in markdown)
+    exercises = sum(count_exercises(text) for text in markdown)
     header = next(
         (m.group(1) for text in markdown[:3] for m in [HEADER_TIME.search(text)] if m), "not stated"
     )
@@ -71,7 +86,8 @@ def tables(stats: dict[str, dict]) -> str:
         have = [n for n in nbs if n in stats]
         total = sum(stats[n]["minutes"] for n in have)
         shown = ", ".join(have) if have else f"{', '.join(nbs)} (not in this checkout)"
-        rows.append(f"| {number}: {topic} | {shown} | {math.ceil(total)} min |")
+        over = f" (over {SESSION_MINUTES}: assign part as homework)" if total > SESSION_MINUTES else ""
+        rows.append(f"| {number}: {topic} | {shown} | {math.ceil(total)} min{over} |")
     return "\n".join(rows)
 
 

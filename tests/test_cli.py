@@ -51,6 +51,21 @@ def test_help_names_and_explains_every_command(capsys):
     assert set(build_parser()._subparsers._group_actions[0].choices) == set(COMMANDS)
 
 
+def test_no_command_prints_the_whole_help_and_exits_2(capsys, monkeypatch):
+    """``python -m daimlib`` alone: the help with every command and the examples (not argparse's one-line
+    'COMMAND required'), exit code 2 as for any usage error; also through sys.argv (argv=None)."""
+    assert main([]) == 2
+    out, err = capsys.readouterr()
+    assert all(name in out for name in COMMANDS) and "examples" in out and "required" not in err
+    monkeypatch.setattr(sys, "argv", ["daimlib"])
+    assert main() == 2
+    assert capsys.readouterr().out == out
+    from experiments.__main__ import main as experiments_main  # the same wrapper: the same behaviour
+
+    assert experiments_main([]) == 2
+    assert "ablate" in capsys.readouterr().out
+
+
 @pytest.mark.slow  # trains a model
 def test_make_demo_data_train_evaluate_smoke(tmp_path, monkeypatch, capsys):
     """The three commands chained with relative paths: the first as a fresh ``python -m daimlib``
@@ -200,6 +215,21 @@ def test_make_demo_data_train_evaluate_smoke(tmp_path, monkeypatch, capsys):
             "no checkpoint folder",
         ),
         (["train", "--preset", "demo", "--data-root", "d", "--out", "o", "--resume"], "holds no checkpoint"),
+        # a batch of 0 was taken as 'the default' (and -3 failed only after the model had loaded)
+        (
+            [
+                "evaluate",
+                "--checkpoint",
+                "missing",
+                "--data-root",
+                "d",
+                "--protocol",
+                "demo",
+                "--batch-size",
+                "0",
+            ],
+            "--batch-size|expected at least 1",
+        ),
         # no network and no local weights: the missing model and the field to set are named
         (
             ["train", "--preset", "daim_f30k", "--data-root", "d", "--out", "o"],
@@ -213,6 +243,25 @@ def test_user_errors_exit_2_with_a_message_and_no_traceback(argv, message, tmp_p
     assert main(argv + ["-q"]) == 2
     err = capsys.readouterr().err
     assert all(part in err for part in message.split("|")) and "Traceback" not in err
+
+
+def test_evaluating_a_run_folder_names_its_checkpoints(tmp_path, monkeypatch, capsys):
+    """--checkpoint RUN (the run folder, not RUN/best): the error names the run's checkpoints to give instead."""
+    from daimlib.checkpoint import load_checkpoint, save_checkpoint
+    from daimlib.model import DAIM
+
+    cfg = load_preset("demo")
+    model = DAIM.from_config(cfg, pretrained=False)
+    for kind in ("best", "last"):
+        save_checkpoint(tmp_path / "run" / kind, model, cfg)
+    monkeypatch.chdir(tmp_path)
+    for with_config in (False, True):  # a run folder holds the run's config.json too (train writes it)
+        if with_config:
+            (tmp_path / "run" / "config.json").write_text(cfg.to_json())
+        assert main(["evaluate", "--checkpoint", "run", "--data-root", "d", "--protocol", "demo", "-q"]) == 2
+        err = capsys.readouterr().err
+        assert "It is a run folder: give one of its checkpoints, run/best or run/last." in err, err
+    load_checkpoint("run/best", read_train_state=False)  # what it names loads
 
 
 def test_version_prints_the_package_version_without_loading_torch():

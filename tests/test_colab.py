@@ -145,3 +145,44 @@ def test_badge_rewritten_not_duplicated_and_owner_applied():
         moved.count("Open In Colab") == 1
         and "/github/me/daim-kit/blob/main/notebooks/05_training.ipynb" in moved
     )
+
+
+def test_a_published_owner_stays_when_the_script_runs_again_without_owner(tmp_path, capsys):
+    """After `--owner acme`, a plain run or `--check` keeps acme (it used to put the placeholder back
+    into every notebook, and `--check` failed on all of them)."""
+    paths = []
+    for nb in NOTEBOOKS[:2]:
+        shutil.copy(nb, tmp_path / nb.name)
+        paths.append(tmp_path / nb.name)
+    args = [*map(str, paths)]
+    assert colab.main([*args, "--owner", "acme"]) == 0
+    published = {p.name: p.read_text() for p in paths}
+    assert all("github/acme/daim-kit" in t and colab.OWNER not in t for t in published.values())
+    assert colab.main([*args, "--check"]) == 0
+    assert colab.main(args) == 0
+    assert {p.name: p.read_text() for p in paths} == published
+    # two owners at once: the script cannot tell which is meant, and says so
+    paths[1].write_text(paths[1].read_text().replace("github/acme/", "github/other/"))
+    assert colab.main(args) == 2 and "--owner" in capsys.readouterr().err
+    assert colab.main([*args, "--owner", "acme"]) == 0 and colab.owners_in(paths) == {"acme"}
+
+
+def test_an_editions_banner_gets_no_badge_and_the_titles_badge_follows_the_owner(tmp_path):
+    """A teacher who publishes the student edition (`make editions`) runs `colab.py --owner` on it: the
+    banner cell before the title got a second badge and the title's kept the placeholder owner."""
+    spec = importlib.util.spec_from_file_location("editions", REPO / "scripts" / "editions.py")
+    editions = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(editions)
+    import nbformat
+
+    path = tmp_path / NOTEBOOKS[4].name
+    path.write_text(
+        nbformat.writes(editions.make_edition(nbformat.read(NOTEBOOKS[4], as_version=4), "student"))
+    )
+    before = json.loads(path.read_text())
+    again = colab.update(before, path.name)  # an edition of an up-to-date notebook is up to date
+    assert [_src(c) for c in again["cells"]] == [_src(c) for c in before["cells"]]
+    assert colab.main([str(path), "--owner", "teacher"]) == 0
+    banner, title = json.loads(path.read_text())["cells"][:2]
+    assert "Open In Colab" not in _src(banner) and "Student edition" in _src(banner)
+    assert _src(title).count("Open In Colab") == 1 and "/github/teacher/daim-kit/" in _src(title)

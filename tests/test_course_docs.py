@@ -92,6 +92,22 @@ def test_session_plan_estimate_against_a_hand_count(tmp_path):
     assert s["cpu"] == "about 7 s (measured)"
 
 
+def test_session_plan_counts_each_numbered_exercise_and_flags_a_session_over_90_minutes():
+    """'## Exercises' over three numbered questions is three exercises (notebook 12's, 13's), not one;
+    the numbers of a later section (a numbered summary) are not exercises."""
+    plan = _load("session_plan")
+    assert plan.count_exercises("## Exercises\n\n1. one\n2. two\n3. three\n\n## Summary\n\n1. not one") == 3
+    assert plan.count_exercises("## Exercise\n\nOne question, no list.") == 1
+    assert plan.count_exercises("## 2. Exercise: implement it\n\nWrite `f`.\n") == 1
+    assert plan.count_exercises("## Summary\n\n1. a\n2. b") == 0
+    nb12 = plan.notebook_stats(next((REPO / "notebooks").glob("12_*.ipynb")))
+    assert nb12["exercises"] == 3  # its "## Exercises" numbers three questions
+    stats = {n: {"name": n, "words": 0, "exercises": 0, "minutes": 0.0, "cpu": "-"} for n in ("00", "01")}
+    stats["00"]["minutes"], stats["01"]["minutes"] = 50.0, 45.0
+    session_1 = next(r for r in plan.tables(stats).splitlines() if r.startswith("| 1: "))
+    assert "95 min (over 90" in session_1
+
+
 def test_results_page_quotes_the_shipped_models_metrics_and_curves():
     """docs/results.md's table of the three shipped arms and its curve are models/*/ (metrics.json, history)."""
     import csv
@@ -220,3 +236,12 @@ def test_every_long_flag_in_the_researchers_page_is_a_real_option():
     code = " ".join(_commands(text))
     unknown = sorted(set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9_-]*)", code)) - known)
     assert not unknown, unknown
+
+
+def test_session_plan_says_how_jupyterlab_reuses_make_demos_runs():
+    """`make demo` keeps its runs under DEMO_OUT (DAIM_OUTPUT_DIR); the plan used to promise that
+    later runs reuse them, which a plain `jupyter lab` (runs under runs/) does not."""
+    demo_out = re.search(r"^DEMO_OUT := (\S+)$", (REPO / "Makefile").read_text(), re.M).group(1)
+    text = " ".join((REPO / "docs" / "session_plan.md").read_text().split())
+    assert f"`DAIM_OUTPUT_DIR={demo_out} .venv/bin/jupyter lab notebooks/`" in text
+    assert "so later runs reuse the finished work" not in text

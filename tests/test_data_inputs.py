@@ -220,3 +220,47 @@ def test_make_demo_data_refuses_a_folder_that_is_not_demo_data(tmp_path, capsys)
     (tmp_path / "empty").mkdir()
     make_demo_dataset(tmp_path / "empty", size=(5, 5, 5), progress=False)
     assert torch.is_tensor(load_split(tmp_path / "empty", "test").img_of_caption)
+
+
+# --- a tokenizer must fit the text encoder's embeddings ---------------------------------------
+
+
+def _oversized_tokenizer(demo_root, folder, n_embeddings: int):
+    """A WordPiece vocabulary of the demo captions behind 600 made-up words: the captions' own words get ids
+    beyond ``n_embeddings``, as with a tokenizer of another (larger) model."""
+    from transformers import AutoTokenizer
+
+    from daimlib.data import build_wordpiece_tokenizer
+
+    captions = load_split(demo_root, "train", check_files=False).captions
+    junk = [" ".join(f"qq{i}x{j}" for j in range(10)) for i in range(60)] * 50
+    build_wordpiece_tokenizer(junk + captions, folder, vocab_size=4 * n_embeddings)
+    tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    ids = tok(captions[:20])["input_ids"]
+    assert len(tok) > n_embeddings and max(max(x) for x in ids) >= n_embeddings  # it would index past them
+    return tok
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_a_tokenizer_larger_than_the_text_embeddings_is_refused_naming_both_sizes(
+    demo_root, tmp_path, capsys
+):
+    """Train and evaluate stop with both sizes named, not with torch's 'IndexError: index out of range in
+    self' from inside the embedding lookup (a device-side assert on a GPU)."""
+    from daimlib.config import load_preset
+    from daimlib.evaluate import encode_split
+    from daimlib.model import DAIM
+
+    cfg = load_preset("demo")
+    n_embeddings = cfg.text.model_kwargs["vocab_size"]
+    tok = _oversized_tokenizer(demo_root, tmp_path / "tok", n_embeddings)
+    model = DAIM.from_config(cfg, pretrained=False)
+    split = load_split(demo_root, "test")
+    with pytest.raises(ValueError, match=rf"{len(tok):,} tokens .* {n_embeddings:,} token embeddings"):
+        encode_split(model, split, tok, cfg.data, device="cpu", progress=False)
+    argv = ["train", "--preset", "demo", "--data-root", str(demo_root), "--out", str(tmp_path / "run")]
+    argv += ["--set", f"text.tokenizer={tmp_path / 'tok'}", "train.epochs=1", "data.num_workers=0", "-q"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{n_embeddings:,} token embeddings" in err and "text.model_kwargs.vocab_size" in err
+    assert not (tmp_path / "run" / "last").exists()  # refused before any step

@@ -54,6 +54,8 @@ def test_student_edition_has_no_solution_and_no_output(written, path):
     n_solutions = sum(editions.is_solution(c) for c in source.cells)
     assert len(student.cells) == len(source.cells) - n_solutions + 1  # + the edition banner
     assert "Student edition" in student.cells[0].source
+    assert "widgets" not in student.metadata  # saved widget state holds results (notebook 12's search)
+    assert "top captions for image" not in (written / "student" / path.name).read_text()
     for cell in student.cells:
         assert not SOLUTION_TEXT.search(cell.source), "a solution reached the student edition"
         if cell.cell_type == "code":

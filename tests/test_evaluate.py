@@ -437,6 +437,32 @@ def test_evaluate_labels_a_small_split_and_strict_refuses_it(demo_small):
         evaluate(LevelsModel(2).eval(), split, tok, cfg, protocol="f30k", progress=False, strict=True)
 
 
+def test_a_protocol_on_another_datasets_test_split_of_its_size_is_not_labelled_as_published(
+    demo_small, tmp_path
+):
+    """1,000 test images of Flickr30K are not 'Flickr8k 1K' (nor Flickr8k's 'F30K 1K'): the data's layout
+    decides too, so the row is labelled with the data and strict refuses it."""
+    from daimlib.config import load_preset
+    from daimlib.data import load_split, load_tokenizer, make_f30k_layout
+    from daimlib.evaluate import evaluate
+
+    make_f30k_layout(tmp_path / "f30k", n_train=5, n_val=5, n_test=1000)
+    cfg = load_preset("tiny")
+    split = load_split(cfg.data, tmp_path / "f30k", "test")
+    tok = load_tokenizer(load_preset("demo").text, demo_small)  # the model below clamps any id
+    assert split.layout == "f30k" and split.n_images == 1000
+    _, df = evaluate(LevelsModel(1).eval(), split, tok, cfg, protocol=("f8k", "f30k"), progress=False)
+    assert list(df.index) == [
+        "f8k rule on 1,000 images x 5,000 captions of f30k data (not Flickr8k 1K)",
+        "F30K 1K",
+    ]
+    assert df.attrs["paper_protocol"] == {"f8k": False, "f30k": True}
+    with pytest.raises(
+        ValueError, match="defined on the Flickr8k test split but this data is in the f30k layout"
+    ):
+        evaluate(LevelsModel(1).eval(), split, tok, cfg, protocol="f8k", progress=False, strict=True)
+
+
 def test_a_collapsed_model_scores_rsum_0_through_the_pipeline_and_for_model_selection(demo_small):
     from daimlib.config import load_preset
     from daimlib.data import load_split, load_tokenizer

@@ -116,6 +116,21 @@ def test_checkers_say_not_attempted_for_none_and_for_the_stub():
     assert check_contranorm(lambda x, scale=0.1, tau=1.0: None).status == "not attempted"
 
 
+def test_a_one_pair_stub_is_not_attempted_and_its_own_mistakes_read_plainly():
+    """The one-pair form ``fn(v, t) -> float`` that the checker also accepts: its stub is "not
+    attempted" (not "raised _NotAttempted"), and the checker's own messages are not wrapped."""
+
+    def my_scan_t2i(v, t): ...
+
+    fb = check_scan_t2i(my_scan_t2i)
+    assert fb.status == "not attempted", fb
+    assert check_scan_t2i(lambda v, t, lambda_softmax=9.0: None).status == "not attempted"
+    fb = check_scan_t2i(lambda v, t: torch.zeros(2))
+    assert fb.status == "wrong" and "_Wrong" not in fb.message and "expected one number" in fb.message
+    fb = check_scan_t2i(lambda v, t: None if t.shape[0] < 3 else naive_pair(v, t))  # None on short captions
+    assert fb.status == "wrong" and "returned None" in fb.message and "_" not in fb.message.split(":")[0]
+
+
 def test_a_crashing_function_is_reported_with_its_error():
     fb = check_scan_t2i(lambda img, txt, lens: img @ txt)
     assert fb.status == "wrong" and "raised RuntimeError" in fb.message
@@ -218,6 +233,9 @@ def test_boundary_checker_wants_the_plus_root_and_nan_without_root():
         lambda *args: 0.0 if gaussian_boundary(*args)[1] <= 0 else gaussian_boundary(*args)[0]
     )
     assert not fb and "no boundary" in fb.message
+    # the notebook's and the glossary's names: a, b, c (B is the batch size), never the spec's A, B, C
+    assert "E = b² − 4ac" in fb.message and "4AC" not in fb.message
+    assert "check a, b and c" in check_gaussian_boundary(lambda *args: 0.5).message
 
 
 # --- recall at K ------------------------------------------------------------------------------
@@ -311,5 +329,11 @@ def test_check_answer_tolerance_and_bad_input():
     assert not check_answer("09.welch_t", 2.1)
     assert "whole numbers" in check_answer("07.trigger_rows", "many").message
     assert "answer one of" in check_answer("04.reset_direction", "maybe").message
+    # a whole-number answer is not rounded into the right one: 42 / 5 (not 42 // 5) is no image index
+    assert check_answer("00.img_of_caption", 42 / 5).status == "wrong"
+    assert "whole numbers" in check_answer("00.img_of_caption", 42 / 5).message
+    assert not check_answer("07.trigger_rows", 45 / 58 * 128 + 0.4)  # 99.7 rows: not a count of rows
+    assert not check_answer("01.tokens_384", (2304.4, 576, 144))
+    assert check_answer("00.img_of_caption", 8.0) and check_answer("07.trigger_rows", np.int64(100))
     with pytest.raises(ValueError, match="unknown question"):
         check_answer("99.nothing", 1)

@@ -650,6 +650,28 @@ def test_cli_get_data_from_a_local_folder(tmp_path, capsys):
     assert "already complete" in capsys.readouterr().out
 
 
+def test_cli_next_command_names_the_written_folder_from_any_working_directory(tmp_path, monkeypatch, capsys):
+    """The printed ``next: python -m daimlib train ...`` runs as printed: its --data-root is the folder written,
+    also for an --out outside the repository and the working directory (not an ``<outside>/...`` label)."""
+    import shlex
+
+    src = make_karpathy(tmp_path / "src", _records(F8K), "flickr8k", "dataset_flickr8k.json", "images", False)
+    out = tmp_path / "elsewhere" / "f8k"
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    assert main(["get-data", "flickr8k", "--out", str(out), "--from", str(src), "-q"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("next: "))
+    argv = shlex.split(line[len("next: ") :])
+    data_root = Path(argv[argv.index("--data-root") + 1])
+    assert data_root.is_dir() and data_root.resolve() == out.resolve()
+    load_split(data_root, "test")  # the layout train reads
+    monkeypatch.chdir(src)  # a relative --out is printed as typed, valid where the command ran
+    assert main(["get-data", "flickr8k", "--out", "../rel_out", "--from", ".", "-q"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("next: "))
+    argv = shlex.split(line[len("next: ") :])
+    assert (Path(argv[argv.index("--data-root") + 1]).resolve()) == (tmp_path / "rel_out").resolve()
+
+
 def test_cli_ctrl_c_exits_130_and_says_how_to_continue(tmp_path, monkeypatch, capsys):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

@@ -76,3 +76,30 @@ def test_glossary_names_every_branch_the_mom_logs():
     entry = GLOSSARY.read_text().split("**MOM branch.**")[1].split("\n\n")[0]
     for b in branches | {"disabled"}:
         assert f"`{b}`" in entry, b
+
+
+def test_glossary_gives_the_dual_encoders_terms_and_its_temperature_apart_from_contranorms():
+    """Notebooks 06 and 14 teach a dual encoder trained with InfoNCE at temperature τ; the glossary
+    had neither term, and its only τ was ContraNorm's (1, not 0.05)."""
+    from daimlib.config import load_preset
+
+    text = GLOSSARY.read_text()
+    terms = " ".join(_terms(text))
+    assert "Dual encoder." in terms and "InfoNCE" in terms
+    (row,) = [line for line in text.splitlines() if "`loss.temperature`" in line]
+    assert row.startswith(r"| $\tau$ |") and f"{load_preset('demo_dual').loss.temperature:g}" in row
+    (cn_row,) = [line for line in text.splitlines() if "`fdm.tau`" in line]
+    assert f"temperature, {load_preset('demo').fdm.tau:g}" in cn_row and "InfoNCE" in cn_row
+
+
+def test_glossary_defines_the_statistics_of_notebook_09_and_the_frozen_feature_cache():
+    """Session 6 spends its discussion time on 09's statistics; 10 and 13 train on frozen encoders."""
+    terms = " ".join(_terms(GLOSSARY.read_text()))
+    for term in (
+        "Confidence interval",
+        "p-value",
+        "Paired test",
+        "minimal detectable difference",
+        "Frozen backbone",
+    ):
+        assert term in terms, term

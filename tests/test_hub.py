@@ -190,3 +190,26 @@ def test_push_to_hub_offline_names_the_endpoint_and_the_repo(model, monkeypatch)
     monkeypatch.setenv("HF_ENDPOINT", "http://mirror.example:8080")
     with pytest.raises(ConnectionError, match=r"http://mirror\.example:8080.*'someone/daim-demo'"):
         model.push_to_hub("someone/daim-demo")
+
+
+def test_the_card_of_a_tiny_run_names_the_data_it_trained_on(tmp_path, monkeypatch):
+    """The ``tiny`` preset fits any folder (``data.dataset="any"``): the card named the dataset 'any' (and the
+    hub metadata ``datasets: [any]``); the layout training read is recorded in meta.json and named instead."""
+    from huggingface_hub import ModelCard
+
+    from daimlib.data import make_f30k_layout
+    from daimlib.train import train
+
+    monkeypatch.setenv("DAIM_CACHE_DIR", str(tmp_path / "cache"))
+    make_f30k_layout(tmp_path / "f30k", n_train=8, n_val=2, n_test=2)
+    cfg = load_preset("tiny", **{"train.batch_size": 8, "train.max_steps": 1, "data.num_workers": 0})
+    assert cfg.data.dataset == "any"
+    train(cfg, tmp_path / "f30k", tmp_path / "run", progress=False, eval_split=None)
+    DAIM.from_pretrained(tmp_path / "run" / "last").save_pretrained(tmp_path / "hf")
+    card = ModelCard.load(tmp_path / "hf" / "README.md")
+    assert card.data.datasets == ["flickr30k"] and "trained on flickr30k." in card.text
+    # a tiny checkpoint that records no data (saved outside a run): no made-up dataset
+    bare = DAIM.from_config(cfg, pretrained=False)
+    bare.save_pretrained(tmp_path / "hf_bare")
+    card = ModelCard.load(tmp_path / "hf_bare" / "README.md")
+    assert card.data.datasets is None and "trained on data this checkpoint does not name." in card.text

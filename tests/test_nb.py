@@ -52,6 +52,19 @@ def test_setup_prints_only_repo_relative_paths_and_returns_the_layout(capsys, mo
     assert env.device == nb.resolve_device("auto")
 
 
+def test_setup_says_where_outputs_go_when_daim_output_dir_moves_them(capsys, monkeypatch):
+    """A JupyterLab session reuses `make demo`'s runs only under its DAIM_OUTPUT_DIR: the setup line says
+    which output folder this kernel uses (and nothing when it is the repository itself)."""
+    monkeypatch.delenv("DAIM_OUTPUT_DIR", raising=False)
+    nb.setup(seed=0)
+    assert "outputs:" not in capsys.readouterr().out
+    monkeypatch.setenv("DAIM_OUTPUT_DIR", "runs/executed")
+    env = nb.setup(seed=0)
+    out = capsys.readouterr().out
+    assert out.rstrip().endswith("| outputs: runs/executed") and str(REPO) not in out
+    assert env.runs == REPO / "runs" / "executed" / "runs"
+
+
 def test_setup_sets_the_small_figure_defaults():
     import matplotlib.pyplot as plt
 
@@ -306,6 +319,41 @@ def test_load_or_score_recomputes_for_other_data_of_the_same_size(tiny_demo, tin
     split = load_split(cfg.data, other, "test")
     nb.load_or_score(run, model, split, load_tokenizer(cfg.text, other), cfg)
     assert calls == [1]  # another annotation file: not the cached matrix
+
+
+@pytest.mark.slow  # trains a model (a few steps)
+def test_load_or_score_scores_with_the_runs_own_vocabulary_and_keys_its_cache_by_it(
+    tiny_demo, tiny_run, tmp_path, monkeypatch, capsys
+):
+    """Notebook 06 scored its fresh runs with the shipped models' tokenizer (another vocabulary: the
+    captions became other token ids, RSUM at chance), and notebook 14 then read that matrix back from
+    the cache, whose key named no tokenizer."""
+    import json
+    import shutil
+
+    from daimlib.checkpoint import load_checkpoint_tokenizer
+    from daimlib.data import load_split, load_tokenizer
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run[0], run)
+    for f in run.glob("sims_*"):
+        f.unlink()
+    model, cfg = tiny_run[1], tiny_run[2].cfg
+    split, own = load_split(cfg.data, tiny_demo, "test"), load_tokenizer(cfg.text, tiny_demo)
+    shipped = load_checkpoint_tokenizer(REPO / "models" / "demo" / "best")
+    assert shipped.get_vocab() != own.get_vocab()
+    passed_other = nb.load_or_score(run, model, split, shipped, cfg)
+    assert "scored with the tokenizer saved in" in capsys.readouterr().out
+    right = nb.load_or_score(run, model, split, own, cfg, recompute=True)
+    np.testing.assert_allclose(passed_other, right, atol=1e-6)
+    key_file = run / "sims_test.json"
+    key = json.loads(key_file.read_text())
+    assert key["tokenizer_vocab_sha256"] == nb._vocab_sha256(own)
+    key_file.write_text(json.dumps({**key, "tokenizer_vocab_sha256": "another vocabulary"}))
+    calls, real = [], nb.similarity_matrix
+    monkeypatch.setattr(nb, "similarity_matrix", lambda *a, **k: calls.append(1) or real(*a, **k))
+    nb.load_or_score(run, model, split, own, cfg)
+    assert calls == [1]  # cached under another vocabulary: scored again
 
 
 def test_search_images_ranks_images_like_the_full_similarity_column(tiny_demo, tiny_cfg):

@@ -268,3 +268,31 @@ def test_evaluating_a_shipped_model_writes_nothing_into_models(demo_root, tmp_pa
     assert tracked_state() == before
     written = sorted(p.name for p in (tmp_path / "out" / "runs" / "eval" / "models" / "demo").iterdir())
     assert written == [f"eval_best_test_demo.{e}" for e in ("csv", "json", "md", "tex")]
+
+
+def test_evaluating_one_checkpoint_on_other_data_keeps_the_earlier_results(
+    demo_root, other_demo_data, tmp_path, capsys
+):
+    """A model evaluated on one dataset, then on another (cross-dataset): the second evaluation used to replace
+    the first's files (same checkpoint, split and protocol); it is written beside them under the data folder's
+    name, and the same data again still replaces its own files."""
+    cfg = load_preset("demo")
+    save_checkpoint(tmp_path / "run" / "best", DAIM.from_config(cfg, pretrained=False), cfg)
+    base = ["evaluate", "--checkpoint", str(tmp_path / "run" / "best"), "--protocol", "demo", "-q"]
+    base += ["--set", "data.num_workers=0"]
+
+    def recorded(name):
+        return json.loads((tmp_path / "run" / f"{name}.json").read_text())["data"]["annotations_sha256"]
+
+    assert main([*base, "--data-root", str(demo_root)]) == 0
+    first = recorded("eval_best_test_demo")
+    assert main([*base, "--data-root", str(other_demo_data)]) == 0
+    assert "hold an evaluation of other data" in capsys.readouterr().err
+    assert recorded("eval_best_test_demo") == first  # kept
+    assert recorded("eval_best_test_demo_other_data") != first  # the other data's, beside it
+    assert main([*base, "--data-root", str(demo_root)]) == 0  # the same data: its own files, no note
+    assert "other data" not in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "run").glob("eval_*.json")) == [
+        "eval_best_test_demo.json",
+        "eval_best_test_demo_other_data.json",
+    ]

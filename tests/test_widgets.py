@@ -260,3 +260,15 @@ def test_static_output_prints_both_directions(demo, capsys):
     out = capsys.readouterr().out
     assert "caption -> images: 'a big red circle'" in out and "image 1 -> captions" in out
     assert "random weights" in out
+
+
+def test_without_ipywidgets_the_app_cell_says_so_and_shows_the_static_view(demo, capsys, monkeypatch):
+    """Notebook 12's app cell where ipywidgets is missing (a kernel without the notebook extra): it
+    used to raise ImportError, stopping "Run All" before the notebook's check."""
+    root, split = demo
+    monkeypatch.setattr(W, "ipywidgets", None)
+    app = W.SearchApp(W.available_models(root / "no-runs", root), split, root, n_images=N_IMAGES)
+    assert app.show() is None
+    out = capsys.readouterr().out
+    assert "needs ipywidgets" in out and "caption -> images: 'a big red circle'" in out
+    assert "image 0 -> captions" in out

@@ -75,6 +75,8 @@ def _not_attempted(exercise: str, fn_name: str = "your function") -> Feedback:
 def _call(fn: Callable, case: str, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
+    except (_NotAttempted, _Wrong):  # raised by a checker's own wrapper (SCAN's one pair at a time)
+        raise
     except Exception as err:  # noqa: BLE001 - any error of the student's code is feedback
         raise _Wrong(f"on the case '{case}' it raised {type(err).__name__}: {err}") from None
 
@@ -199,12 +201,19 @@ def _scan_caller(fn: Callable):
     if batched:
         return (lambda img, txt, lens, lam: fn(img, txt, lens, **lam_kw(lam))), lam_name is not None, True
 
+    first = [True]  # only the very first pair's None is the stub; a later None is a wrong answer
+
     def pairwise(img, txt, lens, lam):
         rows = []
         for i in range(img.shape[0]):
             row = []
             for j in range(txt.shape[0]):
-                out = _first_call(fn(img[i], txt[j, : int(lens[j])], **lam_kw(lam)))
+                out = fn(img[i], txt[j, : int(lens[j])], **lam_kw(lam))
+                if first[0]:
+                    first[0] = False
+                    out = _first_call(out)
+                if out is None:
+                    raise _Wrong(f"for the pair (image {i}, caption {j}) it returned None; return one number")
                 s = _as_tensor(out, "one pair")
                 if s.numel() != 1:
                     raise _Wrong(
@@ -376,7 +385,7 @@ def _boundary_body(fn: Callable) -> str:
         if e <= 0:
             if not math.isnan(got):
                 raise _Wrong(
-                    f"on '{case}' the discriminant E = B² − 4AC is ≤ 0, so there is no boundary "
+                    f"on '{case}' the discriminant E = b² − 4ac is ≤ 0, so there is no boundary "
                     "and the margin stays: return float('nan')"
                 )
             continue
@@ -402,7 +411,7 @@ def _boundary_body(fn: Callable) -> str:
         lhs, rhs = alpha * _pdf(got, mu_p, sigma_p), _pdf(got, mu_n, sigma_n)
         raise _Wrong(
             f"on '{case}' your λ = {got:.4g} gives α·N_p(λ) = {lhs:.4g} but N_n(λ) = {rhs:.4g}; "
-            "they must be equal (check A, B and C one by one)"
+            "they must be equal (check a, b and c one by one)"
         )
     return (
         f"matches daimlib.losses.gaussian_boundary on {len(BOUNDARY_CASES)} cases, the no-root case included"
@@ -652,9 +661,11 @@ def _canonical(q: Question, value) -> list[str]:
     of the last decimal)."""
     if q.kind == "choice":
         return [str(value).strip().lower()]
-    if q.kind == "ints":
-        vals = [value] if np.isscalar(value) else list(value)
-        return [",".join(str(int(round(float(v)))) for v in vals)]
+    if q.kind == "ints":  # whole numbers only: 42 / 5 = 8.4 is not image 8 (no rounding to the answer)
+        vals = [float(v) for v in ([value] if np.isscalar(value) else list(value))]
+        if not all(v.is_integer() for v in vals):
+            raise ValueError("not whole numbers")
+        return [",".join(str(int(v)) for v in vals)]
     x = round(float(value), q.decimals)
     step = 10.0 ** (-q.decimals)
     return [f"{x + d * step:.{q.decimals}f}" for d in (-1, 0, 1)]

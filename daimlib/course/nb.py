@@ -12,6 +12,7 @@ no machine paths.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -25,7 +26,7 @@ import pandas as pd
 import torch
 
 from daimlib import TrainResult, runs, train
-from daimlib.checkpoint import load_loss, load_model
+from daimlib.checkpoint import has_tokenizer, load_checkpoint_tokenizer, load_loss, load_model
 from daimlib.config import DAIMConfig, flatten, load_preset
 from daimlib.course.variants import variant_overrides
 from daimlib.data import make_demo_dataset, tokenize
@@ -78,7 +79,8 @@ def setup(seed: int = 0, device: str = "auto", verbose: bool = True) -> SimpleNa
     Returns a namespace with ``root`` (absolute ``Path``; print it with :func:`rel`), ``data``
     (``root/data``), ``figures`` (the demo data's figure folder, :func:`figures_dir`: ``root/figures``,
     or under ``$DAIM_OUTPUT_DIR`` when set), ``output`` (``$DAIM_OUTPUT_DIR`` or ``root``), ``runs``
-    (``<output>/runs``), ``device`` and ``seed``. Prints one line with repo-relative paths only.
+    (``<output>/runs``), ``device`` and ``seed``. Prints one line with repo-relative paths only (and
+    the output folder when ``$DAIM_OUTPUT_DIR`` moves it: the runs a notebook reuses are there).
     """
     root = repo_root()
     dev = resolve_device(device)
@@ -95,8 +97,11 @@ def setup(seed: int = 0, device: str = "auto", verbose: bool = True) -> SimpleNa
         seed=seed,
     )
     if verbose:
+        # where runs, caches and figures go when $DAIM_OUTPUT_DIR moves them (make demo: runs/executed)
+        moved = f" | outputs: {rel(env.output)}" if env.output != root else ""
         print(
             f"repo root: . | data: {rel(env.data)} | device: {dev} | seed: {seed} | torch {torch.__version__}"
+            + moved
         )
     return env
 
@@ -389,13 +394,40 @@ def load_or_score(
     """The ``[n_img, n_cap]`` score matrix of ``model`` on ``split``, cached in the run folder.
 
     Stored as ``<run_dir>/sims_<split_name>.npy`` with a JSON key (the checkpoint's weight hash, the
-    split's size and its annotation file's sha256); reused while the key matches, else recomputed with
-    :func:`daimlib.evaluate.encode_split` + :func:`daimlib.evaluate.similarity_matrix` (the
-    evaluation protocol's matrix, spec section 7). Returns a float32 numpy array.
+    tokenizer's vocabulary hash, the split's size and its annotation file's sha256); reused while the
+    key matches, else recomputed with :func:`daimlib.evaluate.encode_split` +
+    :func:`daimlib.evaluate.similarity_matrix` (the evaluation protocol's matrix, spec section 7).
+    When the run's checkpoint carries its own tokenizer (the vocabulary its text encoder was trained
+    on) and ``tokenizer`` differs from it, the run's own is used and a note says so: captions encoded
+    with another vocabulary score at chance. Returns a float32 numpy array.
     """
     run = _repo_path(run_dir)
     weights = _weights_sha256(run / "best") or _weights_sha256(run / "last")
+    tokenizer = _run_tokenizer(run, tokenizer)
     return _cached_scores(run, weights, model, split, tokenizer, cfg, split_name, device, progress, recompute)
+
+
+def _vocab_sha256(tokenizer) -> str | None:
+    """A hash of a tokenizer's vocabulary (token -> id), or None for one without ``get_vocab``."""
+    get_vocab = getattr(tokenizer, "get_vocab", None)
+    if get_vocab is None:
+        return None
+    return hashlib.sha256(json.dumps(sorted(get_vocab().items())).encode()).hexdigest()
+
+
+def _run_tokenizer(run: Path, tokenizer):
+    """``tokenizer``, or the run checkpoint's own when it carries one with another vocabulary."""
+    own_dir = next((d for d in (run / "best", run / "last") if d.is_dir() and has_tokenizer(d)), None)
+    if own_dir is None:
+        return tokenizer
+    own = load_checkpoint_tokenizer(own_dir)
+    if own is None or _vocab_sha256(own) == _vocab_sha256(tokenizer):
+        return tokenizer
+    print(
+        f"note: scored with the tokenizer saved in {display_path(own_dir)} (the vocabulary this run was "
+        "trained on); the one passed has another vocabulary"
+    )
+    return own
 
 
 def _cached_scores(
@@ -411,10 +443,12 @@ def _cached_scores(
     recompute: bool = False,
 ):
     """The one score cache: ``<folder>/sims_<split_name>.npy`` beside its JSON key (the weights'
-    sha256, the split's sizes and its annotation file's sha256: the same sizes on other data are
-    scored again); without a weight hash nothing is cached."""
+    sha256, the tokenizer's vocabulary hash, the split's sizes and its annotation file's sha256: the
+    same sizes on other data, or captions encoded with another vocabulary, are scored again); without
+    a weight hash nothing is cached."""
     key = {
         "weights_sha256": weights_sha256,
+        "tokenizer_vocab_sha256": _vocab_sha256(tokenizer),
         "split": split_name,
         "n_images": split.n_images,
         "n_captions": split.n_captions,

@@ -486,7 +486,7 @@ class SearchApp:
     the top images and their word attention, and an image picker with its top captions.
 
     ``choices``: from :func:`available_models`; each model's index is built on first use and kept.
-    Without ipywidgets (or a front end) use :meth:`static` instead of :meth:`show`.
+    Without ipywidgets :meth:`show` falls back to :meth:`static` (plain output, for a script or nbval).
     """
 
     def __init__(
@@ -547,12 +547,15 @@ class SearchApp:
         return table
 
     def show(self):
-        """Build and display the widgets (needs ipywidgets); the top-level box is ``self.box``."""
+        """Build and display the widgets; the top-level box is ``self.box``. Without ipywidgets it says
+        so and shows :meth:`static` instead, so the notebook still runs to its end (its checks)."""
         if ipywidgets is None:
-            raise ImportError(
+            print(
                 "the interactive search needs ipywidgets (pip install -e '.[notebook]' or bash scripts/setup.sh); "
-                "use SearchApp.static() for plain output"
+                "its static view instead:"
             )
+            self.static()
+            return
         w = ipywidgets
         self.model_menu = w.Dropdown(
             options=list(self.choices), value=self.label, description="model", layout=w.Layout(width="95%")

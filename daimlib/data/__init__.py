@@ -27,7 +27,13 @@ from daimlib.data.layout import (
     resolve_layout,
 )
 from daimlib.data.split import Split, clean_caption, first_images
-from daimlib.data.tokenizer import build_wordpiece_tokenizer, data_tokenizer, load_tokenizer, tokenize
+from daimlib.data.tokenizer import (
+    build_wordpiece_tokenizer,
+    check_vocabulary_fits,
+    data_tokenizer,
+    load_tokenizer,
+    tokenize,
+)
 
 __all__ = [
     "COCO_IDS",
@@ -64,6 +70,7 @@ __all__ = [
     "clean_caption",
     "first_images",
     "build_wordpiece_tokenizer",
+    "check_vocabulary_fits",
     "data_tokenizer",
     "load_tokenizer",
     "tokenize",

@@ -168,6 +168,25 @@ def tokenizer_from_folder(folder: str | Path, what: str = "tokenizer folder"):
         ) from None
 
 
+def check_vocabulary_fits(tokenizer, model, advice: str) -> None:
+    """Refuse a tokenizer whose ids reach past the text encoder's token embeddings (``model.text_encoder``).
+
+    Such ids fail deep inside the embedding lookup (``IndexError: index out of range in self`` on a CPU, a
+    device-side assert on a GPU) once a caption uses one of them; this names both sizes first, with
+    ``advice``. A model without a BERT text encoder is not checked.
+    """
+    bert = getattr(getattr(model, "text_encoder", None), "bert", None)
+    if bert is None:
+        return
+    n_embeddings = int(bert.get_input_embeddings().num_embeddings)
+    n_tokens = len(tokenizer)
+    if n_tokens > n_embeddings:
+        raise ValueError(
+            f"the tokenizer has {n_tokens:,} tokens but the text encoder has {n_embeddings:,} token embeddings: "
+            f"a caption holding a token id from {n_embeddings:,} up cannot be encoded. {advice}"
+        )
+
+
 def load_tokenizer(
     text_cfg,
     data_root: str | Path | None = None,
