@@ -188,6 +188,16 @@ def check_precision(cfg, device, batch: int) -> dict:
     }
 
 
+def precision_name(cfg, device) -> str:
+    """What :func:`check_precision` compares with fp32 here: the AMP dtype ``train.amp`` picks on this device
+    (bf16 from Ampere on, fp16 before), with TF32 where the GPU has it (Ampere and newer); a CPU has neither."""
+    device = torch.device(device)
+    amp_dtype, _ = amp_settings(cfg.train.amp, device)
+    has_tf32 = device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 8
+    parts = [{torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp_dtype), "TF32" if has_tf32 else None]
+    return "+".join(p for p in parts if p) or "fp32 (no AMP, no TF32 here)"
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -355,17 +365,17 @@ def main(argv=None) -> int:
         f"# gpu_check on {name}; torch {torch.__version__}; {'CPU SMOKE (tiny sizes)' if smoke else 'paper size'}"
     )
     rows, failures = [], []
-    prec = check_precision(cfg, device, b0)
+    prec, mixed = check_precision(cfg, device, b0), precision_name(cfg, device)
     rows.append(
         (
-            "bf16+TF32 vs fp32: training scores, max |diff|",
+            f"{mixed} vs fp32: training scores, max |diff|",
             _verdict("train scores", prec["scores"], TOL_TRAIN_SCORES, failures),
             f"batch {b0}",
         )
     )
     rows.append(
         (
-            "bf16+TF32 vs fp32: loss, relative",
+            f"{mixed} vs fp32: loss, relative",
             _verdict("train loss", prec["loss"], TOL_TRAIN_LOSS, failures),
             f"batch {b0}",
         )

@@ -344,6 +344,12 @@ def _resolve_dir(directory: str | os.PathLike) -> Path:
             stacklevel=3,
         )
         return olds[-1]
+    last = directory.parent / "last"
+    if directory.name == "best" and (last / META).is_file():  # a run that never validated
+        raise CheckpointError(
+            f"no checkpoint folder at {display_path(directory)}: this run has no best/ (it was trained without "
+            f"validation, --no-val, or stopped before its first); its checkpoint is {display_path(last)}"
+        )
     raise CheckpointError(
         f"no checkpoint folder at {display_path(directory)}: expected a folder with {WEIGHTS}, {CONFIG} "
         f"and {META} (written by daimlib.checkpoint.save_checkpoint or `python -m daimlib train`). "

@@ -402,6 +402,25 @@ def similarity_matrix(
     return rows.cpu().numpy()
 
 
+def _checked_request(protocols: tuple[str, ...], split, layout, ties: str, strict: bool) -> dict:
+    """:func:`evaluate`'s arguments checked before any encoding: ``{protocol: problem or None}``
+    (:func:`protocol_problem`; unknown names, a tie rule, ``strict``, COCO 1K's folds refused)."""
+    problems = {p: protocol_problem(p, split.n_images, layout) for p in protocols}  # rejects unknown names
+    if strict and any(problems.values()):
+        raise ValueError(
+            next(m for m in problems.values() if m) + "; evaluate the full test split "
+            "or use the 'demo' protocol"
+        )
+    if ties not in TIES:
+        raise ValueError(f"ties must be one of {list(TIES)} (default 'pessimistic'), got {ties!r}")
+    if "coco1k" in protocols and split.n_images % 5:  # before the encoding, not after it (coco_fold5)
+        raise ValueError(
+            f"{split.n_images:,} images cannot be split into 5 equal folds; the COCO 1K protocol needs a multiple "
+            "of 5 images (COCO 5K test: 5,000; evaluate --images N scores the first N)"
+        )
+    return problems
+
+
 def evaluate(
     model,
     split,
@@ -439,16 +458,7 @@ def evaluate(
     protocols = (protocols,) if isinstance(protocols, str) else tuple(protocols)
     single = len(protocols) == 1
     layout = getattr(split, "layout", None)
-    problems = {
-        p: protocol_problem(p, split.n_images, layout) for p in protocols
-    }  # also rejects unknown names
-    if strict and any(problems.values()):
-        raise ValueError(
-            next(m for m in problems.values() if m) + "; evaluate the full test split "
-            "or use the 'demo' protocol"
-        )
-    if ties not in TIES:
-        raise ValueError(f"ties must be one of {list(TIES)} (default 'pessimistic'), got {ties!r}")
+    problems = _checked_request(protocols, split, layout, ties, strict)
     features = features if features is not None else getattr(cfg.train, "eval_features", "auto")
     t0 = time.perf_counter()
     feats = encode_split(

@@ -600,10 +600,19 @@ def _restore(ctx: _Loop, last_dir: Path) -> tuple[TrainState, tuple[int, int]]:
     if len(rngs) == ctx.dd.world:
         _set_rng_state(rngs[ctx.dd.rank])
     else:
+        per = cfg.train.batch_size
         log.warning(
-            "checkpoint was written by %d process(es), this run has %d: RNG streams reseeded",
+            "checkpoint was written by %d process(es), this run has %d: RNG streams reseeded, and the global "
+            "batch changes from %d x %d = %d to %d x %d = %d (each hardest negative, the MOM's batch statistics and "
+            "the steps per epoch change with it: docs/reproduce.md, 'The batch across GPUs')",
             len(rngs),
             ctx.dd.world,
+            len(rngs),
+            per,
+            len(rngs) * per,
+            ctx.dd.world,
+            per,
+            ctx.dd.world * per,
         )
     log.info("resumed from %s at epoch %d, step %d", display_path(last_dir), st.epoch, st.global_step)
     return st, (int(state["steps_rows"]), int(state["epochs_rows"]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -262,6 +263,10 @@ def test_evaluating_a_run_folder_names_its_checkpoints(tmp_path, monkeypatch, ca
         err = capsys.readouterr().err
         assert "It is a run folder: give one of its checkpoints, run/best or run/last." in err, err
     load_checkpoint("run/best", read_train_state=False)  # what it names loads
+    shutil.rmtree(tmp_path / "run" / "best")  # a run trained with --no-val has last/ only
+    assert main(["evaluate", "--checkpoint", "run/best", "--data-root", "d", "--protocol", "demo", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "this run has no best/" in err and "its checkpoint is run/last" in err
 
 
 def test_version_prints_the_package_version_without_loading_torch():

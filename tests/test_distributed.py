@@ -179,3 +179,23 @@ def test_two_process_evaluation_equals_the_single_process_one(ddp_run):
     for r in ranks:
         torch.testing.assert_close(r["sims"], torch.from_numpy(sims), atol=1e-5, rtol=1e-5)
         assert r["metrics"] == pytest.approx(metrics)
+
+
+def test_resuming_a_two_process_run_in_one_process_names_the_global_batch_it_changes(
+    ddp_run, tmp_path, caplog
+):
+    """On fewer processes the per-process batch stays (it must) but the global batch halves: the warning said
+    only 'RNG streams reseeded'; it names the global batch before and after."""
+    import logging
+    import shutil
+
+    from daimlib.train import train
+
+    root, out, _ = ddp_run
+    shutil.copytree(out, tmp_path / "run")
+    cfg = _cfg().replace(**{"train.epochs": 3})
+    with caplog.at_level(logging.WARNING, logger="daimlib.train"):
+        train(cfg, root, tmp_path / "run", resume=True, progress=False, eval_split="test", device="cpu")
+    text = caplog.text
+    g = WORLD * PER_RANK_BATCH
+    assert f"the global batch changes from {WORLD} x {PER_RANK_BATCH} = {g} to 1 x {PER_RANK_BATCH}" in text

@@ -463,6 +463,27 @@ def test_a_protocol_on_another_datasets_test_split_of_its_size_is_not_labelled_a
         evaluate(LevelsModel(1).eval(), split, tok, cfg, protocol="f8k", progress=False, strict=True)
 
 
+def test_coco1k_on_a_split_it_cannot_fold_is_refused_before_any_encoding(demo_small):
+    """7 images cannot make COCO 1K's 5 folds: said before encoding the split (on COCO, minutes on a GPU), with
+    the flag that picks a size that folds; the same for the paper protocol on COCO data."""
+    from daimlib.config import load_preset
+    from daimlib.data import first_images, load_split, load_tokenizer
+    from daimlib.evaluate import evaluate
+
+    class NeverEncodes(LevelsModel):
+        def encode_image(self, images):
+            raise AssertionError("encoded before the fold check")
+
+    cfg = load_preset("demo")
+    split = first_images(load_split(cfg.data, demo_small, "test"), 7)
+    tok = load_tokenizer(cfg.text, demo_small)
+    for protocol in ("coco1k", ("coco1k", "coco5k")):
+        with pytest.raises(ValueError, match=r"7 images cannot be split into 5 equal folds.*--images N"):
+            evaluate(NeverEncodes(1).eval(), split, tok, cfg, protocol=protocol, progress=False)
+    metrics, _ = evaluate(LevelsModel(1).eval(), split, tok, cfg, protocol="coco5k", progress=False)
+    assert 0 <= metrics["rsum"] <= 600  # no folds, no refusal
+
+
 def test_a_collapsed_model_scores_rsum_0_through_the_pipeline_and_for_model_selection(demo_small):
     from daimlib.config import load_preset
     from daimlib.data import load_split, load_tokenizer

@@ -672,6 +672,16 @@ def test_cli_next_command_names_the_written_folder_from_any_working_directory(tm
     assert (Path(argv[argv.index("--data-root") + 1]).resolve()) == (tmp_path / "rel_out").resolve()
 
 
+def test_a_revision_with_a_local_folder_is_refused_not_ignored(tmp_path, capsys):
+    """--revision pins a hub download; with --from DIR it was silently ignored (the folder converted as it is)."""
+    src = make_karpathy(tmp_path / "src", _records(F8K), "flickr8k", "dataset_flickr8k.json", "images", False)
+    argv = ["get-data", "flickr8k", "--out", str(tmp_path / "out"), "--from", str(src), "-q"]
+    assert main([*argv, "--revision", "abc123"]) == 2
+    assert "--revision abc123 picks a revision of a hub dataset" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "dataset_flickr8k.json").exists()
+    assert main(argv) == 0  # without it: converted
+
+
 def test_cli_ctrl_c_exits_130_and_says_how_to_continue(tmp_path, monkeypatch, capsys):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

@@ -44,3 +44,21 @@ def test_a_check_beyond_its_tolerance_fails_the_run(capsys):
     assert "ok" in gpu_check._verdict("y", 0.01, 0.05, failures) and failures == ["x"]
     gpu_check._verdict("z", float("nan"), 1.0, failures)
     assert failures == ["x", "z"]
+
+
+def test_the_precision_rows_name_what_was_compared(monkeypatch):
+    """The rows said 'bf16+TF32 vs fp32' everywhere: on a CPU (no AMP: fp32 against fp32) and on a GPU before
+    Ampere (fp16, no TF32) too. They name the AMP dtype and TF32 this device really used."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    import gpu_check
+    import torch
+
+    from daimlib.config import load_preset
+
+    cfg = load_preset("demo", **{"train.amp": "auto"})  # as the check runs it
+    cpu = gpu_check.precision_name(cfg, "cpu")
+    assert cpu.split()[0] == "fp32" and "no AMP, no TF32" in cpu  # fp32 against fp32: said so
+    for bf16, major, want in ((True, 8, "bf16+TF32"), (True, 9, "bf16+TF32"), (False, 7, "fp16")):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, b=bf16, **k: b)
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a, m=major, **k: (m, 0))
+        assert gpu_check.precision_name(cfg, "cuda") == want

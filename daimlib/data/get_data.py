@@ -527,6 +527,11 @@ def _resolve_source(target: Target, source: str | None, revision: str | None, ou
         folder = Path(source).expanduser()
         if not folder.is_dir():
             raise GetDataError(f"--from {source} is a file; give the folder that holds the dataset's files")
+        if revision:
+            raise GetDataError(
+                f"--revision {revision} picks a revision of a hub dataset, but --from {source} is a local folder "
+                "(converted as it is); drop --revision, or give --from a hub dataset id (owner/name)"
+            )
         return folder, ""
     repo_id = source or target.hub.repo_id
     if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo_id):
