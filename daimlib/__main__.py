@@ -882,9 +882,7 @@ def run_cli(parser: argparse.ArgumentParser, commands: dict, argv: list[str] | N
     diverged run, a full disk or an impossible path) carry a message saying what to do and are shown
     without a traceback; anything else is a bug and keeps its traceback. Under torchrun only rank 0 speaks.
     """
-    if not (
-        sys.argv[1:] if argv is None else argv
-    ):  # no command at all: the help, not argparse's one-line error
+    if not (sys.argv[1:] if argv is None else argv):  # no command: the help, not argparse's one-line error
         parser.print_help()
         return 2
     args = _parse(parser, argv)
@@ -904,7 +902,12 @@ def run_cli(parser: argparse.ArgumentParser, commands: dict, argv: list[str] | N
         NonFiniteError,
     )
     try:
-        return commands[args.command](args)
+        code = commands[args.command](args)
+        sys.stdout.flush()  # here, so that a reader gone away (below) is seen before the interpreter exits
+        return code
+    except BrokenPipeError:  # `... | head`: the reader stopped reading; end quietly, as shell tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
+        return 141  # 128 + SIGPIPE, the shell's code for a command cut off by a closed pipe
     except user_errors as e:
         message = str(e)
     except OSError as e:

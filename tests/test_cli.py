@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -65,6 +66,26 @@ def test_no_command_prints_the_whole_help_and_exits_2(capsys, monkeypatch):
 
     assert experiments_main([]) == 2
     assert "ablate" in capsys.readouterr().out
+
+
+def test_output_cut_off_by_a_closed_pipe_ends_quietly():
+    """``python -m daimlib presets | head -1``: the reader is gone before the command writes; the command
+    ends with the shell's code for a closed pipe (141) and no traceback or 'Exception ignored' noise."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write now fails with EPIPE, as after `head` exits
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "daimlib", "presets"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).resolve().parents[1],
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert done.returncode == 141, done.stderr
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr
 
 
 @pytest.mark.slow  # trains a model
