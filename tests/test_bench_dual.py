@@ -12,6 +12,7 @@ import pytest
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_dual_vs_scan.py"
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_help_names_the_sizes_and_the_device():
     res = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and "--sizes" in res.stdout and "--device" in res.stdout

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # every test reads the whole book, built once (8 s): `make unit` runs them
 
 _spec = importlib.util.spec_from_file_location("build_book", REPO / "scripts" / "build_book.py")
 build_book = importlib.util.module_from_spec(_spec)

@@ -68,6 +68,7 @@ def test_no_command_prints_the_whole_help_and_exits_2(capsys, monkeypatch):
     assert "ablate" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_output_cut_off_by_a_closed_pipe_ends_quietly():
     """``python -m daimlib presets | head -1``: the reader is gone before the command writes; the command
     ends with the shell's code for a closed pipe (141) and no traceback or 'Exception ignored' noise."""
@@ -259,6 +260,7 @@ def test_make_demo_data_train_evaluate_smoke(tmp_path, monkeypatch, capsys):
         ),
     ],
 )
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_user_errors_exit_2_with_a_message_and_no_traceback(argv, message, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # as on a machine without internet, whatever this one has
@@ -267,6 +269,7 @@ def test_user_errors_exit_2_with_a_message_and_no_traceback(argv, message, tmp_p
     assert all(part in err for part in message.split("|")) and "Traceback" not in err
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_evaluating_a_run_folder_names_its_checkpoints(tmp_path, monkeypatch, capsys):
     """--checkpoint RUN (the run folder, not RUN/best): the error names the run's checkpoints to give instead."""
     from daimlib.checkpoint import load_checkpoint, save_checkpoint

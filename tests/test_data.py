@@ -234,6 +234,7 @@ def test_unreadable_image_names_the_file(tmp_path):
 # --- tokenizers -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_wordpiece_tokenizer_round_trips_and_knows_real_words(tmp_path):
     from transformers import BertTokenizerFast
 
@@ -320,6 +321,7 @@ def test_datasets_and_collate_build_the_batch_dict(karpathy, tmp_path):
         collate([])
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_caption_dataset_caches_decoded_images_without_changing_a_sample(demo_root, monkeypatch):
     import daimlib.data.datasets as ds_mod
     from daimlib.config import load_preset

@@ -160,6 +160,7 @@ def test_a_byte_identical_copy_under_another_name_counts_as_a_duplicate(tmp_path
 # --- errors inside DataLoader workers -------------------------------------------------------
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_worker_errors_carry_the_original_message(tmp_path):
     root = _folder(tmp_path, [_rec("a.jpg"), _rec("b.jpg")], ["a.jpg", "b.jpg"])
     split = load_karpathy(root / "dataset_flickr30k.json", root / "images", "test")
@@ -200,6 +201,7 @@ def split_cfg():
 # --- the demo generator never writes into a user's dataset ----------------------------------
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_make_demo_data_refuses_a_folder_that_is_not_demo_data(tmp_path, capsys):
     user = _folder(tmp_path / "f30k", [_rec("a.jpg")], ["a.jpg"])
     before = sorted(p.name for p in (user / "images").iterdir())
@@ -241,6 +243,7 @@ def _oversized_tokenizer(demo_root, folder, n_embeddings: int):
     return tok
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 @pytest.mark.usefixtures("one_torch_thread")
 def test_a_tokenizer_larger_than_the_text_embeddings_is_refused_naming_both_sizes(
     demo_root, tmp_path, capsys

@@ -28,6 +28,7 @@ def small(tmp_path_factory):
     return root, make_demo_dataset(root, seed=0, size="small", progress=False)
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_same_seed_gives_byte_identical_json_and_identical_images(small, tmp_path):
     root, path = small
     again = make_demo_dataset(tmp_path, seed=0, size="small", progress=False)
@@ -40,6 +41,7 @@ def test_same_seed_gives_byte_identical_json_and_identical_images(small, tmp_pat
     assert other.read_bytes() != path.read_bytes()
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_split_sizes_five_captions_and_karpathy_fields(small):
     root, path = small
     data = json.loads(path.read_text())

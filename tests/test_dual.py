@@ -194,6 +194,7 @@ def test_a_dual_model_trains_end_to_end_with_gradients_in_every_part():
         assert grads and sum(float(g.abs().sum()) for g in grads) > 0
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 @pytest.mark.usefixtures("one_torch_thread")
 def test_train_runs_the_dual_switches_and_evaluates(demo_root, tmp_path):
     from daimlib.train import train

@@ -222,6 +222,7 @@ def test_local_text_weights_leave_the_image_stream_alone(tiny_cfg, tmp_path, no_
         assert torch.equal(model.text_encoder.bert.state_dict()[k], v), k
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_random_init_switch_builds_the_full_size_text_stream_offline(no_hub):
     from daimlib.config import load_preset
     from daimlib.encoders import image_pretrained, text_pretrained

@@ -8,6 +8,8 @@ import ast
 import re
 from pathlib import Path
 
+import pytest
+
 from daimlib.__main__ import build_parser
 from daimlib.config import DAIMConfig, flatten
 
@@ -65,6 +67,7 @@ def known_flags() -> set[str]:
     return flags
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_the_scan_finds_the_messages_it_is_meant_to_check():
     texts = " ".join(t for _, t in error_messages())
     assert "--strict refuses it" in texts  # a raise in __main__
@@ -73,6 +76,7 @@ def test_the_scan_finds_the_messages_it_is_meant_to_check():
     assert {"--set", "--resume", "--tokenizer", "--protocol", "--strict"} <= known_flags()
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_every_flag_an_error_message_names_exists_on_the_command_line():
     flags = known_flags()
     missing = sorted(
@@ -86,6 +90,7 @@ def test_every_flag_an_error_message_names_exists_on_the_command_line():
     assert not missing, f"error messages name flags no command has: {missing}"
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_every_set_key_an_error_message_names_is_a_config_key():
     keys = set(flatten(DAIMConfig().to_dict()))
     bad = sorted(

@@ -357,6 +357,7 @@ class LevelsModel(nn.Module):
         return TinyScorer().similarity(img_levels, txt_levels, txt_lens)
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 @pytest.mark.parametrize("n_levels", [1, 2, 4])
 def test_evaluate_handles_any_number_of_levels(demo_small, n_levels):
     from daimlib.config import load_preset
@@ -375,6 +376,7 @@ def test_evaluate_handles_any_number_of_levels(demo_small, n_levels):
     assert metrics == recall_metrics(sims, split.img_of_caption)
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_encoding_leaves_the_global_random_generators_untouched(demo_small):
     import random
 
@@ -437,6 +439,7 @@ def test_evaluate_labels_a_small_split_and_strict_refuses_it(demo_small):
         evaluate(LevelsModel(2).eval(), split, tok, cfg, protocol="f30k", progress=False, strict=True)
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_a_protocol_on_another_datasets_test_split_of_its_size_is_not_labelled_as_published(
     demo_small, tmp_path
 ):

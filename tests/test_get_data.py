@@ -380,6 +380,7 @@ def test_coco_keeps_restval_and_year_folders(tmp_path, fmt):
     assert all(len(test.captions_of(i)) == 5 for i in range(test.n_images))  # first 5 of 5-7
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_train_data_loading_reads_the_result(tmp_path):
     from daimlib.config import load_preset
     from daimlib.data import CaptionDataset, build_transforms, data_tokenizer

@@ -192,6 +192,7 @@ def test_push_to_hub_offline_names_the_endpoint_and_the_repo(model, monkeypatch)
         model.push_to_hub("someone/daim-demo")
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_the_card_of_a_tiny_run_names_the_data_it_trained_on(tmp_path, monkeypatch):
     """The ``tiny`` preset fits any folder (``data.dataset="any"``): the card named the dataset 'any' (and the
     hub metadata ``datasets: [any]``); the layout training read is recorded in meta.json and named instead."""

@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 PKG = REPO / "daimlib"
 PACKAGES = ("daimlib", "experiments")
@@ -129,6 +131,7 @@ def cycles(graph: dict[str, set[str]]) -> list[frozenset[str]]:
     )
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_the_graph_is_built_from_real_imports():
     g = import_graph()
     assert "daimlib.evaluate" in g["daimlib.train"] and "daimlib.config" in g["daimlib.checkpoint"]
@@ -137,6 +140,7 @@ def test_the_graph_is_built_from_real_imports():
     assert {"daimlib.metrics", "daimlib.paths"} <= g["daimlib.course.viz"]
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_no_import_cycle_anywhere_in_daimlib():
     found = cycles(import_graph(load_time=True))
     assert not found, f"import cycles: {[sorted(c) for c in found]}"
@@ -217,6 +221,7 @@ def test_course_and_experiments_use_no_private_attribute_of_a_kit_module():
                 assert not _is_private(n.attr), f"{mod}:{n.lineno} uses {n.value.id}.{n.attr}"
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_data_and_hub_load_neither_the_loss_nor_the_model():
     code = (
         "import sys, daimlib.data, daimlib.hub, daimlib.checkpoint\n"

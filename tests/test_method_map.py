@@ -41,6 +41,7 @@ def paper_facts():
     return method_facts(load_preset("daim_f30k"))
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_paper_facts_match_the_spec_table(paper_facts):
     """Spec 1.1/1.2: Swin-B at 224 px, stages 2/3/4 -> 784/196/49 tokens of 256/512/1024, BERT 4/10/12."""
     f = paper_facts
@@ -63,6 +64,7 @@ def test_demo_facts_match_a_real_forward_pass(tiny_cfg):
     assert f.text_layers == model.text_encoder.bert.config.num_hidden_layers
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_figure_shows_the_numbers_of_the_config(paper_facts):
     fig = draw_method_map(load_preset("daim_f30k"), facts=paper_facts)
     text = _joined(fig)
@@ -84,6 +86,7 @@ def test_figure_shows_the_numbers_of_the_config(paper_facts):
     plt.close(fig)
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_figure_follows_the_switches(paper_facts):
     """HAT: no ContraNorm, i2t, fixed margin; a changed λ, a weight and text-side FDM appear."""
     hat = load_preset("hat_f30k")
@@ -122,6 +125,7 @@ def test_two_levels_give_two_scan_boxes(tiny_cfg):
     plt.close(fig)
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 @pytest.mark.parametrize("preset", ["daim_f30k", "demo", "hat_f30k"])
 def test_no_two_texts_overlap(preset):
     """Readability: the rendered bounding boxes of the figure's texts are pairwise disjoint."""
@@ -170,6 +174,7 @@ def test_method_table_as_markdown_shows_every_cell_whole():
     ]
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_save_method_maps_writes_both_presets(tmp_path):
     paths = save_method_maps(root=tmp_path)
     assert paths == ["figures/method_map.png", "figures/method_map_demo.png"]

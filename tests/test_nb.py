@@ -116,6 +116,7 @@ def test_setup_makes_warnings_print_without_file_paths(capsys):
     assert text == "UserWarning: careful\n" and str(REPO) not in text
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_ensure_demo_data_generates_once_then_reuses_and_regenerates_for_another_seed(tmp_path, capsys):
     import json
 
@@ -135,6 +136,7 @@ def test_ensure_demo_data_generates_once_then_reuses_and_regenerates_for_another
     assert json.loads((folder / "dataset_demo.json").read_text())["images"] != data["images"]
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_model_for_loads_a_checkpoint_folder_or_builds_random_weights(tmp_path, capsys):
     from daimlib.checkpoint import save_checkpoint
     from daimlib.model import DAIM
@@ -157,6 +159,7 @@ def test_model_for_loads_a_checkpoint_folder_or_builds_random_weights(tmp_path, 
         nb.model_for(cfg, checkpoint=tmp_path / "nothing")
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_model_for_auto_without_a_run_says_where_it_looked():
     cfg = load_preset("demo")
     cfg.name = "no_such_run_for_tests"
@@ -356,6 +359,7 @@ def test_load_or_score_scores_with_the_runs_own_vocabulary_and_keys_its_cache_by
     assert calls == [1]  # cached under another vocabulary: scored again
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_search_images_ranks_images_like_the_full_similarity_column(tiny_demo, tiny_cfg):
     from daimlib.data import load_split, load_tokenizer
     from daimlib.evaluate import encode_split, similarity_matrix

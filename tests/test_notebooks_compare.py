@@ -253,6 +253,7 @@ def test_ablation_runs_from_result_files_else_the_committed_csv(tmp_path):
 # --- cached score matrices ---------------------------------------------------------------------
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 @pytest.mark.usefixtures("one_torch_thread")
 def test_arm_scores_are_cached_by_weights_and_data(tiny_cfg, demo_root, tmp_path):
     from daimlib.data import load_split, load_tokenizer

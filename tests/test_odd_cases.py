@@ -232,6 +232,7 @@ def test_advice_names_no_option_that_does_not_exist(ckpt):
         assert "strict=False" not in str(err.value) and "evaluate" in str(err.value)
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_evaluating_a_shipped_model_writes_nothing_into_models(demo_root, tmp_path, monkeypatch, capsys):
     shipped = repo_root() / "models" / "demo" / "best"
     if not (shipped / "meta.json").is_file():
@@ -270,6 +271,7 @@ def test_evaluating_a_shipped_model_writes_nothing_into_models(demo_root, tmp_pa
     assert written == [f"eval_best_test_demo.{e}" for e in ("csv", "json", "md", "tex")]
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_evaluating_one_checkpoint_on_other_data_keeps_the_earlier_results(
     demo_root, other_demo_data, tmp_path, capsys
 ):

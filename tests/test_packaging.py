@@ -97,6 +97,7 @@ def _declared() -> tuple[set[str], set[str]]:
     return runtime, extras
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_every_package_daimlib_imports_is_declared():
     imported = _imports_of_daimlib()
     runtime, extras = _declared()
@@ -104,6 +105,7 @@ def test_every_package_daimlib_imports_is_declared():
     assert not missing, f"imported but not declared in pyproject.toml (dependencies or an extra): {missing}"
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_every_runtime_dependency_is_imported_by_daimlib():
     imported = _imports_of_daimlib()
     runtime, _ = _declared()
@@ -114,6 +116,7 @@ def test_every_runtime_dependency_is_imported_by_daimlib():
     )
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_the_import_scan_sees_known_imports():
     imported = _imports_of_daimlib()
     assert {"torch", "timm", "transformers", "pillow"} <= set(imported), sorted(imported)

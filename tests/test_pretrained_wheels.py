@@ -37,6 +37,7 @@ def _lukemelas():
     return torch.load(P.efficientnet_lite0_source(), map_location="cpu", weights_only=True)
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_lukemelas_names_map_one_to_one_onto_timm_tf_efficientnet_lite0():
     import timm
 
@@ -98,6 +99,7 @@ def test_converted_file_is_written_once_and_named_by_the_source(tmp_path):
     assert list(tmp_path.iterdir()) == [a] and a.name.startswith("tf_efficientnet_lite0-")
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_text_encoder_loads_the_wheel_minilm_exactly(wheel_cfg):
     enc = TextEncoder(wheel_cfg.text, wheel_cfg.fdm, pretrained=True)
     assert type(enc.bert).__name__ == "BertModel" and enc.hidden_size == 384
@@ -124,6 +126,7 @@ def test_minilm_tokenizer_is_the_lower_cased_bert_vocabulary(wheel_cfg):
     assert torch.equal(ids[0], ids[1]) and ids[0, 0] == tok.cls_token_id and int(mask[0].sum()) == 5
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_levels_follow_the_reference_by_scale_and_depth():
     import timm
 

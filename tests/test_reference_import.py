@@ -83,6 +83,7 @@ def test_mapping_rules_reproduce_every_row_of_the_full_size_manifest(table):
     assert counts == {"param": 540, "buffer": 35, "drop": 4}
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 @pytest.mark.parametrize("family", ["daim", "hat"])
 def test_architecture_and_config_are_read_from_the_checkpoint(family, imported):
     res = imported[family]
@@ -128,6 +129,7 @@ def _run(model, o, dtype):
     return img_in, txt_in, img, txt, per_level, total, lens
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 @pytest.mark.parametrize("family", ["daim", "hat"])
 def test_imported_model_matches_the_reference_forward_pass_in_float64(family, imported, outputs):
     o, f = outputs, family
@@ -150,6 +152,7 @@ def test_imported_model_matches_the_reference_forward_pass_in_float64(family, im
     imported[f].model.float()
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 @pytest.mark.parametrize("family", ["daim", "hat"])
 def test_imported_model_in_float32_agrees_at_the_1e5_level(family, imported, outputs):
     o, f = outputs, family
@@ -166,6 +169,7 @@ def test_imported_model_in_float32_agrees_at_the_1e5_level(family, imported, out
     assert (total.double() - o[f"{f}/sims_fp32enc/total"]).abs().max() < 1e-5
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 @pytest.mark.parametrize("family", ["daim", "hat"])
 def test_training_loss_on_the_square_batch_matches_the_reference(family, imported, outputs):
     o, f = outputs, family
@@ -206,6 +210,7 @@ def test_margin_step_from_the_imported_margin_matches_the_reference(case, import
 # --- the written folder --------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 @pytest.mark.parametrize("family", ["daim", "hat"])
 def test_written_folder_carries_margin_and_provenance_and_loads_with_load_model(family, imported, outputs):
     res = imported[family]
@@ -232,6 +237,7 @@ def test_written_folder_carries_margin_and_provenance_and_loads_with_load_model(
     assert (s.double() - o[f"{family}/sims/total"]).abs().max() < 1e-5
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_a_kit_folder_is_accepted_and_round_trips(imported, tmp_path):
     src = imported["hat"]
     res = R.import_reference(src.out_dir, out=tmp_path / "again")
@@ -240,6 +246,7 @@ def test_a_kit_folder_is_accepted_and_round_trips(imported, tmp_path):
     assert res.provenance["source_format"] == "daimlib"
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_a_bare_state_dict_file_imports_with_its_preset(imported, tmp_path, outputs):
     path = tmp_path / "bare.pt"
     torch.save(_raw("daim")["state_dict"], path)  # keeps the pickled module list (_metadata)
@@ -270,6 +277,7 @@ def test_family_is_read_from_module_list_and_stored_config():
         assert family == f and set(signals.values()) == {f}
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_other_family_preset_is_refused_unless_forced(imported, outputs, tmp_path):
     with pytest.raises(CheckpointError, match=r"HAT checkpoint.*daim_f30k.*--force"):
         R.import_reference(CKPT["hat"], preset="daim_f30k", text_heads=2)
@@ -330,6 +338,7 @@ def _reshape(sd):
     ],
     ids=["missing", "extra", "renamed", "reshaped", "buffer", "transposed"],
 )
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_edited_state_dicts_are_refused_with_a_list_of_keys(tmp_path, edit, pattern):
     path = _write_variant(tmp_path, edit)
     with pytest.raises(CheckpointError, match=pattern):
@@ -438,6 +447,7 @@ def test_sacred_read_only_containers_load_as_plain_containers(tmp_path):
 # --- command line ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_cli_imports_lists_globals_and_turns_errors_into_exit_2(tmp_path, capsys, monkeypatch):
     from daimlib.__main__ import main
 
@@ -509,6 +519,7 @@ def test_a_full_size_random_checkpoint_in_the_reference_layout_imports_and_runs(
     assert s.shape == (1, 1) and torch.isfinite(s).all()
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_out_holding_anything_but_an_earlier_import_is_refused(tmp_path, imported):
     from daimlib.checkpoint import save_checkpoint
 

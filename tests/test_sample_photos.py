@@ -29,6 +29,7 @@ def test_caption_set_owner_index():
             assert cap in sp.DISTRACTORS
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 @pytest.mark.parametrize("photo", sp.PHOTOS, ids=lambda p: p.name)
 def test_photos_load_from_their_packages(photo):
     pytest.importorskip(

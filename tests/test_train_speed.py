@@ -65,6 +65,7 @@ def test_loader_workers_are_capped_by_the_cpus_per_process(monkeypatch):
     assert loader_workers(8, processes_per_node=8) == 1 and loader_workers(8, processes_per_node=4) == 3
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_seeded_items_give_each_caption_the_same_augmentation_with_any_number_of_workers(demo_root):
     from torch.utils.data import DataLoader, DistributedSampler
 

@@ -250,6 +250,7 @@ def test_retrieval_grid_i2t_lists_top_captions_and_ticks_ground_truth():
         viz.plot_retrieval_grid(imgs[:1], caps, scores)
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_show_image_grid_accepts_pil_arrays_and_tensors():
     items = [Image.new("RGB", (10, 10)), np.zeros((10, 10, 3)), torch.rand(3, 10, 10)]
     fig = viz.show_image_grid(items, titles=["x", "y", "z"], ncols=2)
@@ -257,6 +258,7 @@ def test_show_image_grid_accepts_pil_arrays_and_tensors():
     assert len(shown) == 3 and shown[2].images[0].get_array().shape == (10, 10, 3)
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_training_curves_one_line_per_run_and_clear_error_for_unknown_column():
     h1 = pd.DataFrame({"step": range(5), "loss": [5, 4, 3, 2, 1], "margin": [0.2] * 5})
     h2 = pd.DataFrame({"step": range(5), "loss": [6, 5, 4, 3, 2]})
@@ -280,6 +282,7 @@ def test_save_figure_writes_small_png_and_returns_repo_relative_path(tmp_path):
         viz.save_figure(fig, "../escape", root=tmp_path)
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_save_figure_pdf_beside_the_png_and_reproducible(tmp_path):
     fig = viz.plot_score_distributions([1.0, 1.2, 1.1], [0.1, 0.3, 0.2])
     path = viz.save_figure(fig, "scores", root=tmp_path, pdf=True)
@@ -305,6 +308,7 @@ def test_user_data_figures_go_to_the_run_folder_never_the_tracked_figures(monkey
     assert figures_dir(tmp_path / "my_f30k", smoke=True) == root / "runs" / "smoke" / "my_f30k" / "figures"
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_daim_output_dir_redirects_every_figure(monkeypatch, tmp_path):
     from daimlib.course import nb
 
@@ -397,6 +401,7 @@ def _figures_of_every_plot():
     }
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 @pytest.mark.parametrize("name", list(_figures_of_every_plot()))
 def test_every_data_axis_is_labelled_and_step_axes_name_their_unit(name):
     fig = _figures_of_every_plot()[name]
@@ -432,6 +437,7 @@ def _points_in_display(ax):
     return ax.transData.transform(pts) if len(pts) else pts
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 @pytest.mark.parametrize("name", list(_figures_of_every_plot()))
 def test_no_legend_covers_a_data_point(name):
     fig = _figures_of_every_plot()[name]
@@ -448,6 +454,7 @@ def test_no_legend_covers_a_data_point(name):
         assert all(labelled), labelled
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_the_kit_palette_is_seaborns_colorblind_palette_and_every_curve_uses_it():
     import seaborn as sns
     from matplotlib.colors import to_hex
@@ -526,6 +533,7 @@ def test_retrieval_grid_says_when_the_true_image_is_not_in_the_top_k_and_gives_i
     assert not [a for a in fig.axes if "true image" in a.get_xlabel()]
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_retrieval_grid_i2t_notes_a_query_without_a_true_caption_in_the_top_k():
     imgs = [np.zeros((4, 4, 3), dtype=np.uint8)] * 2
     scores = np.array([[0.1, 0.9, 0.5, 0.0], [0.3, 0.2, 0.1, 0.8]])
@@ -644,6 +652,7 @@ def test_margin_evolution_smoothed_counts_keep_the_raw_per_step_counts_visible()
     np.testing.assert_allclose(mean[0].get_ydata(), h["n_correct"].rolling(5, min_periods=1).mean())
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_the_pdf_switch_writes_a_pdf_beside_every_png(tmp_path, monkeypatch):
     fig, ax = plt.subplots()
     ax.plot([0, 1], [0, 1])

@@ -54,6 +54,7 @@ def test_attention_rows_are_distributions_and_reproduce_scan_t2i():
     assert torch.allclose(by_hand, scan_t2i(v[None], t[None], torch.tensor([5]), 9.0)[0, 0], atol=1e-5)
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_index_holds_the_subset_and_all_its_captions(index, demo):
     _, split = demo
     assert index.n_images == N_IMAGES and not index.trained
@@ -62,6 +63,7 @@ def test_index_holds_the_subset_and_all_its_captions(index, demo):
     assert index.img_levels[0].shape[0] == N_IMAGES and index.txt_levels[0].shape[0] == len(index.captions)
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_text_to_image_ranks_by_the_models_scores_for_that_caption(index):
     j = 7  # a caption of the index, typed as a query: its column of the full matrix
     column = _full_matrix(index)[:, j].numpy()
@@ -134,6 +136,7 @@ def _fake_run(run, cfg, data_root=None):
         (run / "data.json").write_text(json.dumps({"json": name, "json_sha256": digest}))
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_available_models_lists_finished_runs_and_skips_others(tmp_path, demo):
     root, _ = demo
     cfg = load_preset("demo")
@@ -173,6 +176,7 @@ def _fake_shipped(models, arm, cfg, sha):
     (models / arm / "metrics.json").write_text(json.dumps({"arm": arm, "steps": 3, "data": {"sha256": sha}}))
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_available_models_offers_the_shipped_models_first(tmp_path, demo):
     root, _ = demo
     cfg = load_preset("demo")
@@ -192,6 +196,7 @@ def test_available_models_offers_the_shipped_models_first(tmp_path, demo):
     assert len(only) == 3 and all(c.trained for c in only)
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_the_repositorys_shipped_models_are_offered_on_the_demo_data():
     from daimlib.course import demo_models
 
@@ -204,6 +209,7 @@ def test_the_repositorys_shipped_models_are_offered_on_the_demo_data():
     assert all(c.checkpoint.parent.parent.name == "models" for c in shipped)
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_compare_puts_two_models_side_by_side(demo, tmp_path):
     root, split = demo
     cfg = load_preset("demo")
@@ -221,6 +227,7 @@ def test_compare_puts_two_models_side_by_side(demo, tmp_path):
     assert len({im.get_clim() for im in heats}) == 1
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_no_run_means_one_labelled_random_model_that_is_always_the_same(tmp_path, demo):
     root, _ = demo
     (choice,) = W.available_models(tmp_path / "empty", root)
@@ -236,6 +243,7 @@ def test_no_run_means_one_labelled_random_model_that_is_always_the_same(tmp_path
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_app_answers_a_typed_caption_and_a_picked_image(demo, capsys):
     pytest.importorskip("ipywidgets")
     root, split = demo
@@ -253,6 +261,7 @@ def test_app_answers_a_typed_caption_and_a_picked_image(demo, capsys):
     assert "random weights" in app.status.value
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_static_output_prints_both_directions(demo, capsys):
     root, split = demo
     app = W.SearchApp(W.available_models(root / "no-runs", root), split, root, n_images=N_IMAGES)
@@ -262,6 +271,7 @@ def test_static_output_prints_both_directions(demo, capsys):
     assert "random weights" in out
 
 
+@pytest.mark.slow  # over half a second: `make unit` runs it, `make test-fast` skips it
 def test_without_ipywidgets_the_app_cell_says_so_and_shows_the_static_view(demo, capsys, monkeypatch):
     """Notebook 12's app cell where ipywidgets is missing (a kernel without the notebook extra): it
     used to raise ImportError, stopping "Run All" before the notebook's check."""
