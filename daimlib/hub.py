@@ -67,10 +67,10 @@ UNKNOWN_DATA = "unknown"  # a preset for any folder (tiny) on a checkpoint that 
 def card_dataset(cfg, meta: dict) -> str:
     """The dataset a checkpoint was trained on, for its card: the preset's (``data.dataset``), else the layout
     training recorded in meta.json (``data``: a preset for any folder, such as ``tiny``), else ``unknown``."""
-    if cfg.data.dataset in DATASETS or cfg.data.dataset == "flickr8k":
-        return DATASETS.get(cfg.data.dataset, cfg.data.dataset)
-    recorded = (meta.get("data") or {}).get("layout")
-    return DATASETS.get(recorded, UNKNOWN_DATA)
+    name = {"flickr8k": "f8k"}.get(cfg.data.dataset, cfg.data.dataset)  # the config's name -> the layout's
+    if name not in DATASETS:
+        name = (meta.get("data") or {}).get("layout")
+    return DATASETS.get(name, UNKNOWN_DATA)
 
 
 def _eval_results(cfg, meta: dict):
